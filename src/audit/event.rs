@@ -1,0 +1,104 @@
+//! What the audit trail records. Every event belongs to one session and is appended, never changed.
+//!
+//! The events are also the session's memory: a session resumed after a restart rebuilds its
+//! conversation from them (see [`crate::session::history`]), so each carries what that needs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::incident::{IncidentSpec, Outcome, Phase, Report};
+use crate::llm::ContentBlock;
+
+/// The body of one audit event. The variant name (snake_case) is the event's `kind` column.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The session began: the ticket as the agent first saw it.
+    SessionStarted {
+        generation: i64,
+        spec: IncidentSpec,
+        model: String,
+        provider: String,
+        sandbox_image: String,
+    },
+    /// The sandbox container exists.
+    SandboxReady { container_id: String },
+    /// A model response, stored before anything in it is acted on.
+    LlmResponse {
+        turn: u32,
+        content: Vec<ContentBlock>,
+        stop_reason: Option<String>,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
+    /// A model call failed for good (after retries).
+    LlmFailed { message: String },
+    /// A command is about to run. Committed before it runs (write-ahead).
+    CommandStarted {
+        tool_use_id: String,
+        command: String,
+        reasoning: String,
+        timeout_seconds: u64,
+    },
+    /// A command ended.
+    CommandFinished {
+        tool_use_id: String,
+        exit_code: Option<i64>,
+        duration_ms: u64,
+        timed_out: bool,
+        /// The output (stdout and stderr merged), capped: head and tail kept, the cut stated.
+        output: String,
+        output_bytes: u64,
+        truncated: bool,
+    },
+    /// A command was started but the controller stopped before it finished. It is never re-run.
+    CommandInterrupted { tool_use_id: String, reason: String },
+    /// The small model's summary of a command's output.
+    OutputSummary { tool_use_id: String, model: String, summary: String },
+    /// A tool call the session could not run (unknown tool, bad arguments); the model is told.
+    ToolRejected { tool_use_id: String, tool: String, error: String },
+    /// The ticket's spec changed while the session ran; the agent is told.
+    TicketUpdated { generation: i64, spec: IncidentSpec },
+    /// The agent's final report.
+    Reported { tool_use_id: String, report: Report },
+    /// The session ended.
+    SessionFinished {
+        phase: Phase,
+        outcome: Option<Outcome>,
+        reason: String,
+        message: String,
+    },
+}
+
+impl EventBody {
+    /// The `kind` column of the event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::SessionStarted { .. } => "session_started",
+            EventBody::SandboxReady { .. } => "sandbox_ready",
+            EventBody::LlmResponse { .. } => "llm_response",
+            EventBody::LlmFailed { .. } => "llm_failed",
+            EventBody::CommandStarted { .. } => "command_started",
+            EventBody::CommandFinished { .. } => "command_finished",
+            EventBody::CommandInterrupted { .. } => "command_interrupted",
+            EventBody::OutputSummary { .. } => "output_summary",
+            EventBody::ToolRejected { .. } => "tool_rejected",
+            EventBody::TicketUpdated { .. } => "ticket_updated",
+            EventBody::Reported { .. } => "reported",
+            EventBody::SessionFinished { .. } => "session_finished",
+        }
+    }
+}
+
+/// One stored event.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Event {
+    pub session_id: String,
+    /// 1, 2, 3, … within the session, with no gaps.
+    pub seq: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// Hex SHA-256 of the previous event's hash and this event's (redacted) content.
+    pub hash: String,
+}

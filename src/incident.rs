@@ -1,0 +1,286 @@
+//! The `Incident` custom resource: the ticket a person files, and the status opslab writes back.
+//!
+//! The same type serves both modes. In kube mode it is read from the API server; in files mode it is
+//! parsed from a manifest (see [`crate::source::manifest`]) and the controller keeps `uid`,
+//! `generation` and `resourceVersion` itself, so the reconciler sees one contract.
+
+use std::fmt;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An incident ticket: what is wrong, where, and how much the agent may spend on it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "opslab.dev",
+    version = "v1alpha1",
+    kind = "Incident",
+    namespaced,
+    status = "IncidentStatus",
+    shortname = "inc",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Severity","type":"string","jsonPath":".spec.severity"}"#,
+    printcolumn = r#"{"name":"Commands","type":"integer","jsonPath":".status.commands"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentSpec {
+    /// One line saying what is wrong, as a person would title a ticket.
+    #[schemars(length(min = 1, max = 512))]
+    pub title: String,
+    /// Free text: what was seen, since when, what was already tried.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 65536))]
+    pub description: String,
+    /// How urgent the incident is.
+    #[serde(default)]
+    pub severity: Severity,
+    /// Where the affected services run.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Overrides of the agent's settings, bounded by the controller's limits.
+    #[serde(default, skip_serializing_if = "AgentOverrides::is_empty")]
+    pub agent: AgentOverrides,
+}
+
+/// How urgent an incident is.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    #[default]
+    Medium,
+    Low,
+    Info,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        })
+    }
+}
+
+/// The Docker environment the sandbox joins.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// Docker networks the sandbox container joins, so the agent can reach the services on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+    /// Containers or services of interest: hints for the agent, not a limit on what it may touch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+}
+
+/// Per-Incident overrides of the agent's settings. Each is capped by the controller's own limit.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentOverrides {
+    /// The model to use instead of the controller's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The most model turns the session may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_turns: Option<u32>,
+    /// The session's wall-clock budget, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<u64>,
+    /// How long one command may run, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub command_timeout_seconds: Option<u64>,
+    /// The hard budget of model tokens (input and output together) for the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u64>,
+}
+
+impl AgentOverrides {
+    fn is_empty(&self) -> bool {
+        self == &AgentOverrides::default()
+    }
+}
+
+/// What opslab has done about the Incident.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentStatus {
+    /// Where the Incident is in its life.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The id of the current or last agent session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// How many sessions this Incident has had; a spec change after a terminal phase starts another.
+    #[serde(default)]
+    pub attempt: u32,
+    /// When the current session started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the current session ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Model turns taken by the current session.
+    #[serde(default)]
+    pub turns: u32,
+    /// Commands run by the current session.
+    #[serde(default)]
+    pub commands: u32,
+    /// The last command the agent ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<LastCommand>,
+    /// Model tokens spent by the current session.
+    #[serde(default)]
+    pub tokens: Tokens,
+    /// The agent's final report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+    /// Observations of the Incident's state, following the Kubernetes API conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Where an Incident is in its life.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Seen, no session yet.
+    #[default]
+    Pending,
+    /// Waiting for a free session slot.
+    Queued,
+    /// An agent session is running.
+    Investigating,
+    /// The agent reported the incident resolved or mitigated.
+    Resolved,
+    /// The agent ended without a fix: it said so, needs a human, or ran out of budget.
+    Unresolved,
+    /// The session could not run: an invalid spec, or a fault in the model API or the sandbox.
+    Failed,
+    /// The session was cancelled.
+    Cancelled,
+}
+
+impl Phase {
+    /// A terminal phase ends the current attempt; only a spec change starts another.
+    pub fn is_terminal(self) -> bool {
+        match self {
+            Phase::Resolved | Phase::Unresolved | Phase::Failed | Phase::Cancelled => true,
+            Phase::Pending | Phase::Queued | Phase::Investigating => false,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The last command the agent ran.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCommand {
+    /// The command line, as the agent wrote it (secrets redacted).
+    pub command: String,
+    /// Its exit code; absent while it runs or when it was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// Model tokens spent.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tokens {
+    /// Input (prompt) tokens.
+    #[serde(default)]
+    pub input: u64,
+    /// Output (completion) tokens.
+    #[serde(default)]
+    pub output: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// The agent's final report.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The agent's verdict.
+    pub outcome: Outcome,
+    /// What happened, in a few sentences.
+    pub summary: String,
+    /// The cause the agent found, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub root_cause: String,
+    /// What the agent changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+    /// How the agent checked the fix.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verification: String,
+}
+
+/// The agent's verdict on an incident.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Fixed and verified.
+    Resolved,
+    /// The impact is contained; the cause may remain.
+    Mitigated,
+    /// Not fixed.
+    Unresolved,
+    /// A person must act.
+    NeedsHuman,
+}
+
+impl Outcome {
+    /// The phase an Incident takes when its session reports this outcome.
+    pub fn phase(self) -> Phase {
+        match self {
+            Outcome::Resolved | Outcome::Mitigated => Phase::Resolved,
+            Outcome::Unresolved | Outcome::NeedsHuman => Phase::Unresolved,
+        }
+    }
+}
+
+/// One observation of the Incident's state (Kubernetes API conventions).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The kind of observation: `Valid`, `SessionActive` or `Resolved`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase word saying why.
+    pub reason: String,
+    /// A sentence for people.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: String,
+    /// The spec generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,109 @@
+//! The model APIs: one provider-neutral conversation shape, spoken to Anthropic's Messages API or to
+//! any OpenAI-compatible Chat Completions server.
+
+pub mod anthropic;
+pub mod openai;
+pub mod retry;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One block of a message. Tool calls and their results are blocks, as in the Messages API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<ContentBlock>,
+}
+
+/// A tool the model may call; `input_schema` is a JSON Schema object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+}
+
+/// One model call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: u32,
+}
+
+/// The model's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatResponse {
+    pub content: Vec<ContentBlock>,
+    pub stop_reason: Option<String>,
+    pub usage: Usage,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Which protocol to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Anthropic,
+    #[value(name = "openai")]
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenAi => "openai",
+        }
+    }
+}
+
+/// How to reach a provider.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Anthropic: without `/v1` (as `ANTHROPIC_BASE_URL`); OpenAI: with it (as `OPENAI_BASE_URL`).
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// Limit for one HTTP request, connect to last byte.
+    pub request_timeout: Duration,
+    pub retry: retry::RetryPolicy,
+}
+
+mod client;
+pub use client::{LlmClient, LlmError};
