@@ -1,4 +1,4 @@
 //! All integration tests, in one binary (one link, one process to share fixtures).
 
-mod support;
 mod suite;
+mod support;

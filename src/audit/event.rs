@@ -53,9 +53,17 @@ pub enum EventBody {
     /// A command was started but the controller stopped before it finished. It is never re-run.
     CommandInterrupted { tool_use_id: String, reason: String },
     /// The small model's summary of a command's output.
-    OutputSummary { tool_use_id: String, model: String, summary: String },
+    OutputSummary {
+        tool_use_id: String,
+        model: String,
+        summary: String,
+    },
     /// A tool call the session could not run (unknown tool, bad arguments); the model is told.
-    ToolRejected { tool_use_id: String, tool: String, error: String },
+    ToolRejected {
+        tool_use_id: String,
+        tool: String,
+        error: String,
+    },
     /// The ticket's spec changed while the session ran; the agent is told.
     TicketUpdated { generation: i64, spec: IncidentSpec },
     /// The agent's final report.

@@ -61,16 +61,47 @@ pub struct IncidentRecord {
 pub struct Store {}
 
 impl Store {
-    pub async fn open(_path: &std::path::Path, _redactor: Redactor) -> Result<Store, StoreError> { todo!() }
-    pub async fn create_session(&self, _new: NewSession) -> Result<SessionRecord, StoreError> { todo!() }
-    pub async fn append(&self, _session_id: &str, _body: EventBody) -> Result<Event, StoreError> { todo!() }
-    pub async fn events(&self, _session_id: &str) -> Result<Vec<Event>, StoreError> { todo!() }
-    pub async fn session(&self, _id: &str) -> Result<Option<SessionRecord>, StoreError> { todo!() }
-    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> { todo!() }
-    pub async fn sessions_for_incident(&self, _uid: &str) -> Result<Vec<SessionRecord>, StoreError> { todo!() }
-    pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> { todo!() }
-    pub async fn put_incident(&self, _record: IncidentRecord) -> Result<(), StoreError> { todo!() }
-    pub async fn incident(&self, _namespace: &str, _name: &str) -> Result<Option<IncidentRecord>, StoreError> { todo!() }
-    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> { todo!() }
-    pub async fn delete_incident(&self, _namespace: &str, _name: &str) -> Result<(), StoreError> { todo!() }
+    pub async fn open(_path: &std::path::Path, _redactor: Redactor) -> Result<Store, StoreError> {
+        todo!()
+    }
+    pub async fn create_session(&self, _new: NewSession) -> Result<SessionRecord, StoreError> {
+        todo!()
+    }
+    pub async fn append(&self, _session_id: &str, _body: EventBody) -> Result<Event, StoreError> {
+        todo!()
+    }
+    pub async fn events(&self, _session_id: &str) -> Result<Vec<Event>, StoreError> {
+        todo!()
+    }
+    pub async fn session(&self, _id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn sessions_for_incident(
+        &self,
+        _uid: &str,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn put_incident(&self, _record: IncidentRecord) -> Result<(), StoreError> {
+        todo!()
+    }
+    pub async fn incident(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> Result<Option<IncidentRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn delete_incident(&self, _namespace: &str, _name: &str) -> Result<(), StoreError> {
+        todo!()
+    }
 }

@@ -55,7 +55,11 @@ impl Sandboxes {
         todo!()
     }
     /// Creates (or, after a restart, finds) the session's sandbox, started and joined to `networks`.
-    pub async fn ensure(&self, _owner: &SandboxOwner, _networks: &[String]) -> Result<Sandbox, SandboxError> {
+    pub async fn ensure(
+        &self,
+        _owner: &SandboxOwner,
+        _networks: &[String],
+    ) -> Result<Sandbox, SandboxError> {
         todo!()
     }
     /// Removes the session's sandbox; succeeds when there is none.
@@ -63,7 +67,10 @@ impl Sandboxes {
         todo!()
     }
     /// Removes every opslab sandbox whose session id is not in `keep`; returns the removed ids.
-    pub async fn remove_orphans(&self, _keep: &HashSet<String>) -> Result<Vec<String>, SandboxError> {
+    pub async fn remove_orphans(
+        &self,
+        _keep: &HashSet<String>,
+    ) -> Result<Vec<String>, SandboxError> {
         todo!()
     }
 }
@@ -74,7 +81,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub async fn exec(&self, _command: &str, _timeout: Duration) -> Result<ExecOutcome, SandboxError> {
+    pub async fn exec(
+        &self,
+        _command: &str,
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, SandboxError> {
         todo!()
     }
 }
