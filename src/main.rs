@@ -1,1 +1,29 @@
-fn main() {}
+//! The `opslab` binary: parse, set up logging, dispatch.
+
+use clap::Parser;
+use opslab::cli::{self, Cli, Command, GetResource};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Controller(_) => "info",
+        Command::Crd | Command::Get(_) | Command::Sessions(_) | Command::Show(_) => "warn",
+    };
+    opslab::telemetry::init(cli.log_format, default_filter);
+    let output = match cli.command {
+        Command::Controller(args) => {
+            let config = args.into_config().map_err(anyhow::Error::msg)?;
+            cli::run_controller(config).await?;
+            return Ok(());
+        }
+        Command::Crd => cli::crd_yaml()?,
+        Command::Get(get) => match get.resource {
+            GetResource::Incidents(args) => cli::get_incidents(args).await?,
+        },
+        Command::Sessions(args) => cli::list_sessions(args).await?,
+        Command::Show(args) => cli::show(args).await?,
+    };
+    print!("{output}");
+    Ok(())
+}

@@ -57,6 +57,14 @@ pub struct IncidentRecord {
     pub updated_at: String,
 }
 
+/// One command as the `commands` projection holds it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommandRecord {
+    pub command: String,
+    pub exit_code: Option<i64>,
+    pub finished_at: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Store {}
 
@@ -99,6 +107,12 @@ impl Store {
         todo!()
     }
     pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        todo!()
+    }
+    pub async fn last_command(
+        &self,
+        _session_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         todo!()
     }
     pub async fn delete_incident(&self, _namespace: &str, _name: &str) -> Result<(), StoreError> {

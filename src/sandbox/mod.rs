@@ -54,6 +54,9 @@ impl Sandboxes {
     pub async fn connect(_config: SandboxConfig) -> Result<Self, SandboxError> {
         todo!()
     }
+    pub async fn ping(&self) -> Result<(), SandboxError> {
+        todo!()
+    }
     /// Creates (or, after a restart, finds) the session's sandbox, started and joined to `networks`.
     pub async fn ensure(
         &self,

@@ -1,0 +1,467 @@
+//! The command line: clap definitions (every operator flag also readable from the environment) and
+//! the handlers. Raw flags become a validated [`Config`] once, in [`ControllerArgs::into_config`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kube::CustomResourceExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::audit::{Redactor, SessionRecord, Store};
+use crate::config::{AgentLimits, Config};
+use crate::incident::Incident;
+use crate::llm::{LlmClient, ProviderConfig, ProviderKind, retry::RetryPolicy};
+use crate::reconcile::Context;
+use crate::sandbox::{SandboxConfig, Sandboxes};
+use crate::session::SessionManager;
+use crate::source::files::{self, FilesSource};
+use crate::telemetry::LogFormat;
+use crate::view::{self, OutputFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "opslab", version, about = "An autonomous incident responder")]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "OPSLAB_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller: watch Incidents and run an agent session for each.
+    Controller(Box<ControllerArgs>),
+    /// Print the Incident CustomResourceDefinition as YAML.
+    Crd,
+    /// List resources.
+    Get(GetArgs),
+    /// List agent sessions, newest first.
+    Sessions(ListArgs),
+    /// Print a session's whole conversation: reasoning, commands, exit codes, outputs, summaries.
+    Show(ShowArgs),
+}
+
+/// Where the audit store is.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// The audit store (an SQLite file).
+    #[arg(long = "store", env = "OPSLAB_STORE", default_value = "opslab.db")]
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(subcommand)]
+    pub resource: GetResource,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetResource {
+    /// Incidents with their phase, severity, commands and age; invalid manifests are listed too.
+    #[command(visible_aliases = ["incident", "inc"])]
+    Incidents(ListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// A session id, or an Incident as NAME or NAMESPACE/NAME (its newest session).
+    pub target: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Output format (`table` is the readable story).
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// The folder of Incident manifests to watch (files mode).
+    #[arg(long, env = "OPSLAB_INCIDENTS")]
+    pub incidents: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The model API to speak.
+    #[arg(long, env = "OPSLAB_PROVIDER", value_enum, default_value = "anthropic")]
+    pub provider: ProviderKind,
+    /// The agent's model [default: claude-sonnet-4-5 (anthropic), gpt-4.1 (openai)].
+    #[arg(long, env = "OPSLAB_MODEL")]
+    pub model: Option<String>,
+    /// The small model that summarises long command output; `off` turns summaries off
+    /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (openai)].
+    #[arg(long, env = "OPSLAB_SUMMARY_MODEL")]
+    pub summary_model: Option<String>,
+    /// The Anthropic API's base URL, without /v1.
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        default_value = "https://api.anthropic.com"
+    )]
+    pub anthropic_base_url: String,
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true)]
+    pub anthropic_api_key: Option<String>,
+    /// An OpenAI-compatible API's base URL, with /v1 (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM…).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, hide = true)]
+    pub openai_api_key: Option<String>,
+    /// Model calls retried at most this many times (429, 5xx, 529, connection errors).
+    #[arg(long, env = "OPSLAB_LLM_MAX_RETRIES", default_value_t = 5)]
+    pub llm_max_retries: usize,
+    /// The first retry's delay, in milliseconds; it doubles (with jitter) up to 30 s.
+    #[arg(long, env = "OPSLAB_LLM_RETRY_DELAY_MS", default_value_t = 1000)]
+    pub llm_retry_delay_ms: u64,
+    /// Seconds one model request may take.
+    #[arg(long, env = "OPSLAB_LLM_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub llm_timeout_seconds: u64,
+    /// Sessions that may run at once; more Incidents wait in Queued.
+    #[arg(long, env = "OPSLAB_MAX_SESSIONS", default_value_t = 4)]
+    pub max_sessions: usize,
+    /// The most model turns a session may take.
+    #[arg(long, env = "OPSLAB_MAX_TURNS", default_value_t = 40)]
+    pub max_turns: u32,
+    /// A session's wall-clock budget, in seconds.
+    #[arg(long, env = "OPSLAB_SESSION_TIMEOUT_SECONDS", default_value_t = 1800)]
+    pub session_timeout_seconds: u64,
+    /// How long one command may run, in seconds.
+    #[arg(long, env = "OPSLAB_COMMAND_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub command_timeout_seconds: u64,
+    /// A session's token budget (input and output together).
+    #[arg(long, env = "OPSLAB_MAX_TOKENS", default_value_t = 2_000_000)]
+    pub max_tokens: u64,
+    /// `max_tokens` of one model response.
+    #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
+    pub response_max_tokens: u32,
+    /// The sandbox image.
+    #[arg(
+        long,
+        env = "OPSLAB_SANDBOX_IMAGE",
+        default_value = "opslab-sandbox:latest"
+    )]
+    pub sandbox_image: String,
+    /// The host's Docker socket, given to each sandbox; `none` gives none.
+    #[arg(
+        long,
+        env = "OPSLAB_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    pub docker_socket: String,
+    /// Memory limit of a sandbox, in MiB.
+    #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
+    pub sandbox_memory_mb: i64,
+    /// CPU limit of a sandbox, in CPUs.
+    #[arg(long, env = "OPSLAB_SANDBOX_CPUS", default_value_t = 1.0)]
+    pub sandbox_cpus: f64,
+    /// Process limit of a sandbox.
+    #[arg(long, env = "OPSLAB_SANDBOX_PIDS", default_value_t = 256)]
+    pub sandbox_pids: i64,
+    /// Bytes kept from the start and from the end of a command's output.
+    #[arg(long, env = "OPSLAB_OUTPUT_KEEP_BYTES", default_value_t = 16 * 1024)]
+    pub output_keep_bytes: usize,
+    /// Names of environment variables whose values are secrets to redact everywhere (comma-separated).
+    #[arg(long, env = "OPSLAB_SECRET_ENV", value_delimiter = ',')]
+    pub secret_env: Vec<String>,
+}
+
+impl ControllerArgs {
+    /// Checks the flags once; later code trusts the result.
+    pub fn into_config(self) -> Result<Config, String> {
+        // Destructured so that a new flag cannot be left unhandled.
+        let ControllerArgs {
+            incidents,
+            store,
+            provider,
+            model,
+            summary_model,
+            anthropic_base_url,
+            anthropic_api_key,
+            openai_base_url,
+            openai_api_key,
+            llm_max_retries,
+            llm_retry_delay_ms,
+            llm_timeout_seconds,
+            max_sessions,
+            max_turns,
+            session_timeout_seconds,
+            command_timeout_seconds,
+            max_tokens,
+            response_max_tokens,
+            sandbox_image,
+            docker_socket,
+            sandbox_memory_mb,
+            sandbox_cpus,
+            sandbox_pids,
+            output_keep_bytes,
+            secret_env,
+        } = self;
+        if !incidents.is_dir() {
+            return Err(format!(
+                "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
+                incidents.display()
+            ));
+        }
+        let positive = [
+            ("--max-sessions", max_sessions as u64),
+            ("--max-turns", u64::from(max_turns)),
+            ("--session-timeout-seconds", session_timeout_seconds),
+            ("--command-timeout-seconds", command_timeout_seconds),
+            ("--max-tokens", max_tokens),
+            ("--response-max-tokens", u64::from(response_max_tokens)),
+            ("--llm-timeout-seconds", llm_timeout_seconds),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if !(sandbox_cpus > 0.0) || sandbox_memory_mb < 6 || sandbox_pids < 16 {
+            return Err(
+                "sandbox limits too small: --sandbox-cpus > 0, --sandbox-memory-mb >= 6, --sandbox-pids >= 16"
+                    .into(),
+            );
+        }
+        let (base_url, api_key, default_model, default_summary) = match provider {
+            ProviderKind::Anthropic => (
+                anthropic_base_url,
+                anthropic_api_key,
+                "claude-sonnet-4-5",
+                "claude-haiku-4-5",
+            ),
+            ProviderKind::OpenAi => (openai_base_url, openai_api_key, "gpt-4.1", "gpt-4.1-mini"),
+        };
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(format!(
+                "the {} base URL {base_url:?} must start with http:// or https://",
+                provider.as_str()
+            ));
+        }
+        let api_key = api_key.filter(|key| !key.trim().is_empty());
+        if provider == ProviderKind::Anthropic && api_key.is_none() {
+            return Err(
+                "ANTHROPIC_API_KEY is not set: export it, or use an OpenAI-compatible server with \
+                 OPSLAB_PROVIDER=openai and OPENAI_BASE_URL"
+                    .into(),
+            );
+        }
+        let summary_model = match summary_model.as_deref() {
+            Some("off" | "none" | "") => None,
+            Some(model) => Some(model.to_string()),
+            None => Some(default_summary.to_string()),
+        };
+        let mut secret_values: Vec<String> = api_key.iter().cloned().collect();
+        for name in secret_env {
+            if let Ok(value) = std::env::var(&name) {
+                secret_values.push(value);
+            }
+        }
+        Ok(Config {
+            incidents_dir: incidents,
+            store_path: store.path,
+            provider: ProviderConfig {
+                kind: provider,
+                base_url,
+                api_key,
+                request_timeout: Duration::from_secs(llm_timeout_seconds),
+                retry: RetryPolicy {
+                    max_retries: llm_max_retries,
+                    min_delay: Duration::from_millis(llm_retry_delay_ms),
+                    max_delay: Duration::from_secs(30),
+                },
+            },
+            agent: AgentLimits {
+                model: model.unwrap_or_else(|| default_model.to_string()),
+                max_turns,
+                timeout: Duration::from_secs(session_timeout_seconds),
+                command_timeout: Duration::from_secs(command_timeout_seconds),
+                max_tokens,
+                response_max_tokens,
+            },
+            summary_model,
+            sandbox: SandboxConfig {
+                image: sandbox_image,
+                memory_bytes: sandbox_memory_mb * 1024 * 1024,
+                nano_cpus: (sandbox_cpus * 1e9) as i64,
+                pids_limit: sandbox_pids,
+                docker_socket: (docker_socket != "none").then(|| PathBuf::from(docker_socket)),
+                output_head_bytes: output_keep_bytes,
+                output_tail_bytes: output_keep_bytes,
+            },
+            max_sessions,
+            secret_values,
+        })
+    }
+}
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub async fn run_controller(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let store = Store::open(
+        &config.store_path,
+        Redactor::new(config.secret_values.clone()),
+    )
+    .await?;
+    let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
+    sandboxes.ping().await?;
+    let llm = LlmClient::new(config.provider.clone())?;
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let sessions = SessionManager::new(
+        config.clone(),
+        store.clone(),
+        llm,
+        sandboxes.clone(),
+        wake_tx,
+    );
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        store,
+        sessions: sessions.clone(),
+        sandboxes,
+    });
+    files::collect_orphans(&ctx).await;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    info!(
+        provider = config.provider.kind.as_str(),
+        model = %config.agent.model,
+        store = %config.store_path.display(),
+        "controller started"
+    );
+    let source = FilesSource::new(config.incidents_dir.clone());
+    let result = source.run(ctx, wake_rx, shutdown).await;
+    info!("stopping: sessions resume from the store at the next start");
+    sessions.shutdown().await;
+    Ok(result?)
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    shutdown.cancel();
+}
+
+/// `opslab crd`.
+pub fn crd_yaml() -> anyhow::Result<String> {
+    Ok(serde_saphyr::to_string(&Incident::crd())?)
+}
+
+/// `opslab get incidents`.
+pub async fn get_incidents(args: ListArgs) -> anyhow::Result<String> {
+    let store = open_existing(&args.store).await?;
+    let records = store.incidents().await?;
+    match args.output {
+        OutputFormat::Table => Ok(view::incidents_table(&records, jiff::Timestamp::now())),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            let items: Vec<&serde_json::Value> = records
+                .iter()
+                .filter(|record| record.error.is_none())
+                .map(|record| &record.incident)
+                .collect();
+            let errors: Vec<serde_json::Value> = records
+                .iter()
+                .filter_map(|record| {
+                    record
+                        .error
+                        .as_ref()
+                        .map(|error| serde_json::json!({"manifest": record.name, "error": error}))
+                })
+                .collect();
+            let list = serde_json::json!({
+                "apiVersion": "v1", "kind": "List", "items": items, "errors": errors,
+            });
+            render(&list, args.output)
+        }
+    }
+}
+
+/// `opslab sessions`.
+pub async fn list_sessions(args: ListArgs) -> anyhow::Result<String> {
+    let store = open_existing(&args.store).await?;
+    let sessions = store.sessions().await?;
+    match args.output {
+        OutputFormat::Table => Ok(view::sessions_table(&sessions, jiff::Timestamp::now())),
+        OutputFormat::Json | OutputFormat::Yaml => render(&sessions, args.output),
+    }
+}
+
+/// `opslab show SESSION|INCIDENT`.
+pub async fn show(args: ShowArgs) -> anyhow::Result<String> {
+    let store = open_existing(&args.store).await?;
+    let session = find_session(&store, &args.target).await?;
+    let events = store.events(&session.id).await?;
+    match args.output {
+        OutputFormat::Table => Ok(view::session_story(&session, &events)),
+        OutputFormat::Json | OutputFormat::Yaml => render(
+            &serde_json::json!({"session": session, "events": events}),
+            args.output,
+        ),
+    }
+}
+
+async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionRecord> {
+    if let Some(session) = store.session(target).await? {
+        return Ok(session);
+    }
+    let (namespace, name) = target
+        .split_once('/')
+        .unwrap_or((crate::source::manifest::DEFAULT_NAMESPACE, target));
+    store
+        .sessions()
+        .await?
+        .into_iter()
+        .find(|session| session.incident_namespace == namespace && session.incident_name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no session {target:?} and no Incident {namespace}/{name} with a session"
+            )
+        })
+}
+
+async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
+    if !args.path.exists() {
+        anyhow::bail!(
+            "no audit store at {} (set --store or OPSLAB_STORE to the controller's store)",
+            args.path.display()
+        );
+    }
+    Ok(Store::open(&args.path, Redactor::default()).await?)
+}
+
+fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Result<String> {
+    match format {
+        OutputFormat::Json => Ok(serde_json::to_string_pretty(value)? + "\n"),
+        OutputFormat::Yaml | OutputFormat::Table => Ok(serde_saphyr::to_string(value)?),
+    }
+}

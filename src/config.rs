@@ -1,0 +1,100 @@
+//! The controller's validated settings, built once from the command line (see [`crate::cli`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::incident::AgentOverrides;
+use crate::llm::ProviderConfig;
+use crate::sandbox::SandboxConfig;
+
+/// Everything the controller needs, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The folder of Incident manifests (files mode).
+    pub incidents_dir: PathBuf,
+    pub store_path: PathBuf,
+    pub provider: ProviderConfig,
+    pub agent: AgentLimits,
+    /// The model that summarises long command output for the audit trail; None turns it off.
+    pub summary_model: Option<String>,
+    pub sandbox: SandboxConfig,
+    /// Sessions that may run at once; the rest wait in `Queued`.
+    pub max_sessions: usize,
+    /// Values (API keys and the like) redacted from everything stored, logged or sent to the model.
+    pub secret_values: Vec<String>,
+}
+
+/// The agent's defaults and the controller's caps on what an Incident may ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentLimits {
+    pub model: String,
+    pub max_turns: u32,
+    pub timeout: Duration,
+    pub command_timeout: Duration,
+    pub max_tokens: u64,
+    /// `max_tokens` of one model response.
+    pub response_max_tokens: u32,
+}
+
+impl AgentLimits {
+    /// The budgets one session gets: the Incident's overrides, each capped by the controller's limit.
+    pub fn effective(&self, overrides: &AgentOverrides) -> AgentLimits {
+        AgentLimits {
+            model: overrides
+                .model
+                .clone()
+                .unwrap_or_else(|| self.model.clone()),
+            max_turns: overrides
+                .max_turns
+                .map_or(self.max_turns, |v| v.min(self.max_turns)),
+            timeout: overrides
+                .timeout_seconds
+                .map_or(self.timeout, |v| Duration::from_secs(v).min(self.timeout)),
+            command_timeout: overrides
+                .command_timeout_seconds
+                .map_or(self.command_timeout, |v| {
+                    Duration::from_secs(v).min(self.command_timeout)
+                }),
+            max_tokens: overrides
+                .max_tokens
+                .map_or(self.max_tokens, |v| v.min(self.max_tokens)),
+            response_max_tokens: self.response_max_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_are_capped_by_the_controller() {
+        let limits = AgentLimits {
+            model: "m".into(),
+            max_turns: 40,
+            timeout: Duration::from_secs(1800),
+            command_timeout: Duration::from_secs(120),
+            max_tokens: 1_000_000,
+            response_max_tokens: 4096,
+        };
+        let overrides = AgentOverrides {
+            model: Some("other".into()),
+            max_turns: Some(100),
+            timeout_seconds: Some(60),
+            command_timeout_seconds: Some(600),
+            max_tokens: Some(5000),
+        };
+        assert_eq!(
+            limits.effective(&overrides),
+            AgentLimits {
+                model: "other".into(),
+                max_turns: 40,
+                timeout: Duration::from_secs(60),
+                command_timeout: Duration::from_secs(120),
+                max_tokens: 5000,
+                response_max_tokens: 4096,
+            }
+        );
+        assert_eq!(limits.effective(&AgentOverrides::default()), limits);
+    }
+}

@@ -1,0 +1,45 @@
+//! The library's error type. `anyhow` is used only in `main`.
+
+use crate::audit::StoreError;
+use crate::sandbox::SandboxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("audit store: {0}")]
+    Store(#[from] StoreError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("model API: {0}")]
+    Llm(#[from] crate::llm::LlmError),
+    #[error("the Incident has no metadata.{0}")]
+    MissingMetadata(&'static str),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: std::path::PathBuf,
+        source: notify_debouncer_mini::notify::Error,
+    },
+    #[error("{0}")]
+    Serialize(String),
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Store(_) => "store",
+            Error::Sandbox(_) => "sandbox",
+            Error::Llm(_) => "llm",
+            Error::MissingMetadata(_) => "metadata",
+            Error::Io { .. } => "io",
+            Error::Watch { .. } => "watch",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

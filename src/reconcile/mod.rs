@@ -1,0 +1,115 @@
+//! The reconciler, shared by every source: observe an Incident, decide (pure, [`plan`]), act on
+//! sessions, and return the status for the source to write. Quick and idempotent: it never waits for
+//! a session, and assumes nothing about why it was called.
+
+pub mod plan;
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use crate::audit::{EventBody, Store};
+use crate::config::Config;
+use crate::incident::{Incident, IncidentStatus, LastCommand, Phase};
+use crate::sandbox::Sandboxes;
+use crate::session::SessionManager;
+use crate::{Error, ObjectKey, Result};
+use plan::{Decision, Observed};
+
+/// What reconciles share.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub sessions: SessionManager,
+    pub sandboxes: Sandboxes,
+}
+
+/// Brings the Incident's session in line with its spec; returns the status to write.
+pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentStatus> {
+    let key = ObjectKey::of(incident)?;
+    let uid = incident
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingMetadata("uid"))?;
+    let generation = incident.metadata.generation.unwrap_or(1);
+    let sessions = ctx.store.sessions_for_incident(uid).await?;
+    let latest = sessions.first();
+    let observed = Observed {
+        generation,
+        latest,
+        has_task: ctx.sessions.has_task(uid),
+        slot_free: ctx.sessions.active() < ctx.config.max_sessions,
+    };
+    let decision = plan::decide(&observed);
+    let started;
+    let session = match &decision {
+        Decision::Start { attempt } => {
+            info!(incident = %key, attempt, "starting a session");
+            started = ctx.sessions.start(incident, *attempt).await?;
+            Some(&started)
+        }
+        Decision::Resume => {
+            let record = latest
+                .cloned()
+                .expect("Resume is decided only with a latest session");
+            ctx.sessions.resume(incident, record)?;
+            latest
+        }
+        Decision::UpdateTicket => {
+            ctx.sessions
+                .update_ticket(uid, generation, incident.spec.clone());
+            latest
+        }
+        Decision::Queue { .. } | Decision::Observe | Decision::Wait | Decision::Idle => latest,
+    };
+    let last_command = match session {
+        Some(session) => ctx
+            .store
+            .last_command(&session.id)
+            .await?
+            .map(|command| LastCommand {
+                command: command.command,
+                exit_code: command.exit_code,
+                finished_at: command.finished_at,
+            }),
+        None => None,
+    };
+    Ok(plan::status(
+        incident.status.as_ref(),
+        generation,
+        &decision,
+        session,
+        last_command,
+        ctx.sessions.active(),
+        &jiff::Timestamp::now().to_string(),
+    ))
+}
+
+/// The Incident is gone: cancel its session and remove its sandbox. The audit trail stays.
+pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
+    if ctx.sessions.cancel(incident_uid) {
+        // The task records the cancellation and removes its sandbox itself.
+        return Ok(());
+    }
+    // No task here (the Incident went while the controller was down): close what the store has open.
+    for session in ctx.store.sessions_for_incident(incident_uid).await? {
+        if session.state != plan::SessionState::RUNNING {
+            continue;
+        }
+        info!(session = %session.id, "closing the session of a deleted Incident");
+        ctx.store
+            .append(
+                &session.id,
+                EventBody::SessionFinished {
+                    phase: Phase::Cancelled,
+                    outcome: None,
+                    reason: "Cancelled".into(),
+                    message: "the Incident was deleted while the controller was stopped".into(),
+                },
+            )
+            .await?;
+        ctx.sandboxes.remove(&session.id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! The reconciler's decisions, pure: from what is observed to what to do and what the status says.
+
+use crate::audit::SessionRecord;
+use crate::incident::{Condition, IncidentStatus, LastCommand, Phase, Tokens};
+
+/// What the reconciler sees of one Incident.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The spec generation.
+    pub generation: i64,
+    /// The Incident's newest session in the store.
+    pub latest: Option<&'a SessionRecord>,
+    /// Whether a session task for the Incident is alive in this process.
+    pub has_task: bool,
+    /// Whether another session may start now.
+    pub slot_free: bool,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Start a new session, the given attempt.
+    Start { attempt: u32 },
+    /// Wait for a free session slot.
+    Queue { attempt: u32 },
+    /// The store has a running session with no task here (the controller restarted): continue it.
+    Resume,
+    /// The spec changed while the session runs: tell the agent.
+    UpdateTicket,
+    /// The session runs; report its progress.
+    Observe,
+    /// The last session's task is still finishing its clean-up: look again when it is gone.
+    Wait,
+    /// The last session ended and the spec has not changed since: nothing to do.
+    Idle,
+}
+
+pub fn decide(observed: &Observed<'_>) -> Decision {
+    let start_or_queue = |attempt| {
+        if observed.slot_free {
+            Decision::Start { attempt }
+        } else {
+            Decision::Queue { attempt }
+        }
+    };
+    match observed.latest {
+        Some(session) if session.state == SessionState::RUNNING => {
+            if !observed.has_task {
+                Decision::Resume
+            } else if observed.generation > session.generation {
+                Decision::UpdateTicket
+            } else {
+                Decision::Observe
+            }
+        }
+        Some(_) | None if observed.has_task => Decision::Wait,
+        Some(session) => {
+            if observed.generation > session.generation {
+                start_or_queue(session.attempt + 1)
+            } else {
+                Decision::Idle
+            }
+        }
+        None => start_or_queue(1),
+    }
+}
+
+/// The session states the store uses.
+pub struct SessionState;
+
+impl SessionState {
+    pub const RUNNING: &'static str = "running";
+}
+
+/// The status to write, from the decision and the session it concerns. `previous` keeps the
+/// conditions' transition times; `now` is RFC 3339.
+pub fn status(
+    previous: Option<&IncidentStatus>,
+    generation: i64,
+    decision: &Decision,
+    session: Option<&SessionRecord>,
+    last_command: Option<LastCommand>,
+    active_sessions: usize,
+    now: &str,
+) -> IncidentStatus {
+    let mut status = match (decision, session) {
+        (Decision::Queue { attempt }, _) => IncidentStatus {
+            phase: Phase::Queued,
+            attempt: *attempt,
+            ..IncidentStatus::default()
+        },
+        (_, Some(session)) => from_session(session, last_command),
+        (_, None) => IncidentStatus::default(),
+    };
+    status.observed_generation = Some(generation);
+    let (active, resolved) = match (decision, status.phase) {
+        (Decision::Queue { .. }, _) => (
+            condition(
+                "False",
+                "Queued",
+                format!("waiting for a free session slot ({active_sessions} sessions running)"),
+            ),
+            condition("Unknown", "Queued", String::new()),
+        ),
+        (_, Phase::Investigating | Phase::Pending | Phase::Queued) => (
+            condition(
+                "True",
+                "Investigating",
+                "an agent session is running".into(),
+            ),
+            condition("Unknown", "Investigating", String::new()),
+        ),
+        (_, phase) => {
+            let reason = session
+                .and_then(|session| session.reason.clone())
+                .unwrap_or_else(|| phase.to_string());
+            let message = status
+                .report
+                .as_ref()
+                .map(|report| report.summary.clone())
+                .unwrap_or_default();
+            let resolved = if phase == Phase::Resolved {
+                "True"
+            } else {
+                "False"
+            };
+            (
+                condition("False", &reason, format!("the session ended: {phase}")),
+                condition(resolved, &reason, message),
+            )
+        }
+    };
+    let valid = condition("True", "Valid", "the spec is valid".into());
+    let conditions = [
+        ("Valid", valid),
+        ("SessionActive", active),
+        ("Resolved", resolved),
+    ];
+    status.conditions = merge_conditions(previous, conditions, generation, now);
+    status
+}
+
+/// The status of an Incident whose spec is invalid: it fails alone, saying why.
+pub fn invalid_status(
+    previous: Option<&IncidentStatus>,
+    generation: i64,
+    message: &str,
+    now: &str,
+) -> IncidentStatus {
+    let mut status = IncidentStatus {
+        phase: Phase::Failed,
+        observed_generation: Some(generation),
+        ..IncidentStatus::default()
+    };
+    let valid = condition("False", "InvalidSpec", message.to_string());
+    let active = condition(
+        "False",
+        "InvalidSpec",
+        "no session runs for an invalid spec".into(),
+    );
+    let resolved = condition("Unknown", "InvalidSpec", String::new());
+    let conditions = [
+        ("Valid", valid),
+        ("SessionActive", active),
+        ("Resolved", resolved),
+    ];
+    status.conditions = merge_conditions(previous, conditions, generation, now);
+    status
+}
+
+fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> IncidentStatus {
+    let phase = if session.state == SessionState::RUNNING {
+        Phase::Investigating
+    } else {
+        session.phase
+    };
+    IncidentStatus {
+        phase,
+        observed_generation: None,
+        session_id: Some(session.id.clone()),
+        attempt: session.attempt,
+        started_at: Some(session.started_at.clone()),
+        finished_at: session.finished_at.clone(),
+        turns: session.turns,
+        commands: session.commands,
+        last_command,
+        tokens: Tokens {
+            input: session.input_tokens,
+            output: session.output_tokens,
+        },
+        report: session.report.clone(),
+        conditions: Vec::new(),
+    }
+}
+
+/// (status, reason, message) of a condition, before its type and times are set.
+type ConditionParts = (&'static str, String, String);
+
+fn condition(status: &'static str, reason: &str, message: String) -> ConditionParts {
+    (status, reason.to_string(), message)
+}
+
+/// Builds the conditions, keeping `lastTransitionTime` from `previous` unless the status changed.
+fn merge_conditions(
+    previous: Option<&IncidentStatus>,
+    conditions: [(&str, ConditionParts); 3],
+    generation: i64,
+    now: &str,
+) -> Vec<Condition> {
+    conditions
+        .into_iter()
+        .map(|(type_, (status, reason, message))| {
+            let before = previous.and_then(|previous| {
+                previous
+                    .conditions
+                    .iter()
+                    .find(|condition| condition.type_ == type_)
+            });
+            let last_transition_time = match before {
+                Some(before) if before.status == status => before.last_transition_time.clone(),
+                Some(_) | None => now.to_string(),
+            };
+            Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason,
+                message,
+                last_transition_time,
+                observed_generation: Some(generation),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{Outcome, Report};
+
+    fn session(state: &str, generation: i64) -> SessionRecord {
+        SessionRecord {
+            id: "s1".into(),
+            incident_uid: "u".into(),
+            incident_namespace: "default".into(),
+            incident_name: "x".into(),
+            attempt: 1,
+            generation,
+            state: state.into(),
+            phase: if state == "running" {
+                Phase::Investigating
+            } else {
+                Phase::Resolved
+            },
+            outcome: None,
+            reason: (state != "running").then(|| "Reported".to_string()),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            turns: 3,
+            commands: 2,
+            input_tokens: 100,
+            output_tokens: 10,
+            report: None,
+        }
+    }
+
+    fn observed(
+        latest: Option<&SessionRecord>,
+        generation: i64,
+        has_task: bool,
+        slot_free: bool,
+    ) -> Observed<'_> {
+        Observed {
+            generation,
+            latest,
+            has_task,
+            slot_free,
+        }
+    }
+
+    #[test]
+    fn a_new_incident_starts_or_queues() {
+        assert_eq!(
+            decide(&observed(None, 1, false, true)),
+            Decision::Start { attempt: 1 }
+        );
+        assert_eq!(
+            decide(&observed(None, 1, false, false)),
+            Decision::Queue { attempt: 1 }
+        );
+    }
+
+    #[test]
+    fn a_running_session_is_observed_updated_or_resumed() {
+        let running = session("running", 1);
+        assert_eq!(
+            decide(&observed(Some(&running), 1, true, false)),
+            Decision::Observe
+        );
+        assert_eq!(
+            decide(&observed(Some(&running), 2, true, false)),
+            Decision::UpdateTicket
+        );
+        assert_eq!(
+            decide(&observed(Some(&running), 1, false, false)),
+            Decision::Resume
+        );
+    }
+
+    #[test]
+    fn a_finished_session_is_idle_until_the_spec_changes() {
+        let finished = session("finished", 1);
+        assert_eq!(
+            decide(&observed(Some(&finished), 1, false, true)),
+            Decision::Idle
+        );
+        assert_eq!(
+            decide(&observed(Some(&finished), 2, false, true)),
+            Decision::Start { attempt: 2 }
+        );
+        assert_eq!(
+            decide(&observed(Some(&finished), 2, false, false)),
+            Decision::Queue { attempt: 2 }
+        );
+        assert_eq!(
+            decide(&observed(Some(&finished), 2, true, true)),
+            Decision::Wait
+        );
+    }
+
+    #[test]
+    fn the_status_follows_the_session() {
+        let mut finished = session("finished", 1);
+        finished.report = Some(Report {
+            outcome: Outcome::Resolved,
+            summary: "restarted redis".into(),
+            root_cause: String::new(),
+            actions: vec![],
+            verification: String::new(),
+        });
+        let status = status(None, 1, &Decision::Idle, Some(&finished), None, 0, "T1");
+        assert_eq!(status.phase, Phase::Resolved);
+        assert_eq!(
+            (status.turns, status.commands, status.tokens.total()),
+            (3, 2, 110)
+        );
+        let resolved = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Resolved")
+            .unwrap();
+        assert_eq!(
+            resolved,
+            &Condition {
+                type_: "Resolved".into(),
+                status: "True".into(),
+                reason: "Reported".into(),
+                message: "restarted redis".into(),
+                last_transition_time: "T1".into(),
+                observed_generation: Some(1),
+            }
+        );
+    }
+
+    #[test]
+    fn transition_times_move_only_when_the_status_changes() {
+        let running = session("running", 1);
+        let first = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T1");
+        let second = status(
+            Some(&first),
+            1,
+            &Decision::Observe,
+            Some(&running),
+            None,
+            1,
+            "T2",
+        );
+        assert!(
+            second
+                .conditions
+                .iter()
+                .all(|c| c.last_transition_time == "T1")
+        );
+        let finished = session("finished", 1);
+        let third = status(
+            Some(&second),
+            1,
+            &Decision::Idle,
+            Some(&finished),
+            None,
+            0,
+            "T3",
+        );
+        let active = third
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SessionActive")
+            .unwrap();
+        assert_eq!(
+            (active.status.as_str(), active.last_transition_time.as_str()),
+            ("False", "T3")
+        );
+        let valid = third
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Valid")
+            .unwrap();
+        assert_eq!(valid.last_transition_time, "T1");
+    }
+
+    #[test]
+    fn a_queued_incident_says_why() {
+        let status = status(None, 1, &Decision::Queue { attempt: 1 }, None, None, 4, "T");
+        assert_eq!(status.phase, Phase::Queued);
+        let active = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SessionActive")
+            .unwrap();
+        assert_eq!(
+            active.message,
+            "waiting for a free session slot (4 sessions running)"
+        );
+    }
+}

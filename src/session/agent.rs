@@ -1,0 +1,572 @@
+//! One session's task: the agent loop. Every step is stored before it is acted on, and the
+//! conversation is the fold of what was stored ([`History`]), so a restart resumes where it stood.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use super::history::{History, Next};
+use super::tools::{self, ToolCall};
+use super::{Deps, Handle, Wake, prompt};
+use crate::ObjectKey;
+use crate::audit::{EventBody, SessionRecord, StoreError};
+use crate::config::AgentLimits;
+use crate::incident::{IncidentSpec, Outcome, Phase, Report};
+use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, Role};
+use crate::sandbox::{Sandbox, SandboxOwner};
+
+/// Output shorter than this is not worth a summary.
+const SUMMARY_THRESHOLD_BYTES: u64 = 2048;
+/// How long a session waits, when it ends, for summaries still being written.
+const SUMMARY_GRACE: Duration = Duration::from_secs(30);
+
+pub(super) struct SessionTask {
+    pub deps: Deps,
+    pub running: Arc<Mutex<HashMap<String, Handle>>>,
+    pub key: ObjectKey,
+    pub incident_uid: String,
+    pub spec: IncidentSpec,
+    pub record: SessionRecord,
+    pub cancel: CancellationToken,
+    pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+struct Ending {
+    phase: Phase,
+    outcome: Option<Outcome>,
+    reason: &'static str,
+    message: String,
+}
+
+impl Ending {
+    fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Ending {
+        Ending {
+            phase,
+            outcome: None,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the loop stopped without an ending: the store failed, so nothing more can be recorded.
+/// The session stays `running` in the store and is resumed by a later reconcile.
+#[derive(Debug)]
+struct Abandoned(StoreError);
+
+impl From<StoreError> for Abandoned {
+    fn from(error: StoreError) -> Self {
+        Abandoned(error)
+    }
+}
+
+impl SessionTask {
+    pub async fn run(mut self) {
+        let span = tracing::info_span!("session", incident = %self.key, session = %self.record.id);
+        async move {
+            let mut summaries = JoinSet::new();
+            let result = self.drive(&mut summaries).await;
+            // Summaries are appended before the session is finished: a finished session is closed.
+            let _ = tokio::time::timeout(SUMMARY_GRACE, async {
+                while summaries.join_next().await.is_some() {}
+            })
+            .await;
+            summaries.abort_all();
+            match result {
+                Ok(ending) => self.finish(ending).await,
+                Err(Abandoned(error)) => {
+                    warn!(%error, "the audit store failed; the session stops here and resumes later")
+                }
+            }
+            self.running
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&self.incident_uid);
+            let _ = self.deps.wake.send(Wake::One(self.key.clone()));
+            let _ = self.deps.wake.send(Wake::All);
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn finish(&self, ending: Ending) {
+        info!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
+        let appended = self
+            .deps
+            .store
+            .append(
+                &self.record.id,
+                EventBody::SessionFinished {
+                    phase: ending.phase,
+                    outcome: ending.outcome,
+                    reason: ending.reason.to_string(),
+                    message: ending.message,
+                },
+            )
+            .await;
+        if let Err(error) = appended {
+            warn!(%error, "could not record the end of the session");
+            return;
+        }
+        if let Err(error) = self.deps.sandboxes.remove(&self.record.id).await {
+            warn!(%error, "could not remove the sandbox; it is removed as an orphan later");
+        }
+    }
+
+    async fn drive(&mut self, summaries: &mut JoinSet<()>) -> Result<Ending, Abandoned> {
+        let events = self.deps.store.events(&self.record.id).await?;
+        let mut history = History::from_events(events.iter().map(|event| &event.body));
+        let limits = self.deps.config.agent.effective(&self.spec.agent);
+        let started_at: jiff::Timestamp = self
+            .record
+            .started_at
+            .parse()
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+
+        let owner = SandboxOwner {
+            incident_uid: self.incident_uid.clone(),
+            incident_namespace: self.key.namespace.clone(),
+            incident_name: self.key.name.clone(),
+            session_id: self.record.id.clone(),
+        };
+        let sandbox = tokio::select! {
+            () = self.cancel.cancelled() => return Ok(cancelled()),
+            sandbox = self.deps.sandboxes.ensure(&owner, &self.spec.environment.networks) => sandbox,
+        };
+        let sandbox = match sandbox {
+            Ok(sandbox) => sandbox,
+            Err(error) => {
+                return Ok(Ending::new(
+                    Phase::Failed,
+                    "SandboxFailed",
+                    format!("the sandbox could not be created: {error}"),
+                ));
+            }
+        };
+        self.record_event(
+            &mut history,
+            EventBody::SandboxReady {
+                container_id: sandbox.container_id.clone(),
+            },
+        )
+        .await?;
+
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(cancelled());
+            }
+            self.take_ticket_updates(&mut history).await?;
+            let elapsed = elapsed_since(started_at);
+            match history.next() {
+                Next::Finished => {
+                    return Ok(Ending::new(
+                        Phase::Failed,
+                        "AlreadyFinished",
+                        "the session had already finished",
+                    ));
+                }
+                Next::Reported => return Ok(reported_ending(&events, &history)),
+                Next::Interrupted { id } => {
+                    self.record_event(
+                        &mut history,
+                        EventBody::CommandInterrupted {
+                            tool_use_id: id,
+                            reason: "the controller stopped while this command was running".into(),
+                        },
+                    )
+                    .await?;
+                }
+                Next::RunTool { id, name, input } => {
+                    let remaining = limits.timeout.saturating_sub(elapsed);
+                    if let Some(ending) = self
+                        .run_tool(
+                            &mut history,
+                            &sandbox,
+                            &limits,
+                            remaining,
+                            summaries,
+                            id,
+                            &name,
+                            &input,
+                        )
+                        .await?
+                    {
+                        return Ok(ending);
+                    }
+                }
+                Next::CallModel => {
+                    if let Some(ending) = budget_exhausted(&history, &limits, elapsed) {
+                        return Ok(ending);
+                    }
+                    let remaining = limits.timeout.saturating_sub(elapsed);
+                    if let Some(ending) = self.call_model(&mut history, &limits, remaining).await? {
+                        return Ok(ending);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends an event, folds it into the conversation, and tells the reconciler.
+    async fn record_event(&self, history: &mut History, body: EventBody) -> Result<(), Abandoned> {
+        let event = self.deps.store.append(&self.record.id, body).await?;
+        history.apply(&event.body);
+        let _ = self.deps.wake.send(Wake::One(self.key.clone()));
+        Ok(())
+    }
+
+    async fn take_ticket_updates(&mut self, history: &mut History) -> Result<(), Abandoned> {
+        while let Ok((generation, spec)) = self.updates.try_recv() {
+            info!(generation, "the ticket was updated; telling the agent");
+            self.spec = spec.clone();
+            self.record_event(history, EventBody::TicketUpdated { generation, spec })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn call_model(
+        &self,
+        history: &mut History,
+        limits: &AgentLimits,
+        remaining: Duration,
+    ) -> Result<Option<Ending>, Abandoned> {
+        let request = ChatRequest {
+            model: limits.model.clone(),
+            system: prompt::system(&self.spec, limits.command_timeout.as_secs()),
+            messages: history.messages(),
+            tools: tools::specs(),
+            max_tokens: limits.response_max_tokens,
+        };
+        let response = tokio::select! {
+            () = self.cancel.cancelled() => return Ok(Some(cancelled())),
+            () = tokio::time::sleep(remaining) => return Ok(Some(time_exhausted(limits))),
+            response = self.deps.llm.complete(&request) => response,
+        };
+        match response {
+            Ok(response) => {
+                let turn = history.turns + 1;
+                self.record_event(
+                    history,
+                    EventBody::LlmResponse {
+                        turn,
+                        content: response.content,
+                        stop_reason: response.stop_reason,
+                        input_tokens: response.usage.input_tokens,
+                        output_tokens: response.usage.output_tokens,
+                    },
+                )
+                .await?;
+                Ok(None)
+            }
+            Err(error) => {
+                let message = format!("the model API failed: {error}");
+                self.record_event(
+                    history,
+                    EventBody::LlmFailed {
+                        message: message.clone(),
+                    },
+                )
+                .await?;
+                Ok(Some(Ending::new(Phase::Failed, "ModelApiFailed", message)))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tool(
+        &self,
+        history: &mut History,
+        sandbox: &Sandbox,
+        limits: &AgentLimits,
+        remaining: Duration,
+        summaries: &mut JoinSet<()>,
+        id: String,
+        name: &str,
+        input: &serde_json::Value,
+    ) -> Result<Option<Ending>, Abandoned> {
+        let call = match tools::parse(name, input) {
+            Ok(call) => call,
+            Err(error) => {
+                self.record_event(
+                    history,
+                    EventBody::ToolRejected {
+                        tool_use_id: id,
+                        tool: name.to_string(),
+                        error,
+                    },
+                )
+                .await?;
+                return Ok(None);
+            }
+        };
+        match call {
+            ToolCall::Report(report) => {
+                let ending = Ending {
+                    phase: report.outcome.phase(),
+                    outcome: Some(report.outcome),
+                    reason: "Reported",
+                    message: report.summary.clone(),
+                };
+                self.record_event(
+                    history,
+                    EventBody::Reported {
+                        tool_use_id: id,
+                        report,
+                    },
+                )
+                .await?;
+                Ok(Some(ending))
+            }
+            ToolCall::Shell { command, reasoning } => {
+                if remaining.is_zero() {
+                    return Ok(Some(time_exhausted(limits)));
+                }
+                let timeout = limits.command_timeout.min(remaining);
+                self.record_event(
+                    history,
+                    EventBody::CommandStarted {
+                        tool_use_id: id.clone(),
+                        command: command.clone(),
+                        reasoning,
+                        timeout_seconds: timeout.as_secs().max(1),
+                    },
+                )
+                .await?;
+                info!(command = %command, "running command");
+                let started = std::time::Instant::now();
+                let result = tokio::select! {
+                    () = self.cancel.cancelled() => {
+                        self.record_event(history, EventBody::CommandInterrupted {
+                            tool_use_id: id,
+                            reason: "the session was cancelled".into(),
+                        }).await?;
+                        return Ok(Some(cancelled()));
+                    }
+                    result = sandbox.exec(&command, timeout) => result,
+                };
+                let finished = match result {
+                    Ok(outcome) => EventBody::CommandFinished {
+                        tool_use_id: id.clone(),
+                        exit_code: outcome.exit_code,
+                        duration_ms: millis(outcome.duration),
+                        timed_out: outcome.timed_out,
+                        output: outcome.output,
+                        output_bytes: outcome.output_bytes,
+                        truncated: outcome.truncated,
+                    },
+                    Err(error) => {
+                        let output = format!("the sandbox could not run the command: {error}");
+                        EventBody::CommandFinished {
+                            tool_use_id: id.clone(),
+                            exit_code: None,
+                            duration_ms: millis(started.elapsed()),
+                            timed_out: false,
+                            output_bytes: output.len() as u64,
+                            output,
+                            truncated: false,
+                        }
+                    }
+                };
+                if let EventBody::CommandFinished {
+                    output,
+                    output_bytes,
+                    ..
+                } = &finished
+                    && *output_bytes >= SUMMARY_THRESHOLD_BYTES
+                    && let Some(model) = &self.deps.config.summary_model
+                {
+                    let job = Summary {
+                        llm: self.deps.llm.clone(),
+                        store: self.deps.store.clone(),
+                        session_id: self.record.id.clone(),
+                        tool_use_id: id.clone(),
+                        model: model.clone(),
+                        command: command.clone(),
+                        output: output.clone(),
+                    };
+                    summaries.spawn(job.run().in_current_span());
+                }
+                self.record_event(history, finished).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A summary of one command's output by the small model, stored as its own event. It never blocks
+/// the session, and its failure loses nothing: the raw output is already stored.
+struct Summary {
+    llm: LlmClient,
+    store: crate::audit::Store,
+    session_id: String,
+    tool_use_id: String,
+    model: String,
+    command: String,
+    output: String,
+}
+
+impl Summary {
+    async fn run(self) {
+        let request = ChatRequest {
+            model: self.model.clone(),
+            system:
+                "You summarise command output for an incident audit trail. Answer in at most three \
+                     short sentences: what the output shows, errors first."
+                    .into(),
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![ContentBlock::Text {
+                    text: format!("Command: {}\n\nOutput:\n{}", self.command, self.output),
+                }],
+            }],
+            tools: Vec::new(),
+            max_tokens: 300,
+        };
+        let response = match self.llm.complete(&request).await {
+            Ok(response) => response,
+            Err(error) => {
+                warn!(%error, tool_use_id = %self.tool_use_id, "the output summary failed; the raw output is kept");
+                return;
+            }
+        };
+        let summary: String = response
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::Text { text } => Some(text.as_str()),
+                ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if summary.trim().is_empty() {
+            return;
+        }
+        let body = EventBody::OutputSummary {
+            tool_use_id: self.tool_use_id.clone(),
+            model: self.model,
+            summary,
+        };
+        if let Err(error) = self.store.append(&self.session_id, body).await {
+            warn!(%error, "could not store the output summary");
+        }
+    }
+}
+
+fn cancelled() -> Ending {
+    Ending::new(
+        Phase::Cancelled,
+        "Cancelled",
+        "the Incident was deleted; the session was cancelled",
+    )
+}
+
+fn time_exhausted(limits: &AgentLimits) -> Ending {
+    Ending::new(
+        Phase::Unresolved,
+        "TimeBudgetExhausted",
+        format!(
+            "the session reached its time budget of {} s without a report",
+            limits.timeout.as_secs()
+        ),
+    )
+}
+
+/// The budget check before each model call. Pure.
+fn budget_exhausted(history: &History, limits: &AgentLimits, elapsed: Duration) -> Option<Ending> {
+    if history.turns >= limits.max_turns {
+        return Some(Ending::new(
+            Phase::Unresolved,
+            "TurnBudgetExhausted",
+            format!(
+                "the session used its {} model turns without a report",
+                limits.max_turns
+            ),
+        ));
+    }
+    if history.total_tokens() >= limits.max_tokens {
+        return Some(Ending::new(
+            Phase::Unresolved,
+            "TokenBudgetExhausted",
+            format!(
+                "the session used {} tokens, reaching its budget of {}",
+                history.total_tokens(),
+                limits.max_tokens
+            ),
+        ));
+    }
+    if elapsed >= limits.timeout {
+        return Some(time_exhausted(limits));
+    }
+    None
+}
+
+/// The ending of a session whose report was stored before the controller stopped.
+fn reported_ending(events: &[crate::audit::Event], _history: &History) -> Ending {
+    let report: Option<&Report> = events.iter().rev().find_map(|event| match &event.body {
+        EventBody::Reported { report, .. } => Some(report),
+        _ => None,
+    });
+    match report {
+        Some(report) => Ending {
+            phase: report.outcome.phase(),
+            outcome: Some(report.outcome),
+            reason: "Reported",
+            message: report.summary.clone(),
+        },
+        None => Ending::new(
+            Phase::Failed,
+            "ReportLost",
+            "the report could not be read back",
+        ),
+    }
+}
+
+fn elapsed_since(start: jiff::Timestamp) -> Duration {
+    let elapsed = jiff::Timestamp::now().duration_since(start);
+    Duration::try_from(elapsed).unwrap_or(Duration::ZERO)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> AgentLimits {
+        AgentLimits {
+            model: "m".into(),
+            max_turns: 2,
+            timeout: Duration::from_secs(60),
+            command_timeout: Duration::from_secs(10),
+            max_tokens: 100,
+            response_max_tokens: 10,
+        }
+    }
+
+    #[test]
+    fn budgets_end_the_session_in_order() {
+        let mut history = History::default();
+        assert!(budget_exhausted(&history, &limits(), Duration::ZERO).is_none());
+        let ending = budget_exhausted(&history, &limits(), Duration::from_secs(61)).unwrap();
+        assert_eq!(
+            (ending.phase, ending.reason),
+            (Phase::Unresolved, "TimeBudgetExhausted")
+        );
+        history.input_tokens = 100;
+        let ending = budget_exhausted(&history, &limits(), Duration::ZERO).unwrap();
+        assert_eq!(ending.reason, "TokenBudgetExhausted");
+        history.turns = 2;
+        let ending = budget_exhausted(&history, &limits(), Duration::ZERO).unwrap();
+        assert_eq!(ending.reason, "TurnBudgetExhausted");
+    }
+}

@@ -1,0 +1,379 @@
+//! The conversation, rebuilt from audit events. Pure: the same fold serves a live session (each event
+//! applied as it is stored) and a session resumed after a restart (all its events applied at once), so
+//! a resumed agent sees exactly what it would have seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::audit::EventBody;
+use crate::llm::{ContentBlock, Message, Role};
+use crate::session::{prompt, tools};
+
+/// What the agent loop must do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Ask the model, with the conversation so far.
+    CallModel,
+    /// Run this tool call from the model's last response.
+    RunTool {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    /// This command started before a restart and never finished: record it as interrupted.
+    Interrupted { id: String },
+    /// The agent has reported; the session is over.
+    Reported,
+    /// The session has finished.
+    Finished,
+}
+
+/// The conversation and where it stands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    messages: Vec<Message>,
+    /// Tool calls of the last model response, in order.
+    pending_calls: Vec<(String, String, serde_json::Value)>,
+    /// Results for those calls, by tool-use id.
+    results: BTreeMap<String, ContentBlock>,
+    /// Calls whose command started (write-ahead) but has no result yet.
+    started: BTreeSet<String>,
+    /// Ticket updates to tell the model with the next user message.
+    notes: Vec<String>,
+    reported: bool,
+    finished: bool,
+    pub turns: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl History {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> History {
+        let mut history = History::default();
+        for event in events {
+            history.apply(event);
+        }
+        history
+    }
+
+    /// Folds one stored event into the conversation.
+    pub fn apply(&mut self, event: &EventBody) {
+        match event {
+            EventBody::SessionStarted { spec, .. } => {
+                self.messages.push(user_text(prompt::ticket(spec)));
+            }
+            EventBody::LlmResponse {
+                content,
+                input_tokens,
+                output_tokens,
+                ..
+            } => {
+                self.flush_results();
+                self.turns += 1;
+                self.input_tokens += input_tokens;
+                self.output_tokens += output_tokens;
+                self.pending_calls = content
+                    .iter()
+                    .filter_map(|block| match block {
+                        ContentBlock::ToolUse { id, name, input } => {
+                            Some((id.clone(), name.clone(), input.clone()))
+                        }
+                        ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+                    })
+                    .collect();
+                self.messages.push(Message {
+                    role: Role::Assistant,
+                    content: content.clone(),
+                });
+                if self.pending_calls.is_empty() {
+                    // A reply without a tool call: the agent must act or report, so say so.
+                    self.messages.push(user_text(prompt::NUDGE.to_string()));
+                }
+            }
+            EventBody::CommandStarted { tool_use_id, .. } => {
+                self.started.insert(tool_use_id.clone());
+            }
+            EventBody::CommandFinished {
+                tool_use_id,
+                exit_code,
+                duration_ms,
+                timed_out,
+                output,
+                ..
+            } => {
+                self.started.remove(tool_use_id);
+                let content = tools::shell_result(*exit_code, *duration_ms, *timed_out, output);
+                self.results.insert(
+                    tool_use_id.clone(),
+                    ContentBlock::ToolResult {
+                        tool_use_id: tool_use_id.clone(),
+                        content,
+                        is_error: false,
+                    },
+                );
+            }
+            EventBody::CommandInterrupted {
+                tool_use_id,
+                reason,
+            } => {
+                self.started.remove(tool_use_id);
+                self.results.insert(
+                    tool_use_id.clone(),
+                    ContentBlock::ToolResult {
+                        tool_use_id: tool_use_id.clone(),
+                        content: format!(
+                            "INTERRUPTED: {reason}. The command may or may not have taken effect; it was not run again. Check the state before repeating it."
+                        ),
+                        is_error: true,
+                    },
+                );
+            }
+            EventBody::ToolRejected {
+                tool_use_id, error, ..
+            } => {
+                self.results.insert(
+                    tool_use_id.clone(),
+                    ContentBlock::ToolResult {
+                        tool_use_id: tool_use_id.clone(),
+                        content: error.clone(),
+                        is_error: true,
+                    },
+                );
+            }
+            EventBody::TicketUpdated { spec, generation } => {
+                self.notes.push(prompt::ticket_updated(*generation, spec));
+            }
+            EventBody::Reported { .. } => self.reported = true,
+            EventBody::SessionFinished { .. } => self.finished = true,
+            EventBody::SandboxReady { .. }
+            | EventBody::LlmFailed { .. }
+            | EventBody::OutputSummary { .. } => {}
+        }
+    }
+
+    /// Once every call of the last response has a result, they go to the model as one user message.
+    fn flush_results(&mut self) {
+        let mut content: Vec<ContentBlock> = Vec::new();
+        for (id, _, _) in self.pending_calls.drain(..) {
+            if let Some(result) = self.results.remove(&id) {
+                content.push(result);
+            }
+        }
+        content.extend(self.notes.drain(..).map(|text| ContentBlock::Text { text }));
+        if content.is_empty() {
+            return;
+        }
+        match self.messages.last_mut() {
+            // Notes that follow the ticket or a nudge join that user message.
+            Some(last) if last.role == Role::User => last.content.extend(content),
+            _ => self.messages.push(Message {
+                role: Role::User,
+                content,
+            }),
+        }
+    }
+
+    /// What to do next. Pure: depends only on the events applied.
+    pub fn next(&self) -> Next {
+        if self.finished {
+            return Next::Finished;
+        }
+        if self.reported {
+            return Next::Reported;
+        }
+        for (id, name, input) in &self.pending_calls {
+            if self.results.contains_key(id) {
+                continue;
+            }
+            if self.started.contains(id) {
+                return Next::Interrupted { id: id.clone() };
+            }
+            return Next::RunTool {
+                id: id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+            };
+        }
+        Next::CallModel
+    }
+
+    /// The messages to send to the model now: the conversation plus the results and notes not yet
+    /// folded into it.
+    pub fn messages(&self) -> Vec<Message> {
+        let mut copy = self.clone();
+        copy.flush_results();
+        copy.messages
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+fn user_text(text: String) -> Message {
+    Message {
+        role: Role::User,
+        content: vec![ContentBlock::Text { text }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::IncidentSpec;
+    use serde_json::json;
+
+    fn spec() -> IncidentSpec {
+        serde_json::from_value(json!({"title": "api down"})).unwrap()
+    }
+
+    fn started() -> EventBody {
+        EventBody::SessionStarted {
+            generation: 1,
+            spec: spec(),
+            model: "m".into(),
+            provider: "anthropic".into(),
+            sandbox_image: "img".into(),
+        }
+    }
+
+    fn response(calls: &[(&str, &str)]) -> EventBody {
+        EventBody::LlmResponse {
+            turn: 1,
+            content: calls
+                .iter()
+                .map(|(id, command)| ContentBlock::ToolUse {
+                    id: id.to_string(),
+                    name: "shell".into(),
+                    input: json!({"command": command, "reasoning": "look"}),
+                })
+                .collect(),
+            stop_reason: Some("tool_use".into()),
+            input_tokens: 10,
+            output_tokens: 5,
+        }
+    }
+
+    fn command_started(id: &str) -> EventBody {
+        EventBody::CommandStarted {
+            tool_use_id: id.into(),
+            command: "ls".into(),
+            reasoning: "look".into(),
+            timeout_seconds: 120,
+        }
+    }
+
+    fn finished(id: &str) -> EventBody {
+        EventBody::CommandFinished {
+            tool_use_id: id.into(),
+            exit_code: Some(0),
+            duration_ms: 5,
+            timed_out: false,
+            output: "ok".into(),
+            output_bytes: 2,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_new_session_calls_the_model_with_the_ticket() {
+        let history = History::from_events(&[started()]);
+        assert_eq!(history.next(), Next::CallModel);
+        assert_eq!(history.messages().len(), 1);
+        assert_eq!(history.messages()[0].role, Role::User);
+    }
+
+    #[test]
+    fn tool_calls_run_in_order_then_the_model_is_called() {
+        let mut history = History::from_events(&[started(), response(&[("a", "ls"), ("b", "ps")])]);
+        assert!(matches!(history.next(), Next::RunTool { ref id, .. } if id == "a"));
+        history.apply(&command_started("a"));
+        history.apply(&finished("a"));
+        assert!(matches!(history.next(), Next::RunTool { ref id, .. } if id == "b"));
+        history.apply(&command_started("b"));
+        history.apply(&finished("b"));
+        assert_eq!(history.next(), Next::CallModel);
+        let messages = history.messages();
+        assert_eq!(messages.len(), 3);
+        let last = &messages[2];
+        assert_eq!(last.role, Role::User);
+        assert_eq!(last.content.len(), 2);
+        assert_eq!((history.turns, history.total_tokens()), (1, 15));
+    }
+
+    #[test]
+    fn a_command_started_but_not_finished_is_interrupted_not_rerun() {
+        let events = [
+            started(),
+            response(&[("a", "rm -rf /tmp/x")]),
+            command_started("a"),
+        ];
+        let mut history = History::from_events(&events);
+        assert_eq!(history.next(), Next::Interrupted { id: "a".into() });
+        history.apply(&EventBody::CommandInterrupted {
+            tool_use_id: "a".into(),
+            reason: "the controller restarted".into(),
+        });
+        assert_eq!(history.next(), Next::CallModel);
+        let messages = history.messages();
+        assert!(matches!(
+            &messages[2].content[0],
+            ContentBlock::ToolResult { is_error: true, content, .. } if content.starts_with("INTERRUPTED")
+        ));
+    }
+
+    #[test]
+    fn a_call_never_started_is_run_after_a_restart() {
+        let history = History::from_events(&[started(), response(&[("a", "ls")])]);
+        assert!(matches!(history.next(), Next::RunTool { ref id, .. } if id == "a"));
+    }
+
+    #[test]
+    fn a_text_only_reply_is_followed_by_a_nudge() {
+        let text = EventBody::LlmResponse {
+            turn: 1,
+            content: vec![ContentBlock::Text {
+                text: "thinking".into(),
+            }],
+            stop_reason: Some("end_turn".into()),
+            input_tokens: 1,
+            output_tokens: 1,
+        };
+        let history = History::from_events(&[started(), text]);
+        assert_eq!(history.next(), Next::CallModel);
+        let messages = history.messages();
+        assert_eq!(messages.last().unwrap().role, Role::User);
+    }
+
+    #[test]
+    fn ticket_updates_join_the_next_user_message() {
+        let mut history = History::from_events(&[started(), response(&[("a", "ls")])]);
+        history.apply(&EventBody::TicketUpdated {
+            generation: 2,
+            spec: spec(),
+        });
+        history.apply(&command_started("a"));
+        history.apply(&finished("a"));
+        let messages = history.messages();
+        let last = messages.last().unwrap();
+        assert!(matches!(&last.content[0], ContentBlock::ToolResult { .. }));
+        assert!(
+            matches!(&last.content[1], ContentBlock::Text { text } if text.contains("updated"))
+        );
+    }
+
+    #[test]
+    fn a_report_ends_the_loop() {
+        let mut history = History::from_events(&[started()]);
+        history.apply(&EventBody::Reported {
+            tool_use_id: "r".into(),
+            report: crate::incident::Report {
+                outcome: crate::incident::Outcome::Resolved,
+                summary: "fixed".into(),
+                root_cause: String::new(),
+                actions: vec![],
+                verification: String::new(),
+            },
+        });
+        assert_eq!(history.next(), Next::Reported);
+    }
+}

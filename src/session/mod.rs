@@ -1,0 +1,227 @@
+//! Agent sessions: the [`SessionManager`] starts, resumes, updates and cancels session tasks; the
+//! reconciler calls it and never waits for a session.
+
+mod agent;
+pub mod history;
+pub mod prompt;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{EventBody, NewSession, SessionRecord, Store};
+use crate::config::Config;
+use crate::incident::{Incident, IncidentSpec};
+use crate::llm::LlmClient;
+use crate::sandbox::Sandboxes;
+use crate::{Error, ObjectKey, Result};
+
+/// A request to reconcile again, sent by sessions as they make progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// This Incident's session made progress or ended.
+    One(ObjectKey),
+    /// A session slot came free: Incidents waiting in `Queued` may start.
+    All,
+}
+
+/// What every session task needs.
+#[derive(Clone)]
+pub(crate) struct Deps {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub llm: LlmClient,
+    pub sandboxes: Sandboxes,
+    pub wake: mpsc::UnboundedSender<Wake>,
+}
+
+/// The running session tasks, one at most per Incident (by uid).
+#[derive(Clone)]
+pub struct SessionManager {
+    deps: Deps,
+    running: Arc<Mutex<HashMap<String, Handle>>>,
+}
+
+struct Handle {
+    session_id: String,
+    /// Cancels the session for good (the Incident was deleted): it finishes as Cancelled.
+    cancel: CancellationToken,
+    updates: mpsc::UnboundedSender<(i64, IncidentSpec)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SessionManager {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        llm: LlmClient,
+        sandboxes: Sandboxes,
+        wake: mpsc::UnboundedSender<Wake>,
+    ) -> Self {
+        SessionManager {
+            deps: Deps {
+                config,
+                store,
+                llm,
+                sandboxes,
+                wake,
+            },
+            running: Arc::default(),
+        }
+    }
+
+    /// Whether a task for this Incident is alive (running, or finishing its clean-up).
+    pub fn has_task(&self, incident_uid: &str) -> bool {
+        self.running().contains_key(incident_uid)
+    }
+
+    /// How many session tasks are alive.
+    pub fn active(&self) -> usize {
+        self.running().len()
+    }
+
+    /// The ids of the sessions with a live task.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.running()
+            .values()
+            .map(|handle| handle.session_id.clone())
+            .collect()
+    }
+
+    /// Creates a session in the store (so the status can name it at once) and starts its task.
+    pub async fn start(&self, incident: &Incident, attempt: u32) -> Result<SessionRecord> {
+        let identity = Identity::of(incident)?;
+        let record = self
+            .deps
+            .store
+            .create_session(NewSession {
+                id: uuid::Uuid::now_v7().to_string(),
+                incident_uid: identity.uid.clone(),
+                incident_namespace: identity.key.namespace.clone(),
+                incident_name: identity.key.name.clone(),
+                attempt,
+                generation: identity.generation,
+            })
+            .await?;
+        let limits = self.deps.config.agent.effective(&incident.spec.agent);
+        self.deps
+            .store
+            .append(
+                &record.id,
+                EventBody::SessionStarted {
+                    generation: identity.generation,
+                    spec: incident.spec.clone(),
+                    model: limits.model,
+                    provider: self.deps.config.provider.kind.as_str().to_string(),
+                    sandbox_image: self.deps.config.sandbox.image.clone(),
+                },
+            )
+            .await?;
+        self.spawn(identity, incident.spec.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// Continues a session the store says is running but that has no task (the controller restarted).
+    pub fn resume(&self, incident: &Incident, record: SessionRecord) -> Result<()> {
+        let identity = Identity::of(incident)?;
+        tracing::info!(session = %record.id, incident = %identity.key, "resuming session from the store");
+        self.spawn(identity, incident.spec.clone(), record);
+        Ok(())
+    }
+
+    fn spawn(&self, identity: Identity, spec: IncidentSpec, record: SessionRecord) {
+        let cancel = CancellationToken::new();
+        let (updates, updates_rx) = mpsc::unbounded_channel();
+        let mut running = self.running();
+        let task = agent::SessionTask {
+            deps: self.deps.clone(),
+            running: self.running.clone(),
+            key: identity.key,
+            incident_uid: identity.uid.clone(),
+            spec,
+            record: record.clone(),
+            cancel: cancel.clone(),
+            updates: updates_rx,
+        };
+        // The task cannot finish before it is in the map: it removes itself under the same lock.
+        let task = tokio::spawn(task.run());
+        running.insert(
+            identity.uid,
+            Handle {
+                session_id: record.id,
+                cancel,
+                updates,
+                task,
+            },
+        );
+    }
+
+    /// Passes a changed ticket to the running session.
+    pub fn update_ticket(&self, incident_uid: &str, generation: i64, spec: IncidentSpec) {
+        if let Some(handle) = self.running().get(incident_uid) {
+            // A send fails only when the task is ending; the next reconcile sees that.
+            let _ = handle.updates.send((generation, spec));
+        }
+    }
+
+    /// Cancels the Incident's session; it records the cancellation and removes its sandbox.
+    pub fn cancel(&self, incident_uid: &str) -> bool {
+        match self.running().get(incident_uid) {
+            Some(handle) => {
+                handle.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every task where it stands, without finishing the sessions: they resume from the
+    /// store when the controller starts again.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<_> = self
+            .running()
+            .drain()
+            .map(|(_, handle)| handle.task)
+            .collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Handle>> {
+        // A panic while holding this lock leaves the map itself consistent.
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The parts of an Incident's metadata a session needs; the source always sets them.
+struct Identity {
+    key: ObjectKey,
+    uid: String,
+    generation: i64,
+}
+
+impl Identity {
+    fn of(incident: &Incident) -> Result<Identity> {
+        let key = ObjectKey::of(incident)?;
+        let uid = incident
+            .metadata
+            .uid
+            .clone()
+            .ok_or_else(|| Error::MissingMetadata("uid"))?;
+        let generation = incident.metadata.generation.unwrap_or(1);
+        Ok(Identity {
+            key,
+            uid,
+            generation,
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! The agent's two tools, `shell` and `report`: their schemas, the checking of the model's
+//! arguments, and the text a command's result is given back as. Pure.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::incident::{Outcome, Report};
+use crate::llm::ToolSpec;
+
+pub const SHELL: &str = "shell";
+pub const REPORT: &str = "report";
+
+/// The tools offered to the model.
+pub fn specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: SHELL.into(),
+            description: "Run a shell command with `bash -lc` in your sandbox container on the \
+                affected Docker host. The docker CLI is available. stdin is closed; the command \
+                is killed after the command timeout; long output keeps its head and tail. \
+                Explain why you run it in `reasoning`."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string", "description": "The command line to run."},
+                    "reasoning": {"type": "string", "description": "Why you run it: what you expect to learn or change."}
+                },
+                "required": ["command", "reasoning"],
+                "additionalProperties": false
+            }),
+        },
+        ToolSpec {
+            name: REPORT.into(),
+            description: "End the session with your final report. Call it once you have verified \
+                a fix, or when you cannot make progress."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "outcome": {"type": "string", "enum": ["resolved", "mitigated", "unresolved", "needs_human"],
+                        "description": "resolved: fixed and verified; mitigated: impact contained; unresolved: not fixed; needs_human: a person must act."},
+                    "summary": {"type": "string", "description": "What happened, in a few sentences."},
+                    "root_cause": {"type": "string", "description": "The cause you found."},
+                    "actions": {"type": "array", "items": {"type": "string"}, "description": "What you changed, one item per action."},
+                    "verification": {"type": "string", "description": "How you checked the fix."}
+                },
+                "required": ["outcome", "summary"],
+                "additionalProperties": false
+            }),
+        },
+    ]
+}
+
+/// A checked tool call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolCall {
+    Shell { command: String, reasoning: String },
+    Report(Report),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShellArgs {
+    command: String,
+    #[serde(default)]
+    reasoning: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportArgs {
+    outcome: Outcome,
+    summary: String,
+    #[serde(default)]
+    root_cause: Option<String>,
+    #[serde(default)]
+    actions: Option<Vec<String>>,
+    #[serde(default)]
+    verification: Option<String>,
+}
+
+/// Checks a tool call. The error is told to the model, so it says what to fix.
+pub fn parse(name: &str, input: &serde_json::Value) -> Result<ToolCall, String> {
+    match name {
+        SHELL => {
+            let args: ShellArgs = decode(name, input)?;
+            if args.command.trim().is_empty() {
+                return Err("shell: `command` is empty; give the command line to run".into());
+            }
+            let reasoning = args.reasoning.unwrap_or_default();
+            if reasoning.trim().is_empty() {
+                return Err(
+                    "shell: `reasoning` is required: say why you run this command, then call shell again".into(),
+                );
+            }
+            Ok(ToolCall::Shell {
+                command: args.command,
+                reasoning,
+            })
+        }
+        REPORT => {
+            let args: ReportArgs = decode(name, input)?;
+            if args.summary.trim().is_empty() {
+                return Err("report: `summary` is empty".into());
+            }
+            Ok(ToolCall::Report(Report {
+                outcome: args.outcome,
+                summary: args.summary,
+                root_cause: args.root_cause.unwrap_or_default(),
+                actions: args.actions.unwrap_or_default(),
+                verification: args.verification.unwrap_or_default(),
+            }))
+        }
+        other => Err(format!(
+            "unknown tool {other:?}: the tools are `{SHELL}` and `{REPORT}`"
+        )),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    tool: &str,
+    input: &serde_json::Value,
+) -> Result<T, String> {
+    if !input.is_object() {
+        return Err(format!(
+            "{tool}: the arguments must be a JSON object matching the tool's schema, got: {}",
+            clip(&input.to_string(), 200)
+        ));
+    }
+    serde_path_to_error::deserialize(input.clone()).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            format!("{tool}: bad arguments: {}", error.inner())
+        } else {
+            format!("{tool}: bad argument `{path}`: {}", error.inner())
+        }
+    })
+}
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// The text a command's result is given back to the model as.
+pub fn shell_result(
+    exit_code: Option<i64>,
+    duration_ms: u64,
+    timed_out: bool,
+    output: &str,
+) -> String {
+    let status = match (timed_out, exit_code) {
+        (true, _) => "timed out and was killed".to_string(),
+        (false, Some(code)) => format!("exit code {code}"),
+        (false, None) => "no exit code (the sandbox could not run it)".to_string(),
+    };
+    let seconds = duration_ms as f64 / 1000.0;
+    if output.is_empty() {
+        format!("[{status} after {seconds:.1}s, no output]")
+    } else {
+        format!("[{status} after {seconds:.1}s]\n{output}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_arguments_are_checked() {
+        assert_eq!(
+            parse(SHELL, &json!({"command": "ls", "reasoning": "look"})),
+            Ok(ToolCall::Shell {
+                command: "ls".into(),
+                reasoning: "look".into()
+            })
+        );
+        assert_eq!(
+            parse(SHELL, &json!({"reasoning": "look"})),
+            Err("shell: bad arguments: missing field `command`".into())
+        );
+        assert_eq!(
+            parse(SHELL, &json!({"command": 42, "reasoning": "x"})),
+            Err(
+                "shell: bad argument `command`: invalid type: integer `42`, expected a string"
+                    .into()
+            )
+        );
+        assert!(
+            parse(SHELL, &json!({"command": "ls"}))
+                .unwrap_err()
+                .contains("reasoning")
+        );
+        assert!(
+            parse(SHELL, &json!("ls"))
+                .unwrap_err()
+                .contains("JSON object")
+        );
+    }
+
+    #[test]
+    fn report_arguments_are_checked() {
+        let call = parse(
+            REPORT,
+            &json!({"outcome": "needs_human", "summary": "disk is failing", "actions": ["none"]}),
+        );
+        assert_eq!(
+            call,
+            Ok(ToolCall::Report(Report {
+                outcome: Outcome::NeedsHuman,
+                summary: "disk is failing".into(),
+                root_cause: String::new(),
+                actions: vec!["none".into()],
+                verification: String::new(),
+            }))
+        );
+        assert!(
+            parse(REPORT, &json!({"outcome": "great", "summary": "x"}))
+                .unwrap_err()
+                .contains("unknown variant `great`")
+        );
+    }
+
+    #[test]
+    fn unknown_tools_are_named() {
+        assert_eq!(
+            parse("python", &json!({})),
+            Err("unknown tool \"python\": the tools are `shell` and `report`".into())
+        );
+    }
+
+    #[test]
+    fn results_state_the_exit() {
+        assert_eq!(
+            shell_result(Some(1), 1500, false, "no"),
+            "[exit code 1 after 1.5s]\nno"
+        );
+        assert_eq!(
+            shell_result(Some(124), 2000, true, ""),
+            "[timed out and was killed after 2.0s, no output]"
+        );
+    }
+}

@@ -1,0 +1,636 @@
+//! Files mode: Incidents are YAML manifests in a folder, watched.
+//!
+//! The controller keeps what the API server would: each Incident's `uid`, its `generation` (moved
+//! only when the spec changes) and its status, in the store, and mirrors the status to
+//! `.status/<namespace>.<name>.yaml` in the folder. The user's manifests are never written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::core::ObjectMeta;
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::manifest::{self, ManifestError};
+use crate::audit::IncidentRecord;
+use crate::incident::Incident;
+use crate::reconcile::{self, Context};
+use crate::session::Wake;
+use crate::{Error, ObjectKey, Result};
+
+/// The folder, beside the manifests, that holds the status files.
+pub const STATUS_DIR: &str = ".status";
+/// The `source` column of the store's incidents written by this source.
+const SOURCE: &str = "files";
+/// How long the folder must be quiet before a changed file is read: an editor's save is several events.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// A full re-scan and reconcile of everything, in case an event was missed.
+const RESYNC: Duration = Duration::from_secs(30);
+/// How soon an Incident whose reconcile failed is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// One Incident the folder defines.
+#[derive(Clone, Debug)]
+struct Known {
+    /// The Incident with the controller-kept metadata and its last status.
+    incident: Incident,
+    spec_hash: String,
+    path: PathBuf,
+}
+
+/// A problem with a manifest, shown as its own row (named after the file) in `opslab get incidents`.
+#[derive(Clone, Debug, PartialEq)]
+struct Problem {
+    key: ObjectKey,
+    path: PathBuf,
+    message: String,
+}
+
+pub struct FilesSource {
+    dir: PathBuf,
+    /// What each manifest file yielded when last read.
+    files: BTreeMap<PathBuf, manifest::Parsed>,
+    known: BTreeMap<ObjectKey, Known>,
+    problems: BTreeMap<ObjectKey, Problem>,
+}
+
+impl FilesSource {
+    pub fn new(dir: PathBuf) -> FilesSource {
+        FilesSource {
+            dir,
+            files: BTreeMap::new(),
+            known: BTreeMap::new(),
+            problems: BTreeMap::new(),
+        }
+    }
+
+    /// Watches the folder and reconciles until `shutdown`.
+    pub async fn run(
+        mut self,
+        ctx: Arc<Context>,
+        mut wake: mpsc::UnboundedReceiver<Wake>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        std::fs::create_dir_all(self.dir.join(STATUS_DIR)).map_err(|source| Error::Io {
+            path: self.dir.join(STATUS_DIR),
+            source,
+        })?;
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
+            let _ = events_tx.send(result);
+        })
+        .map_err(|source| Error::Watch {
+            path: self.dir.clone(),
+            source,
+        })?;
+        debouncer
+            .watcher()
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .map_err(|source| Error::Watch {
+                path: self.dir.clone(),
+                source,
+            })?;
+        info!(dir = %self.dir.display(), "watching for Incident manifests");
+
+        self.restore(&ctx).await?;
+        self.rescan_all();
+        let (retry_tx, mut retries) = mpsc::unbounded_channel::<ObjectKey>();
+        self.reconcile_all(&ctx, &retry_tx).await;
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(result) = events.recv() => match result {
+                    Ok(batch) => {
+                        let paths: BTreeSet<PathBuf> = batch.into_iter().map(|event| event.path).collect();
+                        debug!(?paths, "manifests changed");
+                        for path in paths {
+                            if self.is_manifest(&path) {
+                                self.read_file(&path);
+                            }
+                        }
+                        self.resolve(&ctx, &retry_tx).await;
+                    }
+                    Err(error) => {
+                        warn!(%error, "the folder watch failed; re-scanning the folder");
+                        self.rescan_all();
+                        self.reconcile_all(&ctx, &retry_tx).await;
+                    }
+                },
+                Some(wake) = wake.recv() => match wake {
+                    Wake::One(key) => self.reconcile_key(&ctx, &key, &retry_tx).await,
+                    Wake::All => self.reconcile_all(&ctx, &retry_tx).await,
+                },
+                Some(key) = retries.recv() => self.reconcile_key(&ctx, &key, &retry_tx).await,
+                _ = resync.tick() => {
+                    self.rescan_all();
+                    self.reconcile_all(&ctx, &retry_tx).await;
+                    collect_orphans(&ctx).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads what the store remembers of this folder's Incidents: their uids, generations and
+    /// statuses survive a restart, and an Incident deleted while the controller was down is found.
+    async fn restore(&mut self, ctx: &Context) -> Result<()> {
+        for record in ctx.store.incidents().await? {
+            if record.source != SOURCE {
+                continue;
+            }
+            let key = ObjectKey::new(&record.namespace, &record.name);
+            if record.error.is_some() && record.uid.is_empty() {
+                // A manifest problem: it is reported afresh by the scan, or dropped with its file.
+                self.problems.insert(
+                    key.clone(),
+                    Problem {
+                        key,
+                        path: PathBuf::from(&record.source),
+                        message: record.error.unwrap_or_default(),
+                    },
+                );
+                continue;
+            }
+            match serde_json::from_value::<Incident>(record.incident.clone()) {
+                Ok(incident) => {
+                    self.known.insert(
+                        key,
+                        Known {
+                            incident,
+                            spec_hash: record.spec_hash,
+                            path: PathBuf::new(),
+                        },
+                    );
+                }
+                Err(error) => {
+                    warn!(incident = %key, %error, "the stored Incident does not decode; it is read anew from its manifest")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_manifest(&self, path: &Path) -> bool {
+        let visible = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| !name.starts_with('.'));
+        let yaml = path
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .is_some_and(|extension| extension == "yaml" || extension == "yml");
+        visible && yaml && path.parent() == Some(self.dir.as_path())
+    }
+
+    /// Reads (or forgets, when it is gone) one manifest file.
+    fn read_file(&mut self, path: &Path) {
+        match std::fs::metadata(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.files.remove(path);
+                return;
+            }
+            Err(error) => {
+                self.files.insert(
+                    path.to_path_buf(),
+                    file_problem(format!("cannot read: {error}")),
+                );
+                return;
+            }
+            Ok(meta) if !meta.is_file() => {
+                self.files.remove(path);
+                return;
+            }
+            Ok(meta) if meta.len() > manifest::MAX_MANIFEST_BYTES as u64 => {
+                self.files.insert(
+                    path.to_path_buf(),
+                    file_problem(format!(
+                        "the file is {} bytes; manifests are limited to {} bytes",
+                        meta.len(),
+                        manifest::MAX_MANIFEST_BYTES
+                    )),
+                );
+                return;
+            }
+            Ok(_) => {}
+        }
+        let parsed = match std::fs::read(path) {
+            Ok(bytes) => manifest::parse(&bytes),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.files.remove(path);
+                return;
+            }
+            Err(error) => file_problem(format!("cannot read: {error}")),
+        };
+        self.files.insert(path.to_path_buf(), parsed);
+    }
+
+    fn rescan_all(&mut self) {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                error!(dir = %self.dir.display(), %error, "cannot list the Incidents folder");
+                return;
+            }
+        };
+        let paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| self.is_manifest(path))
+            .collect();
+        self.files.retain(|path, _| paths.contains(path));
+        for path in &paths {
+            self.read_file(path);
+        }
+    }
+
+    /// Turns what the files hold into Incidents and problems, then acts on what changed.
+    async fn resolve(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
+        let resolved = resolve(&self.dir, &self.files);
+        let now = jiff::Timestamp::now().to_string();
+
+        // Incidents whose manifest is gone (or no longer names them) are deleted.
+        let gone: Vec<ObjectKey> = self
+            .known
+            .keys()
+            .filter(|key| !resolved.incidents.contains_key(*key) && !resolved.kept.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(known) = self.known.remove(&key) {
+                self.delete(ctx, &key, &known).await;
+            }
+        }
+
+        // New and changed Incidents get their identity; a generation moves only with the spec.
+        let mut changed = Vec::new();
+        for (key, (incident, path)) in resolved.incidents {
+            let spec_hash = spec_hash(&incident);
+            match self.known.get_mut(&key) {
+                Some(known) if known.spec_hash == spec_hash => {
+                    known.path = path;
+                    let labels_changed = known.incident.metadata.labels != incident.metadata.labels
+                        || known.incident.metadata.annotations != incident.metadata.annotations;
+                    if labels_changed {
+                        known.incident.metadata.labels = incident.metadata.labels;
+                        known.incident.metadata.annotations = incident.metadata.annotations;
+                        changed.push(key);
+                    } else if known.incident.status.is_none() {
+                        changed.push(key);
+                    }
+                }
+                Some(known) => {
+                    let generation = known.incident.metadata.generation.unwrap_or(0) + 1;
+                    info!(incident = %key, generation, "the spec changed");
+                    known.incident.metadata.generation = Some(generation);
+                    known.incident.metadata.labels = incident.metadata.labels;
+                    known.incident.metadata.annotations = incident.metadata.annotations;
+                    known.incident.spec = incident.spec;
+                    known.spec_hash = spec_hash;
+                    known.path = path;
+                    changed.push(key);
+                }
+                None => {
+                    info!(incident = %key, file = %path.display(), "new Incident");
+                    let mut incident = incident;
+                    incident.metadata = ObjectMeta {
+                        uid: Some(uuid::Uuid::new_v4().to_string()),
+                        generation: Some(1),
+                        creation_timestamp: Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                jiff::Timestamp::now(),
+                            ),
+                        ),
+                        ..incident.metadata
+                    };
+                    self.known.insert(
+                        key.clone(),
+                        Known {
+                            incident,
+                            spec_hash,
+                            path,
+                        },
+                    );
+                    changed.push(key);
+                }
+            }
+        }
+
+        // Problems: new or changed ones are logged and stored; fixed ones are dropped.
+        let fixed: Vec<ObjectKey> = self
+            .problems
+            .keys()
+            .filter(|key| !resolved.problems.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in fixed {
+            self.problems.remove(&key);
+            if let Err(error) = ctx.store.delete_incident(&key.namespace, &key.name).await {
+                warn!(%error, "could not drop a fixed manifest problem from the store");
+            }
+        }
+        for (key, problem) in resolved.problems {
+            if self.problems.get(&key) == Some(&problem) {
+                continue;
+            }
+            error!(file = %problem.path.display(), "invalid Incident manifest: {}", problem.message);
+            let record = IncidentRecord {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                uid: String::new(),
+                generation: 0,
+                spec_hash: String::new(),
+                source: SOURCE.into(),
+                incident: serde_json::Value::Null,
+                error: Some(format!("{}: {}", problem.path.display(), problem.message)),
+                updated_at: now.clone(),
+            };
+            if let Err(error) = ctx.store.put_incident(record).await {
+                warn!(%error, "could not store a manifest problem");
+            }
+            self.problems.insert(key, problem);
+        }
+
+        for key in changed {
+            self.reconcile_key(ctx, &key, retry).await;
+        }
+    }
+
+    async fn reconcile_all(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
+        self.resolve(ctx, retry).await;
+        let keys: Vec<ObjectKey> = self.known.keys().cloned().collect();
+        for key in keys {
+            self.reconcile_key(ctx, &key, retry).await;
+        }
+    }
+
+    async fn reconcile_key(
+        &mut self,
+        ctx: &Context,
+        key: &ObjectKey,
+        retry: &mpsc::UnboundedSender<ObjectKey>,
+    ) {
+        let Some(known) = self.known.get(key) else {
+            return;
+        };
+        let span = tracing::info_span!("reconcile", incident = %key);
+        let _guard = span.enter();
+        let status = match reconcile::reconcile(&known.incident, ctx).await {
+            Ok(status) => status,
+            Err(error) => {
+                warn!(%error, label = error.metric_label(), "reconcile failed; retrying in {RETRY:?}");
+                let retry = retry.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY).await;
+                    let _ = retry.send(key);
+                });
+                return;
+            }
+        };
+        if known.incident.status.as_ref() == Some(&status) {
+            return;
+        }
+        let Some(known) = self.known.get_mut(key) else {
+            return;
+        };
+        known.incident.status = Some(status);
+        if let Err(error) = self.write_status(ctx, key).await {
+            warn!(%error, "could not write the status");
+        }
+    }
+
+    /// Writes the status to the store and to the status file (atomically: temp file + rename).
+    async fn write_status(&self, ctx: &Context, key: &ObjectKey) -> Result<()> {
+        let Some(known) = self.known.get(key) else {
+            return Ok(());
+        };
+        let incident = &known.incident;
+        let value = serde_json::to_value(incident).map_err(|e| Error::Serialize(e.to_string()))?;
+        ctx.store
+            .put_incident(IncidentRecord {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                uid: incident.metadata.uid.clone().unwrap_or_default(),
+                generation: incident.metadata.generation.unwrap_or(1),
+                spec_hash: known.spec_hash.clone(),
+                source: SOURCE.into(),
+                incident: value,
+                error: None,
+                updated_at: jiff::Timestamp::now().to_string(),
+            })
+            .await?;
+        let yaml =
+            serde_saphyr::to_string(incident).map_err(|e| Error::Serialize(e.to_string()))?;
+        let path = status_path(&self.dir, key);
+        let dir = self.dir.join(STATUS_DIR);
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
+            .await
+            .map_err(|e| Error::Serialize(e.to_string()))?
+    }
+
+    async fn delete(&self, ctx: &Context, key: &ObjectKey, known: &Known) {
+        info!(incident = %key, "the manifest is gone: deleting the Incident");
+        if let Some(uid) = &known.incident.metadata.uid
+            && let Err(error) = reconcile::cleanup(uid, ctx).await
+        {
+            warn!(incident = %key, %error, "could not clean up the deleted Incident's session");
+        }
+        if let Err(error) = ctx.store.delete_incident(&key.namespace, &key.name).await {
+            warn!(incident = %key, %error, "could not remove the deleted Incident from the store");
+        }
+        let path = status_path(&self.dir, key);
+        if let Err(error) = std::fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %path.display(), %error, "could not remove the status file");
+        }
+    }
+}
+
+fn file_problem(message: String) -> manifest::Parsed {
+    manifest::Parsed {
+        incidents: Vec::new(),
+        errors: vec![ManifestError::File(message)],
+    }
+}
+
+/// What the files define, as a whole.
+#[derive(Debug, Default)]
+struct Resolved {
+    incidents: BTreeMap<ObjectKey, (Incident, PathBuf)>,
+    problems: BTreeMap<ObjectKey, Problem>,
+    /// Incidents whose document is now invalid: they keep their last valid spec (as an API server
+    /// keeps an object whose update it refused) instead of being deleted.
+    kept: BTreeSet<ObjectKey>,
+}
+
+/// Pure: the Incidents and problems of all files. The first definition of a name (by file path, then
+/// document order) wins; a later one is a problem.
+fn resolve(dir: &Path, files: &BTreeMap<PathBuf, manifest::Parsed>) -> Resolved {
+    let mut resolved = Resolved::default();
+    for (path, parsed) in files {
+        let file = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        for incident in &parsed.incidents {
+            let Ok(key) = ObjectKey::of(incident) else {
+                continue;
+            };
+            if let Some((_, first)) = resolved.incidents.get(&key) {
+                let first = first
+                    .strip_prefix(dir)
+                    .unwrap_or(first)
+                    .display()
+                    .to_string();
+                let problem_key = ObjectKey::new("", format!("{file}:{}", key.name));
+                resolved.problems.insert(
+                    problem_key.clone(),
+                    Problem {
+                        key: problem_key,
+                        path: path.clone(),
+                        message: format!(
+                            "duplicate Incident {key}: it is already defined in {first}"
+                        ),
+                    },
+                );
+                continue;
+            }
+            resolved
+                .incidents
+                .insert(key, (incident.clone(), path.clone()));
+        }
+        for error in &parsed.errors {
+            let (label, named) = match error {
+                ManifestError::File(_) => (file.clone(), None),
+                ManifestError::Document { index, name, .. } => {
+                    (format!("{file}#{index}"), name.clone())
+                }
+            };
+            if let Some(name) = named {
+                // The namespace is unknown if the document is broken; the default is the best guess.
+                resolved
+                    .kept
+                    .insert(ObjectKey::new(manifest::DEFAULT_NAMESPACE, name));
+            }
+            let key = ObjectKey::new("", label);
+            resolved.problems.insert(
+                key.clone(),
+                Problem {
+                    key,
+                    path: path.clone(),
+                    message: error.to_string(),
+                },
+            );
+        }
+    }
+    resolved
+}
+
+fn spec_hash(incident: &Incident) -> String {
+    let bytes = serde_json::to_vec(&incident.spec).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn status_path(dir: &Path, key: &ObjectKey) -> PathBuf {
+    dir.join(STATUS_DIR)
+        .join(format!("{}.{}.yaml", key.namespace, key.name))
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|error| io(error.error))?;
+    Ok(())
+}
+
+/// Removes sandboxes whose session is neither running here nor waiting to resume.
+pub async fn collect_orphans(ctx: &Context) {
+    let mut keep: BTreeSet<String> = ctx.sessions.session_ids().into_iter().collect();
+    match ctx.store.running_sessions().await {
+        Ok(sessions) => keep.extend(sessions.into_iter().map(|session| session.id)),
+        Err(error) => {
+            warn!(%error, "cannot list running sessions; orphan collection skipped");
+            return;
+        }
+    }
+    let keep = keep.into_iter().collect();
+    match ctx.sandboxes.remove_orphans(&keep).await {
+        Ok(removed) if !removed.is_empty() => info!(?removed, "removed orphaned sandboxes"),
+        Ok(_) => {}
+        Err(error) => warn!(%error, "orphan collection failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> manifest::Parsed {
+        manifest::parse(text.as_bytes())
+    }
+
+    fn doc(name: &str) -> String {
+        format!(
+            "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata: {{name: {name}}}\nspec: {{title: t}}\n"
+        )
+    }
+
+    #[test]
+    fn duplicate_names_keep_the_first_and_report_the_rest() {
+        let dir = Path::new("/incidents");
+        let files = BTreeMap::from([
+            (dir.join("a.yaml"), parsed(&doc("x"))),
+            (
+                dir.join("b.yaml"),
+                parsed(&format!("{}---\n{}", doc("x"), doc("y"))),
+            ),
+        ]);
+        let resolved = resolve(dir, &files);
+        assert_eq!(
+            resolved.incidents.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                ObjectKey::new("default", "x"),
+                ObjectKey::new("default", "y")
+            ]
+        );
+        assert_eq!(
+            resolved.incidents[&ObjectKey::new("default", "x")].1,
+            dir.join("a.yaml")
+        );
+        let problem = &resolved.problems[&ObjectKey::new("", "b.yaml:x")];
+        assert_eq!(
+            problem.message,
+            "duplicate Incident default/x: it is already defined in a.yaml"
+        );
+    }
+
+    #[test]
+    fn a_broken_document_keeps_its_incident_and_is_reported() {
+        let dir = Path::new("/incidents");
+        let broken = doc("x").replace("title: t", "titel: t");
+        let files = BTreeMap::from([(dir.join("a.yaml"), parsed(&broken))]);
+        let resolved = resolve(dir, &files);
+        assert!(resolved.incidents.is_empty());
+        assert!(resolved.kept.contains(&ObjectKey::new("default", "x")));
+        let problem = &resolved.problems[&ObjectKey::new("", "a.yaml#1")];
+        assert!(problem.message.contains("titel"), "{}", problem.message);
+    }
+
+    #[test]
+    fn status_files_are_named_after_the_incident() {
+        assert_eq!(
+            status_path(Path::new("/i"), &ObjectKey::new("default", "x")),
+            PathBuf::from("/i/.status/default.x.yaml")
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Where Incidents come from and where their status goes.
+
+pub mod files;
+pub mod manifest;
