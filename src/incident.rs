@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "IncidentStatus",
     shortname = "inc",
+    doc = "An incident ticket, reconciled by opslab into an audited agent session.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Severity","type":"string","jsonPath":".spec.severity"}"#,
     printcolumn = r#"{"name":"Commands","type":"integer","jsonPath":".status.commands"}"#,
