@@ -1,0 +1,401 @@
+//! End to end, through the binary: an Incident file becomes an audited agent session in a real Docker
+//! sandbox, driven by a local server that speaks the provider's protocol with scripted turns.
+
+use std::time::Duration;
+
+use opslab::incident::{Outcome, Phase};
+use serde_json::json;
+
+use crate::support::controller::{Controller, Options, manifest};
+use crate::support::docker;
+use crate::support::fake_llm::{Fault, FakeLlm, Protocol, Turn};
+
+const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+fn count(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|event| event["kind"] == kind).count()
+}
+
+/// The containers (running or not) labelled with this session id.
+fn sandboxes_of(session_id: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=opslab.dev/session-id={session_id}"))
+        .output()
+        .expect("the docker CLI runs");
+    assert!(output.status.success(), "docker ps failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn full_script() -> Vec<Turn> {
+    vec![
+        Turn::shell("echo hello from the sandbox && uname -s", "check the sandbox works"),
+        Turn::shell("ls /nonexistent-path", "a path that does not exist, to see the exit code"),
+        Turn::shell("sleep 30", "a command that outlives its timeout"),
+        Turn::shell(
+            "head -c 6000 /dev/zero | tr '\\0' x; echo; echo tail-marker",
+            "long output, to be summarised",
+        ),
+        Turn::report("resolved", "the sandbox works and commands are audited"),
+    ]
+}
+
+/// The whole path for one protocol: manifest -> session -> commands -> report -> status -> show.
+async fn full_session(protocol: Protocol, provider: &'static str) {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(protocol, full_script()).await;
+    let controller = Controller::start(
+        Options::new(provider, llm.base_url())
+            .arg("--command-timeout-seconds", 2)
+            .arg("--model", "fake-main")
+            .arg("--summary-model", "fake-summary"),
+    );
+    controller.write_manifest("api.yaml", &manifest("api-down", "api returns 500", ""));
+
+    let incident = controller.wait_for_phase("api-down", Phase::Resolved, SESSION_TIMEOUT);
+    let status = incident.status.expect("a status");
+    assert_eq!(status.commands, 4, "{status:#?}");
+    assert_eq!(status.turns, 5, "{status:#?}");
+    assert_eq!(status.attempt, 1);
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.tokens.input, 5 * crate::support::fake_llm::INPUT_TOKENS);
+    assert_eq!(status.tokens.output, 5 * crate::support::fake_llm::OUTPUT_TOKENS);
+    let report = status.report.expect("a report");
+    assert_eq!(report.outcome, Outcome::Resolved);
+    assert_eq!(report.summary, "the sandbox works and commands are audited");
+    let last = status.last_command.expect("a last command");
+    assert!(last.command.contains("tail-marker"), "{last:?}");
+    assert_eq!(last.exit_code, Some(0));
+    let resolved = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "Resolved")
+        .expect("a Resolved condition");
+    assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("True", "Reported"));
+
+    let session_id = status.session_id.expect("a session id");
+    let events = controller.events(&session_id);
+    let finished: Vec<&serde_json::Value> =
+        events.iter().filter(|event| event["kind"] == "command_finished").collect();
+    let exits: Vec<(serde_json::Value, serde_json::Value)> = finished
+        .iter()
+        .map(|event| (event["exit_code"].clone(), event["timed_out"].clone()))
+        .collect();
+    assert_eq!(exits[0], (json!(0), json!(false)));
+    assert_eq!(exits[1], (json!(2), json!(false)));
+    assert_eq!(exits[2].1, json!(true), "the sleep timed out: {:?}", finished[2]);
+    assert_eq!(exits[3], (json!(0), json!(false)));
+    assert!(finished[0]["output"].as_str().unwrap().contains("hello from the sandbox"));
+    // Each event once, in order, chained.
+    let seqs: Vec<i64> = events.iter().map(|event| event["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(count(&events, "output_summary"), 1, "{:?}", kinds(&events));
+    assert_eq!(llm.summary_requests().len(), 1);
+    assert_eq!(
+        kinds(&events).last().map(String::as_str),
+        Some("session_finished")
+    );
+
+    // `opslab show` tells the story: the reasoning and the outputs.
+    let story = controller.cli(&["show", "api-down"]);
+    for expected in [
+        "check the sandbox works",
+        "$ echo hello from the sandbox && uname -s",
+        "| hello from the sandbox",
+        "exit 2",
+        "timed out",
+        "summary (fake-summary)",
+        "report: resolved",
+    ] {
+        assert!(story.contains(expected), "`opslab show` lacks {expected:?}:\n{story}");
+    }
+    let table = controller.cli(&["get", "incidents"]);
+    let row = table.lines().find(|line| line.contains("api-down")).expect("a row");
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&columns[..5], ["default", "api-down", "Resolved", "high", "4"], "{table}");
+
+    // The sandbox is gone once the session ends.
+    assert_eq!(sandboxes_of(&session_id), Vec::<String>::new());
+    assert_eq!(llm.remaining(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_anthropic_end_to_end() {
+    full_session(Protocol::Anthropic, "anthropic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_openai_end_to_end() {
+    full_session(Protocol::OpenAi, "openai").await;
+}
+
+/// Faults of the model API are retried; bad tool calls are told to the model; the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_survives_provider_faults() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::Fault(Fault::Status {
+            code: 429,
+            retry_after: Some(1),
+            body: None,
+        }),
+        Turn::shell("echo one", "first look"),
+        Turn::Fault(Fault::Status {
+            code: 529,
+            retry_after: None,
+            body: None,
+        }),
+        Turn::Fault(Fault::Status {
+            code: 500,
+            retry_after: None,
+            body: None,
+        }),
+        Turn::Tool {
+            name: "shell".into(),
+            input: json!({"reasoning": "no command given"}),
+            text: None,
+        },
+        Turn::Fault(Fault::MalformedBody),
+        Turn::Tool {
+            name: "shell".into(),
+            input: json!({"command": ["ls"], "reasoning": "a mistyped command"}),
+            text: Some(String::new()),
+        },
+        Turn::Fault(Fault::ResetConnection),
+        Turn::Tool {
+            name: "kubectl".into(),
+            input: json!({"args": "get pods"}),
+            text: None,
+        },
+        Turn::report("resolved", "done despite the faults"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("faults.yaml", &manifest("faults", "flaky model api", ""));
+    let incident = controller.wait_for_phase("faults", Phase::Resolved, SESSION_TIMEOUT);
+    let status = incident.status.unwrap();
+    assert_eq!(status.commands, 1);
+    let events = controller.events(status.session_id.as_deref().unwrap());
+    let rejected: Vec<String> = events
+        .iter()
+        .filter(|event| event["kind"] == "tool_rejected")
+        .map(|event| event["error"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(rejected[0].contains("missing field `command`"), "{rejected:?}");
+    assert!(rejected[1].contains("bad argument `command`"), "{rejected:?}");
+    assert!(rejected[2].contains("unknown tool \"kubectl\""), "{rejected:?}");
+    // The model was told each rejection: the request after it carries an error tool result.
+    let told = llm
+        .requests()
+        .iter()
+        .filter(|request| request.to_string().contains("unknown tool"))
+        .count();
+    assert!(told >= 1);
+    assert_eq!(llm.remaining(), 0);
+}
+
+/// A model API that refuses the key ends the session with a clear status, and nothing else stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_fails_clearly_when_the_model_api_refuses() {
+    docker::require_sandbox_image();
+    let script = vec![Turn::Fault(Fault::Status {
+        code: 401,
+        retry_after: None,
+        body: Some(r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into()),
+    })];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
+    let incident = controller.wait_for_phase("auth", Phase::Failed, SESSION_TIMEOUT);
+    let status = incident.status.unwrap();
+    let active = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "SessionActive")
+        .unwrap();
+    assert_eq!(active.reason, "ModelApiFailed");
+    assert_eq!(llm.requests().len(), 1, "a 401 is not retried");
+    let events = controller.events("auth");
+    let failed = events.iter().find(|event| event["kind"] == "llm_failed").expect("an llm_failed event");
+    assert!(failed["message"].as_str().unwrap().contains("invalid x-api-key"), "{failed}");
+}
+
+/// kill -9 in the middle of a command; the restarted controller resumes the session from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumes_after_kill_9() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("echo before", "a first command"),
+        Turn::shell("sleep 4; echo slow-done", "a slow command the controller dies during"),
+        Turn::shell("echo after-restart", "carry on after the restart"),
+        Turn::report("resolved", "resumed and finished"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let mut controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("crash.yaml", &manifest("crash", "survive a crash", ""));
+    controller.wait_for("crash", "the slow command to start", SESSION_TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| {
+            status
+                .last_command
+                .as_ref()
+                .is_some_and(|last| last.command.contains("sleep 4") && last.exit_code.is_none())
+        })
+    });
+    controller.kill9();
+    controller.restart();
+    let incident = controller.wait_for_phase("crash", Phase::Resolved, SESSION_TIMEOUT);
+    let status = incident.status.unwrap();
+    let session_id = status.session_id.unwrap();
+    let events = controller.events(&session_id);
+    let started: Vec<String> = events
+        .iter()
+        .filter(|event| event["kind"] == "command_started")
+        .map(|event| event["command"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        started,
+        vec!["echo before", "sleep 4; echo slow-done", "echo after-restart"],
+        "no command ran twice"
+    );
+    let interrupted: Vec<&serde_json::Value> =
+        events.iter().filter(|event| event["kind"] == "command_interrupted").collect();
+    assert_eq!(interrupted.len(), 1, "{:?}", kinds(&events));
+    assert_eq!(count(&events, "command_finished"), 2);
+    assert_eq!(count(&events, "session_started"), 1);
+    let turns: Vec<i64> = events
+        .iter()
+        .filter(|event| event["kind"] == "llm_response")
+        .map(|event| event["turn"].as_i64().unwrap())
+        .collect();
+    assert_eq!(turns, vec![1, 2, 3, 4], "every model response stored once");
+    let seqs: Vec<i64> = events.iter().map(|event| event["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    // The agent was told the command was interrupted.
+    let after = &llm.requests()[2];
+    assert!(after.to_string().contains("INTERRUPTED"), "{after}");
+    assert_eq!(status.commands, 3);
+    assert_eq!(sandboxes_of(&session_id), Vec::<String>::new());
+}
+
+/// Deleting the manifest cancels the session, kills its command and removes its sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_is_cancelled_when_its_manifest_is_deleted() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("sleep 100", "wait for something"),
+        Turn::report("resolved", "never reached"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("gone.yaml", &manifest("gone", "to be deleted", ""));
+    let incident = controller.wait_for("gone", "the command to start", SESSION_TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| status.commands == 1)
+    });
+    let session_id = incident.status.unwrap().session_id.unwrap();
+    assert_eq!(sandboxes_of(&session_id).len(), 1);
+    controller.remove_manifest("gone.yaml");
+    let deadline = std::time::Instant::now() + SESSION_TIMEOUT;
+    loop {
+        let sessions: serde_json::Value =
+            serde_json::from_str(&controller.cli(&["sessions", "-o", "json"])).unwrap();
+        if sessions[0]["phase"] == "Cancelled" && sandboxes_of(&session_id).is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not cancelled: {sessions}\n{}", controller.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!controller.status_file("gone").exists());
+    let events = controller.events(&session_id);
+    assert_eq!(
+        kinds(&events)[events.len() - 2..],
+        ["command_interrupted", "session_finished"]
+    );
+    let table = controller.cli(&["get", "incidents"]);
+    assert!(!table.contains("gone"), "{table}");
+}
+
+/// A spec change during a session reaches the agent; one after the end starts a new attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_follows_spec_changes() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("sleep 2", "wait a moment"),
+        Turn::report("unresolved", "first attempt gives up"),
+        Turn::shell("echo second", "second attempt"),
+        Turn::report("resolved", "second attempt fixed it"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("spec.yaml", &manifest("spec", "first title", ""));
+    controller.wait_for("spec", "the command to start", SESSION_TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| status.commands == 1)
+    });
+    controller.write_manifest(
+        "spec.yaml",
+        &manifest("spec", "first title", "  description: \"new detail: the disk is full\"\n"),
+    );
+    let incident = controller.wait_for_phase("spec", Phase::Unresolved, SESSION_TIMEOUT);
+    assert_eq!(incident.metadata.generation, Some(2));
+    let told = llm.requests()[1].to_string();
+    assert!(told.contains("The ticket was updated (generation 2)") && told.contains("the disk is full"), "{told}");
+    let events = controller.events("spec");
+    assert_eq!(count(&events, "ticket_updated"), 1);
+
+    // Touching the file without changing the spec moves nothing.
+    controller.write_manifest(
+        "spec.yaml",
+        &manifest("spec", "first title", "  description: \"new detail: the disk is full\"\n"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(controller.incident("spec").unwrap().metadata.generation, Some(2));
+
+    controller.write_manifest("spec.yaml", &manifest("spec", "second title", ""));
+    let incident = controller.wait_for("spec", "attempt 2 resolved", SESSION_TIMEOUT, |incident| {
+        incident
+            .status
+            .as_ref()
+            .is_some_and(|status| status.attempt == 2 && status.phase == Phase::Resolved)
+    });
+    assert_eq!(incident.metadata.generation, Some(3));
+    let sessions: serde_json::Value =
+        serde_json::from_str(&controller.cli(&["sessions", "-o", "json"])).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 2);
+}
+
+/// With one session slot, a second Incident waits in Queued, then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limit_queues_the_rest() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("sleep 3", "hold the only slot"),
+        Turn::report("resolved", "first done"),
+        Turn::report("resolved", "second done"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .arg("--max-sessions", 1),
+    );
+    controller.write_manifest("first.yaml", &manifest("first", "first", ""));
+    controller.wait_for("first", "the command to start", SESSION_TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| status.commands == 1)
+    });
+    controller.write_manifest("second.yaml", &manifest("second", "second", ""));
+    let queued = controller.wait_for_phase("second", Phase::Queued, SESSION_TIMEOUT);
+    let active = queued.status.unwrap().conditions.into_iter().find(|c| c.type_ == "SessionActive").unwrap();
+    assert_eq!(active.reason, "Queued");
+    controller.wait_for_phase("first", Phase::Resolved, SESSION_TIMEOUT);
+    controller.wait_for_phase("second", Phase::Resolved, SESSION_TIMEOUT);
+}

@@ -1,0 +1,213 @@
+//! Drives the real `opslab` binary: a controller process on a temporary incidents folder and store,
+//! and the CLI against the same store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use opslab::incident::{Incident, Phase};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opslab");
+
+/// How the controller is started.
+pub struct Options {
+    /// `anthropic` or `openai`.
+    pub provider: &'static str,
+    pub base_url: String,
+    pub args: Vec<String>,
+}
+
+impl Options {
+    pub fn new(provider: &'static str, base_url: String) -> Options {
+        Options {
+            provider,
+            base_url,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, flag: &str, value: impl ToString) -> Options {
+        self.args.push(flag.to_string());
+        self.args.push(value.to_string());
+        self
+    }
+}
+
+pub struct Controller {
+    pub dir: tempfile::TempDir,
+    options: Options,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Controller {
+    pub fn start(options: Options) -> Controller {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir(dir.path().join("incidents")).unwrap();
+        let mut controller = Controller {
+            dir,
+            options,
+            child: None,
+            starts: 0,
+        };
+        controller.spawn();
+        controller
+    }
+
+    pub fn incidents(&self) -> PathBuf {
+        self.dir.path().join("incidents")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("opslab.db")
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        self.dir.path().join(format!("controller-{start}.log"))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .arg("controller")
+            .arg("--incidents")
+            .arg(self.incidents())
+            .arg("--store")
+            .arg(self.store())
+            .arg("--provider")
+            .arg(self.options.provider)
+            .arg("--sandbox-image")
+            .arg(super::docker::SANDBOX_IMAGE)
+            .args(["--llm-retry-delay-ms", "20", "--llm-max-retries", "4"])
+            .args(&self.options.args)
+            .env_remove("OPSLAB_MODEL")
+            .env_remove("OPSLAB_SUMMARY_MODEL")
+            .env("RUST_LOG", "info,opslab=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        match self.options.provider {
+            "anthropic" => command
+                .env("ANTHROPIC_BASE_URL", &self.options.base_url)
+                .env("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789abcdef"),
+            _ => command
+                .env("OPENAI_BASE_URL", &self.options.base_url)
+                .env_remove("OPENAI_API_KEY"),
+        };
+        self.child = Some(command.spawn().expect("the opslab binary starts"));
+    }
+
+    /// SIGKILL: no clean-up runs, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Every log line the controller wrote, across restarts.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|start| std::fs::read_to_string(self.log_path(start)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn write_manifest(&self, file: &str, text: &str) {
+        // Written beside and renamed in, as an editor or `kubectl`-like tool would.
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.incidents().join(file)).unwrap();
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.incidents().join(file)).unwrap();
+    }
+
+    pub fn status_file(&self, name: &str) -> PathBuf {
+        self.incidents().join(".status").join(format!("default.{name}.yaml"))
+    }
+
+    /// The Incident as its status file shows it, if written.
+    pub fn incident(&self, name: &str) -> Option<Incident> {
+        let text = std::fs::read_to_string(self.status_file(name)).ok()?;
+        Some(serde_saphyr::from_str(&text).expect("the status file is a valid Incident"))
+    }
+
+    /// Polls until `check` passes on the Incident, or fails with the controller's log.
+    pub fn wait_for(&self, name: &str, what: &str, timeout: Duration, check: impl Fn(&Incident) -> bool) -> Incident {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(incident) = self.incident(name)
+                && check(&incident)
+            {
+                return incident;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {name}: {what}\nlast status: {:#?}\ncontroller log:\n{}",
+                    self.incident(name).and_then(|i| i.status),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Incident {
+        self.wait_for(name, &format!("phase {phase}"), timeout, |incident| {
+            incident.status.as_ref().is_some_and(|status| status.phase == phase)
+        })
+    }
+
+    /// Runs the CLI against this controller's store; fails the test on a non-zero exit.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = self.cli_output(args);
+        assert!(
+            output.status.success(),
+            "opslab {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("the CLI prints UTF-8")
+    }
+
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--store")
+            .arg(self.store())
+            .output()
+            .expect("the opslab binary runs")
+    }
+
+    /// The session's events, from `opslab show -o json`.
+    pub fn events(&self, target: &str) -> Vec<serde_json::Value> {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.cli(&["show", target, "-o", "json"])).unwrap();
+        json["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An Incident manifest with the given name and extra spec lines (indented two spaces).
+pub fn manifest(name: &str, title: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: {name}\nspec:\n  title: \"{title}\"\n  severity: high\n{extra_spec}"
+    )
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
