@@ -235,7 +235,8 @@ impl ControllerArgs {
         if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{flag} must be at least 1"));
         }
-        if !(sandbox_cpus > 0.0) || sandbox_memory_mb < 6 || sandbox_pids < 16 {
+        let cpus_ok = sandbox_cpus.is_finite() && sandbox_cpus > 0.0;
+        if !cpus_ok || sandbox_memory_mb < 6 || sandbox_pids < 16 {
             return Err(
                 "sandbox limits too small: --sandbox-cpus > 0, --sandbox-memory-mb >= 6, --sandbox-pids >= 16"
                     .into(),

@@ -172,7 +172,7 @@ impl SessionTask {
                         "the session had already finished",
                     ));
                 }
-                Next::Reported => return Ok(reported_ending(&events, &history)),
+                Next::Reported => return Ok(reported_ending(&events)),
                 Next::Interrupted { id } => {
                     self.record_event(
                         &mut history,
@@ -375,11 +375,14 @@ impl SessionTask {
                         }
                     }
                 };
+                // The summary follows the finished command in the trail, never before it.
+                let summary_input = finished.clone();
+                self.record_event(history, finished).await?;
                 if let EventBody::CommandFinished {
                     output,
                     output_bytes,
                     ..
-                } = &finished
+                } = &summary_input
                     && *output_bytes >= SUMMARY_THRESHOLD_BYTES
                     && let Some(model) = &self.deps.config.summary_model
                 {
@@ -394,7 +397,6 @@ impl SessionTask {
                     };
                     summaries.spawn(job.run().in_current_span());
                 }
-                self.record_event(history, finished).await?;
                 Ok(None)
             }
         }
@@ -509,7 +511,7 @@ fn budget_exhausted(history: &History, limits: &AgentLimits, elapsed: Duration) 
 }
 
 /// The ending of a session whose report was stored before the controller stopped.
-fn reported_ending(events: &[crate::audit::Event], _history: &History) -> Ending {
+fn reported_ending(events: &[crate::audit::Event]) -> Ending {
     let report: Option<&Report> = events.iter().rev().find_map(|event| match &event.body {
         EventBody::Reported { report, .. } => Some(report),
         _ => None,
