@@ -1,14 +1,43 @@
-//! The audit store. CONTRACT STUB — replaced by the real implementation.
+//! The audit store: sessions, their append-only hash-chained events, and the projections the
+//! controller and the CLI read (commands, incidents). SQLite, in WAL mode.
+
+mod chain;
 pub mod event;
 pub mod redact;
+mod sqlite;
 
+pub use chain::Broken;
 pub use event::{Event, EventBody};
 pub use redact::Redactor;
+pub use sqlite::Store;
+
+use crate::incident::{Outcome, Phase, Report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{0}")]
-    Other(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migrating the store: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("encoding an event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no session {0} in the store")]
+    UnknownSession(String),
+    #[error("session {0} has finished; its trail is closed")]
+    SessionClosed(String),
+    #[error("session {session}, event {seq}: {message}")]
+    Corrupt {
+        session: String,
+        seq: i64,
+        message: String,
+    },
+    #[error("the store task failed: {0}")]
+    Task(String),
 }
 
 /// A session as the store knows it.
@@ -19,11 +48,12 @@ pub struct SessionRecord {
     pub incident_namespace: String,
     pub incident_name: String,
     pub attempt: u32,
+    /// The spec generation the session works on (moved by ticket updates).
     pub generation: i64,
     /// `running` or `finished`.
     pub state: String,
-    pub phase: crate::incident::Phase,
-    pub outcome: Option<crate::incident::Outcome>,
+    pub phase: Phase,
+    pub outcome: Option<Outcome>,
     pub reason: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -31,9 +61,10 @@ pub struct SessionRecord {
     pub commands: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    pub report: Option<crate::incident::Report>,
+    pub report: Option<Report>,
 }
 
+/// What a new session starts with.
 pub struct NewSession {
     pub id: String,
     pub incident_uid: String,
@@ -41,6 +72,17 @@ pub struct NewSession {
     pub incident_name: String,
     pub attempt: u32,
     pub generation: i64,
+}
+
+/// One command as the `commands` projection holds it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommandRecord {
+    pub tool_use_id: String,
+    pub command: String,
+    /// `started`, `finished` or `interrupted`.
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub finished_at: Option<String>,
 }
 
 /// An Incident as the controller last saw it, with its status (or its manifest's error).
@@ -57,65 +99,9 @@ pub struct IncidentRecord {
     pub updated_at: String,
 }
 
-/// One command as the `commands` projection holds it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CommandRecord {
-    pub command: String,
-    pub exit_code: Option<i64>,
-    pub finished_at: Option<String>,
-}
-
-#[derive(Clone)]
-pub struct Store {}
-
-impl Store {
-    pub async fn open(_path: &std::path::Path, _redactor: Redactor) -> Result<Store, StoreError> {
-        todo!()
-    }
-    pub async fn create_session(&self, _new: NewSession) -> Result<SessionRecord, StoreError> {
-        todo!()
-    }
-    pub async fn append(&self, _session_id: &str, _body: EventBody) -> Result<Event, StoreError> {
-        todo!()
-    }
-    pub async fn events(&self, _session_id: &str) -> Result<Vec<Event>, StoreError> {
-        todo!()
-    }
-    pub async fn session(&self, _id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn sessions_for_incident(
-        &self,
-        _uid: &str,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn put_incident(&self, _record: IncidentRecord) -> Result<(), StoreError> {
-        todo!()
-    }
-    pub async fn incident(
-        &self,
-        _namespace: &str,
-        _name: &str,
-    ) -> Result<Option<IncidentRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn last_command(
-        &self,
-        _session_id: &str,
-    ) -> Result<Option<CommandRecord>, StoreError> {
-        todo!()
-    }
-    pub async fn delete_incident(&self, _namespace: &str, _name: &str) -> Result<(), StoreError> {
-        todo!()
-    }
+/// The result of checking a session's chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    Intact { events: usize },
+    Broken(Broken),
 }

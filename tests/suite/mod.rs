@@ -1,1 +1,2 @@
 mod crd;
+mod store;

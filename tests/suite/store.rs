@@ -1,0 +1,345 @@
+//! The audit store on real SQLite files.
+
+use opslab::audit::{ChainCheck, EventBody, NewSession, Redactor, SessionRecord, Store};
+use opslab::incident::{IncidentSpec, Outcome, Phase, Report};
+use serde_json::json;
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(
+        &dir.path().join("audit.db"),
+        Redactor::new(vec!["p4ssw0rd-configured".into()]),
+    )
+    .await
+    .expect("the store opens")
+}
+
+async fn new_session(store: &Store, id: &str) -> SessionRecord {
+    store
+        .create_session(NewSession {
+            id: id.into(),
+            incident_uid: "uid-1".into(),
+            incident_namespace: "default".into(),
+            incident_name: "api-down".into(),
+            attempt: 1,
+            generation: 1,
+        })
+        .await
+        .unwrap()
+}
+
+fn spec() -> IncidentSpec {
+    serde_json::from_value(json!({"title": "api down"})).unwrap()
+}
+
+fn command(id: &str, command: &str) -> EventBody {
+    EventBody::CommandStarted {
+        tool_use_id: id.into(),
+        command: command.into(),
+        reasoning: "look".into(),
+        timeout_seconds: 120,
+    }
+}
+
+fn finished(id: &str, output: &str) -> EventBody {
+    EventBody::CommandFinished {
+        tool_use_id: id.into(),
+        exit_code: Some(1),
+        duration_ms: 42,
+        timed_out: false,
+        output: output.into(),
+        output_bytes: output.len() as u64,
+        truncated: false,
+    }
+}
+
+fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.path().join("audit.db")).unwrap()
+}
+
+#[tokio::test]
+async fn store_a_session_life_is_projected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    new_session(&store, "s1").await;
+    let bodies = vec![
+        EventBody::SessionStarted {
+            generation: 1,
+            spec: spec(),
+            model: "m".into(),
+            provider: "anthropic".into(),
+            sandbox_image: "img".into(),
+        },
+        EventBody::LlmResponse {
+            turn: 1,
+            content: vec![],
+            stop_reason: None,
+            input_tokens: 100,
+            output_tokens: 20,
+        },
+        command("t1", "ls"),
+        finished("t1", "out"),
+        EventBody::OutputSummary {
+            tool_use_id: "t1".into(),
+            model: "small".into(),
+            summary: "nothing".into(),
+        },
+        command("t2", "sleep 9"),
+        EventBody::CommandInterrupted {
+            tool_use_id: "t2".into(),
+            reason: "restart".into(),
+        },
+        EventBody::TicketUpdated {
+            generation: 2,
+            spec: spec(),
+        },
+        EventBody::Reported {
+            tool_use_id: "r".into(),
+            report: Report {
+                outcome: Outcome::Mitigated,
+                summary: "ok".into(),
+                root_cause: String::new(),
+                actions: vec![],
+                verification: String::new(),
+            },
+        },
+        EventBody::SessionFinished {
+            phase: Phase::Resolved,
+            outcome: Some(Outcome::Mitigated),
+            reason: "Reported".into(),
+            message: "ok".into(),
+        },
+    ];
+    for body in bodies.clone() {
+        store.append("s1", body).await.unwrap();
+    }
+    let session = store.session("s1").await.unwrap().unwrap();
+    let started_at = session.started_at.clone();
+    let finished_at = session.finished_at.clone();
+    assert!(finished_at.is_some());
+    assert_eq!(
+        session,
+        SessionRecord {
+            id: "s1".into(),
+            incident_uid: "uid-1".into(),
+            incident_namespace: "default".into(),
+            incident_name: "api-down".into(),
+            attempt: 1,
+            generation: 2,
+            state: "finished".into(),
+            phase: Phase::Resolved,
+            outcome: Some(Outcome::Mitigated),
+            reason: Some("Reported".into()),
+            started_at,
+            finished_at,
+            turns: 1,
+            commands: 2,
+            input_tokens: 100,
+            output_tokens: 20,
+            report: Some(Report {
+                outcome: Outcome::Mitigated,
+                summary: "ok".into(),
+                root_cause: String::new(),
+                actions: vec![],
+                verification: String::new(),
+            }),
+        }
+    );
+    let last = store.last_command("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            last.tool_use_id.as_str(),
+            last.state.as_str(),
+            last.exit_code
+        ),
+        ("t2", "interrupted", None)
+    );
+    let events = store.events("s1").await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events.iter().map(|e| e.body.clone()).collect::<Vec<_>>(),
+        bodies
+    );
+    assert_eq!(
+        store.verify("s1").await.unwrap(),
+        ChainCheck::Intact { events: 10 }
+    );
+    // A finished session's trail is closed.
+    let error = store
+        .append("s1", finished("t9", "late"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("has finished"), "{error}");
+    assert!(store.running_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn store_events_survive_reopening_and_concurrent_writers_stay_gapless() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir).await;
+    let second = open(&dir).await;
+    new_session(&first, "shared").await;
+    new_session(&first, "other").await;
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        for (handle, store) in [first.clone(), second.clone()].into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let id = format!("{handle}-{task}-{i}");
+                    store.append("shared", command(&id, "true")).await.unwrap();
+                    store.append("other", command(&id, "true")).await.unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    drop((first, second));
+    let reopened = open(&dir).await;
+    for session in ["shared", "other"] {
+        let events = reopened.events(session).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=160).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            reopened.verify(session).await.unwrap(),
+            ChainCheck::Intact { events: 160 }
+        );
+        assert_eq!(
+            reopened.session(session).await.unwrap().unwrap().commands,
+            160
+        );
+    }
+    assert_eq!(reopened.running_sessions().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn store_events_are_append_only_and_tampering_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    for session in ["edit", "delete", "swap", "cut"] {
+        new_session(&store, session).await;
+        for i in 0..5 {
+            store
+                .append(session, command(&format!("t{i}"), &format!("echo {i}")))
+                .await
+                .unwrap();
+        }
+    }
+    let connection = raw(&dir);
+    let refused = connection.execute(
+        "UPDATE events SET body = '{}' WHERE session_id = 'edit'",
+        [],
+    );
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    let refused = connection.execute("DELETE FROM events WHERE session_id = 'edit'", []);
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+
+    // Someone with the file drops the triggers and tampers.
+    connection
+        .execute_batch(
+            "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+             UPDATE events SET body = replace(body, 'echo 2', 'echo X') WHERE session_id = 'edit' AND seq = 3;
+             DELETE FROM events WHERE session_id = 'delete' AND seq = 2;
+             UPDATE events SET seq = -1 WHERE session_id = 'swap' AND seq = 2;
+             UPDATE events SET seq = 2 WHERE session_id = 'swap' AND seq = 3;
+             UPDATE events SET seq = 3 WHERE session_id = 'swap' AND seq = -1;
+             DELETE FROM events WHERE session_id = 'cut' AND seq >= 4;",
+        )
+        .unwrap();
+    let broken_at = |check: ChainCheck| match check {
+        ChainCheck::Broken(broken) => broken.seq,
+        ChainCheck::Intact { events } => panic!("tampering not found ({events} events intact)"),
+    };
+    assert_eq!(broken_at(store.verify("edit").await.unwrap()), 3);
+    assert_eq!(broken_at(store.verify("delete").await.unwrap()), 2);
+    assert_eq!(broken_at(store.verify("swap").await.unwrap()), 2);
+    assert_eq!(broken_at(store.verify("cut").await.unwrap()), 4);
+}
+
+#[tokio::test]
+async fn store_secrets_never_reach_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    new_session(&store, "s").await;
+    let secrets = [
+        "sk-ant-api03-SECRETSECRETSECRET0123",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_0123456789abcdefghijABCDEFGHIJklmnopqr",
+        "p4ssw0rd-configured",
+    ];
+    store
+        .append(
+            "s",
+            command(
+                "t1",
+                &format!("curl -H 'x-api-key: {}' http://x", secrets[0]),
+            ),
+        )
+        .await
+        .unwrap();
+    let event = store
+        .append(
+            "s",
+            finished(
+                "t1",
+                &format!("{} {} {}", secrets[1], secrets[2], secrets[3]),
+            ),
+        )
+        .await
+        .unwrap();
+    match &event.body {
+        EventBody::CommandFinished { output, .. } => assert_eq!(
+            output,
+            "[REDACTED:aws-access-key-id] [REDACTED:github-token] [REDACTED:secret]"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 2 }
+    );
+    drop(store);
+    // Checkpoint the WAL into the main file, then read every byte on disk.
+    raw(&dir)
+        .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .ok();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} reached the store file");
+        }
+    }
+}
+
+#[tokio::test]
+async fn store_incidents_upsert_list_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let record = opslab::audit::IncidentRecord {
+        namespace: "default".into(),
+        name: "x".into(),
+        uid: "u".into(),
+        generation: 1,
+        spec_hash: "h".into(),
+        source: "files".into(),
+        incident: json!({"spec": {"title": "t"}}),
+        error: None,
+        updated_at: "T".into(),
+    };
+    store.put_incident(record.clone()).await.unwrap();
+    let updated = opslab::audit::IncidentRecord {
+        generation: 2,
+        ..record.clone()
+    };
+    store.put_incident(updated.clone()).await.unwrap();
+    assert_eq!(store.incidents().await.unwrap(), vec![updated.clone()]);
+    assert_eq!(store.incident("default", "x").await.unwrap(), Some(updated));
+    store.delete_incident("default", "x").await.unwrap();
+    assert_eq!(store.incidents().await.unwrap(), vec![]);
+}
