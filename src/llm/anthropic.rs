@@ -1,1 +1,290 @@
-//! CONTRACT STUB
+//! Anthropic's Messages API (`POST /v1/messages`): the request body and the response, pure.
+
+use serde_json::{Value, json};
+
+use super::{ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids};
+
+pub const API_VERSION: &str = "2023-06-01";
+
+/// The request body. Empty text blocks are dropped (the API refuses them) and consecutive messages of
+/// one role are merged (the API wants them alternating).
+pub fn request_body(request: &ChatRequest) -> Value {
+    let mut messages: Vec<(Role, Vec<Value>)> = Vec::new();
+    for message in &request.messages {
+        let blocks: Vec<Value> = message.content.iter().filter_map(block).collect();
+        if blocks.is_empty() {
+            continue;
+        }
+        match messages.last_mut() {
+            Some((role, content)) if *role == message.role => content.extend(blocks),
+            _ => messages.push((message.role, blocks)),
+        }
+    }
+    let messages: Vec<Value> = messages
+        .into_iter()
+        .map(|(role, content)| json!({"role": role_name(role), "content": content}))
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": messages,
+    });
+    if !request.system.is_empty() {
+        body["system"] = json!(request.system);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema})
+            })
+            .collect();
+    }
+    body
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+fn block(block: &ContentBlock) -> Option<Value> {
+    match block {
+        ContentBlock::Text { text } if text.trim().is_empty() => None,
+        ContentBlock::Text { text } => Some(json!({"type": "text", "text": text})),
+        ContentBlock::ToolUse { id, name, input } => {
+            Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+        }
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        } => {
+            let content = if content.is_empty() {
+                "(no output)"
+            } else {
+                content
+            };
+            Some(
+                json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}),
+            )
+        }
+    }
+}
+
+/// Parses a response, accepting what real servers send: unknown block types (thinking, …) are
+/// skipped, missing ids are made up, absent usage counts as zero.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+    let blocks = value
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or("the response has no `content` array")?;
+    let mut content = Vec::new();
+    for block in blocks {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let text = block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !text.trim().is_empty() {
+                    content.push(ContentBlock::Text {
+                        text: text.to_string(),
+                    });
+                }
+            }
+            Some("tool_use") => {
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("a tool_use block has no name")?;
+                content.push(ContentBlock::ToolUse {
+                    id: block
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    name: name.to_string(),
+                    input: tool_input(block.get("input")),
+                });
+            }
+            _ => {}
+        }
+    }
+    unique_ids(&mut content);
+    let usage = value.get("usage");
+    let count = |field: &str| {
+        usage
+            .and_then(|usage| usage.get(field))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Ok(ChatResponse {
+        content,
+        stop_reason: value
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage: Usage {
+            input_tokens: count("input_tokens")
+                + count("cache_creation_input_tokens")
+                + count("cache_read_input_tokens"),
+            output_tokens: count("output_tokens"),
+        },
+    })
+}
+
+/// The error type and message of an error body (`{"type":"error","error":{…}}`).
+pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    Some((
+        error
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{Message, ToolSpec};
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "claude".into(),
+            system: "be careful".into(),
+            messages: vec![
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text {
+                        text: "ticket".into(),
+                    }],
+                },
+                Message {
+                    role: Role::Assistant,
+                    content: vec![
+                        ContentBlock::Text { text: " ".into() },
+                        ContentBlock::ToolUse {
+                            id: "toolu_1".into(),
+                            name: "shell".into(),
+                            input: json!({"command": "ls"}),
+                        },
+                    ],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::ToolResult {
+                        tool_use_id: "toolu_1".into(),
+                        content: String::new(),
+                        is_error: true,
+                    }],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text {
+                        text: "more".into(),
+                    }],
+                },
+            ],
+            tools: vec![ToolSpec {
+                name: "shell".into(),
+                description: "run".into(),
+                input_schema: json!({"type": "object"}),
+            }],
+            max_tokens: 100,
+        }
+    }
+
+    #[test]
+    fn the_request_body_is_what_the_api_takes() {
+        assert_eq!(
+            request_body(&request()),
+            json!({
+                "model": "claude",
+                "max_tokens": 100,
+                "system": "be careful",
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "ticket"}]},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shell", "input": {"command": "ls"}}]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "(no output)", "is_error": true},
+                        {"type": "text", "text": "more"}
+                    ]}
+                ],
+                "tools": [{"name": "shell", "description": "run", "input_schema": {"type": "object"}}]
+            })
+        );
+    }
+
+    #[test]
+    fn responses_are_read_liberally() {
+        let body = json!({
+            "id": "msg_1", "type": "message", "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "x"},
+                {"type": "text", "text": ""},
+                {"type": "tool_use", "id": "1", "name": "shell", "input": {"command": "ls"}},
+                {"type": "tool_use", "name": "shell", "input": "{\"command\": \"ps\"}"},
+                {"type": "tool_use", "id": "1", "name": "report", "input": "not json"}
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3},
+            "extra": true
+        });
+        let response = parse_response(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            response.usage,
+            Usage {
+                input_tokens: 13,
+                output_tokens: 5
+            }
+        );
+        assert_eq!(response.stop_reason.as_deref(), Some("tool_use"));
+        let calls: Vec<(String, String, Value)> = response
+            .content
+            .iter()
+            .map(|block| match block {
+                ContentBlock::ToolUse { id, name, input } => {
+                    (id.clone(), name.clone(), input.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            calls[0],
+            ("1".into(), "shell".into(), json!({"command": "ls"}))
+        );
+        assert_eq!(calls[1].2, json!({"command": "ps"}));
+        assert!(!calls[1].0.is_empty());
+        assert_ne!(calls[2].0, "1", "a repeated id is made unique");
+        assert_eq!(calls[2].2, json!({"__raw_arguments": "not json"}));
+        let minimal = parse_response(br#"{"content": [{"type": "text", "text": "hi"}]}"#).unwrap();
+        assert_eq!(minimal.usage, Usage::default());
+        assert!(parse_response(b"<html>").is_err());
+        assert!(parse_response(b"{}").is_err());
+    }
+
+    #[test]
+    fn error_bodies_are_read() {
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(
+            parse_error(body),
+            Some(("overloaded_error".into(), "Overloaded".into()))
+        );
+        assert_eq!(parse_error(b"bad gateway"), None);
+    }
+}

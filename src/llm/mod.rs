@@ -107,3 +107,29 @@ pub struct ProviderConfig {
 
 mod client;
 pub use client::{LlmClient, LlmError};
+
+/// A tool call's arguments as the model gave them. Servers differ: an object, a JSON string, or a
+/// string that is not JSON at all. The last is kept as `{"__raw_arguments": …}` so that the agent
+/// can tell the model its arguments were malformed.
+fn tool_input(raw: Option<&serde_json::Value>) -> serde_json::Value {
+    match raw {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(serde_json::Value::String(text)) if text.trim().is_empty() => serde_json::json!({}),
+        Some(serde_json::Value::String(text)) => serde_json::from_str(text)
+            .unwrap_or_else(|_| serde_json::json!({ "__raw_arguments": text })),
+        Some(other) => other.clone(),
+    }
+}
+
+/// Gives every tool call an id, unique within the response: some servers omit ids or repeat them.
+fn unique_ids(content: &mut [ContentBlock]) {
+    let mut seen = std::collections::HashSet::new();
+    for block in content {
+        if let ContentBlock::ToolUse { id, .. } = block
+            && (id.is_empty() || !seen.insert(id.clone()))
+        {
+            *id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
+            seen.insert(id.clone());
+        }
+    }
+}

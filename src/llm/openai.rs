@@ -1,1 +1,319 @@
-//! CONTRACT STUB
+//! OpenAI-compatible Chat Completions (`POST {base}/chat/completions`): OpenAI, vLLM, Ollama,
+//! llama.cpp, LiteLLM and other gateways. The request body and the response, pure.
+
+use serde_json::{Value, json};
+
+use super::{ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids};
+
+/// The request body. Tool results become `tool` messages right after the assistant's tool calls;
+/// text in the same user turn follows them.
+pub fn request_body(request: &ChatRequest) -> Value {
+    let mut messages = Vec::new();
+    if !request.system.is_empty() {
+        messages.push(json!({"role": "system", "content": request.system}));
+    }
+    for message in &request.messages {
+        let text: Vec<&str> = message
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::Text { text } if !text.trim().is_empty() => Some(text.as_str()),
+                ContentBlock::Text { .. }
+                | ContentBlock::ToolUse { .. }
+                | ContentBlock::ToolResult { .. } => None,
+            })
+            .collect();
+        let text = text.join("\n\n");
+        match message.role {
+            Role::Assistant => {
+                let calls: Vec<Value> = message
+                    .content
+                    .iter()
+                    .filter_map(|block| match block {
+                        ContentBlock::ToolUse { id, name, input } => Some(json!({
+                            "id": id,
+                            "type": "function",
+                            "function": {"name": name, "arguments": input.to_string()},
+                        })),
+                        ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+                    })
+                    .collect();
+                let mut assistant = json!({
+                    "role": "assistant",
+                    "content": if text.is_empty() { Value::Null } else { json!(text) },
+                });
+                if !calls.is_empty() {
+                    assistant["tool_calls"] = json!(calls);
+                }
+                messages.push(assistant);
+            }
+            Role::User => {
+                for block in &message.content {
+                    if let ContentBlock::ToolResult {
+                        tool_use_id,
+                        content,
+                        is_error,
+                    } = block
+                    {
+                        let content = match (is_error, content.is_empty()) {
+                            (true, _) => format!("ERROR: {content}"),
+                            (false, true) => "(no output)".to_string(),
+                            (false, false) => content.clone(),
+                        };
+                        messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}));
+                    }
+                }
+                if !text.is_empty() {
+                    messages.push(json!({"role": "user", "content": text}));
+                }
+            }
+        }
+    }
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": messages,
+    });
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({"type": "function", "function": {
+                    "name": tool.name, "description": tool.description, "parameters": tool.input_schema,
+                }})
+            })
+            .collect();
+    }
+    body
+}
+
+/// Parses a response, accepting what compatible servers send: `content: null` or a list of parts,
+/// `arguments` as an object or as a string that is not JSON, missing ids and usage.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+    let choice = value
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|choices| choices.first())
+        .ok_or("the response has no `choices`")?;
+    let message = choice.get("message").ok_or("the choice has no `message`")?;
+    let mut content = Vec::new();
+    let text = match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    };
+    if !text.trim().is_empty() {
+        content.push(ContentBlock::Text { text });
+    }
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let function = call
+            .get("function")
+            .ok_or("a tool call has no `function`")?;
+        let name = function
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("a tool call has no function name")?;
+        content.push(ContentBlock::ToolUse {
+            id: call
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            name: name.to_string(),
+            input: tool_input(function.get("arguments")),
+        });
+    }
+    unique_ids(&mut content);
+    let usage = value.get("usage");
+    let count = |field: &str| {
+        usage
+            .and_then(|usage| usage.get(field))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    Ok(ChatResponse {
+        content,
+        stop_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage: Usage {
+            input_tokens: count("prompt_tokens"),
+            output_tokens: count("completion_tokens"),
+        },
+    })
+}
+
+/// The error type (or code) and message of an error body (`{"error":{…}}`).
+pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    if let Some(message) = error.as_str() {
+        return Some((String::new(), message.to_string()));
+    }
+    let kind = [error.get("code"), error.get("type")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((
+        kind,
+        error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{Message, ToolSpec};
+
+    #[test]
+    fn the_request_body_is_what_chat_completions_takes() {
+        let request = ChatRequest {
+            model: "gpt".into(),
+            system: "sys".into(),
+            messages: vec![
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text {
+                        text: "ticket".into(),
+                    }],
+                },
+                Message {
+                    role: Role::Assistant,
+                    content: vec![ContentBlock::ToolUse {
+                        id: "c1".into(),
+                        name: "shell".into(),
+                        input: json!({"command": "ls"}),
+                    }],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![
+                        ContentBlock::ToolResult {
+                            tool_use_id: "c1".into(),
+                            content: "a b".into(),
+                            is_error: false,
+                        },
+                        ContentBlock::Text {
+                            text: "update".into(),
+                        },
+                    ],
+                },
+            ],
+            tools: vec![ToolSpec {
+                name: "shell".into(),
+                description: "run".into(),
+                input_schema: json!({"type": "object"}),
+            }],
+            max_tokens: 50,
+        };
+        assert_eq!(
+            request_body(&request),
+            json!({
+                "model": "gpt",
+                "max_tokens": 50,
+                "messages": [
+                    {"role": "system", "content": "sys"},
+                    {"role": "user", "content": "ticket"},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":\"ls\"}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "a b"},
+                    {"role": "user", "content": "update"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "shell", "description": "run", "parameters": {"type": "object"}}}]
+            })
+        );
+    }
+
+    #[test]
+    fn responses_are_read_liberally() {
+        let body = json!({
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null,
+                "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":\"ls\"}"}},
+                    {"type": "function", "function": {"name": "shell", "arguments": {"command": "ps"}}},
+                    {"id": "call_0", "function": {"name": "shell", "arguments": "{broken"}}
+                ]
+            }}]
+        });
+        let response = parse_response(body.to_string().as_bytes()).unwrap();
+        assert_eq!(response.usage, Usage::default());
+        assert_eq!(response.stop_reason.as_deref(), Some("tool_calls"));
+        let inputs: Vec<Value> = response
+            .content
+            .iter()
+            .map(|block| match block {
+                ContentBlock::ToolUse { input, .. } => input.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            inputs,
+            vec![
+                json!({"command": "ls"}),
+                json!({"command": "ps"}),
+                json!({"__raw_arguments": "{broken"})
+            ]
+        );
+        let ids: std::collections::BTreeSet<String> = response
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "ids are present and unique: {ids:?}");
+        let text = json!({"choices": [{"message": {"content": [{"type": "text", "text": "hi"}]}}],
+                          "usage": {"prompt_tokens": 7, "completion_tokens": 2}});
+        let response = parse_response(text.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            response.content,
+            vec![ContentBlock::Text { text: "hi".into() }]
+        );
+        assert_eq!(
+            response.usage,
+            Usage {
+                input_tokens: 7,
+                output_tokens: 2
+            }
+        );
+        assert!(parse_response(br#"{"choices": []}"#).is_err());
+    }
+
+    #[test]
+    fn error_bodies_are_read() {
+        let body = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        assert_eq!(
+            parse_error(body),
+            Some((
+                "insufficient_quota insufficient_quota".into(),
+                "You exceeded your current quota".into()
+            ))
+        );
+        assert_eq!(
+            parse_error(br#"{"error":"model not found"}"#),
+            Some((String::new(), "model not found".into()))
+        );
+    }
+}

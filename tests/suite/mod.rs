@@ -1,2 +1,3 @@
 mod crd;
+mod llm;
 mod store;
