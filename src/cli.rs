@@ -155,6 +155,10 @@ pub struct ControllerArgs {
     /// `max_tokens` of one model response.
     #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
     pub response_max_tokens: u32,
+    /// This controller's name on the Docker engine: it labels its sandboxes, and removes orphans
+    /// only among its own.
+    #[arg(long, env = "OPSLAB_INSTANCE", default_value = "opslab")]
+    pub instance: String,
     /// The sandbox image.
     #[arg(
         long,
@@ -209,6 +213,7 @@ impl ControllerArgs {
             command_timeout_seconds,
             max_tokens,
             response_max_tokens,
+            instance,
             sandbox_image,
             docker_socket,
             sandbox_memory_mb,
@@ -301,6 +306,7 @@ impl ControllerArgs {
             },
             summary_model,
             sandbox: SandboxConfig {
+                instance,
                 image: sandbox_image,
                 memory_bytes: sandbox_memory_mb * 1024 * 1024,
                 nano_cpus: (sandbox_cpus * 1e9) as i64,

@@ -1,21 +1,57 @@
-//! Docker sandboxes through bollard: one container per session.
-//! CONTRACT STUB — replaced by the real implementation.
+//! Docker sandboxes through bollard: one container per session, where the agent's commands run.
 
-use std::collections::HashSet;
+mod output;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tracing::debug;
+
+pub use output::{CappedOutput, Captured, printable};
+
+pub const LABEL_MANAGED: &str = "opslab.dev/managed";
+pub const LABEL_INCIDENT_UID: &str = "opslab.dev/incident-uid";
+pub const LABEL_INCIDENT: &str = "opslab.dev/incident";
+pub const LABEL_SESSION: &str = "opslab.dev/session-id";
+/// Which controller owns the sandbox: orphan collection never touches another controller's.
+pub const LABEL_INSTANCE: &str = "opslab.dev/instance";
+
+/// How much longer than the in-container `timeout` the controller waits before it kills a command.
+const CONTROLLER_GRACE: Duration = Duration::from_secs(8);
+/// `timeout -k`: how long a command may ignore SIGTERM before SIGKILL.
+const KILL_AFTER_SECONDS: u64 = 5;
+/// How often a running exec is inspected, to notice that its process has exited while a background
+/// child still holds its output open.
+const EXIT_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("docker: {0}")]
     Docker(#[from] bollard::errors::Error),
+    #[error(
+        "the sandbox image {0} is not on this Docker engine: build it with scripts/build-images, or set --sandbox-image"
+    )]
+    MissingImage(String),
+    #[error("the Docker network {0:?} does not exist (spec.environment.networks)")]
+    MissingNetwork(String),
     #[error("{0}")]
-    Other(String),
+    Exec(String),
 }
 
 /// Settings for every sandbox the controller creates.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
+    /// The controller's name on this Docker engine; its sandboxes carry it as a label.
+    pub instance: String,
     pub image: String,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
@@ -25,6 +61,21 @@ pub struct SandboxConfig {
     /// Bytes of output kept from the start and from the end of a command's output.
     pub output_head_bytes: usize,
     pub output_tail_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            instance: "opslab".into(),
+            image: "opslab-sandbox:latest".into(),
+            memory_bytes: 512 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids_limit: 256,
+            docker_socket: Some(PathBuf::from("/var/run/docker.sock")),
+            output_head_bytes: 16 * 1024,
+            output_tail_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// Who a sandbox belongs to; becomes its labels.
@@ -47,48 +98,387 @@ pub struct ExecOutcome {
     pub duration: Duration,
 }
 
+/// The Docker engine, for sandboxes.
 #[derive(Clone)]
-pub struct Sandboxes {}
+pub struct Sandboxes {
+    docker: Docker,
+    config: SandboxConfig,
+}
 
 impl Sandboxes {
-    pub async fn connect(_config: SandboxConfig) -> Result<Self, SandboxError> {
-        todo!()
+    /// Connects to the local engine (`DOCKER_HOST` honoured) at the API version both sides speak.
+    pub async fn connect(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let docker = Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        Ok(Sandboxes { docker, config })
     }
+
     pub async fn ping(&self) -> Result<(), SandboxError> {
-        todo!()
+        self.docker.ping().await?;
+        Ok(())
     }
-    /// Creates (or, after a restart, finds) the session's sandbox, started and joined to `networks`.
+
+    /// The session's sandbox, started and joined to `networks`: created, or — after a controller
+    /// restart — the one already there.
     pub async fn ensure(
         &self,
-        _owner: &SandboxOwner,
-        _networks: &[String],
+        owner: &SandboxOwner,
+        networks: &[String],
     ) -> Result<Sandbox, SandboxError> {
-        todo!()
+        if let Some(id) = self.find(&owner.session_id).await? {
+            self.docker
+                .start_container(&id, None)
+                .await
+                .or_else(already_started)?;
+            return Ok(self.sandbox(id));
+        }
+        if let Err(error) = self.docker.inspect_image(&self.config.image).await {
+            return Err(match error {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => SandboxError::MissingImage(self.config.image.clone()),
+                other => other.into(),
+            });
+        }
+        for network in networks {
+            if let Err(error) = self.docker.inspect_network(network, None).await {
+                return Err(match error {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => SandboxError::MissingNetwork(network.clone()),
+                    other => other.into(),
+                });
+            }
+        }
+        let body = container_body(&self.config, owner, networks.first());
+        // The whole id: v7 uuids of sessions started together share their first digits.
+        let name = format!("opslab-sbx-{}", owner.session_id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self.docker.create_container(Some(options), body).await?;
+        let id = created.id;
+        for network in networks.iter().skip(1) {
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                ..Default::default()
+            };
+            self.docker.connect_network(network, request).await?;
+        }
+        self.docker.start_container(&id, None).await?;
+        debug!(container = %id, "sandbox started");
+        Ok(self.sandbox(id))
     }
-    /// Removes the session's sandbox; succeeds when there is none.
-    pub async fn remove(&self, _session_id: &str) -> Result<(), SandboxError> {
-        todo!()
+
+    fn sandbox(&self, container_id: String) -> Sandbox {
+        Sandbox {
+            docker: self.docker.clone(),
+            container_id,
+            head_bytes: self.config.output_head_bytes,
+            tail_bytes: self.config.output_tail_bytes,
+        }
     }
-    /// Removes every opslab sandbox whose session id is not in `keep`; returns the removed ids.
+
+    async fn find(&self, session_id: &str) -> Result<Option<String>, SandboxError> {
+        let found = self
+            .list(&[format!("{LABEL_SESSION}={session_id}")])
+            .await?;
+        Ok(found.into_iter().next().map(|(id, _)| id))
+    }
+
+    /// Opslab's sandboxes matching the label filters: (container id, session id).
+    async fn list(&self, labels: &[String]) -> Result<Vec<(String, String)>, SandboxError> {
+        let mut label_filters = vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_INSTANCE}={}", self.config.instance),
+        ];
+        label_filters.extend(labels.iter().cloned());
+        let filters = HashMap::from([("label".to_string(), label_filters)]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let session = container.labels.as_ref()?.get(LABEL_SESSION)?.clone();
+                Some((container.id?, session))
+            })
+            .collect())
+    }
+
+    /// Removes the session's sandbox (killing what runs in it); succeeds when there is none.
+    pub async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
+        for (id, _) in self
+            .list(&[format!("{LABEL_SESSION}={session_id}")])
+            .await?
+        {
+            self.remove_container(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), SandboxError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or being removed by another call: either way it will not be there.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Removes every opslab sandbox whose session is not in `keep`; returns their session ids.
     pub async fn remove_orphans(
         &self,
-        _keep: &HashSet<String>,
+        keep: &HashSet<String>,
     ) -> Result<Vec<String>, SandboxError> {
-        todo!()
+        let mut removed = Vec::new();
+        for (id, session) in self.list(&[]).await? {
+            if keep.contains(&session) {
+                continue;
+            }
+            self.remove_container(&id).await?;
+            removed.push(session);
+        }
+        Ok(removed)
     }
 }
 
-#[derive(Clone, Debug)]
+fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
+    match error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        } => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// The container: labelled, limited, with the Docker socket when configured. Pure.
+fn container_body(
+    config: &SandboxConfig,
+    owner: &SandboxOwner,
+    network: Option<&String>,
+) -> ContainerCreateBody {
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_INSTANCE.to_string(), config.instance.clone()),
+        (LABEL_INCIDENT_UID.to_string(), owner.incident_uid.clone()),
+        (
+            LABEL_INCIDENT.to_string(),
+            format!("{}/{}", owner.incident_namespace, owner.incident_name),
+        ),
+        (LABEL_SESSION.to_string(), owner.session_id.clone()),
+    ]);
+    let binds = config
+        .docker_socket
+        .as_ref()
+        .map(|socket| vec![format!("{}:/var/run/docker.sock", socket.display())]);
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        labels: Some(labels),
+        working_dir: Some("/work".into()),
+        host_config: Some(HostConfig {
+            memory: Some(config.memory_bytes),
+            nano_cpus: Some(config.nano_cpus),
+            pids_limit: Some(config.pids_limit),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            // An init process reaps the zombies that agents' background commands leave behind.
+            init: Some(true),
+            binds,
+            network_mode: network.cloned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A running sandbox.
+#[derive(Clone)]
 pub struct Sandbox {
+    docker: Docker,
     pub container_id: String,
+    head_bytes: usize,
+    tail_bytes: usize,
 }
 
 impl Sandbox {
+    /// Runs `command` with `bash -lc`, stdin closed, under `timeout` in the container and a timer
+    /// here. Returns when the command's process exits, even if a background child keeps its
+    /// output open.
     pub async fn exec(
         &self,
-        _command: &str,
-        _timeout: Duration,
+        command: &str,
+        timeout: Duration,
     ) -> Result<ExecOutcome, SandboxError> {
-        todo!()
+        let seconds = timeout.as_secs().max(1);
+        let pid_file = format!("/tmp/.opslab-exec-{}.pid", uuid::Uuid::new_v4().simple());
+        // The wrapper records its pid (kept by `exec`; `timeout` leads its own process group) so the
+        // controller can kill the group if the in-container timeout fails. The command is an argument,
+        // never interpolated.
+        let wrapper = format!(
+            "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds}s bash -lc \"$1\" </dev/null"
+        );
+        let config = ExecConfig {
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                wrapper,
+                "opslab-exec".into(),
+                command.into(),
+            ]),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let exec = self.docker.create_exec(&self.container_id, config).await?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(64 * 1024),
+        };
+        let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, Some(options)).await?
+        else {
+            return Err(SandboxError::Exec("the exec started detached".into()));
+        };
+        let mut captured = CappedOutput::new(self.head_bytes, self.tail_bytes);
+        let deadline = tokio::time::sleep(timeout + CONTROLLER_GRACE);
+        tokio::pin!(deadline);
+        let mut poll = tokio::time::interval(EXIT_POLL);
+        let mut killed_here = false;
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }
+                        | LogOutput::Console { message } | LogOutput::StdIn { message })) => {
+                        captured.push(&message);
+                    }
+                    Some(Err(error)) => return Err(error.into()),
+                    None => break,
+                },
+                _ = poll.tick() => {
+                    let inspect = self.docker.inspect_exec(&exec.id).await?;
+                    if inspect.running == Some(false) {
+                        // The process is gone; what is buffered arrives at once, a background
+                        // child's later output is not waited for.
+                        drain(&mut output, &mut captured).await;
+                        break;
+                    }
+                }
+                () = &mut deadline => {
+                    killed_here = true;
+                    self.kill_group(&pid_file).await;
+                    drain(&mut output, &mut captured).await;
+                    break;
+                }
+            }
+        }
+        let duration = started.elapsed();
+        let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
+        self.cleanup(&pid_file).await;
+        let captured = captured.finish();
+        // timeout(1) exits 124 when it stopped the command, 137 when it had to SIGKILL it.
+        let timed_out =
+            killed_here || (duration >= timeout && matches!(exit_code, Some(124) | Some(137)));
+        Ok(ExecOutcome {
+            exit_code,
+            output: captured.text,
+            output_bytes: captured.total_bytes,
+            truncated: captured.truncated,
+            timed_out,
+            duration,
+        })
+    }
+
+    /// Kills the command's process group from a second exec.
+    async fn kill_group(&self, pid_file: &str) {
+        let script = format!("kill -KILL -- -$(cat {pid_file}) 2>/dev/null; true");
+        if let Err(error) = self.run_quietly(&script).await {
+            debug!(%error, "could not kill a command that outlived its timeout");
+        }
+    }
+
+    async fn cleanup(&self, pid_file: &str) {
+        let _ = self.run_quietly(&format!("rm -f {pid_file}")).await;
+    }
+
+    async fn run_quietly(&self, script: &str) -> Result<(), SandboxError> {
+        let config = ExecConfig {
+            cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&self.container_id, config).await?;
+        let options = StartExecOptions {
+            detach: true,
+            tty: false,
+            output_capacity: None,
+        };
+        self.docker.start_exec(&exec.id, Some(options)).await?;
+        Ok(())
+    }
+}
+
+/// Takes what output is already buffered, waiting at most a moment.
+async fn drain(
+    output: &mut (impl futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+    captured: &mut CappedOutput,
+) {
+    let grace = tokio::time::sleep(Duration::from_millis(50));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }
+                    | LogOutput::Console { message } | LogOutput::StdIn { message })) => captured.push(&message),
+                Some(Err(_)) | None => return,
+            },
+            () = &mut grace => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_is_labelled_limited_and_unprivileged() {
+        let owner = SandboxOwner {
+            incident_uid: "uid".into(),
+            incident_namespace: "default".into(),
+            incident_name: "x".into(),
+            session_id: "0190-session".into(),
+        };
+        let body = container_body(&SandboxConfig::default(), &owner, Some(&"net".to_string()));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_SESSION], "0190-session");
+        assert_eq!(labels[LABEL_INCIDENT], "default/x");
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.memory, Some(512 * 1024 * 1024));
+        assert_eq!(host.network_mode.as_deref(), Some("net"));
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "/var/run/docker.sock:/var/run/docker.sock".to_string()
+            ])
+        );
+        assert_eq!(host.init, Some(true));
     }
 }

@@ -14,26 +14,40 @@ async fn manifests_malformed_ones_fail_alone() {
     docker::require_sandbox_image();
     let llm = FakeLlm::start(
         Protocol::Anthropic,
-        vec![Turn::shell("echo ok", "look"), Turn::report("resolved", "fine")],
+        vec![
+            Turn::shell("echo ok", "look"),
+            Turn::report("resolved", "fine"),
+        ],
     )
     .await;
-    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     let good = manifest("good", "a real problem", "");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("bad-yaml.yaml", b"apiVersion: [unclosed\nkind: Incident\n".to_vec(), "invalid YAML"),
+        (
+            "bad-yaml.yaml",
+            b"apiVersion: [unclosed\nkind: Incident\n".to_vec(),
+            "invalid YAML",
+        ),
         (
             "wrong-kind.yaml",
-            good.replace("kind: Incident", "kind: Deployment").replace("name: good", "name: wk").into_bytes(),
+            good.replace("kind: Incident", "kind: Deployment")
+                .replace("name: good", "name: wk")
+                .into_bytes(),
             "kind is \"Deployment\"; expected \"Incident\"",
         ),
         (
             "wrong-version.yaml",
-            good.replace("opslab.dev/v1alpha1", "opslab.dev/v9").replace("name: good", "name: wv").into_bytes(),
+            good.replace("opslab.dev/v1alpha1", "opslab.dev/v9")
+                .replace("name: good", "name: wv")
+                .into_bytes(),
             "apiVersion is \"opslab.dev/v9\"",
         ),
         (
             "no-title.yaml",
-            good.replace("  title: \"a real problem\"\n", "").replace("name: good", "name: nt").into_bytes(),
+            good.replace("  title: \"a real problem\"\n", "")
+                .replace("name: good", "name: nt")
+                .into_bytes(),
             "missing field `title`",
         ),
         (
@@ -46,10 +60,16 @@ async fn manifests_malformed_ones_fail_alone() {
             manifest("good", "same name again", "").into_bytes(),
             "duplicate Incident default/good",
         ),
-        ("huge.yaml", vec![b'#'; 2 * 1024 * 1024], "manifests are limited to"),
+        (
+            "huge.yaml",
+            vec![b'#'; 2 * 1024 * 1024],
+            "manifests are limited to",
+        ),
         (
             "junk.yaml",
-            (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
+            (0..8192u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
             "not UTF-8",
         ),
     ];
@@ -73,14 +93,20 @@ async fn manifests_malformed_ones_fail_alone() {
         let line = table
             .lines()
             .find(|line| line.contains(file) && line.contains(problem))
-            .unwrap_or_else(|| panic!("`opslab get incidents` does not show {file}: {problem}\n{table}"));
+            .unwrap_or_else(|| {
+                panic!("`opslab get incidents` does not show {file}: {problem}\n{table}")
+            });
         assert!(line.contains(file));
         assert!(
-            logs.lines().any(|line| line.contains(file) && line.contains("invalid Incident manifest")),
+            logs.lines()
+                .any(|line| line.contains(file) && line.contains("invalid Incident manifest")),
             "the log does not name {file}:\n{logs}"
         );
     }
-    let good_row = table.lines().find(|line| line.contains(" good ")).expect("the good Incident");
+    let good_row = table
+        .lines()
+        .find(|line| line.contains(" good "))
+        .expect("the good Incident");
     assert!(good_row.contains("Resolved"), "{table}");
 
     // Fixing a file clears its error.
@@ -91,7 +117,10 @@ async fn manifests_malformed_ones_fail_alone() {
         if !table.contains("no-title.yaml#1") && table.contains(" nt ") {
             break;
         }
-        assert!(Instant::now() < deadline, "the fixed manifest still shows an error:\n{table}");
+        assert!(
+            Instant::now() < deadline,
+            "the fixed manifest still shows an error:\n{table}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

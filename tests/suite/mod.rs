@@ -1,3 +1,6 @@
 mod crd;
 mod llm;
+mod manifests;
+mod sandbox;
+mod session;
 mod store;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::controller::{Controller, Options, manifest};
 use crate::support::docker;
-use crate::support::fake_llm::{Fault, FakeLlm, Protocol, Turn};
+use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -39,8 +39,14 @@ fn sandboxes_of(session_id: &str) -> Vec<String> {
 
 fn full_script() -> Vec<Turn> {
     vec![
-        Turn::shell("echo hello from the sandbox && uname -s", "check the sandbox works"),
-        Turn::shell("ls /nonexistent-path", "a path that does not exist, to see the exit code"),
+        Turn::shell(
+            "echo hello from the sandbox && uname -s",
+            "check the sandbox works",
+        ),
+        Turn::shell(
+            "ls /nonexistent-path",
+            "a path that does not exist, to see the exit code",
+        ),
         Turn::shell("sleep 30", "a command that outlives its timeout"),
         Turn::shell(
             "head -c 6000 /dev/zero | tr '\\0' x; echo; echo tail-marker",
@@ -68,8 +74,14 @@ async fn full_session(protocol: Protocol, provider: &'static str) {
     assert_eq!(status.turns, 5, "{status:#?}");
     assert_eq!(status.attempt, 1);
     assert_eq!(status.observed_generation, Some(1));
-    assert_eq!(status.tokens.input, 5 * crate::support::fake_llm::INPUT_TOKENS);
-    assert_eq!(status.tokens.output, 5 * crate::support::fake_llm::OUTPUT_TOKENS);
+    assert_eq!(
+        status.tokens.input,
+        5 * crate::support::fake_llm::INPUT_TOKENS
+    );
+    assert_eq!(
+        status.tokens.output,
+        5 * crate::support::fake_llm::OUTPUT_TOKENS
+    );
     let report = status.report.expect("a report");
     assert_eq!(report.outcome, Outcome::Resolved);
     assert_eq!(report.summary, "the sandbox works and commands are audited");
@@ -81,23 +93,41 @@ async fn full_session(protocol: Protocol, provider: &'static str) {
         .iter()
         .find(|condition| condition.type_ == "Resolved")
         .expect("a Resolved condition");
-    assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("True", "Reported"));
+    assert_eq!(
+        (resolved.status.as_str(), resolved.reason.as_str()),
+        ("True", "Reported")
+    );
 
     let session_id = status.session_id.expect("a session id");
     let events = controller.events(&session_id);
-    let finished: Vec<&serde_json::Value> =
-        events.iter().filter(|event| event["kind"] == "command_finished").collect();
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|event| event["kind"] == "command_finished")
+        .collect();
     let exits: Vec<(serde_json::Value, serde_json::Value)> = finished
         .iter()
         .map(|event| (event["exit_code"].clone(), event["timed_out"].clone()))
         .collect();
     assert_eq!(exits[0], (json!(0), json!(false)));
     assert_eq!(exits[1], (json!(2), json!(false)));
-    assert_eq!(exits[2].1, json!(true), "the sleep timed out: {:?}", finished[2]);
+    assert_eq!(
+        exits[2].1,
+        json!(true),
+        "the sleep timed out: {:?}",
+        finished[2]
+    );
     assert_eq!(exits[3], (json!(0), json!(false)));
-    assert!(finished[0]["output"].as_str().unwrap().contains("hello from the sandbox"));
+    assert!(
+        finished[0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("hello from the sandbox")
+    );
     // Each event once, in order, chained.
-    let seqs: Vec<i64> = events.iter().map(|event| event["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|event| event["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     assert_eq!(count(&events, "output_summary"), 1, "{:?}", kinds(&events));
     assert_eq!(llm.summary_requests().len(), 1);
@@ -117,12 +147,22 @@ async fn full_session(protocol: Protocol, provider: &'static str) {
         "summary (fake-summary)",
         "report: resolved",
     ] {
-        assert!(story.contains(expected), "`opslab show` lacks {expected:?}:\n{story}");
+        assert!(
+            story.contains(expected),
+            "`opslab show` lacks {expected:?}:\n{story}"
+        );
     }
     let table = controller.cli(&["get", "incidents"]);
-    let row = table.lines().find(|line| line.contains("api-down")).expect("a row");
+    let row = table
+        .lines()
+        .find(|line| line.contains("api-down"))
+        .expect("a row");
     let columns: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&columns[..5], ["default", "api-down", "Resolved", "high", "4"], "{table}");
+    assert_eq!(
+        &columns[..5],
+        ["default", "api-down", "Resolved", "high", "4"],
+        "{table}"
+    );
 
     // The sandbox is gone once the session ends.
     assert_eq!(sandboxes_of(&session_id), Vec::<String>::new());
@@ -150,6 +190,7 @@ async fn session_survives_provider_faults() {
             body: None,
         }),
         Turn::shell("echo one", "first look"),
+        Turn::Text("Let me think about what to do next.".into()),
         Turn::Fault(Fault::Status {
             code: 529,
             retry_after: None,
@@ -180,7 +221,8 @@ async fn session_survives_provider_faults() {
         Turn::report("resolved", "done despite the faults"),
     ];
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     controller.write_manifest("faults.yaml", &manifest("faults", "flaky model api", ""));
     let incident = controller.wait_for_phase("faults", Phase::Resolved, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -192,9 +234,18 @@ async fn session_survives_provider_faults() {
         .map(|event| event["error"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(rejected.len(), 3, "{rejected:?}");
-    assert!(rejected[0].contains("missing field `command`"), "{rejected:?}");
-    assert!(rejected[1].contains("bad argument `command`"), "{rejected:?}");
-    assert!(rejected[2].contains("unknown tool \"kubectl\""), "{rejected:?}");
+    assert!(
+        rejected[0].contains("missing field `command`"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[1].contains("bad argument `command`"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[2].contains("unknown tool \"kubectl\""),
+        "{rejected:?}"
+    );
     // The model was told each rejection: the request after it carries an error tool result.
     let told = llm
         .requests()
@@ -215,7 +266,8 @@ async fn session_fails_clearly_when_the_model_api_refuses() {
         body: Some(r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into()),
     })];
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
     let incident = controller.wait_for_phase("auth", Phase::Failed, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -227,8 +279,17 @@ async fn session_fails_clearly_when_the_model_api_refuses() {
     assert_eq!(active.reason, "ModelApiFailed");
     assert_eq!(llm.requests().len(), 1, "a 401 is not retried");
     let events = controller.events("auth");
-    let failed = events.iter().find(|event| event["kind"] == "llm_failed").expect("an llm_failed event");
-    assert!(failed["message"].as_str().unwrap().contains("invalid x-api-key"), "{failed}");
+    let failed = events
+        .iter()
+        .find(|event| event["kind"] == "llm_failed")
+        .expect("an llm_failed event");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid x-api-key"),
+        "{failed}"
+    );
 }
 
 /// kill -9 in the middle of a command; the restarted controller resumes the session from the store.
@@ -237,21 +298,29 @@ async fn session_resumes_after_kill_9() {
     docker::require_sandbox_image();
     let script = vec![
         Turn::shell("echo before", "a first command"),
-        Turn::shell("sleep 4; echo slow-done", "a slow command the controller dies during"),
+        Turn::shell(
+            "sleep 4; echo slow-done",
+            "a slow command the controller dies during",
+        ),
         Turn::shell("echo after-restart", "carry on after the restart"),
         Turn::report("resolved", "resumed and finished"),
     ];
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let mut controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let mut controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     controller.write_manifest("crash.yaml", &manifest("crash", "survive a crash", ""));
-    controller.wait_for("crash", "the slow command to start", SESSION_TIMEOUT, |incident| {
-        incident.status.as_ref().is_some_and(|status| {
-            status
-                .last_command
-                .as_ref()
-                .is_some_and(|last| last.command.contains("sleep 4") && last.exit_code.is_none())
-        })
-    });
+    controller.wait_for(
+        "crash",
+        "the slow command to start",
+        SESSION_TIMEOUT,
+        |incident| {
+            incident.status.as_ref().is_some_and(|status| {
+                status.last_command.as_ref().is_some_and(|last| {
+                    last.command.contains("sleep 4") && last.exit_code.is_none()
+                })
+            })
+        },
+    );
     controller.kill9();
     controller.restart();
     let incident = controller.wait_for_phase("crash", Phase::Resolved, SESSION_TIMEOUT);
@@ -265,11 +334,17 @@ async fn session_resumes_after_kill_9() {
         .collect();
     assert_eq!(
         started,
-        vec!["echo before", "sleep 4; echo slow-done", "echo after-restart"],
+        vec![
+            "echo before",
+            "sleep 4; echo slow-done",
+            "echo after-restart"
+        ],
         "no command ran twice"
     );
-    let interrupted: Vec<&serde_json::Value> =
-        events.iter().filter(|event| event["kind"] == "command_interrupted").collect();
+    let interrupted: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|event| event["kind"] == "command_interrupted")
+        .collect();
     assert_eq!(interrupted.len(), 1, "{:?}", kinds(&events));
     assert_eq!(count(&events, "command_finished"), 2);
     assert_eq!(count(&events, "session_started"), 1);
@@ -279,7 +354,10 @@ async fn session_resumes_after_kill_9() {
         .map(|event| event["turn"].as_i64().unwrap())
         .collect();
     assert_eq!(turns, vec![1, 2, 3, 4], "every model response stored once");
-    let seqs: Vec<i64> = events.iter().map(|event| event["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|event| event["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     // The agent was told the command was interrupted.
     let after = &llm.requests()[2];
@@ -297,11 +375,20 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
         Turn::report("resolved", "never reached"),
     ];
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     controller.write_manifest("gone.yaml", &manifest("gone", "to be deleted", ""));
-    let incident = controller.wait_for("gone", "the command to start", SESSION_TIMEOUT, |incident| {
-        incident.status.as_ref().is_some_and(|status| status.commands == 1)
-    });
+    let incident = controller.wait_for(
+        "gone",
+        "the command to start",
+        SESSION_TIMEOUT,
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.commands == 1)
+        },
+    );
     let session_id = incident.status.unwrap().session_id.unwrap();
     assert_eq!(sandboxes_of(&session_id).len(), 1);
     controller.remove_manifest("gone.yaml");
@@ -312,7 +399,11 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
         if sessions[0]["phase"] == "Cancelled" && sandboxes_of(&session_id).is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not cancelled: {sessions}\n{}", controller.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not cancelled: {sessions}\n{}",
+            controller.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!controller.status_file("gone").exists());
@@ -336,29 +427,52 @@ async fn session_follows_spec_changes() {
         Turn::report("resolved", "second attempt fixed it"),
     ];
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
     controller.write_manifest("spec.yaml", &manifest("spec", "first title", ""));
-    controller.wait_for("spec", "the command to start", SESSION_TIMEOUT, |incident| {
-        incident.status.as_ref().is_some_and(|status| status.commands == 1)
-    });
+    controller.wait_for(
+        "spec",
+        "the command to start",
+        SESSION_TIMEOUT,
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.commands == 1)
+        },
+    );
     controller.write_manifest(
         "spec.yaml",
-        &manifest("spec", "first title", "  description: \"new detail: the disk is full\"\n"),
+        &manifest(
+            "spec",
+            "first title",
+            "  description: \"new detail: the disk is full\"\n",
+        ),
     );
     let incident = controller.wait_for_phase("spec", Phase::Unresolved, SESSION_TIMEOUT);
     assert_eq!(incident.metadata.generation, Some(2));
     let told = llm.requests()[1].to_string();
-    assert!(told.contains("The ticket was updated (generation 2)") && told.contains("the disk is full"), "{told}");
+    assert!(
+        told.contains("The ticket was updated (generation 2)") && told.contains("the disk is full"),
+        "{told}"
+    );
     let events = controller.events("spec");
     assert_eq!(count(&events, "ticket_updated"), 1);
 
     // Touching the file without changing the spec moves nothing.
     controller.write_manifest(
         "spec.yaml",
-        &manifest("spec", "first title", "  description: \"new detail: the disk is full\"\n"),
+        &manifest(
+            "spec",
+            "first title",
+            "  description: \"new detail: the disk is full\"\n",
+        ),
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(controller.incident("spec").unwrap().metadata.generation, Some(2));
+    assert_eq!(
+        controller.incident("spec").unwrap().metadata.generation,
+        Some(2)
+    );
 
     controller.write_manifest("spec.yaml", &manifest("spec", "second title", ""));
     let incident = controller.wait_for("spec", "attempt 2 resolved", SESSION_TIMEOUT, |incident| {
@@ -389,12 +503,26 @@ async fn session_limit_queues_the_rest() {
             .arg("--max-sessions", 1),
     );
     controller.write_manifest("first.yaml", &manifest("first", "first", ""));
-    controller.wait_for("first", "the command to start", SESSION_TIMEOUT, |incident| {
-        incident.status.as_ref().is_some_and(|status| status.commands == 1)
-    });
+    controller.wait_for(
+        "first",
+        "the command to start",
+        SESSION_TIMEOUT,
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.commands == 1)
+        },
+    );
     controller.write_manifest("second.yaml", &manifest("second", "second", ""));
     let queued = controller.wait_for_phase("second", Phase::Queued, SESSION_TIMEOUT);
-    let active = queued.status.unwrap().conditions.into_iter().find(|c| c.type_ == "SessionActive").unwrap();
+    let active = queued
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "SessionActive")
+        .unwrap();
     assert_eq!(active.reason, "Queued");
     controller.wait_for_phase("first", Phase::Resolved, SESSION_TIMEOUT);
     controller.wait_for_phase("second", Phase::Resolved, SESSION_TIMEOUT);

@@ -1,7 +1,7 @@
 //! Drives the real `opslab` binary: a controller process on a temporary incidents folder and store,
 //! and the CLI against the same store.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub struct Controller {
     options: Options,
     child: Option<Child>,
     starts: usize,
+    /// Unique per test, so that controllers running at once never collect each other's sandboxes.
+    instance: String,
 }
 
 impl Controller {
@@ -49,6 +51,7 @@ impl Controller {
             options,
             child: None,
             starts: 0,
+            instance: format!("test-{}", uuid::Uuid::new_v4().simple()),
         };
         controller.spawn();
         controller
@@ -80,6 +83,8 @@ impl Controller {
             .arg(self.options.provider)
             .arg("--sandbox-image")
             .arg(super::docker::SANDBOX_IMAGE)
+            .arg("--instance")
+            .arg(&self.instance)
             .args(["--llm-retry-delay-ms", "20", "--llm-max-retries", "4"])
             .args(&self.options.args)
             .env_remove("OPSLAB_MODEL")
@@ -132,7 +137,9 @@ impl Controller {
     }
 
     pub fn status_file(&self, name: &str) -> PathBuf {
-        self.incidents().join(".status").join(format!("default.{name}.yaml"))
+        self.incidents()
+            .join(".status")
+            .join(format!("default.{name}.yaml"))
     }
 
     /// The Incident as its status file shows it, if written.
@@ -142,7 +149,13 @@ impl Controller {
     }
 
     /// Polls until `check` passes on the Incident, or fails with the controller's log.
-    pub fn wait_for(&self, name: &str, what: &str, timeout: Duration, check: impl Fn(&Incident) -> bool) -> Incident {
+    pub fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Incident) -> bool,
+    ) -> Incident {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(incident) = self.incident(name)
@@ -163,7 +176,10 @@ impl Controller {
 
     pub fn wait_for_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Incident {
         self.wait_for(name, &format!("phase {phase}"), timeout, |incident| {
-            incident.status.as_ref().is_some_and(|status| status.phase == phase)
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.phase == phase)
         })
     }
 
@@ -206,8 +222,4 @@ pub fn manifest(name: &str, title: &str, extra_spec: &str) -> String {
     format!(
         "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: {name}\nspec:\n  title: \"{title}\"\n  severity: high\n{extra_spec}"
     )
-}
-
-pub fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap()
 }

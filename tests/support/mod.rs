@@ -1,1 +1,3 @@
+pub mod controller;
+pub mod docker;
 pub mod fake_llm;

@@ -1,0 +1,79 @@
+//! The Docker engine the integration tests need. A test that needs it and finds none fails, saying
+//! why: it never passes silently.
+
+use std::process::Command;
+
+/// The sandbox image `scripts/build-images` builds (and `scripts/test` builds before the tests).
+pub const SANDBOX_IMAGE: &str = "opslab-sandbox:latest";
+
+/// Fails the test unless the Docker engine answers.
+pub fn require_engine() {
+    let output = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "these tests need a running Docker engine, and `docker info` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(error) => {
+            panic!("these tests need the docker CLI and a running Docker engine: {error}")
+        }
+    }
+}
+
+/// Fails the test unless the engine answers and holds the sandbox image.
+pub fn require_sandbox_image() {
+    require_engine();
+    let found = Command::new("docker")
+        .args(["image", "inspect", SANDBOX_IMAGE])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "the image {SANDBOX_IMAGE} is missing: run scripts/build-images (scripts/test does)"
+    );
+}
+
+/// A Docker network for one test, removed when dropped.
+pub struct TestNetwork {
+    pub name: String,
+}
+
+impl TestNetwork {
+    pub fn create(prefix: &str) -> TestNetwork {
+        let name = format!("opslab-test-{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let output = Command::new("docker")
+            .args(["network", "create", &name])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker network create failed: {output:?}"
+        );
+        TestNetwork { name }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// The containers (running or not) carrying this label.
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label={label}"))
+        .output()
+        .expect("the docker CLI runs");
+    assert!(output.status.success(), "docker ps failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
