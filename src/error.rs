@@ -21,7 +21,7 @@ pub enum Error {
     #[error("watching {path}: {source}")]
     Watch {
         path: std::path::PathBuf,
-        source: notify_debouncer_mini::notify::Error,
+        source: notify_debouncer_full::notify::Error,
     },
     #[error("{0}")]
     Serialize(String),

@@ -115,7 +115,7 @@ mod tests {
                 truncated: false
             }
         );
-        assert_eq!(capture(4, &[b"12345678"]).truncated, false);
+        assert!(!capture(4, &[b"12345678"]).truncated);
     }
 
     #[test]

@@ -96,8 +96,13 @@ impl SessionTask {
         .await
     }
 
+    /// Removes the sandbox (killing anything still running in it), then closes the trail: once a
+    /// session reads as finished, nothing of it runs any more.
     async fn finish(&self, ending: Ending) {
         info!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
+        if let Err(error) = self.deps.sandboxes.remove(&self.record.id).await {
+            warn!(%error, "could not remove the sandbox; it is removed as an orphan later");
+        }
         let appended = self
             .deps
             .store
@@ -113,10 +118,6 @@ impl SessionTask {
             .await;
         if let Err(error) = appended {
             warn!(%error, "could not record the end of the session");
-            return;
-        }
-        if let Err(error) = self.deps.sandboxes.remove(&self.record.id).await {
-            warn!(%error, "could not remove the sandbox; it is removed as an orphan later");
         }
     }
 
@@ -224,6 +225,11 @@ impl SessionTask {
 
     async fn take_ticket_updates(&mut self, history: &mut History) -> Result<(), Abandoned> {
         while let Ok((generation, spec)) = self.updates.try_recv() {
+            // Reconciles repeat an update until the session has recorded it: tell it once.
+            if generation <= self.record.generation {
+                continue;
+            }
+            self.record.generation = generation;
             info!(generation, "the ticket was updated; telling the agent");
             self.spec = spec.clone();
             self.record_event(history, EventBody::TicketUpdated { generation, spec })

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::core::ObjectMeta;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +82,7 @@ impl FilesSource {
             source,
         })?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
             let _ = events_tx.send(result);
         })
         .map_err(|source| Error::Watch {
@@ -89,7 +90,6 @@ impl FilesSource {
             source,
         })?;
         debouncer
-            .watcher()
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|source| Error::Watch {
                 path: self.dir.clone(),
@@ -108,7 +108,15 @@ impl FilesSource {
                 () = shutdown.cancelled() => break,
                 Some(result) = events.recv() => match result {
                     Ok(batch) => {
-                        let paths: BTreeSet<PathBuf> = batch.into_iter().map(|event| event.path).collect();
+                        // Reads (ours included: inotify reports opens) change nothing.
+                        let paths: BTreeSet<PathBuf> = batch
+                            .into_iter()
+                            .filter(|event| !matches!(event.kind, EventKind::Access(_)))
+                            .flat_map(|event| event.event.paths)
+                            .collect();
+                        if paths.is_empty() {
+                            continue;
+                        }
                         debug!(?paths, "manifests changed");
                         for path in paths {
                             if self.is_manifest(&path) {
@@ -117,8 +125,8 @@ impl FilesSource {
                         }
                         self.resolve(&ctx, &retry_tx).await;
                     }
-                    Err(error) => {
-                        warn!(%error, "the folder watch failed; re-scanning the folder");
+                    Err(errors) => {
+                        warn!(?errors, "the folder watch failed; re-scanning the folder");
                         self.rescan_all();
                         self.reconcile_all(&ctx, &retry_tx).await;
                     }

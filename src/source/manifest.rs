@@ -87,7 +87,16 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     let documents: Vec<serde_json::Value> =
         match serde_saphyr::from_multiple_with_options(text, options) {
             Ok(documents) => documents,
-            Err(error) => return file_error(format!("invalid YAML: {error}")),
+            // The parser's message is the first line; a source snippet follows, not for one-line logs.
+            Err(error) => {
+                let message = error.to_string();
+                let first = message
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                return file_error(format!("invalid YAML: {first}"));
+            }
         };
     let mut parsed = Parsed::default();
     for (position, document) in documents.into_iter().enumerate() {
