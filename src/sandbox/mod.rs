@@ -321,8 +321,8 @@ impl Sandbox {
         let seconds = timeout.as_secs().max(1);
         let pid_file = format!("/tmp/.opslab-exec-{}.pid", uuid::Uuid::new_v4().simple());
         // The wrapper records its pid (kept by `exec`; `timeout` leads its own process group) so the
-        // controller can kill the group if the in-container timeout fails. The command is an argument,
-        // never interpolated.
+        // controller can kill the group if the in-container timeout fails. The pid files go with the
+        // container. The command is an argument, never interpolated.
         let wrapper = format!(
             "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds}s bash -lc \"$1\" </dev/null"
         );
@@ -355,7 +355,8 @@ impl Sandbox {
         let mut captured = CappedOutput::new(self.head_bytes, self.tail_bytes);
         let deadline = tokio::time::sleep(timeout + CONTROLLER_GRACE);
         tokio::pin!(deadline);
-        let mut poll = tokio::time::interval(EXIT_POLL);
+        // The first look is after one period: most commands end before it, and their stream ends.
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + EXIT_POLL, EXIT_POLL);
         let mut killed_here = false;
         loop {
             tokio::select! {
@@ -386,7 +387,6 @@ impl Sandbox {
         }
         let duration = started.elapsed();
         let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
-        self.cleanup(&pid_file).await;
         let captured = captured.finish();
         // timeout(1) exits 124 when it stopped the command, 137 when it had to SIGKILL it.
         let timed_out =
@@ -407,10 +407,6 @@ impl Sandbox {
         if let Err(error) = self.run_quietly(&script).await {
             debug!(%error, "could not kill a command that outlived its timeout");
         }
-    }
-
-    async fn cleanup(&self, pid_file: &str) {
-        let _ = self.run_quietly(&format!("rm -f {pid_file}")).await;
     }
 
     async fn run_quietly(&self, script: &str) -> Result<(), SandboxError> {
