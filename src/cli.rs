@@ -107,7 +107,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "OPSLAB_MODEL")]
     pub model: Option<String>,
     /// The small model that summarises long command output; `off` turns summaries off
-    /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (openai)].
+    /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (OpenAI), the agent's model (other
+    /// OpenAI-compatible servers)].
     #[arg(long, env = "OPSLAB_SUMMARY_MODEL")]
     pub summary_model: Option<String>,
     /// The Anthropic API's base URL, without /v1.
@@ -271,9 +272,14 @@ impl ControllerArgs {
                     .into(),
             );
         }
+        let model = model.unwrap_or_else(|| default_model.to_string());
+        // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
+        let self_hosted =
+            provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");
         let summary_model = match summary_model.as_deref() {
             Some("off" | "none" | "") => None,
             Some(model) => Some(model.to_string()),
+            None if self_hosted => Some(model.clone()),
             None => Some(default_summary.to_string()),
         };
         let mut secret_values: Vec<String> = api_key.iter().cloned().collect();
@@ -297,7 +303,7 @@ impl ControllerArgs {
                 },
             },
             agent: AgentLimits {
-                model: model.unwrap_or_else(|| default_model.to_string()),
+                model,
                 max_turns,
                 timeout: Duration::from_secs(session_timeout_seconds),
                 command_timeout: Duration::from_secs(command_timeout_seconds),

@@ -14,7 +14,7 @@ use super::history::{History, Next};
 use super::tools::{self, ToolCall};
 use super::{Deps, Handle, Wake, prompt};
 use crate::ObjectKey;
-use crate::audit::{EventBody, SessionRecord, StoreError};
+use crate::audit::{Event, EventBody, SessionRecord, StoreError};
 use crate::config::AgentLimits;
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, Role};
@@ -215,12 +215,17 @@ impl SessionTask {
         }
     }
 
-    /// Appends an event, folds it into the conversation, and tells the reconciler.
-    async fn record_event(&self, history: &mut History, body: EventBody) -> Result<(), Abandoned> {
+    /// Appends an event, folds it into the conversation, and tells the reconciler. Returns the event
+    /// as stored, secrets redacted: what is logged, summarised or sent on is taken from it.
+    async fn record_event(
+        &self,
+        history: &mut History,
+        body: EventBody,
+    ) -> Result<Event, Abandoned> {
         let event = self.deps.store.append(&self.record.id, body).await?;
         history.apply(&event.body);
         let _ = self.deps.wake.send(Wake::One(self.key.clone()));
-        Ok(())
+        Ok(event)
     }
 
     async fn take_ticket_updates(&mut self, history: &mut History) -> Result<(), Abandoned> {
@@ -336,17 +341,21 @@ impl SessionTask {
                     return Ok(Some(time_exhausted(limits)));
                 }
                 let timeout = limits.command_timeout.min(remaining);
-                self.record_event(
-                    history,
-                    EventBody::CommandStarted {
-                        tool_use_id: id.clone(),
-                        command: command.clone(),
-                        reasoning,
-                        timeout_seconds: timeout.as_secs().max(1),
-                    },
-                )
-                .await?;
-                info!(command = %command, "running command");
+                let stored = self
+                    .record_event(
+                        history,
+                        EventBody::CommandStarted {
+                            tool_use_id: id.clone(),
+                            command: command.clone(),
+                            reasoning,
+                            timeout_seconds: timeout.as_secs().max(1),
+                        },
+                    )
+                    .await?;
+                let EventBody::CommandStarted { command: shown, .. } = stored.body else {
+                    unreachable!("the store returns the event it was given");
+                };
+                info!(command = %shown, "running command");
                 let started = std::time::Instant::now();
                 let result = tokio::select! {
                     () = self.cancel.cancelled() => {
@@ -381,25 +390,25 @@ impl SessionTask {
                         }
                     }
                 };
-                // The summary follows the finished command in the trail, never before it.
-                let summary_input = finished.clone();
-                self.record_event(history, finished).await?;
+                let stored = self.record_event(history, finished).await?;
+                // After the finished command is stored, so the summary follows it in the trail; from
+                // the stored output, so no secret reaches the summary model.
                 if let EventBody::CommandFinished {
                     output,
                     output_bytes,
                     ..
-                } = &summary_input
-                    && *output_bytes >= SUMMARY_THRESHOLD_BYTES
+                } = stored.body
+                    && output_bytes >= SUMMARY_THRESHOLD_BYTES
                     && let Some(model) = &self.deps.config.summary_model
                 {
                     let job = Summary {
                         llm: self.deps.llm.clone(),
                         store: self.deps.store.clone(),
                         session_id: self.record.id.clone(),
-                        tool_use_id: id.clone(),
+                        tool_use_id: id,
                         model: model.clone(),
-                        command: command.clone(),
-                        output: output.clone(),
+                        command: shown,
+                        output,
                     };
                     summaries.spawn(job.run().in_current_span());
                 }

@@ -527,3 +527,94 @@ async fn session_limit_queues_the_rest() {
     controller.wait_for_phase("first", Phase::Resolved, SESSION_TIMEOUT);
     controller.wait_for_phase("second", Phase::Resolved, SESSION_TIMEOUT);
 }
+
+/// A secret in a command and in its output never reaches the store, the logs, the model or the
+/// summary model: everything is taken from the redacted trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_redacts_secrets_everywhere() {
+    docker::require_sandbox_image();
+    let secret = "sk-ant-api03-SEEDEDSECRET0123456789abcdef";
+    let script = vec![
+        Turn::shell(
+            &format!("echo token={secret}; head -c 3000 /dev/zero | tr '\\0' x"),
+            &format!("check whether {secret} leaks"),
+        ),
+        Turn::report("resolved", "no leak"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url()).arg("--summary-model", "fake-summary"),
+    );
+    controller.write_manifest("leak.yaml", &manifest("leak", "secrets in output", ""));
+    let incident = controller.wait_for_phase("leak", Phase::Resolved, SESSION_TIMEOUT);
+    let session_id = incident.status.unwrap().session_id.unwrap();
+    let events = controller.events(&session_id);
+    let output = events
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .and_then(|event| event["output"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(
+        output.starts_with("token=[REDACTED:anthropic-key]\n"),
+        "{output}"
+    );
+    let summaries = llm.summary_requests();
+    assert_eq!(summaries.len(), 1);
+    let seen = [
+        ("the model", serde_json::to_string(&llm.requests()).unwrap()),
+        (
+            "the summary model",
+            serde_json::to_string(&summaries).unwrap(),
+        ),
+        ("the store", serde_json::to_string(&events).unwrap()),
+        ("the logs", controller.logs()),
+        (
+            "the status file",
+            std::fs::read_to_string(controller.status_file("leak")).unwrap(),
+        ),
+    ];
+    // The model's first request precedes the command; the secret appears only from the second on.
+    assert!(
+        seen[0].1.contains("[REDACTED:anthropic-key]"),
+        "{}",
+        seen[0].1
+    );
+    for (place, text) in seen {
+        assert!(!text.contains("SEEDEDSECRET"), "the secret reached {place}");
+    }
+}
+
+/// A summariser that fails loses nothing and blocks nothing: the raw output is stored, the session
+/// ends as it would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_survives_a_failing_summariser() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("head -c 5000 /dev/zero | tr '\\0' y", "long output"),
+        Turn::report("resolved", "done"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()).arg(
+        "--summary-model",
+        crate::support::fake_llm::BROKEN_SUMMARY_MODEL,
+    ));
+    controller.write_manifest("sum.yaml", &manifest("sum", "summaries down", ""));
+    let incident = controller.wait_for_phase("sum", Phase::Resolved, SESSION_TIMEOUT);
+    let events = controller.events(incident.status.unwrap().session_id.as_deref().unwrap());
+    assert_eq!(count(&events, "output_summary"), 0);
+    let finished = events
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .unwrap();
+    assert_eq!(finished["output_bytes"], 5000);
+    assert!(
+        !llm.summary_requests().is_empty(),
+        "the summariser was asked"
+    );
+    assert!(
+        controller.logs().contains("the output summary failed"),
+        "{}",
+        controller.logs()
+    );
+}

@@ -2,8 +2,8 @@
 //! plays scripted turns. It listens on 127.0.0.1 and stops when dropped.
 //!
 //! Requests for the summary model (`SUMMARY_MODEL`, or any request without tools) get a fixed summary
-//! and do not consume the script. When the script runs out, the server answers 500 with a body that
-//! says so, so a test fails loudly instead of hanging.
+//! and do not consume the script; those for `BROKEN_SUMMARY_MODEL` always fail. When the script runs
+//! out, the server answers 500 with a body that says so, so a test fails loudly instead of hanging.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 pub const SUMMARY_MODEL: &str = "fake-summary";
+/// A summary model that always fails (HTTP 500), to show that summaries never block a session.
+pub const BROKEN_SUMMARY_MODEL: &str = "fake-summary-broken";
 pub const SUMMARY_TEXT: &str = "The command printed a long run of output; nothing failed.";
 /// The usage every scripted turn reports.
 pub const INPUT_TOKENS: u64 = 100;
@@ -196,7 +198,10 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let is_summary = body["model"] == SUMMARY_MODEL || body.get("tools").is_none();
+    let summary_model = body["model"].as_str().unwrap_or_default().to_string();
+    let is_summary = summary_model == SUMMARY_MODEL
+        || summary_model == BROKEN_SUMMARY_MODEL
+        || body.get("tools").is_none();
     let turn = {
         let mut state = state.lock().unwrap();
         if is_summary {
@@ -209,6 +214,11 @@ async fn answer(
         }
     };
     let Some((turn, served)) = turn else {
+        if summary_model == BROKEN_SUMMARY_MODEL {
+            let error =
+                json!({"error": {"type": "api_error", "message": "the summariser is down"}});
+            return Ok(respond(500, None, error));
+        }
         return Ok(respond(
             200,
             None,
