@@ -223,12 +223,16 @@ impl ControllerArgs {
             output_keep_bytes,
             secret_env,
         } = self;
-        if !incidents.is_dir() {
-            return Err(format!(
-                "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
-                incidents.display()
-            ));
-        }
+        // Absolute, so that watch events and folder listings name files the same way.
+        let incidents = match incidents.canonicalize() {
+            Ok(path) if path.is_dir() => path,
+            Ok(_) | Err(_) => {
+                return Err(format!(
+                    "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
+                    incidents.display()
+                ));
+            }
+        };
         let positive = [
             ("--max-sessions", max_sessions as u64),
             ("--max-turns", u64::from(max_turns)),
