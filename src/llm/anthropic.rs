@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids};
+use super::{
+    ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids, usage_count,
+};
 
 pub const API_VERSION: &str = "2023-06-01";
 
@@ -117,13 +119,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         }
     }
     unique_ids(&mut content);
-    let usage = value.get("usage");
-    let count = |field: &str| {
-        usage
-            .and_then(|usage| usage.get(field))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
+    let count = |field| usage_count(&value, field);
     Ok(ChatResponse {
         content,
         stop_reason: value

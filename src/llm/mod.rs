@@ -121,6 +121,15 @@ fn tool_input(raw: Option<&serde_json::Value>) -> serde_json::Value {
     }
 }
 
+/// A token count from a response's `usage` object; absent counts as zero.
+fn usage_count(value: &serde_json::Value, field: &str) -> u64 {
+    value
+        .get("usage")
+        .and_then(|usage| usage.get(field))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
 /// Gives every tool call an id, unique within the response: some servers omit ids or repeat them.
 fn unique_ids(content: &mut [ContentBlock]) {
     let mut seen = std::collections::HashSet::new();

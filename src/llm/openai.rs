@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids};
+use super::{
+    ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids, usage_count,
+};
 
 /// The request body. Tool results become `tool` messages right after the assistant's tool calls;
 /// text in the same user turn follows them.
@@ -136,13 +138,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         });
     }
     unique_ids(&mut content);
-    let usage = value.get("usage");
-    let count = |field: &str| {
-        usage
-            .and_then(|usage| usage.get(field))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
+    let count = |field| usage_count(&value, field);
     Ok(ChatResponse {
         content,
         stop_reason: choice

@@ -25,16 +25,20 @@ fn count(events: &[serde_json::Value], kind: &str) -> usize {
 
 /// The containers (running or not) labelled with this session id.
 fn sandboxes_of(session_id: &str) -> Vec<String> {
-    let output = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=opslab.dev/session-id={session_id}"))
-        .output()
-        .expect("the docker CLI runs");
-    assert!(output.status.success(), "docker ps failed: {output:?}");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    docker::containers_with_label(&format!("opslab.dev/session-id={session_id}"))
+}
+
+/// A scripted model server and a controller with summaries off, as most tests here want.
+async fn start(
+    script: Vec<Turn>,
+    options: impl FnOnce(Options) -> Options,
+) -> (FakeLlm, Controller) {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(options(
+        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
+    ));
+    (llm, controller)
 }
 
 fn full_script() -> Vec<Turn> {
@@ -182,7 +186,6 @@ async fn session_openai_end_to_end() {
 /// Faults of the model API are retried; bad tool calls are told to the model; the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_survives_provider_faults() {
-    docker::require_sandbox_image();
     let script = vec![
         Turn::Fault(Fault::Status {
             code: 429,
@@ -220,9 +223,7 @@ async fn session_survives_provider_faults() {
         },
         Turn::report("resolved", "done despite the faults"),
     ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let (llm, controller) = start(script, |options| options).await;
     controller.write_manifest("faults.yaml", &manifest("faults", "flaky model api", ""));
     let incident = controller.wait_for_phase("faults", Phase::Resolved, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -259,15 +260,12 @@ async fn session_survives_provider_faults() {
 /// A model API that refuses the key ends the session with a clear status, and nothing else stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_fails_clearly_when_the_model_api_refuses() {
-    docker::require_sandbox_image();
     let script = vec![Turn::Fault(Fault::Status {
         code: 401,
         retry_after: None,
         body: Some(r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into()),
     })];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let (llm, controller) = start(script, |options| options).await;
     controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
     let incident = controller.wait_for_phase("auth", Phase::Failed, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -295,7 +293,6 @@ async fn session_fails_clearly_when_the_model_api_refuses() {
 /// kill -9 in the middle of a command; the restarted controller resumes the session from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_resumes_after_kill_9() {
-    docker::require_sandbox_image();
     let script = vec![
         Turn::shell("echo before", "a first command"),
         Turn::shell(
@@ -305,9 +302,7 @@ async fn session_resumes_after_kill_9() {
         Turn::shell("echo after-restart", "carry on after the restart"),
         Turn::report("resolved", "resumed and finished"),
     ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let mut controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let (llm, mut controller) = start(script, |options| options).await;
     controller.write_manifest("crash.yaml", &manifest("crash", "survive a crash", ""));
     controller.wait_for(
         "crash",
@@ -369,26 +364,13 @@ async fn session_resumes_after_kill_9() {
 /// Deleting the manifest cancels the session, kills its command and removes its sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_is_cancelled_when_its_manifest_is_deleted() {
-    docker::require_sandbox_image();
     let script = vec![
         Turn::shell("sleep 100", "wait for something"),
         Turn::report("resolved", "never reached"),
     ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let (_llm, controller) = start(script, |options| options).await;
     controller.write_manifest("gone.yaml", &manifest("gone", "to be deleted", ""));
-    let incident = controller.wait_for(
-        "gone",
-        "the command to start",
-        SESSION_TIMEOUT,
-        |incident| {
-            incident
-                .status
-                .as_ref()
-                .is_some_and(|status| status.commands == 1)
-        },
-    );
+    let incident = controller.wait_for_commands("gone", 1, SESSION_TIMEOUT);
     let session_id = incident.status.unwrap().session_id.unwrap();
     assert_eq!(sandboxes_of(&session_id).len(), 1);
     controller.remove_manifest("gone.yaml");
@@ -419,28 +401,15 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
 /// A spec change during a session reaches the agent; one after the end starts a new attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_follows_spec_changes() {
-    docker::require_sandbox_image();
     let script = vec![
         Turn::shell("sleep 2", "wait a moment"),
         Turn::report("unresolved", "first attempt gives up"),
         Turn::shell("echo second", "second attempt"),
         Turn::report("resolved", "second attempt fixed it"),
     ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let (llm, controller) = start(script, |options| options).await;
     controller.write_manifest("spec.yaml", &manifest("spec", "first title", ""));
-    controller.wait_for(
-        "spec",
-        "the command to start",
-        SESSION_TIMEOUT,
-        |incident| {
-            incident
-                .status
-                .as_ref()
-                .is_some_and(|status| status.commands == 1)
-        },
-    );
+    controller.wait_for_commands("spec", 1, SESSION_TIMEOUT);
     controller.write_manifest(
         "spec.yaml",
         &manifest(
@@ -490,30 +459,14 @@ async fn session_follows_spec_changes() {
 /// With one session slot, a second Incident waits in Queued, then runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limit_queues_the_rest() {
-    docker::require_sandbox_image();
     let script = vec![
         Turn::shell("sleep 3", "hold the only slot"),
         Turn::report("resolved", "first done"),
         Turn::report("resolved", "second done"),
     ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(
-        Options::new("anthropic", llm.base_url())
-            .arg("--summary-model", "off")
-            .arg("--max-sessions", 1),
-    );
+    let (_llm, controller) = start(script, |options| options.arg("--max-sessions", 1)).await;
     controller.write_manifest("first.yaml", &manifest("first", "first", ""));
-    controller.wait_for(
-        "first",
-        "the command to start",
-        SESSION_TIMEOUT,
-        |incident| {
-            incident
-                .status
-                .as_ref()
-                .is_some_and(|status| status.commands == 1)
-        },
-    );
+    controller.wait_for_commands("first", 1, SESSION_TIMEOUT);
     controller.write_manifest("second.yaml", &manifest("second", "second", ""));
     let queued = controller.wait_for_phase("second", Phase::Queued, SESSION_TIMEOUT);
     let active = queued

@@ -174,6 +174,15 @@ impl Controller {
         }
     }
 
+    pub fn wait_for_commands(&self, name: &str, commands: u32, timeout: Duration) -> Incident {
+        self.wait_for(name, &format!("{commands} commands"), timeout, |incident| {
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.commands == commands)
+        })
+    }
+
     pub fn wait_for_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Incident {
         self.wait_for(name, &format!("phase {phase}"), timeout, |incident| {
             incident
