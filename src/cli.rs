@@ -13,10 +13,13 @@ use tracing::info;
 
 use crate::audit::{Redactor, SessionRecord, Store};
 use crate::config::{AgentLimits, Config};
+use crate::cost::CostTable;
 use crate::incident::Incident;
 use crate::llm::{LlmClient, ProviderConfig, ProviderKind, retry::RetryPolicy};
+use crate::metrics::Metrics;
 use crate::reconcile::Context;
 use crate::sandbox::{SandboxConfig, Sandboxes};
+use crate::server::{self, Readiness};
 use crate::session::SessionManager;
 use crate::source::files::{self, FilesSource};
 use crate::telemetry::LogFormat;
@@ -153,6 +156,16 @@ pub struct ControllerArgs {
     /// A session's token budget (input and output together).
     #[arg(long, env = "OPSLAB_MAX_TOKENS", default_value_t = 2_000_000)]
     pub max_tokens: u64,
+    /// A session's spend budget in US dollars, estimated from the cost table [default: none].
+    #[arg(long, env = "OPSLAB_MAX_COST_USD")]
+    pub max_cost_usd: Option<f64>,
+    /// A YAML or JSON file of model prices per million tokens (`model: {input: 3, output: 15}`),
+    /// laid over the built-in table.
+    #[arg(long, env = "OPSLAB_COST_TABLE")]
+    pub cost_table: Option<PathBuf>,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, env = "OPSLAB_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
     /// `max_tokens` of one model response.
     #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
     pub response_max_tokens: u32,
@@ -213,6 +226,9 @@ impl ControllerArgs {
             session_timeout_seconds,
             command_timeout_seconds,
             max_tokens,
+            max_cost_usd,
+            cost_table,
+            listen,
             response_max_tokens,
             instance,
             sandbox_image,
@@ -269,6 +285,15 @@ impl ControllerArgs {
             ));
         }
         let api_key = api_key.filter(|key| !key.trim().is_empty());
+        if let Some(cost) = max_cost_usd
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err("--max-cost-usd must be a number, 0 or more".into());
+        }
+        let costs = match &cost_table {
+            Some(path) => CostTable::with_file(path)?,
+            None => CostTable::default(),
+        };
         if provider == ProviderKind::Anthropic && api_key.is_none() {
             return Err(
                 "ANTHROPIC_API_KEY is not set: export it, or use an OpenAI-compatible server with \
@@ -312,6 +337,7 @@ impl ControllerArgs {
                 timeout: Duration::from_secs(session_timeout_seconds),
                 command_timeout: Duration::from_secs(command_timeout_seconds),
                 max_tokens,
+                max_cost_usd,
                 response_max_tokens,
             },
             summary_model,
@@ -327,6 +353,8 @@ impl ControllerArgs {
             },
             max_sessions,
             secret_values,
+            listen,
+            costs,
         })
     }
 }
@@ -340,26 +368,48 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
-    sandboxes.ping().await?;
-    let llm = LlmClient::new(config.provider.clone())?;
+    sandboxes
+        .ping()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot reach the Docker engine: {error}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let llm = LlmClient::new(
+        config.provider.clone(),
+        metrics.clone(),
+        config.costs.clone(),
+    )?;
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let sessions = SessionManager::new(
         config.clone(),
         store.clone(),
         llm,
         sandboxes.clone(),
+        metrics.clone(),
         wake_tx,
     );
+    let readiness = Arc::new(Readiness::new(store.clone(), sandboxes.clone()));
     let ctx = Arc::new(Context {
         config: config.clone(),
         store,
         sessions: sessions.clone(),
         sandboxes,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
     });
     files::collect_orphans(&ctx).await;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
+    info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let http = tokio::spawn(server::serve(
+        listener,
+        metrics,
+        readiness,
+        shutdown.clone(),
+    ));
     info!(
         provider = config.provider.kind.as_str(),
         model = %config.agent.model,
@@ -367,9 +417,11 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         "controller started"
     );
     let source = FilesSource::new(config.incidents_dir.clone());
-    let result = source.run(ctx, wake_rx, shutdown).await;
+    let result = source.run(ctx, wake_rx, shutdown.clone()).await;
     info!("stopping: sessions resume from the store at the next start");
     sessions.shutdown().await;
+    shutdown.cancel();
+    let _ = http.await;
     Ok(result?)
 }
 

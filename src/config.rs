@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cost::CostTable;
 use crate::incident::AgentOverrides;
 use crate::llm::ProviderConfig;
 use crate::sandbox::SandboxConfig;
@@ -22,6 +23,9 @@ pub struct Config {
     pub max_sessions: usize,
     /// Values (API keys and the like) redacted from everything stored, logged or sent to the model.
     pub secret_values: Vec<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: std::net::SocketAddr,
+    pub costs: CostTable,
 }
 
 /// The agent's defaults and the controller's caps on what an Incident may ask for.
@@ -32,6 +36,8 @@ pub struct AgentLimits {
     pub timeout: Duration,
     pub command_timeout: Duration,
     pub max_tokens: u64,
+    /// The session's spend budget in US dollars; None is unlimited.
+    pub max_cost_usd: Option<f64>,
     /// `max_tokens` of one model response.
     pub response_max_tokens: u32,
 }
@@ -58,6 +64,10 @@ impl AgentLimits {
             max_tokens: overrides
                 .max_tokens
                 .map_or(self.max_tokens, |v| v.min(self.max_tokens)),
+            max_cost_usd: match (overrides.max_cost_usd, self.max_cost_usd) {
+                (Some(asked), Some(cap)) => Some(asked.min(cap)),
+                (asked, cap) => asked.or(cap),
+            },
             response_max_tokens: self.response_max_tokens,
         }
     }
@@ -75,6 +85,7 @@ mod tests {
             timeout: Duration::from_secs(1800),
             command_timeout: Duration::from_secs(120),
             max_tokens: 1_000_000,
+            max_cost_usd: Some(10.0),
             response_max_tokens: 4096,
         };
         let overrides = AgentOverrides {
@@ -83,6 +94,7 @@ mod tests {
             timeout_seconds: Some(60),
             command_timeout_seconds: Some(600),
             max_tokens: Some(5000),
+            max_cost_usd: Some(20.0),
         };
         assert_eq!(
             limits.effective(&overrides),
@@ -92,6 +104,7 @@ mod tests {
                 timeout: Duration::from_secs(60),
                 command_timeout: Duration::from_secs(120),
                 max_tokens: 5000,
+                max_cost_usd: Some(10.0),
                 response_max_tokens: 4096,
             }
         );

@@ -104,6 +104,10 @@ pub struct AgentOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_tokens: Option<u64>,
+    /// The hard budget of estimated model spend for the session, in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_cost_usd: Option<f64>,
 }
 
 impl AgentOverrides {
@@ -146,6 +150,9 @@ pub struct IncidentStatus {
     /// Model tokens spent by the current session.
     #[serde(default)]
     pub tokens: Tokens,
+    /// Estimated model spend of the current session, in US dollars (from the controller's cost table).
+    #[serde(default)]
+    pub cost_usd: f64,
     /// The agent's final report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
@@ -155,7 +162,20 @@ pub struct IncidentStatus {
 }
 
 /// Where an Incident is in its life.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Deserialize,
+    Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 pub enum Phase {
     /// Seen, no session yet.
     #[default]

@@ -4,11 +4,14 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod cost;
 mod error;
 pub mod incident;
 pub mod llm;
+pub mod metrics;
 pub mod reconcile;
 pub mod sandbox;
+pub mod server;
 pub mod session;
 pub mod source;
 pub mod telemetry;

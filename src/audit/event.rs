@@ -29,6 +29,9 @@ pub enum EventBody {
         stop_reason: Option<String>,
         input_tokens: u64,
         output_tokens: u64,
+        /// Estimated from the controller's cost table when the response arrived.
+        #[serde(default)]
+        cost_usd: f64,
     },
     /// A model call failed for good (after retries).
     LlmFailed { message: String },

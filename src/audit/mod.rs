@@ -62,6 +62,8 @@ pub struct SessionRecord {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub report: Option<Report>,
+    /// Estimated model spend in US dollars.
+    pub cost_usd: f64,
 }
 
 /// What a new session starts with.

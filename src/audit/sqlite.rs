@@ -17,11 +17,14 @@ use super::{
 use crate::incident::{Outcome, Phase, Report};
 
 /// Numbered migrations, embedded in the binary.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_init.sql")),
+    M::up(include_str!("migrations/0002_session_cost.sql")),
+];
 
 const SESSION_COLUMNS: &str = "id, incident_uid, incident_namespace, incident_name, attempt, generation, \
      state, phase, outcome, reason, started_at, finished_at, turns, commands, input_tokens, \
-     output_tokens, report";
+     output_tokens, report, cost_usd";
 
 #[derive(Clone)]
 pub struct Store {
@@ -356,6 +359,15 @@ impl Store {
         .await
     }
 
+    /// Answers when the store can be read.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|connection, _| {
+            connection.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn delete_incident(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
         let (namespace, name) = (namespace.to_string(), name.to_string());
         self.with(move |connection, _| {
@@ -449,12 +461,18 @@ fn project(
         EventBody::LlmResponse {
             input_tokens,
             output_tokens,
+            cost_usd,
             ..
         } => {
             transaction.execute(
                 "UPDATE sessions SET turns = turns + 1, input_tokens = input_tokens + ?2, \
-                 output_tokens = output_tokens + ?3 WHERE id = ?1",
-                params![session_id, *input_tokens as i64, *output_tokens as i64],
+                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
+                params![
+                    session_id,
+                    *input_tokens as i64,
+                    *output_tokens as i64,
+                    cost_usd
+                ],
             )?;
         }
         EventBody::Reported { report, .. } => {
@@ -537,6 +555,7 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         input_tokens: row.get::<_, i64>(14)? as u64,
         output_tokens: row.get::<_, i64>(15)? as u64,
         report,
+        cost_usd: row.get(17)?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP client for both protocols, with the one retry loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -7,6 +8,8 @@ use tracing::warn;
 
 use super::retry::{self, RetryPolicy};
 use super::{ChatRequest, ChatResponse, ProviderConfig, ProviderKind, anthropic, openai};
+use crate::cost::CostTable;
+use crate::metrics::Metrics;
 
 /// Why a model call failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,17 +72,34 @@ impl LlmError {
 pub struct LlmClient {
     http: reqwest::Client,
     config: ProviderConfig,
+    metrics: Arc<Metrics>,
+    costs: Arc<CostTable>,
 }
 
 impl LlmClient {
-    pub fn new(config: ProviderConfig) -> Result<Self, LlmError> {
+    pub fn new(
+        config: ProviderConfig,
+        metrics: Arc<Metrics>,
+        costs: CostTable,
+    ) -> Result<Self, LlmError> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("opslab/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| LlmError::Config(error.to_string()))?;
-        Ok(LlmClient { http, config })
+        Ok(LlmClient {
+            http,
+            config,
+            metrics,
+            costs: Arc::new(costs),
+        })
+    }
+
+    /// Estimated dollars for a response's tokens, from the cost table.
+    pub fn cost(&self, model: &str, usage: &super::Usage) -> f64 {
+        self.costs
+            .cost(model, usage.input_tokens, usage.output_tokens)
     }
 
     pub fn kind(&self) -> ProviderKind {
@@ -115,7 +135,35 @@ impl LlmClient {
             .await
     }
 
+    /// One HTTP request, counted in the metrics with its status, and its usage when it succeeds.
     async fn attempt(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let provider = self.config.kind.as_str();
+        let result = self.send(request).await;
+        let status = match &result {
+            Ok(_) => "200".to_string(),
+            Err(LlmError::Status { status, .. } | LlmError::SpendLimit { status, .. }) => {
+                status.to_string()
+            }
+            Err(LlmError::Transport(_)) => "transport".into(),
+            Err(LlmError::Decode(_)) => "decode".into(),
+            Err(LlmError::Config(_)) => "config".into(),
+        };
+        self.metrics.llm_request(provider, &request.model, status);
+        if let Ok(response) = &result {
+            let usage = &response.usage;
+            let cost = self.cost(&request.model, usage);
+            self.metrics.llm_usage(
+                provider,
+                &request.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                cost,
+            );
+        }
+        result
+    }
+
+    async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let base = &self.config.base_url;
         let http = match self.config.kind {
             ProviderKind::Anthropic => {

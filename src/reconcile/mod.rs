@@ -11,7 +11,9 @@ use tracing::info;
 use crate::audit::{EventBody, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase};
+use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
+use crate::server::Readiness;
 use crate::session::SessionManager;
 use crate::{Error, ObjectKey, Result};
 use plan::{Decision, Observed};
@@ -22,6 +24,8 @@ pub struct Context {
     pub store: Store,
     pub sessions: SessionManager,
     pub sandboxes: Sandboxes,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 /// Brings the Incident's session in line with its spec; returns the status to write.

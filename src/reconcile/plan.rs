@@ -188,6 +188,7 @@ fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> I
             input: session.input_tokens,
             output: session.output_tokens,
         },
+        cost_usd: session.cost_usd,
         report: session.report.clone(),
         conditions: Vec::new(),
     }
@@ -260,6 +261,7 @@ mod tests {
             input_tokens: 100,
             output_tokens: 10,
             report: None,
+            cost_usd: 0.0,
         }
     }
 

@@ -79,12 +79,18 @@ impl SessionTask {
             })
             .await;
             summaries.abort_all();
-            match result {
-                Ok(ending) => self.finish(ending).await,
-                Err(Abandoned(error)) => {
-                    warn!(%error, "the audit store failed; the session stops here and resumes later")
+            let ended = match result {
+                Ok(ending) => {
+                    let summary = (ending.phase, ending.reason, self.elapsed());
+                    self.finish(ending).await;
+                    Some(summary)
                 }
-            }
+                Err(Abandoned(error)) => {
+                    warn!(%error, "the audit store failed; the session stops here and resumes later");
+                    None
+                }
+            };
+            self.deps.metrics.session_stopped(ended);
             self.running
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -94,6 +100,15 @@ impl SessionTask {
         }
         .instrument(span)
         .await
+    }
+
+    /// How long the session has run, from its start in the store (across restarts).
+    fn elapsed(&self) -> Duration {
+        self.record
+            .started_at
+            .parse()
+            .map(elapsed_since)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Removes the sandbox (killing anything still running in it), then closes the trail: once a
@@ -264,6 +279,7 @@ impl SessionTask {
         match response {
             Ok(response) => {
                 let turn = history.turns + 1;
+                let cost_usd = self.deps.llm.cost(&request.model, &response.usage);
                 self.record_event(
                     history,
                     EventBody::LlmResponse {
@@ -272,6 +288,7 @@ impl SessionTask {
                         stop_reason: response.stop_reason,
                         input_tokens: response.usage.input_tokens,
                         output_tokens: response.usage.output_tokens,
+                        cost_usd,
                     },
                 )
                 .await?;
@@ -359,6 +376,7 @@ impl SessionTask {
                 let started = std::time::Instant::now();
                 let result = tokio::select! {
                     () = self.cancel.cancelled() => {
+                        self.deps.metrics.command_ran("interrupted", started.elapsed());
                         self.record_event(history, EventBody::CommandInterrupted {
                             tool_use_id: id,
                             reason: "the session was cancelled".into(),
@@ -367,6 +385,13 @@ impl SessionTask {
                     }
                     result = sandbox.exec(&command, timeout) => result,
                 };
+                let exit_class = match &result {
+                    Ok(outcome) if outcome.timed_out => "timeout",
+                    Ok(outcome) if outcome.exit_code == Some(0) => "success",
+                    Ok(_) => "failure",
+                    Err(_) => "error",
+                };
+                self.deps.metrics.command_ran(exit_class, started.elapsed());
                 let finished = match result {
                     Ok(outcome) => EventBody::CommandFinished {
                         tool_use_id: id.clone(),
@@ -519,6 +544,18 @@ fn budget_exhausted(history: &History, limits: &AgentLimits, elapsed: Duration) 
             ),
         ));
     }
+    if let Some(budget) = limits.max_cost_usd
+        && history.cost_usd >= budget
+    {
+        return Some(Ending::new(
+            Phase::Unresolved,
+            "CostBudgetExhausted",
+            format!(
+                "the session spent an estimated ${:.4}, reaching its budget of ${budget:.4}",
+                history.cost_usd
+            ),
+        ));
+    }
     if elapsed >= limits.timeout {
         return Some(time_exhausted(limits));
     }
@@ -566,6 +603,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(10),
             max_tokens: 100,
+            max_cost_usd: Some(1.0),
             response_max_tokens: 10,
         }
     }
@@ -579,6 +617,9 @@ mod tests {
             (ending.phase, ending.reason),
             (Phase::Unresolved, "TimeBudgetExhausted")
         );
+        history.cost_usd = 1.0;
+        let ending = budget_exhausted(&history, &limits(), Duration::ZERO).unwrap();
+        assert_eq!(ending.reason, "CostBudgetExhausted");
         history.input_tokens = 100;
         let ending = budget_exhausted(&history, &limits(), Duration::ZERO).unwrap();
         assert_eq!(ending.reason, "TokenBudgetExhausted");

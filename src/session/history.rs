@@ -44,6 +44,7 @@ pub struct History {
     pub turns: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cost_usd: f64,
 }
 
 impl History {
@@ -65,12 +66,14 @@ impl History {
                 content,
                 input_tokens,
                 output_tokens,
+                cost_usd,
                 ..
             } => {
                 self.flush_results();
                 self.turns += 1;
                 self.input_tokens += input_tokens;
                 self.output_tokens += output_tokens;
+                self.cost_usd += cost_usd;
                 self.pending_calls = content
                     .iter()
                     .filter_map(|block| match block {
@@ -250,6 +253,7 @@ mod tests {
             stop_reason: Some("tool_use".into()),
             input_tokens: 10,
             output_tokens: 5,
+            cost_usd: 0.001,
         }
     }
 
@@ -337,6 +341,7 @@ mod tests {
             stop_reason: Some("end_turn".into()),
             input_tokens: 1,
             output_tokens: 1,
+            cost_usd: 0.0,
         };
         let history = History::from_events(&[started(), text]);
         assert_eq!(history.next(), Next::CallModel);

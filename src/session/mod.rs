@@ -16,6 +16,7 @@ use crate::audit::{EventBody, NewSession, SessionRecord, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentSpec};
 use crate::llm::LlmClient;
+use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
 use crate::{Error, ObjectKey, Result};
 
@@ -35,6 +36,7 @@ pub(crate) struct Deps {
     pub store: Store,
     pub llm: LlmClient,
     pub sandboxes: Sandboxes,
+    pub metrics: Arc<Metrics>,
     pub wake: mpsc::UnboundedSender<Wake>,
 }
 
@@ -59,6 +61,7 @@ impl SessionManager {
         store: Store,
         llm: LlmClient,
         sandboxes: Sandboxes,
+        metrics: Arc<Metrics>,
         wake: mpsc::UnboundedSender<Wake>,
     ) -> Self {
         SessionManager {
@@ -67,6 +70,7 @@ impl SessionManager {
                 store,
                 llm,
                 sandboxes,
+                metrics,
                 wake,
             },
             running: Arc::default(),
@@ -147,6 +151,7 @@ impl SessionManager {
             updates: updates_rx,
         };
         // The task cannot finish before it is in the map: it removes itself under the same lock.
+        self.deps.metrics.session_started();
         let task = tokio::spawn(task.run());
         running.insert(
             identity.uid,

@@ -15,7 +15,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use super::manifest::{self, ManifestError};
 use crate::audit::IncidentRecord;
@@ -101,6 +101,9 @@ impl FilesSource {
         self.rescan_all();
         let (retry_tx, mut retries) = mpsc::unbounded_channel::<ObjectKey>();
         self.reconcile_all(&ctx, &retry_tx).await;
+        ctx.readiness
+            .synced
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         loop {
@@ -367,6 +370,7 @@ impl FilesSource {
         for key in changed {
             self.reconcile_key(ctx, &key, retry).await;
         }
+        self.count_phases(ctx);
     }
 
     async fn reconcile_all(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
@@ -387,11 +391,16 @@ impl FilesSource {
             return;
         };
         let span = tracing::info_span!("reconcile", incident = %key);
-        let _guard = span.enter();
-        let status = match reconcile::reconcile(&known.incident, ctx).await {
+        let started = std::time::Instant::now();
+        let result = reconcile::reconcile(&known.incident, ctx)
+            .instrument(span.clone())
+            .await;
+        let error_label = result.as_ref().err().map(Error::metric_label);
+        ctx.metrics.reconciled(started.elapsed(), error_label);
+        let status = match result {
             Ok(status) => status,
             Err(error) => {
-                warn!(%error, label = error.metric_label(), "reconcile failed; retrying in {RETRY:?}");
+                warn!(incident = %key, %error, label = error.metric_label(), "reconcile failed; retrying in {RETRY:?}");
                 let retry = retry.clone();
                 let key = key.clone();
                 tokio::spawn(async move {
@@ -409,8 +418,22 @@ impl FilesSource {
         };
         known.incident.status = Some(status);
         if let Err(error) = self.write_status(ctx, key).await {
-            warn!(%error, "could not write the status");
+            warn!(incident = %key, %error, "could not write the status");
         }
+        self.count_phases(ctx);
+    }
+
+    fn count_phases(&self, ctx: &Context) {
+        let mut counts = std::collections::BTreeMap::new();
+        for known in self.known.values() {
+            let phase = known
+                .incident
+                .status
+                .as_ref()
+                .map_or(crate::incident::Phase::Pending, |status| status.phase);
+            *counts.entry(phase).or_insert(0) += 1;
+        }
+        ctx.metrics.incidents_by_phase(&counts);
     }
 
     /// Writes the status to the store and to the status file (atomically: temp file + rename).

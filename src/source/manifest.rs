@@ -272,6 +272,11 @@ pub fn validate_spec(spec: &IncidentSpec) -> Result<(), String> {
             return Err(format!("{field} must be at least 1"));
         }
     }
+    if let Some(cost) = agent.max_cost_usd
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err("spec.agent.maxCostUsd must be a number, 0 or more".to_string());
+    }
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 //! The model clients against local servers speaking each protocol: retries, faults, conformance.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use opslab::cost::CostTable;
+use opslab::metrics::Metrics;
 
 use opslab::llm::retry::RetryPolicy;
 use opslab::llm::{
@@ -13,7 +17,12 @@ use serde_json::json;
 use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
 fn client(llm: &FakeLlm, protocol: Protocol) -> LlmClient {
-    LlmClient::new(config(llm, protocol)).unwrap()
+    LlmClient::new(
+        config(llm, protocol),
+        Arc::new(Metrics::new()),
+        CostTable::default(),
+    )
+    .unwrap()
 }
 
 fn config(llm: &FakeLlm, protocol: Protocol) -> ProviderConfig {
@@ -113,14 +122,18 @@ async fn llm_retry_after_is_honoured() {
     )
     .await;
     // The backoff alone would wait about 5 ms: a wait of a second can only come from the header.
-    let client = LlmClient::new(ProviderConfig {
-        retry: RetryPolicy {
-            max_retries: 1,
-            min_delay: Duration::from_millis(5),
-            max_delay: Duration::from_secs(5),
+    let client = LlmClient::new(
+        ProviderConfig {
+            retry: RetryPolicy {
+                max_retries: 1,
+                min_delay: Duration::from_millis(5),
+                max_delay: Duration::from_secs(5),
+            },
+            ..config(&llm, Protocol::Anthropic)
         },
-        ..config(&llm, Protocol::Anthropic)
-    })
+        Arc::new(Metrics::new()),
+        CostTable::default(),
+    )
     .unwrap();
     let started = std::time::Instant::now();
     client.complete(&request()).await.unwrap();

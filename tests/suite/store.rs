@@ -75,6 +75,7 @@ async fn store_a_session_life_is_projected() {
             stop_reason: None,
             input_tokens: 100,
             output_tokens: 20,
+            cost_usd: 0.25,
         },
         command("t1", "ls"),
         finished("t1", "out"),
@@ -135,6 +136,7 @@ async fn store_a_session_life_is_projected() {
             commands: 2,
             input_tokens: 100,
             output_tokens: 20,
+            cost_usd: 0.25,
             report: Some(Report {
                 outcome: Outcome::Mitigated,
                 summary: "ok".into(),

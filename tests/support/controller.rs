@@ -86,6 +86,7 @@ impl Controller {
             .arg("--instance")
             .arg(&self.instance)
             .args(["--llm-retry-delay-ms", "20", "--llm-max-retries", "4"])
+            .args(["--listen", "127.0.0.1:0"])
             .args(&self.options.args)
             .env_remove("OPSLAB_MODEL")
             .env_remove("OPSLAB_SUMMARY_MODEL")
@@ -115,6 +116,32 @@ impl Controller {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// The base URL of the running controller's HTTP port, from its log.
+    pub fn http_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let address = log
+                .lines()
+                .filter(|line| line.contains("serving /metrics"))
+                .find_map(|line| line.split("address=").nth(1))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                });
+            if let Some(address) = address {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller never served HTTP:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every log line the controller wrote, across restarts.

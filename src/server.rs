@@ -1,0 +1,108 @@
+//! The HTTP port: `/metrics` for Prometheus, `/healthz` (the process answers) and `/readyz` (the
+//! source is synced, and the store and the Docker engine answer).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Store;
+use crate::metrics::Metrics;
+use crate::sandbox::Sandboxes;
+
+/// What readiness depends on.
+pub struct Readiness {
+    /// Set once the source has listed every Incident once.
+    pub synced: AtomicBool,
+    pub store: Store,
+    pub sandboxes: Sandboxes,
+}
+
+impl Readiness {
+    pub fn new(store: Store, sandboxes: Sandboxes) -> Readiness {
+        Readiness {
+            synced: AtomicBool::new(false),
+            store,
+            sandboxes,
+        }
+    }
+
+    /// Why the controller is not ready, or None when it is.
+    async fn not_ready(&self) -> Option<String> {
+        if !self.synced.load(Ordering::Acquire) {
+            return Some("the Incident source has not synced yet".into());
+        }
+        const PROBE: Duration = Duration::from_secs(2);
+        match tokio::time::timeout(PROBE, self.store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Some(format!("the audit store does not answer: {error}")),
+            Err(_) => return Some("the audit store did not answer within 2 s".into()),
+        }
+        match tokio::time::timeout(PROBE, self.sandboxes.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(format!("the Docker engine does not answer: {error}")),
+            Err(_) => Some("the Docker engine did not answer within 2 s".into()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, readiness });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics to clients that ask for it (Prometheus does), the classic text format to the rest.
+async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, OPENMETRICS)],
+            state.metrics.openmetrics(),
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            state.metrics.prometheus_text(),
+        )
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.readiness.not_ready().await {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
