@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::audit::{Redactor, SessionRecord, Store};
+use crate::audit::{ChainCheck, Redactor, SessionRecord, Store};
 use crate::config::{AgentLimits, Config};
 use crate::cost::CostTable;
 use crate::incident::Incident;
@@ -53,6 +53,10 @@ pub enum Command {
     Sessions(ListArgs),
     /// Print a session's whole conversation: reasoning, commands, exit codes, outputs, summaries.
     Show(ShowArgs),
+    /// Stream a session as it happens, until it ends.
+    Follow(FollowArgs),
+    /// Check the audit trail.
+    Audit(AuditArgs),
 }
 
 /// Where the audit store is.
@@ -94,6 +98,38 @@ pub struct ShowArgs {
     /// Output format (`table` is the readable story).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Print whole outputs; by default a long output shows its first and last lines.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FollowArgs {
+    /// A session id, or an Incident as NAME or NAMESPACE/NAME (its newest session, or the next to
+    /// start).
+    pub target: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print whole outputs.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chains and name the first broken link; exits 1 if any is broken.
+    Verify {
+        /// One session; every session when left out.
+        session: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -491,12 +527,88 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<String> {
     let session = find_session(&store, &args.target).await?;
     let events = store.events(&session.id).await?;
     match args.output {
-        OutputFormat::Table => Ok(view::session_story(&session, &events)),
+        OutputFormat::Table => Ok(view::session_story(&session, &events, args.raw)),
         OutputFormat::Json | OutputFormat::Yaml => render(
             &serde_json::json!({"session": session, "events": events}),
             args.output,
         ),
     }
+}
+
+/// `opslab follow`: prints each event as the store gets it, and returns when the session ends.
+pub async fn follow(
+    args: FollowArgs,
+    out: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let store = open_existing(&args.store).await?;
+    // An Incident just filed may not have its session yet.
+    let waited_since = std::time::Instant::now();
+    let session = loop {
+        match find_session(&store, &args.target).await {
+            Ok(session) => break session,
+            Err(error) if waited_since.elapsed() > FOLLOW_WAIT_FOR_SESSION => return Err(error),
+            Err(_) => tokio::time::sleep(FOLLOW_POLL).await,
+        }
+    };
+    write!(out, "{}", view::session_header(&session))?;
+    out.flush()?;
+    let mut last_seq = 0;
+    loop {
+        let events = store.events_after(&session.id, last_seq).await?;
+        for event in &events {
+            write!(out, "\n{}", view::event_text(event, args.raw))?;
+            out.flush()?;
+            last_seq = event.seq;
+            if matches!(event.body, crate::audit::EventBody::SessionFinished { .. }) {
+                return Ok(());
+            }
+        }
+        if events.is_empty() {
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+}
+
+/// How often `follow` looks for new events.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How long `follow` waits for an Incident's first session.
+const FOLLOW_WAIT_FOR_SESSION: Duration = Duration::from_secs(60);
+
+/// `opslab audit verify`: the report, or an error carrying it when a chain is broken.
+pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::Result<String> {
+    let store = open_existing(&store).await?;
+    let sessions = match session {
+        Some(id) => vec![
+            store
+                .session(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no session {id:?} in the store"))?,
+        ],
+        None => store.sessions().await?,
+    };
+    let mut report = String::new();
+    let mut broken = 0;
+    for session in &sessions {
+        match store.verify(&session.id).await? {
+            ChainCheck::Intact { events } => {
+                report.push_str(&format!("ok      {} ({events} events)\n", session.id));
+            }
+            ChainCheck::Broken(link) => {
+                broken += 1;
+                report.push_str(&format!(
+                    "BROKEN  {}: first broken link at event {}: {}\n",
+                    session.id, link.seq, link.reason
+                ));
+            }
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!(
+            "{broken} of {} audit trails are broken:\n{report}",
+            sessions.len()
+        );
+    }
+    Ok(report)
 }
 
 async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionRecord> {

@@ -1,14 +1,19 @@
 //! The `opslab` binary: parse, set up logging, dispatch.
 
 use clap::Parser;
-use opslab::cli::{self, Cli, Command, GetResource};
+use opslab::cli::{self, AuditCommand, Cli, Command, GetResource};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_filter = match cli.command {
         Command::Controller(_) => "info",
-        Command::Crd | Command::Get(_) | Command::Sessions(_) | Command::Show(_) => "warn",
+        Command::Crd
+        | Command::Get(_)
+        | Command::Sessions(_)
+        | Command::Show(_)
+        | Command::Follow(_)
+        | Command::Audit(_) => "warn",
     };
     opslab::telemetry::init(cli.log_format, default_filter);
     let output = match cli.command {
@@ -23,6 +28,13 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Sessions(args) => cli::list_sessions(args).await?,
         Command::Show(args) => cli::show(args).await?,
+        Command::Follow(args) => {
+            cli::follow(args, &mut std::io::stdout()).await?;
+            return Ok(());
+        }
+        Command::Audit(audit) => match audit.command {
+            AuditCommand::Verify { session, store } => cli::audit_verify(session, store).await?,
+        },
     };
     print!("{output}");
     Ok(())

@@ -101,171 +101,216 @@ pub fn sessions_table(sessions: &[SessionRecord], now: jiff::Timestamp) -> Strin
 }
 
 /// `opslab show`: the whole conversation, in order: reasoning, commands, exit codes, durations,
-/// outputs and summaries.
-pub fn session_story(session: &SessionRecord, events: &[Event]) -> String {
-    let mut out = String::new();
+/// outputs and summaries. Without `raw`, long outputs show their first and last lines.
+pub fn session_story(session: &SessionRecord, events: &[Event], raw: bool) -> String {
+    let mut out = session_header(session);
+    for event in events {
+        out.push('\n');
+        out.push_str(&event_text(event, raw));
+    }
+    out
+}
+
+/// Who, what and how much, for the top of `show` and `follow`.
+pub fn session_header(session: &SessionRecord) -> String {
     let phase = if session.state == "running" {
         "Investigating".to_string()
     } else {
         session.phase.to_string()
     };
-    out.push_str(&format!(
-        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out\n",
+    format!(
+        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
         session.id,
         session.incident_namespace,
         session.incident_name,
         session.attempt,
         phase,
-        session.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        session
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
         session.started_at,
-        session.finished_at.as_deref().map(|f| format!(", finished {f}")).unwrap_or_default(),
+        session
+            .finished_at
+            .as_deref()
+            .map(|f| format!(", finished {f}"))
+            .unwrap_or_default(),
         session.turns,
         session.commands,
         session.input_tokens,
         session.output_tokens,
-    ));
-    for event in events {
-        out.push('\n');
-        let time = event.at.get(11..19).unwrap_or(&event.at);
-        let head = format!("#{} {time} ", event.seq);
-        match &event.body {
-            EventBody::SessionStarted {
-                spec,
-                model,
-                provider,
-                ..
-            } => {
-                out.push_str(&format!(
-                    "{head}session started with {provider} model {model}\n"
-                ));
-                out.push_str(&indent(&format!(
-                    "ticket: {} ({})",
-                    spec.title, spec.severity
-                )));
-                if !spec.description.is_empty() {
-                    out.push_str(&indent(&spec.description));
-                }
+        session.cost_usd,
+    )
+}
+
+/// Lines of output `show` prints from each end of a long output, unless `--raw`.
+const OUTPUT_LINES_KEPT: usize = 10;
+
+/// One event, for people.
+pub fn event_text(event: &Event, raw: bool) -> String {
+    let mut out = String::new();
+    let time = event.at.get(11..19).unwrap_or(&event.at);
+    let head = format!("#{} {time} ", event.seq);
+    match &event.body {
+        EventBody::SessionStarted {
+            spec,
+            model,
+            provider,
+            ..
+        } => {
+            out.push_str(&format!(
+                "{head}session started with {provider} model {model}\n"
+            ));
+            out.push_str(&indent(&format!(
+                "ticket: {} ({})",
+                spec.title, spec.severity
+            )));
+            if !spec.description.is_empty() {
+                out.push_str(&indent(&spec.description));
             }
-            EventBody::SandboxReady { container_id } => {
-                out.push_str(&format!(
-                    "{head}sandbox ready: {}\n",
-                    container_id.get(..12).unwrap_or(container_id)
-                ));
-            }
-            EventBody::LlmResponse {
-                turn,
-                content,
-                input_tokens,
-                output_tokens,
-                ..
-            } => {
-                out.push_str(&format!(
-                    "{head}model turn {turn} ({input_tokens} in / {output_tokens} out)\n"
-                ));
-                for block in content {
-                    match block {
-                        ContentBlock::Text { text } if !text.trim().is_empty() => {
-                            out.push_str(&indent(text));
-                        }
-                        ContentBlock::Text { .. } => {}
-                        ContentBlock::ToolUse { name, input, .. } => {
-                            let call = match name.as_str() {
-                                "shell" => format!(
-                                    "calls shell: {}",
-                                    input["command"].as_str().unwrap_or("?")
-                                ),
-                                other => format!("calls {other}"),
-                            };
-                            out.push_str(&indent(&call));
-                        }
-                        ContentBlock::ToolResult { .. } => {}
+        }
+        EventBody::SandboxReady { container_id } => {
+            out.push_str(&format!(
+                "{head}sandbox ready: {}\n",
+                container_id.get(..12).unwrap_or(container_id)
+            ));
+        }
+        EventBody::LlmResponse {
+            turn,
+            content,
+            input_tokens,
+            output_tokens,
+            ..
+        } => {
+            out.push_str(&format!(
+                "{head}model turn {turn} ({input_tokens} in / {output_tokens} out)\n"
+            ));
+            for block in content {
+                match block {
+                    ContentBlock::Text { text } if !text.trim().is_empty() => {
+                        out.push_str(&indent(text));
                     }
-                }
-            }
-            EventBody::LlmFailed { message } => {
-                out.push_str(&format!("{head}model API failed: {message}\n"));
-            }
-            EventBody::CommandStarted {
-                command,
-                reasoning,
-                timeout_seconds,
-                ..
-            } => {
-                out.push_str(&format!("{head}$ {}\n", printable(command)));
-                out.push_str(&indent(&format!("why: {reasoning}")));
-                out.push_str(&indent(&format!("timeout: {timeout_seconds}s")));
-            }
-            EventBody::CommandFinished {
-                exit_code,
-                duration_ms,
-                timed_out,
-                output,
-                output_bytes,
-                truncated,
-                ..
-            } => {
-                let status = match (timed_out, exit_code) {
-                    (true, _) => "timed out".to_string(),
-                    (false, Some(code)) => format!("exit {code}"),
-                    (false, None) => "not run".to_string(),
-                };
-                let cut = if *truncated { ", cut" } else { "" };
-                out.push_str(&format!(
-                    "{head}{status} after {:.1}s, {output_bytes} bytes of output{cut}\n",
-                    *duration_ms as f64 / 1000.0
-                ));
-                if !output.is_empty() {
-                    for line in output.lines() {
-                        out.push_str(&format!("    | {}\n", printable(line)));
+                    ContentBlock::Text { .. } => {}
+                    ContentBlock::ToolUse { name, input, .. } => {
+                        let call = match name.as_str() {
+                            "shell" => {
+                                format!("calls shell: {}", input["command"].as_str().unwrap_or("?"))
+                            }
+                            other => format!("calls {other}"),
+                        };
+                        out.push_str(&indent(&call));
                     }
+                    ContentBlock::ToolResult { .. } => {}
                 }
             }
-            EventBody::CommandInterrupted { reason, .. } => {
-                out.push_str(&format!("{head}command interrupted: {reason}\n"));
+        }
+        EventBody::LlmFailed { message } => {
+            out.push_str(&format!("{head}model API failed: {message}\n"));
+        }
+        EventBody::CommandStarted {
+            command,
+            reasoning,
+            timeout_seconds,
+            ..
+        } => {
+            out.push_str(&format!("{head}$ {}\n", printable(command)));
+            out.push_str(&indent(&format!("why: {reasoning}")));
+            out.push_str(&indent(&format!("timeout: {timeout_seconds}s")));
+        }
+        EventBody::CommandFinished {
+            exit_code,
+            duration_ms,
+            timed_out,
+            output,
+            output_bytes,
+            truncated,
+            ..
+        } => {
+            let status = match (timed_out, exit_code) {
+                (true, _) => "timed out".to_string(),
+                (false, Some(code)) => format!("exit {code}"),
+                (false, None) => "not run".to_string(),
+            };
+            let cut = if *truncated { ", cut" } else { "" };
+            out.push_str(&format!(
+                "{head}{status} after {:.1}s, {output_bytes} bytes of output{cut}\n",
+                *duration_ms as f64 / 1000.0
+            ));
+            out.push_str(&output_lines(output, raw));
+        }
+        EventBody::CommandInterrupted { reason, .. } => {
+            out.push_str(&format!("{head}command interrupted: {reason}\n"));
+        }
+        EventBody::OutputSummary { summary, model, .. } => {
+            out.push_str(&format!("{head}summary ({model}):\n"));
+            out.push_str(&indent(summary));
+        }
+        EventBody::ToolRejected { tool, error, .. } => {
+            out.push_str(&format!("{head}tool call {tool:?} rejected: {error}\n"));
+        }
+        EventBody::TicketUpdated { generation, spec } => {
+            out.push_str(&format!(
+                "{head}ticket updated (generation {generation}): {}\n",
+                spec.title
+            ));
+        }
+        EventBody::Reported { report, .. } => {
+            let outcome = serde_json::to_value(report.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!("{head}report: {outcome}\n"));
+            out.push_str(&indent(&format!("summary: {}", report.summary)));
+            if !report.root_cause.is_empty() {
+                out.push_str(&indent(&format!("root cause: {}", report.root_cause)));
             }
-            EventBody::OutputSummary { summary, model, .. } => {
-                out.push_str(&format!("{head}summary ({model}):\n"));
-                out.push_str(&indent(summary));
+            for action in &report.actions {
+                out.push_str(&indent(&format!("action: {action}")));
             }
-            EventBody::ToolRejected { tool, error, .. } => {
-                out.push_str(&format!("{head}tool call {tool:?} rejected: {error}\n"));
+            if !report.verification.is_empty() {
+                out.push_str(&indent(&format!("verification: {}", report.verification)));
             }
-            EventBody::TicketUpdated { generation, spec } => {
-                out.push_str(&format!(
-                    "{head}ticket updated (generation {generation}): {}\n",
-                    spec.title
-                ));
-            }
-            EventBody::Reported { report, .. } => {
-                let outcome = serde_json::to_value(report.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                out.push_str(&format!("{head}report: {outcome}\n"));
-                out.push_str(&indent(&format!("summary: {}", report.summary)));
-                if !report.root_cause.is_empty() {
-                    out.push_str(&indent(&format!("root cause: {}", report.root_cause)));
-                }
-                for action in &report.actions {
-                    out.push_str(&indent(&format!("action: {action}")));
-                }
-                if !report.verification.is_empty() {
-                    out.push_str(&indent(&format!("verification: {}", report.verification)));
-                }
-            }
-            EventBody::SessionFinished {
-                phase,
-                reason,
-                message,
-                ..
-            } => {
-                out.push_str(&format!(
-                    "{head}session finished: {phase} ({reason}): {message}\n"
-                ));
-            }
+        }
+        EventBody::SessionFinished {
+            phase,
+            reason,
+            message,
+            ..
+        } => {
+            out.push_str(&format!(
+                "{head}session finished: {phase} ({reason}): {message}\n"
+            ));
         }
     }
     out
+}
+
+/// A command's output, each line marked; without `raw`, only the first and last lines of a long one.
+fn output_lines(output: &str, raw: bool) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let keep = OUTPUT_LINES_KEPT;
+    let shown: Vec<String> = if raw || lines.len() <= 2 * keep {
+        lines
+            .iter()
+            .map(|line| format!("    | {}\n", printable(line)))
+            .collect()
+    } else {
+        let hidden = lines.len() - 2 * keep;
+        lines[..keep]
+            .iter()
+            .map(|line| format!("    | {}\n", printable(line)))
+            .chain(std::iter::once(format!(
+                "    | ... {hidden} lines hidden (--raw shows all)\n"
+            )))
+            .chain(
+                lines[lines.len() - keep..]
+                    .iter()
+                    .map(|line| format!("    | {}\n", printable(line))),
+            )
+            .collect()
+    };
+    shown.concat()
 }
 
 fn indent(text: &str) -> String {

@@ -34,19 +34,38 @@ pub struct Store {
 struct Inner {
     connection: Mutex<Connection>,
     redactor: Redactor,
+    /// `<store>.anchors`: every chain head, appended after its commit. The store's own rows cannot
+    /// rewrite it, so a trail cut short together with its session row is still found.
+    anchors: Mutex<std::fs::File>,
+    anchors_path: std::path::PathBuf,
 }
 
 impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub async fn open(path: &Path, redactor: Redactor) -> Result<Store, StoreError> {
         let path = path.to_path_buf();
-        let connection = tokio::task::spawn_blocking(move || open_connection(&path))
-            .await
-            .map_err(|error| StoreError::Task(error.to_string()))??;
+        let anchors = anchors_path(&path);
+        let anchors_file = anchors.clone();
+        let (connection, anchors_file) = tokio::task::spawn_blocking(move || {
+            let connection = open_connection(&path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&anchors_file)
+                .map_err(|source| StoreError::Io {
+                    path: anchors_file.clone(),
+                    source,
+                })?;
+            Ok::<_, StoreError>((connection, file))
+        })
+        .await
+        .map_err(|error| StoreError::Task(error.to_string()))??;
         Ok(Store {
             inner: Arc::new(Inner {
                 connection: Mutex::new(connection),
                 redactor,
+                anchors: Mutex::new(anchors_file),
+                anchors_path: anchors,
             }),
         })
     }
@@ -100,7 +119,7 @@ impl Store {
     /// Appends one event: redacted, numbered, chained, and projected, in one transaction.
     pub async fn append(&self, session_id: &str, body: EventBody) -> Result<Event, StoreError> {
         let session_id = session_id.to_string();
-        self.with(move |connection, redactor| {
+        let event = self.with(move |connection, redactor| {
             let mut value = serde_json::to_value(&body)?;
             redactor.redact_json(&mut value);
             let body_text = serde_json::to_string(&value)?;
@@ -140,7 +159,25 @@ impl Store {
                 hash,
             })
         })
-        .await
+        .await?;
+        self.anchor(&event)?;
+        Ok(event)
+    }
+
+    /// Appends the new chain head to the anchors file (one short line: an atomic append).
+    fn anchor(&self, event: &Event) -> Result<(), StoreError> {
+        use std::io::Write;
+        let line = format!("{} {} {}\n", event.session_id, event.seq, event.hash);
+        let mut file = self
+            .inner
+            .anchors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.write_all(line.as_bytes())
+            .map_err(|source| StoreError::Io {
+                path: self.inner.anchors_path.clone(),
+                source,
+            })
     }
 
     /// A session's events, in order.
@@ -186,8 +223,9 @@ impl Store {
     /// Recomputes the session's hash chain and compares it with the recorded head.
     pub async fn verify(&self, session_id: &str) -> Result<ChainCheck, StoreError> {
         let session_id = session_id.to_string();
+        let anchors_path = self.inner.anchors_path.clone();
         self.with(move |connection, _| {
-            let head: (i64, String) = connection
+            let recorded: (i64, String) = connection
                 .query_row(
                     "SELECT head_seq, head_hash FROM sessions WHERE id = ?1",
                     [&session_id],
@@ -195,6 +233,10 @@ impl Store {
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::UnknownSession(session_id.clone()))?;
+            // The anchored head wins: the session row could have been rewritten with the events.
+            let head = last_anchor(&anchors_path, &session_id)?
+                .filter(|(seq, _)| *seq >= recorded.0)
+                .unwrap_or(recorded);
             let mut statement = connection.prepare(
                 "SELECT seq, at, kind, body, hash FROM events WHERE session_id = ?1 ORDER BY rowid",
             )?;
@@ -379,6 +421,35 @@ impl Store {
         })
         .await
     }
+}
+
+fn anchors_path(store: &Path) -> std::path::PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".anchors");
+    std::path::PathBuf::from(name)
+}
+
+/// The last head anchored for the session, if any.
+fn last_anchor(path: &Path, session_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(text
+        .lines()
+        .rev()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let (session, seq, hash) = (parts.next()?, parts.next()?, parts.next()?);
+            (session == session_id).then(|| Some((seq.parse().ok()?, hash.to_string())))?
+        })
+        .next())
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {

@@ -1,6 +1,7 @@
 mod crd;
 mod llm;
 mod manifests;
+mod observe;
 mod sandbox;
 mod session;
 mod store;
