@@ -515,3 +515,44 @@ async fn audit_verify_names_the_first_broken_link() {
         "ok      intact (5 events)\n"
     );
 }
+
+/// JSON logs: every line about a session carries its incident and session ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_json_carry_incident_and_session_ids() {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            Turn::shell("echo logged", "one command"),
+            Turn::report("resolved", "done"),
+        ],
+    )
+    .await;
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .arg("--log-format", "json"),
+    );
+    controller.write_manifest("j.yaml", &manifest("j", "json logs", ""));
+    let incident = controller.wait_for_phase("j", Phase::Resolved, TIMEOUT);
+    let session_id = incident.status.unwrap().session_id.unwrap();
+    let logs = controller.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let session_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| {
+            line["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("opslab::session"))
+        })
+        .collect();
+    assert!(session_lines.len() >= 2, "{logs}");
+    for line in session_lines {
+        assert_eq!(line["span"]["session"], session_id.as_str(), "{line}");
+        assert_eq!(line["span"]["incident"], "default/j", "{line}");
+    }
+}
