@@ -181,6 +181,8 @@ async fn manifest_to_first_command() -> Stats {
             "off",
             "--sandbox-image",
             IMAGE,
+            "--listen",
+            "127.0.0.1:0",
         ])
         .arg("--instance")
         .arg(format!("bench-{}", uuid::Uuid::new_v4().simple()))
