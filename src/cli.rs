@@ -21,7 +21,7 @@ use crate::reconcile::Context;
 use crate::sandbox::{SandboxConfig, Sandboxes};
 use crate::server::{self, Readiness};
 use crate::session::SessionManager;
-use crate::source::files::{self, FilesSource};
+use crate::source::files::{self, FilesSource, WatchMode};
 use crate::telemetry::LogFormat;
 use crate::view::{self, OutputFormat};
 
@@ -137,6 +137,10 @@ pub struct ControllerArgs {
     /// The folder of Incident manifests to watch (files mode).
     #[arg(long, env = "OPSLAB_INCIDENTS")]
     pub incidents: PathBuf,
+    /// Re-scan the folder every this many milliseconds instead of watching its events: for network
+    /// filesystems and mounts that send no inotify events.
+    #[arg(long, env = "OPSLAB_POLL_INTERVAL_MS")]
+    pub poll_interval_ms: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// The model API to speak.
@@ -246,6 +250,7 @@ impl ControllerArgs {
         // Destructured so that a new flag cannot be left unhandled.
         let ControllerArgs {
             incidents,
+            poll_interval_ms,
             store,
             provider,
             model,
@@ -353,8 +358,14 @@ impl ControllerArgs {
                 secret_values.push(value);
             }
         }
+        let watch = match poll_interval_ms {
+            Some(0) => return Err("--poll-interval-ms must be at least 1".into()),
+            Some(millis) => WatchMode::Poll(Duration::from_millis(millis)),
+            None => WatchMode::Events,
+        };
         Ok(Config {
             incidents_dir: incidents,
+            watch,
             store_path: store.path,
             provider: ProviderConfig {
                 kind: provider,
@@ -452,7 +463,7 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         store = %config.store_path.display(),
         "controller started"
     );
-    let source = FilesSource::new(config.incidents_dir.clone());
+    let source = FilesSource::new(config.incidents_dir.clone(), config.watch);
     let result = source.run(ctx, wake_rx, shutdown.clone()).await;
     info!("stopping: sessions resume from the store at the next start");
     sessions.shutdown().await;

@@ -13,6 +13,7 @@ use crate::sandbox::SandboxConfig;
 pub struct Config {
     /// The folder of Incident manifests (files mode).
     pub incidents_dir: PathBuf,
+    pub watch: crate::source::files::WatchMode,
     pub store_path: PathBuf,
     pub provider: ProviderConfig,
     pub agent: AgentLimits,

@@ -52,8 +52,18 @@ struct Problem {
     message: String,
 }
 
+/// How changes in the folder are noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Filesystem events (inotify), debounced: changes are read within milliseconds.
+    Events,
+    /// A re-scan at this interval, for filesystems that send no events (NFS, some bind mounts).
+    Poll(Duration),
+}
+
 pub struct FilesSource {
     dir: PathBuf,
+    watch: WatchMode,
     /// What each manifest file yielded when last read.
     files: BTreeMap<PathBuf, manifest::Parsed>,
     known: BTreeMap<ObjectKey, Known>,
@@ -61,9 +71,10 @@ pub struct FilesSource {
 }
 
 impl FilesSource {
-    pub fn new(dir: PathBuf) -> FilesSource {
+    pub fn new(dir: PathBuf, watch: WatchMode) -> FilesSource {
         FilesSource {
             dir,
+            watch,
             files: BTreeMap::new(),
             known: BTreeMap::new(),
             problems: BTreeMap::new(),
@@ -82,20 +93,33 @@ impl FilesSource {
             source,
         })?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-            let _ = events_tx.send(result);
-        })
-        .map_err(|source| Error::Watch {
-            path: self.dir.clone(),
-            source,
-        })?;
-        debouncer
-            .watch(&self.dir, RecursiveMode::NonRecursive)
-            .map_err(|source| Error::Watch {
-                path: self.dir.clone(),
-                source,
-            })?;
-        info!(dir = %self.dir.display(), "watching for Incident manifests");
+        // Kept alive for the loop: dropping the debouncer stops the watch.
+        let _debouncer = match self.watch {
+            WatchMode::Events => {
+                let mut debouncer =
+                    new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+                        let _ = events_tx.send(result);
+                    })
+                    .map_err(|source| Error::Watch {
+                        path: self.dir.clone(),
+                        source,
+                    })?;
+                debouncer
+                    .watch(&self.dir, RecursiveMode::NonRecursive)
+                    .map_err(|source| Error::Watch {
+                        path: self.dir.clone(),
+                        source,
+                    })?;
+                Some(debouncer)
+            }
+            WatchMode::Poll(_) => None,
+        };
+        let polling = matches!(self.watch, WatchMode::Poll(_));
+        let mut poll = tokio::time::interval(match self.watch {
+            WatchMode::Poll(every) => every,
+            WatchMode::Events => RESYNC,
+        });
+        info!(dir = %self.dir.display(), watch = ?self.watch, "watching for Incident manifests");
 
         self.restore(&ctx).await?;
         self.rescan_all();
@@ -139,6 +163,10 @@ impl FilesSource {
                     Wake::All => self.reconcile_all(&ctx, &retry_tx).await,
                 },
                 Some(key) = retries.recv() => self.reconcile_key(&ctx, &key, &retry_tx).await,
+                _ = poll.tick(), if polling => {
+                    self.rescan_all();
+                    self.resolve(&ctx, &retry_tx).await;
+                }
                 _ = resync.tick() => {
                     self.rescan_all();
                     self.reconcile_all(&ctx, &retry_tx).await;

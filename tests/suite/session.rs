@@ -571,3 +571,29 @@ async fn session_survives_a_failing_summariser() {
         controller.logs()
     );
 }
+
+/// Polling instead of inotify (for mounts that send no events) sees new, changed and deleted files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_runs_with_a_polled_folder() {
+    let script = vec![
+        Turn::shell("echo polled", "look"),
+        Turn::report("resolved", "done"),
+    ];
+    let (_llm, controller) = start(script, |options| options.arg("--poll-interval-ms", 200)).await;
+    controller.write_manifest("poll.yaml", &manifest("poll", "seen by polling", ""));
+    controller.wait_for_phase("poll", Phase::Resolved, SESSION_TIMEOUT);
+    controller.remove_manifest("poll.yaml");
+    let deadline = std::time::Instant::now() + SESSION_TIMEOUT;
+    while controller.status_file("poll").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion was not seen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        controller.logs().contains("watch=Poll(200ms)"),
+        "{}",
+        controller.logs()
+    );
+}
