@@ -597,3 +597,37 @@ async fn session_runs_with_a_polled_folder() {
         controller.logs()
     );
 }
+
+/// Many Incidents at once, more than the session limit: each gets its own session and sandbox, and
+/// all end resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_many_incidents_at_once() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("hostname", "which sandbox am I in"),
+        Turn::report("resolved", "done"),
+    ];
+    let llm = FakeLlm::start_each(Protocol::Anthropic, script).await;
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .arg("--max-sessions", 3),
+    );
+    let names: Vec<String> = (0..6).map(|i| format!("many-{i}")).collect();
+    for name in &names {
+        controller.write_manifest(&format!("{name}.yaml"), &manifest(name, "one of many", ""));
+    }
+    let mut sandboxes = std::collections::BTreeSet::new();
+    for name in &names {
+        let incident = controller.wait_for_phase(name, Phase::Resolved, SESSION_TIMEOUT);
+        let status = incident.status.unwrap();
+        assert_eq!((status.commands, status.turns), (1, 2), "{name}");
+        let events = controller.events(status.session_id.as_deref().unwrap());
+        let ready = events
+            .iter()
+            .find(|e| e["kind"] == "sandbox_ready")
+            .unwrap();
+        sandboxes.insert(ready["container_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(sandboxes.len(), names.len(), "one sandbox per session");
+}

@@ -87,6 +87,8 @@ impl Turn {
 #[derive(Default)]
 struct State {
     script: VecDeque<Turn>,
+    /// Set by `start_each`: every conversation plays this script, indexed by its own progress.
+    each: Option<Vec<Turn>>,
     requests: Vec<Value>,
     summary_requests: Vec<Value>,
     served: usize,
@@ -101,14 +103,35 @@ pub struct FakeLlm {
 
 impl FakeLlm {
     pub async fn start(protocol: Protocol, script: Vec<Turn>) -> FakeLlm {
+        FakeLlm::serve(
+            protocol,
+            State {
+                script: script.into(),
+                ..State::default()
+            },
+        )
+        .await
+    }
+
+    /// Every conversation plays `script` on its own: the turn is chosen by how many answers the
+    /// conversation already holds, so any number of sessions can run at once.
+    pub async fn start_each(protocol: Protocol, script: Vec<Turn>) -> FakeLlm {
+        FakeLlm::serve(
+            protocol,
+            State {
+                each: Some(script),
+                ..State::default()
+            },
+        )
+        .await
+    }
+
+    async fn serve(protocol: Protocol, state: State) -> FakeLlm {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let address = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            script: script.into(),
-            ..State::default()
-        }));
+        let state = Arc::new(Mutex::new(state));
         let shared = state.clone();
         let server = tokio::spawn(async move {
             loop {
@@ -208,9 +231,14 @@ async fn answer(
             state.summary_requests.push(body);
             None
         } else {
+            let answered = answers_in(&body);
             state.requests.push(body);
             state.served += 1;
-            Some((state.script.pop_front(), state.served))
+            let turn = match &state.each {
+                Some(script) => script.get(answered).cloned(),
+                None => state.script.pop_front(),
+            };
+            Some((turn, state.served))
         }
     };
     let Some((turn, served)) = turn else {
@@ -255,6 +283,13 @@ async fn answer(
             )))
             .unwrap(),
         Some(Turn::Fault(Fault::ResetConnection)) => return Err(Reset),
+    })
+}
+
+/// How many model answers a conversation already holds.
+fn answers_in(body: &Value) -> usize {
+    body["messages"].as_array().map_or(0, |messages| {
+        messages.iter().filter(|m| m["role"] == "assistant").count()
     })
 }
 
