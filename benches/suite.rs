@@ -1,0 +1,747 @@
+//! The benchmark suite: every figure beside its baseline from the same run; writes BENCHMARKS.md.
+//!
+//! `cargo bench --bench suite` (needs the Docker engine and `scripts/build-images`).
+
+#[path = "../tests/support/fake_llm.rs"]
+#[allow(dead_code)]
+mod fake_llm;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use fake_llm::{FakeLlm, Protocol, Turn};
+use opslab::audit::{EventBody, NewSession, Redactor, Store};
+use opslab::incident::{Outcome, Phase};
+use opslab::sandbox::{SandboxConfig, SandboxOwner, Sandboxes};
+
+const IMAGE: &str = "opslab-sandbox:latest";
+const MANIFEST_RUNS: usize = 20;
+const EXEC_RUNS: usize = 50;
+const BURST_RUNS: usize = 3;
+const BURST_INCIDENTS: usize = 100;
+const BURST_CONCURRENCY: usize = 16;
+const IDLE_INCIDENTS: usize = 1000;
+const SCRAPE_SESSIONS: usize = 10_000;
+const STORE_APPENDS: usize = 2000;
+
+/// What a figure measures, for formatting.
+#[derive(Clone, Copy)]
+enum Unit {
+    Millis,
+    Seconds,
+    MiB,
+    Percent,
+}
+
+struct Stats {
+    samples: Vec<f64>,
+    unit: Unit,
+}
+
+impl Stats {
+    fn new(mut samples: Vec<f64>, unit: Unit) -> Stats {
+        assert!(!samples.is_empty());
+        samples.sort_by(f64::total_cmp);
+        Stats { samples, unit }
+    }
+
+    fn durations(samples: Vec<Duration>) -> Stats {
+        Stats::new(
+            samples.iter().map(Duration::as_secs_f64).collect(),
+            Unit::Millis,
+        )
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        self.samples[((self.samples.len() as f64 - 1.0) * q).round() as usize]
+    }
+
+    fn show(&self, value: f64) -> String {
+        match self.unit {
+            Unit::Millis => format!("{:.1} ms", value * 1000.0),
+            Unit::Seconds => format!("{value:.1} s"),
+            Unit::MiB => format!("{:.1} MiB", value / 1024.0 / 1024.0),
+            Unit::Percent => format!("{value:.2} %"),
+        }
+    }
+}
+
+struct Row {
+    measurement: String,
+    ours: Stats,
+    baseline: String,
+    base: Stats,
+}
+
+#[tokio::main]
+async fn main() {
+    require(
+        "docker",
+        &["info"],
+        "the benchmarks need a running Docker engine",
+    );
+    require(
+        "docker",
+        &["image", "inspect", IMAGE],
+        "run scripts/build-images first",
+    );
+
+    let mut rows = Vec::new();
+    eprintln!("manifest -> first command ...");
+    let inotify = manifest_to_first_command(None).await;
+    let polled = manifest_to_first_command(Some(1000)).await;
+    let container = sandbox_start_alone().await;
+    rows.push(Row {
+        measurement: "manifest written -> first command started".into(),
+        baseline: "the same, folder polled every 1 s".into(),
+        ours: Stats::durations(inotify.clone()),
+        base: Stats::durations(polled),
+    });
+    rows.push(Row {
+        measurement: "manifest written -> first command started".into(),
+        baseline: "sandbox create + start alone (no opslab)".into(),
+        ours: Stats::durations(inotify),
+        base: Stats::durations(container),
+    });
+    eprintln!("one command ...");
+    for command in ["true", "head -c 1000000 /dev/zero"] {
+        let (ours, cli) = exec_against_cli(command).await;
+        rows.push(Row {
+            measurement: format!("`{command}` through the sandbox"),
+            baseline: "`docker exec` CLI, same container".into(),
+            ours: Stats::durations(ours),
+            base: Stats::durations(cli),
+        });
+    }
+    eprintln!("burst ...");
+    let burst = burst().await;
+    rows.extend(burst);
+    eprintln!("idle ...");
+    rows.extend(idle().await);
+    eprintln!("store ...");
+    rows.push(store_appends().await);
+
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n").unwrap();
+    writeln!(
+        report,
+        "Written by `cargo bench --bench suite`; every figure beside its baseline from the same run.\n"
+    )
+    .unwrap();
+    writeln!(
+        report,
+        "- date: {}",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    )
+    .unwrap();
+    writeln!(report, "- machine: {}", machine()).unwrap();
+    writeln!(report).unwrap();
+    writeln!(
+        report,
+        "| measurement | runs | median | p95 | baseline | baseline median | baseline p95 | ratio (median) |"
+    )
+    .unwrap();
+    writeln!(report, "|---|---|---|---|---|---|---|---|").unwrap();
+    for row in &rows {
+        let (ours, base) = (&row.ours, &row.base);
+        writeln!(
+            report,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2}x |",
+            row.measurement,
+            ours.samples.len(),
+            ours.show(ours.quantile(0.5)),
+            ours.show(ours.quantile(0.95)),
+            row.baseline,
+            base.show(base.quantile(0.5)),
+            base.show(base.quantile(0.95)),
+            ours.quantile(0.5) / base.quantile(0.5),
+        )
+        .unwrap();
+    }
+    writeln!(report, "\n{}", NOTES.trim()).unwrap();
+    print!("{report}");
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"),
+        report,
+    )
+    .unwrap();
+}
+
+const NOTES: &str = "
+How to read it:
+- *manifest -> first command* is the time from renaming a manifest into the watched folder to the
+  `command_started` event of its session (both on this machine's clock), with a local model server that
+  answers at once. It includes the 20 ms debounce of the folder watch, the reconcile, the store writes,
+  creating and starting the sandbox container, and one model round trip. Against the same controller
+  polling its folder every second, the usual design; and against the container work alone, which is
+  most of it: what is left is what opslab adds on top of Docker.
+- *through the sandbox* is `Sandbox::exec` (create the exec, attach, stream, inspect) in process,
+  against the `docker exec` CLI, a new process each time.
+- *burst*: 100 manifests dropped at once, 3 commands each, at most 16 sessions at a time; the time until
+  every session has finished, and the controller's resident memory sampled every 50 ms during the burst
+  and 2 s after it. The baseline is a shell script doing the same container work (a container each,
+  three `docker exec`s, removal) with 16 at a time.
+- *idle*: the controller with 1,000 resolved Incidents it knows and no session running, sampled each
+  second for 10 s, against the same controller with an empty folder. The `/metrics` scrape time is taken
+  with 10,000 sessions in the store, against an empty store.
+- *store appends*: one event per transaction, durable in WAL mode with `synchronous=NORMAL`, through the
+  store API; the baseline is a bare `INSERT` per transaction on the same SQLite settings, without the
+  hash chain, redaction or projections. Batched appends and PostgreSQL are not measured yet.
+";
+
+fn require(program: &str, args: &[&str], message: &str) {
+    let ok = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(ok, "{message}");
+}
+
+fn machine() -> String {
+    let run = |script: &str| {
+        Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} cores ({}), {} memory, kernel {}, Docker {}",
+        run("nproc"),
+        run("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
+        run("free -h | awk '/Mem:/ {print $2}'"),
+        run("uname -r"),
+        run("docker version --format '{{.Server.Version}}'"),
+    )
+}
+
+/// A controller process for a benchmark, killed when dropped.
+struct Controller {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Controller {
+    fn start(llm: &FakeLlm, dir: tempfile::TempDir, extra: &[&str]) -> Controller {
+        let incidents = dir.path().join("incidents");
+        std::fs::create_dir_all(&incidents).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_opslab"))
+            .args([
+                "controller",
+                "--summary-model",
+                "off",
+                "--sandbox-image",
+                IMAGE,
+            ])
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--instance")
+            .arg(format!("bench-{}", uuid::Uuid::new_v4().simple()))
+            .arg("--incidents")
+            .arg(&incidents)
+            .arg("--store")
+            .arg(dir.path().join("opslab.db"))
+            .args(extra)
+            .env("ANTHROPIC_BASE_URL", llm.base_url())
+            .env("ANTHROPIC_API_KEY", "sk-ant-bench-0123456789")
+            .env("RUST_LOG", "warn,opslab::cli=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
+            .spawn()
+            .expect("the opslab binary starts");
+        let controller = Controller { child, dir };
+        controller.wait_ready();
+        controller
+    }
+
+    fn incidents(&self) -> PathBuf {
+        self.dir.path().join("incidents")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("opslab.db")
+    }
+
+    fn http(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default();
+            if let Some(address) = log
+                .lines()
+                .find_map(|line| line.split("address=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller did not start:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.http());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !http_ok(&url) {
+            assert!(
+                Instant::now() < deadline,
+                "the controller never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn drop_manifest(&self, name: &str) -> SystemTime {
+        let text = format!(
+            "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata: {{name: {name}}}\nspec: {{title: benchmark}}\n"
+        );
+        let staged = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&staged, text).unwrap();
+        let written = SystemTime::now();
+        std::fs::rename(&staged, self.incidents().join(format!("{name}.yaml"))).unwrap();
+        written
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_ok(url: &str) -> bool {
+    Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", url])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn query_store<T: rusqlite::types::FromSql>(store: &Path, sql: &str, param: &str) -> Option<T> {
+    let connection = rusqlite::Connection::open(store).ok()?;
+    connection.query_row(sql, [param], |row| row.get(0)).ok()
+}
+
+async fn manifest_to_first_command(poll_ms: Option<u64>) -> Vec<Duration> {
+    let script: Vec<Turn> = (0..MANIFEST_RUNS)
+        .flat_map(|_| {
+            [
+                Turn::shell("true", "measure"),
+                Turn::report("resolved", "done"),
+            ]
+        })
+        .collect();
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let poll = poll_ms.map(|ms| ms.to_string());
+    let extra: Vec<&str> = match &poll {
+        Some(ms) => vec!["--poll-interval-ms", ms],
+        None => vec![],
+    };
+    let controller = Controller::start(&llm, tempfile::tempdir().unwrap(), &extra);
+    let mut samples = Vec::new();
+    for run in 0..MANIFEST_RUNS {
+        let name = format!("bench-{run}");
+        let written = controller.drop_manifest(&name);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let first = loop {
+            assert!(Instant::now() < deadline, "{name}: no command within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+            let at: Option<String> = query_store(
+                &controller.store(),
+                "SELECT e.at FROM events e JOIN sessions s ON s.id = e.session_id \
+                 WHERE s.incident_name = ?1 AND e.kind = 'command_started' ORDER BY e.seq LIMIT 1",
+                &name,
+            );
+            if let Some(at) = at {
+                let at: jiff::Timestamp = at.parse().unwrap();
+                break SystemTime::UNIX_EPOCH + Duration::from_nanos(at.as_nanosecond() as u64);
+            }
+        };
+        samples.push(first.duration_since(written).unwrap_or_default());
+        // The next run starts from quiet.
+        while query_store::<String>(
+            &controller.store(),
+            "SELECT state FROM sessions WHERE incident_name = ?1",
+            &name,
+        )
+        .as_deref()
+            != Some("finished")
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    samples
+}
+
+fn sandboxes_config() -> SandboxConfig {
+    SandboxConfig {
+        instance: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        image: IMAGE.into(),
+        ..SandboxConfig::default()
+    }
+}
+
+fn owner(run: usize) -> SandboxOwner {
+    SandboxOwner {
+        incident_uid: "bench".into(),
+        incident_namespace: "default".into(),
+        incident_name: "bench".into(),
+        session_id: format!("bench-{run}-{}", uuid::Uuid::now_v7()),
+    }
+}
+
+async fn sandbox_start_alone() -> Vec<Duration> {
+    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let mut samples = Vec::new();
+    for run in 0..MANIFEST_RUNS {
+        let owner = owner(run);
+        let started = Instant::now();
+        sandboxes.ensure(&owner, &[]).await.unwrap();
+        samples.push(started.elapsed());
+        sandboxes.remove(&owner.session_id).await.unwrap();
+    }
+    samples
+}
+
+async fn exec_against_cli(command: &str) -> (Vec<Duration>, Vec<Duration>) {
+    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let owner = owner(0);
+    let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
+    let (mut ours, mut cli) = (Vec::new(), Vec::new());
+    for _ in 0..EXEC_RUNS {
+        let started = Instant::now();
+        let outcome = sandbox
+            .exec(command, Duration::from_secs(30))
+            .await
+            .unwrap();
+        ours.push(started.elapsed());
+        assert_eq!(outcome.exit_code, Some(0));
+        let started = Instant::now();
+        let status = Command::new("docker")
+            .args(["exec", &sandbox.container_id, "bash", "-lc", command])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        cli.push(started.elapsed());
+        assert!(status.success());
+    }
+    sandboxes.remove(&owner.session_id).await.unwrap();
+    (ours, cli)
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
+/// CPU time of a process so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|index| fields.get(*index)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+async fn burst() -> Vec<Row> {
+    let script = vec![
+        Turn::shell("true", "one"),
+        Turn::shell("true", "two"),
+        Turn::shell("true", "three"),
+        Turn::report("resolved", "done"),
+    ];
+    let llm = FakeLlm::start_each(Protocol::Anthropic, script).await;
+    let concurrency = BURST_CONCURRENCY.to_string();
+    let (mut times, mut peaks, mut afters, mut baselines) = (vec![], vec![], vec![], vec![]);
+    for run in 0..BURST_RUNS {
+        let controller = Controller::start(
+            &llm,
+            tempfile::tempdir().unwrap(),
+            &["--max-sessions", &concurrency],
+        );
+        let started = Instant::now();
+        for i in 0..BURST_INCIDENTS {
+            controller.drop_manifest(&format!("burst-{run}-{i}"));
+        }
+        let mut peak: f64 = 0.0;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            peak = peak.max(rss(controller.pid()));
+            let finished: Option<i64> = query_store(
+                &controller.store(),
+                "SELECT count(*) FROM sessions WHERE state = ?1",
+                "finished",
+            );
+            if finished == Some(BURST_INCIDENTS as i64) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the burst did not finish in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        times.push(started.elapsed().as_secs_f64());
+        peaks.push(peak);
+        std::thread::sleep(Duration::from_secs(2));
+        afters.push(rss(controller.pid()));
+        drop(controller);
+
+        let script = format!(
+            "seq {BURST_INCIDENTS} | xargs -P {BURST_CONCURRENCY} -I{{}} sh -c \
+             'id=$(docker run -d --init {IMAGE} sleep infinity) && \
+              for i in 1 2 3; do docker exec $id bash -lc true; done; docker rm -f $id >/dev/null'"
+        );
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        baselines.push(started.elapsed().as_secs_f64());
+    }
+    let seconds = |samples: &Vec<f64>| Stats::new(samples.clone(), Unit::Seconds);
+    vec![
+        Row {
+            measurement: format!(
+                "burst: {BURST_INCIDENTS} Incidents x 3 commands, {BURST_CONCURRENCY} at a time, until all finished"
+            ),
+            baseline: "shell script: the same containers and execs".into(),
+            ours: seconds(&times),
+            base: seconds(&baselines),
+        },
+        Row {
+            measurement: "burst: controller peak RSS during the burst".into(),
+            baseline: "2 s after the burst".into(),
+            ours: Stats::new(peaks, Unit::MiB),
+            base: Stats::new(afters, Unit::MiB),
+        },
+    ]
+}
+
+/// Fills a store with `count` finished sessions, and (when `manifests` is set) resolved Incidents
+/// the controller will recognise for the manifests written there.
+async fn seeded_store(store_path: &Path, manifests: Option<&Path>, count: usize) {
+    let store = Store::open(store_path, Redactor::default()).await.unwrap();
+    for i in 0..count {
+        let name = format!("idle-{i}");
+        let uid = uuid::Uuid::new_v4().to_string();
+        let id = uuid::Uuid::now_v7().to_string();
+        store
+            .create_session(NewSession {
+                id: id.clone(),
+                incident_uid: uid.clone(),
+                incident_namespace: "default".into(),
+                incident_name: name.clone(),
+                attempt: 1,
+                generation: 1,
+            })
+            .await
+            .unwrap();
+        let finished = EventBody::SessionFinished {
+            phase: Phase::Resolved,
+            outcome: Some(Outcome::Resolved),
+            reason: "Reported".into(),
+            message: "seeded".into(),
+        };
+        store.append(&id, finished).await.unwrap();
+        let Some(dir) = manifests else { continue };
+        let text = format!(
+            "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata: {{name: {name}}}\nspec: {{title: idle}}\n"
+        );
+        std::fs::write(dir.join(format!("{name}.yaml")), &text).unwrap();
+        let mut incident = opslab::source::manifest::parse(text.as_bytes())
+            .incidents
+            .remove(0);
+        incident.metadata.uid = Some(uid.clone());
+        incident.metadata.generation = Some(1);
+        use sha2::Digest;
+        let spec_hash = hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(&incident.spec).unwrap(),
+        ));
+        store
+            .put_incident(opslab::audit::IncidentRecord {
+                namespace: "default".into(),
+                name,
+                uid,
+                generation: 1,
+                spec_hash,
+                source: "files".into(),
+                incident: serde_json::to_value(&incident).unwrap(),
+                error: None,
+                updated_at: jiff::Timestamp::now().to_string(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// RSS and CPU samples, one a second for ten seconds.
+fn sample_idle(pid: u32) -> (Vec<f64>, Vec<f64>) {
+    let (mut rss_samples, mut cpu_samples) = (Vec::new(), Vec::new());
+    let mut cpu_before = cpu_seconds(pid);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let cpu_now = cpu_seconds(pid);
+        cpu_samples.push((cpu_now - cpu_before) * 100.0);
+        cpu_before = cpu_now;
+        rss_samples.push(rss(pid));
+    }
+    (rss_samples, cpu_samples)
+}
+
+fn scrape_times(http: &str) -> Vec<Duration> {
+    (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(http_ok(&format!("{http}/metrics")));
+            started.elapsed()
+        })
+        .collect()
+}
+
+async fn idle() -> Vec<Row> {
+    let llm = FakeLlm::start(Protocol::Anthropic, vec![]).await;
+    let busy_dir = tempfile::tempdir().unwrap();
+    let incidents = busy_dir.path().join("incidents");
+    std::fs::create_dir_all(&incidents).unwrap();
+    seeded_store(
+        &busy_dir.path().join("opslab.db"),
+        Some(&incidents),
+        IDLE_INCIDENTS,
+    )
+    .await;
+    let known = Controller::start(&llm, busy_dir, &[]);
+    // The first reconcile of every Incident rewrites its status; let it settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let (known_rss, known_cpu) = sample_idle(known.pid());
+    drop(known);
+    let empty = Controller::start(&llm, tempfile::tempdir().unwrap(), &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (empty_rss, empty_cpu) = sample_idle(empty.pid());
+    let empty_scrapes = scrape_times(&empty.http());
+    drop(empty);
+
+    let full_dir = tempfile::tempdir().unwrap();
+    seeded_store(&full_dir.path().join("opslab.db"), None, SCRAPE_SESSIONS).await;
+    let full = Controller::start(&llm, full_dir, &[]);
+    let full_scrapes = scrape_times(&full.http());
+    drop(full);
+    vec![
+        Row {
+            measurement: format!("idle: RSS with {IDLE_INCIDENTS} Incidents known, no session"),
+            baseline: "empty folder".into(),
+            ours: Stats::new(known_rss, Unit::MiB),
+            base: Stats::new(empty_rss, Unit::MiB),
+        },
+        Row {
+            measurement: format!("idle: CPU with {IDLE_INCIDENTS} Incidents known, no session"),
+            baseline: "empty folder".into(),
+            ours: Stats::new(known_cpu, Unit::Percent),
+            base: Stats::new(empty_cpu, Unit::Percent),
+        },
+        Row {
+            measurement: format!("GET /metrics with {SCRAPE_SESSIONS} sessions in the store"),
+            baseline: "empty store".into(),
+            ours: Stats::durations(full_scrapes),
+            base: Stats::durations(empty_scrapes),
+        },
+    ]
+}
+
+async fn store_appends() -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
+        .await
+        .unwrap();
+    store
+        .create_session(NewSession {
+            id: "bench".into(),
+            incident_uid: "u".into(),
+            incident_namespace: "default".into(),
+            incident_name: "bench".into(),
+            attempt: 1,
+            generation: 1,
+        })
+        .await
+        .unwrap();
+    let mut ours = Vec::new();
+    for i in 0..STORE_APPENDS {
+        let body = EventBody::CommandStarted {
+            tool_use_id: format!("t{i}"),
+            command: "systemctl status api".into(),
+            reasoning: "is the api up?".into(),
+            timeout_seconds: 120,
+        };
+        let started = Instant::now();
+        store.append("bench", body).await.unwrap();
+        ours.push(started.elapsed());
+    }
+    let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    raw.pragma_update(None, "journal_mode", "WAL").unwrap();
+    raw.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    raw.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        [],
+    )
+    .unwrap();
+    let mut bare = Vec::new();
+    for i in 0..STORE_APPENDS {
+        let started = Instant::now();
+        raw.execute(
+            "INSERT INTO events (seq, body) VALUES (?1, ?2)",
+            rusqlite::params![
+                i as i64,
+                r#"{"kind":"command_started","command":"systemctl status api"}"#
+            ],
+        )
+        .unwrap();
+        bare.push(started.elapsed());
+    }
+    let p99 = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        sorted[(sorted.len() * 99) / 100]
+    };
+    eprintln!(
+        "store append p99: {:?} (bare insert p99: {:?}); throughput {:.0}/s (bare {:.0}/s)",
+        p99(&ours),
+        p99(&bare),
+        STORE_APPENDS as f64 / ours.iter().sum::<Duration>().as_secs_f64(),
+        STORE_APPENDS as f64 / bare.iter().sum::<Duration>().as_secs_f64(),
+    );
+    Row {
+        measurement: format!(
+            "SQLite: append one event, durable (p99 {:.2} ms)",
+            p99(&ours).as_secs_f64() * 1000.0
+        ),
+        baseline: format!(
+            "bare INSERT per transaction (p99 {:.2} ms)",
+            p99(&bare).as_secs_f64() * 1000.0
+        ),
+        ours: Stats::durations(ours),
+        base: Stats::durations(bare),
+    }
+}
