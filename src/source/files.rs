@@ -41,13 +41,11 @@ struct Known {
     /// The Incident with the controller-kept metadata and its last status.
     incident: Incident,
     spec_hash: String,
-    path: PathBuf,
 }
 
 /// A problem with a manifest, shown as its own row (named after the file) in `opslab get incidents`.
 #[derive(Clone, Debug, PartialEq)]
 struct Problem {
-    key: ObjectKey,
     path: PathBuf,
     message: String,
 }
@@ -187,11 +185,11 @@ impl FilesSource {
             let key = ObjectKey::new(&record.namespace, &record.name);
             if record.error.is_some() && record.uid.is_empty() {
                 // A manifest problem: it is reported afresh by the scan, or dropped with its file.
+                // Its path is unknown here; a problem still there is reported again by the scan.
                 self.problems.insert(
-                    key.clone(),
+                    key,
                     Problem {
-                        key,
-                        path: PathBuf::from(&record.source),
+                        path: PathBuf::new(),
                         message: record.error.unwrap_or_default(),
                     },
                 );
@@ -204,7 +202,6 @@ impl FilesSource {
                         Known {
                             incident,
                             spec_hash: record.spec_hash,
-                            path: PathBuf::new(),
                         },
                     );
                 }
@@ -312,7 +309,6 @@ impl FilesSource {
             let spec_hash = spec_hash(&incident);
             match self.known.get_mut(&key) {
                 Some(known) if known.spec_hash == spec_hash => {
-                    known.path = path;
                     let labels_changed = known.incident.metadata.labels != incident.metadata.labels
                         || known.incident.metadata.annotations != incident.metadata.annotations;
                     if labels_changed {
@@ -331,7 +327,6 @@ impl FilesSource {
                     known.incident.metadata.annotations = incident.metadata.annotations;
                     known.incident.spec = incident.spec;
                     known.spec_hash = spec_hash;
-                    known.path = path;
                     changed.push(key);
                 }
                 None => {
@@ -352,7 +347,6 @@ impl FilesSource {
                         Known {
                             incident,
                             spec_hash,
-                            path,
                         },
                     );
                     changed.push(key);
@@ -547,9 +541,8 @@ fn resolve(dir: &Path, files: &BTreeMap<PathBuf, manifest::Parsed>) -> Resolved 
                     .to_string();
                 let problem_key = ObjectKey::new("", format!("{file}:{}", key.name));
                 resolved.problems.insert(
-                    problem_key.clone(),
+                    problem_key,
                     Problem {
-                        key: problem_key,
                         path: path.clone(),
                         message: format!(
                             "duplicate Incident {key}: it is already defined in {first}"
@@ -577,9 +570,8 @@ fn resolve(dir: &Path, files: &BTreeMap<PathBuf, manifest::Parsed>) -> Resolved 
             }
             let key = ObjectKey::new("", label);
             resolved.problems.insert(
-                key.clone(),
+                key,
                 Problem {
-                    key,
                     path: path.clone(),
                     message: error.to_string(),
                 },
