@@ -631,3 +631,40 @@ async fn session_many_incidents_at_once() {
     }
     assert_eq!(sandboxes.len(), names.len(), "one sandbox per session");
 }
+
+/// SIGTERM (a deploy, `docker stop`) stops the controller at once and cleanly; the session resumes
+/// at the next start, its running command recorded as interrupted, not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumes_after_a_graceful_stop() {
+    let script = vec![
+        Turn::shell("sleep 20", "a long command the stop interrupts"),
+        Turn::report("resolved", "resumed after the stop"),
+    ];
+    let (llm, mut controller) = start(script, |options| options).await;
+    controller.write_manifest("stop.yaml", &manifest("stop", "graceful stop", ""));
+    controller.wait_for_commands("stop", 1, SESSION_TIMEOUT);
+    let stopped = std::time::Instant::now();
+    let status = controller.terminate();
+    assert!(status.success(), "the controller exited with {status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "the stop took {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        controller.logs().contains("sessions resume from the store"),
+        "{}",
+        controller.logs()
+    );
+    controller.start_again();
+    let incident = controller.wait_for_phase("stop", Phase::Resolved, SESSION_TIMEOUT);
+    let events = controller.events(incident.status.unwrap().session_id.as_deref().unwrap());
+    assert_eq!(count(&events, "command_started"), 1, "{:?}", kinds(&events));
+    assert_eq!(
+        count(&events, "command_interrupted"),
+        1,
+        "{:?}",
+        kinds(&events)
+    );
+    assert!(llm.requests()[1].to_string().contains("INTERRUPTED"));
+}

@@ -113,6 +113,23 @@ impl Controller {
         }
     }
 
+    /// SIGTERM, as `docker stop` or a service manager sends; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the controller runs");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = child.wait().unwrap();
+        self.child = None;
+        status
+    }
+
+    /// Starts the controller again on the same folder and store.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the controller still runs");
+        self.spawn();
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
