@@ -4,8 +4,18 @@ use clap::Parser;
 use opslab::cli::{self, AuditCommand, Cli, Command, GetResource};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes, without a backtrace: for people, not debuggers.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let default_filter = match cli.command {
         Command::Controller(_) => "info",
         Command::Crd
