@@ -236,6 +236,15 @@ pub struct ControllerArgs {
     /// Process limit of a sandbox.
     #[arg(long, env = "OPSLAB_SANDBOX_PIDS", default_value_t = 256)]
     pub sandbox_pids: i64,
+    /// The only Linux capabilities a sandbox keeps (comma-separated); all others are dropped.
+    /// NET_RAW is what ping needs.
+    #[arg(
+        long,
+        env = "OPSLAB_SANDBOX_CAPABILITIES",
+        value_delimiter = ',',
+        default_value = "NET_RAW"
+    )]
+    pub sandbox_capabilities: Vec<String>,
     /// Bytes kept from the start and from the end of a command's output.
     #[arg(long, env = "OPSLAB_OUTPUT_KEEP_BYTES", default_value_t = 16 * 1024)]
     pub output_keep_bytes: usize,
@@ -277,6 +286,7 @@ impl ControllerArgs {
             sandbox_memory_mb,
             sandbox_cpus,
             sandbox_pids,
+            sandbox_capabilities,
             output_keep_bytes,
             secret_env,
         } = self;
@@ -394,6 +404,11 @@ impl ControllerArgs {
                 memory_bytes: sandbox_memory_mb * 1024 * 1024,
                 nano_cpus: (sandbox_cpus * 1e9) as i64,
                 pids_limit: sandbox_pids,
+                capabilities: sandbox_capabilities
+                    .into_iter()
+                    .map(|capability| capability.trim().to_ascii_uppercase())
+                    .filter(|capability| !capability.is_empty())
+                    .collect(),
                 docker_socket: (docker_socket != "none").then(|| PathBuf::from(docker_socket)),
                 output_head_bytes: output_keep_bytes,
                 output_tail_bytes: output_keep_bytes,

@@ -56,6 +56,8 @@ pub struct SandboxConfig {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub pids_limit: i64,
+    /// The only capabilities the sandbox keeps; all others are dropped.
+    pub capabilities: Vec<String>,
     /// The Docker socket on the host, bind-mounted at /var/run/docker.sock; None mounts nothing.
     pub docker_socket: Option<PathBuf>,
     /// Bytes of output kept from the start and from the end of a command's output.
@@ -71,6 +73,9 @@ impl Default for SandboxConfig {
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
             pids_limit: 256,
+            // ping: iputils' ping carries the NET_RAW file capability and cannot even be executed
+            // without it in the bounding set (no-new-privileges then keeps it from being raised).
+            capabilities: vec!["NET_RAW".into()],
             docker_socket: Some(PathBuf::from("/var/run/docker.sock")),
             output_head_bytes: 16 * 1024,
             output_tail_bytes: 16 * 1024,
@@ -290,6 +295,8 @@ fn container_body(
             nano_cpus: Some(config.nano_cpus),
             pids_limit: Some(config.pids_limit),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(config.capabilities.clone()),
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
             binds,
@@ -476,5 +483,7 @@ mod tests {
             ])
         );
         assert_eq!(host.init, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.cap_add, Some(vec!["NET_RAW".to_string()]));
     }
 }

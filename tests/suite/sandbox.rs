@@ -95,7 +95,7 @@ async fn sandbox_runs_commands_with_their_exit_codes() {
     // A login shell, and the docker CLI is there.
     let tools = test
         .run(
-            "shopt -q login_shell && echo login; command -v docker curl jq dig ping ip ps",
+            "shopt -q login_shell && echo login; command -v docker curl jq dig ping ip ps && ping -c1 -W2 127.0.0.1",
             SHORT,
         )
         .await;
@@ -218,6 +218,8 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
         host["SecurityOpt"],
         serde_json::json!(["no-new-privileges:true"])
     );
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(host["CapAdd"], serde_json::json!(["NET_RAW"]));
     let networks = container["NetworkSettings"]["Networks"]
         .as_object()
         .unwrap();
