@@ -668,3 +668,98 @@ async fn session_resumes_after_a_graceful_stop() {
     );
     assert!(llm.requests()[1].to_string().contains("INTERRUPTED"));
 }
+
+/// 200 seeded secrets of every known shape and configured values, placed in command output,
+/// environment variables and files, never reach the store, the logs, the status or the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_redacts_two_hundred_seeded_secrets() {
+    docker::require_sandbox_image();
+    let body = |i: usize, length: usize| {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        (0..length)
+            .map(|j| alphabet[(i * 7919 + j * 104_729) % alphabet.len()] as char)
+            .collect::<String>()
+    };
+    let configured = "opslab-seeded-db-password-7f3a9c";
+    let secrets: Vec<String> = (0..200)
+        .map(|i| match i % 8 {
+            0 => format!("sk-ant-api03-{}", body(i, 40)),
+            1 => format!("sk-proj-{}", body(i, 40)),
+            2 => format!("AKIA{}", body(i, 16)),
+            3 => format!("ghp_{}", body(i, 36)),
+            4 => format!("xoxb-{}", body(i, 24)),
+            5 => format!("Bearer {}", body(i, 32)),
+            6 => format!("postgres://admin:{}@db:5432/app", body(i, 16)),
+            _ => format!("{configured}-{i}"),
+        })
+        .collect();
+    // A third in output, a third in environment variables, a third in a file.
+    let mut script = String::from("set -e\n");
+    for (i, secret) in secrets.iter().enumerate() {
+        match i % 3 {
+            0 => script.push_str(&format!("echo 'out {secret}'\n")),
+            1 => script.push_str(&format!("export SEEDED_{i}='{secret}'\n")),
+            _ => script.push_str(&format!("echo '{secret}' >> /tmp/seeded.txt\n")),
+        }
+    }
+    script.push_str("env | grep SEEDED_ | sort\ncat /tmp/seeded.txt\n");
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            Turn::shell(&script, "print the secrets"),
+            Turn::report("resolved", "done"),
+        ],
+    )
+    .await;
+    // The configured values come from the controller's environment, named by --secret-env.
+    let controller = Controller::start_with_env(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "fake-summary")
+            .arg("--secret-env", "OPSLAB_TEST_DB_PASSWORD"),
+        &[("OPSLAB_TEST_DB_PASSWORD", configured)],
+    );
+    controller.write_manifest("seeded.yaml", &manifest("seeded", "secrets everywhere", ""));
+    let incident = controller.wait_for_phase("seeded", Phase::Resolved, SESSION_TIMEOUT);
+    let events = controller.events(incident.status.unwrap().session_id.as_deref().unwrap());
+    let output = events
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .and_then(|event| event["output"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(output.matches("[REDACTED:").count() >= 200, "{output}");
+    let mut store_bytes = String::new();
+    for entry in std::fs::read_dir(controller.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            store_bytes.push_str(&String::from_utf8_lossy(&std::fs::read(path).unwrap()));
+        }
+    }
+    let places = [
+        ("the model", serde_json::to_string(&llm.requests()).unwrap()),
+        (
+            "the summary model",
+            serde_json::to_string(&llm.summary_requests()).unwrap(),
+        ),
+        ("the store and logs on disk", store_bytes),
+        (
+            "the status file",
+            std::fs::read_to_string(controller.status_file("seeded")).unwrap(),
+        ),
+    ];
+    for secret in &secrets {
+        // What must not leak: the secret part, not the context kept around it.
+        let needle = if let Some(token) = secret.strip_prefix("Bearer ") {
+            token
+        } else if let Some(rest) = secret.strip_prefix("postgres://admin:") {
+            rest.split('@').next().unwrap()
+        } else if secret.starts_with(configured) {
+            configured
+        } else {
+            secret.as_str()
+        };
+        for (place, text) in &places {
+            assert!(!text.contains(needle), "{secret:?} reached {place}");
+        }
+    }
+}

@@ -36,6 +36,8 @@ impl Options {
 pub struct Controller {
     pub dir: tempfile::TempDir,
     options: Options,
+    /// Extra environment for the controller process.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     starts: usize,
     /// Unique per test, so that controllers running at once never collect each other's sandboxes.
@@ -44,11 +46,19 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(options: Options) -> Controller {
+        Controller::start_with_env(options, &[])
+    }
+
+    pub fn start_with_env(options: Options, env: &[(&str, &str)]) -> Controller {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::create_dir(dir.path().join("incidents")).unwrap();
         let mut controller = Controller {
             dir,
             options,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             starts: 0,
             instance: format!("test-{}", uuid::Uuid::new_v4().simple()),
@@ -91,6 +101,7 @@ impl Controller {
             .env_remove("OPSLAB_MODEL")
             .env_remove("OPSLAB_SUMMARY_MODEL")
             .env("RUST_LOG", "info,opslab=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
