@@ -1,4 +1,4 @@
-//! The library's error type. `anyhow` is used only in `main`.
+//! The library's error type. `anyhow` is used only in the binary (`main`, `cli`, `commands`).
 
 use crate::audit::StoreError;
 use crate::sandbox::SandboxError;

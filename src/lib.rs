@@ -2,7 +2,6 @@
 //! sessions that run shell commands in Docker sandboxes.
 
 pub mod audit;
-pub mod cli;
 pub mod config;
 pub mod cost;
 mod error;

@@ -1,7 +1,11 @@
-//! The `opslab` binary: parse, set up logging, dispatch.
+//! The `opslab` binary: parse, set up logging, dispatch. The command line and its handlers live here,
+//! beside the library, so that `anyhow` stays out of it.
+
+mod cli;
+mod commands;
 
 use clap::Parser;
-use opslab::cli::{self, AuditCommand, Cli, Command, GetResource};
+use cli::{AuditCommand, Cli, Command, GetResource};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -29,21 +33,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let output = match cli.command {
         Command::Controller(args) => {
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            cli::run_controller(config).await?;
+            commands::run_controller(config).await?;
             return Ok(());
         }
-        Command::Crd => cli::crd_yaml()?,
+        Command::Crd => commands::crd_yaml()?,
         Command::Get(get) => match get.resource {
-            GetResource::Incidents(args) => cli::get_incidents(args).await?,
+            GetResource::Incidents(args) => commands::get_incidents(args).await?,
         },
-        Command::Sessions(args) => cli::list_sessions(args).await?,
-        Command::Show(args) => cli::show(args).await?,
+        Command::Sessions(args) => commands::list_sessions(args).await?,
+        Command::Show(args) => commands::show(args).await?,
         Command::Follow(args) => {
-            cli::follow(args, &mut std::io::stdout()).await?;
+            commands::follow(args, &mut std::io::stdout()).await?;
             return Ok(());
         }
         Command::Audit(audit) => match audit.command {
-            AuditCommand::Verify { session, store } => cli::audit_verify(session, store).await?,
+            AuditCommand::Verify { session, store } => {
+                commands::audit_verify(session, store).await?
+            }
         },
     };
     print!("{output}");
