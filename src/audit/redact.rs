@@ -58,12 +58,17 @@ const SHAPES: &[(&str, &str, &str)] = &[
 /// Values shorter than this are not redacted: they would shred ordinary text.
 const MIN_SECRET_LEN: usize = 4;
 
+/// A marker this redactor wrote. Matched ahead of the configured values and kept as it is, so a
+/// value that occurs inside a marker (`secret`, `password`) cannot rewrite it: redaction stays
+/// idempotent.
+const MARKER: &str = r"\[REDACTED:[a-z\-]+\]";
+
 #[derive(Clone, Debug)]
 pub struct Redactor {
     /// A quick test: does any shape match at all?
     any: RegexSet,
     shapes: Vec<(Regex, &'static str)>,
-    /// The configured secret values, as one alternation, longest first.
+    /// The configured secret values, as one alternation, longest first, after [`MARKER`] (group 1).
     values: Option<Regex>,
 }
 
@@ -95,8 +100,9 @@ impl Redactor {
         values.sort_by_key(|value| std::cmp::Reverse(value.len()));
         values.dedup();
         let values = (!values.is_empty()).then(|| {
-            let alternation: Vec<String> =
-                values.iter().map(|value| regex::escape(value)).collect();
+            let alternation: Vec<String> = std::iter::once(format!("({MARKER})"))
+                .chain(values.iter().map(|value| regex::escape(value)))
+                .collect();
             Regex::new(&alternation.join("|")).expect("escaped values form a valid regex")
         });
         Redactor {
@@ -116,7 +122,14 @@ impl Redactor {
         if let Some(values) = &self.values
             && values.is_match(&text)
         {
-            text = Cow::Owned(values.replace_all(&text, "[REDACTED:secret]").into_owned());
+            let replaced = values.replace_all(&text, |found: &regex::Captures<'_>| {
+                if found.get(1).is_some() {
+                    found[0].to_string()
+                } else {
+                    "[REDACTED:secret]".to_string()
+                }
+            });
+            text = Cow::Owned(replaced.into_owned());
         }
         if !self.any.is_match(&text) {
             return text;
@@ -236,6 +249,19 @@ mod tests {
     fn redaction_is_idempotent() {
         let redactor = Redactor::new(vec!["s3cret-value".into()]);
         let once = redactor.redact("s3cret-value Bearer abcdefghijkl sk-ant-0123456789abcdef");
+        assert_eq!(redactor.redact(&once), once);
+    }
+
+    #[test]
+    fn configured_values_never_rewrite_a_marker() {
+        // Values that occur inside the markers themselves.
+        let redactor = Redactor::new(vec!["password".into(), "secret".into(), "REDACTED".into()]);
+        let once =
+            redactor.redact("postgres://app:password@db/x, secret, a sk-ant-0123456789abcdef");
+        assert_eq!(
+            once,
+            "postgres://app:[REDACTED:password]@db/x, [REDACTED:secret], a [REDACTED:anthropic-key]"
+        );
         assert_eq!(redactor.redact(&once), once);
     }
 
