@@ -234,7 +234,7 @@ impl Store {
                 .optional()?
                 .ok_or_else(|| StoreError::UnknownSession(session_id.clone()))?;
             // The anchored head wins: the session row could have been rewritten with the events.
-            let head = last_anchor(&anchors_path, &session_id)?
+            let head = highest_anchor(&anchors_path, &session_id)?
                 .filter(|(seq, _)| *seq >= recorded.0)
                 .unwrap_or(recorded);
             let mut statement = connection.prepare(
@@ -429,8 +429,9 @@ fn anchors_path(store: &Path) -> std::path::PathBuf {
     std::path::PathBuf::from(name)
 }
 
-/// The last head anchored for the session, if any.
-fn last_anchor(path: &Path, session_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+/// The highest head anchored for the session, if any. Not the last line: two appends (from two
+/// tasks, or two processes) may write their anchors in the other order than they committed.
+fn highest_anchor(path: &Path, session_id: &str) -> Result<Option<(i64, String)>, StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -443,13 +444,13 @@ fn last_anchor(path: &Path, session_id: &str) -> Result<Option<(i64, String)>, S
     };
     Ok(text
         .lines()
-        .rev()
         .filter_map(|line| {
             let mut parts = line.split(' ');
             let (session, seq, hash) = (parts.next()?, parts.next()?, parts.next()?);
-            (session == session_id).then(|| Some((seq.parse().ok()?, hash.to_string())))?
+            (session == session_id).then(|| Some((seq.parse::<i64>().ok()?, hash)))?
         })
-        .next())
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(seq, hash)| (seq, hash.to_string())))
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {

@@ -164,6 +164,8 @@ async fn store_a_session_life_is_projected() {
         events.iter().map(|e| e.body.clone()).collect::<Vec<_>>(),
         bodies
     );
+    assert_eq!(store.events_after("s1", 8).await.unwrap(), events[8..]);
+    assert_eq!(store.events_after("s1", 10).await.unwrap(), vec![]);
     assert_eq!(
         store.verify("s1").await.unwrap(),
         ChainCheck::Intact { events: 10 }
@@ -273,14 +275,36 @@ async fn store_secrets_never_reach_the_file() {
         "AKIAIOSFODNN7EXAMPLE",
         "ghp_0123456789abcdefghijABCDEFGHIJklmnopqr",
         "p4ssw0rd-configured",
+        "xoxb-1234567890-SLACKSLACKSLACK",
+        "hunter2hunter2",
     ];
+    let spec: IncidentSpec = serde_json::from_value(json!({
+        "title": format!("login fails with {}", secrets[4]),
+        "description": format!("db at postgres://app:{}@db:5432/app", secrets[5]),
+    }))
+    .unwrap();
     store
         .append(
             "s",
-            command(
-                "t1",
-                &format!("curl -H 'x-api-key: {}' http://x", secrets[0]),
-            ),
+            EventBody::SessionStarted {
+                generation: 1,
+                spec: spec.clone(),
+                model: "m".into(),
+                provider: "anthropic".into(),
+                sandbox_image: "img".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            "s",
+            EventBody::CommandStarted {
+                tool_use_id: "t1".into(),
+                command: format!("curl -H 'x-api-key: {}' http://x", secrets[0]),
+                reasoning: format!("the key {} from the ticket", secrets[3]),
+                timeout_seconds: 120,
+            },
         )
         .await
         .unwrap();
@@ -301,9 +325,33 @@ async fn store_secrets_never_reach_the_file() {
         ),
         other => panic!("{other:?}"),
     }
+    store
+        .append(
+            "s",
+            EventBody::TicketUpdated {
+                generation: 2,
+                spec,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_incident(opslab::audit::IncidentRecord {
+            namespace: "default".into(),
+            name: "api-down".into(),
+            uid: "uid-1".into(),
+            generation: 2,
+            spec_hash: "h".into(),
+            source: "files".into(),
+            incident: json!({"spec": {"title": secrets[1], "description": secrets[2]}}),
+            error: Some(format!("bad manifest near {}", secrets[3])),
+            updated_at: "T".into(),
+        })
+        .await
+        .unwrap();
     assert_eq!(
         store.verify("s").await.unwrap(),
-        ChainCheck::Intact { events: 2 }
+        ChainCheck::Intact { events: 4 }
     );
     drop(store);
     // Checkpoint the WAL into the main file, then read every byte on disk.
@@ -344,4 +392,85 @@ async fn store_incidents_upsert_list_and_delete() {
     assert_eq!(store.incident("default", "x").await.unwrap(), Some(updated));
     store.delete_incident("default", "x").await.unwrap();
     assert_eq!(store.incidents().await.unwrap(), vec![]);
+}
+
+/// Two appends may write their anchors out of order (from two tasks or two processes): the highest
+/// anchored head counts, so a tail cut back to the stale anchor together with the session row is
+/// still found.
+#[tokio::test]
+async fn store_a_stale_anchor_line_does_not_hide_a_cut_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    new_session(&store, "s").await;
+    let mut events = Vec::new();
+    for i in 0..5 {
+        events.push(
+            store
+                .append("s", command(&format!("t{i}"), "true"))
+                .await
+                .unwrap(),
+        );
+    }
+    // The anchor of event 4 lands after the one of event 5.
+    let anchors = dir.path().join("audit.db.anchors");
+    let mut text = std::fs::read_to_string(&anchors).unwrap();
+    text.push_str(&format!("s 4 {}\n", events[3].hash));
+    std::fs::write(&anchors, text).unwrap();
+    assert_eq!(
+        store.verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 5 }
+    );
+
+    let connection = raw(&dir);
+    connection
+        .execute_batch(
+            "DROP TRIGGER events_no_delete;
+             DELETE FROM events WHERE session_id = 's' AND seq = 5;",
+        )
+        .unwrap();
+    connection
+        .execute(
+            "UPDATE sessions SET head_seq = 4, head_hash = ?1 WHERE id = 's'",
+            [&events[3].hash],
+        )
+        .unwrap();
+    match store.verify("s").await.unwrap() {
+        ChainCheck::Broken(broken) => assert_eq!(broken.seq, 5, "{}", broken.reason),
+        ChainCheck::Intact { events } => panic!("the cut tail was not found ({events} intact)"),
+    }
+}
+
+#[tokio::test]
+async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let error = store
+        .append("nope", command("t", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "no session nope in the store");
+    assert!(store.session("nope").await.unwrap().is_none());
+    assert!(store.verify("nope").await.is_err());
+
+    new_session(&store, "s").await;
+    for i in 0..3 {
+        store
+            .append("s", command(&format!("t{i}"), "true"))
+            .await
+            .unwrap();
+    }
+    let connection = raw(&dir);
+    connection
+        .execute_batch(
+            "DROP TRIGGER events_no_update;
+             UPDATE events SET body = '{\"kind\":\"no_such_kind\"}' WHERE session_id = 's' AND seq = 2;",
+        )
+        .unwrap();
+    let error = store.events("s").await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("session s, event 2: the event body does not decode:"),
+        "{error}"
+    );
+    // Rows before the bad one still read.
+    assert_eq!(store.events_after("s", 2).await.unwrap().len(), 1);
 }
