@@ -317,21 +317,28 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Runs `command` with `bash -lc`, stdin closed, under `timeout` in the container and a timer
-    /// here. Returns when the command's process exits, even if a background child keeps its
-    /// output open.
+    /// Runs `command` with `bash -lc`, stdin closed, stderr merged into stdout, under `timeout` (to
+    /// the millisecond) in the container and a timer here. Returns when the command's process exits,
+    /// even if a background child keeps its output open.
     pub async fn exec(
         &self,
         command: &str,
         timeout: Duration,
     ) -> Result<ExecOutcome, SandboxError> {
-        let seconds = timeout.as_secs().max(1);
+        // Whole milliseconds, at least one: `timeout 0` would mean no limit at all.
+        let limit = Duration::from_millis(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let seconds = format!("{}.{:03}s", limit.as_secs(), limit.subsec_millis());
         let pid_file = format!("/tmp/.opslab-exec-{}.pid", uuid::Uuid::new_v4().simple());
         // The wrapper records its pid (kept by `exec`; `timeout` leads its own process group) so the
         // controller can kill the group if the in-container timeout fails. The pid files go with the
-        // container. The command is an argument, never interpolated.
+        // container. The command is an argument, never interpolated. stderr goes into the same pipe
+        // as stdout, so the two arrive in the order they were written.
         let wrapper = format!(
-            "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds}s bash -lc \"$1\" </dev/null"
+            "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1"
         );
         let config = ExecConfig {
             attach_stdin: Some(false),
@@ -360,7 +367,7 @@ impl Sandbox {
             return Err(SandboxError::Exec("the exec started detached".into()));
         };
         let mut captured = CappedOutput::new(self.head_bytes, self.tail_bytes);
-        let deadline = tokio::time::sleep(timeout + CONTROLLER_GRACE);
+        let deadline = tokio::time::sleep(limit + CONTROLLER_GRACE);
         tokio::pin!(deadline);
         // The first look is after one period: most commands end before it, and their stream ends.
         let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + EXIT_POLL, EXIT_POLL);
@@ -379,7 +386,9 @@ impl Sandbox {
                     let inspect = self.docker.inspect_exec(&exec.id).await?;
                     if inspect.running == Some(false) {
                         // The process is gone; what is buffered arrives at once, a background
-                        // child's later output is not waited for.
+                        // child's later output is not waited for. (The child keeps running and may
+                        // keep writing. Docker 20.10 itself then holds back the container's next exec
+                        // until the child lets go of the output or ~4 s have passed.)
                         drain(&mut output, &mut captured).await;
                         break;
                     }
@@ -395,9 +404,7 @@ impl Sandbox {
         let duration = started.elapsed();
         let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
         let captured = captured.finish();
-        // timeout(1) exits 124 when it stopped the command, 137 when it had to SIGKILL it.
-        let timed_out =
-            killed_here || (duration >= timeout && matches!(exit_code, Some(124) | Some(137)));
+        let timed_out = timed_out(killed_here, exit_code, duration, limit);
         Ok(ExecOutcome {
             exit_code,
             output: captured.text,
@@ -432,6 +439,18 @@ impl Sandbox {
     }
 }
 
+/// Whether a command was stopped for taking too long: killed by the controller, or stopped by
+/// timeout(1), which exits 124 when it stopped the command and 137 when it had to SIGKILL it. The same
+/// codes from a command that ended before its limit are its own.
+fn timed_out(
+    killed_here: bool,
+    exit_code: Option<i64>,
+    duration: Duration,
+    limit: Duration,
+) -> bool {
+    killed_here || (duration >= limit && matches!(exit_code, Some(124) | Some(137)))
+}
+
 /// Takes what output is already buffered, waiting at most a moment.
 async fn drain(
     output: &mut (impl futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
@@ -454,6 +473,22 @@ async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_timed_out_when_stopped_at_its_limit() {
+        let limit = Duration::from_millis(1500);
+        let after = Duration::from_millis(1510);
+        let before = Duration::from_millis(20);
+        assert!(timed_out(false, Some(124), after, limit));
+        assert!(timed_out(false, Some(137), after, limit));
+        assert!(timed_out(true, None, limit + CONTROLLER_GRACE, limit));
+        // The command's own exit codes, before the limit or other than timeout's.
+        assert!(!timed_out(false, Some(124), before, limit));
+        assert!(!timed_out(false, Some(137), before, limit));
+        assert!(!timed_out(false, Some(0), after, limit));
+        assert!(!timed_out(false, Some(143), after, limit));
+        assert!(!timed_out(false, None, after, limit));
+    }
 
     #[test]
     fn the_container_is_labelled_limited_and_unprivileged() {

@@ -55,26 +55,68 @@ impl CappedOutput {
 
     /// The kept output, with the cut stated where there was one.
     pub fn finish(self) -> Captured {
-        let kept = self.head.len() as u64 + self.tail.len() as u64;
-        let truncated = kept < self.total;
-        let mut text = printable(&self.head);
-        if truncated {
-            let cut = self.total - kept;
-            text.push_str(&format!(
-                "\n[... {cut} bytes cut: the output was {} bytes; the first {} and the last {} are kept ...]\n",
-                self.total,
-                self.head.len(),
-                self.tail.len()
-            ));
+        let CappedOutput {
+            mut head,
+            tail,
+            total,
+            ..
+        } = self;
+        let mut tail = Vec::from(tail);
+        let truncated = ((head.len() + tail.len()) as u64) < total;
+        if !truncated {
+            // Nothing was dropped: the head and the tail are one piece, a character across them whole.
+            head.extend_from_slice(&tail);
+            return Captured {
+                text: printable(&head),
+                total_bytes: total,
+                truncated,
+            };
         }
-        let tail: Vec<u8> = self.tail.into_iter().collect();
+        // The cut falls between characters: the pieces of one it split are cut too, rather than
+        // shown as U+FFFD on either side.
+        head.truncate(head.len() - incomplete_suffix(&head));
+        tail.drain(..continuation_prefix(&tail));
+        let cut = total - head.len() as u64 - tail.len() as u64;
+        let mut text = printable(&head);
+        text.push_str(&format!(
+            "\n[... {cut} bytes cut: the output was {total} bytes; the first {} and the last {} are kept ...]\n",
+            head.len(),
+            tail.len()
+        ));
         text.push_str(&printable(&tail));
         Captured {
             text,
-            total_bytes: self.total,
+            total_bytes: total,
             truncated,
         }
     }
+}
+
+/// How many bytes at the end of `bytes` start a UTF-8 character that they do not finish.
+fn incomplete_suffix(bytes: &[u8]) -> usize {
+    for k in 1..=bytes.len().min(3) {
+        let byte = bytes[bytes.len() - k];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let width = match byte {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        return if width > k { k } else { 0 };
+    }
+    0
+}
+
+/// How many bytes at the start of `bytes` continue a UTF-8 character that began before them.
+fn continuation_prefix(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .take(3)
+        .take_while(|&&byte| byte & 0xC0 == 0x80)
+        .count()
 }
 
 /// Text safe to store, show and send to a model: invalid UTF-8 becomes U+FFFD, and control
@@ -155,10 +197,65 @@ mod tests {
     }
 
     #[test]
+    fn output_of_exactly_head_and_tail_is_not_cut() {
+        let whole = capture(4, &[b"0123", b"4567"]);
+        assert_eq!((whole.text.as_str(), whole.truncated), ("01234567", false));
+        let one_more = capture(4, &[b"0123", b"45678"]);
+        assert!(one_more.truncated);
+        assert_eq!(
+            one_more.text,
+            "0123\n[... 1 bytes cut: the output was 9 bytes; the first 4 and the last 4 are kept ...]\n5678"
+        );
+        let nothing = capture(4, &[]);
+        assert_eq!((nothing.text.as_str(), nothing.total_bytes), ("", 0));
+    }
+
+    #[test]
+    fn a_character_across_head_and_tail_stays_whole_when_nothing_is_cut() {
+        // "é" is two bytes: the first ends the head, the second starts the tail.
+        let captured = capture(2, &["aé".as_bytes()]);
+        assert_eq!((captured.text.as_str(), captured.truncated), ("aé", false));
+    }
+
+    #[test]
+    fn the_cut_falls_between_characters() {
+        let input = format!("abcé{}éxyz", "-".repeat(100));
+        let captured = capture(4, &[input.as_bytes()]);
+        assert_eq!(
+            captured.text,
+            "abc\n[... 104 bytes cut: the output was 110 bytes; the first 3 and the last 3 are kept ...]\nxyz"
+        );
+        // A character that ends exactly at the cut is kept; so is a 4-byte one.
+        let input = format!("a😀{}😀", "-".repeat(10));
+        let captured = capture(5, &[input.as_bytes()]);
+        assert!(captured.text.starts_with("a😀\n[... "), "{}", captured.text);
+        assert!(
+            captured.text.ends_with("kept ...]\n-😀"),
+            "{}",
+            captured.text
+        );
+        // Binary output that only looks like split characters: one byte from the head (a lead byte
+        // at its end), at most three from the tail.
+        let captured = capture(4, &[&[0xF0; 4], &[0u8; 10], &[0x80; 4]]);
+        assert!(
+            captured
+                .text
+                .contains("the first 3 and the last 1 are kept"),
+            "{}",
+            captured.text
+        );
+    }
+
+    #[test]
     fn binary_and_control_bytes_are_made_harmless() {
         assert_eq!(
             printable(b"ok\xff\xfe\x1b[31mred\x00\r\n"),
             "ok\u{fffd}\u{fffd}\\x1b[31mred\\x00\n"
+        );
+        // DEL and the 8-bit controls (CSI is U+009B) are written out too; tabs stay.
+        assert_eq!(
+            printable("a\tb\x7f\u{9b}31m".as_bytes()),
+            "a\tb\\x7f\\x9b31m"
         );
     }
 }

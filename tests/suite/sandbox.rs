@@ -9,11 +9,27 @@ use opslab::sandbox::{
 
 use crate::support::docker::{self, SANDBOX_IMAGE, TestNetwork, containers_with_label};
 
+/// The sandboxes of these sessions, removed when dropped: even when the test fails.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for session_id in &self.0 {
+            for id in containers_with_label(&format!("{LABEL_SESSION}={session_id}")) {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", &id])
+                    .output();
+            }
+        }
+    }
+}
+
 /// A sandbox for one test, removed when dropped.
 struct TestSandbox {
     sandboxes: Sandboxes,
     session_id: String,
     sandbox: Sandbox,
+    _cleanup: Cleanup,
 }
 
 impl TestSandbox {
@@ -21,6 +37,7 @@ impl TestSandbox {
         docker::require_sandbox_image();
         let sandboxes = sandboxes().await;
         let owner = owner();
+        let cleanup = Cleanup(vec![owner.session_id.clone()]);
         let sandbox = sandboxes
             .ensure(&owner, networks)
             .await
@@ -29,6 +46,7 @@ impl TestSandbox {
             sandboxes,
             session_id: owner.session_id,
             sandbox,
+            _cleanup: cleanup,
         }
     }
 
@@ -37,16 +55,6 @@ impl TestSandbox {
             .exec(command, timeout)
             .await
             .expect("the exec runs")
-    }
-}
-
-impl Drop for TestSandbox {
-    fn drop(&mut self) {
-        for id in containers_with_label(&format!("{LABEL_SESSION}={}", self.session_id)) {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &id])
-                .output();
-        }
     }
 }
 
@@ -85,6 +93,15 @@ async fn sandbox_runs_commands_with_their_exit_codes() {
         (stderr.exit_code, stderr.output.as_str()),
         (Some(0), "err\n")
     );
+    // stdout and stderr in the order they were written.
+    let mixed = test
+        .run(
+            "for i in $(seq 300); do echo out$i; echo err$i >&2; done",
+            SHORT,
+        )
+        .await;
+    let written: String = (1..=300).map(|i| format!("out{i}\nerr{i}\n")).collect();
+    assert!(mixed.output == written, "{}", mixed.output);
     let failed = test.run("exit 3", SHORT).await;
     assert_eq!((failed.exit_code, failed.output.as_str()), (Some(3), ""));
     // Quotes and metacharacters reach bash as written.
@@ -106,9 +123,11 @@ async fn sandbox_runs_commands_with_their_exit_codes() {
 #[tokio::test]
 async fn sandbox_times_out_and_kills_the_command() {
     let test = TestSandbox::start(&[]).await;
-    let slow = test.run("sleep 60", Duration::from_secs(1)).await;
+    // A limit in milliseconds is kept to the millisecond, not rounded to seconds.
+    let slow = test.run("sleep 60", Duration::from_millis(1500)).await;
     assert!(slow.timed_out, "{slow:?}");
     assert_eq!(slow.exit_code, Some(124));
+    assert!(slow.duration >= Duration::from_millis(1500), "{slow:?}");
     assert!(
         slow.duration < Duration::from_secs(30),
         "returned after {:?}",
@@ -241,8 +260,10 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
 async fn sandbox_refuses_a_missing_network_clearly() {
     docker::require_sandbox_image();
     let sandboxes = sandboxes().await;
+    let (first, second) = (owner(), owner());
+    let _cleanup = Cleanup(vec![first.session_id.clone(), second.session_id.clone()]);
     let error = sandboxes
-        .ensure(&owner(), &["no-such-network-for-opslab".into()])
+        .ensure(&first, &["no-such-network-for-opslab".into()])
         .await
         .err()
         .expect("a missing network is an error");
@@ -257,7 +278,7 @@ async fn sandbox_refuses_a_missing_network_clearly() {
     .await
     .unwrap();
     let error = missing_image
-        .ensure(&owner(), &[])
+        .ensure(&second, &[])
         .await
         .err()
         .expect("a missing image is an error");
@@ -289,6 +310,7 @@ async fn sandbox_orphans_are_removed_and_kept_ones_stay() {
     docker::require_sandbox_image();
     let sandboxes = sandboxes().await;
     let (kept, orphan) = (owner(), owner());
+    let _cleanup = Cleanup(vec![kept.session_id.clone(), orphan.session_id.clone()]);
     sandboxes.ensure(&kept, &[]).await.unwrap();
     sandboxes.ensure(&orphan, &[]).await.unwrap();
     let other_instance = TestSandbox::start(&[]).await;
@@ -308,5 +330,4 @@ async fn sandbox_orphans_are_removed_and_kept_ones_stay() {
         1,
         "another controller's sandbox is not an orphan of this one"
     );
-    sandboxes.remove(&kept.session_id).await.unwrap();
 }
