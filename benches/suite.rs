@@ -232,12 +232,14 @@ fn machine() -> String {
 struct Controller {
     child: Child,
     dir: tempfile::TempDir,
+    instance: String,
 }
 
 impl Controller {
     fn start(llm: &FakeLlm, dir: tempfile::TempDir, extra: &[&str]) -> Controller {
         let incidents = dir.path().join("incidents");
         std::fs::create_dir_all(&incidents).unwrap();
+        let instance = format!("bench-{}", uuid::Uuid::new_v4().simple());
         let child = Command::new(env!("CARGO_BIN_EXE_opslab"))
             .args([
                 "controller",
@@ -248,7 +250,7 @@ impl Controller {
             ])
             .args(["--listen", "127.0.0.1:0"])
             .arg("--instance")
-            .arg(format!("bench-{}", uuid::Uuid::new_v4().simple()))
+            .arg(&instance)
             .arg("--incidents")
             .arg(&incidents)
             .arg("--store")
@@ -262,7 +264,11 @@ impl Controller {
             .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
             .spawn()
             .expect("the opslab binary starts");
-        let controller = Controller { child, dir };
+        let controller = Controller {
+            child,
+            dir,
+            instance,
+        };
         controller.wait_ready();
         controller
     }
@@ -324,9 +330,18 @@ impl Controller {
 }
 
 impl Drop for Controller {
+    /// Kills the controller and removes the sandboxes it left behind.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let script = format!(
+            "docker ps -aq --filter label=opslab.dev/instance={} | xargs -r docker rm -f",
+            self.instance
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .status();
     }
 }
 

@@ -276,8 +276,14 @@ impl Controller {
 }
 
 impl Drop for Controller {
+    /// Kills the controller and removes the sandboxes it left: a test may end with a session still
+    /// running, and killed controllers clean up nothing.
     fn drop(&mut self) {
         self.kill9();
+        let label = format!("opslab.dev/instance={}", self.instance);
+        for id in super::docker::containers_with_label(&label) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
     }
 }
 
