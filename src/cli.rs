@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use opslab::config::{AgentLimits, Config};
+use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
 use opslab::sandbox::SandboxConfig;
 use opslab::source::files::WatchMode;
+use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
 use opslab::view::OutputFormat;
 
@@ -120,11 +121,42 @@ pub enum AuditCommand {
     },
 }
 
+/// Where Incidents come from.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Manifests in a folder (`--incidents`), with SQLite: compose mode, no cluster.
+    Files,
+    /// Incident resources on a Kubernetes API server.
+    Kube,
+}
+
 #[derive(Args, Debug)]
 pub struct ControllerArgs {
+    /// Where Incidents come from.
+    #[arg(long, env = "OPSLAB_SOURCE", value_enum, default_value = "files")]
+    pub source: SourceKind,
     /// The folder of Incident manifests to watch (files mode).
     #[arg(long, env = "OPSLAB_INCIDENTS")]
-    pub incidents: PathBuf,
+    pub incidents: Option<PathBuf>,
+    /// A kubeconfig file (kube mode) [default: in-cluster config, then $KUBECONFIG, then
+    /// ~/.kube/config].
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Elect a leader on a Lease (kube mode), so that of several replicas only one reconciles.
+    #[arg(long, env = "OPSLAB_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// The Lease's name.
+    #[arg(long, env = "OPSLAB_LEASE_NAME", default_value = "opslab-controller")]
+    pub lease_name: String,
+    /// The Lease's namespace [default: the pod's namespace, or the kubeconfig's].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease and in Events [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// Seconds a Lease lasts without renewal.
+    #[arg(long, env = "OPSLAB_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
     /// Re-scan the folder every this many milliseconds instead of watching its events: for network
     /// filesystems and mounts that send no inotify events.
     #[arg(long, env = "OPSLAB_POLL_INTERVAL_MS")]
@@ -246,7 +278,14 @@ impl ControllerArgs {
     pub fn into_config(self) -> Result<Config, String> {
         // Destructured so that a new flag cannot be left unhandled.
         let ControllerArgs {
+            source,
             incidents,
+            kubeconfig,
+            leader_election,
+            lease_name,
+            lease_namespace,
+            lease_identity,
+            lease_duration_seconds,
             poll_interval_ms,
             store,
             provider,
@@ -278,14 +317,45 @@ impl ControllerArgs {
             output_keep_bytes,
             secret_env,
         } = self;
-        // Absolute, so that watch events and folder listings name files the same way.
-        let incidents = match incidents.canonicalize() {
-            Ok(path) if path.is_dir() => path,
-            Ok(_) | Err(_) => {
-                return Err(format!(
-                    "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
-                    incidents.display()
-                ));
+        let source = match source {
+            SourceKind::Files => {
+                let Some(incidents) = incidents else {
+                    return Err("files mode needs --incidents DIR (or OPSLAB_INCIDENTS); for a cluster, use --source kube".into());
+                };
+                // Absolute, so that watch events and folder listings name files the same way.
+                let dir = match incidents.canonicalize() {
+                    Ok(path) if path.is_dir() => path,
+                    Ok(_) | Err(_) => {
+                        return Err(format!(
+                            "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
+                            incidents.display()
+                        ));
+                    }
+                };
+                let watch = match poll_interval_ms {
+                    Some(0) => return Err("--poll-interval-ms must be at least 1".into()),
+                    Some(millis) => WatchMode::Poll(Duration::from_millis(millis)),
+                    None => WatchMode::Events,
+                };
+                SourceConfig::Files { dir, watch }
+            }
+            SourceKind::Kube => {
+                if lease_duration_seconds < 3 {
+                    return Err("--lease-duration-seconds must be at least 3".into());
+                }
+                let identity = lease_identity
+                    .filter(|identity| !identity.trim().is_empty())
+                    .or_else(host_name)
+                    .unwrap_or_else(|| format!("opslab-{}", uuid::Uuid::new_v4()));
+                SourceConfig::Kubernetes(KubeSettings {
+                    kubeconfig,
+                    leader_election: leader_election.then(|| LeaseSettings {
+                        name: lease_name,
+                        namespace: lease_namespace.filter(|namespace| !namespace.is_empty()),
+                        identity,
+                        duration: Duration::from_secs(lease_duration_seconds),
+                    }),
+                })
             }
         };
         let positive = [
@@ -356,14 +426,8 @@ impl ControllerArgs {
                 secret_values.push(value);
             }
         }
-        let watch = match poll_interval_ms {
-            Some(0) => return Err("--poll-interval-ms must be at least 1".into()),
-            Some(millis) => WatchMode::Poll(Duration::from_millis(millis)),
-            None => WatchMode::Events,
-        };
         Ok(Config {
-            incidents_dir: incidents,
-            watch,
+            source,
             store_path: store.path,
             provider: ProviderConfig {
                 kind: provider,
@@ -407,4 +471,12 @@ impl ControllerArgs {
             costs,
         })
     }
+}
+
+/// The host name (a pod's name, in Kubernetes), if it can be read.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
 }

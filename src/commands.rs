@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use kube::CustomResourceExt;
 use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store};
-use opslab::config::Config;
+use opslab::config::{Config, SourceConfig};
 use opslab::incident::Incident;
-use opslab::llm::LlmClient;
-use opslab::metrics::Metrics;
 use opslab::reconcile::Context;
-use opslab::sandbox::Sandboxes;
-use opslab::server::{self, Readiness};
-use opslab::session::SessionManager;
+use opslab::server;
 use opslab::source::files::{self, FilesSource};
+use opslab::source::kubernetes;
 use opslab::source::manifest::DEFAULT_NAMESPACE;
 use opslab::view::{self, OutputFormat};
 use tokio::sync::mpsc;
@@ -25,40 +22,8 @@ use crate::cli::{FollowArgs, ListArgs, ShowArgs, StoreArgs};
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let store = Store::open(
-        &config.store_path,
-        Redactor::new(config.secret_values.clone()),
-    )
-    .await?;
-    let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
-    sandboxes
-        .ping()
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot reach the Docker engine: {error}"))?;
-    let metrics = Arc::new(Metrics::new());
-    let llm = LlmClient::new(
-        config.provider.clone(),
-        metrics.clone(),
-        config.costs.clone(),
-    )?;
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let sessions = SessionManager::new(
-        config.clone(),
-        store.clone(),
-        llm,
-        sandboxes.clone(),
-        metrics.clone(),
-        wake_tx,
-    );
-    let readiness = Arc::new(Readiness::new(store.clone(), sandboxes.clone()));
-    let ctx = Arc::new(Context {
-        config: config.clone(),
-        store,
-        sessions: sessions.clone(),
-        sandboxes,
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-    });
+    let ctx = Arc::new(Context::new(config.clone(), wake_tx).await?);
     files::collect_orphans(&ctx).await;
 
     let shutdown = CancellationToken::new();
@@ -69,8 +34,8 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     let http = tokio::spawn(server::serve(
         listener,
-        metrics,
-        readiness,
+        ctx.metrics.clone(),
+        ctx.readiness.clone(),
         shutdown.clone(),
     ));
     info!(
@@ -79,10 +44,18 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         store = %config.store_path.display(),
         "controller started"
     );
-    let source = FilesSource::new(config.incidents_dir.clone(), config.watch);
-    let result = source.run(ctx, wake_rx, shutdown.clone()).await;
+    let result = match &config.source {
+        SourceConfig::Files { dir, watch } => {
+            FilesSource::new(dir.clone(), *watch)
+                .run(ctx.clone(), wake_rx, shutdown.clone())
+                .await
+        }
+        SourceConfig::Kubernetes(settings) => {
+            kubernetes::run(ctx.clone(), settings, wake_rx, shutdown.clone()).await
+        }
+    };
     info!("stopping: sessions resume from the store at the next start");
-    sessions.shutdown().await;
+    ctx.sessions.shutdown().await;
     shutdown.cancel();
     let _ = http.await;
     Ok(result?)

@@ -11,9 +11,8 @@ use crate::sandbox::SandboxConfig;
 /// Everything the controller needs, checked.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The folder of Incident manifests (files mode).
-    pub incidents_dir: PathBuf,
-    pub watch: crate::source::files::WatchMode,
+    /// Where Incidents come from.
+    pub source: SourceConfig,
     pub store_path: PathBuf,
     pub provider: ProviderConfig,
     pub agent: AgentLimits,
@@ -27,6 +26,18 @@ pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: std::net::SocketAddr,
     pub costs: CostTable,
+}
+
+/// Where Incidents come from, and where their status goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConfig {
+    /// Manifests in a folder; status files beside them (compose mode).
+    Files {
+        dir: PathBuf,
+        watch: crate::source::files::WatchMode,
+    },
+    /// Incident resources on a Kubernetes API server.
+    Kubernetes(crate::source::kubernetes::KubeSettings),
 }
 
 /// The agent's defaults and the controller's caps on what an Incident may ask for.

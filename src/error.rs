@@ -25,6 +25,15 @@ pub enum Error {
     },
     #[error("{0}")]
     Serialize(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Kubernetes client configuration: {0}")]
+    KubeConfig(String),
+    /// Adding or removing the finalizer failed, or the work it guards did.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("leader election: {0}")]
+    LeaderElection(String),
 }
 
 impl Error {
@@ -38,6 +47,13 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Watch { .. } => "watch",
             Error::Serialize(_) => "serialize",
+            Error::Kube(_) | Error::KubeConfig(_) => "kube",
+            Error::Finalizer(error) => match error.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.metric_label(),
+                _ => "finalizer",
+            },
+            Error::LeaderElection(_) => "leader_election",
         }
     }
 }

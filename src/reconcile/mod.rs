@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use crate::audit::{EventBody, Store};
+use tokio::sync::mpsc;
+
+use crate::audit::{EventBody, Redactor, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase};
+use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
 use crate::server::Readiness;
-use crate::session::SessionManager;
+use crate::session::{SessionManager, Wake};
 use crate::{Error, ObjectKey, Result};
 use plan::{Decision, Observed};
 
@@ -26,6 +29,43 @@ pub struct Context {
     pub sandboxes: Sandboxes,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+}
+
+impl Context {
+    /// Opens the store, reaches the Docker engine and sets up the sessions, whose progress is sent
+    /// to `wake` for the source to reconcile again.
+    pub async fn new(config: Arc<Config>, wake: mpsc::UnboundedSender<Wake>) -> Result<Context> {
+        let store = Store::open(
+            &config.store_path,
+            Redactor::new(config.secret_values.clone()),
+        )
+        .await?;
+        let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
+        sandboxes.ping().await?;
+        let metrics = Arc::new(Metrics::new());
+        let llm = LlmClient::new(
+            config.provider.clone(),
+            metrics.clone(),
+            config.costs.clone(),
+        )?;
+        let sessions = SessionManager::new(
+            config.clone(),
+            store.clone(),
+            llm,
+            sandboxes.clone(),
+            metrics.clone(),
+            wake,
+        );
+        let readiness = Arc::new(Readiness::new(store.clone(), sandboxes.clone()));
+        Ok(Context {
+            config,
+            store,
+            sessions,
+            sandboxes,
+            metrics,
+            readiness,
+        })
+    }
 }
 
 /// Brings the Incident's session in line with its spec; returns the status to write.

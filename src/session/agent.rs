@@ -33,6 +33,8 @@ pub(super) struct SessionTask {
     pub spec: IncidentSpec,
     pub record: SessionRecord,
     pub cancel: CancellationToken,
+    /// Fired once the task has left `running`.
+    pub stopped: CancellationToken,
     pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
 }
 
@@ -95,6 +97,7 @@ impl SessionTask {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&self.incident_uid);
+            self.stopped.cancel();
             let _ = self.deps.wake.send(Wake::One(self.key.clone()));
             let _ = self.deps.wake.send(Wake::All);
         }

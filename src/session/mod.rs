@@ -52,6 +52,8 @@ struct Handle {
     /// Cancels the session for good (the Incident was deleted): it finishes as Cancelled.
     cancel: CancellationToken,
     updates: mpsc::UnboundedSender<(i64, IncidentSpec)>,
+    /// Fired by the task once it has cleaned up and left the map.
+    stopped: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,6 +140,7 @@ impl SessionManager {
 
     fn spawn(&self, identity: Identity, spec: IncidentSpec, record: SessionRecord) {
         let cancel = CancellationToken::new();
+        let stopped = CancellationToken::new();
         let (updates, updates_rx) = mpsc::unbounded_channel();
         let mut running = self.running();
         let task = agent::SessionTask {
@@ -148,6 +151,7 @@ impl SessionManager {
             spec,
             record: record.clone(),
             cancel: cancel.clone(),
+            stopped: stopped.clone(),
             updates: updates_rx,
         };
         // The task cannot finish before it is in the map: it removes itself under the same lock.
@@ -159,6 +163,7 @@ impl SessionManager {
                 session_id: record.id,
                 cancel,
                 updates,
+                stopped,
                 task,
             },
         );
@@ -180,6 +185,17 @@ impl SessionManager {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Waits until the Incident's task (if any) has finished: its trail closed, its sandbox removed.
+    pub async fn stopped(&self, incident_uid: &str) {
+        let stopped = self
+            .running()
+            .get(incident_uid)
+            .map(|handle| handle.stopped.clone());
+        if let Some(stopped) = stopped {
+            stopped.cancelled().await;
         }
     }
 

@@ -1,4 +1,5 @@
 //! Where Incidents come from and where their status goes.
 
 pub mod files;
+pub mod kubernetes;
 pub mod manifest;

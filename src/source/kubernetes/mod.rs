@@ -1,0 +1,354 @@
+//! Kubernetes mode: Incidents come from the API server and are reconciled by kube-runtime's
+//! `Controller`. Each reconcile goes through the finalizer helper (a deleted Incident's session is
+//! cancelled and its sandbox removed before the object goes), writes the whole status by
+//! server-side apply on `/status`, and announces transitions as Events through one `Recorder`.
+
+pub mod leader;
+pub mod transition;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::audit::IncidentRecord;
+use crate::incident::{Incident, IncidentStatus};
+use crate::reconcile::{self, Context, plan};
+use crate::session::Wake;
+use crate::source::manifest;
+use crate::{Error, ObjectKey, Result};
+
+pub use leader::LeaseSettings;
+
+/// Marks Incidents whose session and sandbox must be cleaned up before they go.
+pub const FINALIZER: &str = "opslab.dev/cleanup";
+/// The field manager of the status opslab applies.
+pub const FIELD_MANAGER: &str = "opslab";
+/// The controller's name in Events.
+pub const REPORTER: &str = "opslab-controller";
+/// The `source` of Incidents in the store.
+const SOURCE: &str = "kube";
+/// A resync, in case a change was missed; sessions wake their Incident themselves.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// How to reach the API server, and whether to elect a leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// A kubeconfig file; None infers (in-cluster, then `KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// What the Kubernetes reconciler shares.
+pub struct KubeContext {
+    pub ctx: Arc<Context>,
+    pub client: Client,
+    /// One recorder for the whole controller (it deduplicates repeated events into series).
+    pub recorder: Recorder,
+    /// Per-Incident backoff after failed reconciles; a success forgets it.
+    failures: Mutex<HashMap<ObjectRef<Incident>, ExponentialBackoff>>,
+}
+
+impl KubeContext {
+    pub fn new(ctx: Arc<Context>, client: Client, instance: Option<String>) -> KubeContext {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance,
+            },
+        );
+        KubeContext {
+            ctx,
+            client,
+            recorder,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Incident>, ExponentialBackoff>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A client for `settings`: the kubeconfig named, or the inferred one.
+pub async fn client(settings: &KubeSettings) -> Result<Client> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|error| Error::KubeConfig(error.to_string()))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs the controller (as leader, if elected) until `shutdown`.
+pub async fn run(
+    ctx: Arc<Context>,
+    settings: &KubeSettings,
+    wake: mpsc::UnboundedReceiver<Wake>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let client = client(settings).await?;
+    let identity = settings
+        .leader_election
+        .as_ref()
+        .map(|lease| lease.identity.clone());
+    let kctx = Arc::new(KubeContext::new(ctx.clone(), client.clone(), identity));
+    match &settings.leader_election {
+        None => run_controller(kctx, wake, shutdown).await,
+        Some(lease) => {
+            let readiness = ctx.readiness.clone();
+            leader::run_as_leader(
+                client,
+                lease,
+                shutdown,
+                // A follower is ready: it is a healthy standby (a rollout must not wait on it).
+                move || mark_synced(&readiness),
+                |leadership| run_controller(kctx, wake, leadership),
+            )
+            .await
+        }
+    }
+}
+
+fn mark_synced(readiness: &crate::server::Readiness) {
+    readiness
+        .synced
+        .store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// kube-runtime's Controller on every namespace's Incidents, until `shutdown`.
+pub async fn run_controller(
+    kctx: Arc<KubeContext>,
+    wake: mpsc::UnboundedReceiver<Wake>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let incidents: Api<Incident> = Api::all(kctx.client.clone());
+    // Fail at start, with a clear error, when the CRD is missing or RBAC forbids the list.
+    incidents
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|error| {
+            warn!(%error, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev?");
+            Error::Kube(error)
+        })?;
+    let controller = Controller::new(incidents, watcher::Config::default().any_semantic());
+    let reader = controller.store();
+    // Sessions report progress: reconcile that Incident (or all, when a slot came free).
+    let wakes = tokio_stream_of(wake, reader.clone());
+    let ready = {
+        let reader = reader.clone();
+        let readiness = kctx.ctx.readiness.clone();
+        async move {
+            if reader.wait_until_ready().await.is_ok() {
+                mark_synced(&readiness);
+                info!("Incidents listed: ready");
+            }
+        }
+    };
+    tokio::spawn(ready);
+    let graceful = shutdown.clone();
+    info!("watching Incidents in every namespace");
+    controller
+        .reconcile_on(wakes)
+        .graceful_shutdown_on(async move { graceful.cancelled().await })
+        .run(reconcile_incident, error_policy, kctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                // Reconcile errors were logged by the error policy; these are the watch's own.
+                if !matches!(
+                    error,
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                ) {
+                    warn!(%error, "controller");
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Turns session wake-ups into object references for the controller.
+fn tokio_stream_of(
+    wake: mpsc::UnboundedReceiver<Wake>,
+    reader: kube::runtime::reflector::Store<Incident>,
+) -> impl futures::Stream<Item = ObjectRef<Incident>> + Send + 'static {
+    futures::stream::unfold(wake, |mut wake| async move {
+        wake.recv().await.map(|item| (item, wake))
+    })
+    .flat_map(move |wake| {
+        let refs: Vec<ObjectRef<Incident>> = match wake {
+            Wake::One(key) => vec![ObjectRef::new(&key.name).within(&key.namespace)],
+            Wake::All => reader
+                .state()
+                .iter()
+                .map(|incident| ObjectRef::from_obj(incident.as_ref()))
+                .collect(),
+        };
+        futures::stream::iter(refs)
+    })
+}
+
+/// One reconcile, through the finalizer: Apply brings the session in line and writes the status;
+/// Cleanup cancels the session and removes its sandbox, then the finalizer is removed.
+pub async fn reconcile_incident(incident: Arc<Incident>, kctx: Arc<KubeContext>) -> Result<Action> {
+    let key = ObjectKey::of(&incident)?;
+    let span = tracing::info_span!("reconcile", incident = %key);
+    let started = Instant::now();
+    let api: Api<Incident> = Api::namespaced(kctx.client.clone(), &key.namespace);
+    let object = ObjectRef::from_obj(incident.as_ref());
+    let result = finalizer(&api, FINALIZER, incident, |event| async {
+        match event {
+            finalizer::Event::Apply(incident) => apply(&incident, &api, &kctx).await,
+            finalizer::Event::Cleanup(incident) => clean_up(&incident, &kctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    let error_label = result.as_ref().err().map(Error::metric_label);
+    kctx.ctx.metrics.reconciled(started.elapsed(), error_label);
+    if result.is_ok() {
+        kctx.failures().remove(&object);
+    }
+    result
+}
+
+/// After a failure: retry this Incident with its own exponential backoff (with jitter, up to 5 min).
+pub fn error_policy(incident: Arc<Incident>, error: &Error, kctx: Arc<KubeContext>) -> Action {
+    let object = ObjectRef::from_obj(incident.as_ref());
+    let delay = kctx
+        .failures()
+        .entry(object.clone())
+        .or_insert_with(new_backoff)
+        .next()
+        .unwrap_or(MAX_BACKOFF);
+    warn!(incident = %object, %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+fn new_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn apply(incident: &Incident, api: &Api<Incident>, kctx: &KubeContext) -> Result<Action> {
+    let ctx = &kctx.ctx;
+    let generation = incident.metadata.generation.unwrap_or(1);
+    let status = match manifest::validate_spec(&incident.spec) {
+        // The API server checked the schema; these are the checks it cannot make.
+        Err(message) => {
+            warn!(%message, "invalid Incident");
+            plan::invalid_status(
+                incident.status.as_ref(),
+                generation,
+                &message,
+                &jiff::Timestamp::now().to_string(),
+            )
+        }
+        Ok(()) => reconcile::reconcile(incident, ctx).await?,
+    };
+    if incident.status.as_ref() != Some(&status) {
+        write_status(api, incident, &status).await?;
+        remember(incident, &status, ctx).await?;
+        if let Some(event) = transition::event_for(incident.status.as_ref(), &status) {
+            let reference = incident.object_ref(&());
+            // An Event is a courtesy: failing to publish one must not fail the reconcile.
+            if let Err(error) = kctx.recorder.publish(&event, &reference).await {
+                warn!(%error, reason = %event.reason, "could not publish an Event");
+            }
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The whole status, by server-side apply on the status subresource.
+async fn write_status(
+    api: &Api<Incident>,
+    incident: &Incident,
+    status: &IncidentStatus,
+) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": Incident::api_version(&()),
+        "kind": Incident::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &incident.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Keeps the Incident in the store too, so the CLI (`opslab get incidents`) sees both modes alike.
+async fn remember(incident: &Incident, status: &IncidentStatus, ctx: &Context) -> Result<()> {
+    let key = ObjectKey::of(incident)?;
+    let mut stored = incident.clone();
+    stored.status = Some(status.clone());
+    stored.metadata.managed_fields = None;
+    let value = serde_json::to_value(&stored).map_err(|e| Error::Serialize(e.to_string()))?;
+    ctx.store
+        .put_incident(IncidentRecord {
+            namespace: key.namespace,
+            name: key.name,
+            uid: incident.metadata.uid.clone().unwrap_or_default(),
+            generation: incident.metadata.generation.unwrap_or(1),
+            spec_hash: String::new(),
+            source: SOURCE.into(),
+            incident: value,
+            error: None,
+            updated_at: jiff::Timestamp::now().to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn clean_up(incident: &Incident, kctx: &KubeContext) -> Result<Action> {
+    let key = ObjectKey::of(incident)?;
+    let uid = incident
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingMetadata("uid"))?;
+    info!(incident = %key, "the Incident is being deleted: cancelling its session");
+    reconcile::cleanup(uid, &kctx.ctx).await?;
+    // The finalizer promises a removed sandbox: wait for the cancelled task to finish its clean-up.
+    kctx.ctx.sessions.stopped(uid).await;
+    kctx.ctx
+        .store
+        .delete_incident(&key.namespace, &key.name)
+        .await?;
+    Ok(Action::await_change())
+}
