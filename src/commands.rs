@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::CustomResourceExt;
-use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store};
+use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store, StoreLocation};
 use opslab::config::Config;
 use opslab::incident::Incident;
 use opslab::llm::LlmClient;
@@ -25,11 +25,7 @@ use crate::cli::{FollowArgs, ListArgs, ShowArgs, StoreArgs};
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let store = Store::open(
-        &config.store_path,
-        Redactor::new(config.secret_values.clone()),
-    )
-    .await?;
+    let store = Store::open(&config.store, Redactor::new(config.secret_values.clone())).await?;
     let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
     sandboxes
         .ping()
@@ -76,7 +72,7 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     info!(
         provider = config.provider.kind.as_str(),
         model = %config.agent.model,
-        store = %config.store_path.display(),
+        store = %config.store,
         "controller started"
     );
     let source = FilesSource::new(config.incidents_dir.clone(), config.watch);
@@ -258,13 +254,16 @@ async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionReco
 }
 
 async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
-    if !args.path.exists() {
+    let location = args.location().map_err(anyhow::Error::msg)?;
+    if let StoreLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         anyhow::bail!(
             "no audit store at {} (set --store or OPSLAB_STORE to the controller's store)",
-            args.path.display()
+            path.display()
         );
     }
-    Ok(Store::open(&args.path, Redactor::default()).await?)
+    Ok(Store::open(location, Redactor::default()).await?)
 }
 
 fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Result<String> {

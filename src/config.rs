@@ -14,7 +14,8 @@ pub struct Config {
     /// The folder of Incident manifests (files mode).
     pub incidents_dir: PathBuf,
     pub watch: crate::source::files::WatchMode,
-    pub store_path: PathBuf,
+    /// The audit store (an SQLite file, or a PostgreSQL URL shown without its password).
+    pub store: crate::audit::StoreLocation,
     pub provider: ProviderConfig,
     pub agent: AgentLimits,
     /// The model that summarises long command output for the audit trail; None turns it off.
