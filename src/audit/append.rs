@@ -252,8 +252,15 @@ mod tests {
             panic!("{:?}", event.body)
         };
         assert!(command.contains("[REDACTED:anthropic-key]"), "{command}");
-        let stored = serde_json::to_string(&event.body).unwrap();
-        assert_eq!(event.hash, chain::link_hash("h4", "s", 5, "T", &stored));
+        // The hash covers the stored text, as stored.
+        let Param::Text(Some(stored)) = &statements[0].params[4] else {
+            panic!("{:?}", statements[0].params)
+        };
+        assert_eq!(event.hash, chain::link_hash("h4", "s", 5, "T", stored));
+        assert_eq!(
+            serde_json::from_str::<EventBody>(stored).unwrap(),
+            event.body
+        );
         // Stored, projected (the command row, the session's count), and the head moved.
         let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_ref()).collect();
         assert!(sql[0].starts_with("INSERT INTO events"));
@@ -263,7 +270,6 @@ mod tests {
             statements[3].params,
             vec!["s".into(), 5i64.into(), event.hash.as_str().into()]
         );
-        assert_eq!(statements[0].params[4], stored.into());
     }
 
     #[test]

@@ -29,8 +29,9 @@ impl FromStr for StoreLocation {
             return match tokio_postgres::Config::from_str(text) {
                 Ok(_) => Ok(StoreLocation::Postgres(text.to_string())),
                 Err(error) => Err(format!(
-                    "the store URL {} is not a valid PostgreSQL URL: {error}",
-                    redact_url(text)
+                    "the store URL {} is not a valid PostgreSQL URL: {}",
+                    redact_url(text),
+                    super::postgres_message(&error)
                 )),
             };
         }

@@ -26,7 +26,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migrating the store: {0}")]
     Migration(#[from] rusqlite_migration::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("migrating the store to version {version}: {message}")]
     PostgresMigration { version: i64, message: String },
@@ -60,6 +60,14 @@ pub enum StoreError {
     },
     #[error("the store task failed: {0}")]
     Task(String),
+}
+
+/// The driver's error with its cause: its own text alone is as short as "db error".
+pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 /// A session as the store knows it.

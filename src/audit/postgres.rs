@@ -202,7 +202,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreErro
 /// What a pool failure says, in one line (the driver's own error when it has one).
 fn pool_message(error: deadpool_postgres::PoolError) -> String {
     match error {
-        deadpool_postgres::PoolError::Backend(error) => error.to_string(),
+        deadpool_postgres::PoolError::Backend(error) => super::postgres_message(&error),
         other => other.to_string(),
     }
 }
