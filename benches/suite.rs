@@ -236,7 +236,7 @@ fn previous_section(report: &str, name: &str) -> Option<String> {
     let start = report.find(&heading)?;
     let rest = &report[start + heading.len()..];
     let end = rest.find("\n## ").map_or(rest.len(), |end| end + 1);
-    Some(format!("{heading}{}\n", rest[..end].trim_end()))
+    Some(format!("{heading}{}\n\n", rest[..end].trim_end()))
 }
 
 async fn latency() -> Vec<Row> {

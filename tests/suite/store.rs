@@ -469,3 +469,60 @@ async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors(fixture: T
     // Rows before the bad one still read.
     assert_eq!(store.events_after("s", 2).await.unwrap().len(), 1);
 }
+
+/// Replicas starting together migrate the new database once: the advisory lock makes the others
+/// wait, and they find the schema in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_postgres_replicas_opening_at_once_migrate_once() {
+    let fixture = TestStore::postgres().await;
+    let opened = futures::future::join_all((0..6).map(|_| fixture.open())).await;
+    new_session(&opened[0], "s").await;
+    for (i, store) in opened.iter().enumerate() {
+        store
+            .append("s", command(&format!("t{i}"), "true"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        opened[5].verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 6 }
+    );
+    let crate::support::store::Backend::Postgres { url } = &fixture.backend else {
+        unreachable!()
+    };
+    let versions: Vec<i64> = crate::support::store::connect(url)
+        .await
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1]);
+}
+
+/// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the
+/// store without its password.
+#[tokio::test]
+async fn store_postgres_unreachable_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgresql://opslab:s3cret-pw@/opslab?host={}",
+        dir.path().join("no-server-here").display()
+    );
+    let location: opslab::audit::StoreLocation = url.parse().unwrap();
+    let error = Store::open(location, opslab::audit::Redactor::default())
+        .await
+        .err()
+        .expect("no server answers there")
+        .to_string();
+    assert!(
+        error.starts_with("cannot reach the audit store at postgresql://"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret-pw"), "{error}");
+    assert!(!error.contains('\n'), "{error}");
+}
