@@ -13,12 +13,6 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
-impl StoreLocation {
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, StoreLocation::Postgres(_))
-    }
-}
-
 impl FromStr for StoreLocation {
     type Err = String;
 
@@ -153,7 +147,7 @@ mod tests {
             "postgresql://opslab@db/opslab?password=s3cret&sslmode=disable",
         ] {
             let location = parse(url);
-            assert!(location.is_postgres());
+            assert!(matches!(location, StoreLocation::Postgres(_)));
             let shown = location.to_string();
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(shown.contains("***"), "{shown}");

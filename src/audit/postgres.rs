@@ -48,12 +48,9 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Connects (failing at once, in one line, when the server cannot be reached) and brings the
-    /// schema up to date.
-    pub async fn open(location: &StoreLocation) -> Result<Postgres, StoreError> {
-        let StoreLocation::Postgres(url) = location else {
-            unreachable!("the store opens PostgreSQL only for postgres URLs");
-        };
+    /// Connects to `url` (failing at once, in one line naming `location`, the URL without its
+    /// password, when the server cannot be reached) and brings the schema up to date.
+    pub async fn open(url: &str, location: &StoreLocation) -> Result<Postgres, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|error| StoreError::Location(format!("{location}: {error}")))?;
         if config.get_connect_timeout().is_none() {
@@ -66,6 +63,8 @@ impl Postgres {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Enough for the sessions a replica runs at once (each writes one event at a time) plus
+        // the reconciler and the HTTP checks; PostgreSQL's default allows 100 connections.
         let pool = Pool::builder(manager)
             .max_size(16)
             .build()

@@ -47,10 +47,11 @@ impl Store {
         location: impl Into<StoreLocation>,
         redactor: Redactor,
     ) -> Result<Store, StoreError> {
-        let backend = match location.into() {
-            StoreLocation::Sqlite(path) => Backend::Sqlite(Sqlite::open(path).await?),
-            location @ StoreLocation::Postgres(_) => {
-                Backend::Postgres(Postgres::open(&location).await?)
+        let location = location.into();
+        let backend = match location {
+            StoreLocation::Sqlite(ref path) => Backend::Sqlite(Sqlite::open(path.clone()).await?),
+            StoreLocation::Postgres(ref url) => {
+                Backend::Postgres(Postgres::open(url, &location).await?)
             }
         };
         Ok(Store {
