@@ -159,6 +159,8 @@ impl Postgres {
 
 /// Applies the migrations not applied yet, in one transaction holding an advisory lock: replicas
 /// opening the store at once wait for each other, and the later ones find nothing left to do.
+/// PostgreSQL's DDL is transactional, so a failing migration leaves nothing half-applied. (A few
+/// lines of our own rather than a migration crate: the version table and the lock are all it takes.)
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
     let transaction = client.transaction().await?;
     transaction

@@ -526,3 +526,26 @@ async fn store_postgres_unreachable_is_one_clear_line() {
     assert!(!error.contains("s3cret-pw"), "{error}");
     assert!(!error.contains('\n'), "{error}");
 }
+
+/// On PostgreSQL the anchors are rows too: like the events, they refuse every change, and both
+/// refuse TRUNCATE (which row triggers do not see).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_postgres_events_and_anchors_refuse_changes() {
+    let fixture = TestStore::postgres().await;
+    let store = fixture.open().await;
+    new_session(&store, "s").await;
+    store.append("s", command("t1", "true")).await.unwrap();
+    for refused in [
+        "UPDATE anchors SET seq = 9",
+        "DELETE FROM anchors",
+        "TRUNCATE anchors",
+        "TRUNCATE events CASCADE",
+    ] {
+        let error = fixture.raw(refused).await.unwrap_err();
+        assert!(error.contains("append-only"), "{refused}: {error}");
+    }
+    assert_eq!(
+        store.verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 1 }
+    );
+}
