@@ -487,20 +487,9 @@ async fn store_postgres_replicas_opening_at_once_migrate_once() {
         opened[5].verify("s").await.unwrap(),
         ChainCheck::Intact { events: 6 }
     );
-    let crate::support::store::Backend::Postgres { url } = &fixture.backend else {
-        unreachable!()
-    };
-    let versions: Vec<i64> = crate::support::store::connect(url)
-        .await
-        .query(
-            "SELECT version FROM schema_migrations ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let versions: Vec<i64> = fixture
+        .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
+        .await;
     assert_eq!(versions, vec![1]);
 }
 

@@ -117,16 +117,11 @@ impl TestStore {
             }
             Backend::Postgres { url } => {
                 let client = connect(url).await;
-                let tables: Vec<String> = client
-                    .query(
+                let tables: Vec<String> = self
+                    .postgres_column(
                         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
-                        &[],
                     )
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
+                    .await;
                 assert!(tables.contains(&"events".to_string()), "{tables:?}");
                 let mut text = String::new();
                 for table in tables {
@@ -142,6 +137,24 @@ impl TestStore {
                 text
             }
         }
+    }
+
+    /// The first column of a query's rows, on the PostgreSQL database.
+    pub async fn postgres_column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let Backend::Postgres { url } = &self.backend else {
+            panic!("not a PostgreSQL store");
+        };
+        connect(url)
+            .await
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
     }
 }
 
