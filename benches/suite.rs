@@ -5,6 +5,9 @@
 #[path = "../tests/support/fake_llm.rs"]
 #[allow(dead_code)]
 mod fake_llm;
+#[path = "../tests/support/store.rs"]
+#[allow(dead_code)]
+mod store_support;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -77,19 +80,166 @@ struct Row {
     base: Stats,
 }
 
+/// A section of BENCHMARKS.md: one group of figures, measured together.
+struct Section {
+    name: &'static str,
+    rows: Vec<Row>,
+    notes: String,
+}
+
+/// The section names, in the order the report lists them.
+const SECTIONS: &[&str] = &["latency", "burst", "idle", "store"];
+
 #[tokio::main]
 async fn main() {
-    require(
-        "docker",
-        &["info"],
-        "the benchmarks need a running Docker engine",
+    // `cargo bench --bench suite -- store`: only the sections whose name contains an argument
+    // (cargo passes `--bench` itself).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| {
+        filters.is_empty() || filters.iter().any(|filter| name.contains(filter.as_str()))
+    };
+    assert!(
+        SECTIONS.iter().any(|name| wanted(name)),
+        "no benchmark section matches {filters:?}; the sections are {SECTIONS:?}"
     );
-    require(
-        "docker",
-        &["image", "inspect", IMAGE],
-        "run scripts/build-images first",
-    );
+    if SECTIONS.iter().any(|name| *name != "store" && wanted(name)) {
+        require(
+            "docker",
+            &["info"],
+            "the benchmarks need a running Docker engine",
+        );
+        require(
+            "docker",
+            &["image", "inspect", IMAGE],
+            "run scripts/build-images first",
+        );
+    }
 
+    let mut sections = Vec::new();
+    if wanted("latency") {
+        sections.push(Section {
+            name: "latency",
+            rows: latency().await,
+            notes: LATENCY_NOTES.into(),
+        });
+    }
+    if wanted("burst") {
+        eprintln!("burst ...");
+        sections.push(Section {
+            name: "burst",
+            rows: burst().await,
+            notes: BURST_NOTES.into(),
+        });
+    }
+    if wanted("idle") {
+        eprintln!("idle ...");
+        sections.push(Section {
+            name: "idle",
+            rows: idle().await,
+            notes: IDLE_NOTES.into(),
+        });
+    }
+    if wanted("store") {
+        eprintln!("store ...");
+        let mut rows = store_appends(Engine::Sqlite).await;
+        let mut notes = STORE_NOTES.to_string();
+        if std::env::var(store_support::POSTGRES_URL_VAR).is_ok() {
+            rows.extend(store_appends(Engine::Postgres).await);
+        } else {
+            let skipped = format!(
+                "- PostgreSQL rows skipped: {} was not set. `scripts/with-postgres cargo bench \
+                 --bench suite -- store` runs them against a throwaway local cluster; or set it to \
+                 a server where this user may CREATE DATABASE.",
+                store_support::POSTGRES_URL_VAR
+            );
+            eprintln!("{skipped}");
+            notes = format!("{skipped}\n{}", notes.trim_start());
+        }
+        sections.push(Section {
+            name: "store",
+            rows,
+            notes,
+        });
+    }
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n").unwrap();
+    writeln!(
+        report,
+        "Written by `cargo bench --bench suite`; every figure beside its baseline from the same run. \
+         `cargo bench --bench suite -- NAME` measures only the sections whose name contains NAME and \
+         keeps the others as they were (each section says when it was measured).\n"
+    )
+    .unwrap();
+    for name in SECTIONS {
+        match sections.iter().find(|section| section.name == *name) {
+            Some(section) => report.push_str(&render_section(section)),
+            None => report.push_str(&previous_section(&previous, name).unwrap_or_default()),
+        }
+    }
+    print!("{report}");
+    std::fs::write(path, report.trim_end().to_string() + "\n").unwrap();
+}
+
+/// One section of the report: when and where, the table, how to read it.
+fn render_section(section: &Section) -> String {
+    let mut text = String::new();
+    writeln!(text, "## {}\n", section.name).unwrap();
+    writeln!(
+        text,
+        "- date: {}",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
+    )
+    .unwrap();
+    writeln!(text, "- machine: {}", machine()).unwrap();
+    writeln!(text).unwrap();
+    writeln!(
+        text,
+        "| measurement | runs | median | p95 | baseline | baseline median | baseline p95 | ratio (median) |"
+    )
+    .unwrap();
+    writeln!(text, "|---|---|---|---|---|---|---|---|").unwrap();
+    for row in &section.rows {
+        let (ours, base) = (&row.ours, &row.base);
+        let base_median = base.quantile(0.5);
+        let ratio = if base_median == 0.0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}x", ours.quantile(0.5) / base_median)
+        };
+        writeln!(
+            text,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.measurement,
+            ours.samples.len(),
+            ours.show(ours.quantile(0.5)),
+            ours.show(ours.quantile(0.95)),
+            row.baseline,
+            base.show(base.quantile(0.5)),
+            base.show(base.quantile(0.95)),
+            ratio,
+        )
+        .unwrap();
+    }
+    writeln!(text, "\nHow to read it:\n{}\n", section.notes.trim()).unwrap();
+    text
+}
+
+/// A section of the previous report as it was, from its heading to the next one.
+fn previous_section(report: &str, name: &str) -> Option<String> {
+    let heading = format!("## {name}\n");
+    let start = report.find(&heading)?;
+    let rest = &report[start + heading.len()..];
+    let end = rest.find("\n## ").map_or(rest.len(), |end| end + 1);
+    Some(format!("{heading}{}\n\n", rest[..end].trim_end()))
+}
+
+async fn latency() -> Vec<Row> {
     let mut rows = Vec::new();
     eprintln!("manifest -> first command ...");
     let inotify = manifest_to_first_command(None).await;
@@ -117,68 +267,10 @@ async fn main() {
             base: Stats::durations(cli),
         });
     }
-    eprintln!("burst ...");
-    let burst = burst().await;
-    rows.extend(burst);
-    eprintln!("idle ...");
-    rows.extend(idle().await);
-    eprintln!("store ...");
-    rows.push(store_appends().await);
-
-    let mut report = String::new();
-    writeln!(report, "# Benchmarks\n").unwrap();
-    writeln!(
-        report,
-        "Written by `cargo bench --bench suite`; every figure beside its baseline from the same run.\n"
-    )
-    .unwrap();
-    writeln!(
-        report,
-        "- date: {}",
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
-    )
-    .unwrap();
-    writeln!(report, "- machine: {}", machine()).unwrap();
-    writeln!(report).unwrap();
-    writeln!(
-        report,
-        "| measurement | runs | median | p95 | baseline | baseline median | baseline p95 | ratio (median) |"
-    )
-    .unwrap();
-    writeln!(report, "|---|---|---|---|---|---|---|---|").unwrap();
-    for row in &rows {
-        let (ours, base) = (&row.ours, &row.base);
-        let base_median = base.quantile(0.5);
-        let ratio = if base_median == 0.0 {
-            "n/a".to_string()
-        } else {
-            format!("{:.2}x", ours.quantile(0.5) / base_median)
-        };
-        writeln!(
-            report,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            row.measurement,
-            ours.samples.len(),
-            ours.show(ours.quantile(0.5)),
-            ours.show(ours.quantile(0.95)),
-            row.baseline,
-            base.show(base.quantile(0.5)),
-            base.show(base.quantile(0.95)),
-            ratio,
-        )
-        .unwrap();
-    }
-    writeln!(report, "\n{}", NOTES.trim()).unwrap();
-    print!("{report}");
-    std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"),
-        report,
-    )
-    .unwrap();
+    rows
 }
 
-const NOTES: &str = "
-How to read it:
+const LATENCY_NOTES: &str = "
 - *manifest -> first command* is the time from renaming a manifest into the watched folder to the
   `command_started` event of its session (both on this machine's clock), with a local model server that
   answers at once. It includes the 20 ms debounce of the folder watch, the reconcile, the store writes,
@@ -187,17 +279,34 @@ How to read it:
   most of it: what is left is what opslab adds on top of Docker.
 - *through the sandbox* is `Sandbox::exec` (create the exec, attach, stream, inspect) in process,
   against the `docker exec` CLI, a new process each time.
+";
+
+const BURST_NOTES: &str = "
 - *burst*: 100 manifests dropped at once, 3 commands each, at most 16 sessions at a time; the time until
   every session has finished, and the controller's resident memory sampled every 50 ms during the burst
   and 2 s after it. The baseline is a shell script doing the same container work (a container each,
   three `docker exec`s, removal) with 16 at a time.
+";
+
+const IDLE_NOTES: &str = "
 - *idle*: the controller with 1,000 resolved Incidents it knows and no session running, its memory
   sampled each second for 10 s and its CPU use over those 10 s, against the same controller with an
-  empty folder. The `/metrics` scrape time is taken
-  with 10,000 sessions in the store, against an empty store.
-- *store appends*: one event per transaction, durable in WAL mode with `synchronous=NORMAL`, through the
-  store API; the baseline is a bare `INSERT` per transaction on the same SQLite settings, without the
-  hash chain, redaction or projections. Batched appends and PostgreSQL are not measured yet.
+  empty folder. The `/metrics` scrape time is taken with 10,000 sessions in the store, against an
+  empty store.
+";
+
+const STORE_NOTES: &str = "
+- *durable*: one event per transaction through `Store::append` (redaction, numbering, hash chain,
+  projections; on PostgreSQL also the session row lock and the anchor row), one session, one writer.
+  SQLite runs in WAL mode with `synchronous=NORMAL`; PostgreSQL with its defaults (`fsync=on`,
+  `synchronous_commit=on`) over a unix socket, on the same disk. The baseline is a bare `INSERT` of a
+  similar row, one per transaction, on the same engine and settings. The measurement column gives
+  appends per second and the p99 latency of one append.
+- *batched*: the store has no batch append, and nothing would use one: the write-ahead rule commits
+  each model response before it is acted on and each command as started before it runs, so the agent
+  loop never holds several events to write at once. The batched rows measure what batching is worth on
+  each engine: bare `INSERT`s, 100 per transaction (the time per event, and the p99 of a whole batch),
+  against the same bare `INSERT` one per transaction.
 ";
 
 fn require(program: &str, args: &[&str], message: &str) {
@@ -701,11 +810,93 @@ fn micros(samples: Vec<Duration>) -> Stats {
     )
 }
 
-async fn store_appends() -> Row {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
-        .await
-        .unwrap();
+/// The store's engines, measured each against a bare table of its own.
+#[derive(Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Events per transaction in the batched rows.
+const BATCH: usize = 100;
+
+/// A bare `(seq, body)` table on the same engine and settings as the store: the baseline.
+enum Bare {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+const BARE_TABLE: &str = "CREATE TABLE events (seq BIGINT PRIMARY KEY, body TEXT NOT NULL)";
+const BARE_BODY: &str = r#"{"kind":"command_started","command":"systemctl status api"}"#;
+
+impl Bare {
+    async fn open(fixture: &store_support::TestStore) -> Bare {
+        match &fixture.backend {
+            store_support::Backend::Sqlite(dir) => {
+                let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+                raw.pragma_update(None, "journal_mode", "WAL").unwrap();
+                raw.pragma_update(None, "synchronous", "NORMAL").unwrap();
+                raw.execute(BARE_TABLE, []).unwrap();
+                Bare::Sqlite(raw)
+            }
+            store_support::Backend::Postgres { .. } => {
+                let url = store_support::fresh_postgres_database().await;
+                let client = store_support::connect(&url).await;
+                client.batch_execute(BARE_TABLE).await.unwrap();
+                Bare::Postgres(client)
+            }
+        }
+    }
+
+    /// Inserts rows `first..first + count` in one transaction.
+    async fn insert(&mut self, first: usize, count: usize) {
+        let sql = "INSERT INTO events (seq, body) VALUES ($1, $2)";
+        match self {
+            Bare::Sqlite(raw) => {
+                let transaction = raw.transaction().unwrap();
+                for seq in first..first + count {
+                    transaction
+                        .prepare_cached(sql)
+                        .unwrap()
+                        .execute(rusqlite::params![seq as i64, BARE_BODY])
+                        .unwrap();
+                }
+                transaction.commit().unwrap();
+            }
+            Bare::Postgres(client) => {
+                let transaction = client.transaction().await.unwrap();
+                let statement = transaction.prepare(sql).await.unwrap();
+                for seq in first..first + count {
+                    transaction
+                        .execute(&statement, &[&(seq as i64), &BARE_BODY])
+                        .await
+                        .unwrap();
+                }
+                transaction.commit().await.unwrap();
+            }
+        }
+    }
+}
+
+fn per_second(count: usize, samples: &[Duration]) -> f64 {
+    count as f64 / samples.iter().sum::<Duration>().as_secs_f64()
+}
+
+fn p99(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[(sorted.len() * 99) / 100]
+}
+
+/// Appends through the store, one per transaction, and bare inserts one and `BATCH` per
+/// transaction, on one engine.
+async fn store_appends(engine: Engine) -> Vec<Row> {
+    let (name, fixture) = match engine {
+        Engine::Sqlite => ("SQLite", store_support::TestStore::sqlite()),
+        Engine::Postgres => ("PostgreSQL", store_support::TestStore::postgres().await),
+    };
+    eprintln!("store: {name} ...");
+    let store = fixture.open().await;
     store
         .create_session(NewSession {
             id: "bench".into(),
@@ -729,51 +920,45 @@ async fn store_appends() -> Row {
         store.append("bench", body).await.unwrap();
         ours.push(started.elapsed());
     }
-    let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
-    raw.pragma_update(None, "journal_mode", "WAL").unwrap();
-    raw.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    raw.execute(
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)",
-        [],
-    )
-    .unwrap();
-    let mut bare = Vec::new();
-    for i in 0..STORE_APPENDS {
+    let mut bare = Bare::open(&fixture).await;
+    let mut single = Vec::new();
+    for seq in 0..STORE_APPENDS {
         let started = Instant::now();
-        raw.execute(
-            "INSERT INTO events (seq, body) VALUES (?1, ?2)",
-            rusqlite::params![
-                i as i64,
-                r#"{"kind":"command_started","command":"systemctl status api"}"#
-            ],
-        )
-        .unwrap();
-        bare.push(started.elapsed());
+        bare.insert(seq, 1).await;
+        single.push(started.elapsed());
     }
-    let p99 = |samples: &[Duration]| {
-        let mut sorted = samples.to_vec();
-        sorted.sort();
-        sorted[(sorted.len() * 99) / 100]
-    };
-    eprintln!(
-        "store append p99: {:?} (bare insert p99: {:?}); throughput {:.0}/s (bare {:.0}/s)",
-        p99(&ours),
-        p99(&bare),
-        STORE_APPENDS as f64 / ours.iter().sum::<Duration>().as_secs_f64(),
-        STORE_APPENDS as f64 / bare.iter().sum::<Duration>().as_secs_f64(),
+    let mut batches = Vec::new();
+    for batch in 0..STORE_APPENDS / BATCH {
+        let started = Instant::now();
+        bare.insert(STORE_APPENDS + batch * BATCH, BATCH).await;
+        batches.push(started.elapsed());
+    }
+    let per_event: Vec<Duration> = batches.iter().map(|batch| *batch / BATCH as u32).collect();
+    let single_figures = format!(
+        "{:.0}/s, p99 {} µs",
+        per_second(STORE_APPENDS, &single),
+        p99(&single).as_micros()
     );
-    Row {
-        measurement: format!(
-            "SQLite: append one event, durable ({:.0}/s, p99 {} µs)",
-            STORE_APPENDS as f64 / ours.iter().sum::<Duration>().as_secs_f64(),
-            p99(&ours).as_micros()
-        ),
-        baseline: format!(
-            "bare INSERT per transaction ({:.0}/s, p99 {} µs)",
-            STORE_APPENDS as f64 / bare.iter().sum::<Duration>().as_secs_f64(),
-            p99(&bare).as_micros()
-        ),
-        ours: micros(ours),
-        base: micros(bare),
-    }
+    vec![
+        Row {
+            measurement: format!(
+                "{name}: append one event, durable ({:.0}/s, p99 {} µs)",
+                per_second(STORE_APPENDS, &ours),
+                p99(&ours).as_micros()
+            ),
+            baseline: format!("bare INSERT, one per transaction ({single_figures})"),
+            ours: micros(ours),
+            base: micros(single.clone()),
+        },
+        Row {
+            measurement: format!(
+                "{name}: bare INSERT, batched {BATCH} per transaction, per event ({:.0}/s, p99 of a batch {} µs)",
+                per_second(batches.len() * BATCH, &batches),
+                p99(&batches).as_micros()
+            ),
+            baseline: format!("bare INSERT, one per transaction ({single_figures})"),
+            ours: micros(per_event),
+            base: micros(single),
+        },
+    ]
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use opslab::audit::StoreLocation;
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
@@ -49,11 +50,35 @@ pub enum Command {
 }
 
 /// Where the audit store is.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct StoreArgs {
-    /// The audit store (an SQLite file).
-    #[arg(long = "store", env = "OPSLAB_STORE", default_value = "opslab.db")]
-    pub path: PathBuf,
+    /// The audit store: an SQLite file (a path, or sqlite:PATH), or a PostgreSQL database
+    /// (postgres://USER:PASSWORD@HOST/DB), which several replicas can share.
+    #[arg(
+        long = "store",
+        env = "OPSLAB_STORE",
+        default_value = "opslab.db",
+        hide_env_values = true
+    )]
+    location: String,
+}
+
+impl StoreArgs {
+    /// The parsed location. Parsed here rather than by clap, whose errors repeat the value (and
+    /// with it a URL's password).
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        self.location.parse()
+    }
+}
+
+/// The location may hold a password: shown through [`StoreLocation`]'s redacting display.
+impl std::fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.location() {
+            Ok(location) => write!(f, "StoreArgs({location})"),
+            Err(_) => f.write_str("StoreArgs(invalid)"),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -428,7 +453,7 @@ impl ControllerArgs {
         }
         Ok(Config {
             source,
-            store_path: store.path,
+            store: store.location()?,
             provider: ProviderConfig {
                 kind: provider,
                 base_url,

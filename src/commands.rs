@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::CustomResourceExt;
-use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store};
+use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store, StoreLocation};
 use opslab::config::{Config, SourceConfig};
 use opslab::incident::Incident;
 use opslab::reconcile::Context;
@@ -41,7 +41,7 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     info!(
         provider = config.provider.kind.as_str(),
         model = %config.agent.model,
-        store = %config.store_path.display(),
+        store = %config.store,
         "controller started"
     );
     let result = match &config.source {
@@ -231,13 +231,16 @@ async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionReco
 }
 
 async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
-    if !args.path.exists() {
+    let location = args.location().map_err(anyhow::Error::msg)?;
+    if let StoreLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         anyhow::bail!(
             "no audit store at {} (set --store or OPSLAB_STORE to the controller's store)",
-            args.path.display()
+            path.display()
         );
     }
-    Ok(Store::open(&args.path, Redactor::default()).await?)
+    Ok(Store::open(location, Redactor::default()).await?)
 }
 
 fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Result<String> {

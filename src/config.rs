@@ -13,7 +13,8 @@ use crate::sandbox::SandboxConfig;
 pub struct Config {
     /// Where Incidents come from.
     pub source: SourceConfig,
-    pub store_path: PathBuf,
+    /// The audit store (an SQLite file, or a PostgreSQL URL shown without its password).
+    pub store: crate::audit::StoreLocation,
     pub provider: ProviderConfig,
     pub agent: AgentLimits,
     /// The model that summarises long command output for the audit trail; None turns it off.

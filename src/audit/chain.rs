@@ -23,6 +23,29 @@ pub fn link_hash(previous: &str, session_id: &str, seq: i64, at: &str, body: &st
     hex::encode(hasher.finalize())
 }
 
+/// What a backend reads, in one snapshot, to check a session's chain.
+pub struct Trail {
+    /// The head kept with the session row.
+    pub recorded: (i64, String),
+    /// The highest head anchored outside the session row, if any.
+    pub anchored: Option<(i64, String)>,
+    /// The events, in the order they were inserted (not by `seq`: reordering must show).
+    pub links: Vec<Link>,
+}
+
+impl Trail {
+    /// Checks the links against the highest known head: the anchored head wins, since the session
+    /// row could have been rewritten together with the events.
+    pub fn verify(&self, session_id: &str) -> Result<usize, Broken> {
+        let (seq, hash) = self
+            .anchored
+            .as_ref()
+            .filter(|(seq, _)| *seq >= self.recorded.0)
+            .unwrap_or(&self.recorded);
+        verify(session_id, &self.links, (*seq, hash))
+    }
+}
+
 /// Where a chain breaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Broken {

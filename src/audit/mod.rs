@@ -1,15 +1,22 @@
 //! The audit store: sessions, their append-only hash-chained events, and the projections the
-//! controller and the CLI read (commands, incidents). SQLite, in WAL mode.
+//! controller and the CLI read (commands, incidents). SQLite (WAL) by default, PostgreSQL for
+//! several replicas; the backend is chosen by the store's location.
 
+mod append;
 mod chain;
 pub mod event;
+mod location;
+mod postgres;
 pub mod redact;
+mod rows;
 mod sqlite;
+mod store;
 
 pub use chain::Broken;
 pub use event::{Event, EventBody};
+pub use location::StoreLocation;
 pub use redact::Redactor;
-pub use sqlite::Store;
+pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report};
 
@@ -19,6 +26,21 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migrating the store: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    #[error("postgres: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migrating the store to version {version}: {message}")]
+    PostgresMigration { version: i64, message: String },
+    #[error("the store's connection pool: {0}")]
+    Pool(String),
+    #[error("cannot reach the audit store at {location}: {message}")]
+    Unreachable { location: String, message: String },
+    #[error("the store location {0}")]
+    Location(String),
+    #[error("a stored {table} row does not decode: {message}")]
+    Row {
+        table: &'static str,
+        message: String,
+    },
     #[error("encoding an event: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{path}: {source}")]
@@ -38,6 +60,14 @@ pub enum StoreError {
     },
     #[error("the store task failed: {0}")]
     Task(String),
+}
+
+/// The driver's error with its cause: its own text alone is as short as "db error".
+pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 /// A session as the store knows it.

@@ -35,11 +35,7 @@ impl Context {
     /// Opens the store, reaches the Docker engine and sets up the sessions, whose progress is sent
     /// to `wake` for the source to reconcile again.
     pub async fn new(config: Arc<Config>, wake: mpsc::UnboundedSender<Wake>) -> Result<Context> {
-        let store = Store::open(
-            &config.store_path,
-            Redactor::new(config.secret_values.clone()),
-        )
-        .await?;
+        let store = Store::open(&config.store, Redactor::new(config.secret_values.clone())).await?;
         let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
         sandboxes.ping().await?;
         let metrics = Arc::new(Metrics::new());

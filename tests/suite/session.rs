@@ -60,16 +60,19 @@ fn full_script() -> Vec<Turn> {
     ]
 }
 
-/// The whole path for one protocol: manifest -> session -> commands -> report -> status -> show.
-async fn full_session(protocol: Protocol, provider: &'static str) {
+/// The whole path for one protocol: manifest -> session -> commands -> report -> status -> show,
+/// on the given store (None: an SQLite file).
+async fn full_session(protocol: Protocol, provider: &'static str, store: Option<String>) {
     docker::require_sandbox_image();
     let llm = FakeLlm::start(protocol, full_script()).await;
-    let controller = Controller::start(
-        Options::new(provider, llm.base_url())
-            .arg("--command-timeout-seconds", 2)
-            .arg("--model", "fake-main")
-            .arg("--summary-model", "fake-summary"),
-    );
+    let mut options = Options::new(provider, llm.base_url())
+        .arg("--command-timeout-seconds", 2)
+        .arg("--model", "fake-main")
+        .arg("--summary-model", "fake-summary");
+    if let Some(store) = store {
+        options = options.store(store);
+    }
+    let controller = Controller::start(options);
     controller.write_manifest("api.yaml", &manifest("api-down", "api returns 500", ""));
 
     let incident = controller.wait_for_phase("api-down", Phase::Resolved, SESSION_TIMEOUT);
@@ -175,12 +178,19 @@ async fn full_session(protocol: Protocol, provider: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_anthropic_end_to_end() {
-    full_session(Protocol::Anthropic, "anthropic").await;
+    full_session(Protocol::Anthropic, "anthropic", None).await;
+}
+
+/// The same session with the store on PostgreSQL (a database of its own on the test server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_end_to_end_on_postgres() {
+    let store = crate::support::store::fresh_postgres_database().await;
+    full_session(Protocol::Anthropic, "anthropic", Some(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_openai_end_to_end() {
-    full_session(Protocol::OpenAi, "openai").await;
+    full_session(Protocol::OpenAi, "openai", None).await;
 }
 
 /// Faults of the model API are retried; bad tool calls are told to the model; the session goes on.

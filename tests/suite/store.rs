@@ -1,17 +1,39 @@
-//! The audit store on real SQLite files.
+//! The audit store, each test on both backends: a real SQLite file, and a real PostgreSQL database
+//! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
-use opslab::audit::{ChainCheck, EventBody, NewSession, Redactor, SessionRecord, Store};
+use opslab::audit::{ChainCheck, EventBody, NewSession, SessionRecord, Store};
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report};
 use serde_json::json;
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(
-        &dir.path().join("audit.db"),
-        Redactor::new(vec!["p4ssw0rd-configured".into()]),
-    )
-    .await
-    .expect("the store opens")
+use crate::support::store::TestStore;
+
+/// Runs each named test body (an `async fn(TestStore)`) once per backend, as `NAME::sqlite` and
+/// `NAME::postgres`.
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(super::TestStore::sqlite()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$test(super::TestStore::postgres().await).await
+            }
+        }
+    )*};
 }
+
+on_each_backend!(
+    store_a_session_life_is_projected,
+    store_events_survive_reopening_and_concurrent_writers_stay_gapless,
+    store_events_are_append_only_and_tampering_is_found,
+    store_secrets_never_reach_the_file,
+    store_incidents_upsert_list_and_delete,
+    store_a_stale_anchor_does_not_hide_a_cut_tail,
+    store_unknown_sessions_and_undecodable_rows_are_clear_errors,
+);
 
 async fn new_session(store: &Store, id: &str) -> SessionRecord {
     store
@@ -52,14 +74,8 @@ fn finished(id: &str, output: &str) -> EventBody {
     }
 }
 
-fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.path().join("audit.db")).unwrap()
-}
-
-#[tokio::test]
-async fn store_a_session_life_is_projected() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_a_session_life_is_projected(fixture: TestStore) {
+    let store = fixture.open().await;
     new_session(&store, "s1").await;
     let bodies = vec![
         EventBody::SessionStarted {
@@ -179,11 +195,10 @@ async fn store_a_session_life_is_projected() {
     assert!(store.running_sessions().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn store_events_survive_reopening_and_concurrent_writers_stay_gapless() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = open(&dir).await;
-    let second = open(&dir).await;
+/// Two handles on one store: two processes on one SQLite file, or two replicas on one database.
+async fn store_events_survive_reopening_and_concurrent_writers_stay_gapless(fixture: TestStore) {
+    let first = fixture.open().await;
+    let second = fixture.open().await;
     new_session(&first, "shared").await;
     new_session(&first, "other").await;
     let mut tasks = Vec::new();
@@ -202,7 +217,7 @@ async fn store_events_survive_reopening_and_concurrent_writers_stay_gapless() {
         task.await.unwrap();
     }
     drop((first, second));
-    let reopened = open(&dir).await;
+    let reopened = fixture.open().await;
     for session in ["shared", "other"] {
         let events = reopened.events(session).await.unwrap();
         assert_eq!(
@@ -221,10 +236,8 @@ async fn store_events_survive_reopening_and_concurrent_writers_stay_gapless() {
     assert_eq!(reopened.running_sessions().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn store_events_are_append_only_and_tampering_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_events_are_append_only_and_tampering_is_found(fixture: TestStore) {
+    let store = fixture.open().await;
     for session in ["edit", "delete", "swap", "cut"] {
         new_session(&store, session).await;
         for i in 0..5 {
@@ -234,26 +247,26 @@ async fn store_events_are_append_only_and_tampering_is_found() {
                 .unwrap();
         }
     }
-    let connection = raw(&dir);
-    let refused = connection.execute(
+    for refused in [
         "UPDATE events SET body = '{}' WHERE session_id = 'edit'",
-        [],
-    );
-    assert!(refused.unwrap_err().to_string().contains("append-only"));
-    let refused = connection.execute("DELETE FROM events WHERE session_id = 'edit'", []);
-    assert!(refused.unwrap_err().to_string().contains("append-only"));
+        "DELETE FROM events WHERE session_id = 'edit'",
+    ] {
+        let error = fixture.raw(refused).await.unwrap_err();
+        assert!(error.contains("append-only"), "{error}");
+    }
 
-    // Someone with the file drops the triggers and tampers.
-    connection
-        .execute_batch(
-            "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
-             UPDATE events SET body = replace(body, 'echo 2', 'echo X') WHERE session_id = 'edit' AND seq = 3;
+    // Someone with the owner's rights lifts the guards and tampers.
+    fixture.lift_append_only().await;
+    fixture
+        .raw(
+            "UPDATE events SET body = replace(body, 'echo 2', 'echo X') WHERE session_id = 'edit' AND seq = 3;
              DELETE FROM events WHERE session_id = 'delete' AND seq = 2;
              UPDATE events SET seq = -1 WHERE session_id = 'swap' AND seq = 2;
              UPDATE events SET seq = 2 WHERE session_id = 'swap' AND seq = 3;
              UPDATE events SET seq = 3 WHERE session_id = 'swap' AND seq = -1;
              DELETE FROM events WHERE session_id = 'cut' AND seq >= 4;",
         )
+        .await
         .unwrap();
     let broken_at = |check: ChainCheck| match check {
         ChainCheck::Broken(broken) => broken.seq,
@@ -265,10 +278,8 @@ async fn store_events_are_append_only_and_tampering_is_found() {
     assert_eq!(broken_at(store.verify("cut").await.unwrap()), 4);
 }
 
-#[tokio::test]
-async fn store_secrets_never_reach_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_secrets_never_reach_the_file(fixture: TestStore) {
+    let store = fixture.open().await;
     new_session(&store, "s").await;
     let secrets = [
         "sk-ant-api03-SECRETSECRETSECRET0123",
@@ -354,23 +365,18 @@ async fn store_secrets_never_reach_the_file() {
         ChainCheck::Intact { events: 4 }
     );
     drop(store);
-    // Checkpoint the WAL into the main file, then read every byte on disk.
-    raw(&dir)
-        .pragma_update(None, "wal_checkpoint", "TRUNCATE")
-        .ok();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        for secret in secrets {
-            assert!(!text.contains(secret), "{secret} reached the store file");
-        }
+    let stored = fixture.stored_text().await;
+    assert!(
+        stored.contains("login fails with"),
+        "the check reads the rows"
+    );
+    for secret in secrets {
+        assert!(!stored.contains(secret), "{secret} reached the store");
     }
 }
 
-#[tokio::test]
-async fn store_incidents_upsert_list_and_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_incidents_upsert_list_and_delete(fixture: TestStore) {
+    let store = fixture.open().await;
     let record = opslab::audit::IncidentRecord {
         namespace: "default".into(),
         name: "x".into(),
@@ -397,10 +403,8 @@ async fn store_incidents_upsert_list_and_delete() {
 /// Two appends may write their anchors out of order (from two tasks or two processes): the highest
 /// anchored head counts, so a tail cut back to the stale anchor together with the session row is
 /// still found.
-#[tokio::test]
-async fn store_a_stale_anchor_line_does_not_hide_a_cut_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_a_stale_anchor_does_not_hide_a_cut_tail(fixture: TestStore) {
+    let store = fixture.open().await;
     new_session(&store, "s").await;
     let mut events = Vec::new();
     for i in 0..5 {
@@ -412,27 +416,20 @@ async fn store_a_stale_anchor_line_does_not_hide_a_cut_tail() {
         );
     }
     // The anchor of event 4 lands after the one of event 5.
-    let anchors = dir.path().join("audit.db.anchors");
-    let mut text = std::fs::read_to_string(&anchors).unwrap();
-    text.push_str(&format!("s 4 {}\n", events[3].hash));
-    std::fs::write(&anchors, text).unwrap();
+    fixture.add_anchor("s", 4, &events[3].hash).await;
     assert_eq!(
         store.verify("s").await.unwrap(),
         ChainCheck::Intact { events: 5 }
     );
 
-    let connection = raw(&dir);
-    connection
-        .execute_batch(
-            "DROP TRIGGER events_no_delete;
-             DELETE FROM events WHERE session_id = 's' AND seq = 5;",
-        )
-        .unwrap();
-    connection
-        .execute(
-            "UPDATE sessions SET head_seq = 4, head_hash = ?1 WHERE id = 's'",
-            [&events[3].hash],
-        )
+    fixture.lift_append_only().await;
+    fixture
+        .raw(&format!(
+            "DELETE FROM events WHERE session_id = 's' AND seq = 5;
+             UPDATE sessions SET head_seq = 4, head_hash = '{}' WHERE id = 's';",
+            events[3].hash
+        ))
+        .await
         .unwrap();
     match store.verify("s").await.unwrap() {
         ChainCheck::Broken(broken) => assert_eq!(broken.seq, 5, "{}", broken.reason),
@@ -440,10 +437,8 @@ async fn store_a_stale_anchor_line_does_not_hide_a_cut_tail() {
     }
 }
 
-#[tokio::test]
-async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors(fixture: TestStore) {
+    let store = fixture.open().await;
     let error = store
         .append("nope", command("t", "true"))
         .await
@@ -459,12 +454,12 @@ async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors() {
             .await
             .unwrap();
     }
-    let connection = raw(&dir);
-    connection
-        .execute_batch(
-            "DROP TRIGGER events_no_update;
-             UPDATE events SET body = '{\"kind\":\"no_such_kind\"}' WHERE session_id = 's' AND seq = 2;",
+    fixture.lift_append_only().await;
+    fixture
+        .raw(
+            "UPDATE events SET body = '{\"kind\":\"no_such_kind\"}' WHERE session_id = 's' AND seq = 2;",
         )
+        .await
         .unwrap();
     let error = store.events("s").await.unwrap_err().to_string();
     assert!(
@@ -473,4 +468,73 @@ async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors() {
     );
     // Rows before the bad one still read.
     assert_eq!(store.events_after("s", 2).await.unwrap().len(), 1);
+}
+
+/// Replicas starting together migrate the new database once: the advisory lock makes the others
+/// wait, and they find the schema in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_postgres_replicas_opening_at_once_migrate_once() {
+    let fixture = TestStore::postgres().await;
+    let opened = futures::future::join_all((0..6).map(|_| fixture.open())).await;
+    new_session(&opened[0], "s").await;
+    for (i, store) in opened.iter().enumerate() {
+        store
+            .append("s", command(&format!("t{i}"), "true"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        opened[5].verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 6 }
+    );
+    let versions: Vec<i64> = fixture
+        .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
+        .await;
+    assert_eq!(versions, vec![1]);
+}
+
+/// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the
+/// store without its password.
+#[tokio::test]
+async fn store_postgres_unreachable_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgresql://opslab:s3cret-pw@/opslab?host={}",
+        dir.path().join("no-server-here").display()
+    );
+    let location: opslab::audit::StoreLocation = url.parse().unwrap();
+    let error = Store::open(location, opslab::audit::Redactor::default())
+        .await
+        .err()
+        .expect("no server answers there")
+        .to_string();
+    assert!(
+        error.starts_with("cannot reach the audit store at postgresql://"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret-pw"), "{error}");
+    assert!(!error.contains('\n'), "{error}");
+}
+
+/// On PostgreSQL the anchors are rows too: like the events, they refuse every change, and both
+/// refuse TRUNCATE (which row triggers do not see).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_postgres_events_and_anchors_refuse_changes() {
+    let fixture = TestStore::postgres().await;
+    let store = fixture.open().await;
+    new_session(&store, "s").await;
+    store.append("s", command("t1", "true")).await.unwrap();
+    for refused in [
+        "UPDATE anchors SET seq = 9",
+        "DELETE FROM anchors",
+        "TRUNCATE anchors",
+        "TRUNCATE events CASCADE",
+    ] {
+        let error = fixture.raw(refused).await.unwrap_err();
+        assert!(error.contains("append-only"), "{refused}: {error}");
+    }
+    assert_eq!(
+        store.verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 1 }
+    );
 }

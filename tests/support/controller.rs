@@ -15,6 +15,8 @@ pub struct Options {
     pub provider: &'static str,
     pub base_url: String,
     pub args: Vec<String>,
+    /// The store, when not the SQLite file in the test's folder (a PostgreSQL URL).
+    pub store: Option<String>,
 }
 
 impl Options {
@@ -23,7 +25,14 @@ impl Options {
             provider,
             base_url,
             args: Vec::new(),
+            store: None,
         }
+    }
+
+    /// Runs the controller (and the CLI) on this store instead of the folder's SQLite file.
+    pub fn store(mut self, location: impl ToString) -> Options {
+        self.store = Some(location.to_string());
+        self
     }
 
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Options {
@@ -75,6 +84,14 @@ impl Controller {
         self.dir.path().join("opslab.db")
     }
 
+    /// What `--store` says: the options' store, or the SQLite file in the test's folder.
+    fn store_location(&self) -> std::ffi::OsString {
+        match &self.options.store {
+            Some(location) => location.into(),
+            None => self.store().into_os_string(),
+        }
+    }
+
     fn log_path(&self, start: usize) -> PathBuf {
         self.dir.path().join(format!("controller-{start}.log"))
     }
@@ -88,7 +105,7 @@ impl Controller {
             .arg("--incidents")
             .arg(self.incidents())
             .arg("--store")
-            .arg(self.store())
+            .arg(self.store_location())
             .arg("--provider")
             .arg(self.options.provider)
             .arg("--sandbox-image")
@@ -262,7 +279,7 @@ impl Controller {
         Command::new(BIN)
             .args(args)
             .arg("--store")
-            .arg(self.store())
+            .arg(self.store_location())
             .output()
             .expect("the opslab binary runs")
     }

@@ -1,0 +1,310 @@
+//! The rules of an append, shared by every backend and free of I/O: redaction before hashing, the
+//! next sequence number, the chained hash, and the statements that store the event and update the
+//! projections. A backend only locks the session, reads its head, runs the statements, and commits.
+
+use super::chain;
+use super::rows::{Columns, Param, Statement};
+use super::{Event, EventBody, Redactor, StoreError};
+
+/// The session's chain head, read under the backend's lock (columns `state, head_seq, head_hash`).
+pub const HEAD: &str = "SELECT state, head_seq, head_hash FROM sessions WHERE id = ?1";
+
+/// An event ready to be chained: redacted, and encoded as it will be hashed and stored.
+pub struct Pending {
+    pub session_id: String,
+    body: EventBody,
+    text: String,
+}
+
+/// Redacts the body; what is stored, hashed and returned is the redacted form.
+pub fn prepare(
+    redactor: &Redactor,
+    session_id: &str,
+    body: EventBody,
+) -> Result<Pending, StoreError> {
+    let mut value = serde_json::to_value(&body)?;
+    redactor.redact_json(&mut value);
+    let text = serde_json::to_string(&value)?;
+    let body = serde_json::from_value(value)?;
+    Ok(Pending {
+        session_id: session_id.to_string(),
+        body,
+        text,
+    })
+}
+
+/// The session's state and chain head.
+pub struct Head {
+    state: String,
+    seq: i64,
+    hash: String,
+}
+
+pub fn head(row: &dyn Columns) -> Result<Head, StoreError> {
+    Ok(Head {
+        state: row.text(0)?,
+        seq: row.integer(1)?,
+        hash: row.text(2)?,
+    })
+}
+
+/// Chains the event after `head` (None: no such session) at time `at`: the event, and the
+/// statements that store it, project it and move the head, to run in order in one transaction.
+pub fn link(
+    pending: Pending,
+    head: Option<Head>,
+    at: String,
+) -> Result<(Event, Vec<Statement>), StoreError> {
+    let Pending {
+        session_id,
+        body,
+        text,
+    } = pending;
+    let head = head.ok_or_else(|| StoreError::UnknownSession(session_id.clone()))?;
+    if head.state != "running" {
+        return Err(StoreError::SessionClosed(session_id));
+    }
+    let seq = head.seq + 1;
+    let hash = chain::link_hash(&head.hash, &session_id, seq, &at, &text);
+    let mut statements = vec![Statement::new(
+        "INSERT INTO events (session_id, seq, at, kind, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        vec![
+            session_id.as_str().into(),
+            seq.into(),
+            at.as_str().into(),
+            body.kind().into(),
+            text.into(),
+            hash.as_str().into(),
+        ],
+    )];
+    statements.extend(project(&session_id, seq, &at, &body)?);
+    statements.push(Statement::new(
+        "UPDATE sessions SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
+        vec![session_id.as_str().into(), seq.into(), hash.as_str().into()],
+    ));
+    Ok((
+        Event {
+            session_id,
+            seq,
+            at,
+            body,
+            hash,
+        },
+        statements,
+    ))
+}
+
+/// The projection updates (sessions, commands) one event makes, inside its append transaction.
+fn project(
+    session_id: &str,
+    seq: i64,
+    at: &str,
+    body: &EventBody,
+) -> Result<Vec<Statement>, StoreError> {
+    let session: Param = session_id.into();
+    Ok(match body {
+        EventBody::CommandStarted {
+            tool_use_id,
+            command,
+            reasoning,
+            ..
+        } => vec![
+            Statement::new(
+                "INSERT INTO commands (session_id, tool_use_id, command, reasoning, state, started_seq, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'started', ?5, ?6)",
+                vec![
+                    session.clone(),
+                    tool_use_id.as_str().into(),
+                    command.as_str().into(),
+                    reasoning.as_str().into(),
+                    seq.into(),
+                    at.into(),
+                ],
+            ),
+            Statement::new(
+                "UPDATE sessions SET commands = commands + 1 WHERE id = ?1",
+                vec![session],
+            ),
+        ],
+        EventBody::CommandFinished {
+            tool_use_id,
+            exit_code,
+            duration_ms,
+            timed_out,
+            ..
+        } => vec![Statement::new(
+            "UPDATE commands SET state = 'finished', exit_code = ?3, duration_ms = ?4, timed_out = ?5, \
+             finished_seq = ?6, finished_at = ?7 WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
+            vec![
+                session,
+                tool_use_id.as_str().into(),
+                (*exit_code).into(),
+                saturating_i64(*duration_ms).into(),
+                (*timed_out).into(),
+                seq.into(),
+                at.into(),
+            ],
+        )],
+        EventBody::CommandInterrupted { tool_use_id, .. } => vec![Statement::new(
+            "UPDATE commands SET state = 'interrupted', finished_seq = ?3, finished_at = ?4 \
+             WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
+            vec![session, tool_use_id.as_str().into(), seq.into(), at.into()],
+        )],
+        EventBody::OutputSummary {
+            tool_use_id,
+            summary,
+            ..
+        } => vec![Statement::new(
+            "UPDATE commands SET summary = ?3 WHERE session_id = ?1 AND started_seq = \
+             (SELECT MAX(started_seq) FROM commands WHERE session_id = ?1 AND tool_use_id = ?2)",
+            vec![
+                session,
+                tool_use_id.as_str().into(),
+                summary.as_str().into(),
+            ],
+        )],
+        EventBody::LlmResponse {
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            ..
+        } => vec![Statement::new(
+            "UPDATE sessions SET turns = turns + 1, input_tokens = input_tokens + ?2, \
+             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
+            vec![
+                session,
+                saturating_i64(*input_tokens).into(),
+                saturating_i64(*output_tokens).into(),
+                (*cost_usd).into(),
+            ],
+        )],
+        EventBody::Reported { report, .. } => vec![Statement::new(
+            "UPDATE sessions SET report = ?2 WHERE id = ?1",
+            vec![session, serde_json::to_string(report)?.into()],
+        )],
+        EventBody::TicketUpdated { generation, .. } => vec![Statement::new(
+            "UPDATE sessions SET generation = ?2 WHERE id = ?1",
+            vec![session, (*generation).into()],
+        )],
+        EventBody::SessionFinished {
+            phase,
+            outcome,
+            reason,
+            ..
+        } => vec![Statement::new(
+            "UPDATE sessions SET state = 'finished', phase = ?2, outcome = ?3, reason = ?4, finished_at = ?5 \
+             WHERE id = ?1",
+            vec![
+                session,
+                enum_text(phase)?.into(),
+                outcome.as_ref().map(enum_text).transpose()?.into(),
+                reason.as_str().into(),
+                at.into(),
+            ],
+        )],
+        EventBody::SessionStarted { .. }
+        | EventBody::SandboxReady { .. }
+        | EventBody::LlmFailed { .. }
+        | EventBody::ToolRejected { .. } => vec![],
+    })
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An enum's serde name (`Investigating`, `needs_human`) as a column value.
+pub fn enum_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value)? {
+        serde_json::Value::String(text) => Ok(text),
+        other => Ok(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::Phase;
+
+    fn running(seq: i64, hash: &str) -> Option<Head> {
+        Some(Head {
+            state: "running".into(),
+            seq,
+            hash: hash.into(),
+        })
+    }
+
+    fn command() -> EventBody {
+        EventBody::CommandStarted {
+            tool_use_id: "t1".into(),
+            command: "curl -H 'x-api-key: sk-ant-api03-SECRETSECRETSECRET' http://x".into(),
+            reasoning: "look".into(),
+            timeout_seconds: 5,
+        }
+    }
+
+    #[test]
+    fn an_event_is_redacted_numbered_and_chained_after_the_head() {
+        let pending = prepare(&Redactor::default(), "s", command()).unwrap();
+        let (event, statements) = link(pending, running(4, "h4"), "T".into()).unwrap();
+        assert_eq!(event.seq, 5);
+        let EventBody::CommandStarted { command, .. } = &event.body else {
+            panic!("{:?}", event.body)
+        };
+        assert!(command.contains("[REDACTED:anthropic-key]"), "{command}");
+        // The hash covers the stored text, as stored.
+        let Param::Text(Some(stored)) = &statements[0].params[4] else {
+            panic!("{:?}", statements[0].params)
+        };
+        assert_eq!(event.hash, chain::link_hash("h4", "s", 5, "T", stored));
+        assert_eq!(
+            serde_json::from_str::<EventBody>(stored).unwrap(),
+            event.body
+        );
+        // Stored, projected (the command row, the session's count), and the head moved.
+        let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_ref()).collect();
+        assert!(sql[0].starts_with("INSERT INTO events"));
+        assert!(sql[1].starts_with("INSERT INTO commands"));
+        assert!(sql[2].contains("commands = commands + 1"));
+        assert_eq!(
+            statements[3].params,
+            vec!["s".into(), 5i64.into(), event.hash.as_str().into()]
+        );
+    }
+
+    #[test]
+    fn unknown_and_finished_sessions_take_no_event() {
+        let pending = || prepare(&Redactor::default(), "s", command()).unwrap();
+        let error = link(pending(), None, "T".into()).err().unwrap();
+        assert_eq!(error.to_string(), "no session s in the store");
+        let finished = Head {
+            state: "finished".into(),
+            seq: 3,
+            hash: "h".into(),
+        };
+        let error = link(pending(), Some(finished), "T".into()).err().unwrap();
+        assert!(error.to_string().contains("has finished"), "{error}");
+    }
+
+    #[test]
+    fn the_end_of_a_session_is_projected_with_its_phase_name() {
+        let body = EventBody::SessionFinished {
+            phase: Phase::Resolved,
+            outcome: None,
+            reason: "Reported".into(),
+            message: "ok".into(),
+        };
+        let pending = prepare(&Redactor::default(), "s", body).unwrap();
+        let (_, statements) = link(pending, running(0, ""), "T".into()).unwrap();
+        assert_eq!(
+            statements[1].params,
+            vec![
+                "s".into(),
+                "Resolved".into(),
+                Param::Text(None),
+                "Reported".into(),
+                "T".into()
+            ]
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! [`Store`]: the one type callers use, whatever the backend. Each operation is written once here,
+//! as statements and row decoders; the backend runs them.
+
+use super::append::{self, Pending};
+use super::chain::Trail;
+use super::location::StoreLocation;
+use super::postgres::Postgres;
+use super::rows::{self, Columns, Param, Statement};
+use super::sqlite::Sqlite;
+use super::{
+    ChainCheck, CommandRecord, Event, EventBody, IncidentRecord, NewSession, Redactor,
+    SessionRecord, StoreError,
+};
+use crate::incident::Phase;
+
+/// A row decoder, run by the backend on each row.
+pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(Postgres),
+}
+
+/// The audit store: sessions, their append-only hash-chained events, and the projections the
+/// controller and the CLI read. Cheap to clone; clones share the connection (pool).
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    redactor: std::sync::Arc<Redactor>,
+}
+
+/// Runs the same call on whichever backend the store has.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store at `location` (an SQLite path, or a PostgreSQL URL), creating it if needed,
+    /// and brings its schema up to date.
+    pub async fn open(
+        location: impl Into<StoreLocation>,
+        redactor: Redactor,
+    ) -> Result<Store, StoreError> {
+        let location = location.into();
+        let backend = match location {
+            StoreLocation::Sqlite(ref path) => Backend::Sqlite(Sqlite::open(path.clone()).await?),
+            StoreLocation::Postgres(ref url) => {
+                Backend::Postgres(Postgres::open(url, &location).await?)
+            }
+        };
+        Ok(Store {
+            backend,
+            redactor: std::sync::Arc::new(redactor),
+        })
+    }
+
+    async fn execute(&self, statement: Statement) -> Result<(), StoreError> {
+        on_backend!(self, backend => backend.execute(statement).await)
+    }
+
+    async fn query<T: Send + 'static>(
+        &self,
+        statement: Statement,
+        decode: Decode<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        on_backend!(self, backend => backend.query(statement, decode).await)
+    }
+
+    async fn query_one<T: Send + 'static>(
+        &self,
+        statement: Statement,
+        decode: Decode<T>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.query(statement, decode).await?.into_iter().next())
+    }
+
+    pub async fn create_session(&self, new: NewSession) -> Result<SessionRecord, StoreError> {
+        let id = new.id.clone();
+        self.execute(Statement::new(
+            rows::CREATE_SESSION,
+            vec![
+                new.id.into(),
+                new.incident_uid.into(),
+                new.incident_namespace.into(),
+                new.incident_name.into(),
+                i64::from(new.attempt).into(),
+                new.generation.into(),
+                append::enum_text(&Phase::Investigating)?.into(),
+                jiff::Timestamp::now().to_string().into(),
+            ],
+        ))
+        .await?;
+        self.session(&id)
+            .await?
+            .ok_or(StoreError::UnknownSession(id))
+    }
+
+    /// Appends one event: redacted, numbered, chained, and projected, in one transaction.
+    pub async fn append(&self, session_id: &str, body: EventBody) -> Result<Event, StoreError> {
+        let pending: Pending = append::prepare(&self.redactor, session_id, body)?;
+        on_backend!(self, backend => backend.append(pending).await)
+    }
+
+    /// A session's events, in order.
+    pub async fn events(&self, session_id: &str) -> Result<Vec<Event>, StoreError> {
+        self.events_after(session_id, 0).await
+    }
+
+    /// A session's events after `after_seq`, in order (for following a live session).
+    pub async fn events_after(
+        &self,
+        session_id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.query(
+            Statement::new(
+                rows::EVENTS_AFTER,
+                vec![session_id.into(), after_seq.into()],
+            ),
+            rows::event,
+        )
+        .await
+    }
+
+    /// Recomputes the session's hash chain and compares it with the highest known head.
+    pub async fn verify(&self, session_id: &str) -> Result<ChainCheck, StoreError> {
+        let trail: Option<Trail> =
+            on_backend!(self, backend => backend.trail(session_id.to_string()).await)?;
+        let trail = trail.ok_or_else(|| StoreError::UnknownSession(session_id.to_string()))?;
+        Ok(match trail.verify(session_id) {
+            Ok(events) => ChainCheck::Intact { events },
+            Err(broken) => ChainCheck::Broken(broken),
+        })
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = rows::sessions_query("WHERE id = ?1");
+        self.query_one(Statement::new(sql, vec![id.into()]), rows::session)
+            .await
+    }
+
+    /// Every session, newest first.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = rows::sessions_query("");
+        self.query(Statement::new(sql, vec![]), rows::session).await
+    }
+
+    /// The Incident's sessions, newest first.
+    pub async fn sessions_for_incident(&self, uid: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = rows::sessions_query("WHERE incident_uid = ?1");
+        self.query(Statement::new(sql, vec![uid.into()]), rows::session)
+            .await
+    }
+
+    /// Sessions not finished: after a restart, they resume.
+    pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = rows::sessions_query("WHERE state = ?1");
+        self.query(Statement::new(sql, vec!["running".into()]), rows::session)
+            .await
+    }
+
+    /// The session's newest command.
+    pub async fn last_command(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        self.query_one(
+            Statement::new(rows::LAST_COMMAND, vec![session_id.into()]),
+            rows::command,
+        )
+        .await
+    }
+
+    pub async fn put_incident(&self, record: IncidentRecord) -> Result<(), StoreError> {
+        let mut incident = record.incident;
+        self.redactor.redact_json(&mut incident);
+        let params: Vec<Param> = vec![
+            record.namespace.into(),
+            record.name.into(),
+            record.uid.into(),
+            record.generation.into(),
+            record.spec_hash.into(),
+            record.source.into(),
+            serde_json::to_string(&incident)?.into(),
+            record
+                .error
+                .map(|error| self.redactor.redact(&error))
+                .into(),
+            record.updated_at.into(),
+        ];
+        self.execute(Statement::new(rows::PUT_INCIDENT, params))
+            .await
+    }
+
+    pub async fn incident(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<IncidentRecord>, StoreError> {
+        let sql = rows::incidents_query("WHERE namespace = ?1 AND name = ?2");
+        self.query_one(
+            Statement::new(sql, vec![namespace.into(), name.into()]),
+            rows::incident,
+        )
+        .await
+    }
+
+    /// Every Incident and manifest problem, by namespace and name.
+    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        let sql = rows::incidents_query("");
+        self.query(Statement::new(sql, vec![]), rows::incident)
+            .await
+    }
+
+    /// Answers when the store can be read.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.query(Statement::new(rows::PING, vec![]), |_| Ok(()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete_incident(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        self.execute(Statement::new(
+            rows::DELETE_INCIDENT,
+            vec![namespace.into(), name.into()],
+        ))
+        .await
+    }
+}
