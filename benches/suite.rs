@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fake_llm::{FakeLlm, Protocol, Turn};
 use opslab::audit::{EventBody, NewSession, Redactor, Store};
 use opslab::incident::{Outcome, Phase};
-use opslab::sandbox::{SandboxConfig, SandboxOwner, Sandboxes};
+use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, SandboxOwner, Sandboxes};
 
 const IMAGE: &str = "opslab-sandbox:latest";
 const MANIFEST_RUNS: usize = 20;
@@ -408,12 +408,24 @@ async fn manifest_to_first_command(poll_ms: Option<u64>) -> Vec<Duration> {
     samples
 }
 
-fn sandboxes_config() -> SandboxConfig {
-    SandboxConfig {
+/// Sandboxes without Docker access: these benchmarks time the sandbox itself. (The store only
+/// receives the Docker proxy's decisions, which this mode has none of.)
+async fn bench_sandboxes() -> (Sandboxes, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
+        .await
+        .unwrap();
+    let config = SandboxConfig {
         instance: format!("bench-{}", uuid::Uuid::new_v4().simple()),
         image: IMAGE.into(),
+        docker_access: DockerAccess::None,
         ..SandboxConfig::default()
-    }
+    };
+    let audit = Audit {
+        store,
+        metrics: std::sync::Arc::new(opslab::metrics::Metrics::new()),
+    };
+    (Sandboxes::connect(config, audit).await.unwrap(), dir)
 }
 
 fn owner(run: usize) -> SandboxOwner {
@@ -426,7 +438,7 @@ fn owner(run: usize) -> SandboxOwner {
 }
 
 async fn sandbox_start_alone() -> Vec<Duration> {
-    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let (sandboxes, _store) = bench_sandboxes().await;
     let mut samples = Vec::new();
     for run in 0..MANIFEST_RUNS {
         let owner = owner(run);
@@ -439,7 +451,7 @@ async fn sandbox_start_alone() -> Vec<Duration> {
 }
 
 async fn exec_against_cli(command: &str) -> (Vec<Duration>, Vec<Duration>) {
-    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let (sandboxes, _store) = bench_sandboxes().await;
     let owner = owner(0);
     let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
     let (mut ours, mut cli) = (Vec::new(), Vec::new());

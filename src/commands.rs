@@ -10,7 +10,7 @@ use opslab::incident::Incident;
 use opslab::llm::LlmClient;
 use opslab::metrics::Metrics;
 use opslab::reconcile::Context;
-use opslab::sandbox::Sandboxes;
+use opslab::sandbox::{Audit, Sandboxes};
 use opslab::server::{self, Readiness};
 use opslab::session::SessionManager;
 use opslab::source::files::{self, FilesSource};
@@ -30,12 +30,18 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         Redactor::new(config.secret_values.clone()),
     )
     .await?;
-    let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let audit = Audit {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    };
+    let sandboxes = Sandboxes::connect(config.sandbox.clone(), audit)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot set up sandboxes: {error}"))?;
     sandboxes
         .ping()
         .await
         .map_err(|error| anyhow::anyhow!("cannot reach the Docker engine: {error}"))?;
-    let metrics = Arc::new(Metrics::new());
     let llm = LlmClient::new(
         config.provider.clone(),
         metrics.clone(),

@@ -272,6 +272,28 @@ pub fn event_text(event: &Event, raw: bool) -> String {
                 out.push_str(&indent(&format!("verification: {}", report.verification)));
             }
         }
+        EventBody::DockerApi {
+            allowed,
+            method,
+            path,
+            target,
+            reason,
+            ..
+        } => {
+            let decision = if *allowed { "allowed" } else { "DENIED" };
+            let target = target
+                .as_deref()
+                .map(|target| format!(" ({target})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{head}docker api {decision}: {method} {}{}\n",
+                printable(path),
+                printable(&target)
+            ));
+            if let Some(reason) = reason {
+                out.push_str(&indent(&format!("why: {reason}")));
+            }
+        }
         EventBody::SessionFinished {
             phase,
             reason,

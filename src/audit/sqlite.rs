@@ -575,7 +575,8 @@ fn project(
         EventBody::SessionStarted { .. }
         | EventBody::SandboxReady { .. }
         | EventBody::LlmFailed { .. }
-        | EventBody::ToolRejected { .. } => {}
+        | EventBody::ToolRejected { .. }
+        | EventBody::DockerApi { .. } => {}
     }
     Ok(())
 }

@@ -1,0 +1,429 @@
+//! The I/O around the policy: serve a sandbox's socket, resolve what a request names, record the
+//! decision, then forward it to the engine (streams and hijacked connections included) or refuse it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::policy::{self, Decision, Found, Resolved, Scope};
+use super::route::{self, Action, Kind, Object, Route};
+use super::upstream::Upstream;
+use super::{Audit, ProxyBody, ProxyError, body};
+use crate::audit::EventBody;
+
+/// The largest list answer the proxy filters (a few thousand containers).
+const MAX_LIST_BYTES: usize = 64 * 1024 * 1024;
+
+/// What every connection of one sandbox's socket shares.
+pub struct Shared {
+    pub upstream: Upstream,
+    pub scope: Scope,
+    pub audit: Audit,
+}
+
+/// Accepts connections until `cancel`; each is served on its own task, and ends with `cancel` too.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "the Docker API proxy could not accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                let cancel = cancel.clone();
+                async move { Ok::<_, Infallible>(handle(request, &shared, cancel).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                debug!(%error, "a Docker API client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// One request, start to end. Never fails: problems become error answers.
+async fn handle(
+    mut request: Request<Incoming>,
+    shared: &Shared,
+    cancel: CancellationToken,
+) -> Response<ProxyBody> {
+    // Taken before the body is touched; used only if the call is allowed and the engine upgrades.
+    let client_upgrade = request
+        .headers()
+        .contains_key(UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    let mut request = request.map(BodyExt::boxed);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let shown_path = request
+        .uri()
+        .path_and_query()
+        .map_or(path.clone(), |pq| pq.as_str().to_string());
+    let route = match route::parse(&method, &path) {
+        Ok(route) => route,
+        Err(reason) => {
+            let decision = Decision::Deny {
+                status: 403,
+                reason,
+            };
+            return refuse_or_record(shared, Action::Other, &method, &shown_path, None, decision)
+                .await;
+        }
+    };
+    // The body the policy reads is buffered; any other streams through.
+    let mut buffered: Option<Bytes> = None;
+    let mut parsed: Option<Value> = None;
+    if route.action.inspects_body() {
+        let bytes = match read_body(&mut request).await {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                let decision = Decision::Deny {
+                    status: 400,
+                    reason,
+                };
+                return refuse_or_record(
+                    shared,
+                    route.action,
+                    &method,
+                    &shown_path,
+                    None,
+                    decision,
+                )
+                .await;
+            }
+        };
+        if !bytes.is_empty() {
+            match body::parse(&bytes) {
+                Ok(value) => parsed = Some(value),
+                Err(reason) => {
+                    let decision = Decision::Deny {
+                        status: 400,
+                        reason,
+                    };
+                    return refuse_or_record(
+                        shared,
+                        route.action,
+                        &method,
+                        &shown_path,
+                        None,
+                        decision,
+                    )
+                    .await;
+                }
+            }
+        }
+        buffered = Some(bytes);
+    }
+    let resolved = match resolve(shared, &route, parsed.as_ref()).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let decision = Decision::Deny {
+                status: 502,
+                reason: error.to_string(),
+            };
+            return refuse_or_record(shared, route.action, &method, &shown_path, None, decision)
+                .await;
+        }
+    };
+    let decision = policy::decide(&route, parsed.as_ref(), &resolved, &shared.scope);
+    let target = describe_target(&route, &resolved);
+    let forward_to = match &decision {
+        Decision::Allow { target } => Some(
+            target
+                .as_deref()
+                .map_or_else(|| path.clone(), |id| route.path_with_target(id)),
+        ),
+        Decision::Deny { .. } => None,
+    };
+    let Some(upstream_path) = forward_to else {
+        return refuse_or_record(shared, route.action, &method, &shown_path, target, decision)
+            .await;
+    };
+    if let Err(unrecorded) = record(
+        shared,
+        route.action,
+        &method,
+        &shown_path,
+        target,
+        &decision,
+    )
+    .await
+    {
+        return unrecorded;
+    }
+    let upgrade = Upgrade {
+        client: client_upgrade,
+        cancel,
+    };
+    match forward(
+        shared,
+        request,
+        &upstream_path,
+        buffered,
+        route.action,
+        upgrade,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(error) => error_response(502, &error.to_string()),
+    }
+}
+
+/// Reads a body the policy must judge, up to its limit.
+async fn read_body(request: &mut Request<ProxyBody>) -> Result<Bytes, String> {
+    let incoming = std::mem::replace(request.body_mut(), empty());
+    Limited::new(incoming, body::MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|error| {
+            format!(
+                "the request body could not be read (limit {} bytes): {error}",
+                body::MAX_BODY_BYTES
+            )
+        })
+}
+
+/// Asks the engine about every object the request names (and an exec's container).
+async fn resolve(
+    shared: &Shared,
+    route: &Route,
+    body: Option<&Value>,
+) -> Result<Resolved, ProxyError> {
+    let mut resolved = Resolved::new();
+    let mut pending = policy::references(route, body);
+    while let Some(object) = pending.pop() {
+        if resolved.contains_key(&object) {
+            continue;
+        }
+        let found = shared.upstream.resolve(&object).await?;
+        if let Found::Exec { container, .. } = &found {
+            pending.push(Object::new(Kind::Container, container.clone()));
+        }
+        resolved.insert(object, found);
+    }
+    Ok(resolved)
+}
+
+/// The object acted on, for the trail: `container web`.
+fn describe_target(route: &Route, resolved: &Resolved) -> Option<String> {
+    let object = route.target.as_ref()?;
+    let name = match resolved.get(object) {
+        Some(Found::Object(known)) if !known.name.is_empty() => {
+            known.name.trim_start_matches('/').to_string()
+        }
+        Some(Found::Exec { container, .. }) => {
+            let container = Object::new(Kind::Container, container.clone());
+            match resolved.get(&container) {
+                Some(Found::Object(known)) => format!(
+                    "{} in container {}",
+                    object.reference,
+                    known.name.trim_start_matches('/')
+                ),
+                _ => object.reference.clone(),
+            }
+        }
+        _ => object.reference.clone(),
+    };
+    Some(format!("{} {name}", object.kind.name()))
+}
+
+/// Records a refusal and answers it.
+async fn refuse_or_record(
+    shared: &Shared,
+    action: Action,
+    method: &hyper::Method,
+    path: &str,
+    target: Option<String>,
+    decision: Decision,
+) -> Response<ProxyBody> {
+    if let Err(unrecorded) = record(shared, action, method, path, target, &decision).await {
+        return unrecorded;
+    }
+    match decision {
+        Decision::Deny { status, reason } => error_response(status, &format!("opslab: {reason}")),
+        Decision::Allow { .. } => error_response(500, "opslab: an allowed call was not forwarded"),
+    }
+}
+
+/// Records a decision: the trail first (so nothing happens that is not recorded), a metric and a
+/// log line. When the trail cannot take it, the answer to give instead of making the call.
+async fn record(
+    shared: &Shared,
+    action: Action,
+    method: &hyper::Method,
+    path: &str,
+    target: Option<String>,
+    decision: &Decision,
+) -> Result<(), Response<ProxyBody>> {
+    let allowed = decision.is_allowed();
+    let reason = match decision {
+        Decision::Deny { reason, .. } => Some(reason.clone()),
+        Decision::Allow { .. } => None,
+    };
+    shared
+        .audit
+        .metrics
+        .docker_api_request(allowed, action.name());
+    debug!(allowed, action = action.name(), %method, path, "docker api call");
+    let event = EventBody::DockerApi {
+        allowed,
+        action: action.name().to_string(),
+        method: method.to_string(),
+        path: path.to_string(),
+        target,
+        reason,
+    };
+    match shared
+        .audit
+        .store
+        .append(&shared.scope.session_id, event)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            warn!(%error, "could not record a Docker API decision; the call is refused");
+            Err(error_response(
+                503,
+                "opslab could not record this call in its audit trail, so it was not made",
+            ))
+        }
+    }
+}
+
+/// The client's side of a connection the engine may hijack (exec, attach), and when to end it.
+struct Upgrade {
+    client: Option<hyper::upgrade::OnUpgrade>,
+    cancel: CancellationToken,
+}
+
+/// Forwards an allowed request and relays the answer: streamed, filtered (lists), or upgraded.
+async fn forward(
+    shared: &Shared,
+    request: Request<ProxyBody>,
+    path: &str,
+    buffered: Option<Bytes>,
+    action: Action,
+    upgrade: Upgrade,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Upgrade {
+        client: client_upgrade,
+        cancel,
+    } = upgrade;
+    let (mut parts, incoming) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    parts.uri = path_and_query
+        .parse()
+        .map_err(|error| ProxyError::Engine(format!("the path {path_and_query:?}: {error}")))?;
+    let body = match buffered {
+        Some(bytes) => {
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            parts.headers.remove(TRANSFER_ENCODING);
+            Full::new(bytes).map_err(|never| match never {}).boxed()
+        }
+        None => incoming,
+    };
+    let mut response = shared
+        .upstream
+        .send(Request::from_parts(parts, body))
+        .await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::Engine(
+                "the engine switched protocols unasked".into(),
+            ));
+        };
+        let engine_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (client, engine) = match tokio::try_join!(client_upgrade, engine_upgrade) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    debug!(%error, "a hijacked Docker API stream could not start");
+                    return;
+                }
+            };
+            let (mut client, mut engine) = (TokioIo::new(client), TokioIo::new(engine));
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                copied = tokio::io::copy_bidirectional(&mut client, &mut engine) => {
+                    if let Err(error) = copied {
+                        debug!(%error, "a hijacked Docker API stream ended with an error");
+                    }
+                }
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    let filters = matches!(
+        action,
+        Action::ContainerList | Action::NetworkList | Action::VolumeList
+    );
+    if filters && response.status() == StatusCode::OK {
+        let (mut parts, incoming) = response.into_parts();
+        let bytes = Limited::new(incoming, MAX_LIST_BYTES)
+            .collect()
+            .await
+            .map_err(|error| ProxyError::Engine(format!("reading a list: {error}")))?
+            .to_bytes();
+        let list: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ProxyError::Engine(format!("the engine's list is not JSON: {error}"))
+        })?;
+        let shown = policy::visible(action, list, &shared.scope);
+        let bytes = Bytes::from(serde_json::to_vec(&shown).unwrap_or_default());
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        return Ok(Response::from_parts(parts, full(bytes)));
+    }
+    let (parts, incoming) = response.into_parts();
+    Ok(Response::from_parts(parts, incoming.boxed()))
+}
+
+fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// An answer the docker CLI shows as `Error response from daemon: <message>`.
+fn error_response(status: u16, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
