@@ -392,6 +392,28 @@ mod tests {
     }
 
     #[test]
+    fn docker_api_decisions_are_shown_with_their_reason() {
+        let event = Event {
+            session_id: "s".into(),
+            seq: 7,
+            at: "2026-01-02T03:04:05Z".into(),
+            body: EventBody::DockerApi {
+                allowed: false,
+                action: "container_stop".into(),
+                method: "POST".into(),
+                path: "/v1.41/containers/ctl/stop".into(),
+                target: Some("container ctl".into()),
+                reason: Some("off limits".into()),
+            },
+            hash: String::new(),
+        };
+        assert_eq!(
+            event_text(&event, false),
+            "#7 03:04:05 docker api DENIED: POST /v1.41/containers/ctl/stop (container ctl)\n    why: off limits\n"
+        );
+    }
+
+    #[test]
     fn control_characters_are_shown_not_obeyed() {
         assert_eq!(printable("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
         assert_eq!(printable("tab\tok\n"), "tab\tok\n");

@@ -48,6 +48,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
         let shared = shared.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            let ended = cancel.clone();
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
                 let cancel = cancel.clone();
@@ -56,8 +57,12 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(error) = connection.await {
-                debug!(%error, "a Docker API client connection ended with an error");
+            // A stopped proxy ends its open streams too (`logs -f`, `events`).
+            tokio::select! {
+                () = ended.cancelled() => {}
+                served = connection => if let Err(error) = served {
+                    debug!(%error, "a Docker API client connection ended with an error");
+                },
             }
         });
     }
