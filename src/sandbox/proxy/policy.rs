@@ -177,6 +177,12 @@ pub fn decide(route: &Route, body: Option<&Value>, resolved: &Resolved, scope: &
             )
         }
         ExecStart | ExecResize | ExecInspect => exec_target(route, resolved, scope),
+        ContainerUpdate if body.is_some_and(|body| !update_problems(body).is_empty()) => {
+            Decision::forbidden(format!(
+                "this update may not be made: {}",
+                body.map(update_problems).unwrap_or_default().join("; ")
+            ))
+        }
         ContainerStart | ContainerStop | ContainerRestart | ContainerKill | ContainerPause
         | ContainerUnpause | ContainerUpdate => {
             path_target(route, resolved, scope, &[Class::Ordinary])
@@ -444,6 +450,21 @@ fn create(body: &Value, resolved: &Resolved, scope: &Scope) -> Decision {
     }
 }
 
+/// What `docker update` may not change: the engine ignores these today, and they would reach the
+/// host if it did not.
+fn update_problems(body: &Value) -> Vec<String> {
+    [
+        "devices",
+        "devicerequests",
+        "devicecgrouprules",
+        "cgroupparent",
+    ]
+    .iter()
+    .filter(|field| is_set(body, field))
+    .map(|field| format!("{field} is not updated through opslab"))
+    .collect()
+}
+
 /// What a host configuration may not ask for.
 fn host_problems(host: &Value) -> Vec<String> {
     let mut problems = Vec::new();
@@ -516,6 +537,14 @@ fn host_problems(host: &Value) -> Vec<String> {
     }
     if string(host, "runtime").is_some_and(|runtime| !runtime.is_empty() && runtime != "runc") {
         refuse("another runtime");
+    }
+    if string(host, "volumedriver").is_some_and(|driver| !driver.is_empty() && driver != "local") {
+        refuse("another volume driver");
+    }
+    // Network log drivers (syslog, gelf, fluentd…) connect from the engine, on the host's network.
+    let log_driver = field(host, "logconfig").and_then(|config| string(config, "type"));
+    if log_driver.is_some_and(|driver| !matches!(driver, "" | "json-file" | "local" | "none")) {
+        refuse("another log driver");
     }
     problems
 }
@@ -832,6 +861,20 @@ mod tests {
     }
 
     #[test]
+    fn updates_change_resources_only() {
+        let memory = json!({"Memory": 314572800, "MemorySwap": 629145600, "RestartPolicy": {"Name": "always"}});
+        assert!(judge(Method::POST, "/containers/web/update", Some(memory)).is_allowed());
+        for body in [
+            json!({"Devices": [{"PathOnHost": "/dev/sda"}]}),
+            json!({"CgroupParent": "/"}),
+            json!({"devicecgrouprules": ["a *:* rwm"]}),
+        ] {
+            let reason = denied(Method::POST, "/containers/web/update", Some(body));
+            assert!(reason.contains("not updated"), "{reason}");
+        }
+    }
+
+    #[test]
     fn privileged_exec_is_refused() {
         let body = json!({"Cmd": ["sh"], "privileged": true});
         denied(Method::POST, "/containers/web/exec", Some(body));
@@ -940,6 +983,14 @@ mod tests {
                 "volumes from",
             ),
             (json!({"HostConfig": {"Runtime": "runsc-debug"}}), "runtime"),
+            (
+                json!({"HostConfig": {"VolumeDriver": "sshfs"}}),
+                "volume driver",
+            ),
+            (
+                json!({"HostConfig": {"LogConfig": {"Type": "gelf", "Config": {"gelf-address": "udp://10.0.0.1:12201"}}}}),
+                "log driver",
+            ),
             (
                 json!({"HostConfig": {"Binds": ["store:/store"]}}),
                 "belongs to opslab",

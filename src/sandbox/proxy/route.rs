@@ -156,6 +156,7 @@ impl Action {
         matches!(
             self,
             Action::ContainerCreate
+                | Action::ContainerUpdate
                 | Action::ExecCreate
                 | Action::NetworkConnect
                 | Action::NetworkDisconnect
