@@ -583,3 +583,98 @@ async fn proxy_socket_comes_back_after_a_controller_restart() {
         "none\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_decisions_of_a_session_are_in_its_trail_and_shown_but_not_sent_to_the_model() {
+    use crate::support::controller::{Controller, Options, manifest};
+    use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
+    use opslab::incident::Phase;
+
+    docker::require_sandbox_image();
+    let mut objects = Objects::default();
+    let victim = objects.container("api", &["app=demo"], None);
+    let component = format!("{LABEL_COMPONENT}=controller");
+    let protected = objects.container("controller", &[&component], None);
+    let script = vec![
+        Turn::shell(
+            &format!("docker restart -t 1 {victim} && docker stop {protected}; echo done"),
+            "restart the api; try the controller too",
+        ),
+        Turn::report("resolved", "restarted"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("api.yaml", &manifest("api-restart", "api is stuck", ""));
+    let incident = controller.wait_for_phase(
+        "api-restart",
+        Phase::Resolved,
+        std::time::Duration::from_secs(120),
+    );
+    let session_id = incident.status.unwrap().session_id.unwrap();
+    let events = controller.events(&session_id);
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "docker_api")
+        .collect();
+    let restart = calls
+        .iter()
+        .find(|e| e["action"] == "container_restart")
+        .expect("the restart is recorded");
+    assert_eq!(restart["allowed"], true);
+    assert_eq!(restart["target"], format!("container {victim}"));
+    let stop = calls
+        .iter()
+        .find(|e| e["action"] == "container_stop")
+        .expect("the refused stop is recorded");
+    assert_eq!(stop["allowed"], false);
+    assert!(
+        stop["reason"].as_str().unwrap().contains("off limits"),
+        "{stop}"
+    );
+    // The calls sit between the command's start and its end.
+    let seq = |kind: &str| {
+        events.iter().find(|e| e["kind"] == kind).unwrap()["seq"]
+            .as_i64()
+            .unwrap()
+    };
+    let restart_seq = restart["seq"].as_i64().unwrap();
+    assert!(seq("command_started") < restart_seq && restart_seq < seq("command_finished"));
+    // The model saw the command's output (the daemon's error among it), not the trail's events.
+    let sent = serde_json::to_string(&llm.requests()).unwrap();
+    assert!(
+        sent.contains("Error response from daemon: opslab:"),
+        "{sent}"
+    );
+    assert!(!sent.contains("container_restart") && !sent.contains("docker_api"));
+    let story = controller.cli(&["show", "api-restart"]);
+    assert!(
+        story.contains(&format!(
+            "docker api allowed: POST /v1.41/containers/{victim}/restart"
+        )),
+        "{story}"
+    );
+    assert!(story.contains("docker api DENIED: POST"), "{story}");
+    let metrics = reqwest::get(format!("{}/metrics", controller.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"opslab_docker_api_requests_total{decision="denied",action="container_stop"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert_eq!(inspect(&protected)["State"]["Running"], true);
+    // The session's socket went with its sandbox.
+    assert!(
+        !controller
+            .dir
+            .path()
+            .join("sockets")
+            .join(&session_id)
+            .exists()
+    );
+}
