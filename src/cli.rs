@@ -341,6 +341,12 @@ impl ControllerArgs {
                     .into(),
             );
         }
+        if docker_socket.as_os_str() == "none" {
+            return Err(
+                "--docker-socket names the engine's socket; to give sandboxes no Docker access, use --docker-access none"
+                    .into(),
+            );
+        }
         if sandbox_tmpfs_mb < 1 {
             return Err("--sandbox-tmpfs-mb must be at least 1".into());
         }
