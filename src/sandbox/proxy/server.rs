@@ -81,119 +81,95 @@ async fn handle(
         .then(|| hyper::upgrade::on(&mut request));
     let mut request = request.map(BodyExt::boxed);
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let shown_path = request
-        .uri()
-        .path_and_query()
-        .map_or(path.clone(), |pq| pq.as_str().to_string());
-    let route = match route::parse(&method, &path) {
-        Ok(route) => route,
-        Err(reason) => {
-            let decision = Decision::Deny {
-                status: 403,
-                reason,
+    let shown_path = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let judgement = judge(shared, &mut request).await;
+    // Recorded before anything is forwarded: a call the trail cannot take is not made.
+    if let Err(error) = record(shared, &judgement, &method, &shown_path).await {
+        warn!(%error, "could not record a Docker API decision; the call is refused");
+        return error_response(
+            503,
+            "opslab could not record this call in its audit trail, so it was not made",
+        );
+    }
+    match judgement.decision {
+        Decision::Deny { status, reason } => error_response(status, &format!("opslab: {reason}")),
+        Decision::Allow { .. } => {
+            let upgrade = Upgrade {
+                client: client_upgrade,
+                cancel,
             };
-            return refuse_or_record(shared, Action::Other, &method, &shown_path, None, decision)
-                .await;
+            let Forward { path, body } = judgement.forward;
+            match forward(shared, request, &path, body, judgement.action, upgrade).await {
+                Ok(response) => response,
+                Err(error) => error_response(502, &error.to_string()),
+            }
         }
+    }
+}
+
+/// What the proxy made of a request.
+struct Judgement {
+    action: Action,
+    /// The object acted on, for the trail.
+    target: Option<String>,
+    decision: Decision,
+    forward: Forward,
+}
+
+/// How an allowed request goes on: its path (the target's name replaced by its id), and its body
+/// when the policy read it.
+#[derive(Default)]
+struct Forward {
+    path: String,
+    body: Option<Bytes>,
+}
+
+/// Parses, reads what the policy needs (the body; the engine's view of the objects named), decides.
+async fn judge(shared: &Shared, request: &mut Request<ProxyBody>) -> Judgement {
+    let path = request.uri().path().to_string();
+    let refused = |action: Action, status: u16, reason: String| Judgement {
+        action,
+        target: None,
+        decision: Decision::Deny { status, reason },
+        forward: Forward::default(),
+    };
+    let route = match route::parse(request.method(), &path) {
+        Ok(route) => route,
+        Err(reason) => return refused(Action::Other, 403, reason),
     };
     // The body the policy reads is buffered; any other streams through.
-    let mut buffered: Option<Bytes> = None;
-    let mut parsed: Option<Value> = None;
+    let mut body = None;
+    let mut parsed = None;
     if route.action.inspects_body() {
-        let bytes = match read_body(&mut request).await {
+        let bytes = match read_body(request).await {
             Ok(bytes) => bytes,
-            Err(reason) => {
-                let decision = Decision::Deny {
-                    status: 400,
-                    reason,
-                };
-                return refuse_or_record(
-                    shared,
-                    route.action,
-                    &method,
-                    &shown_path,
-                    None,
-                    decision,
-                )
-                .await;
-            }
+            Err(reason) => return refused(route.action, 400, reason),
         };
         if !bytes.is_empty() {
             match body::parse(&bytes) {
                 Ok(value) => parsed = Some(value),
-                Err(reason) => {
-                    let decision = Decision::Deny {
-                        status: 400,
-                        reason,
-                    };
-                    return refuse_or_record(
-                        shared,
-                        route.action,
-                        &method,
-                        &shown_path,
-                        None,
-                        decision,
-                    )
-                    .await;
-                }
+                Err(reason) => return refused(route.action, 400, reason),
             }
         }
-        buffered = Some(bytes);
+        body = Some(bytes);
     }
     let resolved = match resolve(shared, &route, parsed.as_ref()).await {
         Ok(resolved) => resolved,
-        Err(error) => {
-            let decision = Decision::Deny {
-                status: 502,
-                reason: error.to_string(),
-            };
-            return refuse_or_record(shared, route.action, &method, &shown_path, None, decision)
-                .await;
-        }
+        Err(error) => return refused(route.action, 502, error.to_string()),
     };
     let decision = policy::decide(&route, parsed.as_ref(), &resolved, &shared.scope);
-    let target = describe_target(&route, &resolved);
-    let forward_to = match &decision {
-        Decision::Allow { target } => Some(
-            target
-                .as_deref()
-                .map_or_else(|| path.clone(), |id| route.path_with_target(id)),
-        ),
-        Decision::Deny { .. } => None,
+    let path = match &decision {
+        Decision::Allow { target: Some(id) } => route.path_with_target(id),
+        Decision::Allow { target: None } | Decision::Deny { .. } => path,
     };
-    let Some(upstream_path) = forward_to else {
-        return refuse_or_record(shared, route.action, &method, &shown_path, target, decision)
-            .await;
-    };
-    if let Err(unrecorded) = record(
-        shared,
-        route.action,
-        &method,
-        &shown_path,
-        target,
-        &decision,
-    )
-    .await
-    {
-        return unrecorded;
-    }
-    let upgrade = Upgrade {
-        client: client_upgrade,
-        cancel,
-    };
-    match forward(
-        shared,
-        request,
-        &upstream_path,
-        buffered,
-        route.action,
-        upgrade,
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => error_response(502, &error.to_string()),
+    Judgement {
+        action: route.action,
+        target: describe_target(&route, &resolved),
+        decision,
+        forward: Forward { path, body },
     }
 }
 
@@ -256,67 +232,35 @@ fn describe_target(route: &Route, resolved: &Resolved) -> Option<String> {
     Some(format!("{} {name}", object.kind.name()))
 }
 
-/// Records a refusal and answers it.
-async fn refuse_or_record(
-    shared: &Shared,
-    action: Action,
-    method: &hyper::Method,
-    path: &str,
-    target: Option<String>,
-    decision: Decision,
-) -> Response<ProxyBody> {
-    if let Err(unrecorded) = record(shared, action, method, path, target, &decision).await {
-        return unrecorded;
-    }
-    match decision {
-        Decision::Deny { status, reason } => error_response(status, &format!("opslab: {reason}")),
-        Decision::Allow { .. } => error_response(500, "opslab: an allowed call was not forwarded"),
-    }
-}
-
-/// Records a decision: the trail first (so nothing happens that is not recorded), a metric and a
-/// log line. When the trail cannot take it, the answer to give instead of making the call.
+/// Records a decision in the session's trail, and counts and logs it.
 async fn record(
     shared: &Shared,
-    action: Action,
+    judgement: &Judgement,
     method: &hyper::Method,
     path: &str,
-    target: Option<String>,
-    decision: &Decision,
-) -> Result<(), Response<ProxyBody>> {
-    let allowed = decision.is_allowed();
-    let reason = match decision {
+) -> Result<(), crate::audit::StoreError> {
+    let allowed = judgement.decision.is_allowed();
+    let action = judgement.action.name();
+    shared.audit.metrics.docker_api_request(allowed, action);
+    debug!(allowed, action, %method, path, "docker api call");
+    let reason = match &judgement.decision {
         Decision::Deny { reason, .. } => Some(reason.clone()),
         Decision::Allow { .. } => None,
     };
-    shared
-        .audit
-        .metrics
-        .docker_api_request(allowed, action.name());
-    debug!(allowed, action = action.name(), %method, path, "docker api call");
     let event = EventBody::DockerApi {
         allowed,
-        action: action.name().to_string(),
+        action: action.to_string(),
         method: method.to_string(),
         path: path.to_string(),
-        target,
+        target: judgement.target.clone(),
         reason,
     };
-    match shared
+    shared
         .audit
         .store
         .append(&shared.scope.session_id, event)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(error) => {
-            warn!(%error, "could not record a Docker API decision; the call is refused");
-            Err(error_response(
-                503,
-                "opslab could not record this call in its audit trail, so it was not made",
-            ))
-        }
-    }
+        .map(|_| ())
 }
 
 /// The client's side of a connection the engine may hijack (exec, attach), and when to end it.
