@@ -124,6 +124,8 @@ async fn main() {
     rows.extend(idle().await);
     eprintln!("store ...");
     rows.push(store_appends().await);
+    eprintln!("docker api proxy ...");
+    rows.extend(docker_api_proxy().await);
 
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n").unwrap();
@@ -198,6 +200,10 @@ How to read it:
 - *store appends*: one event per transaction, durable in WAL mode with `synchronous=NORMAL`, through the
   store API; the baseline is a bare `INSERT` per transaction on the same SQLite settings, without the
   hash chain, redaction or projections. Batched appends and PostgreSQL are not measured yet.
+- *Docker API through the guarded proxy*: one request on a new connection to a sandbox's proxy socket
+  (resolving the container by asking the engine, recording the decision in the store, forwarding),
+  against the same request on the engine's socket. `ping` names no object, so it is recorded and
+  forwarded only; `inspect` is resolved first.
 ";
 
 fn require(program: &str, args: &[&str], message: &str) {
@@ -255,10 +261,12 @@ impl Controller {
             .arg(&incidents)
             .arg("--store")
             .arg(dir.path().join("opslab.db"))
+            .arg("--proxy-socket-dir")
+            .arg(dir.path().join("sockets"))
             .args(extra)
             .env("ANTHROPIC_BASE_URL", llm.base_url())
             .env("ANTHROPIC_API_KEY", "sk-ant-bench-0123456789")
-            .env("RUST_LOG", "warn,opslab::cli=info")
+            .env("RUST_LOG", "warn,opslab::commands=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
@@ -711,6 +719,86 @@ fn micros(samples: Vec<Duration>) -> Stats {
         samples.iter().map(Duration::as_secs_f64).collect(),
         Unit::Micros,
     )
+}
+
+const PROXY_CALLS: usize = 200;
+
+/// One GET on a unix socket, on a new connection (as the docker CLI's short commands do).
+async fn unix_get(socket: &Path, path: &str) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "docker")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.into_body().collect().await.unwrap();
+}
+
+async fn docker_api_proxy() -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
+        .await
+        .unwrap();
+    let owner = owner(0);
+    store
+        .create_session(NewSession {
+            id: owner.session_id.clone(),
+            incident_uid: "u".into(),
+            incident_namespace: "default".into(),
+            incident_name: "bench".into(),
+            attempt: 1,
+            generation: 1,
+        })
+        .await
+        .unwrap();
+    let config = SandboxConfig {
+        instance: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        image: IMAGE.into(),
+        proxy_socket_dir: dir.path().join("sockets"),
+        ..SandboxConfig::default()
+    };
+    let engine = config.docker_socket.clone();
+    let proxy = config
+        .proxy_socket_dir
+        .join(&owner.session_id)
+        .join(opslab::sandbox::proxy::SOCKET_NAME);
+    let audit = Audit {
+        store,
+        metrics: std::sync::Arc::new(opslab::metrics::Metrics::new()),
+    };
+    let sandboxes = Sandboxes::connect(config, audit).await.unwrap();
+    let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
+    let mut rows = Vec::new();
+    let inspect = format!("/v1.41/containers/{}/json", sandbox.container_id);
+    for (name, path) in [
+        ("ping", "/v1.41/_ping"),
+        ("container inspect", inspect.as_str()),
+    ] {
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..PROXY_CALLS {
+            let started = Instant::now();
+            unix_get(&proxy, path).await;
+            ours.push(started.elapsed());
+            let started = Instant::now();
+            unix_get(&engine, path).await;
+            base.push(started.elapsed());
+        }
+        rows.push(Row {
+            measurement: format!("Docker API `{name}` through the guarded proxy"),
+            baseline: "the same on the engine's socket".into(),
+            ours: micros(ours),
+            base: micros(base),
+        });
+    }
+    sandboxes.remove(&owner.session_id).await.unwrap();
+    rows
 }
 
 async fn store_appends() -> Row {

@@ -48,6 +48,13 @@ pub enum ProxyError {
     },
     #[error("{0:?} cannot name a socket folder")]
     BadSessionId(String),
+    #[error(
+        "cannot prepare the proxy's socket folder {path}: {source} (set --proxy-socket-dir to a folder the controller can write)"
+    )]
+    SocketDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where decisions go: the audit store (redacted and chained like every event) and the metrics.
