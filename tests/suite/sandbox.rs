@@ -232,6 +232,22 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
     assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
     assert_eq!(host["CapAdd"], serde_json::json!(["NET_RAW"]));
     assert_eq!(host["ReadonlyRootfs"], true);
+    // Inside: the engine's default seccomp filter, no-new-privileges, and NET_RAW (bit 13) the only
+    // capability.
+    let status = test
+        .run(
+            "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status",
+            SHORT,
+        )
+        .await;
+    for expected in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000002000",
+        "CapBnd:\t0000000000002000",
+    ] {
+        assert!(status.output.contains(expected), "{}", status.output);
+    }
     // The root is read-only; /tmp and the home and working folder are not, and the tools work.
     let writes = test
         .run(
