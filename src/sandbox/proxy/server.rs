@@ -31,9 +31,21 @@ pub struct Shared {
     pub audit: Audit,
 }
 
+/// HTTP connections one sandbox may hold open at once (streams such as `logs -f` and `events` count). More
+/// wait for one to close, so a sandbox cannot exhaust the controller's file descriptors.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Accepts connections until `cancel`; each is served on its own task, and ends with `cancel` too.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            () = cancel.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let stream = tokio::select! {
             () = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -48,6 +60,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
         let shared = shared.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let ended = cancel.clone();
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
