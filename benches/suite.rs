@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fake_llm::{FakeLlm, Protocol, Turn};
 use opslab::audit::{EventBody, NewSession, Redactor, Store};
 use opslab::incident::{Outcome, Phase};
-use opslab::sandbox::{SandboxConfig, SandboxOwner, Sandboxes};
+use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, SandboxOwner, Sandboxes};
 
 const IMAGE: &str = "opslab-sandbox:latest";
 const MANIFEST_RUNS: usize = 20;
@@ -88,7 +88,7 @@ struct Section {
 }
 
 /// The section names, in the order the report lists them.
-const SECTIONS: &[&str] = &["latency", "burst", "idle", "store"];
+const SECTIONS: &[&str] = &["latency", "burst", "idle", "store", "proxy"];
 
 #[tokio::main]
 async fn main() {
@@ -162,6 +162,15 @@ async fn main() {
             name: "store",
             rows,
             notes,
+        });
+    }
+
+    if wanted("proxy") {
+        eprintln!("docker api proxy ...");
+        sections.push(Section {
+            name: "proxy",
+            rows: docker_api_proxy().await,
+            notes: PROXY_NOTES.into(),
         });
     }
 
@@ -309,6 +318,13 @@ const STORE_NOTES: &str = "
   against the same bare `INSERT` one per transaction.
 ";
 
+const PROXY_NOTES: &str = "
+- *Docker API through the guarded proxy*: one request on a new connection to a sandbox's proxy socket
+  (resolving the container by asking the engine, recording the decision in the store, forwarding),
+  against the same request on the engine's socket. `ping` names no object, so it is recorded and
+  forwarded only; `inspect` is resolved first.
+";
+
 fn require(program: &str, args: &[&str], message: &str) {
     let ok = Command::new(program)
         .args(args)
@@ -364,10 +380,12 @@ impl Controller {
             .arg(&incidents)
             .arg("--store")
             .arg(dir.path().join("opslab.db"))
+            .arg("--proxy-socket-dir")
+            .arg(dir.path().join("sockets"))
             .args(extra)
             .env("ANTHROPIC_BASE_URL", llm.base_url())
             .env("ANTHROPIC_API_KEY", "sk-ant-bench-0123456789")
-            .env("RUST_LOG", "warn,opslab::cli=info")
+            .env("RUST_LOG", "warn,opslab::commands=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
@@ -517,12 +535,24 @@ async fn manifest_to_first_command(poll_ms: Option<u64>) -> Vec<Duration> {
     samples
 }
 
-fn sandboxes_config() -> SandboxConfig {
-    SandboxConfig {
+/// Sandboxes without Docker access: these benchmarks time the sandbox itself. (The store only
+/// receives the Docker proxy's decisions, which this mode has none of.)
+async fn bench_sandboxes() -> (Sandboxes, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
+        .await
+        .unwrap();
+    let config = SandboxConfig {
         instance: format!("bench-{}", uuid::Uuid::new_v4().simple()),
         image: IMAGE.into(),
+        docker_access: DockerAccess::None,
         ..SandboxConfig::default()
-    }
+    };
+    let audit = Audit {
+        store,
+        metrics: std::sync::Arc::new(opslab::metrics::Metrics::new()),
+    };
+    (Sandboxes::connect(config, audit).await.unwrap(), dir)
 }
 
 fn owner(run: usize) -> SandboxOwner {
@@ -535,7 +565,7 @@ fn owner(run: usize) -> SandboxOwner {
 }
 
 async fn sandbox_start_alone() -> Vec<Duration> {
-    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let (sandboxes, _store) = bench_sandboxes().await;
     let mut samples = Vec::new();
     for run in 0..MANIFEST_RUNS {
         let owner = owner(run);
@@ -548,7 +578,7 @@ async fn sandbox_start_alone() -> Vec<Duration> {
 }
 
 async fn exec_against_cli(command: &str) -> (Vec<Duration>, Vec<Duration>) {
-    let sandboxes = Sandboxes::connect(sandboxes_config()).await.unwrap();
+    let (sandboxes, _store) = bench_sandboxes().await;
     let owner = owner(0);
     let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
     let (mut ours, mut cli) = (Vec::new(), Vec::new());
@@ -808,6 +838,86 @@ fn micros(samples: Vec<Duration>) -> Stats {
         samples.iter().map(Duration::as_secs_f64).collect(),
         Unit::Micros,
     )
+}
+
+const PROXY_CALLS: usize = 200;
+
+/// One GET on a unix socket, on a new connection (as the docker CLI's short commands do).
+async fn unix_get(socket: &Path, path: &str) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "docker")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.into_body().collect().await.unwrap();
+}
+
+async fn docker_api_proxy() -> Vec<Row> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
+        .await
+        .unwrap();
+    let owner = owner(0);
+    store
+        .create_session(NewSession {
+            id: owner.session_id.clone(),
+            incident_uid: "u".into(),
+            incident_namespace: "default".into(),
+            incident_name: "bench".into(),
+            attempt: 1,
+            generation: 1,
+        })
+        .await
+        .unwrap();
+    let config = SandboxConfig {
+        instance: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        image: IMAGE.into(),
+        proxy_socket_dir: dir.path().join("sockets"),
+        ..SandboxConfig::default()
+    };
+    let engine = config.docker_socket.clone();
+    let proxy = config
+        .proxy_socket_dir
+        .join(&owner.session_id)
+        .join(opslab::sandbox::proxy::SOCKET_NAME);
+    let audit = Audit {
+        store,
+        metrics: std::sync::Arc::new(opslab::metrics::Metrics::new()),
+    };
+    let sandboxes = Sandboxes::connect(config, audit).await.unwrap();
+    let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
+    let mut rows = Vec::new();
+    let inspect = format!("/v1.41/containers/{}/json", sandbox.container_id);
+    for (name, path) in [
+        ("ping", "/v1.41/_ping"),
+        ("container inspect", inspect.as_str()),
+    ] {
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..PROXY_CALLS {
+            let started = Instant::now();
+            unix_get(&proxy, path).await;
+            ours.push(started.elapsed());
+            let started = Instant::now();
+            unix_get(&engine, path).await;
+            base.push(started.elapsed());
+        }
+        rows.push(Row {
+            measurement: format!("Docker API `{name}` through the guarded proxy"),
+            baseline: "the same on the engine's socket".into(),
+            ours: micros(ours),
+            base: micros(base),
+        });
+    }
+    sandboxes.remove(&owner.session_id).await.unwrap();
+    rows
 }
 
 /// The store's engines, measured each against a bare table of its own.

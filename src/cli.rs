@@ -9,7 +9,7 @@ use opslab::audit::StoreLocation;
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
-use opslab::sandbox::SandboxConfig;
+use opslab::sandbox::{DockerAccess, SandboxConfig};
 use opslab::source::files::WatchMode;
 use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
@@ -265,13 +265,27 @@ pub struct ControllerArgs {
         default_value = "opslab-sandbox:latest"
     )]
     pub sandbox_image: String,
-    /// The host's Docker socket, given to each sandbox; `none` gives none.
+    /// The Docker engine's socket: the controller's connection, the proxy's upstream, and what
+    /// `--docker-access full` mounts into sandboxes.
     #[arg(
         long,
         env = "OPSLAB_DOCKER_SOCKET",
         default_value = "/var/run/docker.sock"
     )]
-    pub docker_socket: String,
+    pub docker_socket: PathBuf,
+    /// What the agent can reach of the Docker engine: `guarded` (its own socket, served by opslab's
+    /// proxy, which enforces the policy and audits every call), `full` (the engine's socket, for
+    /// labs) or `none`.
+    #[arg(long, env = "OPSLAB_DOCKER_ACCESS", value_enum, default_value_t)]
+    pub docker_access: DockerAccess,
+    /// Where the proxy makes each sandbox's socket (`guarded`). When the controller runs in a
+    /// container, a host folder mounted at this same path.
+    #[arg(long, env = "OPSLAB_PROXY_SOCKET_DIR", default_value = "/run/opslab")]
+    pub proxy_socket_dir: PathBuf,
+    /// Let the agent create containers through the proxy (`guarded`); never privileged, with host
+    /// paths, host namespaces, added capabilities or opslab's objects.
+    #[arg(long, env = "OPSLAB_DOCKER_ALLOW_CREATE")]
+    pub docker_allow_create: bool,
     /// Memory limit of a sandbox, in MiB.
     #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
     pub sandbox_memory_mb: i64,
@@ -290,6 +304,19 @@ pub struct ControllerArgs {
         default_value = "NET_RAW"
     )]
     pub sandbox_capabilities: Vec<String>,
+    /// Give sandboxes no-new-privileges (setuid binaries raise nothing).
+    #[arg(long, env = "OPSLAB_SANDBOX_NO_NEW_PRIVILEGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sandbox_no_new_privileges: bool,
+    /// Give sandboxes a read-only root filesystem, with tmpfs at /tmp and /work (the home folder).
+    #[arg(long, env = "OPSLAB_SANDBOX_READ_ONLY_ROOT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sandbox_read_only_root: bool,
+    /// Size of each tmpfs of a read-only sandbox (/tmp and /work), in MiB; it counts against the
+    /// memory limit as it fills.
+    #[arg(long, env = "OPSLAB_SANDBOX_TMPFS_MB", default_value_t = 256)]
+    pub sandbox_tmpfs_mb: i64,
+    /// A seccomp profile (JSON file) for sandboxes instead of the engine's default.
+    #[arg(long, env = "OPSLAB_SANDBOX_SECCOMP_PROFILE")]
+    pub sandbox_seccomp_profile: Option<PathBuf>,
     /// Bytes kept from the start and from the end of a command's output.
     #[arg(long, env = "OPSLAB_OUTPUT_KEEP_BYTES", default_value_t = 16 * 1024)]
     pub output_keep_bytes: usize,
@@ -335,10 +362,17 @@ impl ControllerArgs {
             instance,
             sandbox_image,
             docker_socket,
+            docker_access,
+            proxy_socket_dir,
+            docker_allow_create,
             sandbox_memory_mb,
             sandbox_cpus,
             sandbox_pids,
             sandbox_capabilities,
+            sandbox_no_new_privileges,
+            sandbox_read_only_root,
+            sandbox_tmpfs_mb,
+            sandbox_seccomp_profile,
             output_keep_bytes,
             secret_env,
         } = self;
@@ -402,6 +436,36 @@ impl ControllerArgs {
                     .into(),
             );
         }
+        if docker_socket.as_os_str() == "none" {
+            return Err(
+                "--docker-socket names the engine's socket; to give sandboxes no Docker access, use --docker-access none"
+                    .into(),
+            );
+        }
+        if sandbox_tmpfs_mb < 1 {
+            return Err("--sandbox-tmpfs-mb must be at least 1".into());
+        }
+        if docker_access == DockerAccess::Guarded && !proxy_socket_dir.is_absolute() {
+            return Err(format!(
+                "--proxy-socket-dir {}: must be an absolute path (the engine mounts it into sandboxes)",
+                proxy_socket_dir.display()
+            ));
+        }
+        let seccomp_profile = match &sandbox_seccomp_profile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    format!("--sandbox-seccomp-profile {}: {error}", path.display())
+                })?;
+                let json: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
+                    format!(
+                        "--sandbox-seccomp-profile {}: not JSON: {error}",
+                        path.display()
+                    )
+                })?;
+                Some(json.to_string())
+            }
+            None => None,
+        };
         let (base_url, api_key, default_model, default_summary) = match provider {
             ProviderKind::Anthropic => (
                 anthropic_base_url,
@@ -486,7 +550,14 @@ impl ControllerArgs {
                     .map(|capability| capability.trim().to_ascii_uppercase())
                     .filter(|capability| !capability.is_empty())
                     .collect(),
-                docker_socket: (docker_socket != "none").then(|| PathBuf::from(docker_socket)),
+                no_new_privileges: sandbox_no_new_privileges,
+                read_only_root: sandbox_read_only_root,
+                tmpfs_bytes: sandbox_tmpfs_mb * 1024 * 1024,
+                seccomp_profile,
+                docker_access,
+                docker_socket,
+                proxy_socket_dir,
+                allow_create: docker_allow_create,
                 output_head_bytes: output_keep_bytes,
                 output_tail_bytes: output_keep_bytes,
             },

@@ -60,6 +60,14 @@ pub struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DockerApiLabels {
+    /// `allowed` or `denied`.
+    pub decision: &'static str,
+    /// The proxy policy's name for the endpoint (`container_restart`, `exec_start`, `other`…).
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -79,6 +87,7 @@ pub struct Metrics {
     llm_tokens: Family<TokenLabels, Counter>,
     llm_cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     incidents: Family<PhaseLabels, Gauge>,
+    docker_api: Family<DockerApiLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -161,6 +170,12 @@ impl Metrics {
         );
         let incidents = Family::default();
         registry.register("incidents", "Incidents known, by phase", incidents.clone());
+        let docker_api = Family::default();
+        registry.register(
+            "docker_api_requests",
+            "Docker API calls from sandboxes through the guarded proxy, by decision and action",
+            docker_api.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -175,6 +190,7 @@ impl Metrics {
             llm_tokens,
             llm_cost,
             incidents,
+            docker_api,
         }
     }
 
@@ -245,6 +261,14 @@ impl Metrics {
             model: model.to_string(),
         };
         self.llm_cost.get_or_create(&labels).inc_by(cost_usd);
+    }
+
+    /// A sandbox's Docker API call was judged by the proxy.
+    pub fn docker_api_request(&self, allowed: bool, action: &'static str) {
+        let decision = if allowed { "allowed" } else { "denied" };
+        self.docker_api
+            .get_or_create(&DockerApiLabels { decision, action })
+            .inc();
     }
 
     /// Sets the Incidents-by-phase gauge; phases with none read 0.

@@ -272,6 +272,28 @@ pub fn event_text(event: &Event, raw: bool) -> String {
                 out.push_str(&indent(&format!("verification: {}", report.verification)));
             }
         }
+        EventBody::DockerApi {
+            allowed,
+            method,
+            path,
+            target,
+            reason,
+            ..
+        } => {
+            let decision = if *allowed { "allowed" } else { "DENIED" };
+            let target = target
+                .as_deref()
+                .map(|target| format!(" ({target})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{head}docker api {decision}: {method} {}{}\n",
+                printable(path),
+                printable(&target)
+            ));
+            if let Some(reason) = reason {
+                out.push_str(&indent(&format!("why: {reason}")));
+            }
+        }
         EventBody::SessionFinished {
             phase,
             reason,
@@ -367,6 +389,28 @@ mod tests {
         assert_eq!(age(at("2026-01-01T23:30:00Z"), now), "30m");
         assert_eq!(age(at("2026-01-01T19:00:00Z"), now), "5h");
         assert_eq!(age(at("2025-12-29T00:00:00Z"), now), "4d");
+    }
+
+    #[test]
+    fn docker_api_decisions_are_shown_with_their_reason() {
+        let event = Event {
+            session_id: "s".into(),
+            seq: 7,
+            at: "2026-01-02T03:04:05Z".into(),
+            body: EventBody::DockerApi {
+                allowed: false,
+                action: "container_stop".into(),
+                method: "POST".into(),
+                path: "/v1.41/containers/ctl/stop".into(),
+                target: Some("container ctl".into()),
+                reason: Some("off limits".into()),
+            },
+            hash: String::new(),
+        };
+        assert_eq!(
+            event_text(&event, false),
+            "#7 03:04:05 docker api DENIED: POST /v1.41/containers/ctl/stop (container ctl)\n    why: off limits\n"
+        );
     }
 
     #[test]

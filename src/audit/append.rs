@@ -204,6 +204,7 @@ fn project(
         )],
         EventBody::SessionStarted { .. }
         | EventBody::SandboxReady { .. }
+        | EventBody::DockerApi { .. }
         | EventBody::LlmFailed { .. }
         | EventBody::ToolRejected { .. } => vec![],
     })

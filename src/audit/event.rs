@@ -71,6 +71,22 @@ pub enum EventBody {
     TicketUpdated { generation: i64, spec: IncidentSpec },
     /// The agent's final report.
     Reported { tool_use_id: String, report: Report },
+    /// A call to the Docker API through the sandbox's socket and the proxy's decision (`guarded`
+    /// mode), recorded before the call is forwarded. Part of the trail, not of the conversation.
+    DockerApi {
+        allowed: bool,
+        /// The policy's name for the endpoint (`container_restart`, `exec_start`, `other`…).
+        action: String,
+        method: String,
+        /// The path and query as the agent sent them.
+        path: String,
+        /// The object acted on, as the engine resolved it (`container web`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Why the call was refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The session ended.
     SessionFinished {
         phase: Phase,
@@ -95,6 +111,7 @@ impl EventBody {
             EventBody::ToolRejected { .. } => "tool_rejected",
             EventBody::TicketUpdated { .. } => "ticket_updated",
             EventBody::Reported { .. } => "reported",
+            EventBody::DockerApi { .. } => "docker_api",
             EventBody::SessionFinished { .. } => "session_finished",
         }
     }

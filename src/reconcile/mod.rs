@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase};
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
-use crate::sandbox::Sandboxes;
+use crate::sandbox::{Audit, Sandboxes};
 use crate::server::Readiness;
 use crate::session::{SessionManager, Wake};
 use crate::{Error, ObjectKey, Result};
@@ -36,9 +36,13 @@ impl Context {
     /// to `wake` for the source to reconcile again.
     pub async fn new(config: Arc<Config>, wake: mpsc::UnboundedSender<Wake>) -> Result<Context> {
         let store = Store::open(&config.store, Redactor::new(config.secret_values.clone())).await?;
-        let sandboxes = Sandboxes::connect(config.sandbox.clone()).await?;
-        sandboxes.ping().await?;
         let metrics = Arc::new(Metrics::new());
+        let audit = Audit {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        let sandboxes = Sandboxes::connect(config.sandbox.clone(), audit).await?;
+        sandboxes.ping().await?;
         let llm = LlmClient::new(
             config.provider.clone(),
             metrics.clone(),

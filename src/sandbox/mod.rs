@@ -1,9 +1,11 @@
 //! Docker sandboxes through bollard: one container per session, where the agent's commands run.
 
 mod output;
+pub mod proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -17,6 +19,7 @@ use futures::StreamExt;
 use tracing::debug;
 
 pub use output::{CappedOutput, Captured, printable};
+pub use proxy::{Audit, PROTECTED_LABEL_PREFIX, Proxies, ProxyError};
 
 pub const LABEL_MANAGED: &str = "opslab.dev/managed";
 pub const LABEL_INCIDENT_UID: &str = "opslab.dev/incident-uid";
@@ -24,6 +27,16 @@ pub const LABEL_INCIDENT: &str = "opslab.dev/incident";
 pub const LABEL_SESSION: &str = "opslab.dev/session-id";
 /// Which controller owns the sandbox: orphan collection never touches another controller's.
 pub const LABEL_INSTANCE: &str = "opslab.dev/instance";
+/// The sandbox's Docker access mode: a sandbox found with another mode than the controller's is
+/// replaced, so a changed mode never leaves an old sandbox with more access.
+pub const LABEL_DOCKER_ACCESS: &str = "opslab.dev/docker-access";
+/// Marks opslab's own objects for deployments (compose, Helm): `opslab.dev/component=controller` on
+/// the controller's container, its store volume and its network. Like every `opslab.dev/` label, it
+/// puts the object out of the agent's reach in `guarded` mode.
+pub const LABEL_COMPONENT: &str = "opslab.dev/component";
+
+/// Where the sandbox's home and working folder is: a tmpfs when the root is read-only.
+pub const WORK_DIR: &str = "/work";
 
 /// How much longer than the in-container `timeout` the controller waits before it kills a command.
 const CONTROLLER_GRACE: Duration = Duration::from_secs(8);
@@ -45,6 +58,30 @@ pub enum SandboxError {
     MissingNetwork(String),
     #[error("{0}")]
     Exec(String),
+    #[error("the Docker API proxy: {0}")]
+    Proxy(#[from] ProxyError),
+}
+
+/// What the agent can reach of the Docker engine from its sandbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DockerAccess {
+    /// A per-sandbox socket served by opslab's proxy, which enforces the policy and audits each call.
+    #[default]
+    Guarded,
+    /// The engine's own socket: everything the engine can do (for labs).
+    Full,
+    /// No Docker socket at all.
+    None,
+}
+
+impl DockerAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerAccess::Guarded => "guarded",
+            DockerAccess::Full => "full",
+            DockerAccess::None => "none",
+        }
+    }
 }
 
 /// Settings for every sandbox the controller creates.
@@ -58,8 +95,24 @@ pub struct SandboxConfig {
     pub pids_limit: i64,
     /// The only capabilities the sandbox keeps; all others are dropped.
     pub capabilities: Vec<String>,
-    /// The Docker socket on the host, bind-mounted at /var/run/docker.sock; None mounts nothing.
-    pub docker_socket: Option<PathBuf>,
+    /// no-new-privileges: setuid binaries and file capabilities raise nothing.
+    pub no_new_privileges: bool,
+    /// A read-only root filesystem, with tmpfs at /tmp and [`WORK_DIR`].
+    pub read_only_root: bool,
+    /// Size of each of those tmpfs mounts (they count against the memory limit as they fill).
+    pub tmpfs_bytes: i64,
+    /// A seccomp profile (JSON) instead of the engine's default one; None keeps the default.
+    pub seccomp_profile: Option<String>,
+    /// What the agent can reach of the Docker engine.
+    pub docker_access: DockerAccess,
+    /// The engine's socket: the controller's connection, the proxy's upstream, and what `full`
+    /// mode mounts into sandboxes.
+    pub docker_socket: PathBuf,
+    /// Where the proxy's per-sandbox sockets are made (`guarded`): a host path, mounted at the same
+    /// path when the controller runs in a container.
+    pub proxy_socket_dir: PathBuf,
+    /// Whether the agent may create containers through the proxy (`guarded`).
+    pub allow_create: bool,
     /// Bytes of output kept from the start and from the end of a command's output.
     pub output_head_bytes: usize,
     pub output_tail_bytes: usize,
@@ -76,7 +129,14 @@ impl Default for SandboxConfig {
             // ping: iputils' ping carries the NET_RAW file capability and cannot even be executed
             // without it in the bounding set (no-new-privileges then keeps it from being raised).
             capabilities: vec!["NET_RAW".into()],
-            docker_socket: Some(PathBuf::from("/var/run/docker.sock")),
+            no_new_privileges: true,
+            read_only_root: true,
+            tmpfs_bytes: 256 * 1024 * 1024,
+            seccomp_profile: None,
+            docker_access: DockerAccess::Guarded,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            proxy_socket_dir: PathBuf::from("/run/opslab"),
+            allow_create: false,
             output_head_bytes: 16 * 1024,
             output_tail_bytes: 16 * 1024,
         }
@@ -108,15 +168,36 @@ pub struct ExecOutcome {
 pub struct Sandboxes {
     docker: Docker,
     config: SandboxConfig,
+    /// The sockets of `guarded` mode.
+    proxies: Option<Arc<Proxies>>,
 }
 
 impl Sandboxes {
-    /// Connects to the local engine (`DOCKER_HOST` honoured) at the API version both sides speak.
-    pub async fn connect(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let docker = Docker::connect_with_local_defaults()?
+    /// Connects to the engine at `config.docker_socket`, at the API version both sides speak; in
+    /// `guarded` mode, prepares the proxies, whose decisions go to `audit`.
+    pub async fn connect(config: SandboxConfig, audit: Audit) -> Result<Self, SandboxError> {
+        let socket = config.docker_socket.to_string_lossy();
+        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?
             .negotiate_version()
             .await?;
-        Ok(Sandboxes { docker, config })
+        let proxies = match config.docker_access {
+            DockerAccess::Guarded => Some(Arc::new(
+                Proxies::new(
+                    &config.proxy_socket_dir,
+                    &config.docker_socket,
+                    &config.instance,
+                    config.allow_create,
+                    audit,
+                )
+                .await?,
+            )),
+            DockerAccess::Full | DockerAccess::None => None,
+        };
+        Ok(Sandboxes {
+            docker,
+            config,
+            proxies,
+        })
     }
 
     pub async fn ping(&self) -> Result<(), SandboxError> {
@@ -131,12 +212,29 @@ impl Sandboxes {
         owner: &SandboxOwner,
         networks: &[String],
     ) -> Result<Sandbox, SandboxError> {
-        if let Some(id) = self.find(&owner.session_id).await? {
-            self.docker
-                .start_container(&id, None)
-                .await
-                .or_else(already_started)?;
-            return Ok(self.sandbox(id));
+        // The socket first: a sandbox resumed after a restart needs it back.
+        let docker_bind = match self.config.docker_access {
+            DockerAccess::Guarded => {
+                let proxies = self.proxies.as_ref().expect("guarded mode has proxies");
+                let dir = proxies.start(&owner.session_id).await?;
+                Some(format!("{}:/run:ro", dir.display()))
+            }
+            DockerAccess::Full => Some(format!(
+                "{}:/var/run/docker.sock",
+                self.config.docker_socket.display()
+            )),
+            DockerAccess::None => None,
+        };
+        if let Some((id, access)) = self.find(&owner.session_id).await? {
+            if access.as_deref() == Some(self.config.docker_access.as_str()) {
+                self.docker
+                    .start_container(&id, None)
+                    .await
+                    .or_else(already_started)?;
+                return Ok(self.sandbox(id));
+            }
+            tracing::info!(container = %id, ?access, "the sandbox has another Docker access mode; replacing it");
+            self.remove_container(&id).await?;
         }
         if let Err(error) = self.docker.inspect_image(&self.config.image).await {
             return Err(match error {
@@ -156,7 +254,7 @@ impl Sandboxes {
                 });
             }
         }
-        let body = container_body(&self.config, owner, networks.first());
+        let body = container_body(&self.config, owner, networks.first(), docker_bind);
         // The whole id: v7 uuids of sessions started together share their first digits.
         let name = format!("opslab-sbx-{}", owner.session_id);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -183,15 +281,22 @@ impl Sandboxes {
         }
     }
 
-    async fn find(&self, session_id: &str) -> Result<Option<String>, SandboxError> {
+    /// The session's sandbox and its Docker access mode.
+    async fn find(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, SandboxError> {
         let found = self
             .list(&[format!("{LABEL_SESSION}={session_id}")])
             .await?;
-        Ok(found.into_iter().next().map(|(id, _)| id))
+        Ok(found
+            .into_iter()
+            .next()
+            .map(|sandbox| (sandbox.id, sandbox.docker_access)))
     }
 
-    /// Opslab's sandboxes matching the label filters: (container id, session id).
-    async fn list(&self, labels: &[String]) -> Result<Vec<(String, String)>, SandboxError> {
+    /// Opslab's sandboxes matching the label filters.
+    async fn list(&self, labels: &[String]) -> Result<Vec<Listed>, SandboxError> {
         let mut label_filters = vec![
             format!("{LABEL_MANAGED}=true"),
             format!("{LABEL_INSTANCE}={}", self.config.instance),
@@ -206,19 +311,27 @@ impl Sandboxes {
         Ok(containers
             .into_iter()
             .filter_map(|container| {
-                let session = container.labels.as_ref()?.get(LABEL_SESSION)?.clone();
-                Some((container.id?, session))
+                let labels = container.labels.as_ref()?;
+                Some(Listed {
+                    session: labels.get(LABEL_SESSION)?.clone(),
+                    docker_access: labels.get(LABEL_DOCKER_ACCESS).cloned(),
+                    id: container.id?,
+                })
             })
             .collect())
     }
 
-    /// Removes the session's sandbox (killing what runs in it); succeeds when there is none.
+    /// Removes the session's sandbox (killing what runs in it) and its Docker socket; succeeds when
+    /// there is none.
     pub async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
-        for (id, _) in self
+        for sandbox in self
             .list(&[format!("{LABEL_SESSION}={session_id}")])
             .await?
         {
-            self.remove_container(&id).await?;
+            self.remove_container(&sandbox.id).await?;
+        }
+        if let Some(proxies) = &self.proxies {
+            proxies.stop(session_id)?;
         }
         Ok(())
     }
@@ -245,15 +358,25 @@ impl Sandboxes {
         keep: &HashSet<String>,
     ) -> Result<Vec<String>, SandboxError> {
         let mut removed = Vec::new();
-        for (id, session) in self.list(&[]).await? {
-            if keep.contains(&session) {
+        for sandbox in self.list(&[]).await? {
+            if keep.contains(&sandbox.session) {
                 continue;
             }
-            self.remove_container(&id).await?;
-            removed.push(session);
+            self.remove_container(&sandbox.id).await?;
+            if let Some(proxies) = &self.proxies {
+                proxies.stop(&sandbox.session)?;
+            }
+            removed.push(sandbox.session);
         }
         Ok(removed)
     }
+}
+
+/// A sandbox as listed by its labels.
+struct Listed {
+    id: String,
+    session: String,
+    docker_access: Option<String>,
 }
 
 fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
@@ -265,11 +388,12 @@ fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors:
     }
 }
 
-/// The container: labelled, limited, with the Docker socket when configured. Pure.
+/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any. Pure.
 fn container_body(
     config: &SandboxConfig,
     owner: &SandboxOwner,
     network: Option<&String>,
+    docker_bind: Option<String>,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
@@ -280,26 +404,47 @@ fn container_body(
             format!("{}/{}", owner.incident_namespace, owner.incident_name),
         ),
         (LABEL_SESSION.to_string(), owner.session_id.clone()),
+        (
+            LABEL_DOCKER_ACCESS.to_string(),
+            config.docker_access.as_str().to_string(),
+        ),
     ]);
-    let binds = config
-        .docker_socket
-        .as_ref()
-        .map(|socket| vec![format!("{}:/var/run/docker.sock", socket.display())]);
+    let mut security_opt = Vec::new();
+    if config.no_new_privileges {
+        security_opt.push("no-new-privileges:true".to_string());
+    }
+    if let Some(profile) = &config.seccomp_profile {
+        security_opt.push(format!("seccomp={profile}"));
+    }
+    // The tools write only to /tmp (the exec wrapper's pid files too) and the home and working
+    // folder (the docker CLI keeps ~/.docker there).
+    let tmpfs = config.read_only_root.then(|| {
+        let options = format!("rw,nosuid,nodev,size={}", config.tmpfs_bytes);
+        HashMap::from([
+            ("/tmp".to_string(), format!("{options},mode=1777")),
+            (WORK_DIR.to_string(), format!("{options},mode=0755")),
+        ])
+    });
     ContainerCreateBody {
         image: Some(config.image.clone()),
         cmd: Some(vec!["sleep".into(), "infinity".into()]),
         labels: Some(labels),
-        working_dir: Some("/work".into()),
+        working_dir: Some(WORK_DIR.into()),
+        env: Some(vec![format!("HOME={WORK_DIR}")]),
         host_config: Some(HostConfig {
             memory: Some(config.memory_bytes),
             nano_cpus: Some(config.nano_cpus),
             pids_limit: Some(config.pids_limit),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            security_opt: Some(security_opt),
+            // Every capability is dropped but those configured; by default NET_RAW, for ping (see
+            // SandboxConfig::default).
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(config.capabilities.clone()),
+            readonly_rootfs: Some(config.read_only_root),
+            tmpfs,
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
-            binds,
+            binds: docker_bind.map(|bind| vec![bind]),
             network_mode: network.cloned(),
             ..Default::default()
         }),
@@ -498,7 +643,13 @@ mod tests {
             incident_name: "x".into(),
             session_id: "0190-session".into(),
         };
-        let body = container_body(&SandboxConfig::default(), &owner, Some(&"net".to_string()));
+        let bind = "/run/opslab/0190-session:/run:ro".to_string();
+        let body = container_body(
+            &SandboxConfig::default(),
+            &owner,
+            Some(&"net".to_string()),
+            Some(bind.clone()),
+        );
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_SESSION], "0190-session");
         assert_eq!(labels[LABEL_INCIDENT], "default/x");
@@ -511,14 +662,39 @@ mod tests {
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
         assert_eq!(host.network_mode.as_deref(), Some("net"));
-        assert_eq!(
-            host.binds,
-            Some(vec![
-                "/var/run/docker.sock:/var/run/docker.sock".to_string()
-            ])
-        );
+        assert_eq!(host.binds, Some(vec![bind]));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(host.cap_add, Some(vec!["NET_RAW".to_string()]));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let tmpfs = host.tmpfs.unwrap();
+        assert!(tmpfs["/tmp"].contains("size=268435456"), "{tmpfs:?}");
+        assert!(tmpfs.contains_key(WORK_DIR));
+        assert_eq!(labels[LABEL_DOCKER_ACCESS], "guarded");
+        assert_eq!(body.env, Some(vec!["HOME=/work".to_string()]));
+    }
+
+    #[test]
+    fn each_hardening_setting_can_be_turned_off() {
+        let owner = SandboxOwner {
+            incident_uid: "uid".into(),
+            incident_namespace: "default".into(),
+            incident_name: "x".into(),
+            session_id: "s".into(),
+        };
+        let config = SandboxConfig {
+            no_new_privileges: false,
+            read_only_root: false,
+            seccomp_profile: Some("{}".into()),
+            docker_access: DockerAccess::None,
+            ..SandboxConfig::default()
+        };
+        let host = container_body(&config, &owner, None, None)
+            .host_config
+            .unwrap();
+        assert_eq!(host.security_opt, Some(vec!["seccomp={}".to_string()]));
+        assert_eq!(host.readonly_rootfs, Some(false));
+        assert_eq!(host.tmpfs, None);
+        assert_eq!(host.binds, None);
     }
 }

@@ -147,9 +147,11 @@ impl History {
             }
             EventBody::Reported { .. } => self.reported = true,
             EventBody::SessionFinished { .. } => self.finished = true,
+            // The agent learns of a refused Docker call from the error its command printed.
             EventBody::SandboxReady { .. }
             | EventBody::LlmFailed { .. }
-            | EventBody::OutputSummary { .. } => {}
+            | EventBody::OutputSummary { .. }
+            | EventBody::DockerApi { .. } => {}
         }
     }
 

@@ -2,6 +2,7 @@ mod crd;
 mod llm;
 mod manifests;
 mod observe;
+mod proxy;
 mod sandbox;
 mod session;
 mod store;

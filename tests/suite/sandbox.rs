@@ -3,11 +3,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use opslab::sandbox::{
-    ExecOutcome, LABEL_SESSION, Sandbox, SandboxConfig, SandboxError, SandboxOwner, Sandboxes,
-};
+use opslab::sandbox::{ExecOutcome, LABEL_SESSION, Sandbox, SandboxError, SandboxOwner, Sandboxes};
 
-use crate::support::docker::{self, SANDBOX_IMAGE, TestNetwork, containers_with_label};
+use crate::support::docker::{self, TestNetwork, containers_with_label};
+use crate::support::sandboxes::Harness;
 
 /// The sandboxes of these sessions, removed when dropped: even when the test fails.
 struct Cleanup(Vec<String>);
@@ -24,29 +23,33 @@ impl Drop for Cleanup {
     }
 }
 
-/// A sandbox for one test, removed when dropped.
+/// A sandbox for one test (default settings: guarded Docker access, hardened), removed when
+/// dropped.
 struct TestSandbox {
     sandboxes: Sandboxes,
     session_id: String,
     sandbox: Sandbox,
     _cleanup: Cleanup,
+    _harness: Harness,
 }
 
 impl TestSandbox {
     async fn start(networks: &[String]) -> TestSandbox {
         docker::require_sandbox_image();
-        let sandboxes = sandboxes().await;
-        let owner = owner();
+        let harness = Harness::start(|_| {}).await;
+        let owner = harness.session().await;
         let cleanup = Cleanup(vec![owner.session_id.clone()]);
-        let sandbox = sandboxes
+        let sandbox = harness
+            .sandboxes
             .ensure(&owner, networks)
             .await
             .expect("the sandbox starts");
         TestSandbox {
-            sandboxes,
+            sandboxes: harness.sandboxes.clone(),
             session_id: owner.session_id,
             sandbox,
             _cleanup: cleanup,
+            _harness: harness,
         }
     }
 
@@ -56,17 +59,6 @@ impl TestSandbox {
             .await
             .expect("the exec runs")
     }
-}
-
-/// Each test has its own instance label, so that orphan collection in one never touches another's.
-async fn sandboxes() -> Sandboxes {
-    Sandboxes::connect(SandboxConfig {
-        instance: format!("test-{}", uuid::Uuid::new_v4().simple()),
-        image: SANDBOX_IMAGE.into(),
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("the Docker engine answers")
 }
 
 fn owner() -> SandboxOwner {
@@ -239,6 +231,31 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
     );
     assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
     assert_eq!(host["CapAdd"], serde_json::json!(["NET_RAW"]));
+    assert_eq!(host["ReadonlyRootfs"], true);
+    // Inside: the engine's default seccomp filter, no-new-privileges, and NET_RAW (bit 13) the only
+    // capability.
+    let status = test
+        .run(
+            "grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status",
+            SHORT,
+        )
+        .await;
+    for expected in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000002000",
+        "CapBnd:\t0000000000002000",
+    ] {
+        assert!(status.output.contains(expected), "{}", status.output);
+    }
+    // The root is read-only; /tmp and the home and working folder are not, and the tools work.
+    let writes = test
+        .run(
+            "touch /etc/x 2>/dev/null && echo root-writable; touch /tmp/x /work/x && echo $HOME && mkdir -p ~/.docker && ping -c1 -W2 127.0.0.1 >/dev/null && echo '{}' | jq -c . && dig +short +time=1 +tries=1 localhost >/dev/null; curl -sS -o /dev/null file:///etc/hostname && echo tools-ok",
+            SHORT,
+        )
+        .await;
+    assert_eq!(writes.output, "/work\n{}\ntools-ok\n", "{writes:?}");
     let networks = container["NetworkSettings"]["Networks"]
         .as_object()
         .unwrap();
@@ -246,7 +263,7 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
         networks.contains_key(&first.name) && networks.contains_key(&second.name),
         "{networks:?}"
     );
-    // The agent can use the Docker API through the socket.
+    // The agent can use the Docker API through its socket, and sees its own sandbox only.
     let ps = test
         .run(
             "docker ps --format '{{.Names}}' | grep -c opslab-sbx",
@@ -259,8 +276,9 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
 #[tokio::test]
 async fn sandbox_refuses_a_missing_network_clearly() {
     docker::require_sandbox_image();
-    let sandboxes = sandboxes().await;
-    let (first, second) = (owner(), owner());
+    let harness = Harness::start(|_| {}).await;
+    let sandboxes = &harness.sandboxes;
+    let (first, second) = (harness.session().await, harness.session().await);
     let _cleanup = Cleanup(vec![first.session_id.clone(), second.session_id.clone()]);
     let error = sandboxes
         .ensure(&first, &["no-such-network-for-opslab".into()])
@@ -271,12 +289,11 @@ async fn sandbox_refuses_a_missing_network_clearly() {
         matches!(error, SandboxError::MissingNetwork(ref name) if name == "no-such-network-for-opslab"),
         "{error}"
     );
-    let missing_image = Sandboxes::connect(SandboxConfig {
-        image: "opslab-no-such-image:nope".into(),
-        ..SandboxConfig::default()
+    let missing_image = Harness::start(|config| {
+        config.image = "opslab-no-such-image:nope".into();
     })
-    .await
-    .unwrap();
+    .await;
+    let missing_image = &missing_image.sandboxes;
     let error = missing_image
         .ensure(&second, &[])
         .await
@@ -308,8 +325,9 @@ async fn sandbox_ensure_reuses_and_remove_is_idempotent() {
 #[tokio::test]
 async fn sandbox_orphans_are_removed_and_kept_ones_stay() {
     docker::require_sandbox_image();
-    let sandboxes = sandboxes().await;
-    let (kept, orphan) = (owner(), owner());
+    let harness = Harness::start(|_| {}).await;
+    let sandboxes = &harness.sandboxes;
+    let (kept, orphan) = (harness.session().await, harness.session().await);
     let _cleanup = Cleanup(vec![kept.session_id.clone(), orphan.session_id.clone()]);
     sandboxes.ensure(&kept, &[]).await.unwrap();
     sandboxes.ensure(&orphan, &[]).await.unwrap();
@@ -317,6 +335,9 @@ async fn sandbox_orphans_are_removed_and_kept_ones_stay() {
     let keep = HashSet::from([kept.session_id.clone()]);
     let removed = sandboxes.remove_orphans(&keep).await.unwrap();
     assert_eq!(removed, vec![orphan.session_id.clone()]);
+    // The orphan's Docker socket goes with it; the kept one's stays.
+    assert!(!harness.socket(&orphan.session_id).exists());
+    assert!(harness.socket(&kept.session_id).exists());
     assert_eq!(
         containers_with_label(&format!("{LABEL_SESSION}={}", orphan.session_id)),
         Vec::<String>::new()

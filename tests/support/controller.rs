@@ -112,6 +112,8 @@ impl Controller {
             .arg(super::docker::SANDBOX_IMAGE)
             .arg("--instance")
             .arg(&self.instance)
+            .arg("--proxy-socket-dir")
+            .arg(self.dir.path().join("sockets"))
             .args(["--llm-retry-delay-ms", "20", "--llm-max-retries", "4"])
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.options.args)

@@ -1,4 +1,5 @@
 pub mod controller;
 pub mod docker;
 pub mod fake_llm;
+pub mod sandboxes;
 pub mod store;

@@ -1,0 +1,224 @@
+//! The Docker API proxy of `guarded` mode: each sandbox gets its own unix socket, served here, in
+//! place of the engine's. Every call is judged by a pure policy ([`policy`]), recorded in the
+//! session's audit trail and counted, and only then forwarded to the engine (or refused with 403).
+//!
+//! Each socket is `<dir>/<session-id>/docker.sock`; the sandbox gets the session's folder, read-only,
+//! as its `/run` (so `/var/run/docker.sock` is the proxy). The folder, not the socket file, is
+//! mounted: a restarted controller binds a new socket in the same folder, and the running sandbox
+//! sees it.
+
+pub mod body;
+mod identity;
+pub mod policy;
+pub mod route;
+mod server;
+mod upstream;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::audit::Store;
+use crate::metrics::Metrics;
+pub use policy::{PROTECTED_LABEL_PREFIX, Scope};
+use server::Shared;
+use upstream::Upstream;
+
+/// The socket's name in its session's folder.
+pub const SOCKET_NAME: &str = "docker.sock";
+
+/// Bodies of requests and answers on their way through.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the Docker engine: {0}")]
+    Engine(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0:?} cannot name a socket folder")]
+    BadSessionId(String),
+    #[error(
+        "cannot prepare the proxy's socket folder {path}: {source} (set --proxy-socket-dir to a folder the controller can write)"
+    )]
+    SocketDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where decisions go: the audit store (redacted and chained like every event) and the metrics.
+#[derive(Clone)]
+pub struct Audit {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+}
+
+/// The proxies of one controller's sandboxes.
+pub struct Proxies {
+    dir: PathBuf,
+    upstream: Upstream,
+    /// The scope shared by every session (its `session_id` is filled per socket).
+    base: Scope,
+    audit: Audit,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Proxies {
+    /// Prepares `dir` (created, private to the controller's user) and learns which objects are the
+    /// controller's own when it runs in a container.
+    pub async fn new(
+        dir: &Path,
+        engine_socket: &Path,
+        instance: &str,
+        allow_create: bool,
+        audit: Audit,
+    ) -> Result<Proxies, ProxyError> {
+        std::fs::create_dir_all(dir).map_err(|source| ProxyError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        // The sandboxes get their own folders mounted; nobody else needs to get in here.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| ProxyError::Io {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )?;
+        let upstream = Upstream::new(engine_socket.to_path_buf());
+        let (protected_containers, protected_volumes) = own_container(&upstream).await?;
+        Ok(Proxies {
+            dir: dir.to_path_buf(),
+            upstream,
+            base: Scope {
+                instance: instance.to_string(),
+                session_id: String::new(),
+                protected_containers,
+                protected_volumes,
+                allow_create,
+            },
+            audit,
+            running: Mutex::default(),
+        })
+    }
+
+    /// The folder the session's sandbox gets as its `/run`.
+    pub fn session_dir(&self, session_id: &str) -> Result<PathBuf, ProxyError> {
+        let plain = !session_id.is_empty()
+            && session_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !plain {
+            return Err(ProxyError::BadSessionId(session_id.to_string()));
+        }
+        Ok(self.dir.join(session_id))
+    }
+
+    /// Serves the session's socket (a new one after a restart); does nothing if it is served.
+    pub async fn start(&self, session_id: &str) -> Result<PathBuf, ProxyError> {
+        let dir = self.session_dir(session_id)?;
+        if self.running().contains_key(session_id) {
+            return Ok(dir);
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ProxyError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io(&dir))?;
+        let socket = dir.join(SOCKET_NAME);
+        match std::fs::remove_file(&socket) {
+            Ok(()) => debug!(socket = %socket.display(), "removed a stale proxy socket"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&socket)(error)),
+        }
+        let listener = UnixListener::bind(&socket).map_err(io(&socket))?;
+        // The sandbox's root has no CAP_DAC_OVERRIDE, and may not share the controller's uid.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(io(&socket))?;
+        let shared = Arc::new(Shared {
+            upstream: self.upstream.clone(),
+            scope: Scope {
+                session_id: session_id.to_string(),
+                ..self.base.clone()
+            },
+            audit: self.audit.clone(),
+        });
+        let cancel = CancellationToken::new();
+        tokio::spawn(server::serve(listener, shared, cancel.clone()));
+        self.running()
+            .insert(session_id.to_string(), Running { cancel });
+        info!(session = session_id, socket = %socket.display(), "serving the sandbox's Docker API");
+        Ok(dir)
+    }
+
+    /// Stops serving the session's socket (ending its open streams) and removes its folder.
+    pub fn stop(&self, session_id: &str) -> Result<(), ProxyError> {
+        if let Some(running) = self.running().remove(session_id) {
+            running.cancel.cancel();
+        }
+        let dir = self.session_dir(session_id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(ProxyError::Io { path: dir, source }),
+        }
+    }
+
+    /// Sessions whose socket is served.
+    pub fn sessions(&self) -> HashSet<String> {
+        self.running().keys().cloned().collect()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        for running in self.running().values() {
+            running.cancel.cancel();
+        }
+    }
+}
+
+/// The controller's own container and the volumes it mounts, when it runs in a container of this
+/// engine; none otherwise.
+async fn own_container(
+    upstream: &Upstream,
+) -> Result<(HashSet<String>, HashSet<String>), ProxyError> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(Default::default());
+    };
+    let Some(id) = identity::container_id_from_mountinfo(&mountinfo) else {
+        return Ok(Default::default());
+    };
+    match upstream.get_json(&format!("/containers/{id}/json")).await? {
+        Ok(inspect) => {
+            let volumes: HashSet<String> = identity::volume_names(&inspect).into_iter().collect();
+            info!(container = %id, ?volumes, "the controller runs in a container: it and its volumes are protected");
+            Ok((HashSet::from([id]), volumes))
+        }
+        Err((status, message)) => {
+            debug!(container = %id, status, message, "the controller's container is not on this engine");
+            Ok(Default::default())
+        }
+    }
+}

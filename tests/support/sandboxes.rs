@@ -1,0 +1,96 @@
+//! Sandboxes for tests, with the audit store their Docker proxy records into.
+
+use std::sync::Arc;
+
+use opslab::audit::{NewSession, Redactor, Store};
+use opslab::metrics::Metrics;
+use opslab::sandbox::{Audit, SandboxConfig, SandboxOwner, Sandboxes};
+
+use super::docker::SANDBOX_IMAGE;
+
+/// A controller's sandboxes on the real engine: their own instance label (so orphan collection in
+/// one test never touches another's), proxy sockets and store in a temp folder.
+pub struct Harness {
+    pub sandboxes: Sandboxes,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub config: SandboxConfig,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start(configure: impl FnOnce(&mut SandboxConfig)) -> Harness {
+        Harness::start_with(configure, Redactor::default()).await
+    }
+
+    pub async fn start_with(
+        configure: impl FnOnce(&mut SandboxConfig),
+        redactor: Redactor,
+    ) -> Harness {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = SandboxConfig {
+            instance: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            image: SANDBOX_IMAGE.into(),
+            proxy_socket_dir: dir.path().join("sockets"),
+            ..SandboxConfig::default()
+        };
+        configure(&mut config);
+        let store = Store::open(&dir.path().join("opslab.db"), redactor)
+            .await
+            .expect("the store opens");
+        let metrics = Arc::new(Metrics::new());
+        let sandboxes = Harness::connect(&config, &store, &metrics).await;
+        Harness {
+            sandboxes,
+            store,
+            metrics,
+            config,
+            dir,
+        }
+    }
+
+    /// Another controller process on the same settings (as after a restart).
+    pub async fn connect(
+        config: &SandboxConfig,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> Sandboxes {
+        let audit = Audit {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        Sandboxes::connect(config.clone(), audit)
+            .await
+            .expect("the Docker engine answers")
+    }
+
+    /// A session in the store, as the owner of a sandbox.
+    pub async fn session(&self) -> SandboxOwner {
+        let owner = SandboxOwner {
+            incident_uid: "test-uid".into(),
+            incident_namespace: "default".into(),
+            incident_name: "sandbox-test".into(),
+            session_id: format!("test-{}", uuid::Uuid::now_v7()),
+        };
+        self.store
+            .create_session(NewSession {
+                id: owner.session_id.clone(),
+                incident_uid: owner.incident_uid.clone(),
+                incident_namespace: owner.incident_namespace.clone(),
+                incident_name: owner.incident_name.clone(),
+                attempt: 1,
+                generation: 1,
+            })
+            .await
+            .expect("the session is created");
+        owner
+    }
+
+    /// The proxy socket of a session (guarded mode), as the host sees it.
+    pub fn socket(&self, session_id: &str) -> std::path::PathBuf {
+        self.config
+            .proxy_socket_dir
+            .join(session_id)
+            .join(opslab::sandbox::proxy::SOCKET_NAME)
+    }
+}
