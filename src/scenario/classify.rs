@@ -35,7 +35,10 @@ pub fn changes_state(command: &str) -> bool {
 /// The simple commands of a command line: split at `;`, `&&`, `||`, `|`, newlines and `$(`.
 fn steps(command: &str) -> Vec<Vec<String>> {
     let mut steps = Vec::new();
-    let normalised = command
+    // Descriptor duplications (`2>&1`) hold an `&` that separates nothing.
+    let duplications = regex::Regex::new(r"\d*>&\d+").expect("a valid pattern");
+    let normalised = duplications
+        .replace_all(command, " ")
         .replace("$(", ";")
         .replace([')', '`', '\n', '|', '&'], ";");
     for part in normalised.split(';') {
@@ -138,6 +141,7 @@ mod tests {
         for command in [
             "docker ps -a --format 'table {{.Names}}\\t{{.Status}}'",
             "docker logs --tail 5 demo-api 2>&1",
+            "docker logs x 2>&1 | tail -n 3 >&2",
             "docker inspect -f '{{.State.Status}}' x | grep running",
             "docker network inspect demo-net",
             "docker -H unix:///var/run/docker.sock container ls",

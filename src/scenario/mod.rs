@@ -330,7 +330,11 @@ mod tests {
         std::fs::write(case.join("case.yaml"), "summary: x\ndetect: '('\ncommands: []\nreport: {outcome: resolved, summary: s}\n").unwrap();
         let error = load(&case).unwrap_err().to_string();
         assert!(error.contains("case.yaml") && error.contains("regex"), "{error}");
+        // One broken case stops the run, rather than being skipped silently.
+        let error = select(dir.path(), &[]).unwrap_err().to_string();
+        assert!(error.contains("broken"), "{error}");
+        std::fs::remove_dir_all(&case).unwrap();
         let error = select(dir.path(), &["nope".into()]).unwrap_err().to_string();
-        assert!(error.contains("nope"), "{error}");
+        assert!(error.contains("no scenario named \"nope\""), "{error}");
     }
 }
