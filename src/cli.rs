@@ -180,6 +180,10 @@ pub struct ScenarioRunArgs {
         default_value = "opslab-sandbox:latest"
     )]
     pub sandbox_image: String,
+    /// The run's name: it prefixes every stack, network and volume, and labels the sandboxes
+    /// [default: scn-RANDOM].
+    #[arg(long)]
+    pub name: Option<String>,
     /// Cases run at once.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,

@@ -283,7 +283,9 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         DriverArg::Model => Some(Driver::Model),
     };
     let driver = choose_driver(requested, |name| std::env::var(name).ok());
-    let run = format!("scn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let run = args
+        .name
+        .unwrap_or_else(|| format!("scn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let out_dir = args
         .out
         .unwrap_or_else(|| std::path::PathBuf::from("scenario-runs").join(&run));

@@ -1,7 +1,9 @@
+mod compose;
 mod crd;
 mod llm;
 mod manifests;
 mod observe;
 mod sandbox;
 mod session;
+mod scenarios;
 mod store;
