@@ -161,7 +161,11 @@ pub struct ScenarioRunArgs {
     #[arg(long, env = "OPSLAB_SCENARIOS", default_value = "scenarios")]
     pub scenarios: PathBuf,
     /// The compose file whose web, api and store services make each case's demo stack.
-    #[arg(long, env = "OPSLAB_COMPOSE_FILE", default_value = "docker-compose.yml")]
+    #[arg(
+        long,
+        env = "OPSLAB_COMPOSE_FILE",
+        default_value = "docker-compose.yml"
+    )]
     pub compose_file: PathBuf,
     /// The compose command [default: `docker compose` if present, else `docker-compose`].
     #[arg(long, env = "OPSLAB_COMPOSE")]

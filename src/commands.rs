@@ -291,7 +291,11 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         .unwrap_or_else(|| std::path::PathBuf::from("scenario-runs").join(&run));
     let compose_command = args
         .compose
-        .map(|line| line.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .filter(|words| !words.is_empty());
     let options = RunOptions {
         scenarios_dir: args.scenarios,

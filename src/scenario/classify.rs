@@ -14,14 +14,14 @@ const DOCKER_GROUPS: [&str; 5] = ["container", "image", "network", "volume", "sy
 
 /// Programs that only read, whatever their arguments (curl is judged by its method).
 const READ_ONLY_PROGRAMS: [&str; 36] = [
-    "cat", "head", "tail", "grep", "egrep", "less", "ls", "df", "du", "ps", "free", "uptime", "echo",
-    "printf", "sleep", "date", "jq", "wc", "sort", "uniq", "cut", "tr", "awk", "sed", "getent",
-    "dig", "nslookup", "host", "ping", "ip", "ss", "netstat", "env", "true", "test",
+    "cat", "head", "tail", "grep", "egrep", "less", "ls", "df", "du", "ps", "free", "uptime",
+    "echo", "printf", "sleep", "date", "jq", "wc", "sort", "uniq", "cut", "tr", "awk", "sed",
+    "getent", "dig", "nslookup", "host", "ping", "ip", "ss", "netstat", "env", "true", "test",
     // A `for` loop's header (`for i in 1 2 3`) runs nothing by itself.
     "for",
 ];
 /// Shell words that only structure a command line.
-const SHELL_WORDS: [&str; 8] = ["do", "done", "then", "fi", "if", "else", "while", "[" ];
+const SHELL_WORDS: [&str; 8] = ["do", "done", "then", "fi", "if", "else", "while", "["];
 
 /// Whether `command` (a bash command line) may change state.
 pub fn changes_state(command: &str) -> bool {
@@ -70,8 +70,9 @@ fn step_changes_state(words: &[String]) -> bool {
 }
 
 fn is_assignment(word: &str) -> bool {
-    word.split_once('=')
-        .is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 fn docker_changes_state(args: &[&str]) -> bool {
@@ -104,7 +105,13 @@ fn curl_changes_state(args: &[&str]) -> bool {
         };
         let writes_body = matches!(
             *arg,
-            "-d" | "--data" | "--data-raw" | "--data-binary" | "--json" | "-F" | "--form" | "-T"
+            "-d" | "--data"
+                | "--data-raw"
+                | "--data-binary"
+                | "--json"
+                | "-F"
+                | "--form"
+                | "-T"
                 | "--upload-file"
         );
         writes_body || method.is_some_and(|m| !matches!(m, "GET" | "HEAD" | "OPTIONS"))

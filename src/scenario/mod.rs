@@ -211,7 +211,10 @@ pub fn load(dir: &Path) -> Result<Case, ScenarioError> {
     };
     for file in CASE_FILES {
         if !dir.join(file).is_file() {
-            return Err(error(dir, format!("a case needs {}", CASE_FILES.join(", "))));
+            return Err(error(
+                dir,
+                format!("a case needs {}", CASE_FILES.join(", ")),
+            ));
         }
     }
     let read = |file: &str| {
@@ -269,7 +272,10 @@ mod tests {
             "oom-killed",
             "no-fault",
         ] {
-            assert!(names.contains(&needed), "{needed} is missing from {names:?}");
+            assert!(
+                names.contains(&needed),
+                "{needed} is missing from {names:?}"
+            );
         }
         let names = Names::new("t");
         for case in &cases {
@@ -283,7 +289,12 @@ mod tests {
             let incident = names.fill(&case.incident);
             assert!(!incident.contains("${"), "{}: {incident}", case.name);
             let parsed = crate::source::manifest::parse(incident.as_bytes());
-            assert!(parsed.errors.is_empty(), "{}: {:?}", case.name, parsed.errors);
+            assert!(
+                parsed.errors.is_empty(),
+                "{}: {:?}",
+                case.name,
+                parsed.errors
+            );
             assert_eq!(parsed.incidents.len(), 1, "{}", case.name);
         }
     }
@@ -327,14 +338,23 @@ mod tests {
         for file in CASE_FILES {
             std::fs::write(case.join(file), "").unwrap();
         }
-        std::fs::write(case.join("case.yaml"), "summary: x\ndetect: '('\ncommands: []\nreport: {outcome: resolved, summary: s}\n").unwrap();
+        std::fs::write(
+            case.join("case.yaml"),
+            "summary: x\ndetect: '('\ncommands: []\nreport: {outcome: resolved, summary: s}\n",
+        )
+        .unwrap();
         let error = load(&case).unwrap_err().to_string();
-        assert!(error.contains("case.yaml") && error.contains("regex"), "{error}");
+        assert!(
+            error.contains("case.yaml") && error.contains("regex"),
+            "{error}"
+        );
         // One broken case stops the run, rather than being skipped silently.
         let error = select(dir.path(), &[]).unwrap_err().to_string();
         assert!(error.contains("broken"), "{error}");
         std::fs::remove_dir_all(&case).unwrap();
-        let error = select(dir.path(), &["nope".into()]).unwrap_err().to_string();
+        let error = select(dir.path(), &["nope".into()])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no scenario named \"nope\""), "{error}");
     }
 }

@@ -42,7 +42,10 @@ pub fn turn(script: &Script, answered: usize) -> Value {
             "I have verified the outcome; here is my report.".to_string(),
             Some((tools::REPORT, report_input(&script.report))),
         ),
-        None => ("The session is over: the report was sent.".to_string(), None),
+        None => (
+            "The session is over: the report was sent.".to_string(),
+            None,
+        ),
     };
     let mut content = vec![json!({"type": "text", "text": text})];
     if let Some((name, input)) = &call {
@@ -179,8 +182,8 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 mod tests {
     use super::*;
     use crate::incident::Outcome;
-    use crate::llm::anthropic::parse_response;
     use crate::llm::ContentBlock;
+    use crate::llm::anthropic::parse_response;
 
     fn script() -> Script {
         Script {
@@ -232,7 +235,8 @@ mod tests {
     #[test]
     fn conversations_find_their_case() {
         let scripts = HashMap::from([("a-net".to_string(), script())]);
-        let body = json!({"system": "networks: a-net", "messages": [{"role": "user", "content": "x"}]});
+        let body =
+            json!({"system": "networks: a-net", "messages": [{"role": "user", "content": "x"}]});
         assert!(script_for(&scripts, &body).is_some());
         let other = json!({"system": "networks: b-net", "messages": []});
         assert!(script_for(&scripts, &other).is_none());

@@ -134,7 +134,15 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("CASE"));
         assert!(lines[1].split_whitespace().eq([
-            "container-stopped", "yes", "yes", "12.3s", "5", "1", "120", "Resolved", "resolved"
+            "container-stopped",
+            "yes",
+            "yes",
+            "12.3s",
+            "5",
+            "1",
+            "120",
+            "Resolved",
+            "resolved"
         ]));
         assert!(lines[2].starts_with("oom-killed"));
         assert!(table.contains("oom-killed: the fault never showed"));

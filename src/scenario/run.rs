@@ -28,10 +28,7 @@ pub enum Driver {
 }
 
 /// `auto`: a real model when the environment configures one, else the replay (pure).
-pub fn choose_driver(
-    requested: Option<Driver>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Driver {
+pub fn choose_driver(requested: Option<Driver>, env: impl Fn(&str) -> Option<String>) -> Driver {
     let set = |name: &str| env(name).is_some_and(|value| !value.trim().is_empty());
     match requested {
         Some(driver) => driver,
@@ -540,7 +537,9 @@ async fn add_commands(store_path: &Path, cases: &[Case], results: &mut [CaseResu
         let events = match store.events(session).await {
             Ok(events) => events,
             Err(error) => {
-                result.error.get_or_insert(format!("cannot read the session's events: {error}"));
+                result
+                    .error
+                    .get_or_insert(format!("cannot read the session's events: {error}"));
                 continue;
             }
         };

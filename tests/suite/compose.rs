@@ -71,7 +71,15 @@ impl Stack {
     }
 
     fn sessions(&self) -> Vec<Value> {
-        let output = self.run(&["exec", "-T", "controller", "opslab", "sessions", "-o", "json"]);
+        let output = self.run(&[
+            "exec",
+            "-T",
+            "controller",
+            "opslab",
+            "sessions",
+            "-o",
+            "json",
+        ]);
         serde_json::from_slice::<Value>(&output.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
@@ -95,7 +103,10 @@ async fn compose_up_down_up_keeps_the_audit_store() {
     let mut images = vec!["opslab:latest", docker::SANDBOX_IMAGE];
     images.extend(docker::DEMO_IMAGES);
     docker::require_images(&images);
-    let project = format!("opslab-test-compose-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let project = format!(
+        "opslab-test-compose-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let store_container = format!("{project}-store");
     let llm = FakeLlm::start_each_for_containers(
         Protocol::Anthropic,
@@ -113,10 +124,19 @@ async fn compose_up_down_up_keeps_the_audit_store() {
     let env = vec![
         ("OPSLAB_DEMO", project.clone()),
         ("OPSLAB_INSTANCE", project.clone()),
-        ("OPSLAB_INCIDENTS_DIR", dir.path().join("incidents").display().to_string()),
-        ("OPSLAB_PROXY_SOCKET_DIR", dir.path().join("run").display().to_string()),
+        (
+            "OPSLAB_INCIDENTS_DIR",
+            dir.path().join("incidents").display().to_string(),
+        ),
+        (
+            "OPSLAB_PROXY_SOCKET_DIR",
+            dir.path().join("run").display().to_string(),
+        ),
         ("OPSLAB_PORT", "127.0.0.1:0".to_string()),
-        ("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789abcdef".to_string()),
+        (
+            "ANTHROPIC_API_KEY",
+            "sk-ant-test-key-0123456789abcdef".to_string(),
+        ),
         (
             "ANTHROPIC_BASE_URL",
             format!("http://host.docker.internal:{}", llm.port()),
@@ -131,7 +151,9 @@ async fn compose_up_down_up_keeps_the_audit_store() {
     };
     stack.ok(&["up", "-d"]);
     let demo = ["web", "api", "store"].map(|service| format!("{project}-{service}"));
-    stack.wait("the demo to be healthy", || demo.iter().all(|c| stack.healthy(c)));
+    stack.wait("the demo to be healthy", || {
+        demo.iter().all(|c| stack.healthy(c))
+    });
 
     let manifest = format!(
         "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: check-store\nspec:\n  title: \"is the store healthy?\"\n  severity: low\n  environment:\n    networks: [{project}-net]\n    targets: [{store_container}]\n"
@@ -145,22 +167,31 @@ async fn compose_up_down_up_keeps_the_audit_store() {
     assert_eq!(before.len(), 1, "{before:?}");
     let session = before[0]["id"].as_str().unwrap().to_string();
     assert!(
-        llm.requests()
-            .iter()
-            .any(|request| request["system"].to_string().contains(&format!("{project}-net"))),
+        llm.requests().iter().any(|request| request["system"]
+            .to_string()
+            .contains(&format!("{project}-net"))),
         "the model was asked about the Incident"
     );
 
     stack.ok(&["down"]);
     let left = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=com.docker.compose.project={project}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "down left containers");
 
     stack.ok(&["up", "-d"]);
-    stack.wait("the demo to be healthy again", || demo.iter().all(|c| stack.healthy(c)));
-    stack.wait("the controller to answer again", || !stack.sessions().is_empty());
+    stack.wait("the demo to be healthy again", || {
+        demo.iter().all(|c| stack.healthy(c))
+    });
+    stack.wait("the controller to answer again", || {
+        !stack.sessions().is_empty()
+    });
     let after = stack.sessions();
     assert!(
         after.iter().any(|s| s["id"] == session.as_str()),

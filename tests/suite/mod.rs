@@ -4,6 +4,6 @@ mod llm;
 mod manifests;
 mod observe;
 mod sandbox;
-mod session;
 mod scenarios;
+mod session;
 mod store;

@@ -77,13 +77,19 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
         assert_eq!(case["detected"], true, "{name}: {case:#}");
         assert_eq!(case["fixed"], true, "{name}: {case:#}");
         assert!(case["error"].is_null(), "{name}: {case:#}");
-        assert!(case["time_to_fix_seconds"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(
+            case["time_to_fix_seconds"].as_f64().unwrap() > 0.0,
+            "{name}"
+        );
         assert!(case["input_tokens"].as_u64().unwrap() > 0, "{name}");
         let changes = case["state_changing_commands"].as_array().unwrap();
         if case["fault"] == true {
             assert!(!changes.is_empty(), "{name}: a fix changes something");
         } else {
-            assert!(changes.is_empty(), "{name}: the control changed {changes:?}");
+            assert!(
+                changes.is_empty(),
+                "{name}: the control changed {changes:?}"
+            );
         }
         check_reasoning_chain(&store, name, case["commands"].as_u64().unwrap());
     }
@@ -128,7 +134,11 @@ fn check_reasoning_chain(store: &Path, case: &str, commands: u64) {
     assert_eq!(started.len() as u64, commands, "{case}: {kinds:?}");
     for event in &started {
         assert!(
-            !event["reasoning"].as_str().unwrap_or_default().trim().is_empty(),
+            !event["reasoning"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .is_empty(),
             "{case}: a command without reasoning: {event}"
         );
     }

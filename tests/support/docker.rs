@@ -112,7 +112,9 @@ pub fn compose_command() -> Vec<String> {
             return command.into_iter().map(String::from).collect();
         }
     }
-    panic!("these tests need Docker Compose: `docker compose` or `docker-compose` (apt-get install docker-compose)");
+    panic!(
+        "these tests need Docker Compose: `docker compose` or `docker-compose` (apt-get install docker-compose)"
+    );
 }
 
 /// Removes every container, network and volume whose name starts with `prefix`.

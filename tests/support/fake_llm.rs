@@ -141,9 +141,7 @@ impl FakeLlm {
     }
 
     async fn serve_on(bind: &str, protocol: Protocol, state: State) -> FakeLlm {
-        let listener = TcpListener::bind(bind)
-            .await
-            .expect("bind a loopback port");
+        let listener = TcpListener::bind(bind).await.expect("bind a loopback port");
         let address = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(state));
         let shared = state.clone();
