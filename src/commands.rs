@@ -282,7 +282,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         DriverArg::Replay => Some(Driver::Replay),
         DriverArg::Model => Some(Driver::Model),
     };
-    let driver = choose_driver(requested, |name| std::env::var(name).ok());
+    let driver = choose_driver(requested, |name| std::env::var(name).ok())?;
     let run = args
         .name
         .unwrap_or_else(|| format!("scn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));

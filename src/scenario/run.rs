@@ -27,14 +27,38 @@ pub enum Driver {
     Model,
 }
 
-/// `auto`: a real model when the environment configures one, else the replay (pure).
-pub fn choose_driver(requested: Option<Driver>, env: impl Fn(&str) -> Option<String>) -> Driver {
-    let set = |name: &str| env(name).is_some_and(|value| !value.trim().is_empty());
+/// The driver: the one requested, or (`auto`) a real model when the environment configures one,
+/// else the replay. A real model that the environment does not configure is an error saying what
+/// to set (pure).
+pub fn choose_driver(
+    requested: Option<Driver>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Driver, ScenarioError> {
+    let configured = model_provider(&env).is_some();
     match requested {
-        Some(driver) => driver,
-        None if set("ANTHROPIC_API_KEY") || set("OPENAI_BASE_URL") => Driver::Model,
-        None => Driver::Replay,
+        Some(Driver::Model) if !configured => Err(run_error(
+            "no model is configured: set ANTHROPIC_API_KEY, or OPENAI_BASE_URL (and OPENAI_API_KEY), \
+             or use --driver replay"
+                .into(),
+        )),
+        Some(driver) => Ok(driver),
+        None if configured => Ok(Driver::Model),
+        None => Ok(Driver::Replay),
     }
+}
+
+/// The provider a real model is reached with: OPSLAB_PROVIDER, else `anthropic` when its key is
+/// set, else `openai` when its base URL is; none when neither is set (pure).
+pub fn model_provider(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let provider = if get("ANTHROPIC_API_KEY").is_some() {
+        "anthropic"
+    } else if get("OPENAI_BASE_URL").is_some() {
+        "openai"
+    } else {
+        return None;
+    };
+    Some(get("OPSLAB_PROVIDER").unwrap_or_else(|| provider.to_string()))
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +130,13 @@ pub async fn run(options: RunOptions) -> Result<RunReport, ScenarioError> {
         cases.len(),
         replay.as_ref().map(ReplayServer::base_url),
     )?;
+    if let Err(error) = controller
+        .ready(&options.out_dir.join("controller.log"))
+        .await
+    {
+        controller.stop().await;
+        return Err(error);
+    }
     let context = CaseContext {
         options: &options,
         compose: &compose,
@@ -147,9 +178,11 @@ fn absolute(path: &Path) -> Result<PathBuf, ScenarioError> {
 }
 
 fn model_description() -> String {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let provider = var("OPSLAB_PROVIDER").unwrap_or_else(|| "anthropic".into());
-    let model = var("OPSLAB_MODEL").unwrap_or_else(|| "default model".into());
+    let env = |name: &str| std::env::var(name).ok();
+    let provider = model_provider(&env).unwrap_or_default();
+    let model = env("OPSLAB_MODEL")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "(default model)".into());
     format!("{provider} {model}")
 }
 
@@ -219,10 +252,8 @@ impl Controller {
                 .env("ANTHROPIC_API_KEY", "replay")
                 .env("OPSLAB_MODEL", "replay")
                 .env("OPSLAB_SUMMARY_MODEL", "off");
-        } else if std::env::var("ANTHROPIC_API_KEY").is_err()
-            && std::env::var("OPSLAB_PROVIDER").is_err()
-        {
-            command.env("OPSLAB_PROVIDER", "openai");
+        } else if let Some(provider) = model_provider(&|name: &str| std::env::var(name).ok()) {
+            command.env("OPSLAB_PROVIDER", provider);
         }
         let mut child = command.spawn().map_err(|e| {
             run_error(format!(
@@ -243,6 +274,28 @@ impl Controller {
             waiter,
             instance: options.prefix.clone(),
         })
+    }
+
+    /// Waits until the controller has started, so that a configuration error stops the run before
+    /// any stack is made.
+    async fn ready(&self, log: &Path) -> Result<(), ScenarioError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("controller started") {
+                return Ok(());
+            }
+            if self.died.is_cancelled() || Instant::now() > deadline {
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(run_error(format!(
+                    "the controller did not start ({}): {}",
+                    log.display(),
+                    tail.join(" | ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGTERM, then SIGKILL after 10 s; then its sandboxes go.
@@ -372,6 +425,16 @@ impl CaseContext<'_> {
         let incident = self.wait_terminal(&status_path).await?;
         let status = incident.status.unwrap_or_default();
         result.phase = Some(status.phase.to_string());
+        if status.phase == crate::incident::Phase::Failed {
+            let why = status
+                .conditions
+                .iter()
+                .map(|condition| condition.message.as_str())
+                .filter(|message| !message.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            result.error = Some(format!("the session failed: {why}"));
+        }
         result.commands = status.commands;
         result.input_tokens = status.tokens.input;
         result.output_tokens = status.tokens.output;
@@ -566,14 +629,21 @@ mod tests {
     #[test]
     fn the_driver_follows_the_environment_unless_chosen() {
         let none = |_: &str| None;
-        assert_eq!(choose_driver(None, none), Driver::Replay);
+        assert_eq!(choose_driver(None, none).unwrap(), Driver::Replay);
         let key = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk".to_string());
-        assert_eq!(choose_driver(None, key), Driver::Model);
+        assert_eq!(choose_driver(None, key).unwrap(), Driver::Model);
+        assert_eq!(model_provider(&key).as_deref(), Some("anthropic"));
         let url = |name: &str| (name == "OPENAI_BASE_URL").then(|| "http://x/v1".to_string());
-        assert_eq!(choose_driver(None, url), Driver::Model);
+        assert_eq!(choose_driver(None, url).unwrap(), Driver::Model);
+        assert_eq!(model_provider(&url).as_deref(), Some("openai"));
         let empty = |_: &str| Some(" ".to_string());
-        assert_eq!(choose_driver(None, empty), Driver::Replay);
-        assert_eq!(choose_driver(Some(Driver::Replay), key), Driver::Replay);
+        assert_eq!(choose_driver(None, empty).unwrap(), Driver::Replay);
+        assert_eq!(
+            choose_driver(Some(Driver::Replay), key).unwrap(),
+            Driver::Replay
+        );
+        let error = choose_driver(Some(Driver::Model), none).unwrap_err();
+        assert!(error.to_string().contains("ANTHROPIC_API_KEY"), "{error}");
     }
 
     #[test]
