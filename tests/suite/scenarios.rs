@@ -155,3 +155,69 @@ fn check_reasoning_chain(store: &Path, case: &str, commands: u64) {
     assert_eq!(chain, expected, "{case}: the trail is out of order");
     assert_eq!(kinds.first(), Some(&"session_started"), "{case}");
 }
+
+#[test]
+fn scenario_an_agent_that_fixes_nothing_is_reported_as_such() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The paused-store case, with an agent that only looks and gives up.
+    let cases = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("scenarios/lib.sh"), cases.path().join("lib.sh")).unwrap();
+    let case = cases.path().join("container-paused");
+    std::fs::create_dir(&case).unwrap();
+    for file in ["inject.sh", "check.sh", "incident.yaml"] {
+        std::fs::copy(
+            root.join("scenarios/container-paused").join(file),
+            case.join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        case.join("case.yaml"),
+        "summary: a paused container\ndetect: paused\ncommands:\n  - command: docker ps\n    reasoning: look around\nreport:\n  outcome: unresolved\n  summary: I could not find the cause.\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args([
+            "scenario",
+            "run",
+            "--driver",
+            "replay",
+            "--oracle-timeout-seconds",
+            "3",
+        ])
+        .args(["--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(cases.path())
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .output()
+        .expect("the opslab binary runs");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let case = &report["cases"][0];
+    assert_eq!(case["detected"], false, "{case:#}");
+    assert_eq!(case["fixed"], false, "{case:#}");
+    assert!(case["time_to_fix_seconds"].is_null(), "{case:#}");
+    assert_eq!(case["phase"], "Unresolved", "{case:#}");
+    assert_eq!(case["commands"], 1, "{case:#}");
+    assert!(
+        case["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the oracle fails"),
+        "{case:#}"
+    );
+}
