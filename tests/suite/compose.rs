@@ -197,8 +197,31 @@ async fn compose_up_down_up_keeps_the_audit_store() {
         after.iter().any(|s| s["id"] == session.as_str()),
         "the session {session} is gone after down and up: {after:?}"
     );
-    let story = stack.ok(&["exec", "-T", "controller", "opslab", "show", &session]);
-    assert!(story.contains("check the store's health"), "{story}");
+    let story = stack.ok(&[
+        "exec",
+        "-T",
+        "controller",
+        "opslab",
+        "show",
+        &session,
+        "-o",
+        "json",
+    ]);
+    let story: Value = serde_json::from_str(&story).unwrap();
+    let finished = story["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .cloned()
+        .unwrap_or_default();
+    // The sandbox, made by the controller in its container, reached the host's engine.
+    assert_eq!(finished["exit_code"], 0, "{story:#}");
+    assert_eq!(
+        finished["output"].as_str().map(str::trim),
+        Some("healthy"),
+        "{story:#}"
+    );
     let verify = stack.ok(&["exec", "-T", "controller", "opslab", "audit", "verify"]);
     assert!(verify.contains(&format!("ok      {session}")), "{verify}");
     // The Incident is not handled again: its status is kept, and the model got no new session.
