@@ -47,6 +47,8 @@ pub enum Command {
     Follow(FollowArgs),
     /// Check the audit trail.
     Audit(AuditArgs),
+    /// Fault scenarios: break a demo stack, file an Incident, and judge the agent.
+    Scenario(ScenarioArgs),
 }
 
 /// Where the audit store is.
@@ -153,6 +155,86 @@ pub enum SourceKind {
     Files,
     /// Incident resources on a Kubernetes API server.
     Kube,
+}
+
+#[derive(Args, Debug)]
+pub struct ScenarioArgs {
+    #[command(subcommand)]
+    pub command: ScenarioCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScenarioCommand {
+    /// For each case: bring up its own demo stack, inject the fault, file the Incident, let a
+    /// session run, check the oracle, tear the stack down; then print detected, fixed, time to fix,
+    /// commands and tokens per case. Exits 1 unless every case was detected and fixed.
+    Run(ScenarioRunArgs),
+    /// List the cases.
+    List {
+        /// The folder of cases, one directory each.
+        #[arg(long, env = "OPSLAB_SCENARIOS", default_value = "scenarios")]
+        scenarios: PathBuf,
+    },
+}
+
+/// What drives the sessions of a scenario run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverArg {
+    /// A real model when ANTHROPIC_API_KEY or OPENAI_BASE_URL is set, else the replay.
+    Auto,
+    /// A local server replaying each case's own commands.
+    Replay,
+    /// The model the environment configures (as for `opslab controller`).
+    Model,
+}
+
+#[derive(Args, Debug)]
+pub struct ScenarioRunArgs {
+    /// The cases to run [default: all].
+    pub names: Vec<String>,
+    /// The folder of cases, one directory each.
+    #[arg(long, env = "OPSLAB_SCENARIOS", default_value = "scenarios")]
+    pub scenarios: PathBuf,
+    /// The compose file whose web, api and store services make each case's demo stack.
+    #[arg(
+        long,
+        env = "OPSLAB_COMPOSE_FILE",
+        default_value = "docker-compose.yml"
+    )]
+    pub compose_file: PathBuf,
+    /// The compose command [default: `docker compose` if present, else `docker-compose`].
+    #[arg(long, env = "OPSLAB_COMPOSE")]
+    pub compose: Option<String>,
+    /// What drives the sessions.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub driver: DriverArg,
+    /// Where the run's audit store, Incidents, controller log and results.json go
+    /// [default: scenario-runs/RUN].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The sandbox image (also used to probe the demo).
+    #[arg(
+        long,
+        env = "OPSLAB_SANDBOX_IMAGE",
+        default_value = "opslab-sandbox:latest"
+    )]
+    pub sandbox_image: String,
+    /// The run's name: it prefixes every stack, network and volume, and labels the sandboxes
+    /// [default: scn-RANDOM].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cases run at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// A session's time budget, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub session_timeout_seconds: u64,
+    /// How long the oracle is retried after the session, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub oracle_timeout_seconds: u64,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]

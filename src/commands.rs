@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{FollowArgs, ListArgs, ShowArgs, StoreArgs};
+use crate::cli::{DriverArg, FollowArgs, ListArgs, ScenarioRunArgs, ShowArgs, StoreArgs};
 
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run_controller(config: Config) -> anyhow::Result<()> {
@@ -248,4 +248,60 @@ fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Resul
         OutputFormat::Json => Ok(serde_json::to_string_pretty(value)? + "\n"),
         OutputFormat::Yaml | OutputFormat::Table => Ok(serde_saphyr::to_string(value)?),
     }
+}
+
+/// `opslab scenario run`: the report in the chosen format, and whether every case passed.
+pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool)> {
+    use opslab::scenario::run::{Driver, RunOptions, choose_driver};
+    let requested = match args.driver {
+        DriverArg::Auto => None,
+        DriverArg::Replay => Some(Driver::Replay),
+        DriverArg::Model => Some(Driver::Model),
+    };
+    let driver = choose_driver(requested, |name| std::env::var(name).ok())?;
+    let run = args
+        .name
+        .unwrap_or_else(|| format!("scn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| std::path::PathBuf::from("scenario-runs").join(&run));
+    let compose_command = args
+        .compose
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|words| !words.is_empty());
+    let options = RunOptions {
+        scenarios_dir: args.scenarios,
+        names: args.names,
+        compose_file: args.compose_file,
+        compose_command,
+        out_dir,
+        controller_bin: std::env::current_exe()?,
+        driver,
+        sandbox_image: args.sandbox_image,
+        parallel: args.parallel,
+        session_timeout: Duration::from_secs(args.session_timeout_seconds),
+        oracle_timeout: Duration::from_secs(args.oracle_timeout_seconds),
+        prefix: run,
+    };
+    let report = opslab::scenario::run::run(options).await?;
+    let passed = report.all_passed();
+    let output = match args.output {
+        OutputFormat::Table => report.table(),
+        OutputFormat::Json | OutputFormat::Yaml => render(&report, args.output)?,
+    };
+    Ok((output, passed))
+}
+
+/// `opslab scenario list`.
+pub fn scenario_list(dir: &std::path::Path) -> anyhow::Result<String> {
+    let cases = opslab::scenario::load_all(dir)?;
+    let mut out = String::new();
+    for case in cases {
+        out.push_str(&format!("{}\t{}\n", case.name, case.spec.summary));
+    }
+    Ok(out)
 }

@@ -10,6 +10,7 @@ pub mod llm;
 pub mod metrics;
 pub mod reconcile;
 pub mod sandbox;
+pub mod scenario;
 pub mod server;
 pub mod session;
 pub mod source;

@@ -5,7 +5,7 @@ mod cli;
 mod commands;
 
 use clap::Parser;
-use cli::{AuditCommand, Cli, Command, GetResource};
+use cli::{AuditCommand, Cli, Command, GetResource, ScenarioCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,7 +27,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Sessions(_)
         | Command::Show(_)
         | Command::Follow(_)
-        | Command::Audit(_) => "warn",
+        | Command::Audit(_)
+        | Command::Scenario(_) => "warn",
     };
     opslab::telemetry::init(cli.log_format, default_filter);
     let output = match cli.command {
@@ -46,6 +47,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             commands::follow(args, &mut std::io::stdout()).await?;
             return Ok(());
         }
+        Command::Scenario(scenario) => match scenario.command {
+            ScenarioCommand::Run(args) => {
+                let (output, passed) = commands::scenario_run(args).await?;
+                print!("{output}");
+                if !passed {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
+            ScenarioCommand::List { scenarios } => commands::scenario_list(&scenarios)?,
+        },
         Command::Audit(audit) => match audit.command {
             AuditCommand::Verify { session, store } => {
                 commands::audit_verify(session, store).await?

@@ -1,8 +1,10 @@
+mod compose;
 mod crd;
 mod llm;
 mod manifests;
 mod observe;
 mod proxy;
 mod sandbox;
+mod scenarios;
 mod session;
 mod store;

@@ -77,3 +77,59 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Fails the test unless the engine holds every named image.
+pub fn require_images(images: &[&str]) {
+    require_engine();
+    for image in images {
+        let found = Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        assert!(
+            found,
+            "the image {image} is missing: run scripts/build-images (scripts/test does)"
+        );
+    }
+}
+
+/// The demo application's images, built by scripts/build-images.
+pub const DEMO_IMAGES: [&str; 3] = [
+    "opslab-demo-web:latest",
+    "opslab-demo-api:latest",
+    "opslab-demo-store:latest",
+];
+
+/// `docker compose` (v2) or `docker-compose` (1.29), whichever runs; fails the test when neither.
+pub fn compose_command() -> Vec<String> {
+    for command in [vec!["docker", "compose"], vec!["docker-compose"]] {
+        let runs = Command::new(command[0])
+            .args(&command[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if runs {
+            return command.into_iter().map(String::from).collect();
+        }
+    }
+    panic!(
+        "these tests need Docker Compose: `docker compose` or `docker-compose` (apt-get install docker-compose)"
+    );
+}
+
+/// Removes every container, network and volume whose name starts with `prefix`.
+pub fn remove_named(prefix: &str) {
+    let filter = format!("name={prefix}");
+    for (kind, list) in [
+        ("container", vec!["ps", "-aq", "--filter"]),
+        ("network", vec!["network", "ls", "-q", "--filter"]),
+        ("volume", vec!["volume", "ls", "-q", "--filter"]),
+    ] {
+        let Ok(output) = Command::new("docker").args(&list).arg(&filter).output() else {
+            continue;
+        };
+        for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = Command::new("docker").args([kind, "rm", "-f", id]).output();
+        }
+    }
+}

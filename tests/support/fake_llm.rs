@@ -126,10 +126,22 @@ impl FakeLlm {
         .await
     }
 
+    /// As `start_each`, listening on every interface: for a controller in a container, which
+    /// reaches the host as `host.docker.internal`.
+    pub async fn start_each_for_containers(protocol: Protocol, script: Vec<Turn>) -> FakeLlm {
+        let state = State {
+            each: Some(script),
+            ..State::default()
+        };
+        FakeLlm::serve_on("0.0.0.0:0", protocol, state).await
+    }
+
     async fn serve(protocol: Protocol, state: State) -> FakeLlm {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        FakeLlm::serve_on("127.0.0.1:0", protocol, state).await
+    }
+
+    async fn serve_on(bind: &str, protocol: Protocol, state: State) -> FakeLlm {
+        let listener = TcpListener::bind(bind).await.expect("bind a loopback port");
         let address = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(state));
         let shared = state.clone();
@@ -163,6 +175,11 @@ impl FakeLlm {
             Protocol::Anthropic => format!("http://{}", self.address),
             Protocol::OpenAi => format!("http://{}/v1", self.address),
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
     }
 
     /// The main-model request bodies received, in order (faulted ones included).

@@ -1,0 +1,658 @@
+//! Runs scenario cases end to end against real parts: for each case, a demo stack of its own
+//! (`docker-compose.yml`'s web, api and store under unique names), the fault injected, the Incident
+//! filed to an `opslab controller` process, the session driven by the replaying server or a real
+//! model, the oracle checked, and the stack removed — whatever happened.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::replay::{ReplayServer, Script};
+use super::report::{CaseResult, RunReport};
+use super::{Case, Names, ScenarioError, classify};
+use crate::audit::{EventBody, Redactor, Store};
+use crate::incident::Incident;
+
+/// What drives the sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// The local server replaying each case's commands.
+    Replay,
+    /// The model the environment configures (ANTHROPIC_API_KEY, or OPENAI_BASE_URL).
+    Model,
+}
+
+/// The driver: the one requested, or (`auto`) a real model when the environment configures one,
+/// else the replay. A real model that the environment does not configure is an error saying what
+/// to set (pure).
+pub fn choose_driver(
+    requested: Option<Driver>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Driver, ScenarioError> {
+    let configured = model_provider(&env).is_some();
+    match requested {
+        Some(Driver::Model) if !configured => Err(run_error(
+            "no model is configured: set ANTHROPIC_API_KEY, or OPENAI_BASE_URL (and OPENAI_API_KEY), \
+             or use --driver replay"
+                .into(),
+        )),
+        Some(driver) => Ok(driver),
+        None if configured => Ok(Driver::Model),
+        None => Ok(Driver::Replay),
+    }
+}
+
+/// The provider a real model is reached with: OPSLAB_PROVIDER, else `anthropic` when its key is
+/// set, else `openai` when its base URL is; none when neither is set (pure).
+pub fn model_provider(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+    let provider = if get("ANTHROPIC_API_KEY").is_some() {
+        "anthropic"
+    } else if get("OPENAI_BASE_URL").is_some() {
+        "openai"
+    } else {
+        return None;
+    };
+    Some(get("OPSLAB_PROVIDER").unwrap_or_else(|| provider.to_string()))
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub scenarios_dir: PathBuf,
+    /// The cases to run; all when empty.
+    pub names: Vec<String>,
+    /// The compose file whose web, api and store services make each case's demo stack.
+    pub compose_file: PathBuf,
+    /// The compose command (`docker compose` or `docker-compose`); found when not given.
+    pub compose_command: Option<Vec<String>>,
+    /// Where the run's store, Incidents, controller log and results.json go.
+    pub out_dir: PathBuf,
+    /// The `opslab` binary, run as the controller.
+    pub controller_bin: PathBuf,
+    pub driver: Driver,
+    pub sandbox_image: String,
+    /// Cases run at once.
+    pub parallel: usize,
+    /// How long a session may take before the case is judged without it.
+    pub session_timeout: Duration,
+    /// How long the oracle is retried after the session (a restarted service needs a moment).
+    pub oracle_timeout: Duration,
+    /// Unique to the run: it prefixes every stack, network and volume, and labels the sandboxes.
+    pub prefix: String,
+}
+
+/// Runs the cases and writes `results.json` into the output folder.
+pub async fn run(options: RunOptions) -> Result<RunReport, ScenarioError> {
+    let cases = super::select(&options.scenarios_dir, &options.names)?;
+    let compose = match &options.compose_command {
+        Some(command) => command.clone(),
+        None => find_compose().await?,
+    };
+    let compose_file = absolute(&options.compose_file)?;
+    let incidents = options.out_dir.join("incidents");
+    std::fs::create_dir_all(&incidents)
+        .map_err(|e| run_error(format!("cannot create {}: {e}", incidents.display())))?;
+    let store_path = options.out_dir.join("opslab.db");
+    let names: HashMap<String, Names> = cases
+        .iter()
+        .map(|case| {
+            let names = Names::new(format!("{}-{}", options.prefix, case.name));
+            (case.name.clone(), names)
+        })
+        .collect();
+    let replay = match options.driver {
+        Driver::Replay => {
+            let scripts = cases
+                .iter()
+                .map(|case| {
+                    let names = &names[&case.name];
+                    let (commands, report) = case.script(names);
+                    (names.network(), Script { commands, report })
+                })
+                .collect();
+            Some(
+                ReplayServer::start(scripts)
+                    .await
+                    .map_err(|e| run_error(format!("cannot start the replay server: {e}")))?,
+            )
+        }
+        Driver::Model => None,
+    };
+    let controller = Controller::start(
+        &options,
+        &incidents,
+        &store_path,
+        cases.len(),
+        replay.as_ref().map(ReplayServer::base_url),
+    )?;
+    if let Err(error) = controller
+        .ready(&options.out_dir.join("controller.log"))
+        .await
+    {
+        controller.stop().await;
+        return Err(error);
+    }
+    let context = CaseContext {
+        options: &options,
+        compose: &compose,
+        compose_file: &compose_file,
+        incidents: &incidents,
+        controller_died: controller.died.clone(),
+    };
+    let mut results: Vec<CaseResult> = futures::stream::iter(&cases)
+        .map(|case| context.run_case(case, &names[&case.name]))
+        .buffered(options.parallel.max(1))
+        .collect()
+        .await;
+    controller.stop().await;
+    sweep(&options.prefix, names.values()).await;
+    drop(replay);
+    add_commands(&store_path, &cases, &mut results).await;
+    let report = RunReport {
+        driver: match options.driver {
+            Driver::Replay => "replay".into(),
+            Driver::Model => model_description(),
+        },
+        store: store_path.display().to_string(),
+        cases: results,
+    };
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let results_path = options.out_dir.join("results.json");
+    std::fs::write(&results_path, json + "\n")
+        .map_err(|e| run_error(format!("cannot write {}: {e}", results_path.display())))?;
+    Ok(report)
+}
+
+fn run_error(message: String) -> ScenarioError {
+    ScenarioError::Run(message)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ScenarioError> {
+    path.canonicalize()
+        .map_err(|e| run_error(format!("{}: {e}", path.display())))
+}
+
+fn model_description() -> String {
+    let env = |name: &str| std::env::var(name).ok();
+    let provider = model_provider(&env).unwrap_or_default();
+    let model = env("OPSLAB_MODEL")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "(default model)".into());
+    format!("{provider} {model}")
+}
+
+/// `docker compose` (v2) when the plugin is there, else `docker-compose` (1.29).
+async fn find_compose() -> Result<Vec<String>, ScenarioError> {
+    for command in [vec!["docker", "compose"], vec!["docker-compose"]] {
+        let found = Command::new(command[0])
+            .args(&command[1..])
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        if found {
+            return Ok(command.into_iter().map(String::from).collect());
+        }
+    }
+    Err(run_error(
+        "neither `docker compose` nor `docker-compose` runs: install Compose (apt-get install docker-compose)"
+            .into(),
+    ))
+}
+
+/// The controller process of the run.
+struct Controller {
+    pid: Option<u32>,
+    died: CancellationToken,
+    waiter: tokio::task::JoinHandle<()>,
+    instance: String,
+}
+
+impl Controller {
+    fn start(
+        options: &RunOptions,
+        incidents: &Path,
+        store: &Path,
+        sessions: usize,
+        replay_url: Option<String>,
+    ) -> Result<Controller, ScenarioError> {
+        let log_path = options.out_dir.join("controller.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| run_error(format!("cannot create {}: {e}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| run_error(format!("{}: {e}", log_path.display())))?;
+        let mut command = Command::new(&options.controller_bin);
+        command
+            .arg("controller")
+            .arg("--incidents")
+            .arg(incidents)
+            .arg("--store")
+            .arg(store)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--instance", &options.prefix])
+            .args(["--sandbox-image", &options.sandbox_image])
+            .args(["--max-sessions", &sessions.max(1).to_string()])
+            .arg("--session-timeout-seconds")
+            .arg(options.session_timeout.as_secs().max(1).to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(url) = replay_url {
+            command
+                .env("OPSLAB_PROVIDER", "anthropic")
+                .env("ANTHROPIC_BASE_URL", url)
+                .env("ANTHROPIC_API_KEY", "replay")
+                .env("OPSLAB_MODEL", "replay")
+                .env("OPSLAB_SUMMARY_MODEL", "off");
+        } else if let Some(provider) = model_provider(&|name: &str| std::env::var(name).ok()) {
+            command.env("OPSLAB_PROVIDER", provider);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            run_error(format!(
+                "cannot run the controller {}: {e}",
+                options.controller_bin.display()
+            ))
+        })?;
+        let pid = child.id();
+        let died = CancellationToken::new();
+        let signal = died.clone();
+        let waiter = tokio::spawn(async move {
+            let _ = child.wait().await;
+            signal.cancel();
+        });
+        Ok(Controller {
+            pid,
+            died,
+            waiter,
+            instance: options.prefix.clone(),
+        })
+    }
+
+    /// Waits until the controller has started, so that a configuration error stops the run before
+    /// any stack is made.
+    async fn ready(&self, log: &Path) -> Result<(), ScenarioError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("controller started") {
+                return Ok(());
+            }
+            if self.died.is_cancelled() || Instant::now() > deadline {
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(run_error(format!(
+                    "the controller did not start ({}): {}",
+                    log.display(),
+                    tail.join(" | ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; then its sandboxes go.
+    async fn stop(self) {
+        if let Some(pid) = self.pid
+            && !self.died.is_cancelled()
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(10), self.died.cancelled())
+                .await
+                .is_err()
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+        }
+        let _ = self.waiter.await;
+        let label = format!("label=opslab.dev/instance={}", self.instance);
+        for id in docker_lines(&["ps", "-aq", "--filter", &label]).await {
+            let _ = docker(&["rm", "-f", &id]).await;
+        }
+    }
+}
+
+/// Removes what a failed tear-down may have left: the cases' containers, networks and volumes.
+async fn sweep<'a>(prefix: &str, names: impl Iterator<Item = &'a Names>) {
+    let name_filter = format!("name={prefix}-");
+    for id in docker_lines(&["ps", "-aq", "--filter", &name_filter]).await {
+        let _ = docker(&["rm", "-f", &id]).await;
+    }
+    for names in names {
+        let _ = docker(&["network", "rm", &names.network()]).await;
+        let _ = docker(&["volume", "rm", &format!("{}-data", names.prefix)]).await;
+    }
+}
+
+async fn docker(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("docker").args(args).output().await
+}
+
+async fn docker_lines(args: &[&str]) -> Vec<String> {
+    match docker(args).await {
+        Ok(output) => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+struct CaseContext<'a> {
+    options: &'a RunOptions,
+    compose: &'a [String],
+    compose_file: &'a Path,
+    incidents: &'a Path,
+    controller_died: CancellationToken,
+}
+
+/// How long a fresh stack may take to pass the oracle, and a fault to show.
+const STACK_READY_TIMEOUT: Duration = Duration::from_secs(180);
+const FAULT_VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl CaseContext<'_> {
+    async fn run_case(&self, case: &Case, names: &Names) -> CaseResult {
+        let mut result = CaseResult {
+            case: case.name.clone(),
+            summary: case.spec.summary.clone(),
+            fault: case.spec.fault,
+            ..CaseResult::default()
+        };
+        if let Err(error) = self.attempt(case, names, &mut result).await {
+            result.error = Some(error);
+        }
+        let down = self
+            .compose_run(names, &["down", "-v", "--remove-orphans", "-t", "1"])
+            .await;
+        if let Err(error) = down
+            && result.error.is_none()
+        {
+            result.error = Some(format!("tearing the stack down: {error}"));
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        case: &Case,
+        names: &Names,
+        result: &mut CaseResult,
+    ) -> Result<(), String> {
+        self.compose_run(names, &["up", "-d", "web"])
+            .await
+            .map_err(|e| format!("bringing the demo stack up: {e}"))?;
+        self.poll_script(case, names, "check.sh", true, STACK_READY_TIMEOUT)
+            .await
+            .map_err(|e| format!("the demo stack never became healthy: {e}"))?;
+        self.script(case, names, "inject.sh")
+            .await
+            .map_err(|e| format!("injecting the fault: {e}"))?;
+        if case.spec.fault {
+            self.poll_script(case, names, "check.sh", false, FAULT_VISIBLE_TIMEOUT)
+                .await
+                .map_err(|_| "the fault never showed: the oracle kept passing".to_string())?;
+        }
+        let manifest = names.fill(&case.incident);
+        let parsed = crate::source::manifest::parse(manifest.as_bytes());
+        let incident = parsed
+            .incidents
+            .first()
+            .ok_or_else(|| format!("incident.yaml is not a valid Incident: {:?}", parsed.errors))?;
+        let key = crate::ObjectKey::of(incident).map_err(|e| e.to_string())?;
+        let status_path = self
+            .incidents
+            .join(".status")
+            .join(format!("{}.{}.yaml", key.namespace, key.name));
+        let filed = Instant::now();
+        let file = self.incidents.join(format!("{}.yaml", case.name));
+        let tmp = self.incidents.join(format!(".{}.yaml.tmp", case.name));
+        std::fs::write(&tmp, &manifest)
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .map_err(|e| format!("filing the Incident: {e}"))?;
+        let incident = self.wait_terminal(&status_path).await?;
+        let status = incident.status.unwrap_or_default();
+        result.phase = Some(status.phase.to_string());
+        if status.phase == crate::incident::Phase::Failed {
+            let why = status
+                .conditions
+                .iter()
+                .map(|condition| condition.message.as_str())
+                .filter(|message| !message.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            result.error = Some(format!("the session failed: {why}"));
+        }
+        result.commands = status.commands;
+        result.input_tokens = status.tokens.input;
+        result.output_tokens = status.tokens.output;
+        result.cost_usd = status.cost_usd;
+        result.session_id = status.session_id.clone();
+        result.session_seconds = seconds_between(&status.started_at, &status.finished_at);
+        if let Some(report) = &status.report {
+            result.outcome = Some(
+                serde_json::to_value(report.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            );
+            result.detected = case.detected_by(report);
+        }
+        match self
+            .poll_script(case, names, "check.sh", true, self.options.oracle_timeout)
+            .await
+        {
+            Ok(()) => {
+                result.fixed = true;
+                result.time_to_fix_seconds = Some(filed.elapsed().as_secs_f64());
+            }
+            Err(error) => result.error = Some(format!("the oracle fails: {error}")),
+        }
+        Ok(())
+    }
+
+    async fn wait_terminal(&self, status_path: &Path) -> Result<Incident, String> {
+        let deadline = Instant::now() + self.options.session_timeout + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(status_path)
+                && let Ok(incident) = serde_saphyr::from_str::<Incident>(&text)
+                && incident
+                    .status
+                    .as_ref()
+                    .is_some_and(|status| status.phase.is_terminal())
+            {
+                return Ok(incident);
+            }
+            if self.controller_died.is_cancelled() {
+                return Err(format!(
+                    "the controller exited; see {}",
+                    self.options.out_dir.join("controller.log").display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("the session did not end in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs a case's script until it succeeds (`want_success`) or fails, or the time is up.
+    async fn poll_script(
+        &self,
+        case: &Case,
+        names: &Names,
+        script: &str,
+        want_success: bool,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let outcome = self.script(case, names, script).await;
+            if outcome.is_ok() == want_success {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(outcome
+                    .err()
+                    .unwrap_or_else(|| format!("{script} kept passing")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Runs `bash CASE/SCRIPT` with the case's names in its environment.
+    async fn script(&self, case: &Case, names: &Names, script: &str) -> Result<(), String> {
+        let mut command = Command::new("bash");
+        command
+            .arg(case.dir.join(script))
+            .envs(names.values())
+            .env("OPSLAB_DEMO", &names.prefix)
+            .env("COMPOSE", self.compose_line(names))
+            .env("SANDBOX_IMAGE", &self.options.sandbox_image)
+            .stdin(Stdio::null());
+        let output = command
+            .output()
+            .await
+            .map_err(|e| format!("cannot run bash: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(last_lines(&output, script))
+        }
+    }
+
+    fn compose_line(&self, names: &Names) -> String {
+        format!(
+            "{} -f {} -p {}",
+            self.compose.join(" "),
+            self.compose_file.display(),
+            names.prefix
+        )
+    }
+
+    async fn compose_run(&self, names: &Names, args: &[&str]) -> Result<(), String> {
+        let output = Command::new(&self.compose[0])
+            .args(&self.compose[1..])
+            .arg("-f")
+            .arg(self.compose_file)
+            .args(["-p", &names.prefix])
+            .args(args)
+            .env("OPSLAB_DEMO", &names.prefix)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.compose.join(" ")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(last_lines(&output, &self.compose.join(" ")))
+        }
+    }
+}
+
+fn last_lines(output: &std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    format!("{what} exited with {}: {tail}", output.status)
+}
+
+fn seconds_between(start: &Option<String>, end: &Option<String>) -> Option<f64> {
+    let start: jiff::Timestamp = start.as_deref()?.parse().ok()?;
+    let end: jiff::Timestamp = end.as_deref()?.parse().ok()?;
+    Some((end.as_millisecond() - start.as_millisecond()) as f64 / 1000.0)
+}
+
+/// Fills in each case's state-changing commands from its session's audit trail; for the control
+/// case, any such command means it was not handled right.
+async fn add_commands(store_path: &Path, cases: &[Case], results: &mut [CaseResult]) {
+    let store = match Store::open(store_path, Redactor::default()).await {
+        Ok(store) => store,
+        Err(error) => {
+            for result in results.iter_mut() {
+                result
+                    .error
+                    .get_or_insert(format!("cannot read the audit store: {error}"));
+            }
+            return;
+        }
+    };
+    for (case, result) in cases.iter().zip(results.iter_mut()) {
+        let Some(session) = &result.session_id else {
+            continue;
+        };
+        let events = match store.events(session).await {
+            Ok(events) => events,
+            Err(error) => {
+                result
+                    .error
+                    .get_or_insert(format!("cannot read the session's events: {error}"));
+                continue;
+            }
+        };
+        result.state_changing_commands = events
+            .iter()
+            .filter_map(|event| match &event.body {
+                EventBody::CommandStarted { command, .. } if classify::changes_state(command) => {
+                    Some(command.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if !case.spec.fault && !result.state_changing_commands.is_empty() {
+            result.fixed = false;
+            result.time_to_fix_seconds = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_driver_follows_the_environment_unless_chosen() {
+        let none = |_: &str| None;
+        assert_eq!(choose_driver(None, none).unwrap(), Driver::Replay);
+        let key = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk".to_string());
+        assert_eq!(choose_driver(None, key).unwrap(), Driver::Model);
+        assert_eq!(model_provider(&key).as_deref(), Some("anthropic"));
+        let url = |name: &str| (name == "OPENAI_BASE_URL").then(|| "http://x/v1".to_string());
+        assert_eq!(choose_driver(None, url).unwrap(), Driver::Model);
+        assert_eq!(model_provider(&url).as_deref(), Some("openai"));
+        let empty = |_: &str| Some(" ".to_string());
+        assert_eq!(choose_driver(None, empty).unwrap(), Driver::Replay);
+        assert_eq!(
+            choose_driver(Some(Driver::Replay), key).unwrap(),
+            Driver::Replay
+        );
+        let error = choose_driver(Some(Driver::Model), none).unwrap_err();
+        assert!(error.to_string().contains("ANTHROPIC_API_KEY"), "{error}");
+    }
+
+    #[test]
+    fn session_seconds_come_from_the_status_times() {
+        let at = |s: &str| Some(s.to_string());
+        assert_eq!(
+            seconds_between(&at("2026-01-01T00:00:00Z"), &at("2026-01-01T00:00:02.5Z")),
+            Some(2.5)
+        );
+        assert_eq!(seconds_between(&None, &at("2026-01-01T00:00:00Z")), None);
+    }
+}

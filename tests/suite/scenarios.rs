@@ -1,0 +1,223 @@
+//! Every fault scenario end to end: a demo stack per case, the fault injected with real Docker
+//! actions, the Incident filed to a real controller, the session driven by the replaying model
+//! server, and the case's oracle. The control case must change nothing.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::controller::BIN;
+use crate::support::docker;
+
+/// Removes whatever a run left behind, even when the test fails half-way.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let label = format!("opslab.dev/instance={}", self.0);
+        for id in docker::containers_with_label(&label) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        docker::remove_named(&format!("{}-", self.0));
+    }
+}
+
+#[test]
+fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args(["scenario", "run", "--driver", "replay", "--parallel", "7"])
+        .args(["--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let log = std::fs::read_to_string(out.path().join("controller.log")).unwrap_or_default();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {stdout}\nstderr: {}\ncontroller log:\n{log}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        output.status.success(),
+        "not every case passed: {report:#}\ncontroller log:\n{log}"
+    );
+    assert_eq!(report["driver"], "replay");
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().filter_map(|c| c["case"].as_str()).collect();
+    for needed in [
+        "container-stopped",
+        "container-paused",
+        "wrong-env-crash-loop",
+        "network-disconnected",
+        "volume-full",
+        "oom-killed",
+        "no-fault",
+    ] {
+        assert!(names.contains(&needed), "{needed} did not run: {names:?}");
+    }
+    let store = out.path().join("opslab.db");
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        assert_eq!(case["detected"], true, "{name}: {case:#}");
+        assert_eq!(case["fixed"], true, "{name}: {case:#}");
+        assert!(case["error"].is_null(), "{name}: {case:#}");
+        assert!(
+            case["time_to_fix_seconds"].as_f64().unwrap() > 0.0,
+            "{name}"
+        );
+        assert!(case["input_tokens"].as_u64().unwrap() > 0, "{name}");
+        let changes = case["state_changing_commands"].as_array().unwrap();
+        if case["fault"] == true {
+            assert!(!changes.is_empty(), "{name}: a fix changes something");
+        } else {
+            assert!(
+                changes.is_empty(),
+                "{name}: the control changed {changes:?}"
+            );
+        }
+        check_reasoning_chain(&store, name, case["commands"].as_u64().unwrap());
+    }
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // The stacks are gone.
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={run}-")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// Each command in the case's trail was preceded by the model's answer that asked for it, carries
+/// its reasoning, and finished; the trail ends with the report and the session's end.
+fn check_reasoning_chain(store: &Path, case: &str, commands: u64) {
+    let output = Command::new(BIN)
+        .args(["show", case, "-o", "json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "opslab show {case} failed");
+    let story: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let events = story["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "command_started")
+        .collect();
+    assert_eq!(started.len() as u64, commands, "{case}: {kinds:?}");
+    for event in &started {
+        assert!(
+            !event["reasoning"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .is_empty(),
+            "{case}: a command without reasoning: {event}"
+        );
+    }
+    let mut expected = Vec::new();
+    for _ in 0..commands {
+        expected.extend(["llm_response", "command_started", "command_finished"]);
+    }
+    expected.extend(["llm_response", "reported", "session_finished"]);
+    let chain: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|kind| expected.contains(kind))
+        .collect();
+    assert_eq!(chain, expected, "{case}: the trail is out of order");
+    assert_eq!(kinds.first(), Some(&"session_started"), "{case}");
+}
+
+#[test]
+fn scenario_an_agent_that_fixes_nothing_is_reported_as_such() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The paused-store case, with an agent that only looks and gives up.
+    let cases = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("scenarios/lib.sh"), cases.path().join("lib.sh")).unwrap();
+    let case = cases.path().join("container-paused");
+    std::fs::create_dir(&case).unwrap();
+    for file in ["inject.sh", "check.sh", "incident.yaml"] {
+        std::fs::copy(
+            root.join("scenarios/container-paused").join(file),
+            case.join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        case.join("case.yaml"),
+        "summary: a paused container\ndetect: paused\ncommands:\n  - command: docker ps\n    reasoning: look around\nreport:\n  outcome: unresolved\n  summary: I could not find the cause.\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-t{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args([
+            "scenario",
+            "run",
+            "--driver",
+            "replay",
+            "--oracle-timeout-seconds",
+            "3",
+        ])
+        .args(["--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(cases.path())
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .output()
+        .expect("the opslab binary runs");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let case = &report["cases"][0];
+    assert_eq!(case["detected"], false, "{case:#}");
+    assert_eq!(case["fixed"], false, "{case:#}");
+    assert!(case["time_to_fix_seconds"].is_null(), "{case:#}");
+    assert_eq!(case["phase"], "Unresolved", "{case:#}");
+    assert_eq!(case["commands"], 1, "{case:#}");
+    assert!(
+        case["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the oracle fails"),
+        "{case:#}"
+    );
+}
