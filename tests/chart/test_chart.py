@@ -137,7 +137,6 @@ EXPECTED_CLUSTER_RULES = {
     ("opslab.dev", "incidents", "list", ()),
     ("opslab.dev", "incidents", "watch", ()),
     ("opslab.dev", "incidents", "patch", ()),
-    ("opslab.dev", "incidents/status", "get", ()),
     ("opslab.dev", "incidents/status", "patch", ()),
     ("opslab.dev", "incidents/finalizers", "update", ()),
     ("events.k8s.io", "events", "create", ()),
@@ -169,7 +168,6 @@ def test_chart_leader_election_grants_only_its_lease(chart, values):
     assert rbac_rules(role) == {
         ("coordination.k8s.io", "leases", "create", ()),
         ("coordination.k8s.io", "leases", "get", (FULLNAME,)),
-        ("coordination.k8s.io", "leases", "update", (FULLNAME,)),
         ("coordination.k8s.io", "leases", "patch", (FULLNAME,)),
     }
     binding = one(objects, "RoleBinding")
