@@ -21,7 +21,11 @@ from typing import Any
 import jsonschema
 
 # The kinds of node whose meaning the translation keeps; anything else stops it.
-UNTRANSLATED = {"x-kubernetes-validations", "x-kubernetes-embedded-resource", "x-kubernetes-map-type"}
+UNTRANSLATED = {
+    "x-kubernetes-validations",
+    "x-kubernetes-embedded-resource",
+    "x-kubernetes-map-type",
+}
 
 # DNS-1123 subdomain (object names) and label (namespaces), as the API server checks them.
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -50,7 +54,9 @@ def translate(node: dict[str, Any], path: str = "") -> dict[str, Any]:
         out["properties"] = {
             name: translate(child, f"{path}/{name}") for name, child in node["properties"].items()
         }
-        if "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        if "additionalProperties" not in node and not node.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
             out["additionalProperties"] = False
     elif isinstance(node.get("additionalProperties"), dict):
         out["additionalProperties"] = translate(node["additionalProperties"], f"{path}/*")
@@ -68,7 +74,7 @@ def translate(node: dict[str, Any], path: str = "") -> dict[str, Any]:
 
 
 def incident_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
-    """The JSON Schema of one served version of the CRD, with the server's rules for the envelope."""
+    """The JSON Schema of a served version of the CRD, with the server's rules for the envelope."""
     group = crd["spec"]["group"]
     kind = crd["spec"]["names"]["kind"]
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]

@@ -27,8 +27,14 @@ from conftest import (
 KUBE_VERSION = kubernetes_validate.latest_version()
 LINT_ERROR = 3  # helm-python-sdk's severity for an error-level lint message
 
-POSTGRES = {"replicas": 1, "store": {"type": "postgres", "postgres": {"existingSecret": "opslab-pg"}}}
-LEADER_2 = {"replicas": 2, "store": {"type": "postgres", "postgres": {"existingSecret": "opslab-pg"}}}
+POSTGRES = {
+    "replicas": 1,
+    "store": {"type": "postgres", "postgres": {"existingSecret": "opslab-pg"}},
+}
+LEADER_2 = {
+    "replicas": 2,
+    "store": {"type": "postgres", "postgres": {"existingSecret": "opslab-pg"}},
+}
 SERVICE_MONITOR = {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}
 OPENAI_LOCAL = {
     "llm": {
@@ -150,7 +156,9 @@ def test_chart_rbac_is_least_privilege_without_leader_election(chart):
     assert find(objects, "Role") == [] and find(objects, "RoleBinding") == []
     binding = one(objects, "ClusterRoleBinding", FULLNAME)
     assert binding["roleRef"]["name"] == FULLNAME
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
     env = container_env(one(objects, "Deployment"))
     assert "OPSLAB_LEADER_ELECTION" not in env and "OPSLAB_LEASE_NAME" not in env
 
@@ -202,7 +210,10 @@ def test_chart_postgres_url_comes_only_from_a_secret(chart):
     # The values have no place for the URL itself.
     for where in ({"url": "postgres://u:pw@db/opslab"}, {"password": "pw"}):
         with pytest.raises(helm.HelmValuesError, match="additional properties"):
-            render(chart, {"store": {"type": "postgres", "postgres": {"existingSecret": "pg", **where}}})
+            render(
+                chart,
+                {"store": {"type": "postgres", "postgres": {"existingSecret": "pg", **where}}},
+            )
     with pytest.raises(helm.HelmRenderError, match="store.postgres.existingSecret"):
         render(chart, {"store": {"type": "postgres"}})
 
@@ -214,10 +225,15 @@ def test_chart_sqlite_store_is_on_a_kept_claim(chart):
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
-    assert {"name": "store", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in pod["volumes"]
+    assert {
+        "name": "store",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    } in pod["volumes"]
     assert {"name": "store", "mountPath": "/var/lib/opslab"} in pod["containers"][0]["volumeMounts"]
     assert container_env(deployment)["OPSLAB_STORE"]["value"] == "/var/lib/opslab/opslab.db"
-    existing = manifests(render(chart, {"store": {"sqlite": {"persistence": {"existingClaim": "mine"}}}}))
+    existing = manifests(
+        render(chart, {"store": {"sqlite": {"persistence": {"existingClaim": "mine"}}}})
+    )
     assert find(existing, "PersistentVolumeClaim") == []
     assert {"name": "store", "persistentVolumeClaim": {"claimName": "mine"}} in one(
         existing, "Deployment"
@@ -233,7 +249,9 @@ def test_chart_grace_period_outlasts_the_command_timeout(chart):
     assert grace_period(chart, {}) > 120
     assert grace_period(chart, {"sandbox": {"commandTimeoutSeconds": 600}}) > 600
     assert grace_period(chart, {"terminationGracePeriodSeconds": 200}) == 200
-    env = container_env(one(manifests(render(chart, {"sandbox": {"commandTimeoutSeconds": 600}})), "Deployment"))
+    env = container_env(
+        one(manifests(render(chart, {"sandbox": {"commandTimeoutSeconds": 600}})), "Deployment")
+    )
     assert env["OPSLAB_COMMAND_TIMEOUT_SECONDS"]["value"] == "600"
     with pytest.raises(helm.HelmRenderError, match="must be above sandbox.commandTimeoutSeconds"):
         render(chart, {"terminationGracePeriodSeconds": 120})
@@ -284,12 +302,17 @@ def mounts_and_volumes(deployment):
 
 
 def test_chart_sandbox_reaches_the_nodes_docker_engine_at_the_same_paths(chart):
-    values = {"sandbox": {"dockerSocket": "/run/docker.sock", "proxySocketDir": "/var/run/opslab-proxy"}}
+    values = {
+        "sandbox": {"dockerSocket": "/run/docker.sock", "proxySocketDir": "/var/run/opslab-proxy"}
+    }
     deployment = one(manifests(render(chart, values)), "Deployment")
     mounts, volumes = mounts_and_volumes(deployment)
     assert volumes["docker-socket"]["hostPath"] == {"path": "/run/docker.sock", "type": "Socket"}
     assert mounts["docker-socket"] == "/run/docker.sock"
-    assert volumes["proxy-sockets"]["hostPath"] == {"path": "/var/run/opslab-proxy", "type": "DirectoryOrCreate"}
+    assert volumes["proxy-sockets"]["hostPath"] == {
+        "path": "/var/run/opslab-proxy",
+        "type": "DirectoryOrCreate",
+    }
     assert mounts["proxy-sockets"] == "/var/run/opslab-proxy"
     env = container_env(deployment)
     assert env["OPSLAB_DOCKER_SOCKET"]["value"] == "/run/docker.sock"
@@ -305,14 +328,18 @@ def test_chart_sandbox_reaches_the_nodes_docker_engine_at_the_same_paths(chart):
 
 def test_chart_model_key_comes_from_a_secret(chart):
     env = container_env(one(manifests(render(chart)), "Deployment"))
-    assert env["ANTHROPIC_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "opslab-llm", "key": "api-key"}}
+    assert env["ANTHROPIC_API_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "opslab-llm", "key": "api-key"}
+    }
     assert env["OPSLAB_PROVIDER"]["value"] == "anthropic"
     openai = container_env(one(manifests(render(chart, OPENAI_LOCAL)), "Deployment"))
     assert "OPENAI_API_KEY" not in openai and "ANTHROPIC_API_KEY" not in openai
     assert openai["OPENAI_BASE_URL"]["value"] == "http://vllm.models:8000/v1"
     assert openai["OPSLAB_MODEL"]["value"] == "qwen3"
     with pytest.raises(helm.HelmValuesError, match="additional properties"):
-        render(chart, {"llm": {"apiKey": {"existingSecret": "x", "key": "k", "value": "sk-ant-123"}}})
+        render(
+            chart, {"llm": {"apiKey": {"existingSecret": "x", "key": "k", "value": "sk-ant-123"}}}
+        )
     with pytest.raises(helm.HelmRenderError, match="llm.apiKey.existingSecret"):
         render(chart, {"llm": {"apiKey": {"existingSecret": "", "key": "api-key"}}})
 
@@ -328,7 +355,9 @@ def test_chart_metrics_service_and_service_monitor(chart):
     assert service["spec"]["selector"].items() <= pod_labels.items()
     monitor = one(objects, "ServiceMonitor", FULLNAME)
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == "http-metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert find(manifests(render(chart)), "ServiceMonitor") == []
@@ -346,7 +375,10 @@ def test_chart_values_schema_refuses_misspelt_and_mistyped_keys(chart):
         ({"store": {"type": "mysql"}}, "/store/type"),
         ({"sandbox": {"dockerAccess": "some"}}, "/sandbox/dockerAccess"),
         ({"sandbox": {"dockerSocket": "docker.sock"}}, "/sandbox/dockerSocket"),
-        ({"llm": {"provider": "gemini", "apiKey": {"existingSecret": "", "key": "k"}}}, "/llm/provider"),
+        (
+            {"llm": {"provider": "gemini", "apiKey": {"existingSecret": "", "key": "k"}}},
+            "/llm/provider",
+        ),
     ):
         with pytest.raises(helm.HelmValuesError, match=message):
             render(chart, values)
