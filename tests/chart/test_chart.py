@@ -3,6 +3,7 @@ against Kubernetes' schemas, and the properties that matter asserted on the rend
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python as helm
@@ -16,6 +17,7 @@ from conftest import (
     CRD_FILE,
     FULLNAME,
     NAMESPACE,
+    ROOT,
     container_env,
     find,
     manifests,
@@ -365,8 +367,10 @@ def test_chart_metrics_service_and_service_monitor(chart):
 
 def test_chart_notes_say_how_to_file_and_watch_an_incident(chart):
     notes = render(chart)["opslab/templates/NOTES.txt"]
-    for line in ("kubectl apply -f examples/", "kubectl get inc -w", "kubectl describe inc "):
+    for line in ("kubectl get inc -w", "kubectl describe inc redis-down"):
         assert line in notes
+    applied = re.findall(r"kubectl apply -f (\S+)", notes)
+    assert applied and all((ROOT / path).is_file() for path in applied), applied
 
 
 def test_chart_values_schema_refuses_misspelt_and_mistyped_keys(chart):

@@ -88,3 +88,16 @@ def test_incident_translation_of_kubernetes_extensions():
     assert errors(schema, {"other": 1}) != []
     with pytest.raises(UntranslatableSchema, match="x-kubernetes-validations"):
         translate({"type": "string", "x-kubernetes-validations": [{"rule": "self != ''"}]})
+
+
+def test_incident_kubectl_columns_are_the_documented_ones():
+    # README and NOTES.txt describe `kubectl get inc` by these columns.
+    (version,) = CRD["spec"]["versions"]
+    columns = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Phase", ".status.phase"),
+        ("Severity", ".spec.severity"),
+        ("Commands", ".status.commands"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+    assert CRD["spec"]["names"]["shortNames"] == ["inc"]
