@@ -79,6 +79,16 @@ impl KubeContext {
         }
     }
 
+    /// The wait before this Incident's next retry: 1 s, then doubling up to 5 min, each with up to
+    /// as much again of jitter; a successful reconcile starts it over.
+    pub fn retry_delay(&self, object: &ObjectRef<Incident>) -> Duration {
+        self.failures()
+            .entry(object.clone())
+            .or_insert_with(new_backoff)
+            .next()
+            .unwrap_or(MAX_BACKOFF)
+    }
+
     fn failures(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Incident>, ExponentialBackoff>> {
@@ -241,12 +251,7 @@ pub async fn reconcile_incident(incident: Arc<Incident>, kctx: Arc<KubeContext>)
 /// After a failure: retry this Incident with its own exponential backoff (with jitter, up to 5 min).
 pub fn error_policy(incident: Arc<Incident>, error: &Error, kctx: Arc<KubeContext>) -> Action {
     let object = ObjectRef::from_obj(incident.as_ref());
-    let delay = kctx
-        .failures()
-        .entry(object.clone())
-        .or_insert_with(new_backoff)
-        .next()
-        .unwrap_or(MAX_BACKOFF);
+    let delay = kctx.retry_delay(&object);
     warn!(incident = %object, %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -1,0 +1,619 @@
+//! Kubernetes mode against a mock API server (tower-test): each request the reconciler makes is
+//! checked and answered in order, while the sessions run for real (Docker sandbox, scripted model).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use opslab::audit::SessionRecord;
+use opslab::config::{AgentLimits, Config, SourceConfig};
+use opslab::incident::{Incident, IncidentStatus, Phase};
+use opslab::llm::{ProviderConfig, ProviderKind};
+use opslab::reconcile::Context;
+use opslab::sandbox::{DockerAccess, SandboxConfig};
+use opslab::session::Wake;
+use opslab::source::kubernetes::{
+    self, FINALIZER, KubeContext, KubeSettings, LeaseSettings, leader,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::docker;
+use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
+
+const INCIDENTS: &str = "/apis/opslab.dev/v1alpha1/namespaces/default/incidents";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The mock API server's side: the requests the client sent, to check and answer one by one.
+struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
+
+/// A request as the server saw it.
+struct Seen {
+    method: Method,
+    /// Path and query.
+    uri: String,
+    body: Value,
+}
+
+impl ApiServer {
+    /// Takes the next request, checks its method and path, answers it, and returns it.
+    async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        status: StatusCode,
+        reply: Value,
+    ) -> Seen {
+        self.expect_with(method, path, |_| (status, reply)).await
+    }
+
+    /// As `expect`, with an answer made from the request's body.
+    async fn expect_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        reply: impl FnOnce(&Value) -> (StatusCode, Value),
+    ) -> Seen {
+        let (request, respond) = tokio::time::timeout(WAIT, self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+            .unwrap_or_else(|| panic!("the client went away; expected {method} {path}"));
+        let seen = Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            body: {
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            },
+        };
+        assert_eq!(
+            (&seen.method, seen.uri.split('?').next().unwrap()),
+            (&method, path),
+            "unexpected request; its body: {}",
+            seen.body
+        );
+        let (status, reply) = reply(&seen.body);
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap();
+        respond.send_response(response);
+        seen
+    }
+
+    /// Answers a status apply with the object it was given, and returns the applied status.
+    async fn expect_status(&mut self, incident: &Incident) -> IncidentStatus {
+        let path = format!(
+            "{INCIDENTS}/{}/status",
+            incident.metadata.name.as_ref().unwrap()
+        );
+        let object = serde_json::to_value(incident).unwrap();
+        let seen = self
+            .expect_with(Method::PATCH, &path, |body| {
+                let mut object = object;
+                object["status"] = body["status"].clone();
+                (StatusCode::OK, object)
+            })
+            .await;
+        assert!(
+            seen.uri.contains("fieldManager=opslab") && seen.uri.contains("force=true"),
+            "status is written by server-side apply: {}",
+            seen.uri
+        );
+        assert_eq!(seen.body["kind"], "Incident");
+        assert_eq!(seen.body["apiVersion"], "opslab.dev/v1alpha1");
+        serde_json::from_value(seen.body["status"].clone()).expect("a whole status")
+    }
+
+    /// Answers an Event's creation and returns it.
+    async fn expect_event(&mut self) -> Value {
+        self.expect_with(Method::POST, EVENTS, |body| {
+            (StatusCode::CREATED, body.clone())
+        })
+        .await
+        .body
+    }
+}
+
+/// A controller context with a real store and Docker, a scripted model, and a mock API server.
+struct Harness {
+    _dir: tempfile::TempDir,
+    _llm: FakeLlm,
+    kctx: Arc<KubeContext>,
+    api: ApiServer,
+    wakes: mpsc::UnboundedReceiver<Wake>,
+    instance: String,
+}
+
+impl Harness {
+    async fn start(script: Vec<Turn>) -> Harness {
+        docker::require_sandbox_image();
+        let dir = tempfile::tempdir().unwrap();
+        let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+        let instance = format!("test-kube-{}", uuid::Uuid::new_v4().simple());
+        let config = Arc::new(config(&dir, llm.base_url(), &instance));
+        let (wake, wakes) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Context::new(config, wake).await.expect("a context"));
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let kctx = Arc::new(KubeContext::new(ctx, client, Some("test-pod".into())));
+        Harness {
+            _dir: dir,
+            _llm: llm,
+            kctx,
+            api: ApiServer(handle),
+            wakes,
+            instance,
+        }
+    }
+
+    /// Runs one reconcile in the background (it waits on the mock server's answers).
+    fn reconcile(&self, incident: &Incident) -> tokio::task::JoinHandle<opslab::Result<Action>> {
+        tokio::spawn(kubernetes::reconcile_incident(
+            Arc::new(incident.clone()),
+            self.kctx.clone(),
+        ))
+    }
+
+    async fn latest_session(&self, uid: &str) -> Option<SessionRecord> {
+        self.kctx
+            .ctx
+            .store
+            .sessions_for_incident(uid)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+    }
+
+    /// Waits for the Incident's session to end, following the sessions' wake-ups.
+    async fn session_finished(&mut self, uid: &str) -> SessionRecord {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(session) = self.latest_session(uid).await
+                    && session.state == "finished"
+                    && !self.kctx.ctx.sessions.has_task(uid)
+                {
+                    return session;
+                }
+                self.wakes.recv().await.expect("the sessions are alive");
+            }
+        })
+        .await
+        .expect("the session ends")
+    }
+
+    fn sandboxes(&self) -> Vec<String> {
+        docker::containers_with_label(&format!("opslab.dev/instance={}", self.instance))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for container in self.sandboxes() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &container])
+                .output();
+        }
+    }
+}
+
+fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
+    Config {
+        source: SourceConfig::Kubernetes(KubeSettings {
+            kubeconfig: None,
+            leader_election: None,
+        }),
+        store: dir.path().join("audit.db").into(),
+        provider: ProviderConfig {
+            kind: ProviderKind::Anthropic,
+            base_url,
+            api_key: Some("test-key".into()),
+            request_timeout: Duration::from_secs(30),
+            retry: Default::default(),
+        },
+        agent: AgentLimits {
+            model: "fake-main".into(),
+            max_turns: 10,
+            timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(60),
+            max_tokens: 1_000_000,
+            max_cost_usd: None,
+            response_max_tokens: 1024,
+        },
+        summary_model: None,
+        sandbox: SandboxConfig {
+            instance: instance.into(),
+            docker_access: DockerAccess::None,
+            proxy_socket_dir: dir.path().join("sockets"),
+            ..SandboxConfig::default()
+        },
+        max_sessions: 4,
+        secret_values: vec![],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        costs: Default::default(),
+    }
+}
+
+/// An Incident as the API server would hand it over.
+fn incident(name: &str, title: &str, finalizers: &[&str]) -> Incident {
+    serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": format!("uid-{name}-{}", uuid::Uuid::new_v4().simple()),
+            "generation": 1,
+            "resourceVersion": "1",
+            "finalizers": finalizers,
+        },
+        "spec": {"title": title, "severity": "high"},
+    }))
+    .unwrap()
+}
+
+fn with_status(incident: &Incident, status: &IncidentStatus) -> Incident {
+    let mut next = incident.clone();
+    next.status = Some(status.clone());
+    next
+}
+
+fn condition<'a>(status: &'a IncidentStatus, type_: &str) -> &'a opslab::incident::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:#?}"))
+}
+
+#[tokio::test]
+async fn kube_create_investigate_resolve() {
+    let mut harness = Harness::start(vec![
+        Turn::shell("echo checking the api", "look first"),
+        Turn::report("resolved", "restarted the api"),
+    ])
+    .await;
+    let fresh = incident("api-down", "api returns 500", &[]);
+    let uid = fresh.metadata.uid.clone().unwrap();
+
+    // A new Incident first gets the finalizer, and nothing else happens until it is seen again.
+    let reconcile = harness.reconcile(&fresh);
+    let seen = harness
+        .api
+        .expect(
+            Method::PATCH,
+            &format!("{INCIDENTS}/api-down"),
+            StatusCode::OK,
+            serde_json::to_value(incident("api-down", "api returns 500", &[FINALIZER])).unwrap(),
+        )
+        .await;
+    assert!(seen.body.to_string().contains(FINALIZER), "{}", seen.body);
+    assert_eq!(reconcile.await.unwrap().unwrap(), Action::await_change());
+    assert!(harness.latest_session(&uid).await.is_none());
+
+    // With the finalizer: a session starts; the status says so; an Event announces it.
+    let mut current = fresh.clone();
+    current.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let reconcile = harness.reconcile(&current);
+    let status = harness.api.expect_status(&current).await;
+    assert_eq!(status.phase, Phase::Investigating, "{status:#?}");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&status, "SessionActive").status, "True");
+    let event = harness.api.expect_event().await;
+    assert_eq!(event["reason"], "SessionStarted");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["name"], "api-down");
+    assert_eq!(event["reportingController"], "opslab-controller");
+    reconcile.await.unwrap().unwrap();
+
+    // The session runs to its end; the next reconcile writes Resolved and announces it.
+    let session = harness.session_finished(&uid).await;
+    assert_eq!(session.phase, Phase::Resolved);
+    let current = with_status(&current, &status);
+    let reconcile = harness.reconcile(&current);
+    let resolved = harness.api.expect_status(&current).await;
+    assert_eq!(resolved.phase, Phase::Resolved, "{resolved:#?}");
+    assert_eq!(resolved.commands, 1);
+    assert_eq!(condition(&resolved, "Resolved").status, "True");
+    // A condition whose status did not change keeps its transition time.
+    assert_eq!(
+        condition(&resolved, "Valid").last_transition_time,
+        condition(&status, "Valid").last_transition_time
+    );
+    let event = harness.api.expect_event().await;
+    assert_eq!(event["reason"], "Resolved");
+    assert_eq!(event["note"], "restarted the api");
+    reconcile.await.unwrap().unwrap();
+
+    // Seen again with the same status, the Incident costs no API call at all.
+    let settled = with_status(&current, &resolved);
+    tokio::time::timeout(Duration::from_secs(20), harness.reconcile(&settled))
+        .await
+        .expect("no API call is waited on")
+        .unwrap()
+        .unwrap();
+    assert!(harness.sandboxes().is_empty(), "the sandbox is removed");
+}
+
+#[tokio::test]
+async fn kube_a_spec_change_reaches_the_running_session() {
+    let mut harness = Harness::start(vec![
+        Turn::shell("sleep 3", "wait for the api to settle"),
+        Turn::report("resolved", "done"),
+    ])
+    .await;
+    let first = incident("db-slow", "db is slow", &[FINALIZER]);
+    let uid = first.metadata.uid.clone().unwrap();
+    let reconcile = harness.reconcile(&first);
+    let status = harness.api.expect_status(&first).await;
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    assert_eq!(status.phase, Phase::Investigating);
+
+    // The ticket is edited while the agent works: the status follows the new generation, and the
+    // phase (and so no Event) does not change.
+    let mut edited = with_status(&first, &status);
+    edited.metadata.generation = Some(2);
+    edited.spec.description = "it started after the 14:00 deploy".into();
+    let reconcile = harness.reconcile(&edited);
+    let updated = harness.api.expect_status(&edited).await;
+    reconcile.await.unwrap().unwrap();
+    assert_eq!(updated.observed_generation, Some(2));
+    assert_eq!(updated.phase, Phase::Investigating);
+
+    let session = harness.session_finished(&uid).await;
+    let events = harness.kctx.ctx.store.events(&session.id).await.unwrap();
+    let ticket = events
+        .iter()
+        .find(|event| event.body.kind() == "ticket_updated")
+        .expect("the agent was told of the new ticket");
+    assert!(
+        serde_json::to_string(&ticket.body)
+            .unwrap()
+            .contains("14:00 deploy")
+    );
+    assert_eq!(session.generation, 2);
+}
+
+#[tokio::test]
+async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
+    let mut harness = Harness::start(vec![
+        Turn::shell("sleep 60", "watch the logs for a minute"),
+        Turn::report("resolved", "never reached"),
+    ])
+    .await;
+    let live = incident("cache-down", "cache is down", &[FINALIZER]);
+    let uid = live.metadata.uid.clone().unwrap();
+    let reconcile = harness.reconcile(&live);
+    harness.api.expect_status(&live).await;
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    // Wait until the agent's command runs in its sandbox.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let session = harness.latest_session(&uid).await.unwrap();
+            if harness
+                .kctx
+                .ctx
+                .store
+                .last_command(&session.id)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+            harness.wakes.recv().await;
+        }
+    })
+    .await
+    .expect("the command starts");
+    assert_eq!(harness.sandboxes().len(), 1);
+
+    let mut deleting = live.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    let reconcile = harness.reconcile(&deleting);
+    // The finalizer is removed only after the session ended and its sandbox went.
+    let seen = harness
+        .api
+        .expect(
+            Method::PATCH,
+            &format!("{INCIDENTS}/cache-down"),
+            StatusCode::OK,
+            serde_json::to_value(&live).unwrap(),
+        )
+        .await;
+    assert!(
+        harness.sandboxes().is_empty(),
+        "no sandbox left when the finalizer goes"
+    );
+    let session = harness.latest_session(&uid).await.unwrap();
+    assert_eq!(
+        (session.state.as_str(), session.phase),
+        ("finished", Phase::Cancelled)
+    );
+    let patch = seen.body.to_string();
+    assert!(
+        patch.contains("\"remove\"") && patch.contains("/metadata/finalizers/0"),
+        "{patch}"
+    );
+    reconcile.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn kube_an_invalid_incident_fails_alone_with_a_warning() {
+    let mut harness = Harness::start(vec![Turn::report("resolved", "fine")]).await;
+    let invalid = incident("blank", "   ", &[FINALIZER]);
+    let reconcile = harness.reconcile(&invalid);
+    let status = harness.api.expect_status(&invalid).await;
+    assert_eq!(status.phase, Phase::Failed);
+    let valid = condition(&status, "Valid");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(valid.message.contains("spec.title"), "{}", valid.message);
+    let event = harness.api.expect_event().await;
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
+    reconcile.await.unwrap().unwrap();
+    assert!(
+        harness
+            .latest_session(invalid.metadata.uid.as_ref().unwrap())
+            .await
+            .is_none()
+    );
+
+    // Another Incident is not held up by it.
+    let fine = incident("fine", "all good", &[FINALIZER]);
+    let reconcile = harness.reconcile(&fine);
+    assert_eq!(
+        harness.api.expect_status(&fine).await.phase,
+        Phase::Investigating
+    );
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    harness
+        .session_finished(fine.metadata.uid.as_ref().unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn kube_failures_back_off_per_incident_and_success_resets() {
+    let mut harness = Harness::start(vec![Turn::report("resolved", "fine")]).await;
+    let flaky = incident("flaky", "flaky api server", &[FINALIZER]);
+    let object = ObjectRef::from_obj(&flaky);
+    let status_path = format!("{INCIDENTS}/flaky/status");
+    let unavailable = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "etcd is unavailable", "reason": "ServiceUnavailable", "code": 503,
+    });
+
+    for (attempt, (low, high)) in [(1, 2), (2, 4), (4, 8)].into_iter().enumerate() {
+        let reconcile = harness.reconcile(&flaky);
+        harness
+            .api
+            .expect(
+                Method::PATCH,
+                &status_path,
+                StatusCode::SERVICE_UNAVAILABLE,
+                unavailable.clone(),
+            )
+            .await;
+        let error = reconcile
+            .await
+            .unwrap()
+            .expect_err("the status write failed");
+        assert!(error.to_string().contains("etcd is unavailable"), "{error}");
+        let delay = harness.kctx.retry_delay(&object);
+        assert!(
+            delay >= Duration::from_secs(low) && delay < Duration::from_secs(high),
+            "retry {attempt}: {delay:?}"
+        );
+    }
+    // Another Incident's backoff is its own.
+    let other = ObjectRef::from_obj(&incident("other", "x", &[]));
+    assert!(harness.kctx.retry_delay(&other) < Duration::from_secs(2));
+    // The error policy requeues with the next delay of the same schedule.
+    let error = opslab::Error::LeaderElection("any".into());
+    let action = kubernetes::error_policy(Arc::new(flaky.clone()), &error, harness.kctx.clone());
+    assert_ne!(action, Action::await_change());
+
+    // A success forgets the failures.
+    let reconcile = harness.reconcile(&flaky);
+    harness.api.expect_status(&flaky).await;
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    assert!(harness.kctx.retry_delay(&object) < Duration::from_secs(2));
+    harness
+        .session_finished(flaky.metadata.uid.as_ref().unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn kube_a_replica_that_is_not_the_leader_does_nothing() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let lease_path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/opslab-test";
+    // Another replica holds a fresh lease, renewed at every look.
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some((request, respond)) = handle.next_request().await {
+            seen.push(format!("{} {}", request.method(), request.uri().path()));
+            let now = jiff::Timestamp::now();
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "opslab-test", "namespace": "default", "resourceVersion": "7"},
+                "spec": {
+                    "holderIdentity": "the-leader", "leaseDurationSeconds": 15,
+                    "acquireTime": now.to_string(), "renewTime": now.to_string(),
+                    "leaseTransitions": 1,
+                },
+            });
+            respond.send_response(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&lease).unwrap()))
+                    .unwrap(),
+            );
+        }
+        seen
+    });
+    let settings = LeaseSettings {
+        name: "opslab-test".into(),
+        namespace: Some("default".into()),
+        identity: "this-replica".into(),
+        duration: Duration::from_secs(15),
+    };
+    let shutdown = CancellationToken::new();
+    let following = Arc::new(AtomicBool::new(false));
+    let led = Arc::new(AtomicBool::new(false));
+    let election = {
+        let (shutdown, following, led) = (shutdown.clone(), following.clone(), led.clone());
+        tokio::spawn(async move {
+            leader::run_as_leader(
+                client,
+                &settings,
+                shutdown,
+                move || following.store(true, Ordering::SeqCst),
+                |_leadership| async move {
+                    led.store(true, Ordering::SeqCst);
+                    Ok(())
+                },
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, election)
+        .await
+        .expect("a follower stops on shutdown")
+        .unwrap()
+        .expect("stopping as a follower is no error");
+    assert!(following.load(Ordering::SeqCst), "it waited as a follower");
+    assert!(
+        !led.load(Ordering::SeqCst),
+        "a follower never runs the controller"
+    );
+    let seen = server.await.unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|request| request.ends_with(lease_path)),
+        "a follower touches nothing but the lease: {seen:?}"
+    );
+}
