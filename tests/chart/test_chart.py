@@ -121,6 +121,15 @@ def test_chart_crd_is_the_generated_crd():
     )
 
 
+def test_chart_app_version_is_the_controller_version():
+    # scripts/build-images tags the controller image with the package version; the chart's default
+    # image tag is its appVersion.
+    cargo = (ROOT / "Cargo.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    chart = yaml.safe_load((ROOT / "charts/opslab/Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+
+
 def test_chart_crd_is_loaded_and_valid(chart):
     crds = chart.crds
     assert [c["filename"] for c in crds] == ["opslab/crds/incident.yaml"]
@@ -318,7 +327,7 @@ def test_chart_sandbox_reaches_the_nodes_docker_engine_at_the_same_paths(chart):
     assert mounts["proxy-sockets"] == "/var/run/opslab-proxy"
     env = container_env(deployment)
     assert env["OPSLAB_DOCKER_SOCKET"]["value"] == "/run/docker.sock"
-    assert env["DOCKER_HOST"]["value"] == "unix:///run/docker.sock"
+    assert "DOCKER_HOST" not in env, "the controller's Docker client uses OPSLAB_DOCKER_SOCKET"
     assert env["OPSLAB_DOCKER_ACCESS"]["value"] == "guarded"
     assert env["OPSLAB_PROXY_SOCKET_DIR"]["value"] == "/var/run/opslab-proxy"
     # Without the proxy, no proxy directory on the node is mounted.
