@@ -116,6 +116,16 @@ impl AgentOverrides {
     }
 }
 
+impl Incident {
+    /// The uid its source gave it: sessions, sandboxes and the finalizer's clean-up are keyed by it.
+    pub fn required_uid(&self) -> crate::Result<&str> {
+        self.metadata
+            .uid
+            .as_deref()
+            .ok_or(crate::Error::MissingMetadata("uid"))
+    }
+}
+
 /// What opslab has done about the Incident.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::sandbox::{Audit, Sandboxes};
 use crate::server::Readiness;
 use crate::session::{SessionManager, Wake};
-use crate::{Error, ObjectKey, Result};
+use crate::{ObjectKey, Result};
 use plan::{Decision, Observed};
 
 /// What reconciles share.
@@ -71,11 +71,7 @@ impl Context {
 /// Brings the Incident's session in line with its spec; returns the status to write.
 pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentStatus> {
     let key = ObjectKey::of(incident)?;
-    let uid = incident
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(Error::MissingMetadata("uid"))?;
+    let uid = incident.required_uid()?;
     let generation = incident.metadata.generation.unwrap_or(1);
     let sessions = ctx.store.sessions_for_incident(uid).await?;
     let latest = sessions.first();

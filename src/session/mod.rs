@@ -18,7 +18,7 @@ use crate::incident::{Incident, IncidentSpec};
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
-use crate::{Error, ObjectKey, Result};
+use crate::{ObjectKey, Result};
 
 /// A request to reconcile again, sent by sessions as they make progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,11 +233,7 @@ struct Identity {
 impl Identity {
     fn of(incident: &Incident) -> Result<Identity> {
         let key = ObjectKey::of(incident)?;
-        let uid = incident
-            .metadata
-            .uid
-            .clone()
-            .ok_or_else(|| Error::MissingMetadata("uid"))?;
+        let uid = incident.required_uid()?.to_string();
         let generation = incident.metadata.generation.unwrap_or(1);
         Ok(Identity {
             key,

@@ -342,11 +342,7 @@ async fn remember(incident: &Incident, status: &IncidentStatus, ctx: &Context) -
 
 async fn clean_up(incident: &Incident, kctx: &KubeContext) -> Result<Action> {
     let key = ObjectKey::of(incident)?;
-    let uid = incident
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(Error::MissingMetadata("uid"))?;
+    let uid = incident.required_uid()?;
     info!(incident = %key, "the Incident is being deleted: cancelling its session");
     reconcile::cleanup(uid, &kctx.ctx).await?;
     // The finalizer promises a removed sandbox: wait for the cancelled task to finish its clean-up.
