@@ -7,9 +7,9 @@ use kube::CustomResourceExt;
 use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store, StoreLocation};
 use opslab::config::{Config, SourceConfig};
 use opslab::incident::Incident;
-use opslab::reconcile::Context;
+use opslab::reconcile::{self, Context};
 use opslab::server;
-use opslab::source::files::{self, FilesSource};
+use opslab::source::files::FilesSource;
 use opslab::source::kubernetes;
 use opslab::source::manifest::DEFAULT_NAMESPACE;
 use opslab::view::{self, OutputFormat};
@@ -24,7 +24,7 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(config.clone(), wake_tx).await?);
-    files::collect_orphans(&ctx).await;
+    reconcile::collect_orphans(&ctx).await;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));

@@ -4,9 +4,10 @@
 
 pub mod plan;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use tokio::sync::mpsc;
 
@@ -152,4 +153,23 @@ pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
         ctx.sandboxes.remove(&session.id).await?;
     }
     Ok(())
+}
+
+/// Removes sandboxes whose session is neither running here nor waiting to resume.
+/// (Sandboxes of sessions another replica runs are kept too: the store says they are running.)
+pub async fn collect_orphans(ctx: &Context) {
+    let mut keep: BTreeSet<String> = ctx.sessions.session_ids().into_iter().collect();
+    match ctx.store.running_sessions().await {
+        Ok(sessions) => keep.extend(sessions.into_iter().map(|session| session.id)),
+        Err(error) => {
+            warn!(%error, "cannot list running sessions; orphan collection skipped");
+            return;
+        }
+    }
+    let keep = keep.into_iter().collect();
+    match ctx.sandboxes.remove_orphans(&keep).await {
+        Ok(removed) if !removed.is_empty() => info!(?removed, "removed orphaned sandboxes"),
+        Ok(_) => {}
+        Err(error) => warn!(%error, "orphan collection failed"),
+    }
 }

@@ -174,7 +174,7 @@ impl FilesSource {
                 _ = resync.tick() => {
                     self.rescan_all();
                     self.reconcile_all(&ctx, &retry_tx).await;
-                    collect_orphans(&ctx).await;
+                    reconcile::collect_orphans(&ctx).await;
                 }
             }
         }
@@ -608,24 +608,6 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|error| io(error.error))?;
     Ok(())
-}
-
-/// Removes sandboxes whose session is neither running here nor waiting to resume.
-pub async fn collect_orphans(ctx: &Context) {
-    let mut keep: BTreeSet<String> = ctx.sessions.session_ids().into_iter().collect();
-    match ctx.store.running_sessions().await {
-        Ok(sessions) => keep.extend(sessions.into_iter().map(|session| session.id)),
-        Err(error) => {
-            warn!(%error, "cannot list running sessions; orphan collection skipped");
-            return;
-        }
-    }
-    let keep = keep.into_iter().collect();
-    match ctx.sandboxes.remove_orphans(&keep).await {
-        Ok(removed) if !removed.is_empty() => info!(?removed, "removed orphaned sandboxes"),
-        Ok(_) => {}
-        Err(error) => warn!(%error, "orphan collection failed"),
-    }
 }
 
 #[cfg(test)]
