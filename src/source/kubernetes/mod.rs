@@ -169,7 +169,7 @@ pub async fn run_controller(
     let controller = Controller::new(incidents, watcher::Config::default().any_semantic());
     let reader = controller.store();
     // Sessions report progress: reconcile that Incident (or all, when a slot came free).
-    let wakes = tokio_stream_of(wake, reader.clone());
+    let wakes = wake_requests(wake, reader.clone());
     let ready = {
         let reader = reader.clone();
         let readiness = kctx.ctx.readiness.clone();
@@ -203,7 +203,7 @@ pub async fn run_controller(
 }
 
 /// Turns session wake-ups into object references for the controller.
-fn tokio_stream_of(
+fn wake_requests(
     wake: mpsc::UnboundedReceiver<Wake>,
     reader: kube::runtime::reflector::Store<Incident>,
 ) -> impl futures::Stream<Item = ObjectRef<Incident>> + Send + 'static {
