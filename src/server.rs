@@ -18,8 +18,8 @@ use crate::sandbox::Sandboxes;
 
 /// What readiness depends on.
 pub struct Readiness {
-    /// Set once the source has listed every Incident once.
-    pub synced: AtomicBool,
+    /// Set once the source has listed every Incident once (see [`Readiness::mark_synced`]).
+    synced: AtomicBool,
     pub store: Store,
     pub sandboxes: Sandboxes,
 }
@@ -31,6 +31,11 @@ impl Readiness {
             store,
             sandboxes,
         }
+    }
+
+    /// The source has listed every Incident once (or, as a follower, has nothing to list).
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
     }
 
     /// Why the controller is not ready, or None when it is.

@@ -129,9 +129,7 @@ impl FilesSource {
         self.rescan_all();
         let (retry_tx, mut retries) = mpsc::unbounded_channel::<ObjectKey>();
         self.reconcile_all(&ctx, &retry_tx).await;
-        ctx.readiness
-            .synced
-            .store(true, std::sync::atomic::Ordering::Release);
+        ctx.readiness.mark_synced();
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
         loop {

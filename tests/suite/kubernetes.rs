@@ -527,10 +527,15 @@ async fn kube_failures_back_off_per_incident_and_success_resets() {
     // Another Incident's backoff is its own.
     let other = ObjectRef::from_obj(&incident("other", "x", &[]));
     assert!(harness.kctx.retry_delay(&other) < Duration::from_secs(2));
-    // The error policy requeues with the next delay of the same schedule.
+    // The error policy requeues on the same schedule: it takes the 8-16 s step, so the next is 16-32 s.
     let error = opslab::Error::LeaderElection("any".into());
     let action = kubernetes::error_policy(Arc::new(flaky.clone()), &error, harness.kctx.clone());
     assert_ne!(action, Action::await_change());
+    let next = harness.kctx.retry_delay(&object);
+    assert!(
+        next >= Duration::from_secs(16) && next < Duration::from_secs(32),
+        "{next:?}"
+    );
 
     // A success forgets the failures.
     let reconcile = harness.reconcile(&flaky);

@@ -137,18 +137,12 @@ pub async fn run(
                 lease,
                 shutdown,
                 // A follower is ready: it is a healthy standby (a rollout must not wait on it).
-                move || mark_synced(&readiness),
+                move || readiness.mark_synced(),
                 |leadership| run_controller(kctx, wake, leadership),
             )
             .await
         }
     }
-}
-
-fn mark_synced(readiness: &crate::server::Readiness) {
-    readiness
-        .synced
-        .store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// kube-runtime's Controller on every namespace's Incidents, until `shutdown`.
@@ -175,7 +169,7 @@ pub async fn run_controller(
         let readiness = kctx.ctx.readiness.clone();
         async move {
             if reader.wait_until_ready().await.is_ok() {
-                mark_synced(&readiness);
+                readiness.mark_synced();
                 info!("Incidents listed: ready");
             }
         }
