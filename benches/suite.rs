@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fake_llm::{FakeLlm, Protocol, Turn};
 use opslab::audit::{EventBody, NewSession, Redactor, Store};
 use opslab::incident::{Outcome, Phase};
-use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, SandboxOwner, Sandboxes};
+use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, Sandboxes};
 
 const IMAGE: &str = "opslab-sandbox:latest";
 const MANIFEST_RUNS: usize = 20;
@@ -560,32 +560,27 @@ async fn bench_sandboxes() -> (Sandboxes, tempfile::TempDir) {
     (Sandboxes::connect(config, audit).await.unwrap(), dir)
 }
 
-fn owner(run: usize) -> SandboxOwner {
-    SandboxOwner {
-        incident_uid: "bench".into(),
-        incident_namespace: "default".into(),
-        incident_name: "bench".into(),
-        session_id: format!("bench-{run}-{}", uuid::Uuid::now_v7()),
-    }
+fn session_id(run: usize) -> String {
+    format!("bench-{run}-{}", uuid::Uuid::now_v7())
 }
 
 async fn sandbox_start_alone() -> Vec<Duration> {
     let (sandboxes, _store) = bench_sandboxes().await;
     let mut samples = Vec::new();
     for run in 0..MANIFEST_RUNS {
-        let owner = owner(run);
+        let session = session_id(run);
         let started = Instant::now();
-        sandboxes.ensure(&owner, &[]).await.unwrap();
+        sandboxes.ensure(&session, &[]).await.unwrap();
         samples.push(started.elapsed());
-        sandboxes.remove(&owner.session_id).await.unwrap();
+        sandboxes.remove(&session).await.unwrap();
     }
     samples
 }
 
 async fn exec_against_cli(command: &str) -> (Vec<Duration>, Vec<Duration>) {
     let (sandboxes, _store) = bench_sandboxes().await;
-    let owner = owner(0);
-    let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
+    let session = session_id(0);
+    let sandbox = sandboxes.ensure(&session, &[]).await.unwrap();
     let (mut ours, mut cli) = (Vec::new(), Vec::new());
     for _ in 0..EXEC_RUNS {
         let started = Instant::now();
@@ -604,7 +599,7 @@ async fn exec_against_cli(command: &str) -> (Vec<Duration>, Vec<Duration>) {
         cli.push(started.elapsed());
         assert!(status.success());
     }
-    sandboxes.remove(&owner.session_id).await.unwrap();
+    sandboxes.remove(&session).await.unwrap();
     (ours, cli)
 }
 
@@ -870,10 +865,10 @@ async fn docker_api_proxy() -> Vec<Row> {
     let store = Store::open(&dir.path().join("audit.db"), Redactor::default())
         .await
         .unwrap();
-    let owner = owner(0);
+    let session = session_id(0);
     store
         .create_session(NewSession {
-            id: owner.session_id.clone(),
+            id: session.clone(),
             incident_uid: "u".into(),
             incident_namespace: "default".into(),
             incident_name: "bench".into(),
@@ -889,16 +884,21 @@ async fn docker_api_proxy() -> Vec<Row> {
         ..SandboxConfig::default()
     };
     let engine = config.docker_socket.clone();
-    let proxy = config
-        .proxy_socket_dir
-        .join(&owner.session_id)
-        .join(opslab::sandbox::proxy::SOCKET_NAME);
+    let sockets = config.proxy_socket_dir.clone();
     let audit = Audit {
         store,
         metrics: std::sync::Arc::new(opslab::metrics::Metrics::new()),
     };
     let sandboxes = Sandboxes::connect(config, audit).await.unwrap();
-    let sandbox = sandboxes.ensure(&owner, &[]).await.unwrap();
+    let sandbox = sandboxes.ensure(&session, &[]).await.unwrap();
+    // The only sandbox's socket, in the folder named by its key.
+    let proxy = std::fs::read_dir(&sockets)
+        .unwrap()
+        .next()
+        .expect("the sandbox's socket folder")
+        .unwrap()
+        .path()
+        .join(opslab::sandbox::proxy::SOCKET_NAME);
     let mut rows = Vec::new();
     let inspect = format!("/v1.41/containers/{}/json", sandbox.container_id);
     for (name, path) in [
@@ -921,7 +921,7 @@ async fn docker_api_proxy() -> Vec<Row> {
             base: micros(base),
         });
     }
-    sandboxes.remove(&owner.session_id).await.unwrap();
+    sandboxes.remove(&session).await.unwrap();
     rows
 }
 

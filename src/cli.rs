@@ -368,6 +368,10 @@ pub struct ControllerArgs {
     /// paths, host namespaces, added capabilities or opslab's objects.
     #[arg(long, env = "OPSLAB_DOCKER_ALLOW_CREATE")]
     pub docker_allow_create: bool,
+    /// Sandboxes kept started before any session needs them, so a new session does not wait for
+    /// Docker to create and start one; 0 makes each one when its session starts.
+    #[arg(long, env = "OPSLAB_SANDBOX_SPARES", default_value_t = 1)]
+    pub sandbox_spares: usize,
     /// Memory limit of a sandbox, in MiB.
     #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
     pub sandbox_memory_mb: i64,
@@ -447,6 +451,7 @@ impl ControllerArgs {
             docker_access,
             proxy_socket_dir,
             docker_allow_create,
+            sandbox_spares,
             sandbox_memory_mb,
             sandbox_cpus,
             sandbox_pids,
@@ -640,6 +645,7 @@ impl ControllerArgs {
                 docker_socket,
                 proxy_socket_dir,
                 allow_create: docker_allow_create,
+                spares: sandbox_spares,
                 output_head_bytes: output_keep_bytes,
                 output_tail_bytes: output_keep_bytes,
             },

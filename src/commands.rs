@@ -28,6 +28,13 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    // Stopped only once the sessions have: a session starting late may still claim a spare.
+    let spares_stop = CancellationToken::new();
+    let spares = tokio::spawn({
+        let sandboxes = ctx.sandboxes.clone();
+        let stop = spares_stop.clone();
+        async move { sandboxes.keep_spares(stop).await }
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
@@ -56,6 +63,8 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     };
     info!("stopping: sessions resume from the store at the next start");
     ctx.sessions.shutdown().await;
+    spares_stop.cancel();
+    let _ = spares.await;
     shutdown.cancel();
     let _ = http.await;
     Ok(result?)

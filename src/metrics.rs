@@ -68,6 +68,12 @@ pub struct DockerApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// `spare` (one was ready) or `new` (the session waited for one to be made).
+    pub from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -88,6 +94,8 @@ pub struct Metrics {
     llm_cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     incidents: Family<PhaseLabels, Gauge>,
     docker_api: Family<DockerApiLabels, Counter>,
+    sandbox_spares: Gauge,
+    sandboxes_claimed: Family<ClaimLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,6 +184,18 @@ impl Metrics {
             "Docker API calls from sandboxes through the guarded proxy, by decision and action",
             docker_api.clone(),
         );
+        let sandbox_spares = Gauge::default();
+        registry.register(
+            "sandbox_spares",
+            "Started sandboxes waiting for a session",
+            sandbox_spares.clone(),
+        );
+        let sandboxes_claimed = Family::default();
+        registry.register(
+            "sandboxes_claimed",
+            "Sandboxes given to sessions, by whether a spare was ready or one was made",
+            sandboxes_claimed.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -191,6 +211,8 @@ impl Metrics {
             llm_cost,
             incidents,
             docker_api,
+            sandbox_spares,
+            sandboxes_claimed,
         }
     }
 
@@ -268,6 +290,17 @@ impl Metrics {
         let decision = if allowed { "allowed" } else { "denied" };
         self.docker_api
             .get_or_create(&DockerApiLabels { decision, action })
+            .inc();
+    }
+
+    pub fn set_sandbox_spares(&self, ready: usize) {
+        self.sandbox_spares
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
+    pub fn sandbox_claimed(&self, from: &'static str) {
+        self.sandboxes_claimed
+            .get_or_create(&ClaimLabels { from })
             .inc();
     }
 

@@ -1,30 +1,44 @@
 //! Docker sandboxes through bollard: one container per session, where the agent's commands run.
+//!
+//! Every sandbox is made the same way: created and started as a *spare* that no session owns, then
+//! *claimed* by a session (renamed after it, moved to its networks, its Docker socket served). The
+//! controller keeps `--sandbox-spares` of them ready, so a new session does not wait for Docker to
+//! create and start a container; when none is ready, one is made on the spot.
 
 mod output;
 pub mod proxy;
+mod spares;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest};
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder,
 };
 use futures::StreamExt;
-use tracing::debug;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+use spares::{Spare, Spares};
 
 pub use output::{CappedOutput, Captured, printable};
 pub use proxy::{Audit, PROTECTED_LABEL_PREFIX, Proxies, ProxyError};
 
 pub const LABEL_MANAGED: &str = "opslab.dev/managed";
-pub const LABEL_INCIDENT_UID: &str = "opslab.dev/incident-uid";
-pub const LABEL_INCIDENT: &str = "opslab.dev/incident";
-pub const LABEL_SESSION: &str = "opslab.dev/session-id";
+/// The sandbox's key, given when it is made (before any session owns it): it names the sandbox's
+/// socket folder. Which session owns a sandbox is told by its name (see [`sandbox_name`]).
+pub const LABEL_SANDBOX: &str = "opslab.dev/sandbox";
 /// Which controller owns the sandbox: orphan collection never touches another controller's.
 pub const LABEL_INSTANCE: &str = "opslab.dev/instance";
 /// The sandbox's Docker access mode: a sandbox found with another mode than the controller's is
@@ -113,6 +127,8 @@ pub struct SandboxConfig {
     pub proxy_socket_dir: PathBuf,
     /// Whether the agent may create containers through the proxy (`guarded`).
     pub allow_create: bool,
+    /// How many started sandboxes to keep ready for new sessions.
+    pub spares: usize,
     /// Bytes of output kept from the start and from the end of a command's output.
     pub output_head_bytes: usize,
     pub output_tail_bytes: usize,
@@ -137,19 +153,11 @@ impl Default for SandboxConfig {
             docker_socket: PathBuf::from("/var/run/docker.sock"),
             proxy_socket_dir: PathBuf::from("/run/opslab"),
             allow_create: false,
+            spares: 1,
             output_head_bytes: 16 * 1024,
             output_tail_bytes: 16 * 1024,
         }
     }
-}
-
-/// Who a sandbox belongs to; becomes its labels.
-#[derive(Clone, Debug)]
-pub struct SandboxOwner {
-    pub incident_uid: String,
-    pub incident_namespace: String,
-    pub incident_name: String,
-    pub session_id: String,
 }
 
 /// The result of one command.
@@ -170,6 +178,8 @@ pub struct Sandboxes {
     config: SandboxConfig,
     /// The sockets of `guarded` mode.
     proxies: Option<Arc<Proxies>>,
+    spares: Arc<Spares>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sandboxes {
@@ -180,12 +190,12 @@ impl Sandboxes {
         let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?
             .negotiate_version()
             .await?;
+        let metrics = audit.metrics.clone();
         let proxies = match config.docker_access {
             DockerAccess::Guarded => Some(Arc::new(
                 Proxies::new(
                     &config.proxy_socket_dir,
                     &config.docker_socket,
-                    &config.instance,
                     config.allow_create,
                     audit,
                 )
@@ -197,6 +207,8 @@ impl Sandboxes {
             docker,
             config,
             proxies,
+            spares: Arc::default(),
+            metrics,
         })
     }
 
@@ -205,45 +217,29 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// The session's sandbox, started and joined to `networks`: created, or — after a controller
-    /// restart — the one already there.
+    /// The session's sandbox, started and joined to `networks` (and no other): the one already there
+    /// after a controller restart, else a spare, else a new one.
     pub async fn ensure(
         &self,
-        owner: &SandboxOwner,
+        session_id: &str,
         networks: &[String],
     ) -> Result<Sandbox, SandboxError> {
-        // The socket first: a sandbox resumed after a restart needs it back.
-        let docker_bind = match self.config.docker_access {
-            DockerAccess::Guarded => {
-                let proxies = self.proxies.as_ref().expect("guarded mode has proxies");
-                let dir = proxies.start(&owner.session_id).await?;
-                Some(format!("{}:/run:ro", dir.display()))
-            }
-            DockerAccess::Full => Some(format!(
-                "{}:/var/run/docker.sock",
-                self.config.docker_socket.display()
-            )),
-            DockerAccess::None => None,
-        };
-        if let Some((id, access)) = self.find(&owner.session_id).await? {
-            if access.as_deref() == Some(self.config.docker_access.as_str()) {
+        if let Some(found) = self.find(session_id).await? {
+            if found.docker_access.as_deref() == Some(self.config.docker_access.as_str()) {
+                // Its socket first: the restarted controller serves it anew.
+                if let Some(proxies) = &self.proxies {
+                    proxies.start(&found.key, session_id, &found.id).await?;
+                }
                 self.docker
-                    .start_container(&id, None)
+                    .start_container(&found.id, None)
                     .await
                     .or_else(already_started)?;
-                return Ok(self.sandbox(id));
+                return Ok(self.sandbox(found.id));
             }
-            tracing::info!(container = %id, ?access, "the sandbox has another Docker access mode; replacing it");
-            self.remove_container(&id).await?;
+            info!(container = %found.id, access = ?found.docker_access, "the sandbox has another Docker access mode; replacing it");
+            self.discard(&found.id, &found.key).await;
         }
-        if let Err(error) = self.docker.inspect_image(&self.config.image).await {
-            return Err(match error {
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                } => SandboxError::MissingImage(self.config.image.clone()),
-                other => other.into(),
-            });
-        }
+        // Before a spare is spent on it.
         for network in networks {
             if let Err(error) = self.docker.inspect_network(network, None).await {
                 return Err(match error {
@@ -254,22 +250,162 @@ impl Sandboxes {
                 });
             }
         }
-        let body = container_body(&self.config, owner, networks.first(), docker_bind);
-        // The whole id: v7 uuids of sessions started together share their first digits.
-        let name = format!("opslab-sbx-{}", owner.session_id);
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self.docker.create_container(Some(options), body).await?;
-        let id = created.id;
-        for network in networks.iter().skip(1) {
+        if let Some(spare) = self.spares.take() {
+            self.metrics.set_sandbox_spares(self.spares.ready());
+            match self.claim(&spare, session_id, networks).await {
+                Ok(sandbox) => {
+                    self.metrics.sandbox_claimed("spare");
+                    return Ok(sandbox);
+                }
+                // Removed behind the controller's back, say: a new sandbox does as well.
+                Err(error) => {
+                    warn!(%error, container = %spare.container_id, "a spare sandbox could not be claimed; making a new one")
+                }
+            }
+        }
+        let sandbox = self.make_spare().await?;
+        let claimed = self.claim(&sandbox, session_id, networks).await?;
+        self.metrics.sandbox_claimed("new");
+        Ok(claimed)
+    }
+
+    /// Makes the spare sandbox `spare` the session's: renamed after it, moved from the default bridge
+    /// to `networks` (if any), its Docker socket served. A failed claim removes the container.
+    async fn claim(
+        &self,
+        spare: &Spare,
+        session_id: &str,
+        networks: &[String],
+    ) -> Result<Sandbox, SandboxError> {
+        let claimed = self.join(spare, session_id, networks).await;
+        if claimed.is_err() {
+            self.discard(&spare.container_id, &spare.key).await;
+        }
+        self.spares.forget(&spare.key);
+        claimed?;
+        debug!(container = %spare.container_id, session = session_id, "sandbox claimed");
+        Ok(self.sandbox(spare.container_id.clone()))
+    }
+
+    async fn join(
+        &self,
+        spare: &Spare,
+        session_id: &str,
+        networks: &[String],
+    ) -> Result<(), SandboxError> {
+        let id = &spare.container_id;
+        let rename = RenameContainerOptionsBuilder::default()
+            .name(&sandbox_name(session_id))
+            .build();
+        self.docker.rename_container(id, rename).await?;
+        for network in networks {
             let request = NetworkConnectRequest {
                 container: id.clone(),
                 ..Default::default()
             };
             self.docker.connect_network(network, request).await?;
         }
-        self.docker.start_container(&id, None).await?;
-        debug!(container = %id, "sandbox started");
-        Ok(self.sandbox(id))
+        if !networks.is_empty() {
+            let request = NetworkDisconnectRequest {
+                container: id.clone(),
+                force: Some(true),
+            };
+            self.docker
+                .disconnect_network(SPARE_NETWORK, request)
+                .await?;
+        }
+        if let Some(proxies) = &self.proxies {
+            proxies.start(&spare.key, session_id, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `config.spares` started sandboxes ready for new sessions until `shutdown`, then
+    /// removes them. A failure to make one (no image yet, the engine away) is retried with backoff.
+    pub async fn keep_spares(&self, shutdown: CancellationToken) {
+        let wanted = self.config.spares;
+        if wanted == 0 {
+            return;
+        }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times();
+        loop {
+            if self.spares.ready() >= wanted {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.spares.taken() => continue,
+                }
+            }
+            let made = (|| self.make_spare())
+                .retry(backoff)
+                .notify(|error, delay| {
+                    warn!(%error, ?delay, "could not make a spare sandbox; trying again");
+                });
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                spare = made => {
+                    if let Ok(spare) = spare {
+                        self.spares.offer(spare);
+                        self.metrics.set_sandbox_spares(self.spares.ready());
+                    }
+                }
+            }
+        }
+        self.remove_spares().await;
+    }
+
+    /// Creates and starts a sandbox no session owns yet, on the default bridge, with its socket
+    /// folder made (`guarded`) but nothing served in it.
+    async fn make_spare(&self) -> Result<Spare, SandboxError> {
+        let key = uuid::Uuid::now_v7().simple().to_string();
+        // Counted from before its container exists, so orphan collection never takes it for a stray.
+        self.spares.keep(&key);
+        let made = self.create_started(&key).await;
+        if made.is_err() {
+            self.spares.forget(&key);
+        }
+        made
+    }
+
+    async fn create_started(&self, key: &str) -> Result<Spare, SandboxError> {
+        let docker_bind = match self.config.docker_access {
+            DockerAccess::Guarded => {
+                let proxies = self.proxies.as_ref().expect("guarded mode has proxies");
+                Some(format!("{}:/run:ro", proxies.prepare(key)?.display()))
+            }
+            DockerAccess::Full => Some(format!(
+                "{}:/var/run/docker.sock",
+                self.config.docker_socket.display()
+            )),
+            DockerAccess::None => None,
+        };
+        let body = container_body(&self.config, key, docker_bind);
+        let name = format!("{SPARE_PREFIX}{key}");
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(error) => {
+                self.stop_proxy(key);
+                return Err(match error {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => SandboxError::MissingImage(self.config.image.clone()),
+                    other => other.into(),
+                });
+            }
+        };
+        if let Err(error) = self.docker.start_container(&created.id, None).await {
+            self.discard(&created.id, key).await;
+            return Err(error.into());
+        }
+        debug!(container = %created.id, "spare sandbox started");
+        Ok(Spare {
+            key: key.to_string(),
+            container_id: created.id,
+        })
     }
 
     fn sandbox(&self, container_id: String) -> Sandbox {
@@ -281,59 +417,64 @@ impl Sandboxes {
         }
     }
 
-    /// The session's sandbox and its Docker access mode.
-    async fn find(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<(String, Option<String>)>, SandboxError> {
-        let found = self
-            .list(&[format!("{LABEL_SESSION}={session_id}")])
-            .await?;
-        Ok(found
-            .into_iter()
-            .next()
-            .map(|sandbox| (sandbox.id, sandbox.docker_access)))
+    /// The session's sandbox, found by its name.
+    async fn find(&self, session_id: &str) -> Result<Option<Found>, SandboxError> {
+        let inspect = match self
+            .docker
+            .inspect_container(&sandbox_name(session_id), None)
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let labels = inspect
+            .config
+            .and_then(|config| config.labels)
+            .unwrap_or_default();
+        if !self.owns(&labels) {
+            return Ok(None);
+        }
+        Ok(inspect.id.map(|id| Found {
+            id,
+            key: sandbox_key(&labels, session_id),
+            docker_access: labels.get(LABEL_DOCKER_ACCESS).cloned(),
+        }))
     }
 
-    /// Opslab's sandboxes matching the label filters.
-    async fn list(&self, labels: &[String]) -> Result<Vec<Listed>, SandboxError> {
-        let mut label_filters = vec![
-            format!("{LABEL_MANAGED}=true"),
-            format!("{LABEL_INSTANCE}={}", self.config.instance),
-        ];
-        label_filters.extend(labels.iter().cloned());
-        let filters = HashMap::from([("label".to_string(), label_filters)]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = self.docker.list_containers(Some(options)).await?;
-        Ok(containers
-            .into_iter()
-            .filter_map(|container| {
-                let labels = container.labels.as_ref()?;
-                Some(Listed {
-                    session: labels.get(LABEL_SESSION)?.clone(),
-                    docker_access: labels.get(LABEL_DOCKER_ACCESS).cloned(),
-                    id: container.id?,
-                })
-            })
-            .collect())
+    /// Whether a container with these labels is one of this controller's sandboxes.
+    fn owns(&self, labels: &HashMap<String, String>) -> bool {
+        labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
+            && labels.get(LABEL_INSTANCE) == Some(&self.config.instance)
     }
 
     /// Removes the session's sandbox (killing what runs in it) and its Docker socket; succeeds when
     /// there is none.
     pub async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
-        for sandbox in self
-            .list(&[format!("{LABEL_SESSION}={session_id}")])
-            .await?
-        {
-            self.remove_container(&sandbox.id).await?;
-        }
-        if let Some(proxies) = &self.proxies {
-            proxies.stop(session_id)?;
+        if let Some(found) = self.find(session_id).await? {
+            self.remove_container(&found.id).await?;
+            self.stop_proxy(&found.key);
         }
         Ok(())
+    }
+
+    /// Removes a container and its socket, logging rather than failing: for clean-ups on paths that
+    /// already have an error to report; orphan collection takes what is left.
+    async fn discard(&self, container_id: &str, key: &str) {
+        if let Err(error) = self.remove_container(container_id).await {
+            warn!(%error, container = container_id, "could not remove a sandbox");
+        }
+        self.stop_proxy(key);
+    }
+
+    fn stop_proxy(&self, key: &str) {
+        if let Some(proxies) = &self.proxies
+            && let Err(error) = proxies.stop(key)
+        {
+            warn!(%error, "could not remove a sandbox's socket folder");
+        }
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), SandboxError> {
@@ -352,31 +493,123 @@ impl Sandboxes {
         }
     }
 
-    /// Removes every opslab sandbox whose session is not in `keep`; returns their session ids.
+    /// This controller's sandboxes: id, name and labels.
+    async fn list(&self) -> Result<Vec<Listed>, SandboxError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.config.instance),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                Some(Listed {
+                    id: container.id?,
+                    name: container.names?.into_iter().next()?,
+                    labels: container.labels.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Removes every sandbox whose session is not in `keep`, and every spare this controller is not
+    /// keeping (a previous run's); returns their container names.
     pub async fn remove_orphans(
         &self,
         keep: &HashSet<String>,
     ) -> Result<Vec<String>, SandboxError> {
         let mut removed = Vec::new();
-        for sandbox in self.list(&[]).await? {
-            if keep.contains(&sandbox.session) {
-                continue;
-            }
-            self.remove_container(&sandbox.id).await?;
-            if let Some(proxies) = &self.proxies {
-                proxies.stop(&sandbox.session)?;
-            }
-            removed.push(sandbox.session);
+        for listed in self.list().await? {
+            let name = listed.name.trim_start_matches('/');
+            let key = match owner_of(name) {
+                Some(Owner::Session(session)) if !keep.contains(session) => {
+                    sandbox_key(&listed.labels, session)
+                }
+                Some(Owner::Spare(key)) if !self.spares.keeps(key) => key.to_string(),
+                _ => continue,
+            };
+            self.remove_container(&listed.id).await?;
+            self.stop_proxy(&key);
+            removed.push(name.to_string());
         }
         Ok(removed)
     }
+
+    /// Removes every spare of this controller's (at shutdown).
+    async fn remove_spares(&self) {
+        let listed = match self.list().await {
+            Ok(listed) => listed,
+            Err(error) => {
+                warn!(%error, "could not list the spare sandboxes to remove them");
+                return;
+            }
+        };
+        for listed in listed {
+            let name = listed.name.trim_start_matches('/');
+            if let Some(Owner::Spare(key)) = owner_of(name) {
+                self.discard(&listed.id, key).await;
+                self.spares.forget(key);
+            }
+        }
+        self.metrics.set_sandbox_spares(0);
+    }
 }
 
-/// A sandbox as listed by its labels.
+/// The name of a session's sandbox. A container's name is the one thing about it Docker lets change
+/// after creation, so it is what ties a sandbox, made before its session as a spare, to the session.
+pub fn sandbox_name(session_id: &str) -> String {
+    format!("{SESSION_PREFIX}{session_id}")
+}
+
+const SESSION_PREFIX: &str = "opslab-sbx-";
+const SPARE_PREFIX: &str = "opslab-spare-";
+/// Where spares wait: the engine's default bridge, left when a session names its networks.
+const SPARE_NETWORK: &str = "bridge";
+
+/// Who a sandbox, by its container name, belongs to.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner<'a> {
+    Session(&'a str),
+    Spare(&'a str),
+}
+
+/// Pure.
+fn owner_of(name: &str) -> Option<Owner<'_>> {
+    if let Some(session) = name.strip_prefix(SESSION_PREFIX) {
+        Some(Owner::Session(session))
+    } else {
+        name.strip_prefix(SPARE_PREFIX).map(Owner::Spare)
+    }
+}
+
+/// The sandbox's key (its socket folder's name): its label; a sandbox made before spares existed
+/// was keyed by its session. Pure.
+fn sandbox_key(labels: &HashMap<String, String>, session_id: &str) -> String {
+    labels
+        .get(LABEL_SANDBOX)
+        .cloned()
+        .unwrap_or_else(|| session_id.to_string())
+}
+
+/// A session's sandbox, found.
+struct Found {
+    id: String,
+    key: String,
+    docker_access: Option<String>,
+}
+
+/// A sandbox as listed.
 struct Listed {
     id: String,
-    session: String,
-    docker_access: Option<String>,
+    name: String,
+    labels: HashMap<String, String>,
 }
 
 fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
@@ -388,22 +621,17 @@ fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors:
     }
 }
 
-/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any. Pure.
+/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
+/// the default bridge until a session claims it. Pure.
 fn container_body(
     config: &SandboxConfig,
-    owner: &SandboxOwner,
-    network: Option<&String>,
+    key: &str,
     docker_bind: Option<String>,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
-        (LABEL_INCIDENT_UID.to_string(), owner.incident_uid.clone()),
-        (
-            LABEL_INCIDENT.to_string(),
-            format!("{}/{}", owner.incident_namespace, owner.incident_name),
-        ),
-        (LABEL_SESSION.to_string(), owner.session_id.clone()),
+        (LABEL_SANDBOX.to_string(), key.to_string()),
         (
             LABEL_DOCKER_ACCESS.to_string(),
             config.docker_access.as_str().to_string(),
@@ -445,7 +673,7 @@ fn container_body(
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
             binds: docker_bind.map(|bind| vec![bind]),
-            network_mode: network.cloned(),
+            network_mode: Some(SPARE_NETWORK.into()),
             ..Default::default()
         }),
         ..Default::default()
@@ -637,22 +865,11 @@ mod tests {
 
     #[test]
     fn the_container_is_labelled_limited_and_unprivileged() {
-        let owner = SandboxOwner {
-            incident_uid: "uid".into(),
-            incident_namespace: "default".into(),
-            incident_name: "x".into(),
-            session_id: "0190-session".into(),
-        };
-        let bind = "/run/opslab/0190-session:/run:ro".to_string();
-        let body = container_body(
-            &SandboxConfig::default(),
-            &owner,
-            Some(&"net".to_string()),
-            Some(bind.clone()),
-        );
+        let bind = "/run/opslab/0190key:/run:ro".to_string();
+        let body = container_body(&SandboxConfig::default(), "0190key", Some(bind.clone()));
         let labels = body.labels.unwrap();
-        assert_eq!(labels[LABEL_SESSION], "0190-session");
-        assert_eq!(labels[LABEL_INCIDENT], "default/x");
+        assert_eq!(labels[LABEL_SANDBOX], "0190key");
+        assert_eq!(labels[LABEL_INSTANCE], "opslab");
         assert_eq!(labels[LABEL_MANAGED], "true");
         let host = body.host_config.unwrap();
         assert_eq!(
@@ -661,7 +878,7 @@ mod tests {
         );
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
-        assert_eq!(host.network_mode.as_deref(), Some("net"));
+        assert_eq!(host.network_mode.as_deref(), Some(SPARE_NETWORK));
         assert_eq!(host.binds, Some(vec![bind]));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
@@ -675,13 +892,29 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_belongs_to_a_session_or_is_a_spare_by_its_name() {
+        let session = "0190a1b2-0000-7000-8000-000000000001";
+        assert_eq!(
+            owner_of(&sandbox_name(session)),
+            Some(Owner::Session(session))
+        );
+        assert_eq!(
+            owner_of("opslab-spare-0190abcd"),
+            Some(Owner::Spare("0190abcd"))
+        );
+        assert_eq!(owner_of("web-1"), None);
+        assert_eq!(owner_of("opslab"), None);
+    }
+
+    #[test]
+    fn a_sandbox_made_before_spares_is_keyed_by_its_session() {
+        let labelled = HashMap::from([(LABEL_SANDBOX.to_string(), "k1".to_string())]);
+        assert_eq!(sandbox_key(&labelled, "s1"), "k1");
+        assert_eq!(sandbox_key(&HashMap::new(), "s1"), "s1");
+    }
+
+    #[test]
     fn each_hardening_setting_can_be_turned_off() {
-        let owner = SandboxOwner {
-            incident_uid: "uid".into(),
-            incident_namespace: "default".into(),
-            incident_name: "x".into(),
-            session_id: "s".into(),
-        };
         let config = SandboxConfig {
             no_new_privileges: false,
             read_only_root: false,
@@ -689,9 +922,7 @@ mod tests {
             docker_access: DockerAccess::None,
             ..SandboxConfig::default()
         };
-        let host = container_body(&config, &owner, None, None)
-            .host_config
-            .unwrap();
+        let host = container_body(&config, "key", None).host_config.unwrap();
         assert_eq!(host.security_opt, Some(vec!["seccomp={}".to_string()]));
         assert_eq!(host.readonly_rootfs, Some(false));
         assert_eq!(host.tmpfs, None);

@@ -18,7 +18,7 @@ use crate::audit::{Event, EventBody, SessionRecord, StoreError};
 use crate::config::AgentLimits;
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, Role};
-use crate::sandbox::{Sandbox, SandboxOwner};
+use crate::sandbox::Sandbox;
 
 /// Output shorter than this is not worth a summary.
 const SUMMARY_THRESHOLD_BYTES: u64 = 2048;
@@ -149,15 +149,9 @@ impl SessionTask {
             .parse()
             .unwrap_or_else(|_| jiff::Timestamp::now());
 
-        let owner = SandboxOwner {
-            incident_uid: self.incident_uid.clone(),
-            incident_namespace: self.key.namespace.clone(),
-            incident_name: self.key.name.clone(),
-            session_id: self.record.id.clone(),
-        };
         let sandbox = tokio::select! {
             () = self.cancel.cancelled() => return Ok(cancelled()),
-            sandbox = self.deps.sandboxes.ensure(&owner, &self.spec.environment.networks) => sandbox,
+            sandbox = self.deps.sandboxes.ensure(&self.record.id, &self.spec.environment.networks) => sandbox,
         };
         let sandbox = match sandbox {
             Ok(sandbox) => sandbox,

@@ -9,10 +9,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use opslab::audit::{EventBody, Redactor};
-use opslab::sandbox::{DockerAccess, LABEL_COMPONENT, LABEL_SESSION, Sandbox};
+use opslab::sandbox::{DockerAccess, LABEL_COMPONENT, Sandbox};
 use serde_json::{Value, json};
 
-use crate::support::docker::{self, TestNetwork, containers_with_label};
+use crate::support::docker::{self, TestNetwork};
 use crate::support::sandboxes::Harness;
 
 const SHORT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -22,7 +22,6 @@ const SHORT: std::time::Duration = std::time::Duration::from_secs(60);
 struct Objects {
     containers: Vec<String>,
     volumes: Vec<String>,
-    sessions: Vec<String>,
 }
 
 impl Objects {
@@ -71,11 +70,6 @@ impl Drop for Objects {
     fn drop(&mut self) {
         for name in &self.containers {
             let _ = Command::new("docker").args(["rm", "-f", name]).output();
-        }
-        for session in &self.sessions {
-            for id in containers_with_label(&format!("{LABEL_SESSION}={session}")) {
-                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
-            }
         }
         for name in &self.volumes {
             let _ = Command::new("docker")
@@ -164,14 +158,13 @@ async fn proxy_refuses_forbidden_calls_with_403_and_records_each() {
     let network = TestNetwork::create("proxy");
     let mut objects = Objects::default();
     let (agent, other) = (harness.session().await, harness.session().await);
-    objects.sessions = vec![agent.session_id.clone(), other.session_id.clone()];
     let component = format!("{LABEL_COMPONENT}=controller");
     let victim = objects.container("victim", &["app=demo"], Some(&network.name));
     let controller = objects.container("controller", &[&component], None);
     let store_volume = objects.volume("store", &[&component]);
     let own = harness.sandboxes.ensure(&agent, &[]).await.unwrap();
     let theirs = harness.sandboxes.ensure(&other, &[]).await.unwrap();
-    let socket = harness.socket(&agent.session_id);
+    let socket = harness.socket(&agent);
     let create = |host: Value| Some(json!({"Image": docker::SANDBOX_IMAGE, "HostConfig": host}));
     let exec = || Some(json!({"Cmd": ["cat", "/proc/1/environ"], "AttachStdout": true}));
     let forbidden: Vec<(Method, String, Option<Value>)> = vec![
@@ -325,7 +318,7 @@ async fn proxy_refuses_forbidden_calls_with_403_and_records_each() {
         assert!(message.starts_with("opslab: "), "{method} {path}: {answer}");
     }
     // Each refusal is in the session's trail, in order, with its reason; the secret is redacted.
-    let recorded = decisions(&harness, &agent.session_id).await;
+    let recorded = decisions(&harness, &agent).await;
     assert_eq!(recorded.len(), forbidden.len(), "{recorded:#?}");
     for ((method, path, _), (allowed, recorded_method, recorded_path, reason)) in
         forbidden.iter().zip(&recorded)
@@ -358,7 +351,7 @@ async fn proxy_refuses_forbidden_calls_with_403_and_records_each() {
     );
     // The trail stays a valid chain with the proxy's events in it.
     assert!(matches!(
-        harness.store.verify(&agent.session_id).await.unwrap(),
+        harness.store.verify(&agent).await.unwrap(),
         opslab::audit::ChainCheck::Intact { .. }
     ));
     // Allowed calls are recorded too, and lists hide opslab's objects but not the agent's own sandbox.
@@ -374,7 +367,7 @@ async fn proxy_refuses_forbidden_calls_with_403_and_records_each() {
     assert!(!ids.contains(&theirs.container_id.as_str()), "{ids:?}");
     let controller_id = inspect(&controller)["Id"].as_str().unwrap().to_string();
     assert!(!ids.contains(&controller_id.as_str()));
-    let recorded = decisions(&harness, &agent.session_id).await;
+    let recorded = decisions(&harness, &agent).await;
     assert!(
         matches!(recorded.last(), Some((true, m, p, None)) if m == "GET" && p == "/v1.41/containers/json")
     );
@@ -391,7 +384,6 @@ async fn proxy_serves_the_docker_cli_an_agent_uses_from_inside_the_sandbox() {
     let network = TestNetwork::create("cli");
     let mut objects = Objects::default();
     let agent = harness.session().await;
-    objects.sessions = vec![agent.session_id.clone()];
     let victim = objects.container("web", &["app=demo"], Some(&network.name));
     let component = format!("{LABEL_COMPONENT}=controller");
     let controller = objects.container("controller", &[&component], None);
@@ -475,7 +467,7 @@ async fn proxy_serves_the_docker_cli_an_agent_uses_from_inside_the_sandbox() {
         );
     }
     assert_eq!(inspect(&victim)["HostConfig"]["Memory"], 300 * 1024 * 1024);
-    let recorded = decisions(&harness, &agent.session_id).await;
+    let recorded = decisions(&harness, &agent).await;
     for action in [
         "/exec/", "/attach", "/logs", "/restart", "/update", "/connect", "/events",
     ] {
@@ -487,7 +479,7 @@ async fn proxy_serves_the_docker_cli_an_agent_uses_from_inside_the_sandbox() {
         );
     }
     // The agent's conversation is untouched: these events are not turns.
-    let events = harness.store.events(&agent.session_id).await.unwrap();
+    let events = harness.store.events(&agent).await.unwrap();
     let history = opslab::session::history::History::from_events(events.iter().map(|e| &e.body));
     assert_eq!(history.turns, 0);
     assert_eq!(history.messages().len(), 0);
@@ -506,7 +498,6 @@ async fn proxy_keeps_the_host_socket_and_the_store_out_of_reach_except_in_full_m
     ] {
         let harness = Harness::start(|config| config.docker_access = access).await;
         let agent = harness.session().await;
-        objects.sessions.push(agent.session_id.clone());
         let sandbox = harness.sandboxes.ensure(&agent, &[]).await.unwrap();
         let store = harness.dir.path().join("opslab.db");
         assert!(store.exists());
@@ -537,8 +528,9 @@ async fn proxy_keeps_the_host_socket_and_the_store_out_of_reach_except_in_full_m
                 assert!(mounts.contains("/var/run/docker.sock"), "{mounts}");
             }
         }
-        harness.sandboxes.remove(&agent.session_id).await.unwrap();
-        assert!(!harness.socket(&agent.session_id).exists());
+        let socket = harness.socket(&agent);
+        harness.sandboxes.remove(&agent).await.unwrap();
+        assert!(!socket.exists());
     }
 }
 
@@ -546,15 +538,14 @@ async fn proxy_keeps_the_host_socket_and_the_store_out_of_reach_except_in_full_m
 async fn proxy_socket_comes_back_after_a_controller_restart() {
     docker::require_sandbox_image();
     let harness = Harness::start(|_| {}).await;
-    let mut objects = Objects::default();
     let agent = harness.session().await;
-    objects.sessions = vec![agent.session_id.clone()];
-    let sandbox = harness.sandboxes.ensure(&agent, &[]).await.unwrap();
+    let config = harness.config.clone();
+    let first = Harness::connect(&config, &harness.store, &harness.metrics).await;
+    let sandbox = first.ensure(&agent, &[]).await.unwrap();
     let ps = "docker ps -q >/dev/null && echo ok";
     assert_eq!(run(&sandbox, ps).await.1, "ok\n");
     // The controller stops: its proxies with it.
-    let config = harness.config.clone();
-    drop(harness.sandboxes);
+    drop(first);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (code, _) = run(&sandbox, ps).await;
     assert_ne!(

@@ -3,33 +3,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use opslab::sandbox::{ExecOutcome, LABEL_SESSION, Sandbox, SandboxError, SandboxOwner, Sandboxes};
+use opslab::sandbox::{ExecOutcome, Sandbox, SandboxError, Sandboxes, sandbox_name};
 
-use crate::support::docker::{self, TestNetwork, containers_with_label};
+use crate::support::docker::{self, TestNetwork, sandbox_of};
 use crate::support::sandboxes::Harness;
 
-/// The sandboxes of these sessions, removed when dropped: even when the test fails.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for session_id in &self.0 {
-            for id in containers_with_label(&format!("{LABEL_SESSION}={session_id}")) {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f", &id])
-                    .output();
-            }
-        }
-    }
-}
-
-/// A sandbox for one test (default settings: guarded Docker access, hardened), removed when
-/// dropped.
+/// A sandbox for one test (default settings: guarded Docker access, hardened), removed with its
+/// harness when dropped.
 struct TestSandbox {
     sandboxes: Sandboxes,
     session_id: String,
     sandbox: Sandbox,
-    _cleanup: Cleanup,
     _harness: Harness,
 }
 
@@ -37,18 +21,16 @@ impl TestSandbox {
     async fn start(networks: &[String]) -> TestSandbox {
         docker::require_sandbox_image();
         let harness = Harness::start(|_| {}).await;
-        let owner = harness.session().await;
-        let cleanup = Cleanup(vec![owner.session_id.clone()]);
+        let session_id = harness.session().await;
         let sandbox = harness
             .sandboxes
-            .ensure(&owner, networks)
+            .ensure(&session_id, networks)
             .await
             .expect("the sandbox starts");
         TestSandbox {
             sandboxes: harness.sandboxes.clone(),
-            session_id: owner.session_id,
+            session_id,
             sandbox,
-            _cleanup: cleanup,
             _harness: harness,
         }
     }
@@ -58,15 +40,6 @@ impl TestSandbox {
             .exec(command, timeout)
             .await
             .expect("the exec runs")
-    }
-}
-
-fn owner() -> SandboxOwner {
-    SandboxOwner {
-        incident_uid: "test-uid".into(),
-        incident_namespace: "default".into(),
-        incident_name: "sandbox-test".into(),
-        session_id: format!("test-{}", uuid::Uuid::now_v7()),
     }
 }
 
@@ -219,8 +192,11 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
     let container = &inspect[0];
     let labels = &container["Config"]["Labels"];
     assert_eq!(labels["opslab.dev/managed"], "true");
-    assert_eq!(labels["opslab.dev/session-id"], test.session_id.as_str());
-    assert_eq!(labels["opslab.dev/incident"], "default/sandbox-test");
+    assert!(labels["opslab.dev/sandbox"].is_string(), "{labels}");
+    assert_eq!(
+        container["Name"],
+        format!("/{}", sandbox_name(&test.session_id))
+    );
     let host = &container["HostConfig"];
     assert_eq!(host["Memory"], 512 * 1024 * 1024);
     assert_eq!(host["NanoCpus"], 1_000_000_000);
@@ -263,6 +239,11 @@ async fn sandbox_is_labelled_limited_and_joins_networks() {
         networks.contains_key(&first.name) && networks.contains_key(&second.name),
         "{networks:?}"
     );
+    assert_eq!(
+        networks.len(),
+        2,
+        "the sandbox left the default bridge: {networks:?}"
+    );
     // The agent can use the Docker API through its socket, and sees its own sandbox only.
     let ps = test
         .run(
@@ -279,7 +260,6 @@ async fn sandbox_refuses_a_missing_network_clearly() {
     let harness = Harness::start(|_| {}).await;
     let sandboxes = &harness.sandboxes;
     let (first, second) = (harness.session().await, harness.session().await);
-    let _cleanup = Cleanup(vec![first.session_id.clone(), second.session_id.clone()]);
     let error = sandboxes
         .ensure(&first, &["no-such-network-for-opslab".into()])
         .await
@@ -308,17 +288,10 @@ async fn sandbox_refuses_a_missing_network_clearly() {
 #[tokio::test]
 async fn sandbox_ensure_reuses_and_remove_is_idempotent() {
     let test = TestSandbox::start(&[]).await;
-    let owner = SandboxOwner {
-        session_id: test.session_id.clone(),
-        ..owner()
-    };
-    let again = test.sandboxes.ensure(&owner, &[]).await.unwrap();
+    let again = test.sandboxes.ensure(&test.session_id, &[]).await.unwrap();
     assert_eq!(again.container_id, test.sandbox.container_id);
     test.sandboxes.remove(&test.session_id).await.unwrap();
-    assert_eq!(
-        containers_with_label(&format!("{LABEL_SESSION}={}", test.session_id)),
-        Vec::<String>::new()
-    );
+    assert_eq!(sandbox_of(&test.session_id), Vec::<String>::new());
     test.sandboxes.remove(&test.session_id).await.unwrap();
 }
 
@@ -328,27 +301,155 @@ async fn sandbox_orphans_are_removed_and_kept_ones_stay() {
     let harness = Harness::start(|_| {}).await;
     let sandboxes = &harness.sandboxes;
     let (kept, orphan) = (harness.session().await, harness.session().await);
-    let _cleanup = Cleanup(vec![kept.session_id.clone(), orphan.session_id.clone()]);
     sandboxes.ensure(&kept, &[]).await.unwrap();
     sandboxes.ensure(&orphan, &[]).await.unwrap();
+    let orphan_socket = harness.socket(&orphan);
+    let kept_socket = harness.socket(&kept);
     let other_instance = TestSandbox::start(&[]).await;
-    let keep = HashSet::from([kept.session_id.clone()]);
+    let keep = HashSet::from([kept.clone()]);
     let removed = sandboxes.remove_orphans(&keep).await.unwrap();
-    assert_eq!(removed, vec![orphan.session_id.clone()]);
+    assert_eq!(removed, vec![sandbox_name(&orphan)]);
     // The orphan's Docker socket goes with it; the kept one's stays.
-    assert!(!harness.socket(&orphan.session_id).exists());
-    assert!(harness.socket(&kept.session_id).exists());
+    assert!(!orphan_socket.exists());
+    assert!(kept_socket.exists());
+    assert_eq!(sandbox_of(&orphan), Vec::<String>::new());
+    assert_eq!(sandbox_of(&kept).len(), 1);
     assert_eq!(
-        containers_with_label(&format!("{LABEL_SESSION}={}", orphan.session_id)),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        containers_with_label(&format!("{LABEL_SESSION}={}", kept.session_id)).len(),
-        1
-    );
-    assert_eq!(
-        containers_with_label(&format!("{LABEL_SESSION}={}", other_instance.session_id)).len(),
+        sandbox_of(&other_instance.session_id).len(),
         1,
         "another controller's sandbox is not an orphan of this one"
+    );
+}
+
+/// The spare sandboxes of a controller instance: (container id, name).
+fn spares_of(instance: &str) -> Vec<(String, String)> {
+    let output = std::process::Command::new("docker")
+        .args(["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"])
+        .args(["--filter", &format!("label=opslab.dev/instance={instance}")])
+        .args(["--filter", "name=opslab-spare-"])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(output.status.success(), "docker ps failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect()
+}
+
+/// Waits (up to a minute) until the instance has `count` spares; returns them.
+async fn wait_for_spares(instance: &str, count: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let spares = spares_of(instance);
+        if spares.len() == count {
+            return spares;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {count} spares, found {spares:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn spares_are_kept_ready_claimed_by_sessions_and_removed_at_stop() {
+    docker::require_sandbox_image();
+    let harness = Harness::start(|config| config.spares = 2).await;
+    let instance = harness.config.instance.clone();
+
+    // A previous run of the controller left two spares behind (killed: no clean-up).
+    let previous = Harness::connect(
+        &harness.config,
+        &harness.store,
+        &std::sync::Arc::new(opslab::metrics::Metrics::new()),
+    )
+    .await;
+    let killed = tokio::spawn(async move {
+        previous
+            .keep_spares(tokio_util::sync::CancellationToken::new())
+            .await
+    });
+    let left_behind = wait_for_spares(&instance, 2).await;
+    killed.abort();
+    let _ = killed.await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let keeper = tokio::spawn({
+        let sandboxes = harness.sandboxes.clone();
+        let stop = stop.clone();
+        async move { sandboxes.keep_spares(stop).await }
+    });
+    let all = wait_for_spares(&instance, 4).await;
+    // The previous run's spares are orphans; this run's are not.
+    let mut removed = harness
+        .sandboxes
+        .remove_orphans(&HashSet::new())
+        .await
+        .unwrap();
+    removed.sort();
+    let mut expected: Vec<String> = left_behind.iter().map(|(_, name)| name.clone()).collect();
+    expected.sort();
+    assert_eq!(removed, expected);
+    let ready: Vec<String> = all
+        .into_iter()
+        .filter(|spare| !left_behind.contains(spare))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(spares_of(&instance).len(), 2);
+
+    // A session takes a ready spare: renamed after it, moved to its network, its socket served.
+    let network = TestNetwork::create("spare");
+    let session = harness.session().await;
+    let sandbox = harness
+        .sandboxes
+        .ensure(&session, std::slice::from_ref(&network.name))
+        .await
+        .unwrap();
+    assert!(
+        ready.contains(&sandbox.container_id),
+        "{} is not one of the spares {ready:?}",
+        sandbox.container_id
+    );
+    assert_eq!(sandbox_of(&session), vec![sandbox.container_id.clone()]);
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{json .NetworkSettings.Networks}}"])
+        .arg(&sandbox.container_id)
+        .output()
+        .unwrap();
+    let networks: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let networks: Vec<&String> = networks.as_object().unwrap().keys().collect();
+    assert_eq!(
+        networks,
+        vec![&network.name],
+        "the spare left the default bridge"
+    );
+    let ps = sandbox
+        .exec("docker ps -q --no-trunc", SHORT)
+        .await
+        .unwrap();
+    assert!(
+        ps.output.contains(&sandbox.container_id),
+        "the claimed sandbox's socket is served, and shows it: {ps:?}"
+    );
+    let metrics = harness.metrics.prometheus_text();
+    assert!(
+        metrics.contains("opslab_sandboxes_claimed_total{from=\"spare\"} 1"),
+        "{metrics}"
+    );
+
+    // The keeper makes another; stopped, it removes its spares but not the session's sandbox.
+    wait_for_spares(&instance, 2).await;
+    stop.cancel();
+    keeper.await.unwrap();
+    assert_eq!(spares_of(&instance), Vec::<(String, String)>::new());
+    assert_eq!(sandbox_of(&session).len(), 1);
+    assert!(
+        harness
+            .metrics
+            .prometheus_text()
+            .contains("opslab_sandbox_spares 0"),
+        "the gauge reads no spare once they are gone"
     );
 }

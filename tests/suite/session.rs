@@ -23,11 +23,6 @@ fn count(events: &[serde_json::Value], kind: &str) -> usize {
     events.iter().filter(|event| event["kind"] == kind).count()
 }
 
-/// The containers (running or not) labelled with this session id.
-fn sandboxes_of(session_id: &str) -> Vec<String> {
-    docker::containers_with_label(&format!("opslab.dev/session-id={session_id}"))
-}
-
 /// A scripted model server and a controller with summaries off, as most tests here want.
 async fn start(
     script: Vec<Turn>,
@@ -172,7 +167,7 @@ async fn full_session(protocol: Protocol, provider: &'static str, store: Option<
     );
 
     // The sandbox is gone once the session ends.
-    assert_eq!(sandboxes_of(&session_id), Vec::<String>::new());
+    assert_eq!(docker::sandbox_of(&session_id), Vec::<String>::new());
     assert_eq!(llm.remaining(), 0);
 }
 
@@ -368,7 +363,7 @@ async fn session_resumes_after_kill_9() {
     let after = &llm.requests()[2];
     assert!(after.to_string().contains("INTERRUPTED"), "{after}");
     assert_eq!(status.commands, 3);
-    assert_eq!(sandboxes_of(&session_id), Vec::<String>::new());
+    assert_eq!(docker::sandbox_of(&session_id), Vec::<String>::new());
 }
 
 /// Deleting the manifest cancels the session, kills its command and removes its sandbox.
@@ -382,13 +377,13 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
     controller.write_manifest("gone.yaml", &manifest("gone", "to be deleted", ""));
     let incident = controller.wait_for_commands("gone", 1, SESSION_TIMEOUT);
     let session_id = incident.status.unwrap().session_id.unwrap();
-    assert_eq!(sandboxes_of(&session_id).len(), 1);
+    assert_eq!(docker::sandbox_of(&session_id).len(), 1);
     controller.remove_manifest("gone.yaml");
     let deadline = std::time::Instant::now() + SESSION_TIMEOUT;
     loop {
         let sessions: serde_json::Value =
             serde_json::from_str(&controller.cli(&["sessions", "-o", "json"])).unwrap();
-        if sessions[0]["phase"] == "Cancelled" && sandboxes_of(&session_id).is_empty() {
+        if sessions[0]["phase"] == "Cancelled" && docker::sandbox_of(&session_id).is_empty() {
             break;
         }
         assert!(

@@ -78,6 +78,23 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .collect()
 }
 
+/// The session's sandbox (running or not), found by its name.
+pub fn sandbox_of(session_id: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!(
+            "name={}",
+            opslab::sandbox::sandbox_name(session_id)
+        ))
+        .output()
+        .expect("the docker CLI runs");
+    assert!(output.status.success(), "docker ps failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Fails the test unless the engine holds every named image.
 pub fn require_images(images: &[&str]) {
     require_engine();

@@ -4,12 +4,15 @@ use std::sync::Arc;
 
 use opslab::audit::{NewSession, Redactor, Store};
 use opslab::metrics::Metrics;
-use opslab::sandbox::{Audit, SandboxConfig, SandboxOwner, Sandboxes};
+use opslab::sandbox::{
+    Audit, LABEL_INSTANCE, LABEL_SANDBOX, SandboxConfig, Sandboxes, sandbox_name,
+};
 
 use super::docker::SANDBOX_IMAGE;
 
 /// A controller's sandboxes on the real engine: their own instance label (so orphan collection in
-/// one test never touches another's), proxy sockets and store in a temp folder.
+/// one test never touches another's), proxy sockets and store in a temp folder. Every container of
+/// the instance is removed when dropped, even when the test fails.
 pub struct Harness {
     pub sandboxes: Sandboxes,
     pub store: Store,
@@ -64,33 +67,50 @@ impl Harness {
             .expect("the Docker engine answers")
     }
 
-    /// A session in the store, as the owner of a sandbox.
-    pub async fn session(&self) -> SandboxOwner {
-        let owner = SandboxOwner {
-            incident_uid: "test-uid".into(),
-            incident_namespace: "default".into(),
-            incident_name: "sandbox-test".into(),
-            session_id: format!("test-{}", uuid::Uuid::now_v7()),
-        };
+    /// A session in the store, to own a sandbox: its id.
+    pub async fn session(&self) -> String {
+        let session_id = format!("test-{}", uuid::Uuid::now_v7());
         self.store
             .create_session(NewSession {
-                id: owner.session_id.clone(),
-                incident_uid: owner.incident_uid.clone(),
-                incident_namespace: owner.incident_namespace.clone(),
-                incident_name: owner.incident_name.clone(),
+                id: session_id.clone(),
+                incident_uid: "test-uid".into(),
+                incident_namespace: "default".into(),
+                incident_name: "sandbox-test".into(),
                 attempt: 1,
                 generation: 1,
             })
             .await
             .expect("the session is created");
-        owner
+        session_id
     }
 
-    /// The proxy socket of a session (guarded mode), as the host sees it.
+    /// The proxy socket of a session's sandbox (guarded mode), as the host sees it: in the folder
+    /// named by the sandbox's key.
     pub fn socket(&self, session_id: &str) -> std::path::PathBuf {
+        let template = format!("{{{{index .Config.Labels \"{LABEL_SANDBOX}\"}}}}");
+        let output = std::process::Command::new("docker")
+            .args(["inspect", "-f", &template, &sandbox_name(session_id)])
+            .output()
+            .expect("the docker CLI runs");
+        assert!(
+            output.status.success(),
+            "no sandbox for {session_id}: {output:?}"
+        );
+        let key = String::from_utf8_lossy(&output.stdout).trim().to_string();
         self.config
             .proxy_socket_dir
-            .join(session_id)
+            .join(key)
             .join(opslab::sandbox::proxy::SOCKET_NAME)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let label = format!("{LABEL_INSTANCE}={}", self.config.instance);
+        for id in super::docker::containers_with_label(&label) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
     }
 }

@@ -2,10 +2,10 @@
 //! place of the engine's. Every call is judged by a pure policy ([`policy`]), recorded in the
 //! session's audit trail and counted, and only then forwarded to the engine (or refused with 403).
 //!
-//! Each socket is `<dir>/<session-id>/docker.sock`; the sandbox gets the session's folder, read-only,
-//! as its `/run` (so `/var/run/docker.sock` is the proxy). The folder, not the socket file, is
-//! mounted: a restarted controller binds a new socket in the same folder, and the running sandbox
-//! sees it.
+//! Each socket is `<dir>/<sandbox key>/docker.sock`; the sandbox gets its folder, read-only, as its
+//! `/run` (so `/var/run/docker.sock` is the proxy). The folder, not the socket file, is mounted: it
+//! is made with the container, before any session owns it (a spare sandbox waits without a socket),
+//! and a restarted controller binds a new socket in the same folder, which the running sandbox sees.
 
 pub mod body;
 mod identity;
@@ -47,7 +47,7 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     #[error("{0:?} cannot name a socket folder")]
-    BadSessionId(String),
+    BadSandboxKey(String),
     #[error(
         "cannot prepare the proxy's socket folder {path}: {source} (set --proxy-socket-dir to a folder the controller can write)"
     )]
@@ -72,7 +72,7 @@ struct Running {
 pub struct Proxies {
     dir: PathBuf,
     upstream: Upstream,
-    /// The scope shared by every session (its `session_id` is filled per socket).
+    /// The scope shared by every socket (its session and sandbox are filled per socket).
     base: Scope,
     audit: Audit,
     running: Mutex<HashMap<String, Running>>,
@@ -84,7 +84,6 @@ impl Proxies {
     pub async fn new(
         dir: &Path,
         engine_socket: &Path,
-        instance: &str,
         allow_create: bool,
         audit: Audit,
     ) -> Result<Proxies, ProxyError> {
@@ -105,83 +104,92 @@ impl Proxies {
             dir: dir.to_path_buf(),
             upstream,
             base: Scope {
-                instance: instance.to_string(),
-                session_id: String::new(),
                 protected_containers,
                 protected_volumes,
                 allow_create,
+                ..Scope::default()
             },
             audit,
             running: Mutex::default(),
         })
     }
 
-    /// The folder the session's sandbox gets as its `/run`.
-    pub fn session_dir(&self, session_id: &str) -> Result<PathBuf, ProxyError> {
-        let plain = !session_id.is_empty()
-            && session_id
+    /// The folder the sandbox `key` gets as its `/run`.
+    fn sandbox_dir(&self, key: &str) -> Result<PathBuf, ProxyError> {
+        let plain = !key.is_empty()
+            && key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !plain {
-            return Err(ProxyError::BadSessionId(session_id.to_string()));
+            return Err(ProxyError::BadSandboxKey(key.to_string()));
         }
-        Ok(self.dir.join(session_id))
+        Ok(self.dir.join(key))
     }
 
-    /// Serves the session's socket (a new one after a restart); does nothing if it is served.
-    pub async fn start(&self, session_id: &str) -> Result<PathBuf, ProxyError> {
-        let dir = self.session_dir(session_id)?;
-        if self.running().contains_key(session_id) {
-            return Ok(dir);
-        }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ProxyError::Io { path, source }
+    /// Makes the sandbox's folder, before its container is created (the engine would make a missing
+    /// one itself, owned by root, where a controller not running as root could not bind).
+    pub fn prepare(&self, key: &str) -> Result<PathBuf, ProxyError> {
+        let dir = self.sandbox_dir(key)?;
+        let io = |source| ProxyError::Io {
+            path: dir.clone(),
+            source,
         };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io(&dir))?;
-        let socket = dir.join(SOCKET_NAME);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        Ok(dir)
+    }
+
+    /// Serves the socket of sandbox `key`, the container `container`, for `session_id` (a new socket
+    /// after a restart); does nothing if it is served.
+    pub async fn start(
+        &self,
+        key: &str,
+        session_id: &str,
+        container: &str,
+    ) -> Result<(), ProxyError> {
+        if self.running().contains_key(key) {
+            return Ok(());
+        }
+        let socket = self.prepare(key)?.join(SOCKET_NAME);
+        let io = |source| ProxyError::Io {
+            path: socket.clone(),
+            source,
+        };
         match std::fs::remove_file(&socket) {
             Ok(()) => debug!(socket = %socket.display(), "removed a stale proxy socket"),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io(&socket)(error)),
+            Err(error) => return Err(io(error)),
         }
-        let listener = UnixListener::bind(&socket).map_err(io(&socket))?;
+        let listener = UnixListener::bind(&socket).map_err(io)?;
         // The sandbox's root has no CAP_DAC_OVERRIDE, and may not share the controller's uid.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(io(&socket))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
         let shared = Arc::new(Shared {
             upstream: self.upstream.clone(),
             scope: Scope {
                 session_id: session_id.to_string(),
+                sandbox: container.to_string(),
                 ..self.base.clone()
             },
             audit: self.audit.clone(),
         });
         let cancel = CancellationToken::new();
         tokio::spawn(server::serve(listener, shared, cancel.clone()));
-        self.running()
-            .insert(session_id.to_string(), Running { cancel });
+        self.running().insert(key.to_string(), Running { cancel });
         info!(session = session_id, socket = %socket.display(), "serving the sandbox's Docker API");
-        Ok(dir)
+        Ok(())
     }
 
-    /// Stops serving the session's socket (ending its open streams) and removes its folder.
-    pub fn stop(&self, session_id: &str) -> Result<(), ProxyError> {
-        if let Some(running) = self.running().remove(session_id) {
+    /// Stops serving the sandbox's socket (ending its open streams) and removes its folder.
+    pub fn stop(&self, key: &str) -> Result<(), ProxyError> {
+        if let Some(running) = self.running().remove(key) {
             running.cancel.cancel();
         }
-        let dir = self.session_dir(session_id)?;
+        let dir = self.sandbox_dir(key)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(ProxyError::Io { path: dir, source }),
         }
-    }
-
-    /// Sessions whose socket is served.
-    pub fn sessions(&self) -> HashSet<String> {
-        self.running().keys().cloned().collect()
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {

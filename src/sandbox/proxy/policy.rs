@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use super::body::{field, is_set, string, strings};
 use super::route::{Action, Kind, Object, Route};
-use crate::sandbox::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SESSION};
 
 /// Labels under this prefix mark opslab's own objects.
 pub const PROTECTED_LABEL_PREFIX: &str = "opslab.dev/";
@@ -27,9 +26,9 @@ pub const PROTECTED_LABEL_PREFIX: &str = "opslab.dev/";
 /// Whose socket this is, and what the operator allows.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// The controller's instance label and the session whose sandbox this socket serves.
-    pub instance: String,
+    /// The session whose sandbox this socket serves, and that sandbox's container (full id).
     pub session_id: String,
+    pub sandbox: String,
     /// Containers (full ids) and volumes (names) that are opslab's own without carrying a label: the
     /// controller's container and its volumes, when it runs in one.
     pub protected_containers: HashSet<String>,
@@ -99,12 +98,7 @@ enum Class {
 }
 
 fn class(kind: Kind, known: &Known, scope: &Scope) -> Class {
-    let label = |key: &str| known.labels.get(key).map(String::as_str);
-    if kind == Kind::Container
-        && label(LABEL_MANAGED) == Some("true")
-        && label(LABEL_INSTANCE) == Some(scope.instance.as_str())
-        && label(LABEL_SESSION) == Some(scope.session_id.as_str())
-    {
+    if kind == Kind::Container && known.id == scope.sandbox {
         return Class::OwnSandbox;
     }
     let labelled = known
@@ -591,6 +585,7 @@ pub fn visible(action: Action, mut list: Value, scope: &Scope) -> Value {
 mod tests {
     use super::*;
     use crate::sandbox::proxy::route;
+    use crate::sandbox::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX};
     use hyper::Method;
     use serde_json::json;
 
@@ -598,8 +593,8 @@ mod tests {
 
     fn scope() -> Scope {
         Scope {
-            instance: "opslab".into(),
             session_id: SESSION.into(),
+            sandbox: "self".into(),
             protected_containers: HashSet::from(["c0ntr0ller".to_string()]),
             protected_volumes: HashSet::from(["store".to_string()]),
             allow_create: true,
@@ -626,12 +621,12 @@ mod tests {
         let own = [
             (LABEL_MANAGED, "true"),
             (LABEL_INSTANCE, "opslab"),
-            (LABEL_SESSION, SESSION),
+            (LABEL_SANDBOX, "k-1"),
         ];
         let other = [
             (LABEL_MANAGED, "true"),
             (LABEL_INSTANCE, "opslab"),
-            (LABEL_SESSION, "s-2"),
+            (LABEL_SANDBOX, "k-2"),
         ];
         let container = |name: &str| Object::new(Kind::Container, name);
         let mut world = Resolved::from([
@@ -1030,8 +1025,8 @@ mod tests {
     fn lists_hide_opslab_objects_but_not_the_own_sandbox() {
         let containers = json!([
             {"Id": "web", "Labels": {"app": "demo"}},
-            {"Id": "self", "Labels": {"opslab.dev/managed": "true", "opslab.dev/instance": "opslab", "opslab.dev/session-id": SESSION}},
-            {"Id": "other", "Labels": {"opslab.dev/managed": "true", "opslab.dev/instance": "opslab", "opslab.dev/session-id": "s-2"}},
+            {"Id": "self", "Labels": {"opslab.dev/managed": "true", "opslab.dev/instance": "opslab", "opslab.dev/sandbox": "k-1"}},
+            {"Id": "other", "Labels": {"opslab.dev/managed": "true", "opslab.dev/instance": "opslab", "opslab.dev/sandbox": "k-2"}},
             {"Id": "c0ntr0ller", "Labels": {}},
             {"Id": "nolabels"}
         ]);
