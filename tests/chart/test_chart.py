@@ -382,12 +382,23 @@ def test_chart_notes_say_how_to_file_and_watch_an_incident(chart):
     assert applied and all((ROOT / path).is_file() for path in applied), applied
 
 
+def test_chart_spare_sandboxes_can_be_sized_or_turned_off(chart):
+    def spares(values):
+        deployment = one(manifests(render(chart, values)), "Deployment")
+        return container_env(deployment)["OPSLAB_SANDBOX_SPARES"]["value"]
+
+    assert spares({}) == "1"
+    assert spares({"sandbox": {"spares": 0}}) == "0"
+    assert spares({"sandbox": {"spares": 3}}) == "3"
+
+
 def test_chart_values_schema_refuses_misspelt_and_mistyped_keys(chart):
     for values, message in (
         ({"replica": 2}, "additional properties 'replica'"),
         ({"store": {"type": "mysql"}}, "/store/type"),
         ({"sandbox": {"dockerAccess": "some"}}, "/sandbox/dockerAccess"),
         ({"sandbox": {"dockerSocket": "docker.sock"}}, "/sandbox/dockerSocket"),
+        ({"sandbox": {"spares": -1}}, "/sandbox/spares"),
         (
             {"llm": {"provider": "gemini", "apiKey": {"existingSecret": "", "key": "k"}}},
             "/llm/provider",
