@@ -263,14 +263,16 @@ impl Sandboxes {
                 }
             }
         }
-        let sandbox = self.make_spare().await?;
+        // Made on the session's networks, where a spare would have to move to them.
+        let sandbox = self.make_spare(networks).await?;
         let claimed = self.claim(&sandbox, session_id, networks).await?;
         self.metrics.sandbox_claimed("new");
         Ok(claimed)
     }
 
-    /// Makes the spare sandbox `spare` the session's: renamed after it, moved from the default bridge
-    /// to `networks` (if any), its Docker socket served. A failed claim removes the container.
+    /// Makes the spare sandbox `spare` the session's: renamed after it, joined to those of `networks`
+    /// it is not on (and off the default bridge), its Docker socket served. A failed claim removes the
+    /// container.
     async fn claim(
         &self,
         spare: &Spare,
@@ -298,14 +300,14 @@ impl Sandboxes {
             .name(&sandbox_name(session_id))
             .build();
         self.docker.rename_container(id, rename).await?;
-        for network in networks {
+        for network in networks.iter().filter(|n| !spare.networks.contains(n)) {
             let request = NetworkConnectRequest {
                 container: id.clone(),
                 ..Default::default()
             };
             self.docker.connect_network(network, request).await?;
         }
-        if !networks.is_empty() {
+        if spare.networks.is_empty() && !networks.is_empty() {
             let request = NetworkDisconnectRequest {
                 container: id.clone(),
                 force: Some(true),
@@ -339,7 +341,7 @@ impl Sandboxes {
                     () = self.spares.taken() => continue,
                 }
             }
-            let made = (|| self.make_spare())
+            let made = (|| self.make_spare(&[]))
                 .retry(backoff)
                 .notify(|error, delay| {
                     warn!(%error, ?delay, "could not make a spare sandbox; trying again");
@@ -357,20 +359,20 @@ impl Sandboxes {
         self.remove_spares().await;
     }
 
-    /// Creates and starts a sandbox no session owns yet, on the default bridge, with its socket
-    /// folder made (`guarded`) but nothing served in it.
-    async fn make_spare(&self) -> Result<Spare, SandboxError> {
+    /// Creates and starts a sandbox no session owns yet, on `networks` (none: the default bridge),
+    /// with its socket folder made (`guarded`) but nothing served in it.
+    async fn make_spare(&self, networks: &[String]) -> Result<Spare, SandboxError> {
         let key = uuid::Uuid::now_v7().simple().to_string();
         // Counted from before its container exists, so orphan collection never takes it for a stray.
         self.spares.keep(&key);
-        let made = self.create_started(&key).await;
+        let made = self.create_started(&key, networks).await;
         if made.is_err() {
             self.spares.forget(&key);
         }
         made
     }
 
-    async fn create_started(&self, key: &str) -> Result<Spare, SandboxError> {
+    async fn create_started(&self, key: &str, networks: &[String]) -> Result<Spare, SandboxError> {
         let docker_bind = match self.config.docker_access {
             DockerAccess::Guarded => {
                 let proxies = self.proxies.as_ref().expect("guarded mode has proxies");
@@ -382,30 +384,54 @@ impl Sandboxes {
             )),
             DockerAccess::None => None,
         };
-        let body = container_body(&self.config, key, docker_bind);
+        let body = container_body(&self.config, key, networks.first(), docker_bind);
         let name = format!("{SPARE_PREFIX}{key}");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(error) => {
                 self.stop_proxy(key);
-                return Err(match error {
-                    bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404, ..
-                    } => SandboxError::MissingImage(self.config.image.clone()),
-                    other => other.into(),
-                });
+                return Err(self.creation_error(error).await);
             }
         };
-        if let Err(error) = self.docker.start_container(&created.id, None).await {
-            self.discard(&created.id, key).await;
+        let id = created.id;
+        let mut started = Ok(());
+        for network in networks.iter().skip(1) {
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                ..Default::default()
+            };
+            started = self.docker.connect_network(network, request).await;
+            if started.is_err() {
+                break;
+            }
+        }
+        if started.is_ok() {
+            started = self.docker.start_container(&id, None).await;
+        }
+        if let Err(error) = started {
+            self.discard(&id, key).await;
             return Err(error.into());
         }
-        debug!(container = %created.id, "spare sandbox started");
+        debug!(container = %id, "sandbox started");
         Ok(Spare {
             key: key.to_string(),
-            container_id: created.id,
+            container_id: id,
+            networks: networks.to_vec(),
         })
+    }
+
+    /// A failed create, explained: a 404 is a missing image (networks are checked before), unless
+    /// the image is there after all.
+    async fn creation_error(&self, error: bollard::errors::Error) -> SandboxError {
+        match error {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } if self.docker.inspect_image(&self.config.image).await.is_err() => {
+                SandboxError::MissingImage(self.config.image.clone())
+            }
+            other => other.into(),
+        }
     }
 
     fn sandbox(&self, container_id: String) -> Sandbox {
@@ -622,10 +648,11 @@ fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors:
 }
 
 /// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
-/// the default bridge until a session claims it. Pure.
+/// `network` (none: the default bridge, where spares wait). Pure.
 fn container_body(
     config: &SandboxConfig,
     key: &str,
+    network: Option<&String>,
     docker_bind: Option<String>,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
@@ -673,7 +700,7 @@ fn container_body(
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
             binds: docker_bind.map(|bind| vec![bind]),
-            network_mode: Some(SPARE_NETWORK.into()),
+            network_mode: Some(network.map_or(SPARE_NETWORK, String::as_str).to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -866,7 +893,13 @@ mod tests {
     #[test]
     fn the_container_is_labelled_limited_and_unprivileged() {
         let bind = "/run/opslab/0190key:/run:ro".to_string();
-        let body = container_body(&SandboxConfig::default(), "0190key", Some(bind.clone()));
+        let net = "net".to_string();
+        let body = container_body(
+            &SandboxConfig::default(),
+            "0190key",
+            Some(&net),
+            Some(bind.clone()),
+        );
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_SANDBOX], "0190key");
         assert_eq!(labels[LABEL_INSTANCE], "opslab");
@@ -878,7 +911,7 @@ mod tests {
         );
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.memory, Some(512 * 1024 * 1024));
-        assert_eq!(host.network_mode.as_deref(), Some(SPARE_NETWORK));
+        assert_eq!(host.network_mode.as_deref(), Some("net"));
         assert_eq!(host.binds, Some(vec![bind]));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
@@ -922,10 +955,14 @@ mod tests {
             docker_access: DockerAccess::None,
             ..SandboxConfig::default()
         };
-        let host = container_body(&config, "key", None).host_config.unwrap();
+        let host = container_body(&config, "key", None, None)
+            .host_config
+            .unwrap();
         assert_eq!(host.security_opt, Some(vec!["seccomp={}".to_string()]));
         assert_eq!(host.readonly_rootfs, Some(false));
         assert_eq!(host.tmpfs, None);
         assert_eq!(host.binds, None);
+        // A spare waits on the default bridge.
+        assert_eq!(host.network_mode.as_deref(), Some(SPARE_NETWORK));
     }
 }

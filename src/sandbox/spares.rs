@@ -11,6 +11,8 @@ pub struct Spare {
     /// Names its socket folder ([`super::LABEL_SANDBOX`]).
     pub key: String,
     pub container_id: String,
+    /// The networks it is on; none: the engine's default bridge.
+    pub networks: Vec<String>,
 }
 
 #[derive(Default)]
@@ -78,6 +80,7 @@ mod tests {
         Spare {
             key: key.into(),
             container_id: format!("c-{key}"),
+            networks: Vec::new(),
         }
     }
 
