@@ -321,10 +321,13 @@ const LATENCY_NOTES: &str = "
   previous one has been replaced. Against the same controller polling its folder every second, the
   usual design; and against the same with no spare, where each session waits for the engine to create
   and start its container.
-- *Incident on a network*: the Incident names a Docker network, as real ones do. A spare sits on the
+- *Incident on a network*: the Incident names a Docker network, as real ones do. A spare waits on the
   default bridge, so claiming it means connecting it to the network and disconnecting it from the
-  bridge: on this engine about 100 ms and 40 ms, hot-plugging a running container's interfaces, which
-  is most of what is left. Without a spare the container is created on its network, then started.
+  bridge, hot-plugging a running container's interfaces: 80-100 ms and 50-70 ms on this engine (timed
+  with the docker CLI), most of what is left. Done at once they take as long: the engine does one
+  after the other. Spares do not wait on the networks Incidents last named instead: a container on a
+  network keeps it from being removed, so `docker compose down` of the affected stack would fail.
+  Without a spare the container is created on its network, then started.
 - *no spare sandbox* against *sandbox create + start alone*: what opslab adds on top of the container
   work when it has to do that work itself.
 - *through the sandbox* is `Sandbox::exec` (create the exec, attach, stream, inspect) in process,
