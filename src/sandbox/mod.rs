@@ -300,6 +300,11 @@ impl Sandboxes {
             .name(&sandbox_name(session_id))
             .build();
         self.docker.rename_container(id, rename).await?;
+        // A no-op for a running spare; one stopped behind the controller's back runs again.
+        self.docker
+            .start_container(id, None)
+            .await
+            .or_else(already_started)?;
         for network in networks.iter().filter(|n| !spare.networks.contains(n)) {
             let request = NetworkConnectRequest {
                 container: id.clone(),

@@ -439,12 +439,32 @@ async fn spares_are_kept_ready_claimed_by_sessions_and_removed_at_stop() {
         "{metrics}"
     );
 
-    // The keeper makes another; stopped, it removes its spares but not the session's sandbox.
+    // Spares stopped behind the controller's back run again when claimed.
+    let spares = wait_for_spares(&instance, 2).await;
+    for (id, _) in &spares {
+        let killed = std::process::Command::new("docker")
+            .args(["kill", id])
+            .output()
+            .unwrap();
+        assert!(killed.status.success(), "docker kill: {killed:?}");
+    }
+    let second = harness.session().await;
+    let sandbox = harness.sandboxes.ensure(&second, &[]).await.unwrap();
+    assert!(spares.iter().any(|(id, _)| *id == sandbox.container_id));
+    let echoed = sandbox.exec("echo up", SHORT).await.unwrap();
+    assert_eq!(
+        (echoed.exit_code, echoed.output.trim()),
+        (Some(0), "up"),
+        "{echoed:?}"
+    );
+
+    // The keeper makes another; stopped, it removes its spares but not the sessions' sandboxes.
     wait_for_spares(&instance, 2).await;
     stop.cancel();
     keeper.await.unwrap();
     assert_eq!(spares_of(&instance), Vec::<(String, String)>::new());
     assert_eq!(sandbox_of(&session).len(), 1);
+    assert_eq!(sandbox_of(&second).len(), 1);
     assert!(
         harness
             .metrics
