@@ -341,9 +341,10 @@ const LATENCY_NOTES: &str = "
   work when it has to do that work itself. Read off the sessions' events (a profiling run of 20): the
   session starts 21-31 ms after the manifest is written (the 20 ms debounce, the parse, the reconcile,
   the store writes), and its first command starts 1-3 ms after its sandbox is ready (one model round
-  trip, two commits); the rest is the container work taking 20-40 ms longer inside the controller than
-  timed alone. Neither the socket folder's bind mount (`guarded` mode) nor waiting for the previous
-  session's sandbox to be removed made a measurable difference; both were tried.
+  trip, two commits); the rest is the container work itself, which varies from run to run on this
+  engine (over five runs on this machine the ratio was 1.01x to 1.40x). Neither the socket folder's
+  bind mount (`guarded` mode) nor waiting for the previous session's sandbox to be removed made a
+  measurable difference; both were tried.
 - *through the sandbox* is `Sandbox::exec` (create the exec, attach, stream, inspect) in process,
   against the `docker exec` CLI, a new process each time.
 ";
