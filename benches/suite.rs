@@ -355,14 +355,14 @@ const BURST_NOTES: &str = "
   and 2 s after it. The baseline is a shell script doing the same container work (a container each,
   three `docker exec`s, removal) with 16 at a time.
   Both do the same container work and the engine is the bottleneck, so they finish close together:
-  over two full runs on this machine the ratio was 0.80x and 1.01x. The controller's memory stays
+  over three full runs on this machine the ratio was 0.80x to 1.01x. The controller's memory stays
   where the burst took it; the idle rows below give its size with no Incident.
 ";
 
 const IDLE_NOTES: &str = "
 - *idle*: the controller with 1,000 resolved Incidents it knows and no session running, its memory
   sampled each second for 10 s and its CPU use over those 10 s, against the same controller with an
-  empty folder. 1,000 Incidents cost 11-14 MiB: the files source holds each twice, as parsed from its
+  empty folder. 1,000 Incidents cost about 14 MiB: the files source holds each twice, as parsed from its
   file (to tell when two files name the same Incident) and as last reconciled, with its status; and
   glibc's per-thread arenas keep about 3 MiB of the first reconcile's peak (28.6 MiB instead of
   31.5 MiB with `MALLOC_ARENA_MAX=1`, tried once).
