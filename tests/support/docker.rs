@@ -57,7 +57,25 @@ impl TestNetwork {
 }
 
 impl Drop for TestNetwork {
+    /// Removes the network, first taking off it the containers still there (a test's sandboxes are
+    /// often removed after its network is dropped): a network with endpoints cannot be removed.
     fn drop(&mut self) {
+        let attached = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range $id, $_ := .Containers}}{{$id}} {{end}}",
+            ])
+            .arg(&self.name)
+            .output();
+        if let Ok(attached) = attached {
+            for container in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
+                let _ = Command::new("docker")
+                    .args(["network", "disconnect", "-f", &self.name, container])
+                    .output();
+            }
+        }
         let _ = Command::new("docker")
             .args(["network", "rm", &self.name])
             .output();
