@@ -153,8 +153,6 @@ async fn proxy_refuses_forbidden_calls_with_403_and_records_each() {
         Redactor::new(vec![secret.to_string()]),
     )
     .await;
-    // Declared before the objects, so dropped after them: a network with containers attached
-    // cannot be removed.
     let network = TestNetwork::create("proxy");
     let mut objects = Objects::default();
     let (agent, other) = (harness.session().await, harness.session().await);
@@ -380,7 +378,6 @@ type Check<'a> = (String, &'a dyn Fn(&str) -> bool);
 async fn proxy_serves_the_docker_cli_an_agent_uses_from_inside_the_sandbox() {
     docker::require_sandbox_image();
     let harness = Harness::start(|_| {}).await;
-    // Dropped after the objects (see above).
     let network = TestNetwork::create("cli");
     let mut objects = Objects::default();
     let agent = harness.session().await;
