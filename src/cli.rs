@@ -45,6 +45,11 @@ pub enum Command {
     Show(ShowArgs),
     /// Stream a session as it happens, until it ends.
     Follow(FollowArgs),
+    /// Start a new attempt of an Incident whose session has ended (audited, with who asked).
+    Retry(RequestArgs),
+    /// Stop an Incident's running session now: its command killed, its sandbox removed (audited,
+    /// with who asked and why).
+    Cancel(RequestArgs),
     /// Check the audit trail.
     Audit(AuditArgs),
     /// Fault scenarios: break a demo stack, file an Incident, and judge the agent.
@@ -129,6 +134,30 @@ pub struct FollowArgs {
     /// Print whole outputs.
     #[arg(long)]
     pub raw: bool,
+}
+
+/// Where a retry or cancel request goes: in files mode a request file beside the manifests (never
+/// the manifest itself), in Kubernetes mode an annotation on the Incident (`opslab.dev/retry`,
+/// `opslab.dev/cancel`; `kubectl annotate --overwrite` with any new value does the same).
+#[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// The Incident, as NAME or NAMESPACE/NAME.
+    pub incident: String,
+    /// Why, for the audit trail (which also records who asked, from $USER, and when).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Where the Incident lives.
+    #[arg(long, env = "OPSLAB_SOURCE", value_enum, default_value = "files")]
+    pub source: SourceKind,
+    /// The controller's folder of Incident manifests (files mode).
+    #[arg(long, env = "OPSLAB_INCIDENTS")]
+    pub incidents: Option<PathBuf>,
+    /// A kubeconfig file (kube mode) [default: in-cluster config, then $KUBECONFIG, then
+    /// ~/.kube/config].
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]

@@ -52,7 +52,9 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         "controller started"
     );
     if let Some(missing) = config.provider.missing() {
-        warn!("{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured");
+        warn!(
+            "{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured"
+        );
     }
     let result = match &config.source {
         SourceConfig::Files { dir, watch } => {
@@ -242,7 +244,7 @@ async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionReco
         })
 }
 
-async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
+pub(crate) async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
     let location = args.location().map_err(anyhow::Error::msg)?;
     if let StoreLocation::Sqlite(path) = &location
         && !path.exists()

@@ -3,9 +3,11 @@
 
 mod cli;
 mod commands;
+mod request;
 
 use clap::Parser;
 use cli::{AuditCommand, Cli, Command, GetResource, ScenarioCommand};
+use opslab::source::requests::Request;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,6 +29,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Sessions(_)
         | Command::Show(_)
         | Command::Follow(_)
+        | Command::Retry(_)
+        | Command::Cancel(_)
         | Command::Audit(_)
         | Command::Scenario(_) => "warn",
     };
@@ -42,6 +46,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             GetResource::Incidents(args) => commands::get_incidents(args).await?,
         },
         Command::Sessions(args) => commands::list_sessions(args).await?,
+        Command::Retry(args) => request::run(Request::Retry, args).await?,
+        Command::Cancel(args) => request::run(Request::Cancel, args).await?,
         Command::Show(args) => commands::show(args).await?,
         Command::Follow(args) => {
             commands::follow(args, &mut std::io::stdout()).await?;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::manifest::{self, ManifestError};
+use super::requests::{self, REQUESTS_DIR};
 use crate::audit::IncidentRecord;
 use crate::incident::Incident;
 use crate::reconcile::{self, Context};
@@ -69,6 +70,8 @@ pub struct FilesSource {
     files: BTreeMap<PathBuf, manifest::Parsed>,
     known: BTreeMap<ObjectKey, Known>,
     problems: BTreeMap<ObjectKey, Problem>,
+    /// The retry and cancel requests of `.requests/`, laid over the manifests' annotations.
+    requests: BTreeMap<ObjectKey, requests::Annotations>,
 }
 
 impl FilesSource {
@@ -79,6 +82,7 @@ impl FilesSource {
             files: BTreeMap::new(),
             known: BTreeMap::new(),
             problems: BTreeMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -89,10 +93,12 @@ impl FilesSource {
         mut wake: mpsc::UnboundedReceiver<Wake>,
         shutdown: CancellationToken,
     ) -> Result<()> {
-        std::fs::create_dir_all(self.dir.join(STATUS_DIR)).map_err(|source| Error::Io {
-            path: self.dir.join(STATUS_DIR),
-            source,
-        })?;
+        for folder in [STATUS_DIR, REQUESTS_DIR] {
+            std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
+                path: self.dir.join(folder),
+                source,
+            })?;
+        }
         let (events_tx, mut events) = mpsc::unbounded_channel();
         // Kept alive for the loop: dropping the debouncer stops the watch.
         let _debouncer = match self.watch {
@@ -108,12 +114,14 @@ impl FilesSource {
                     path: self.dir.clone(),
                     source,
                 })?;
-                debouncer
-                    .watch(&self.dir, RecursiveMode::NonRecursive)
-                    .map_err(|source| Error::Watch {
-                        path: self.dir.clone(),
-                        source,
-                    })?;
+                for folder in [self.dir.clone(), self.dir.join(REQUESTS_DIR)] {
+                    debouncer
+                        .watch(&folder, RecursiveMode::NonRecursive)
+                        .map_err(|source| Error::Watch {
+                            path: folder.clone(),
+                            source,
+                        })?;
+                }
                 Some(debouncer)
             }
             WatchMode::Poll(_) => None,
@@ -150,6 +158,8 @@ impl FilesSource {
                         for path in paths {
                             if self.is_manifest(&path) {
                                 self.read_file(&path);
+                            } else if path.parent() == Some(self.dir.join(REQUESTS_DIR).as_path()) {
+                                self.read_request(&path);
                             }
                         }
                         self.resolve(&ctx, &retry_tx).await;
@@ -271,7 +281,46 @@ impl FilesSource {
         self.files.insert(path.to_path_buf(), parsed);
     }
 
+    /// Reads (or forgets, when it is gone) one request file.
+    fn read_request(&mut self, path: &Path) {
+        let Some(key) = requests::key_of(path) else {
+            return;
+        };
+        match requests::read(path) {
+            Ok(Some(annotations)) => {
+                self.requests.insert(key, annotations);
+            }
+            Ok(None) => {
+                self.requests.remove(&key);
+            }
+            Err(error) => warn!(%error, "a request file cannot be read; it is ignored"),
+        }
+    }
+
+    fn rescan_requests(&mut self) {
+        let folder = self.dir.join(REQUESTS_DIR);
+        let paths: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => {
+                warn!(dir = %folder.display(), %error, "cannot list the requests folder");
+                return;
+            }
+        };
+        let keys: BTreeSet<ObjectKey> = paths
+            .iter()
+            .filter_map(|path| requests::key_of(path))
+            .collect();
+        self.requests.retain(|key, _| keys.contains(key));
+        for path in &paths {
+            self.read_request(path);
+        }
+    }
+
     fn rescan_all(&mut self) {
+        self.rescan_requests();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(error) => {
@@ -309,7 +358,14 @@ impl FilesSource {
 
         // New and changed Incidents get their identity; a generation moves only with the spec.
         let mut changed = Vec::new();
-        for (key, (incident, path)) in resolved.incidents {
+        for (key, (mut incident, path)) in resolved.incidents {
+            if let Some(requests) = self.requests.get(&key) {
+                incident
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .extend(requests.clone());
+            }
             let spec_hash = spec_hash(&incident);
             match self.known.get_mut(&key) {
                 Some(known) if known.spec_hash == spec_hash => {

@@ -1,5 +1,6 @@
 mod compose;
 mod crd;
+mod failures;
 mod kubernetes;
 mod llm;
 mod manifests;
