@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use opslab::audit::StoreLocation;
+use opslab::audit::{Durability, StoreLocation};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
@@ -299,6 +299,11 @@ pub struct ControllerArgs {
     pub poll_interval_ms: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// What an SQLite store's commits survive: `full`, a power loss (each commit is synced to
+    /// disk); `normal`, a crash of the process only (faster; after a power loss the last events
+    /// may be gone, and a command whose start was lost may run again).
+    #[arg(long, env = "OPSLAB_STORE_DURABILITY", value_enum, default_value_t)]
+    pub store_durability: Durability,
     /// The model API to speak.
     #[arg(long, env = "OPSLAB_PROVIDER", value_enum, default_value = "anthropic")]
     pub provider: ProviderKind,
@@ -455,6 +460,7 @@ impl ControllerArgs {
             lease_duration_seconds,
             poll_interval_ms,
             store,
+            store_durability,
             provider,
             model,
             summary_model,
@@ -627,6 +633,7 @@ impl ControllerArgs {
         Ok(Config {
             source,
             store: store.location()?,
+            store_durability,
             provider: ProviderConfig {
                 kind: provider,
                 base_url,

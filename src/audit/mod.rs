@@ -70,6 +70,18 @@ pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// What a committed event survives, in an SQLite store. (PostgreSQL's own settings decide there.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Every commit is on disk before it returns (`synchronous=FULL`): a committed event survives a
+    /// power loss, so a command recorded as started is never run twice after one.
+    #[default]
+    Full,
+    /// Commits survive a crash of the process (kill -9) but the last ones may be lost in a power
+    /// loss (`synchronous=NORMAL`): a command whose start was lost may then run again.
+    Normal,
+}
+
 /// A session as the store knows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {

@@ -36,7 +36,12 @@ impl Context {
     /// Opens the store, reaches the Docker engine and sets up the sessions, whose progress is sent
     /// to `wake` for the source to reconcile again.
     pub async fn new(config: Arc<Config>, wake: mpsc::UnboundedSender<Wake>) -> Result<Context> {
-        let store = Store::open(&config.store, Redactor::new(config.secret_values.clone())).await?;
+        let store = Store::open_with(
+            &config.store,
+            Redactor::new(config.secret_values.clone()),
+            config.store_durability,
+        )
+        .await?;
         let metrics = Arc::new(Metrics::new());
         let audit = Audit {
             store: store.clone(),

@@ -241,23 +241,19 @@ impl FilesSource {
 
     /// Reads (or forgets, when it is gone) one manifest file.
     fn read_file(&mut self, path: &Path) {
-        match std::fs::metadata(path) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let meta = match entry_kind(&self.dir, path) {
+            Entry::Gone => {
                 self.files.remove(path);
                 return;
             }
-            Err(error) => {
-                self.files.insert(
-                    path.to_path_buf(),
-                    file_problem(format!("cannot read: {error}")),
-                );
+            Entry::Refused(problem) => {
+                self.files.insert(path.to_path_buf(), file_problem(problem));
                 return;
             }
-            Ok(meta) if !meta.is_file() => {
-                self.files.remove(path);
-                return;
-            }
-            Ok(meta) if meta.len() > manifest::MAX_MANIFEST_BYTES as u64 => {
+            Entry::File(meta) => meta,
+        };
+        match meta {
+            meta if meta.len() > manifest::MAX_MANIFEST_BYTES as u64 => {
                 self.files.insert(
                     path.to_path_buf(),
                     file_problem(format!(
@@ -268,7 +264,7 @@ impl FilesSource {
                 );
                 return;
             }
-            Ok(_) => {}
+            _ => {}
         }
         let parsed = match std::fs::read(path) {
             Ok(bytes) => manifest::parse(&bytes),
@@ -564,6 +560,61 @@ impl FilesSource {
             warn!(path = %path.display(), %error, "could not remove the status file");
         }
     }
+}
+
+/// What a folder entry named like a manifest is, told without reading it.
+enum Entry {
+    /// Gone (deleted, or renamed away).
+    Gone,
+    /// Not to be read, and why: a link out of the folder (whose target is never shown), a
+    /// dangling link, a directory, a FIFO (a read would block), a device or a socket.
+    Refused(String),
+    /// A regular file in the folder (directly, or through a link that stays in it).
+    File(std::fs::Metadata),
+}
+
+fn entry_kind(dir: &Path, path: &Path) -> Entry {
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Entry::Gone,
+        Err(error) => return Entry::Refused(format!("cannot read: {error}")),
+    };
+    if link.file_type().is_symlink() {
+        match path.canonicalize() {
+            Err(_) => return Entry::Refused("a symbolic link to nothing (dangling)".into()),
+            Ok(target) if !target.starts_with(dir) => {
+                return Entry::Refused(
+                    "a symbolic link out of the Incidents folder: not read (link to a copy inside \
+                     the folder, or put the manifest here)"
+                        .into(),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    // The link's target (a regular file inside the folder), or the entry itself.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Entry::Gone,
+        Err(error) => return Entry::Refused(format!("cannot read: {error}")),
+    };
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        return Entry::File(meta);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Entry::Refused(format!("{what}, not a manifest file: not read"))
 }
 
 fn file_problem(message: String) -> manifest::Parsed {

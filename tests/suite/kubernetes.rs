@@ -213,6 +213,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
             leader_election: None,
         }),
         store: dir.path().join("audit.db").into(),
+        store_durability: Default::default(),
         provider: ProviderConfig {
             kind: ProviderKind::Anthropic,
             base_url,
