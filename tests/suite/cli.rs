@@ -298,37 +298,84 @@ bad.yaml#1   Invalid   -          -          InvalidManifest   -     -         b
     assert!(error(&["get", "incidents", "-A", "-n", "ops"]).contains("cannot be used with"));
 }
 
+/// A `get incidents -w` process, its stdout read line by line.
+struct Watching {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watching {
+    fn start(seeded: &Seeded, args: &[&str]) -> Watching {
+        let mut child = cli(&["get", "incidents", "-w", "--store"])
+            .arg(&seeded.path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watching {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn next(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("watch printed no {what}"))
+    }
+
+    /// Stops the watch; fails if it printed anything not read yet.
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        let extra: Vec<String> = self.lines.try_iter().collect();
+        assert!(extra.is_empty(), "printed more than the changes: {extra:?}");
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `get incidents -w` prints the listing, then each Incident again when it changes, lined up.
 #[tokio::test]
 async fn cli_get_incidents_watch_prints_each_change() {
     let seeded = seeded().await;
-    let mut watch = cli(&["get", "incidents", "-w", "--store"])
-        .arg(&seeded.path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = |what: &str| {
-        lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("watch printed no {what}"))
-    };
+    let watch = Watching::start(&seeded, &[]);
     // The header, four rows, and the manifest problem under them.
-    let first: Vec<String> = (0..8).map(|_| next("listing")).collect();
+    let first: Vec<String> = (0..8).map(|_| watch.next("listing")).collect();
     assert_eq!(
         first[0],
         "NAME         PHASE      SEVERITY   COMMANDS   REASON            AGE"
     );
     assert!(first[3].starts_with("waiting      Queued "), "{first:?}");
+    let names = Watching::start(&seeded, &["-A", "-o", "name"]);
+    let listed: Vec<String> = (0..4).map(|_| names.next("name")).collect();
+    assert_eq!(
+        listed,
+        [
+            "incident.opslab.dev/auth",
+            "incident.opslab.dev/fixed",
+            "incident.opslab.dev/waiting",
+            "incident.opslab.dev/disk"
+        ]
+    );
 
     // The queued Incident starts; the others do not change and are not printed again.
     seeded
@@ -340,24 +387,25 @@ async fn cli_get_incidents_watch_prints_each_change() {
         ))
         .await;
     assert_eq!(
-        next("change"),
+        watch.next("change"),
         "waiting      Investigating   high       1          -                 3d"
     );
-    // An Incident in another namespace is not watched.
+    assert_eq!(names.next("change"), "incident.opslab.dev/waiting");
+    // An Incident in another namespace is not watched without -A.
     seeded
         .put(record("ops", "disk", json!({}), resolved_status()))
         .await;
+    assert_eq!(names.next("change"), "incident.opslab.dev/disk");
     seeded
         .put(record("default", "new", json!({}), queued_status()))
         .await;
     assert_eq!(
-        next("new Incident"),
+        watch.next("new Incident"),
         "new          Queued          high       0          -                 3d"
     );
-    watch.kill().unwrap();
-    watch.wait().unwrap();
-    reader.join().unwrap();
-    assert!(lines.try_recv().is_err(), "printed more than the changes");
+    assert_eq!(names.next("new Incident"), "incident.opslab.dev/new");
+    watch.stop();
+    names.stop();
 }
 
 /// `follow` fails within a second, naming the store, when the store knows no such Incident.
@@ -399,6 +447,53 @@ async fn cli_follow_fails_at_once_on_an_unknown_name() {
         "error: Incident default/invalid is Failed (InvalidSpec): spec.environment.networks[0]: \
          empty; no session will start until its spec changes\n"
     );
+}
+
+/// `sessions --incident` and `describe` on an Incident without sessions, and on one the store does
+/// not know.
+#[tokio::test]
+async fn cli_sessions_and_describe_name_what_they_cannot_find() {
+    let seeded = seeded().await;
+    let output = seeded.run(&["sessions", "--incident", "waiting"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "No sessions found.\n"
+    );
+    let output = seeded.run(&["sessions", "--incident", "ops/typo"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: no Incident ops/typo and no session of it in the store at {}\n",
+            seeded.path.display()
+        )
+    );
+    let output = seeded.run(&["describe", "incident", "typo", "-n", "ops"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: no Incident ops/typo in the store at {} (`opslab get incidents -A` lists the \
+             Incidents it knows)\n",
+            seeded.path.display()
+        )
+    );
+    let described = seeded.ok(&["describe", "incident", "ops/disk"]);
+    for expected in [
+        "Namespace:      ops\n",
+        "Labels:         team=web, tier=back\n",
+        "  Reason:       Queued\n",
+        "  Message:      waiting for a free session slot (4 sessions running)\n",
+        "Last commands:  <none>\n",
+        "Sessions:       <none>\n",
+    ] {
+        assert!(
+            described.contains(expected),
+            "describe lacks {expected:?}:\n{described}"
+        );
+    }
 }
 
 /// A known Incident with no session yet is waited for, saying so, until `--timeout`; a session
