@@ -759,13 +759,6 @@ impl ControllerArgs {
             Some(path) => CostTable::with_file(path)?,
             None => CostTable::default(),
         };
-        if provider == ProviderKind::Anthropic && api_key.is_none() {
-            return Err(
-                "ANTHROPIC_API_KEY is not set: export it, or use an OpenAI-compatible server with \
-                 OPSLAB_PROVIDER=openai and OPENAI_BASE_URL"
-                    .into(),
-            );
-        }
         let model = model.unwrap_or_else(|| default_model.to_string());
         // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
         let self_hosted =

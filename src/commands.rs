@@ -21,7 +21,7 @@ use opslab::view::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::{
     DescribeIncidentArgs, DriverArg, FollowArgs, GetIncidentsArgs, ScenarioRunArgs, SessionsArgs,
@@ -61,6 +61,9 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         store = %config.store,
         "controller started"
     );
+    if let Some(missing) = config.provider.missing() {
+        warn!("{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured");
+    }
     let result = match &config.source {
         SourceConfig::Files { dir, watch } => {
             FilesSource::new(dir.clone(), *watch)

@@ -484,6 +484,15 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
                 }
             }
         }
+        EventBody::LlmRetrying {
+            retry,
+            max_retries,
+            delay_ms,
+            error,
+        } => {
+            let message = EventBody::retrying_message(*retry, *max_retries, *delay_ms, error);
+            out.push_str(&format!("{head}{message}\n"));
+        }
         EventBody::LlmFailed { message } => {
             out.push_str(&format!("{head}model API failed: {message}\n"));
         }

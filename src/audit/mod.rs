@@ -18,7 +18,7 @@ pub use location::StoreLocation;
 pub use redact::Redactor;
 pub use store::Store;
 
-use crate::incident::{Outcome, Phase, Report};
+use crate::incident::{Outcome, Phase, Report, Requests};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -94,6 +94,11 @@ pub struct SessionRecord {
     pub report: Option<Report>,
     /// Estimated model spend in US dollars.
     pub cost_usd: f64,
+    /// Why the session stands where it does, in words: the model API being retried while it runs,
+    /// the cause once it has ended.
+    pub message: Option<String>,
+    /// The retry and cancel requests the Incident carried when the session started.
+    pub requests: Requests,
 }
 
 /// What a new session starts with.
