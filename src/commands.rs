@@ -17,7 +17,7 @@ use opslab::source::files::FilesSource;
 use opslab::source::kubernetes;
 use opslab::source::manifest::DEFAULT_NAMESPACE;
 use opslab::view::{
-    self, Clock, IncidentColumns, IncidentDescription, ListFormat, OutputFormat, SessionRow, Widths,
+    self, Clock, IncidentColumns, IncidentDescription, ListFormat, OutputFormat, Widths,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,9 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         "controller started"
     );
     if let Some(missing) = config.provider.missing() {
-        warn!("{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured");
+        warn!(
+            "{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured"
+        );
     }
     let result = match &config.source {
         SourceConfig::Files { dir, watch } => {
@@ -371,15 +373,6 @@ pub async fn list_sessions(args: SessionsArgs) -> anyhow::Result<String> {
     if let Some(limit) = args.limit {
         sessions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
-    let rows: Vec<SessionRow<'_>> = sessions
-        .iter()
-        .map(|session| SessionRow {
-            session,
-            // Where the reason's message goes: `session.message.as_deref()` once SessionRecord
-            // carries it.
-            message: None,
-        })
-        .collect();
     match args.output {
         ListFormat::Table | ListFormat::Wide => {
             if sessions.is_empty() {
@@ -387,7 +380,8 @@ pub async fn list_sessions(args: SessionsArgs) -> anyhow::Result<String> {
                 return Ok(String::new());
             }
             let wide = args.output == ListFormat::Wide;
-            let table = view::sessions_table(&rows, jiff::Timestamp::now(), wide, &Clock::local());
+            let table =
+                view::sessions_table(&sessions, jiff::Timestamp::now(), wide, &Clock::local());
             Ok(table.render(&mut Widths::default(), !args.no_headers))
         }
         ListFormat::Name => Ok(sessions

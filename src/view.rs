@@ -307,16 +307,10 @@ fn reason_says_something(phase: Phase, reason: &str) -> bool {
     reason != phase.to_string() && !(phase == Phase::Resolved && reason == "Reported")
 }
 
-/// One session in `opslab sessions`, with the message of its reason when known.
-pub struct SessionRow<'a> {
-    pub session: &'a SessionRecord,
-    pub message: Option<&'a str>,
-}
-
 /// `opslab sessions`: SESSION INCIDENT ATTEMPT PHASE REASON OUTCOME TURNS COMMANDS TOKENS AGE, and in
 /// wide COST STARTED MESSAGE.
 pub fn sessions_table(
-    rows: &[SessionRow<'_>],
+    sessions: &[SessionRecord],
     now: jiff::Timestamp,
     wide: bool,
     clock: &Clock,
@@ -329,7 +323,7 @@ pub fn sessions_table(
         header.extend(["COST", "STARTED", "MESSAGE"]);
     }
     let mut table = Table::new(header);
-    for SessionRow { session, message } in rows {
+    for session in sessions {
         let mut row = vec![
             session.id.clone(),
             format!("{}/{}", session.incident_namespace, session.incident_name),
@@ -353,7 +347,7 @@ pub fn sessions_table(
             row.extend([
                 format!("${:.4}", session.cost_usd),
                 clock.full_text(&session.started_at),
-                message.unwrap_or_default().to_string(),
+                session.message.clone().unwrap_or_default(),
             ]);
         }
         table.push(row);
@@ -398,7 +392,7 @@ pub fn session_story(
 /// events below show the time alone on the day the session started.
 pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
     format!(
-        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
+        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
         session.id,
         session.incident_namespace,
         session.incident_name,
@@ -408,6 +402,12 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
             .reason
             .as_deref()
             .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        session
+            .message
+            .as_deref()
+            .filter(|message| !message.trim().is_empty())
+            .map(|message| format!(": {}", one_line(message)))
             .unwrap_or_default(),
         clock.full_text(&session.started_at),
         session
@@ -1377,16 +1377,16 @@ mod tests {
             output_tokens: 60,
             report: None,
             cost_usd: 0.0012,
+            message: None,
+            requests: Default::default(),
         }
     }
 
     #[test]
     fn sessions_show_their_reason_and_in_wide_the_message() {
-        let failed = session("s-1", Phase::Failed, Some("ModelApiFailed"));
-        let rows = [SessionRow {
-            session: &failed,
-            message: Some("HTTP 401 authentication_error: invalid x-api-key"),
-        }];
+        let mut failed = session("s-1", Phase::Failed, Some("ModelApiFailed"));
+        failed.message = Some("HTTP 401 authentication_error: invalid x-api-key".into());
+        let rows = [failed];
         let now = at("2026-01-02T01:00:00Z");
         let clock = utc_clock("2026-01-02T00:00:00Z");
         assert_eq!(
@@ -1397,6 +1397,20 @@ mod tests {
         assert_eq!(
             sessions_table(&rows, now, true, &clock).render(&mut Widths::default(), false),
             "s-1       default/broken   1         Failed   ModelApiFailed   -         3       2          360      62m   $0.0012   2026-01-01 23:58:00 UTC   HTTP 401 authentication_error: invalid x-api-key\n"
+        );
+    }
+
+    #[test]
+    fn the_session_header_says_why_and_when_in_full() {
+        let mut failed = session("s-1", Phase::Failed, Some("ModelApiFailed"));
+        failed.message = Some("HTTP 401 authentication_error:\ninvalid x-api-key".into());
+        assert_eq!(
+            session_header(&failed, &utc_clock("2026-01-01T23:58:00Z")),
+            "Session s-1\n\
+             Incident default/broken (attempt 1)\n\
+             Phase Failed (ModelApiFailed): HTTP 401 authentication_error: invalid x-api-key\n\
+             Started 2026-01-01 23:58:00 UTC, finished 2026-01-02 00:03:00 UTC\n\
+             Turns 3, commands 2, tokens 300 in / 60 out, estimated cost $0.0012\n"
         );
     }
 

@@ -27,7 +27,10 @@ use super::{Event, StoreError};
 /// Numbered migrations, embedded in the binary, applied in order once per database.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
-    (2, include_str!("migrations/postgres/0002_session_message.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_session_message.sql"),
+    ),
 ];
 
 /// The advisory lock key that serializes migrations between replicas opening the store at once.

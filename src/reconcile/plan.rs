@@ -482,23 +482,35 @@ mod tests {
         let mut finished = session("finished", 1);
         let asked = requests(Some("by alice"), None);
         assert_eq!(
-            decide(&with_requests(observed(Some(&finished), 1, false, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
             Decision::Start { attempt: 2 }
         );
         assert_eq!(
-            decide(&with_requests(observed(Some(&finished), 1, false, false), &asked)),
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, false),
+                &asked
+            )),
             Decision::Queue { attempt: 2 }
         );
         // The attempt it started recorded the request: it is not honoured twice.
         finished.requests = asked.clone();
         assert_eq!(
-            decide(&with_requests(observed(Some(&finished), 1, false, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
             Decision::Idle
         );
         // A running session is not restarted by it.
         let running = session("running", 1);
         assert_eq!(
-            decide(&with_requests(observed(Some(&running), 1, true, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
             Decision::Observe
         );
     }
@@ -508,7 +520,10 @@ mod tests {
         let mut running = session("running", 1);
         let asked = requests(None, Some("by bob: wrong ticket"));
         assert_eq!(
-            decide(&with_requests(observed(Some(&running), 1, true, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
             Decision::Cancel {
                 request: "by bob: wrong ticket".into()
             }
@@ -516,13 +531,19 @@ mod tests {
         // A session that started with the request already there (a later attempt) runs on.
         running.requests = asked.clone();
         assert_eq!(
-            decide(&with_requests(observed(Some(&running), 1, true, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
             Decision::Observe
         );
         // An ended Incident is not restarted by a cancel request.
         let finished = session("finished", 1);
         assert_eq!(
-            decide(&with_requests(observed(Some(&finished), 1, false, true), &asked)),
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
             Decision::Idle
         );
     }
@@ -532,9 +553,8 @@ mod tests {
         let mut failed = session("finished", 1);
         failed.phase = Phase::Failed;
         failed.reason = Some("ModelApiFailed".into());
-        failed.message = Some(
-            "the model API failed: HTTP 401 authentication_error: invalid x-api-key".into(),
-        );
+        failed.message =
+            Some("the model API failed: HTTP 401 authentication_error: invalid x-api-key".into());
         let status = status(None, 1, &Decision::Idle, Some(&failed), None, 0, "T");
         let reasons: Vec<(&str, &str, &str, &str)> = status
             .conditions

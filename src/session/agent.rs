@@ -126,7 +126,11 @@ impl SessionTask {
             Phase::Failed | Phase::Unresolved => {
                 warn!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
             }
-            Phase::Resolved | Phase::Cancelled | Phase::Pending | Phase::Queued | Phase::Investigating => {
+            Phase::Resolved
+            | Phase::Cancelled
+            | Phase::Pending
+            | Phase::Queued
+            | Phase::Investigating => {
                 info!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
             }
         }
@@ -532,7 +536,6 @@ impl Summary {
         }
     }
 }
-
 
 fn time_exhausted(limits: &AgentLimits) -> Ending {
     Ending::new(

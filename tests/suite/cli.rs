@@ -594,6 +594,7 @@ async fn cli_shows_why_a_session_failed() {
         .find(|condition| condition.type_ == "SessionActive")
         .unwrap();
     assert_eq!(active.reason, "ModelApiFailed");
+    assert!(active.message.contains("invalid x-api-key"), "{active:?}");
     let run = |args: &[&str]| {
         let output = cli(args)
             .arg("--store")
@@ -641,6 +642,23 @@ async fn cli_shows_why_a_session_failed() {
             "Failed",
             "ModelApiFailed"
         ]
+    );
+    // -o wide ends with the session's message, the cause the store keeps.
+    let stored: Value =
+        serde_json::from_str(&run(&["sessions", "--incident", "auth", "-o", "json"])).unwrap();
+    let message = stored[0]["message"].as_str().unwrap();
+    assert!(message.contains("invalid x-api-key"), "{stored}");
+    let wide = run(&[
+        "sessions",
+        "--incident",
+        "auth",
+        "-o",
+        "wide",
+        "--no-headers",
+    ]);
+    assert!(
+        wide.trim_end().ends_with(&format!(" UTC   {message}")),
+        "{wide}"
     );
     // --limit keeps the newest; -o name prints ids.
     assert_eq!(

@@ -232,7 +232,12 @@ mod tests {
                 event.action.as_str(),
                 event.note.as_deref()
             ),
-            (EventType::Warning, "ModelApiFailed", "EndSession", Some(cause))
+            (
+                EventType::Warning,
+                "ModelApiFailed",
+                "EndSession",
+                Some(cause)
+            )
         );
     }
 
