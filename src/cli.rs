@@ -55,7 +55,7 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Print a session's whole conversation: reasoning, commands, exit codes, outputs, summaries.
     Show(ShowArgs),
-    /// Stream a session as it happens, until it ends.
+    /// Stream a session as it happens, until it ends; says on stderr what it waits for.
     Follow(FollowArgs),
     /// Check the audit trail.
     Audit(AuditArgs),

@@ -128,7 +128,9 @@ pub async fn get_incidents(
         single: args.names.len() == 1,
     };
     let mut widths = Widths::default();
-    if records.is_empty() {
+    // As kubectl: an empty JSON or YAML List speaks for itself.
+    let structured = matches!(args.output, ListFormat::Json | ListFormat::Yaml);
+    if records.is_empty() && !structured {
         writeln!(notes, "No incidents found{}.", query.scope_text())?;
     }
     let (text, note) = listing.render(&records, jiff::Timestamp::now(), &mut widths)?;

@@ -53,10 +53,6 @@ impl Table {
         self.rows.push(row);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// The rows (the header first when `header`), each cell one printable line. `widths` grow to
     /// fit and are kept for the next call.
     pub fn render(&self, widths: &mut Widths, header: bool) -> String {
