@@ -25,9 +25,8 @@ pub async fn run(request: Request, args: RequestArgs) -> anyhow::Result<String> 
                      OPSLAB_INCIDENTS); for a cluster, use --source kube"
                 );
             };
-            let store = crate::commands::open_existing(&args.store).await?;
+            let (store, location) = crate::commands::open_existing(&args.store).await?;
             let Some(record) = store.incident(&key.namespace, &key.name).await? else {
-                let location = args.store.location().map_err(anyhow::Error::msg)?;
                 anyhow::bail!("no Incident {key} is known to the store at {location}");
             };
             let incident: Incident = serde_json::from_value(record.incident).map_err(|_| {

@@ -1,3 +1,4 @@
+mod cli;
 mod compose;
 mod crd;
 mod failures;
