@@ -63,6 +63,18 @@ fn assert_says_why(controller: &Controller, name: &str, phase: Phase, reason: &s
             .contains(cause),
         "{session}"
     );
+    // The listing a person runs first, and the one they run next.
+    let wide = controller.cli(&["get", "incidents", "-o", "wide"]);
+    let row = wide
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{wide}"));
+    assert!(row.contains(reason) && row.contains(cause), "{wide}");
+    let describe = controller.cli(&["describe", "incident", name]);
+    assert!(
+        describe.contains(reason) && describe.contains(cause),
+        "{describe}"
+    );
     let logs = controller.logs();
     assert!(
         logs.lines()
