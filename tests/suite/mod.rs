@@ -1,5 +1,6 @@
 mod compose;
 mod crd;
+mod examples;
 mod kubernetes;
 mod llm;
 mod manifests;
