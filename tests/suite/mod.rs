@@ -1,4 +1,5 @@
 mod compose;
+mod cost;
 mod crd;
 mod examples;
 mod kubernetes;
