@@ -205,8 +205,9 @@ pub fn event_text(event: &Event, raw: bool) -> String {
                 }
             }
         }
+        // The message says what failed ("the model API failed: HTTP 401 …").
         EventBody::LlmFailed { message } => {
-            out.push_str(&format!("{head}model API failed: {message}\n"));
+            out.push_str(&format!("{head}{message}\n"));
         }
         EventBody::CommandStarted {
             command,
@@ -410,6 +411,24 @@ mod tests {
         assert_eq!(
             event_text(&event, false),
             "#7 03:04:05 docker api DENIED: POST /v1.41/containers/ctl/stop (container ctl)\n    why: off limits\n"
+        );
+    }
+
+    #[test]
+    fn a_model_api_failure_is_said_once() {
+        let event = Event {
+            session_id: "s".into(),
+            seq: 3,
+            at: "2026-01-02T03:04:05Z".into(),
+            body: EventBody::LlmFailed {
+                message: "the model API failed: HTTP 401 authentication_error: invalid x-api-key"
+                    .into(),
+            },
+            hash: String::new(),
+        };
+        assert_eq!(
+            event_text(&event, false),
+            "#3 03:04:05 the model API failed: HTTP 401 authentication_error: invalid x-api-key\n"
         );
     }
 
