@@ -10,4 +10,5 @@ mod proxy;
 mod sandbox;
 mod scenarios;
 mod session;
+mod status_file;
 mod store;
