@@ -28,9 +28,10 @@ struct ComposeNames {
 /// `text` as Compose reads it with no variable set: `${VAR:-default}` and `${VAR-default}` become
 /// their default, `$$` a `$`. A variable without a default has no known value: an error.
 fn expand_defaults(text: &str) -> Result<String, String> {
-    let variable =
-        Regex::new(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-            .unwrap();
+    let variable = Regex::new(
+        r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)",
+    )
+    .unwrap();
     let mut missing = Vec::new();
     let expanded = variable.replace_all(text, |found: &regex::Captures<'_>| {
         if &found[0] == "$$" {
@@ -119,9 +120,13 @@ fn fenced_blocks(markdown: &str, language: &str) -> Vec<String> {
 fn readme_examples(readme: &str) -> Vec<Example> {
     let mut examples = Vec::new();
     for (index, block) in fenced_blocks(readme, "yaml").iter().enumerate() {
-        let documents: Vec<Value> = serde_saphyr::from_multiple(block)
-            .unwrap_or_else(|error| panic!("README.md's yaml block {} is not YAML: {error}", index + 1));
-        if documents.iter().any(|document| document["kind"] == "Incident") {
+        let documents: Vec<Value> = serde_saphyr::from_multiple(block).unwrap_or_else(|error| {
+            panic!("README.md's yaml block {} is not YAML: {error}", index + 1)
+        });
+        if documents
+            .iter()
+            .any(|document| document["kind"] == "Incident")
+        {
             examples.extend(incidents(
                 &format!("README.md (yaml block {})", index + 1),
                 block,
@@ -211,12 +216,17 @@ fn examples_name_what_docker_compose_makes() {
         !compose.networks.is_empty() && !compose.containers.is_empty(),
         "{compose:?}"
     );
-    let readme = readme_examples(&std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap());
+    let readme =
+        readme_examples(&std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap());
     let files = directory_examples();
     let scenarios = scenario_examples();
     assert!(!readme.is_empty(), "the README has no Incident manifest");
     assert!(files.len() >= 2, "examples/ has {} Incidents", files.len());
-    assert!(scenarios.len() >= 5, "scenarios/ has {} Incidents", scenarios.len());
+    assert!(
+        scenarios.len() >= 5,
+        "scenarios/ has {} Incidents",
+        scenarios.len()
+    );
     let all: Vec<Example> = readme.into_iter().chain(files).chain(scenarios).collect();
     for example in &all {
         assert!(
@@ -231,7 +241,10 @@ fn examples_name_what_docker_compose_makes() {
 
 #[test]
 fn examples_check_reads_compose_as_compose_does() {
-    assert_eq!(expand_defaults("${OPSLAB_DEMO:-demo}-net").unwrap(), "demo-net");
+    assert_eq!(
+        expand_defaults("${OPSLAB_DEMO:-demo}-net").unwrap(),
+        "demo-net"
+    );
     assert_eq!(expand_defaults("${A-x}/${B:-}/$$HOME").unwrap(), "x//$HOME");
     assert!(expand_defaults("${OPSLAB_DEMO}-net").is_err());
     assert!(expand_defaults("$OPSLAB_DEMO-net").is_err());
