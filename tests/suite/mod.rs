@@ -1,7 +1,9 @@
+mod cli;
 mod compose;
 mod cost;
 mod crd;
 mod examples;
+mod failures;
 mod kubernetes;
 mod llm;
 mod manifests;
