@@ -795,6 +795,10 @@ impl ControllerArgs {
             None => CostTable::default(),
         };
         let model = model.unwrap_or_else(|| default_model.to_string());
+        // A spend budget is enforced only for a model whose price is known.
+        costs
+            .check_budget(&model, max_cost_usd)
+            .map_err(|error| format!("--max-cost-usd: {error}"))?;
         // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
         let self_hosted =
             provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");

@@ -16,7 +16,7 @@ use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
 use super::{Case, Names, ScenarioError, classify};
 use crate::audit::{EventBody, Redactor, Store};
-use crate::incident::Incident;
+use crate::source::files::StatusFile;
 
 /// What drives the sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -463,11 +463,11 @@ impl CaseContext<'_> {
         Ok(())
     }
 
-    async fn wait_terminal(&self, status_path: &Path) -> Result<Incident, String> {
+    async fn wait_terminal(&self, status_path: &Path) -> Result<StatusFile, String> {
         let deadline = Instant::now() + self.options.session_timeout + Duration::from_secs(60);
         loop {
             if let Ok(text) = std::fs::read_to_string(status_path)
-                && let Ok(incident) = serde_saphyr::from_str::<Incident>(&text)
+                && let Ok(incident) = serde_saphyr::from_str::<StatusFile>(&text)
                 && incident
                     .status
                     .as_ref()

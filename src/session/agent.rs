@@ -159,6 +159,15 @@ impl SessionTask {
         let events = self.deps.store.events(&self.record.id).await?;
         let mut history = History::from_events(events.iter().map(|event| &event.body));
         let limits = self.deps.config.agent.effective(&self.spec.agent);
+        // A spend budget is enforced only for a model whose price is known (src/cost.rs).
+        let costs = &self.deps.config.costs;
+        if let Err(unpriced) = costs.check_budget(&limits.model, limits.max_cost_usd) {
+            return Ok(Ending::new(
+                Phase::Failed,
+                "UnpricedModel",
+                unpriced.to_string(),
+            ));
+        }
         let started_at: jiff::Timestamp = self
             .record
             .started_at

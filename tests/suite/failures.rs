@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use opslab::incident::{Incident, Phase};
+use opslab::incident::Phase;
+use opslab::source::files::StatusFile;
 use serde_json::Value;
 
 use crate::support::controller::{Controller, Options, manifest};
@@ -26,7 +27,7 @@ async fn start(
     (llm, controller)
 }
 
-fn condition<'a>(incident: &'a Incident, type_: &str) -> &'a opslab::incident::Condition {
+fn condition<'a>(incident: &'a StatusFile, type_: &str) -> &'a opslab::incident::Condition {
     incident
         .status
         .as_ref()

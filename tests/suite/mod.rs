@@ -1,6 +1,8 @@
 mod cli;
 mod compose;
+mod cost;
 mod crd;
+mod examples;
 mod failures;
 mod kubernetes;
 mod llm;
@@ -10,4 +12,5 @@ mod proxy;
 mod sandbox;
 mod scenarios;
 mod session;
+mod status_file;
 mod store;
