@@ -446,7 +446,13 @@ pub struct ControllerArgs {
     /// What an SQLite store's commits survive: `full`, a power loss (each commit is synced to
     /// disk); `normal`, a crash of the process only (faster; after a power loss the last events
     /// may be gone, and a command whose start was lost may run again).
-    #[arg(long, env = "OPSLAB_STORE_DURABILITY", value_enum, default_value_t)]
+    #[arg(
+        long,
+        env = "OPSLAB_STORE_DURABILITY",
+        value_enum,
+        default_value_t,
+        help_heading = STORE
+    )]
     pub store_durability: Durability,
     /// The model API to speak.
     #[arg(help_heading = MODEL_API)]
