@@ -5,6 +5,7 @@
 mod append;
 mod chain;
 pub mod event;
+mod health;
 mod location;
 mod postgres;
 pub mod redact;
@@ -14,6 +15,7 @@ mod store;
 
 pub use chain::Broken;
 pub use event::{Event, EventBody};
+pub use health::StoreHealth;
 pub use location::StoreLocation;
 pub use redact::Redactor;
 pub use store::Store;

@@ -171,6 +171,22 @@ pub fn status(
     status
 }
 
+/// While the audit store fails, a running session waits (nothing it does could be recorded), and
+/// its status says so. Pure; the reason keeps `lastTransitionTime`, which moves with the status.
+pub fn with_store_problem(mut status: IncidentStatus, problem: Option<&str>) -> IncidentStatus {
+    if let Some(problem) = problem
+        && status.phase == Phase::Investigating
+        && let Some(active) = status
+            .conditions
+            .iter_mut()
+            .find(|condition| condition.type_ == "SessionActive")
+    {
+        active.reason = "StoreUnavailable".into();
+        active.message = format!("{problem}; the session waits and resumes when it works");
+    }
+    status
+}
+
 /// The status of an Incident whose spec is invalid: it fails alone, saying why.
 pub fn invalid_status(
     previous: Option<&IncidentStatus>,
@@ -595,6 +611,33 @@ mod tests {
                 "True",
                 "waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused"
             )
+        );
+    }
+
+    #[test]
+    fn a_failing_store_shows_in_a_running_session_status() {
+        let running = session("running", 1);
+        let investigating = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T");
+        let problem =
+            "the audit store is failing since 2026-12-02 04:00:00 UTC (3 errors): disk full";
+        let waiting = with_store_problem(investigating.clone(), Some(problem));
+        let active = waiting
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SessionActive")
+            .unwrap();
+        assert_eq!(active.reason, "StoreUnavailable");
+        assert!(active.message.starts_with(problem), "{}", active.message);
+        assert_eq!(
+            with_store_problem(investigating.clone(), None),
+            investigating
+        );
+        // An ended Incident is not touched: its session no longer needs the store.
+        let finished = session("finished", 1);
+        let resolved = status(None, 1, &Decision::Idle, Some(&finished), None, 0, "T");
+        assert_eq!(
+            with_store_problem(resolved.clone(), Some(problem)),
+            resolved
         );
     }
 }

@@ -540,7 +540,12 @@ impl FilesSource {
         };
         known.incident.status = Some(status);
         if let Err(error) = self.write_status(ctx, key).await {
-            warn!(incident = %key, %error, "could not write the status");
+            // A failing store is said once by the store itself, not at every status write.
+            if ctx.store.health().problem().is_some() {
+                debug!(incident = %key, %error, "could not write the status");
+            } else {
+                warn!(incident = %key, %error, "could not write the status");
+            }
         }
         self.count_phases(ctx);
     }
@@ -564,6 +569,15 @@ impl FilesSource {
             return Ok(());
         };
         let incident = &known.incident;
+        // The file first: it says what is wrong even when the store is what fails.
+        let file = StatusFile::of(incident, &self.redactor)?;
+        let yaml = serde_saphyr::to_string(&file).map_err(|e| Error::Serialize(e.to_string()))?;
+        let path = status_path(&self.dir, key);
+        let dir = self.dir.join(STATUS_DIR);
+        let written =
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
+                .await
+                .map_err(|e| Error::Serialize(e.to_string()))?;
         let value = serde_json::to_value(incident).map_err(|e| Error::Serialize(e.to_string()))?;
         ctx.store
             .put_incident(IncidentRecord {
@@ -578,13 +592,7 @@ impl FilesSource {
                 updated_at: jiff::Timestamp::now().to_string(),
             })
             .await?;
-        let file = StatusFile::of(incident, &self.redactor)?;
-        let yaml = serde_saphyr::to_string(&file).map_err(|e| Error::Serialize(e.to_string()))?;
-        let path = status_path(&self.dir, key);
-        let dir = self.dir.join(STATUS_DIR);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
-            .await
-            .map_err(|e| Error::Serialize(e.to_string()))?
+        written
     }
 
     async fn delete(&self, ctx: &Context, key: &ObjectKey, known: &Known) {
