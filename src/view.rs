@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord};
+use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord, SessionState};
 use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
@@ -353,7 +353,7 @@ pub fn sessions_table(
 
 /// A running session's phase is Investigating, whatever its row started with.
 fn session_phase(session: &SessionRecord) -> String {
-    if session.state == "running" {
+    if session.state == SessionState::Running {
         Phase::Investigating.to_string()
     } else {
         session.phase.to_string()
@@ -1362,7 +1362,7 @@ mod tests {
             incident_name: "broken".into(),
             attempt: 1,
             generation: 1,
-            state: "finished".into(),
+            state: SessionState::Finished,
             phase,
             outcome: None,
             reason: reason.map(str::to_string),

@@ -10,7 +10,7 @@ use super::rows::{self, Columns, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
     ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, NewSession, Redactor,
-    SessionRecord, StoreError,
+    SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
 
@@ -186,7 +186,8 @@ impl Store {
     /// Sessions not finished: after a restart, they resume.
     pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let sql = rows::sessions_query("WHERE state = ?1");
-        self.query(Statement::new(sql, vec!["running".into()]), rows::session)
+        let running = SessionState::Running.as_str().into();
+        self.query(Statement::new(sql, vec![running]), rows::session)
             .await
     }
 

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use tokio::sync::mpsc;
 
-use crate::audit::{EventBody, Redactor, Store};
+use crate::audit::{EventBody, Redactor, SessionState, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase, Requests};
 use crate::llm::LlmClient;
@@ -158,7 +158,7 @@ pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
     }
     // No task here (the Incident went while the controller was down): close what the store has open.
     for session in ctx.store.sessions_for_incident(incident_uid).await? {
-        if session.state != plan::SessionState::RUNNING {
+        if session.state != SessionState::Running {
             continue;
         }
         info!(session = %session.id, "closing the session of a deleted Incident");

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use opslab::audit::SessionRecord;
+use opslab::audit::{SessionRecord, SessionState};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::incident::{Incident, IncidentStatus, Phase};
 use opslab::llm::{ProviderConfig, ProviderKind};
@@ -179,7 +179,7 @@ impl Harness {
         tokio::time::timeout(WAIT, async {
             loop {
                 if let Some(session) = self.latest_session(uid).await
-                    && session.state == "finished"
+                    && session.state == SessionState::Finished
                     && !self.kctx.ctx.sessions.has_task(uid)
                 {
                     return session;
@@ -543,8 +543,8 @@ async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
     );
     let session = harness.latest_session(&uid).await.unwrap();
     assert_eq!(
-        (session.state.as_str(), session.phase),
-        ("finished", Phase::Cancelled)
+        (session.state, session.phase),
+        (SessionState::Finished, Phase::Cancelled)
     );
     let patch = seen.body.to_string();
     assert!(
