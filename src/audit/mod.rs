@@ -15,7 +15,7 @@ mod store;
 pub use chain::Broken;
 pub use event::{Event, EventBody};
 pub use location::StoreLocation;
-pub use redact::Redactor;
+pub use redact::{Redactor, check_configured_secret};
 pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report, Requests};
