@@ -41,7 +41,7 @@ use regex::{Regex, RegexSet};
 pub const MIN_CONFIGURED_SECRET_LEN: usize = 8;
 
 /// The words that make a key name a secret (case-insensitive; `API_KEY` also as `api-key`, `apikey`).
-const SECRET_WORDS: &str = r"pass(?:word|wd|phrase)|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?|auth[_\-]?key|session[_\-]?key|signing[_\-]?key|encryption[_\-]?key|client[_\-]?secret";
+const SECRET_WORDS: &str = r"pass(?:word|wd|phrase)|pwd|secret|token|api[_\-]?key|access[_\-]?key|account[_\-]?key|private[_\-]?key|credentials?|auth[_\-]?key|session[_\-]?key|signing[_\-]?key|encryption[_\-]?key|client[_\-]?secret";
 
 /// A key name that holds a secret word as a whole part: `DB_PASSWORD`, `aws_session_token`,
 /// `X-Api-Key`, `SECRET_KEY_BASE`; not `input_tokens` or `TOKENIZER`.
@@ -124,6 +124,12 @@ fn own_rules() -> Vec<OwnRule> {
         ),
         rule("google-api-key", r"\bAIza[0-9A-Za-z_\-]{30,}", 0, false),
         rule("npm-token", r"\bnpm_[A-Za-z0-9]{30,}", 0, false),
+        rule(
+            "age-secret-key",
+            r"\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b",
+            0,
+            false,
+        ),
         rule(
             "jwt",
             r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
