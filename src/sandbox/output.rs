@@ -313,6 +313,84 @@ mod tests {
         );
     }
 
+    /// Whether any 8 characters of `secret` are in `text`.
+    fn fragment_of(secret: &str, text: &str) -> Option<String> {
+        secret
+            .as_bytes()
+            .windows(8)
+            .find(|window| text.as_bytes().windows(8).any(|piece| piece == *window))
+            .map(|window| String::from_utf8_lossy(window).into_owned())
+    }
+
+    #[test]
+    fn a_secret_across_a_cut_or_a_chunk_boundary_is_never_kept_in_part() {
+        const KEEP: usize = 4096;
+        let key_body: String = (0..10)
+            .map(|i| {
+                format!(
+                    "MIIEow{i}BAAKCAQEAx7Hq3b9Lr2VfWnYcJ5kT0pS8uZgDmE1oXiRaN4tQhw6yBjFvKsL{i}\n"
+                )
+            })
+            .collect();
+        // (as placed, the part that is secret)
+        let cases = [
+            (
+                "ghp_Zx81Lq0Wm4Rt7Yb2Nc5Vd8Jf3Kg6Hs9Pa1Ue".to_string(),
+                "Zx81Lq0Wm4Rt7Yb2Nc5Vd8Jf3Kg6Hs9Pa1Ue".to_string(),
+            ),
+            (
+                format!("-----BEGIN RSA PRIVATE KEY-----\n{key_body}-----END RSA PRIVATE KEY-----"),
+                key_body.clone(),
+            ),
+            (
+                "DB_PASSWORD=Qw7Er4Ty1Ui8Op5As2".to_string(),
+                "Qw7Er4Ty1Ui8Op5As2".to_string(),
+            ),
+            (
+                "Authorization: Basic ZGVwbG95OlF3N0VyNFR5MVVpOE9wNUFz".to_string(),
+                "ZGVwbG95OlF3N0VyNFR5MVVpOE9wNUFz".to_string(),
+            ),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJvcHNsYWItdGVzdCJ9.Hq3b9Lr2VfWnYcJ5kT0pS8uZgDmE1oXi".to_string(),
+                "eyJzdWIiOiJvcHNsYWItdGVzdCJ9.Hq3b9Lr2VfWnYcJ5kT0pS8uZgDmE1oXi".to_string(),
+            ),
+            (
+                "configured-secret-value-42".to_string(),
+                "configured-secret-value-42".to_string(),
+            ),
+        ];
+        let redactor = Redactor::new(vec!["configured-secret-value-42".into()]);
+        // A middle that is held whole (the cut made in view of everything), and one that is dropped.
+        for middle in [100, 3 * MARGIN] {
+            for (placed, secret) in &cases {
+                let step = (placed.len() / 4).max(1);
+                for shift in (1..placed.len()).step_by(step) {
+                    // The head's cut falls `shift` bytes into the first copy, the tail's `shift`
+                    // bytes into the second.
+                    let text = format!(
+                        "{} {placed} {} {placed} {}",
+                        ".".repeat(KEEP - shift - 1),
+                        ".".repeat(middle),
+                        ".".repeat(KEEP - (placed.len() - shift) - 1),
+                    );
+                    for chunk in [7, 1000] {
+                        let mut output = CappedOutput::new(KEEP, KEEP, redactor.clone());
+                        text.as_bytes()
+                            .chunks(chunk)
+                            .for_each(|piece| output.push(piece));
+                        let captured = output.finish();
+                        assert!(captured.truncated);
+                        assert_eq!(
+                            fragment_of(secret, &captured.text),
+                            None,
+                            "{placed:?} at {shift}, middle {middle}, chunks of {chunk}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn binary_and_control_bytes_are_made_harmless() {
         assert_eq!(
