@@ -169,6 +169,13 @@ fn own_rules() -> Vec<OwnRule> {
             2,
             false,
         ),
+        // `curl -u user:password`, `curl --user user:password`.
+        rule(
+            "password",
+            r#"(\bcurl\b[^\n|;&]*?\s(?:-u|--user)[ =]?["']?[^\s:"']+:)([^\s"'@]+)"#,
+            2,
+            false,
+        ),
         // `redis-cli -a <pw>`, `sshpass -p <pw>`.
         rule(
             "password",
@@ -328,6 +335,7 @@ impl Redactor {
             spans.extend(rule.find_iter(text).map(|found| found.range()));
         }
         if let Some(catalogue) = &*CATALOGUE
+            && may_hold_a_credential(text)
             && let Ok(findings) = catalogue.scan(text, &DefaultPolicy)
         {
             spans.extend(
@@ -477,8 +485,34 @@ fn catalogue_marker(
     Ok(format!("[REDACTED:{label}]"))
 }
 
+/// The shortest run of token characters the catalogue is asked about: every provider format in it
+/// is a token of at least this many (most of 20 to 100); shorter secrets come with a key, a
+/// scheme or a flag, and are our own rules' to find. Most of what is redacted (commands, prose,
+/// log lines, the events' field names) has no such run, and skips the catalogue's 120 detectors:
+/// that keeps an append's redaction within a few microseconds.
+const CATALOGUE_MIN_TOKEN: usize = 16;
+
+/// Whether `text` has a run of [`CATALOGUE_MIN_TOKEN`] characters a credential is made of.
+fn may_hold_a_credential(text: &str) -> bool {
+    let mut run = 0;
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=' | b'_' | b'-' | b'.') {
+            run += 1;
+            if run >= CATALOGUE_MIN_TOKEN {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 fn redact_catalogue(text: &str) -> Option<String> {
     let catalogue = CATALOGUE.as_ref()?;
+    if !may_hold_a_credential(text) {
+        return None;
+    }
     match catalogue.scan_and_redact(text, &DefaultPolicy, &catalogue_marker) {
         Ok(result) if result.findings().is_empty() => None,
         Ok(result) => Some(result.into_parts().0),
@@ -563,6 +597,10 @@ mod tests {
                 "app --db-password=[REDACTED:password] --verbose",
             ),
             (
+                "curl -s -u deploy:Zq8Wm2Lp5Rt9 https://x",
+                "curl -s -u deploy:[REDACTED:password] https://x",
+            ),
+            (
                 "Authorization: Basic YWRtaW46c2VjcmV0cGFzc3dvcmQ=",
                 "Authorization: Basic [REDACTED:authorization]",
             ),
@@ -623,6 +661,18 @@ mod tests {
             assert!(!redacted.contains(&secret), "{redacted}");
             assert!(redacted.contains("[REDACTED:"), "{redacted}");
         }
+    }
+
+    #[test]
+    fn only_text_with_a_long_token_is_shown_to_the_catalogue() {
+        assert!(!may_hold_a_credential(
+            "docker logs --tail 50 api | grep -i error"
+        ));
+        assert!(!may_hold_a_credential("timeout_seconds"));
+        assert!(may_hold_a_credential("key hf_abcdefghijklmnop"));
+        assert!(may_hold_a_credential(
+            "id 123e4567-e89b-12d3-a456-426614174000"
+        ));
     }
 
     #[test]
