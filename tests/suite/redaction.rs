@@ -265,7 +265,6 @@ fn corpus() -> Vec<Shape> {
         "SLACK_SIGNING_SECRET",
         keyed("SLACK_SIGNING_SECRET=", body(70, 32, HEX))
     );
-    drop(add);
     shapes
 }
 
