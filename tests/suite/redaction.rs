@@ -524,3 +524,51 @@ async fn secrets_across_the_cut_leave_no_fragment() {
     }
     assert_nothing_leaked(&shapes, &places(&controller, &llm, "cut", &session));
 }
+
+/// A configured secret shorter than 8 characters is refused at start, saying which and why, never
+/// showing the value.
+#[test]
+fn short_configured_secrets_are_refused_at_start() {
+    use crate::support::controller::BIN;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |env: &[(&str, &str)], args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("controller")
+            .arg("--incidents")
+            .arg(dir.path())
+            .arg("--store")
+            .arg(dir.path().join("opslab.db"))
+            .args(args)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let short_env = start(
+        &[("OPSLAB_TEST_LAB_PASSWORD", "admin")],
+        &["--secret-env", "OPSLAB_TEST_LAB_PASSWORD"],
+    );
+    assert!(!short_env.status.success());
+    let stderr = String::from_utf8_lossy(&short_env.stderr);
+    assert!(
+        stderr.contains("--secret-env OPSLAB_TEST_LAB_PASSWORD")
+            && stderr.contains("5 characters long")
+            && stderr.contains("at least 8"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("admin"),
+        "the value is not shown: {stderr}"
+    );
+
+    let short_key = start(&[("ANTHROPIC_API_KEY", "replay")], &[]);
+    assert!(!short_key.status.success());
+    let stderr = String::from_utf8_lossy(&short_key.stderr);
+    assert!(
+        stderr.contains("the model API key cannot be redacted safely")
+            && stderr.contains("6 characters long"),
+        "{stderr}"
+    );
+}
