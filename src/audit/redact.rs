@@ -383,6 +383,13 @@ impl Redactor {
             serde_json::Value::Object(map) => {
                 let entries = std::mem::take(map);
                 for (key, mut item) in entries {
+                    // `{"DB_PASSWORD": "..."}` as data rather than text: the key says what the
+                    // value is, as in `DB_PASSWORD=...`.
+                    if let serde_json::Value::String(text) = &mut item
+                        && holds_a_secret(&key, text)
+                    {
+                        *text = "[REDACTED:secret]".to_string();
+                    }
                     self.redact_json(&mut item);
                     map.insert(self.redact(&key), item);
                 }
@@ -391,6 +398,19 @@ impl Redactor {
             }
         }
     }
+}
+
+/// A key name that is a secret's, whole (`DB_PASSWORD`, `api-key`), and not a setting about one.
+static SECRET_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(&format!("^{}$", secret_key())).expect("a valid regex"));
+
+/// Whether a value under `key` is a secret by its key, as our keyed rules judge it.
+fn holds_a_secret(key: &str, value: &str) -> bool {
+    !value.is_empty()
+        && SECRET_KEY.is_match(key)
+        && !POLICY_KEY.is_match(key)
+        && !NOT_A_SECRET.is_match(value)
+        && !value.starts_with(MARKER_PREFIX)
 }
 
 /// A character that continues a token: a configured value next to one is part of a longer word.
@@ -766,6 +786,22 @@ mod tests {
             );
         }
         assert!(redactor.secret_spans("nothing here").is_empty());
+    }
+
+    #[test]
+    fn json_values_under_a_secret_key_are_redacted() {
+        let mut value = serde_json::json!({
+            "env": {"DB_PASSWORD": "short pw", "PASSWORD_MIN_LENGTH": "8", "LOG_LEVEL": "debug"},
+            "apiKey": "k1", "token": true, "input_tokens": "12"
+        });
+        Redactor::default().redact_json(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "env": {"DB_PASSWORD": "[REDACTED:secret]", "PASSWORD_MIN_LENGTH": "8", "LOG_LEVEL": "debug"},
+                "apiKey": "[REDACTED:secret]", "token": true, "input_tokens": "12"
+            })
+        );
     }
 
     #[test]
