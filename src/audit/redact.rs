@@ -215,9 +215,9 @@ fn ascii_boundaries(pattern: &str) -> String {
     pattern.replace(r"\b", r"(?-u:\b)")
 }
 
-/// A marker this redactor wrote. Matched ahead of the configured values and kept as it is, so a
-/// value that occurs inside a marker (`secret`, `password`) cannot rewrite it: redaction stays
-/// idempotent.
+/// How a marker this redactor wrote begins. Markers are kept as they are, so a configured value
+/// that occurs inside one (`password`, `REDACTED`) or a rule that would match one cannot rewrite
+/// it: redaction stays idempotent.
 const MARKER_PREFIX: &str = "[REDACTED:";
 
 /// The provider catalogue, built once: it is immutable and shared by every redactor.
