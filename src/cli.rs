@@ -814,11 +814,25 @@ impl ControllerArgs {
             None if self_hosted => Some(model.clone()),
             None => Some(default_summary.to_string()),
         };
-        let mut secret_values: Vec<String> = api_key.iter().cloned().collect();
+        // Configured secrets are redacted as whole tokens; a short one would still erase ordinary
+        // words from the trail, so it is refused rather than quietly left out.
+        let mut secret_values: Vec<String> = Vec::new();
+        if let Some(key) = &api_key {
+            opslab::audit::check_configured_secret(key)
+                .map_err(|why| format!("the model API key cannot be redacted safely: {why}"))?;
+            secret_values.push(key.clone());
+        }
         for name in secret_env {
-            if let Ok(value) = std::env::var(&name) {
-                secret_values.push(value);
+            let Ok(value) = std::env::var(&name) else {
+                continue;
+            };
+            if value.trim().is_empty() {
+                continue;
             }
+            opslab::audit::check_configured_secret(&value).map_err(|why| {
+                format!("--secret-env {name}: the value of {name} cannot be redacted safely: {why}")
+            })?;
+            secret_values.push(value);
         }
         Ok(Config {
             source,

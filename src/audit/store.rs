@@ -43,6 +43,11 @@ macro_rules! on_backend {
 }
 
 impl Store {
+    /// The redactor every event passes through, for output redacted before it is cut.
+    pub fn redactor(&self) -> Redactor {
+        (*self.redactor).clone()
+    }
+
     /// Opens the store at `location` (an SQLite path, or a PostgreSQL URL), creating it if needed,
     /// and brings its schema up to date.
     pub async fn open(

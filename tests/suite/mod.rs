@@ -9,6 +9,7 @@ mod llm;
 mod manifests;
 mod observe;
 mod proxy;
+mod redaction;
 mod sandbox;
 mod scenarios;
 mod session;
