@@ -818,8 +818,13 @@ impl ControllerArgs {
         // words from the trail, so it is refused rather than quietly left out.
         let mut secret_values: Vec<String> = Vec::new();
         if let Some(key) = &api_key {
-            opslab::audit::check_configured_secret(key)
-                .map_err(|why| format!("the model API key cannot be redacted safely: {why}"))?;
+            opslab::audit::check_configured_secret(key).map_err(|why| {
+                format!(
+                    "the model API key cannot be redacted safely: {why}; a server of your own \
+                         that needs no key (OPENAI_BASE_URL, ANTHROPIC_BASE_URL) takes none: unset \
+                         the key instead of setting a placeholder"
+                )
+            })?;
             secret_values.push(key.clone());
         }
         for name in secret_env {
