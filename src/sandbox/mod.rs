@@ -4,6 +4,11 @@
 //! *claimed* by a session (renamed after it, moved to its networks, its Docker socket served). The
 //! controller keeps `--sandbox-spares` of them ready, so a new session does not wait for Docker to
 //! create and start a container; when none is ready, one is made on the spot.
+//!
+//! Isolation: a sandbox is on its Incident's networks and no other. A spare waits where no other
+//! container is: with `--sandbox-internet off`, on no network at all (`none`); with `on`, on a bridge
+//! network made for it alone ([`own_network_name`]). A session that names no networks keeps that
+//! place; one that names networks is moved to them at claim. Nothing is ever on the default bridge.
 
 mod output;
 pub mod proxy;
@@ -19,11 +24,12 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+    ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +76,10 @@ pub enum SandboxError {
     MissingImage(String),
     #[error("the Docker network {0:?} does not exist (spec.environment.networks)")]
     MissingNetwork(String),
+    #[error(
+        "the Docker network {0:?} is opslab's own (a sandbox's or the controller's) and cannot be an Incident's network"
+    )]
+    ProtectedNetwork(String),
     #[error("{0}")]
     Exec(String),
     #[error("the Docker API proxy: {0}")]
@@ -129,6 +139,9 @@ pub struct SandboxConfig {
     pub allow_create: bool,
     /// How many started sandboxes to keep ready for new sessions.
     pub spares: usize,
+    /// Whether a sandbox whose Incident names no networks gets a network of its own with a route out
+    /// (true), or no network at all (false). An Incident's own networks are as their owner made them.
+    pub internet: bool,
     /// Bytes of output kept from the start and from the end of a command's output.
     pub output_head_bytes: usize,
     pub output_tail_bytes: usize,
@@ -154,6 +167,7 @@ impl Default for SandboxConfig {
             proxy_socket_dir: PathBuf::from("/run/opslab"),
             allow_create: false,
             spares: 1,
+            internet: false,
             output_head_bytes: 16 * 1024,
             output_tail_bytes: 16 * 1024,
         }
@@ -241,13 +255,20 @@ impl Sandboxes {
         }
         // Before a spare is spent on it.
         for network in networks {
-            if let Err(error) = self.docker.inspect_network(network, None).await {
-                return Err(match error {
-                    bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404, ..
-                    } => SandboxError::MissingNetwork(network.clone()),
-                    other => other.into(),
-                });
+            let inspected = match self.docker.inspect_network(network, None).await {
+                Ok(inspected) => inspected,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Err(SandboxError::MissingNetwork(network.clone())),
+                Err(other) => return Err(other.into()),
+            };
+            // Another sandbox's network, or the controller's: joining it would undo the isolation.
+            let labels = inspected.labels.unwrap_or_default();
+            if labels
+                .keys()
+                .any(|key| key.starts_with(PROTECTED_LABEL_PREFIX))
+            {
+                return Err(SandboxError::ProtectedNetwork(network.clone()));
             }
         }
         if let Some(spare) = self.spares.take() {
@@ -305,6 +326,9 @@ impl Sandboxes {
             .start_container(id, None)
             .await
             .or_else(already_started)?;
+        if spare.networks.is_empty() && !networks.is_empty() {
+            self.leave_waiting_place(spare).await?;
+        }
         for network in networks.iter().filter(|n| !spare.networks.contains(n)) {
             let request = NetworkConnectRequest {
                 container: id.clone(),
@@ -312,17 +336,25 @@ impl Sandboxes {
             };
             self.docker.connect_network(network, request).await?;
         }
-        if spare.networks.is_empty() && !networks.is_empty() {
-            let request = NetworkDisconnectRequest {
-                container: id.clone(),
-                force: Some(true),
-            };
-            self.docker
-                .disconnect_network(SPARE_NETWORK, request)
-                .await?;
-        }
         if let Some(proxies) = &self.proxies {
             proxies.start(&spare.key, session_id, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a spare off where it waited, before it joins its session's networks: off `none` (which
+    /// admits no other network beside it), or off its own network, which is then removed.
+    async fn leave_waiting_place(&self, spare: &Spare) -> Result<(), SandboxError> {
+        let place = waiting_place(self.config.internet, &spare.key);
+        let request = NetworkDisconnectRequest {
+            container: spare.container_id.clone(),
+            force: Some(true),
+        };
+        self.docker.disconnect_network(&place, request).await?;
+        if self.config.internet {
+            // Not waited for: nothing is on it any more; orphan collection takes it if this fails.
+            let docker = self.docker.clone();
+            tokio::spawn(async move { remove_network(&docker, &place).await });
         }
         Ok(())
     }
@@ -364,8 +396,8 @@ impl Sandboxes {
         self.remove_spares().await;
     }
 
-    /// Creates and starts a sandbox no session owns yet, on `networks` (none: the default bridge),
-    /// with its socket folder made (`guarded`) but nothing served in it.
+    /// Creates and starts a sandbox no session owns yet, on `networks` (none: its waiting place, see
+    /// [`waiting_place`]), with its socket folder made (`guarded`) but nothing served in it.
     async fn make_spare(&self, networks: &[String]) -> Result<Spare, SandboxError> {
         let key = uuid::Uuid::now_v7().simple().to_string();
         // Counted from before its container exists, so orphan collection never takes it for a stray.
@@ -389,13 +421,22 @@ impl Sandboxes {
             )),
             DockerAccess::None => None,
         };
-        let body = container_body(&self.config, key, networks.first(), docker_bind);
+        let place = waiting_place(self.config.internet, key);
+        if networks.is_empty() && self.config.internet {
+            if let Err(error) = self.create_own_network(key).await {
+                self.stop_proxy(key);
+                return Err(error);
+            }
+        }
+        let network = networks.first().unwrap_or(&place);
+        let body = container_body(&self.config, key, network, docker_bind);
         let name = format!("{SPARE_PREFIX}{key}");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(error) => {
                 self.stop_proxy(key);
+                remove_network(&self.docker, &own_network_name(key)).await;
                 return Err(self.creation_error(error).await);
             }
         };
@@ -424,6 +465,23 @@ impl Sandboxes {
             container_id: id,
             networks: networks.to_vec(),
         })
+    }
+
+    /// The bridge network a spare waits on when sandboxes may reach the internet: labelled as the
+    /// sandbox's, so the proxy hides it and orphan collection finds it.
+    async fn create_own_network(&self, key: &str) -> Result<(), SandboxError> {
+        let request = NetworkCreateRequest {
+            name: own_network_name(key),
+            driver: Some("bridge".into()),
+            labels: Some(self.labels(key)),
+            ..Default::default()
+        };
+        self.docker.create_network(request).await?;
+        Ok(())
+    }
+
+    fn labels(&self, key: &str) -> HashMap<String, String> {
+        sandbox_labels(&self.config, key)
     }
 
     /// A failed create, explained: a 404 is a missing image (networks are checked before), unless
@@ -487,6 +545,9 @@ impl Sandboxes {
         if let Some(found) = self.find(session_id).await? {
             self.remove_container(&found.id).await?;
             self.stop_proxy(&found.key);
+            if self.config.internet {
+                remove_network(&self.docker, &own_network_name(&found.key)).await;
+            }
         }
         Ok(())
     }
@@ -498,6 +559,9 @@ impl Sandboxes {
             warn!(%error, container = container_id, "could not remove a sandbox");
         }
         self.stop_proxy(key);
+        if self.config.internet {
+            remove_network(&self.docker, &own_network_name(key)).await;
+        }
     }
 
     fn stop_proxy(&self, key: &str) {
@@ -570,6 +634,45 @@ impl Sandboxes {
             self.stop_proxy(&key);
             removed.push(name.to_string());
         }
+        removed.extend(self.remove_orphan_networks().await?);
+        Ok(removed)
+    }
+
+    /// Removes this controller's own sandbox networks whose sandbox is gone (a spare being made
+    /// keeps its network); returns their names.
+    async fn remove_orphan_networks(&self) -> Result<Vec<String>, SandboxError> {
+        let sandboxes: HashSet<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|listed| listed.labels.get(LABEL_SANDBOX).cloned())
+            .collect();
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.config.instance),
+            ],
+        )]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut removed = Vec::new();
+        for network in self.docker.list_networks(Some(options)).await? {
+            let (Some(name), Some(key)) = (
+                network.name,
+                network
+                    .labels
+                    .and_then(|mut labels| labels.remove(LABEL_SANDBOX)),
+            ) else {
+                continue;
+            };
+            if sandboxes.contains(&key) || self.spares.keeps(&key) {
+                continue;
+            }
+            remove_network(&self.docker, &name).await;
+            removed.push(name);
+        }
         Ok(removed)
     }
 
@@ -601,8 +704,36 @@ pub fn sandbox_name(session_id: &str) -> String {
 
 const SESSION_PREFIX: &str = "opslab-sbx-";
 const SPARE_PREFIX: &str = "opslab-spare-";
-/// Where spares wait: the engine's default bridge, left when a session names its networks.
-const SPARE_NETWORK: &str = "bridge";
+const NETWORK_PREFIX: &str = "opslab-net-";
+/// Docker's network mode with no interface but loopback.
+const NO_NETWORK: &str = "none";
+
+/// The network made for the sandbox `key` alone (`--sandbox-internet on`). Named by the sandbox's key,
+/// not its session's id: it is made with the spare, before any session owns it.
+pub fn own_network_name(key: &str) -> String {
+    format!("{NETWORK_PREFIX}{key}")
+}
+
+/// Where the sandbox `key` waits as a spare, and stays for a session that names no networks: its own
+/// network when sandboxes may reach the internet, else no network at all. Pure.
+fn waiting_place(internet: bool, key: &str) -> String {
+    if internet {
+        own_network_name(key)
+    } else {
+        NO_NETWORK.to_string()
+    }
+}
+
+/// Removes a network, logging rather than failing (gone already is fine).
+async fn remove_network(docker: &Docker, name: &str) {
+    match docker.remove_network(name).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(error) => warn!(%error, network = name, "could not remove a sandbox's network"),
+    }
+}
 
 /// Who a sandbox, by its container name, belongs to.
 #[derive(Debug, PartialEq, Eq)]
@@ -652,15 +783,9 @@ fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors:
     }
 }
 
-/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
-/// `network` (none: the default bridge, where spares wait). Pure.
-fn container_body(
-    config: &SandboxConfig,
-    key: &str,
-    network: Option<&String>,
-    docker_bind: Option<String>,
-) -> ContainerCreateBody {
-    let labels = HashMap::from([
+/// What marks a sandbox's container and its own network as this controller's. Pure.
+fn sandbox_labels(config: &SandboxConfig, key: &str) -> HashMap<String, String> {
+    HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
         (LABEL_SANDBOX.to_string(), key.to_string()),
@@ -668,7 +793,18 @@ fn container_body(
             LABEL_DOCKER_ACCESS.to_string(),
             config.docker_access.as_str().to_string(),
         ),
-    ]);
+    ])
+}
+
+/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
+/// `network` (a network's name, or `none`). Pure.
+fn container_body(
+    config: &SandboxConfig,
+    key: &str,
+    network: &str,
+    docker_bind: Option<String>,
+) -> ContainerCreateBody {
+    let labels = sandbox_labels(config, key);
     let mut security_opt = Vec::new();
     if config.no_new_privileges {
         security_opt.push("no-new-privileges:true".to_string());
@@ -705,7 +841,7 @@ fn container_body(
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
             binds: docker_bind.map(|bind| vec![bind]),
-            network_mode: Some(network.map_or(SPARE_NETWORK, String::as_str).to_string()),
+            network_mode: Some(network.to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -738,13 +874,7 @@ impl Sandbox {
         );
         let seconds = format!("{}.{:03}s", limit.as_secs(), limit.subsec_millis());
         let pid_file = format!("/tmp/.opslab-exec-{}.pid", uuid::Uuid::new_v4().simple());
-        // The wrapper records its pid (kept by `exec`; `timeout` leads its own process group) so the
-        // controller can kill the group if the in-container timeout fails. The pid files go with the
-        // container. The command is an argument, never interpolated. stderr goes into the same pipe
-        // as stdout, so the two arrive in the order they were written.
-        let wrapper = format!(
-            "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1"
-        );
+        let wrapper = exec_wrapper(&pid_file, &seconds);
         let config = ExecConfig {
             attach_stdin: Some(false),
             attach_stdout: Some(true),
@@ -844,6 +974,53 @@ impl Sandbox {
     }
 }
 
+/// How a command runs (POSIX sh, the image's dash): `timeout` starts it in its own process group,
+/// whose leader's pid (a child shell's, which becomes `timeout`) goes to `pid_file` so the controller can kill the group if the in-container
+/// timeout fails (the pid files go with the container). The command is an argument, never
+/// interpolated; stderr goes into the same pipe as stdout, so the two arrive in the order they were
+/// written. When it ends, [`SWEEP`] kills what it left running. Pure.
+fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
+    format!(
+        "{SWEEP}\nsh -c 'echo $$ > \"$0\"; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1' {pid_file} \"$1\"\n\
+         status=$?\nopslab_sweep\nexit $status"
+    )
+}
+
+/// Kills what a command left running: every process of the command's session (the exec's; `docker
+/// exec` gives each its own) but those started under `nohup`, which ignore SIGHUP: that is how the
+/// agent keeps a process running on purpose (a process in a session of its own, `setsid`, is left
+/// alone too, as are other execs). When something is left, the sweep first waits 50 ms, so that a
+/// `nohup cmd &` the command ended right after has time to start `nohup`. Processes are then stopped
+/// until none is left running, and killed, so a fork bomb cannot outrun the sweep; it needs no fork
+/// but that wait's `sleep` (shell builtins only), so it works when the pids limit leaves no room to
+/// fork. Zombies are left to the container's init, which reaps them.
+const SWEEP: &str = r#"opslab_sweep() {
+  pass=0
+  while [ $pass -lt 200 ]; do
+    pass=$((pass + 1)); running=0; stopped=""
+    for dir in /proc/[0-9]*; do
+      pid=${dir#/proc/}
+      [ "$pid" = "$$" ] && continue
+      { read -r stat < "$dir/stat"; } 2>/dev/null || continue
+      set -- ${stat##*) }
+      [ "$4" = "$$" ] || continue
+      [ "$1" = Z ] && continue
+      ignored=0
+      { while read -r field value; do
+          if [ "$field" = SigIgn: ]; then ignored=$((0x${value#${value%?}} & 1)); break; fi
+        done < "$dir/status"; } 2>/dev/null
+      [ $ignored = 1 ] && continue
+      if [ "$1" = T ]; then stopped="$stopped $pid"
+      else running=1; [ $pass = 1 ] || kill -STOP "$pid" 2>/dev/null; fi
+    done
+    if [ $running = 0 ]; then
+      [ -n "$stopped" ] && kill -KILL $stopped 2>/dev/null
+      return 0
+    fi
+    [ $pass = 1 ] && { sleep 0.05 2>/dev/null || :; }
+  done
+}"#;
+
 /// Whether a command was stopped for taking too long: killed by the controller, or stopped by
 /// timeout(1), which exits 124 when it stopped the command and 137 when it had to SIGKILL it. The same
 /// codes from a command that ended before its limit are its own.
@@ -898,11 +1075,10 @@ mod tests {
     #[test]
     fn the_container_is_labelled_limited_and_unprivileged() {
         let bind = "/run/opslab/0190key:/run:ro".to_string();
-        let net = "net".to_string();
         let body = container_body(
             &SandboxConfig::default(),
             "0190key",
-            Some(&net),
+            "net",
             Some(bind.clone()),
         );
         let labels = body.labels.unwrap();
@@ -960,14 +1136,23 @@ mod tests {
             docker_access: DockerAccess::None,
             ..SandboxConfig::default()
         };
-        let host = container_body(&config, "key", None, None)
+        let host = container_body(&config, "key", NO_NETWORK, None)
             .host_config
             .unwrap();
         assert_eq!(host.security_opt, Some(vec!["seccomp={}".to_string()]));
         assert_eq!(host.readonly_rootfs, Some(false));
         assert_eq!(host.tmpfs, None);
         assert_eq!(host.binds, None);
-        // A spare waits on the default bridge.
-        assert_eq!(host.network_mode.as_deref(), Some(SPARE_NETWORK));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn a_spare_waits_alone_and_never_on_the_default_bridge() {
+        assert_eq!(waiting_place(false, "k1"), "none");
+        assert_eq!(waiting_place(true, "k1"), "opslab-net-k1");
+        assert_ne!(waiting_place(true, "k1"), waiting_place(true, "k2"));
+        for internet in [false, true] {
+            assert_ne!(waiting_place(internet, "k1"), "bridge");
+        }
     }
 }
