@@ -9,7 +9,7 @@ use opslab::audit::StoreLocation;
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
-use opslab::sandbox::{DockerAccess, SandboxConfig};
+use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
 use opslab::source::files::WatchMode;
 use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
@@ -359,8 +359,10 @@ pub struct ControllerArgs {
     /// laid over the built-in table.
     #[arg(long, env = "OPSLAB_COST_TABLE")]
     pub cost_table: Option<PathBuf>,
-    /// Where to serve /metrics, /healthz and /readyz.
-    #[arg(long, env = "OPSLAB_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Where to serve /metrics, /healthz and /readyz. The loopback by default, where no sandbox can
+    /// reach it; in a container, listen on 0.0.0.0 and publish the port on the host's loopback (see
+    /// docker-compose.yml).
+    #[arg(long, env = "OPSLAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     /// `max_tokens` of one model response.
     #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
@@ -401,6 +403,11 @@ pub struct ControllerArgs {
     /// Docker to create and start one; 0 makes each one when its session starts.
     #[arg(long, env = "OPSLAB_SANDBOX_SPARES", default_value_t = 1)]
     pub sandbox_spares: usize,
+    /// Whether a sandbox whose Incident names no networks can reach the internet: `on` gives it a
+    /// network of its own with a route out, `off` no network at all. Either way it reaches no other
+    /// sandbox and not the controller. An Incident's own networks are as their owner made them.
+    #[arg(long, env = "OPSLAB_SANDBOX_INTERNET", value_enum, default_value_t)]
+    pub sandbox_internet: SandboxInternet,
     /// Memory limit of a sandbox, in MiB.
     #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
     pub sandbox_memory_mb: i64,
@@ -481,6 +488,7 @@ impl ControllerArgs {
             proxy_socket_dir,
             docker_allow_create,
             sandbox_spares,
+            sandbox_internet,
             sandbox_memory_mb,
             sandbox_cpus,
             sandbox_pids,
@@ -668,6 +676,7 @@ impl ControllerArgs {
                 proxy_socket_dir,
                 allow_create: docker_allow_create,
                 spares: sandbox_spares,
+                internet: sandbox_internet == SandboxInternet::On,
                 output_head_bytes: output_keep_bytes,
                 output_tail_bytes: output_keep_bytes,
             },

@@ -108,6 +108,16 @@ impl DockerAccess {
     }
 }
 
+/// Whether a sandbox whose Incident names no networks can reach the internet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxInternet {
+    /// A bridge network made for the sandbox alone, with a route out.
+    On,
+    /// No network at all (`none`): loopback only.
+    #[default]
+    Off,
+}
+
 /// Settings for every sandbox the controller creates.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {

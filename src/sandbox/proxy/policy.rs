@@ -581,6 +581,38 @@ pub fn visible(action: Action, mut list: Value, scope: &Scope) -> Value {
     list
 }
 
+/// The containers (full ids) of a container list that are opslab's own, the agent's own sandbox
+/// excepted: what must be left out of other answers that name containers. Pure.
+pub fn protected_ids(containers: &Value, scope: &Scope) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let shown = visible(Action::ContainerList, containers.clone(), scope);
+    let shown: HashSet<&str> = shown
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("Id").and_then(Value::as_str))
+        .collect();
+    for item in containers.as_array().into_iter().flatten() {
+        if let Some(id) = item.get("Id").and_then(Value::as_str)
+            && !shown.contains(id)
+        {
+            ids.insert(id.to_string());
+        }
+    }
+    ids.extend(scope.protected_containers.iter().cloned());
+    ids.remove(&scope.sandbox);
+    ids
+}
+
+/// A network (inspected, or an item of a list) without its members that are opslab's own: their
+/// ids, names and addresses are not the agent's to see. Pure.
+pub fn without_members(mut network: Value, protected: &HashSet<String>) -> Value {
+    if let Some(members) = network.get_mut("Containers").and_then(Value::as_object_mut) {
+        members.retain(|id, _| !protected.contains(id));
+    }
+    network
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1019,6 +1051,33 @@ mod tests {
             let reason = denied(Method::POST, "/v1.41/containers/create", Some(body.clone()));
             assert!(reason.contains(expected), "{body}: {reason}");
         }
+    }
+
+    #[test]
+    fn a_network_answer_leaves_out_opslabs_containers() {
+        let scope = scope();
+        let containers = json!([
+            {"Id": "self", "Labels": {LABEL_MANAGED: "true"}},
+            {"Id": "other-sandbox", "Labels": {LABEL_MANAGED: "true", LABEL_SANDBOX: "k2"}},
+            {"Id": "web", "Labels": {"app": "web"}},
+        ]);
+        let protected = protected_ids(&containers, &scope);
+        assert!(protected.contains("other-sandbox"));
+        assert!(
+            protected.contains("c0ntr0ller"),
+            "the controller's own container"
+        );
+        assert!(!protected.contains("self"));
+        assert!(!protected.contains("web"));
+        let network = json!({"Name": "app", "Containers": {
+            "self": {"Name": "opslab-sbx-s1"},
+            "other-sandbox": {"Name": "opslab-sbx-s2", "IPv4Address": "172.20.0.3/16"},
+            "web": {"Name": "web"},
+        }});
+        let shown = without_members(network, &protected);
+        let members: Vec<&String> = shown["Containers"].as_object().unwrap().keys().collect();
+        assert_eq!(members, vec!["self", "web"]);
+        assert_eq!(shown["Name"], "app");
     }
 
     #[test]

@@ -347,19 +347,50 @@ async fn forward(
     }
     let filters = matches!(
         action,
-        Action::ContainerList | Action::NetworkList | Action::VolumeList
+        Action::ContainerList | Action::NetworkList | Action::VolumeList | Action::NetworkInspect
     );
     if filters && response.status() == StatusCode::OK {
         let (mut parts, incoming) = response.into_parts();
         let bytes = Limited::new(incoming, MAX_LIST_BYTES)
             .collect()
             .await
-            .map_err(|error| ProxyError::Engine(format!("reading a list: {error}")))?
+            .map_err(|error| ProxyError::Engine(format!("reading an answer: {error}")))?
             .to_bytes();
-        let list: Value = serde_json::from_slice(&bytes).map_err(|error| {
-            ProxyError::Engine(format!("the engine's list is not JSON: {error}"))
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ProxyError::Engine(format!("the engine's answer is not JSON: {error}"))
         })?;
-        let shown = policy::visible(action, list, &shared.scope);
+        let shown = match action {
+            Action::NetworkInspect => {
+                let protected = opslab_containers(shared).await?;
+                policy::without_members(answer, &protected)
+            }
+            Action::NetworkList => {
+                let listed = policy::visible(action, answer, &shared.scope);
+                // Lists carry no members today; should an engine fill them, they are filtered too.
+                let has_members = listed.as_array().is_some_and(|networks| {
+                    networks.iter().any(|network| {
+                        network
+                            .get("Containers")
+                            .is_some_and(|c| c.as_object().is_some_and(|m| !m.is_empty()))
+                    })
+                });
+                if has_members {
+                    let protected = opslab_containers(shared).await?;
+                    match listed {
+                        Value::Array(networks) => Value::Array(
+                            networks
+                                .into_iter()
+                                .map(|network| policy::without_members(network, &protected))
+                                .collect(),
+                        ),
+                        other => other,
+                    }
+                } else {
+                    listed
+                }
+            }
+            _ => policy::visible(action, answer, &shared.scope),
+        };
         let bytes = Bytes::from(serde_json::to_vec(&shown).unwrap_or_default());
         parts.headers.remove(TRANSFER_ENCODING);
         parts
@@ -369,6 +400,18 @@ async fn forward(
     }
     let (parts, incoming) = response.into_parts();
     Ok(Response::from_parts(parts, incoming.boxed()))
+}
+
+/// opslab's own containers (other sandboxes, spares, the controller), from the engine's list.
+async fn opslab_containers(
+    shared: &Shared,
+) -> Result<std::collections::HashSet<String>, ProxyError> {
+    match shared.upstream.get_json("/containers/json?all=1").await? {
+        Ok(containers) => Ok(policy::protected_ids(&containers, &shared.scope)),
+        Err((status, message)) => Err(ProxyError::Engine(format!(
+            "listing containers to filter a network's members: {status} {message}"
+        ))),
+    }
 }
 
 fn empty() -> ProxyBody {
