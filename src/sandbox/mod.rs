@@ -432,11 +432,12 @@ impl Sandboxes {
             DockerAccess::None => None,
         };
         let place = waiting_place(self.config.internet, key);
-        if networks.is_empty() && self.config.internet {
-            if let Err(error) = self.create_own_network(key).await {
-                self.stop_proxy(key);
-                return Err(error);
-            }
+        if networks.is_empty()
+            && self.config.internet
+            && let Err(error) = self.create_own_network(key).await
+        {
+            self.stop_proxy(key);
+            return Err(error);
         }
         let network = networks.first().unwrap_or(&place);
         let body = container_body(&self.config, key, network, docker_bind);
@@ -624,8 +625,9 @@ impl Sandboxes {
             .collect())
     }
 
-    /// Removes every sandbox whose session is not in `keep`, and every spare this controller is not
-    /// keeping (a previous run's); returns their container names.
+    /// Removes every sandbox whose session is not in `keep`, every spare this controller is not
+    /// keeping (a previous run's), and the own networks of those gone; returns the names of the
+    /// containers and networks removed.
     pub async fn remove_orphans(
         &self,
         keep: &HashSet<String>,

@@ -1,6 +1,7 @@
 mod compose;
 mod crd;
 mod failures;
+mod isolation;
 mod kubernetes;
 mod llm;
 mod manifests;
