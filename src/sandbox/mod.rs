@@ -302,7 +302,7 @@ impl Sandboxes {
     }
 
     /// Makes the spare sandbox `spare` the session's: renamed after it, joined to those of `networks`
-    /// it is not on (and off the default bridge), its Docker socket served. A failed claim removes the
+    /// it is not on (and off where it waited), its Docker socket served. A failed claim removes the
     /// container.
     async fn claim(
         &self,
