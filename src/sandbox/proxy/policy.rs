@@ -543,8 +543,19 @@ fn host_problems(host: &Value) -> Vec<String> {
     problems
 }
 
-/// A list response without opslab's own objects (the agent's own sandbox stays). Pure.
+/// A list response without opslab's own objects (the agent's own sandbox stays); `system df`'s
+/// containers and volumes too. Pure.
 pub fn visible(action: Action, mut list: Value, scope: &Scope) -> Value {
+    if action == Action::SystemDf {
+        if let Some(containers) = list.get_mut("Containers") {
+            *containers = visible(Action::ContainerList, containers.take(), scope);
+        }
+        if let Some(volumes) = list.get_mut("Volumes") {
+            let wrapped = serde_json::json!({ "Volumes": volumes.take() });
+            *volumes = visible(Action::VolumeList, wrapped, scope)["Volumes"].take();
+        }
+        return list;
+    }
     let (kind, items) = match action {
         Action::ContainerList => (Kind::Container, list.as_array_mut()),
         Action::NetworkList => (Kind::Network, list.as_array_mut()),
@@ -1051,6 +1062,32 @@ mod tests {
             let reason = denied(Method::POST, "/v1.41/containers/create", Some(body.clone()));
             assert!(reason.contains(expected), "{body}: {reason}");
         }
+    }
+
+    #[test]
+    fn disk_usage_leaves_out_opslabs_containers_and_volumes() {
+        let df = json!({
+            "LayersSize": 1,
+            "Containers": [
+                {"Id": "self", "Labels": {LABEL_MANAGED: "true"}},
+                {"Id": "other", "Labels": {LABEL_MANAGED: "true"}},
+                {"Id": "web", "Labels": {}},
+            ],
+            "Volumes": [
+                {"Name": "store", "Labels": null},
+                {"Name": "data", "Labels": {}},
+            ],
+        });
+        let shown = visible(Action::SystemDf, df, &scope());
+        let ids: Vec<&str> = shown["Containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["self", "web"]);
+        assert_eq!(shown["Volumes"], json!([{"Name": "data", "Labels": {}}]));
+        assert_eq!(shown["LayersSize"], 1);
     }
 
     #[test]

@@ -347,7 +347,11 @@ async fn forward(
     }
     let filters = matches!(
         action,
-        Action::ContainerList | Action::NetworkList | Action::VolumeList | Action::NetworkInspect
+        Action::ContainerList
+            | Action::NetworkList
+            | Action::VolumeList
+            | Action::NetworkInspect
+            | Action::SystemDf
     );
     if filters && response.status() == StatusCode::OK {
         let (mut parts, incoming) = response.into_parts();
