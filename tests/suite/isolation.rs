@@ -337,7 +337,7 @@ async fn isolation_a_sandbox_reaches_neither_another_sandbox_nor_the_controller(
 }
 
 #[tokio::test]
-async fn isolation_network_inspect_through_the_proxy_hides_other_sandboxes() {
+async fn isolation_the_proxy_shows_no_other_sandbox_in_networks_or_events() {
     docker::require_sandbox_image();
     let app = TestNetwork::create("shared");
     let harness = Harness::start(|_| {}).await;
@@ -347,6 +347,7 @@ async fn isolation_network_inspect_through_the_proxy_hides_other_sandboxes() {
         .ensure(&first, std::slice::from_ref(&app.name))
         .await
         .unwrap();
+    let since = jiff::Timestamp::now().as_second() - 1;
     let second_sandbox = harness
         .sandboxes
         .ensure(&second, std::slice::from_ref(&app.name))
@@ -386,6 +387,32 @@ async fn isolation_network_inspect_through_the_proxy_hides_other_sandboxes() {
                 .contains(&second_sandbox.container_id[..12]),
         "{}",
         inspected.output
+    );
+    // The event stream since before the second sandbox was made: the application's container, not
+    // the other sandbox (its create, rename, start, network connect…).
+    let until = jiff::Timestamp::now().as_second() + 1;
+    let events = first_sandbox
+        .exec(
+            &format!(
+                "docker events --since {since} --until {until} --format '{{{{.Type}}}} {{{{.Actor.ID}}}} {{{{.Actor.Attributes.container}}}} {{{{.Actor.Attributes.name}}}}'"
+            ),
+            SHORT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.exit_code, Some(0), "{events:?}");
+    assert!(
+        events.output.contains(&app_container.id),
+        "{}",
+        events.output
+    );
+    assert!(
+        !events.output.contains(&second_sandbox.container_id)
+            && !events
+                .output
+                .contains(&opslab::sandbox::sandbox_name(&second)),
+        "{}",
+        events.output
     );
 }
 

@@ -615,6 +615,49 @@ pub fn protected_ids(containers: &Value, scope: &Scope) -> HashSet<String> {
     ids
 }
 
+/// Whether one event of the engine's stream (a JSON line) may be shown: not when it is about one of
+/// opslab's containers (by their labels, which container events carry, or by `protected`, which
+/// learns each one the stream reveals), opslab's networks or volumes, or their membership. A line
+/// that is not an event is shown. Pure but for `protected`, kept by the stream.
+pub fn event_visible(line: &[u8], protected: &mut HashSet<String>, scope: &Scope) -> bool {
+    let Ok(event) = serde_json::from_slice::<Value>(line) else {
+        return true;
+    };
+    let kind = event
+        .get("Type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let actor = event.get("Actor");
+    let id = actor
+        .and_then(|actor| actor.get("ID"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let attributes = actor
+        .and_then(|actor| actor.get("Attributes"))
+        .and_then(Value::as_object);
+    let labelled = attributes.is_some_and(|attributes| {
+        attributes
+            .keys()
+            .any(|key| key.to_ascii_lowercase().starts_with(PROTECTED_LABEL_PREFIX))
+    });
+    let member = attributes
+        .and_then(|attributes| attributes.get("container"))
+        .and_then(Value::as_str)
+        .is_some_and(|container| protected.contains(container));
+    match kind {
+        "container" if id == scope.sandbox => true,
+        "container" => {
+            if labelled || scope.protected_containers.contains(id) {
+                protected.insert(id.to_string());
+            }
+            !protected.contains(id)
+        }
+        "network" => !labelled && !member,
+        "volume" => !labelled && !member && !scope.protected_volumes.contains(id),
+        _ => true,
+    }
+}
+
 /// A network (inspected, or an item of a list) without its members that are opslab's own: their
 /// ids, names and addresses are not the agent's to see. Pure.
 pub fn without_members(mut network: Value, protected: &HashSet<String>) -> Value {
@@ -1088,6 +1131,54 @@ mod tests {
         assert_eq!(ids, vec!["self", "web"]);
         assert_eq!(shown["Volumes"], json!([{"Name": "data", "Labels": {}}]));
         assert_eq!(shown["LayersSize"], 1);
+    }
+
+    #[test]
+    fn events_about_opslabs_objects_are_left_out() {
+        let scope = scope();
+        let mut protected = HashSet::from(["c0ntr0ller".to_string()]);
+        let event = |kind: &str, id: &str, attributes: Value| {
+            json!({"Type": kind, "Action": "start", "Actor": {"ID": id, "Attributes": attributes}})
+                .to_string()
+        };
+        let mut shown = |line: String| event_visible(line.as_bytes(), &mut protected, &scope);
+        // Another sandbox, by its labels; then, once learnt, by its id alone.
+        assert!(!shown(event(
+            "container",
+            "other",
+            json!({LABEL_MANAGED: "true", "name": "opslab-sbx-s2"})
+        )));
+        assert!(!shown(event(
+            "container",
+            "other",
+            json!({"name": "opslab-sbx-s2"})
+        )));
+        assert!(!shown(event(
+            "network",
+            "app-net",
+            json!({"container": "other", "name": "app"})
+        )));
+        assert!(!shown(event("container", "c0ntr0ller", json!({}))));
+        assert!(!shown(event("volume", "store", json!({}))));
+        assert!(!shown(event(
+            "network",
+            "own-net",
+            json!({LABEL_SANDBOX: "k1"})
+        )));
+        // The agent's own sandbox, the application, and what is not an event.
+        assert!(shown(event(
+            "container",
+            "self",
+            json!({LABEL_MANAGED: "true"})
+        )));
+        assert!(shown(event("container", "web", json!({"name": "web"}))));
+        assert!(shown(event(
+            "network",
+            "app-net",
+            json!({"container": "web", "name": "app"})
+        )));
+        assert!(shown(event("image", "sha256:1", json!({}))));
+        assert!(shown("not json".to_string()));
     }
 
     #[test]

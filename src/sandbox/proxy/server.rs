@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::{Request, Response, StatusCode};
@@ -403,7 +405,44 @@ async fn forward(
         return Ok(Response::from_parts(parts, full(bytes)));
     }
     let (parts, incoming) = response.into_parts();
+    if action == Action::Events && parts.status == StatusCode::OK {
+        let protected = opslab_containers(shared).await?;
+        let body = filtered_events(incoming, protected, shared.scope.clone());
+        return Ok(Response::from_parts(parts, body));
+    }
     Ok(Response::from_parts(parts, incoming.boxed()))
+}
+
+/// The engine's event stream (one JSON object a line) without the events about opslab's objects
+/// ([`policy::event_visible`]), streamed as it comes.
+fn filtered_events(
+    incoming: Incoming,
+    mut protected: std::collections::HashSet<String>,
+    scope: Scope,
+) -> ProxyBody {
+    let mut pending: Vec<u8> = Vec::new();
+    let frames = BodyStream::new(incoming).filter_map(move |frame| {
+        let shown = match frame {
+            Err(error) => Some(Err(error)),
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => {
+                    pending.extend_from_slice(&data);
+                    let mut shown = Vec::new();
+                    while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        if policy::event_visible(&line[..end], &mut protected, &scope) {
+                            shown.extend_from_slice(&line);
+                        }
+                    }
+                    (!shown.is_empty()).then(|| Ok(Frame::data(Bytes::from(shown))))
+                }
+                // Trailers, as they are.
+                Err(frame) => Some(Ok(frame)),
+            },
+        };
+        std::future::ready(shown)
+    });
+    BodyExt::boxed(StreamBody::new(frames))
 }
 
 /// opslab's own containers (other sandboxes, spares, the controller), from the engine's list.
