@@ -258,6 +258,7 @@ impl Sandboxes {
                     .start_container(&found.id, None)
                     .await
                     .or_else(already_started)?;
+                self.settle_networks(&found, networks).await?;
                 return Ok(self.sandbox(found.id));
             }
             info!(container = %found.id, access = ?found.docker_access, "the sandbox has another Docker access mode; replacing it");
@@ -348,6 +349,49 @@ impl Sandboxes {
         }
         if let Some(proxies) = &self.proxies {
             proxies.start(&spare.key, session_id, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts a found sandbox back on exactly its session's networks (or its waiting place), should a
+    /// claim have been cut short by a crash, or someone have moved it since.
+    async fn settle_networks(
+        &self,
+        found: &Found,
+        networks: &[String],
+    ) -> Result<(), SandboxError> {
+        let wanted = if networks.is_empty() {
+            vec![waiting_place(self.config.internet, &found.key)]
+        } else {
+            networks.to_vec()
+        };
+        let (leave, join) = network_moves(&found.networks, &wanted);
+        if leave.is_empty() && join.is_empty() {
+            return Ok(());
+        }
+        info!(container = %found.id, ?leave, ?join, "the sandbox is not on its session's networks; moving it");
+        for network in leave {
+            let request = NetworkDisconnectRequest {
+                container: found.id.clone(),
+                force: Some(true),
+            };
+            self.docker.disconnect_network(&network, request).await?;
+        }
+        for network in join {
+            // Made again if it is gone (the engine would make a second network of the same name).
+            if network == own_network_name(&found.key)
+                && let Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                }) = self.docker.inspect_network(&network, None).await
+            {
+                self.create_own_network(&found.key).await?;
+            }
+            let request = NetworkConnectRequest {
+                container: found.id.clone(),
+                ..Default::default()
+            };
+            self.docker.connect_network(&network, request).await?;
         }
         Ok(())
     }
@@ -537,10 +581,16 @@ impl Sandboxes {
         if !self.owns(&labels) {
             return Ok(None);
         }
+        let networks = inspect
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .map(|networks| networks.into_keys().collect())
+            .unwrap_or_default();
         Ok(inspect.id.map(|id| Found {
             id,
             key: sandbox_key(&labels, session_id),
             docker_access: labels.get(LABEL_DOCKER_ACCESS).cloned(),
+            networks,
         }))
     }
 
@@ -777,6 +827,24 @@ struct Found {
     id: String,
     key: String,
     docker_access: Option<String>,
+    /// The networks it is on (`none` among them when it has no network).
+    networks: Vec<String>,
+}
+
+/// What moves `current` networks to `wanted`: the networks to leave (first: `none` admits no other
+/// beside it), then those to join. Being on no network at all is as good as being on `none`. Pure.
+fn network_moves(current: &[String], wanted: &[String]) -> (Vec<String>, Vec<String>) {
+    let leave = current
+        .iter()
+        .filter(|network| !wanted.contains(network))
+        .cloned()
+        .collect();
+    let join = wanted
+        .iter()
+        .filter(|network| !current.contains(network) && network.as_str() != NO_NETWORK)
+        .cloned()
+        .collect();
+    (leave, join)
 }
 
 /// A sandbox as listed.
@@ -1156,6 +1224,31 @@ mod tests {
         assert_eq!(host.tmpfs, None);
         assert_eq!(host.binds, None);
         assert_eq!(host.network_mode.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn a_sandbox_moved_off_its_networks_is_moved_back() {
+        let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            network_moves(&names(&["app"]), &names(&["app"])),
+            (vec![], vec![])
+        );
+        // A claim cut short: still where it waited.
+        assert_eq!(
+            network_moves(&names(&["none"]), &names(&["app", "db"])),
+            (names(&["none"]), names(&["app", "db"]))
+        );
+        // Joined to another network since.
+        assert_eq!(
+            network_moves(&names(&["app", "bridge"]), &names(&["app"])),
+            (names(&["bridge"]), vec![])
+        );
+        // Back to no network: leaving the others is enough.
+        assert_eq!(
+            network_moves(&names(&["bridge"]), &names(&["none"])),
+            (names(&["bridge"]), vec![])
+        );
+        assert_eq!(network_moves(&[], &names(&["none"])), (vec![], vec![]));
     }
 
     #[test]

@@ -434,3 +434,45 @@ async fn isolation_orphan_networks_are_removed() {
     assert!(!network_exists(&orphan_network));
     assert!(network_exists(&kept_network));
 }
+
+#[tokio::test]
+async fn isolation_a_found_sandbox_is_put_back_on_its_networks() {
+    docker::require_sandbox_image();
+    let app = TestNetwork::create("app");
+    let other = TestNetwork::create("other");
+    let harness = Harness::start(|config| config.internet = true).await;
+    let (named, lone) = (harness.session().await, harness.session().await);
+    let named_sandbox = harness
+        .sandboxes
+        .ensure(&named, std::slice::from_ref(&app.name))
+        .await
+        .unwrap();
+    let lone_sandbox = harness.sandboxes.ensure(&lone, &[]).await.unwrap();
+    let own = own_network_name(&key_of(&lone_sandbox.container_id));
+    // Moved behind the controller's back (or a claim cut short by a crash).
+    docker(&[
+        "network",
+        "connect",
+        &other.name,
+        &named_sandbox.container_id,
+    ]);
+    docker(&["network", "connect", "bridge", &named_sandbox.container_id]);
+    docker(&["network", "disconnect", &own, &lone_sandbox.container_id]);
+    docker(&[
+        "network",
+        "connect",
+        &other.name,
+        &lone_sandbox.container_id,
+    ]);
+    // The controller again, as after a restart.
+    let again = Harness::connect(&harness.config, &harness.store, &harness.metrics).await;
+    let found = again
+        .ensure(&named, std::slice::from_ref(&app.name))
+        .await
+        .unwrap();
+    assert_eq!(found.container_id, named_sandbox.container_id);
+    assert_eq!(networks_of(&found.container_id), set(&[&app.name]));
+    let found = again.ensure(&lone, &[]).await.unwrap();
+    assert_eq!(found.container_id, lone_sandbox.container_id);
+    assert_eq!(networks_of(&found.container_id), set(&[&own]));
+}
