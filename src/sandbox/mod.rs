@@ -946,6 +946,24 @@ impl Sandbox {
         command: &str,
         timeout: Duration,
     ) -> Result<ExecOutcome, SandboxError> {
+        let mut attempt = 1;
+        loop {
+            let (outcome, started_process) = self.exec_once(command, timeout).await?;
+            if attempt >= EXEC_START_ATTEMPTS || !never_started(&outcome, started_process) {
+                return Ok(outcome);
+            }
+            debug!(attempt, output = %outcome.output, "the engine could not start the command; trying again");
+            tokio::time::sleep(EXEC_START_RETRY_DELAY).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: the outcome, and whether the engine started the exec's process at all.
+    async fn exec_once(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(ExecOutcome, bool), SandboxError> {
         // Whole milliseconds, at least one: `timeout 0` would mean no limit at all.
         let limit = Duration::from_millis(
             u64::try_from(timeout.as_millis())
@@ -1017,17 +1035,21 @@ impl Sandbox {
             }
         }
         let duration = started.elapsed();
-        let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
+        let inspected = self.docker.inspect_exec(&exec.id).await?;
+        let exit_code = inspected.exit_code;
+        // The engine records no pid for a process it never started.
+        let started_process = inspected.pid.is_some_and(|pid| pid != 0);
         let captured = captured.finish();
         let timed_out = timed_out(killed_here, exit_code, duration, limit);
-        Ok(ExecOutcome {
+        let outcome = ExecOutcome {
             exit_code,
             output: captured.text,
             output_bytes: captured.total_bytes,
             truncated: captured.truncated,
             timed_out,
             duration,
-        })
+        };
+        Ok((outcome, started_process))
     }
 
     /// Kills the command's process group from a second exec.
@@ -1069,15 +1091,18 @@ fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
 /// Kills what a command left running: every process of the command's session (the exec's; `docker
 /// exec` gives each its own) but those started under `nohup`, which ignore SIGHUP: that is how the
 /// agent keeps a process running on purpose (a process in a session of its own, `setsid`, is left
-/// alone too, as are other execs). When something is left, the sweep first waits 50 ms, so that a
-/// `nohup cmd &` the command ended right after has time to start `nohup`. Processes are then stopped
-/// until none is left running, and killed, so a fork bomb cannot outrun the sweep; it needs no fork
-/// but that wait's `sleep` (shell builtins only), so it works when the pids limit leaves no room to
-/// fork. Zombies are left to the container's init, which reaps them.
-const SWEEP: &str = r#"opslab_sweep() {
-  pass=0
-  while [ $pass -lt 200 ]; do
-    pass=$((pass + 1)); running=0; stopped=""
+/// alone too, as are other execs). A `nohup cmd &` the command ended right after may not have
+/// started `nohup` yet: while a leftover is still a shell, `nohup` or `setsid` about to start its
+/// program, the sweep waits (1 s at most). Then processes are stopped until none is left running,
+/// and killed, so a fork bomb cannot outrun the sweep. The killed hold their pids until the
+/// container's init reaps them: the sweep waits for that (3 s at most), so the next command finds
+/// room to start. It never forks (dash gives up on a shell whose fork fails): shell builtins only,
+/// and its waits watch the clock in /proc/uptime.
+const SWEEP: &str = r#"opslab_clock() { read -r now _ < /proc/uptime; now=${now%.*}${now#*.}; }
+opslab_sweep() {
+  opslab_clock; grace=$((now + 100)); waiting=1; stops=0
+  while [ $stops -lt 200 ]; do
+    running=0; pending=0; stopped=""
     for dir in /proc/[0-9]*; do
       pid=${dir#/proc/}
       [ "$pid" = "$$" ] && continue
@@ -1090,16 +1115,46 @@ const SWEEP: &str = r#"opslab_sweep() {
           if [ "$field" = SigIgn: ]; then ignored=$((0x${value#${value%?}} & 1)); break; fi
         done < "$dir/status"; } 2>/dev/null
       [ $ignored = 1 ] && continue
-      if [ "$1" = T ]; then stopped="$stopped $pid"
-      else running=1; [ $pass = 1 ] || kill -STOP "$pid" 2>/dev/null; fi
+      if [ "$1" = T ]; then stopped="$stopped $pid"; continue; fi
+      running=1
+      if [ $waiting = 1 ]; then
+        comm=${stat#*(}; comm=${comm%%) *}
+        case $comm in bash|nohup|setsid) pending=1 ;; esac
+      else
+        kill -STOP "$pid" 2>/dev/null
+      fi
     done
-    if [ $running = 0 ]; then
-      [ -n "$stopped" ] && kill -KILL $stopped 2>/dev/null
-      return 0
+    [ $running = 0 ] && break
+    if [ $waiting = 1 ]; then
+      opslab_clock
+      if [ $pending = 0 ] || [ $now -ge $grace ]; then waiting=0; fi
+    else
+      stops=$((stops + 1))
     fi
-    [ $pass = 1 ] && { sleep 0.05 2>/dev/null || :; }
+  done
+  [ -n "$stopped" ] || return 0
+  kill -KILL $stopped 2>/dev/null
+  opslab_clock; until=$((now + 300))
+  while [ -n "$stopped" ] && opslab_clock && [ $now -lt $until ]; do
+    left=""
+    for pid in $stopped; do [ -e "/proc/$pid" ] && left="$left $pid"; done
+    stopped=$left
   done
 }"#;
+
+/// How often a command the engine could not start is tried, and how long apart: the pids a killed
+/// fork bomb held can take a moment to be released after the sweep.
+const EXEC_START_ATTEMPTS: u32 = 3;
+const EXEC_START_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Whether the engine failed to start the exec's process at all (runc could not make it: no pid to
+/// spare, say), so that nothing of the command ran and trying again runs it at most once: no process
+/// was started, and the engine says so. A command cannot pass for it by printing the same words. Pure.
+fn never_started(outcome: &ExecOutcome, started_process: bool) -> bool {
+    !started_process
+        && outcome.exit_code == Some(126)
+        && outcome.output.starts_with("OCI runtime exec failed")
+}
 
 /// Whether a command was stopped for taking too long: killed by the controller, or stopped by
 /// timeout(1), which exits 124 when it stopped the command and 137 when it had to SIGKILL it. The same
@@ -1135,6 +1190,33 @@ async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_command_the_engine_never_started_is_tried_again() {
+        let outcome = |exit_code, output: &str| ExecOutcome {
+            exit_code,
+            output: output.into(),
+            output_bytes: output.len() as u64,
+            truncated: false,
+            timed_out: false,
+            duration: Duration::from_millis(5),
+        };
+        let failed = outcome(
+            Some(126),
+            "OCI runtime exec failed: exec failed: unable to start container process: read init-p: connection reset by peer: unknown\n",
+        );
+        assert!(never_started(&failed, false));
+        // The same words from a process that did start: the command's own.
+        assert!(!never_started(&failed, true));
+        assert!(!never_started(
+            &outcome(Some(126), "bash: ./x: Permission denied\n"),
+            false
+        ));
+        assert!(!never_started(
+            &outcome(Some(0), "OCI runtime exec failed"),
+            false
+        ));
+    }
 
     #[test]
     fn a_command_timed_out_when_stopped_at_its_limit() {
