@@ -389,6 +389,12 @@ const STORE_NOTES: &str = "
   loop never holds several events to write at once. The batched rows measure what batching is worth on
   each engine: bare `INSERT`s, 100 per transaction (the time per event, and the p99 of a whole batch),
   against the same bare `INSERT` one per transaction.
+- *durability*: `full` (the default) has SQLite sync the log to disk at every commit, `normal` only
+  at checkpoints, so a durable append under `full` is mostly one fsync: its cost is the disk's, and it
+  swings with whatever else writes to it (this run shared the disk with a test suite). A session stores
+  tens to a few hundred events, so `full` costs it tens of milliseconds against model turns of seconds,
+  for the promise that a command recorded as started survives a power loss and is never run twice. So
+  it stays the default; `normal` is there for disks where fsync is very slow.
 ";
 
 const PROXY_NOTES: &str = "
