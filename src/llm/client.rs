@@ -166,7 +166,7 @@ impl LlmClient {
     async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let base = &self.config.base_url;
         let http = match self.config.kind {
-            ProviderKind::Anthropic => {
+            ProviderKind::Anthropic | ProviderKind::Replay => {
                 let mut http = self
                     .http
                     .post(format!("{base}/v1/messages"))
@@ -194,7 +194,7 @@ impl LlmClient {
         let body = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             let parsed = match self.config.kind {
-                ProviderKind::Anthropic => anthropic::parse_error(&body),
+                ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_error(&body),
                 ProviderKind::OpenAi => openai::parse_error(&body),
             };
             let (error_type, message) = parsed.unwrap_or_else(|| {
@@ -214,7 +214,7 @@ impl LlmClient {
             });
         }
         match self.config.kind {
-            ProviderKind::Anthropic => anthropic::parse_response(&body),
+            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_response(&body),
             ProviderKind::OpenAi => openai::parse_response(&body),
         }
         .map_err(LlmError::Decode)
