@@ -532,11 +532,12 @@ impl CaseContext<'_> {
                 session = Some(id.clone());
                 seen = 0;
             }
+            let terminal = status.is_some_and(|status| status.phase.is_terminal());
             if let Some(session) = &session {
                 seen = self.show_commands(session, seen, progress).await;
             }
             if let Some(incident) = incident
-                && status.is_some_and(|status| status.phase.is_terminal())
+                && terminal
             {
                 return Ok(incident);
             }
