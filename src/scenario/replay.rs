@@ -341,6 +341,16 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_is_a_known_model_that_costs_nothing() {
+        let costs = crate::cost::CostTable::default();
+        assert!(
+            costs.price(MODEL).is_some(),
+            "a budget must know the replay's price"
+        );
+        assert_eq!(costs.cost(MODEL, 1_000_000, 1_000_000), 0.0);
+    }
+
+    #[test]
     fn conversations_find_their_case_by_network_and_title() {
         let mut other = script();
         other.case = "other".into();
