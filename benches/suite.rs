@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use fake_llm::{FakeLlm, Protocol, Turn};
-use opslab::audit::{EventBody, NewSession, Redactor, Store};
+use opslab::audit::{Durability, EventBody, NewSession, Redactor, Store};
 use opslab::incident::{Outcome, Phase};
 use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, Sandboxes};
 
@@ -374,7 +374,8 @@ const IDLE_NOTES: &str = "
 const STORE_NOTES: &str = "
 - *durable*: one event per transaction through `Store::append` (redaction, numbering, hash chain,
   projections; on PostgreSQL also the session row lock and the anchor row), one session, one writer.
-  SQLite runs in WAL mode with `synchronous=NORMAL`; PostgreSQL with its defaults (`fsync=on`,
+  SQLite runs in WAL mode with `synchronous=FULL` (the default `--store-durability full`; the
+  last row compares `normal`); PostgreSQL with its defaults (`fsync=on`,
   `synchronous_commit=on`) over a unix socket, on the same disk. The baseline is a bare `INSERT` of a
   similar row, one per transaction, on the same engine and settings. The measurement column gives
   appends per second and the p99 latency of one append.
@@ -1118,7 +1119,8 @@ impl Bare {
             store_support::Backend::Sqlite(dir) => {
                 let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
                 raw.pragma_update(None, "journal_mode", "WAL").unwrap();
-                raw.pragma_update(None, "synchronous", "NORMAL").unwrap();
+                // The store's default durability (`--store-durability full`).
+                raw.pragma_update(None, "synchronous", "FULL").unwrap();
                 raw.execute(BARE_TABLE, []).unwrap();
                 Bare::Sqlite(raw)
             }
@@ -1180,29 +1182,7 @@ async fn store_appends(engine: Engine) -> Vec<Row> {
     };
     eprintln!("store: {name} ...");
     let store = fixture.open().await;
-    store
-        .create_session(NewSession {
-            id: "bench".into(),
-            incident_uid: "u".into(),
-            incident_namespace: "default".into(),
-            incident_name: "bench".into(),
-            attempt: 1,
-            generation: 1,
-        })
-        .await
-        .unwrap();
-    let mut ours = Vec::new();
-    for i in 0..STORE_APPENDS {
-        let body = EventBody::CommandStarted {
-            tool_use_id: format!("t{i}"),
-            command: "systemctl status api".into(),
-            reasoning: "is the api up?".into(),
-            timeout_seconds: 120,
-        };
-        let started = Instant::now();
-        store.append("bench", body).await.unwrap();
-        ours.push(started.elapsed());
-    }
+    let ours = timed_appends(&store).await;
     let mut bare = Bare::open(&fixture).await;
     let mut single = Vec::new();
     for seq in 0..STORE_APPENDS {
@@ -1217,12 +1197,27 @@ async fn store_appends(engine: Engine) -> Vec<Row> {
         batches.push(started.elapsed());
     }
     let per_event: Vec<Duration> = batches.iter().map(|batch| *batch / BATCH as u32).collect();
+    // SQLite's other durability, `--store-durability normal`, against the default on the same disk.
+    let normal = match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open_with(
+                &dir.path().join("normal.db"),
+                Redactor::default(),
+                Durability::Normal,
+            )
+            .await
+            .unwrap();
+            Some(timed_appends(&store).await)
+        }
+        Engine::Postgres => None,
+    };
     let single_figures = format!(
         "{:.0}/s, p99 {} µs",
         per_second(STORE_APPENDS, &single),
         p99(&single).as_micros()
     );
-    vec![
+    let mut rows = vec![
         Row {
             measurement: format!(
                 "{name}: append one event, durable ({:.0}/s, p99 {} µs)",
@@ -1230,7 +1225,7 @@ async fn store_appends(engine: Engine) -> Vec<Row> {
                 p99(&ours).as_micros()
             ),
             baseline: format!("bare INSERT, one per transaction ({single_figures})"),
-            ours: micros(ours),
+            ours: micros(ours.clone()),
             base: micros(single.clone()),
         },
         Row {
@@ -1243,5 +1238,52 @@ async fn store_appends(engine: Engine) -> Vec<Row> {
             ours: micros(per_event),
             base: micros(single),
         },
-    ]
+    ];
+    if let Some(normal) = normal {
+        rows.push(Row {
+            measurement: format!(
+                "{name}: append one event, `--store-durability normal` ({:.0}/s, p99 {} µs)",
+                per_second(STORE_APPENDS, &normal),
+                p99(&normal).as_micros()
+            ),
+            baseline: format!(
+                "the default, `full` ({:.0}/s, p99 {} µs)",
+                per_second(STORE_APPENDS, &ours),
+                p99(&ours).as_micros()
+            ),
+            ours: micros(normal),
+            base: micros(ours),
+        });
+    }
+    rows
+}
+
+/// Appends `STORE_APPENDS` command events to the session `bench` (made here), one at a time.
+async fn timed_appends(store: &Store) -> Vec<Duration> {
+    if store.session("bench").await.unwrap().is_none() {
+        store
+            .create_session(NewSession {
+                id: "bench".into(),
+                incident_uid: "u".into(),
+                incident_namespace: "default".into(),
+                incident_name: "bench".into(),
+                attempt: 1,
+                generation: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let mut samples = Vec::new();
+    for i in 0..STORE_APPENDS {
+        let body = EventBody::CommandStarted {
+            tool_use_id: format!("t{i}"),
+            command: "systemctl status api".into(),
+            reasoning: "is the api up?".into(),
+            timeout_seconds: 120,
+        };
+        let started = Instant::now();
+        store.append("bench", body).await.unwrap();
+        samples.push(started.elapsed());
+    }
+    samples
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use opslab::audit::StoreLocation;
+use opslab::audit::{Durability, StoreLocation};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
@@ -15,10 +15,20 @@ use opslab::scenario::replay::{self, ReplayServer};
 use opslab::source::files::WatchMode;
 use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
-use opslab::view::OutputFormat;
+use opslab::view::{ListFormat, OutputFormat};
+
+use crate::label_selector::LabelSelector;
+
+/// `opslab --version`: the package version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OPSLAB_COMMIT"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
-#[command(name = "opslab", version, about = "An autonomous incident responder")]
+#[command(name = "opslab", version = VERSION, about = "An autonomous incident responder")]
 pub struct Cli {
     /// Log format.
     #[arg(
@@ -41,16 +51,30 @@ pub enum Command {
     Crd,
     /// List resources.
     Get(GetArgs),
+    /// Show one resource in detail.
+    Describe(DescribeArgs),
     /// List agent sessions, newest first.
-    Sessions(ListArgs),
+    Sessions(SessionsArgs),
     /// Print a session's whole conversation: reasoning, commands, exit codes, outputs, summaries.
     Show(ShowArgs),
-    /// Stream a session as it happens, until it ends.
+    /// Stream a session as it happens, until it ends; says on stderr what it waits for.
     Follow(FollowArgs),
+    /// Start a new attempt of an Incident whose session has ended (audited, with who asked).
+    Retry(RequestArgs),
+    /// Stop an Incident's running session now: its command killed, its sandbox removed (audited,
+    /// with who asked and why).
+    Cancel(RequestArgs),
     /// Check the audit trail.
     Audit(AuditArgs),
     /// Fault scenarios: break a demo stack, file an Incident, and judge the agent.
     Scenario(ScenarioArgs),
+    /// Print a shell completion script, e.g. `opslab completion bash > /etc/bash_completion.d/opslab`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `opslab man > /usr/local/share/man/man1/opslab.1`.
+    Man,
 }
 
 /// Where the audit store is.
@@ -93,24 +117,104 @@ pub struct GetArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum GetResource {
-    /// Incidents with their phase, severity, commands and age; invalid manifests are listed too.
+    /// Incidents with their phase, severity, commands, reason and age; invalid manifests are listed
+    /// too (with -o table or wide, and no -l or NAME).
     #[command(visible_aliases = ["incident", "inc"])]
-    Incidents(ListArgs),
+    Incidents(GetIncidentsArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub struct GetIncidentsArgs {
+    /// Only these Incidents.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub namespaces: NamespaceArgs,
+    /// Only Incidents whose metadata.labels match: `k=v`, `k!=v`, `k` or `!k`, comma-separated
+    /// (all must match).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<LabelSelector>,
+    /// Output format: `wide` adds the session and the reason's message; `name` prints
+    /// incident.opslab.dev/NAME.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: ListFormat,
+    /// Leave out the header row (table and wide).
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After the list, print each Incident again whenever it changes in the store, until
+    /// interrupted.
+    #[arg(short, long)]
+    pub watch: bool,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Output format.
+}
+
+/// Which namespaces a command looks at, as kubectl's `-n` and `-A`.
+#[derive(Args, Debug)]
+pub struct NamespaceArgs {
+    /// The namespace [default: `default`, as kubectl without a context namespace].
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Every namespace (adds a NAMESPACE column).
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    #[command(subcommand)]
+    pub resource: DescribeResource,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DescribeResource {
+    /// An Incident: spec, status, conditions with their reasons and messages, the last commands,
+    /// the report, and its sessions. Kubernetes Events are not in the store: in kube mode,
+    /// `kubectl describe incident NAME` shows them.
+    #[command(visible_aliases = ["incidents", "inc"])]
+    Incident(DescribeIncidentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DescribeIncidentArgs {
+    /// NAME or NAMESPACE/NAME.
+    pub name: String,
+    /// The namespace of NAME [default: `default`].
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How many of the newest session's last commands to show.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub commands: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SessionsArgs {
+    /// Only the sessions of this Incident: NAME (in namespace `default`) or NAMESPACE/NAME.
+    #[arg(long, value_name = "INCIDENT")]
+    pub incident: Option<String>,
+    /// At most this many sessions, the newest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Output format: `wide` adds the cost, the start time and the reason's message; `name` prints
+    /// the session ids.
     #[arg(short, long, value_enum, default_value_t)]
-    pub output: OutputFormat,
+    pub output: ListFormat,
+    /// Leave out the header row (table and wide).
+    #[arg(long)]
+    pub no_headers: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     /// A session id, or an Incident as NAME or NAMESPACE/NAME (its newest session).
     pub target: String,
+    /// The namespace of an Incident NAME [default: `default`].
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Output format (`table` is the readable story).
@@ -123,14 +227,63 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct FollowArgs {
-    /// A session id, or an Incident as NAME or NAMESPACE/NAME (its newest session, or the next to
-    /// start).
+    /// A session id, or an Incident as NAME or NAMESPACE/NAME: its newest session, or, if it has
+    /// none yet, the first to start. Fails at once if the store knows no such session or Incident.
     pub target: String,
+    /// The namespace of an Incident NAME [default: `default`].
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Print whole outputs.
     #[arg(long)]
     pub raw: bool,
+    /// Give up (exit 1) if the session has not ended after this long: `90s`, `5m`, `1h30m`, or
+    /// seconds [default: wait until it ends].
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+}
+
+/// A duration as people write it (`90s`, `5m`, `1h30m`, `2 minutes`, ISO 8601), or seconds.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let signed: jiff::SignedDuration = text.parse().map_err(|_| {
+                format!("{text:?} is not a duration: write it as 90s, 5m, 1h30m, or seconds")
+            })?;
+            Duration::try_from(signed).map_err(|_| format!("{text:?}: must not be negative"))?
+        }
+    };
+    if duration.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(duration)
+}
+
+/// Where a retry or cancel request goes: in files mode a request file beside the manifests (never
+/// the manifest itself), in Kubernetes mode an annotation on the Incident (`opslab.dev/retry`,
+/// `opslab.dev/cancel`; `kubectl annotate --overwrite` with any new value does the same).
+#[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// The Incident, as NAME or NAMESPACE/NAME.
+    pub incident: String,
+    /// Why, for the audit trail (which also records who asked, from $USER, and when).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Where the Incident lives.
+    #[arg(long, env = "OPSLAB_SOURCE", value_enum, default_value = "files")]
+    pub source: SourceKind,
+    /// The controller's folder of Incident manifests (files mode).
+    #[arg(long, env = "OPSLAB_INCIDENTS")]
+    pub incidents: Option<PathBuf>,
+    /// A kubeconfig file (kube mode) [default: in-cluster config, then $KUBECONFIG, then
+    /// ~/.kube/config].
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Args, Debug)]
@@ -239,112 +392,158 @@ pub struct ScenarioRunArgs {
     pub output: OutputFormat,
 }
 
+/// The headings of `opslab controller --help`, so that its ~45 flags read in groups.
+const SOURCE: &str = "Source";
+const LEADER_ELECTION: &str = "Leader election (kube mode)";
+const STORE: &str = "Store";
+const MODEL_API: &str = "Model API";
+const BUDGETS: &str = "Budgets";
+const SANDBOX: &str = "Sandbox";
+const DOCKER_ACCESS: &str = "Docker access (sandboxes)";
+const HTTP: &str = "HTTP";
+const REDACTION: &str = "Redaction";
+
 #[derive(Args, Debug)]
 pub struct ControllerArgs {
     /// Where Incidents come from.
+    #[arg(help_heading = SOURCE)]
     #[arg(long, env = "OPSLAB_SOURCE", value_enum, default_value = "files")]
     pub source: SourceKind,
     /// The folder of Incident manifests to watch (files mode).
+    #[arg(help_heading = SOURCE)]
     #[arg(long, env = "OPSLAB_INCIDENTS")]
     pub incidents: Option<PathBuf>,
     /// A kubeconfig file (kube mode) [default: in-cluster config, then $KUBECONFIG, then
     /// ~/.kube/config].
+    #[arg(help_heading = SOURCE)]
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Elect a leader on a Lease (kube mode), so that of several replicas only one reconciles.
+    #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "OPSLAB_LEADER_ELECTION")]
     pub leader_election: bool,
     /// The Lease's name.
+    #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "OPSLAB_LEASE_NAME", default_value = "opslab-controller")]
     pub lease_name: String,
     /// The Lease's namespace [default: the pod's namespace, or the kubeconfig's].
+    #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// This replica's name in the Lease and in Events [default: the host name].
+    #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "POD_NAME")]
     pub lease_identity: Option<String>,
     /// Seconds a Lease lasts without renewal.
+    #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "OPSLAB_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
     /// Re-scan the folder every this many milliseconds instead of watching its events: for network
     /// filesystems and mounts that send no inotify events.
+    #[arg(help_heading = SOURCE)]
     #[arg(long, env = "OPSLAB_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = STORE)]
     pub store: StoreArgs,
+    /// What an SQLite store's commits survive: `full`, a power loss (each commit is synced to
+    /// disk); `normal`, a crash of the process only (faster; after a power loss the last events
+    /// may be gone, and a command whose start was lost may run again).
+    #[arg(long, env = "OPSLAB_STORE_DURABILITY", value_enum, default_value_t)]
+    pub store_durability: Durability,
     /// The model API to speak.
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_PROVIDER", value_enum, default_value = "anthropic")]
     pub provider: ProviderKind,
     /// The agent's model [default: claude-sonnet-4-5 (anthropic), gpt-4.1 (openai)].
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_MODEL")]
     pub model: Option<String>,
     /// The small model that summarises long command output; `off` turns summaries off
     /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (OpenAI), the agent's model (other
     /// OpenAI-compatible servers)].
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_SUMMARY_MODEL")]
     pub summary_model: Option<String>,
     /// The Anthropic API's base URL, without /v1.
+    #[arg(help_heading = MODEL_API)]
     #[arg(
         long,
         env = "ANTHROPIC_BASE_URL",
         default_value = "https://api.anthropic.com"
     )]
     pub anthropic_base_url: String,
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true, hide = true)]
     pub anthropic_api_key: Option<String>,
     /// An OpenAI-compatible API's base URL, with /v1 (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM…).
+    #[arg(help_heading = MODEL_API)]
     #[arg(
         long,
         env = "OPENAI_BASE_URL",
         default_value = "https://api.openai.com/v1"
     )]
     pub openai_base_url: String,
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, hide = true)]
     pub openai_api_key: Option<String>,
     #[command(flatten)]
     pub replay: ReplayArgs,
     /// Model calls retried at most this many times (429, 5xx, 529, connection errors).
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_MAX_RETRIES", default_value_t = 5)]
     pub llm_max_retries: usize,
     /// The first retry's delay, in milliseconds; it doubles (with jitter) up to 30 s.
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_RETRY_DELAY_MS", default_value_t = 1000)]
     pub llm_retry_delay_ms: u64,
     /// Seconds one model request may take.
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_TIMEOUT_SECONDS", default_value_t = 300)]
     pub llm_timeout_seconds: u64,
     /// Sessions that may run at once; more Incidents wait in Queued.
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_SESSIONS", default_value_t = 4)]
     pub max_sessions: usize,
     /// The most model turns a session may take.
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TURNS", default_value_t = 40)]
     pub max_turns: u32,
     /// A session's wall-clock budget, in seconds.
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_SESSION_TIMEOUT_SECONDS", default_value_t = 1800)]
     pub session_timeout_seconds: u64,
     /// How long one command may run, in seconds.
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_COMMAND_TIMEOUT_SECONDS", default_value_t = 120)]
     pub command_timeout_seconds: u64,
     /// A session's token budget (input and output together).
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TOKENS", default_value_t = 2_000_000)]
     pub max_tokens: u64,
     /// A session's spend budget in US dollars, estimated from the cost table [default: none].
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_COST_USD")]
     pub max_cost_usd: Option<f64>,
     /// A YAML or JSON file of model prices per million tokens (`model: {input: 3, output: 15}`),
     /// laid over the built-in table.
+    #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_COST_TABLE")]
     pub cost_table: Option<PathBuf>,
     /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(help_heading = HTTP)]
     #[arg(long, env = "OPSLAB_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
     /// `max_tokens` of one model response.
+    #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
     pub response_max_tokens: u32,
     /// This controller's name on the Docker engine: it labels its sandboxes, and removes orphans
     /// only among its own.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_INSTANCE", default_value = "opslab")]
     pub instance: String,
     /// The sandbox image.
+    #[arg(help_heading = SANDBOX)]
     #[arg(
         long,
         env = "OPSLAB_SANDBOX_IMAGE",
@@ -353,6 +552,7 @@ pub struct ControllerArgs {
     pub sandbox_image: String,
     /// The Docker engine's socket: the controller's connection, the proxy's upstream, and what
     /// `--docker-access full` mounts into sandboxes.
+    #[arg(help_heading = DOCKER_ACCESS)]
     #[arg(
         long,
         env = "OPSLAB_DOCKER_SOCKET",
@@ -362,31 +562,39 @@ pub struct ControllerArgs {
     /// What the agent can reach of the Docker engine: `guarded` (its own socket, served by opslab's
     /// proxy, which enforces the policy and audits every call), `full` (the engine's socket, for
     /// labs) or `none`.
+    #[arg(help_heading = DOCKER_ACCESS)]
     #[arg(long, env = "OPSLAB_DOCKER_ACCESS", value_enum, default_value_t)]
     pub docker_access: DockerAccess,
     /// Where the proxy makes each sandbox's socket (`guarded`). When the controller runs in a
     /// container, a host folder mounted at this same path.
+    #[arg(help_heading = DOCKER_ACCESS)]
     #[arg(long, env = "OPSLAB_PROXY_SOCKET_DIR", default_value = "/run/opslab")]
     pub proxy_socket_dir: PathBuf,
     /// Let the agent create containers through the proxy (`guarded`); never privileged, with host
     /// paths, host namespaces, added capabilities or opslab's objects.
+    #[arg(help_heading = DOCKER_ACCESS)]
     #[arg(long, env = "OPSLAB_DOCKER_ALLOW_CREATE")]
     pub docker_allow_create: bool,
     /// Sandboxes kept started before any session needs them, so a new session does not wait for
     /// Docker to create and start one; 0 makes each one when its session starts.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_SPARES", default_value_t = 1)]
     pub sandbox_spares: usize,
     /// Memory limit of a sandbox, in MiB.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
     pub sandbox_memory_mb: i64,
     /// CPU limit of a sandbox, in CPUs.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_CPUS", default_value_t = 1.0)]
     pub sandbox_cpus: f64,
     /// Process limit of a sandbox.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_PIDS", default_value_t = 256)]
     pub sandbox_pids: i64,
     /// The only Linux capabilities a sandbox keeps (comma-separated); all others are dropped.
     /// NET_RAW is what ping needs.
+    #[arg(help_heading = SANDBOX)]
     #[arg(
         long,
         env = "OPSLAB_SANDBOX_CAPABILITIES",
@@ -395,22 +603,28 @@ pub struct ControllerArgs {
     )]
     pub sandbox_capabilities: Vec<String>,
     /// Give sandboxes no-new-privileges (setuid binaries raise nothing).
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_NO_NEW_PRIVILEGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub sandbox_no_new_privileges: bool,
     /// Give sandboxes a read-only root filesystem, with tmpfs at /tmp and /work (the home folder).
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_READ_ONLY_ROOT", default_value_t = true, action = clap::ArgAction::Set)]
     pub sandbox_read_only_root: bool,
     /// Size of each tmpfs of a read-only sandbox (/tmp and /work), in MiB; it counts against the
     /// memory limit as it fills.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_TMPFS_MB", default_value_t = 256)]
     pub sandbox_tmpfs_mb: i64,
     /// A seccomp profile (JSON file) for sandboxes instead of the engine's default.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_SECCOMP_PROFILE")]
     pub sandbox_seccomp_profile: Option<PathBuf>,
     /// Bytes kept from the start and from the end of a command's output.
+    #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_OUTPUT_KEEP_BYTES", default_value_t = 16 * 1024)]
     pub output_keep_bytes: usize,
     /// Names of environment variables whose values are secrets to redact everywhere (comma-separated).
+    #[arg(help_heading = REDACTION)]
     #[arg(long, env = "OPSLAB_SECRET_ENV", value_delimiter = ',')]
     pub secret_env: Vec<String>,
 }
@@ -458,6 +672,7 @@ impl ControllerArgs {
             lease_duration_seconds,
             poll_interval_ms,
             store,
+            store_durability,
             provider,
             model,
             summary_model,
@@ -620,13 +835,6 @@ impl ControllerArgs {
             Some(path) => CostTable::with_file(path)?,
             None => CostTable::default(),
         };
-        if provider == ProviderKind::Anthropic && api_key.is_none() {
-            return Err(
-                "ANTHROPIC_API_KEY is not set: export it, or use an OpenAI-compatible server with \
-                 OPSLAB_PROVIDER=openai and OPENAI_BASE_URL"
-                    .into(),
-            );
-        }
         let model = model.unwrap_or_else(|| default_model.to_string());
         // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
         let self_hosted =
@@ -648,6 +856,7 @@ impl ControllerArgs {
         Ok(Config {
             source,
             store: store.location()?,
+            store_durability,
             provider: ProviderConfig {
                 kind: provider,
                 base_url,

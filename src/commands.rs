@@ -1,10 +1,14 @@
 //! The commands' handlers: the controller's wiring, and the CLI's views of the store.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::CustomResourceExt;
-use opslab::audit::{ChainCheck, EventBody, Redactor, SessionRecord, Store, StoreLocation};
+use opslab::ObjectKey;
+use opslab::audit::{
+    ChainCheck, EventBody, IncidentRecord, Redactor, SessionRecord, Store, StoreLocation,
+};
 use opslab::config::{Config, SourceConfig};
 use opslab::incident::Incident;
 use opslab::reconcile::{self, Context};
@@ -12,12 +16,18 @@ use opslab::server;
 use opslab::source::files::FilesSource;
 use opslab::source::kubernetes;
 use opslab::source::manifest::DEFAULT_NAMESPACE;
-use opslab::view::{self, OutputFormat};
+use opslab::view::{
+    self, Clock, IncidentColumns, IncidentDescription, ListFormat, OutputFormat, Widths,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::cli::{DriverArg, FollowArgs, ListArgs, ScenarioRunArgs, ShowArgs, StoreArgs};
+use crate::cli::{
+    DescribeIncidentArgs, DriverArg, FollowArgs, GetIncidentsArgs, ScenarioRunArgs, SessionsArgs,
+    ShowArgs, StoreArgs,
+};
+use crate::label_selector::LabelSelector;
 
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run_controller(config: Config) -> anyhow::Result<()> {
@@ -51,6 +61,11 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         store = %config.store,
         "controller started"
     );
+    if let Some(missing) = config.provider.missing() {
+        warn!(
+            "{missing}; until then /readyz answers 503 and every Incident fails with NoModelConfigured"
+        );
+    }
     let result = match &config.source {
         SourceConfig::Files { dir, watch } => {
             FilesSource::new(dir.clone(), *watch)
@@ -91,52 +106,316 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(serde_saphyr::to_string(&Incident::crd())?)
 }
 
-/// `opslab get incidents`.
-pub async fn get_incidents(args: ListArgs) -> anyhow::Result<String> {
-    let store = open_existing(&args.store).await?;
-    let records = store.incidents().await?;
-    match args.output {
-        OutputFormat::Table => Ok(view::incidents_table(&records, jiff::Timestamp::now())),
-        OutputFormat::Json | OutputFormat::Yaml => {
-            let items: Vec<&serde_json::Value> = records
-                .iter()
-                .filter(|record| record.error.is_none())
-                .map(|record| &record.incident)
-                .collect();
-            let errors: Vec<serde_json::Value> = records
-                .iter()
-                .filter_map(|record| {
-                    record
-                        .error
-                        .as_ref()
-                        .map(|error| serde_json::json!({"manifest": record.name, "error": error}))
+/// `opslab get incidents`: the listing, then with `--watch` each change, written to `out` as it
+/// comes; notes for people (nothing found, invalid manifests under `--no-headers`) to `notes`.
+pub async fn get_incidents(
+    args: GetIncidentsArgs,
+    out: &mut (impl std::io::Write + Send),
+    notes: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let (store, _) = open_existing(&args.store).await?;
+    let query = IncidentQuery::of(&args);
+    let records = query.select(store.incidents().await?)?;
+    let listing = Listing {
+        format: args.output,
+        columns: IncidentColumns {
+            namespace: query.namespace.is_none(),
+            wide: args.output == ListFormat::Wide,
+        },
+        headers: !args.no_headers,
+        // One document per Incident while watching, as `kubectl get -w -o json` prints them.
+        list_documents: !args.watch,
+        single: args.names.len() == 1,
+    };
+    let mut widths = Widths::default();
+    // As kubectl: an empty JSON or YAML List speaks for itself.
+    let structured = matches!(args.output, ListFormat::Json | ListFormat::Yaml);
+    if records.is_empty() && !structured {
+        writeln!(notes, "No incidents found{}.", query.scope_text())?;
+    }
+    let (text, note) = listing.render(&records, jiff::Timestamp::now(), &mut widths)?;
+    out.write_all(text.as_bytes())?;
+    notes.write_all(note.as_bytes())?;
+    out.flush()?;
+    if !args.watch {
+        return Ok(());
+    }
+    let mut seen: HashMap<(String, String), IncidentRecord> = records
+        .into_iter()
+        .map(|record| ((record.namespace.clone(), record.name.clone()), record))
+        .collect();
+    let poll = StorePoll::new(None);
+    let later = Listing {
+        headers: false,
+        ..listing
+    };
+    loop {
+        poll.wait(String::new).await?;
+        let changed: Vec<IncidentRecord> = query
+            .select(store.incidents().await?)?
+            .into_iter()
+            .filter(|record| {
+                let key = (record.namespace.clone(), record.name.clone());
+                let before = seen.insert(key, record.clone());
+                before.is_none_or(|before| !same_content(&before, record))
+            })
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let (text, _) = later.render(&changed, jiff::Timestamp::now(), &mut widths)?;
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+}
+
+/// Whether a stored Incident is unchanged but for when it was last written.
+fn same_content(before: &IncidentRecord, after: &IncidentRecord) -> bool {
+    before.incident == after.incident && before.error == after.error
+}
+
+/// Which Incidents `get incidents` lists.
+struct IncidentQuery {
+    /// `None`: every namespace.
+    namespace: Option<String>,
+    names: Vec<String>,
+    selector: Option<LabelSelector>,
+}
+
+impl IncidentQuery {
+    fn of(args: &GetIncidentsArgs) -> IncidentQuery {
+        let namespace = (!args.namespaces.all_namespaces).then(|| {
+            args.namespaces
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+        });
+        IncidentQuery {
+            namespace,
+            names: args.names.clone(),
+            selector: args.selector.clone(),
+        }
+    }
+
+    /// The records asked for; an error naming any NAME not found.
+    fn select(&self, records: Vec<IncidentRecord>) -> anyhow::Result<Vec<IncidentRecord>> {
+        // Manifest problems last, under the Incidents.
+        let (problems, mut selected): (Vec<IncidentRecord>, Vec<IncidentRecord>) = records
+            .into_iter()
+            .filter(|record| self.keeps(record))
+            .partition(|record| record.error.is_some());
+        selected.extend(problems);
+        let missing: Vec<&str> = self
+            .names
+            .iter()
+            .filter(|name| !selected.iter().any(|record| &record.name == *name))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "no Incident {}{} in the store",
+                missing.join(", "),
+                self.scope_text()
+            );
+        }
+        Ok(selected)
+    }
+
+    fn keeps(&self, record: &IncidentRecord) -> bool {
+        // A manifest problem belongs to no namespace and has no labels: listed unless the query
+        // names Incidents or selects by label.
+        if record.error.is_some() {
+            return self.names.is_empty() && self.selector.is_none();
+        }
+        let namespace_ok = self
+            .namespace
+            .as_ref()
+            .is_none_or(|namespace| &record.namespace == namespace);
+        let name_ok = self.names.is_empty() || self.names.contains(&record.name);
+        let labels_ok = self.selector.as_ref().is_none_or(|selector| {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(record.incident["metadata"]["labels"].clone())
+                    .unwrap_or_default();
+            selector.matches(&labels)
+        });
+        namespace_ok && name_ok && labels_ok
+    }
+
+    /// ` in namespace NAME`, or nothing for all namespaces.
+    fn scope_text(&self) -> String {
+        self.namespace
+            .as_ref()
+            .map(|namespace| format!(" in namespace {namespace}"))
+            .unwrap_or_default()
+    }
+}
+
+/// How `get incidents` prints a batch of records.
+#[derive(Clone, Copy)]
+struct Listing {
+    format: ListFormat,
+    columns: IncidentColumns,
+    headers: bool,
+    /// JSON and YAML as one `List`; else one document per Incident.
+    list_documents: bool,
+    /// One NAME asked for: JSON and YAML print the Incident itself, not a List.
+    single: bool,
+}
+
+impl Listing {
+    /// The text for stdout, and a note for stderr.
+    fn render(
+        &self,
+        records: &[IncidentRecord],
+        now: jiff::Timestamp,
+        widths: &mut Widths,
+    ) -> anyhow::Result<(String, String)> {
+        let valid = || records.iter().filter(|record| record.error.is_none());
+        match self.format {
+            ListFormat::Table | ListFormat::Wide => {
+                if records.is_empty() {
+                    return Ok((String::new(), String::new()));
+                }
+                let table = view::incidents_table(records, now, self.columns);
+                let text = table.render(widths, self.headers);
+                let problems = match self.format {
+                    ListFormat::Table => view::invalid_manifests(records),
+                    _ => String::new(),
+                };
+                // Without headers the output is for scripts: the problems go to stderr.
+                Ok(if self.headers {
+                    (text + &problems, String::new())
+                } else {
+                    (text, problems)
                 })
-                .collect();
-            let list = serde_json::json!({
-                "apiVersion": "v1", "kind": "List", "items": items, "errors": errors,
-            });
-            render(&list, args.output)
+            }
+            ListFormat::Name => Ok((
+                valid()
+                    .map(|record| format!("incident.opslab.dev/{}\n", record.name))
+                    .collect(),
+                String::new(),
+            )),
+            ListFormat::Json | ListFormat::Yaml => {
+                let format = match self.format {
+                    ListFormat::Json => OutputFormat::Json,
+                    _ => OutputFormat::Yaml,
+                };
+                if self.single || !self.list_documents {
+                    let mut text = String::new();
+                    for record in valid() {
+                        if format == OutputFormat::Yaml && !self.single {
+                            text.push_str("---\n");
+                        }
+                        text.push_str(&render(&record.incident, format)?);
+                    }
+                    return Ok((text, String::new()));
+                }
+                let errors: Vec<serde_json::Value> = records
+                    .iter()
+                    .filter_map(|record| {
+                        let error = record.error.as_ref()?;
+                        Some(serde_json::json!({"manifest": record.name, "error": error}))
+                    })
+                    .collect();
+                let items: Vec<&serde_json::Value> =
+                    valid().map(|record| &record.incident).collect();
+                let list = serde_json::json!({
+                    "apiVersion": "v1", "kind": "List", "items": items, "errors": errors,
+                });
+                Ok((render(&list, format)?, String::new()))
+            }
         }
     }
 }
 
+/// `opslab describe incident`.
+pub async fn describe_incident(args: DescribeIncidentArgs) -> anyhow::Result<String> {
+    let (store, location) = open_existing(&args.store).await?;
+    let key = incident_key(&args.name, args.namespace.as_deref());
+    let record = store
+        .incident(&key.namespace, &key.name)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no Incident {key} in the store at {location} (`opslab get incidents -A` lists the Incidents it knows)"
+            )
+        })?;
+    let sessions = if record.uid.is_empty() {
+        Vec::new()
+    } else {
+        store.sessions_for_incident(&record.uid).await?
+    };
+    let events = match sessions.first() {
+        Some(newest) => store.events(&newest.id).await?,
+        None => Vec::new(),
+    };
+    Ok(view::describe_incident(&IncidentDescription {
+        record: &record,
+        sessions: &sessions,
+        events: &events,
+        commands: args.commands,
+        now: jiff::Timestamp::now(),
+        clock: &Clock::local(),
+    }))
+}
+
 /// `opslab sessions`.
-pub async fn list_sessions(args: ListArgs) -> anyhow::Result<String> {
-    let store = open_existing(&args.store).await?;
-    let sessions = store.sessions().await?;
+pub async fn list_sessions(args: SessionsArgs) -> anyhow::Result<String> {
+    let (store, location) = open_existing(&args.store).await?;
+    let mut sessions = store.sessions().await?;
+    if let Some(target) = &args.incident {
+        let key = incident_key(target, None);
+        sessions.retain(|session| {
+            session.incident_namespace == key.namespace && session.incident_name == key.name
+        });
+        if sessions.is_empty() && store.incident(&key.namespace, &key.name).await?.is_none() {
+            anyhow::bail!("no Incident {key} and no session of it in the store at {location}");
+        }
+    }
+    if let Some(limit) = args.limit {
+        sessions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
     match args.output {
-        OutputFormat::Table => Ok(view::sessions_table(&sessions, jiff::Timestamp::now())),
-        OutputFormat::Json | OutputFormat::Yaml => render(&sessions, args.output),
+        ListFormat::Table | ListFormat::Wide => {
+            if sessions.is_empty() {
+                eprintln!("No sessions found.");
+                return Ok(String::new());
+            }
+            let wide = args.output == ListFormat::Wide;
+            let table =
+                view::sessions_table(&sessions, jiff::Timestamp::now(), wide, &Clock::local());
+            Ok(table.render(&mut Widths::default(), !args.no_headers))
+        }
+        ListFormat::Name => Ok(sessions
+            .iter()
+            .map(|session| format!("{}\n", session.id))
+            .collect()),
+        ListFormat::Json => render(&sessions, OutputFormat::Json),
+        ListFormat::Yaml => render(&sessions, OutputFormat::Yaml),
     }
 }
 
 /// `opslab show SESSION|INCIDENT`.
 pub async fn show(args: ShowArgs) -> anyhow::Result<String> {
-    let store = open_existing(&args.store).await?;
-    let session = find_session(&store, &args.target).await?;
+    let (store, location) = open_existing(&args.store).await?;
+    let key = incident_key(&args.target, args.namespace.as_deref());
+    let session = match store.session(&args.target).await? {
+        Some(session) => session,
+        None => newest_session(&store, &key).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no session {:?} and no Incident {key} with a session in the store at {location}",
+                args.target
+            )
+        })?,
+    };
     let events = store.events(&session.id).await?;
     match args.output {
-        OutputFormat::Table => Ok(view::session_story(&session, &events, args.raw)),
+        OutputFormat::Table => Ok(view::session_story(
+            &session,
+            &events,
+            args.raw,
+            &session_clock(&session),
+        )),
         OutputFormat::Json | OutputFormat::Yaml => render(
             &serde_json::json!({"session": session, "events": events}),
             args.output,
@@ -145,27 +424,33 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<String> {
 }
 
 /// `opslab follow`: prints each event as the store gets it, and returns when the session ends.
+/// What it waits for goes to `notes`.
 pub async fn follow(
     args: FollowArgs,
     out: &mut (impl std::io::Write + Send),
+    notes: &mut (impl std::io::Write + Send),
 ) -> anyhow::Result<()> {
-    let store = open_existing(&args.store).await?;
-    // An Incident just filed may not have its session yet.
-    let waited_since = std::time::Instant::now();
-    let session = loop {
-        match find_session(&store, &args.target).await {
-            Ok(session) => break session,
-            Err(error) if waited_since.elapsed() > FOLLOW_WAIT_FOR_SESSION => return Err(error),
-            Err(_) => tokio::time::sleep(FOLLOW_POLL).await,
+    let (store, location) = open_existing(&args.store).await?;
+    let poll = StorePoll::new(args.timeout);
+    let session = match store.session(&args.target).await? {
+        Some(session) => session,
+        None => {
+            let key = incident_key(&args.target, args.namespace.as_deref());
+            first_session(&store, &location, &args.target, &key, &poll, notes).await?
         }
     };
-    write!(out, "{}", view::session_header(&session))?;
+    write!(
+        out,
+        "{}",
+        view::session_header(&session, &session_clock(&session))
+    )?;
     out.flush()?;
+    let clock = session_clock(&session);
     let mut last_seq = 0;
     loop {
         let events = store.events_after(&session.id, last_seq).await?;
         for event in &events {
-            write!(out, "\n{}", view::event_text(event, args.raw))?;
+            write!(out, "\n{}", view::event_text(event, args.raw, &clock))?;
             out.flush()?;
             last_seq = event.seq;
             if matches!(event.body, EventBody::SessionFinished { .. }) {
@@ -173,19 +458,131 @@ pub async fn follow(
             }
         }
         if events.is_empty() {
-            tokio::time::sleep(FOLLOW_POLL).await;
+            poll.wait(|| format!("session {} has not ended", session.id))
+                .await?;
         }
     }
 }
 
-/// How often `follow` looks for new events.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// How long `follow` waits for an Incident's first session.
-const FOLLOW_WAIT_FOR_SESSION: Duration = Duration::from_secs(60);
+/// The Incident's newest session, or the first to start. Fails at once (after a moment's grace for
+/// a manifest just filed) when the store knows no such Incident, and when one will never start.
+async fn first_session(
+    store: &Store,
+    location: &StoreLocation,
+    target: &str,
+    key: &ObjectKey,
+    poll: &StorePoll,
+    notes: &mut (impl std::io::Write + Send),
+) -> anyhow::Result<SessionRecord> {
+    let grace_ends = Instant::now() + UNKNOWN_INCIDENT_GRACE;
+    let mut announced = false;
+    loop {
+        if let Some(session) = newest_session(store, key).await? {
+            return Ok(session);
+        }
+        match store.incident(&key.namespace, &key.name).await? {
+            Some(record) => {
+                if let Some(why) = no_session_coming(&record) {
+                    anyhow::bail!(
+                        "Incident {key} {why}; no session will start until its spec changes"
+                    );
+                }
+                if !announced {
+                    writeln!(notes, "waiting for the first session of {key}…")?;
+                    notes.flush()?;
+                    announced = true;
+                }
+            }
+            None if Instant::now() >= grace_ends => anyhow::bail!(
+                "no session {target:?} and no Incident {key} in the store at {location} \
+                 (`opslab get incidents -A` lists the Incidents it knows)"
+            ),
+            None => {}
+        }
+        poll.wait(|| format!("no session of {key} has started"))
+            .await?;
+    }
+}
+
+/// Why a known Incident without a session will not get one as it is, if it will not.
+fn no_session_coming(record: &IncidentRecord) -> Option<String> {
+    let incident: Incident = serde_json::from_value(record.incident.clone()).ok()?;
+    let status = incident.status?;
+    if !status.phase.is_terminal() {
+        return None;
+    }
+    let because = view::explanation(&status)
+        .map(|explained| format!(" ({}): {}", explained.reason, explained.message))
+        .unwrap_or_default();
+    Some(format!("is {}{because}", status.phase))
+}
+
+/// The Incident's newest session, by namespace and name.
+async fn newest_session(store: &Store, key: &ObjectKey) -> anyhow::Result<Option<SessionRecord>> {
+    Ok(store.sessions().await?.into_iter().find(|session| {
+        session.incident_namespace == key.namespace && session.incident_name == key.name
+    }))
+}
+
+/// NAME (in `namespace`, else `default`) or NAMESPACE/NAME.
+fn incident_key(target: &str, namespace: Option<&str>) -> ObjectKey {
+    match target.split_once('/') {
+        Some((namespace, name)) => ObjectKey::new(namespace, name),
+        None => ObjectKey::new(namespace.unwrap_or(DEFAULT_NAMESPACE), target),
+    }
+}
+
+/// The local clock, its short times on the day the session started.
+fn session_clock(session: &SessionRecord) -> Clock {
+    match session.started_at.parse() {
+        Ok(started) => Clock::local().on_day_of(started),
+        Err(_) => Clock::local(),
+    }
+}
+
+/// How the CLI waits for the store to change. The store sends no notifications, so `follow` and
+/// `get --watch` both read it again every [`STORE_POLL`], until an optional timeout.
+struct StorePoll {
+    started: Instant,
+    timeout: Option<Duration>,
+}
+
+impl StorePoll {
+    fn new(timeout: Option<Duration>) -> StorePoll {
+        StorePoll {
+            started: Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Sleeps until it is time to read again; an error saying `what` is still awaited once the
+    /// timeout has passed.
+    async fn wait(&self, what: impl FnOnce() -> String) -> anyhow::Result<()> {
+        let pause = match self.timeout {
+            None => STORE_POLL,
+            Some(timeout) => {
+                let left = timeout.saturating_sub(self.started.elapsed());
+                if left.is_zero() {
+                    let timeout = jiff::SignedDuration::try_from(timeout).unwrap_or_default();
+                    anyhow::bail!("gave up after {timeout:#} (--timeout): {}", what());
+                }
+                left.min(STORE_POLL)
+            }
+        };
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+}
+
+/// How often the CLI reads the store again while it waits.
+const STORE_POLL: Duration = Duration::from_millis(200);
+/// How long `follow` looks for an Incident the store does not know before it fails: a manifest
+/// filed a moment before takes the controller a few milliseconds to read.
+const UNKNOWN_INCIDENT_GRACE: Duration = Duration::from_millis(300);
 
 /// `opslab audit verify`: the report, or an error carrying it when a chain is broken.
 pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::Result<String> {
-    let store = open_existing(&store).await?;
+    let (store, _) = open_existing(&store).await?;
     let sessions = match session {
         Some(id) => vec![
             store
@@ -220,26 +617,9 @@ pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::
     Ok(report)
 }
 
-async fn find_session(store: &Store, target: &str) -> anyhow::Result<SessionRecord> {
-    if let Some(session) = store.session(target).await? {
-        return Ok(session);
-    }
-    let (namespace, name) = target
-        .split_once('/')
-        .unwrap_or((DEFAULT_NAMESPACE, target));
-    store
-        .sessions()
-        .await?
-        .into_iter()
-        .find(|session| session.incident_namespace == namespace && session.incident_name == name)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no session {target:?} and no Incident {namespace}/{name} with a session"
-            )
-        })
-}
-
-async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
+/// The store the CLI reads, and where it is (for error messages); an error if an SQLite file is
+/// missing, rather than creating an empty store.
+pub(crate) async fn open_existing(args: &StoreArgs) -> anyhow::Result<(Store, StoreLocation)> {
     let location = args.location().map_err(anyhow::Error::msg)?;
     if let StoreLocation::Sqlite(path) = &location
         && !path.exists()
@@ -249,7 +629,10 @@ async fn open_existing(args: &StoreArgs) -> anyhow::Result<Store> {
             path.display()
         );
     }
-    Ok(Store::open(location, Redactor::default()).await?)
+    Ok((
+        Store::open(location.clone(), Redactor::default()).await?,
+        location,
+    ))
 }
 
 fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Result<String> {

@@ -15,6 +15,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// The audit store (an SQLite file, or a PostgreSQL URL shown without its password).
     pub store: crate::audit::StoreLocation,
+    /// What an SQLite store's commits survive.
+    pub store_durability: crate::audit::Durability,
     pub provider: ProviderConfig,
     pub agent: AgentLimits,
     /// The model that summarises long command output for the audit trail; None turns it off.

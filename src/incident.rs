@@ -315,3 +315,45 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+/// The annotation that asks for a new attempt of an Incident whose session has ended: any new value
+/// (`kubectl annotate --overwrite`, or `opslab retry`) starts one, once.
+pub const RETRY_ANNOTATION: &str = "opslab.dev/retry";
+/// The annotation that asks for the running session to be stopped now: any new value
+/// (`kubectl annotate --overwrite`, or `opslab cancel`) cancels the session running when it is set.
+/// The value is kept in the trail, so it says who asked and why.
+pub const CANCEL_ANNOTATION: &str = "opslab.dev/cancel";
+
+/// The retry and cancel requests an Incident carries (the values of its request annotations).
+/// A session records the ones present when it started; a request is honoured when its value
+/// differs from the one the latest session recorded.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<String>,
+}
+
+impl Requests {
+    /// The requests an Incident's annotations make.
+    pub fn of(incident: &Incident) -> Requests {
+        let annotation = |name: &str| {
+            incident
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(name))
+                .filter(|value| !value.trim().is_empty())
+                .cloned()
+        };
+        Requests {
+            retry: annotation(RETRY_ANNOTATION),
+            cancel: annotation(CANCEL_ANNOTATION),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.retry.is_none() && self.cancel.is_none()
+    }
+}

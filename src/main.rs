@@ -3,9 +3,12 @@
 
 mod cli;
 mod commands;
+mod label_selector;
+mod request;
 
-use clap::Parser;
-use cli::{AuditCommand, Cli, Command, GetResource, ScenarioCommand};
+use clap::{CommandFactory, Parser};
+use cli::{AuditCommand, Cli, Command, DescribeResource, GetResource, ScenarioCommand};
+use opslab::source::requests::Request;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -24,11 +27,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(_) => "info",
         Command::Crd
         | Command::Get(_)
+        | Command::Describe(_)
         | Command::Sessions(_)
         | Command::Show(_)
         | Command::Follow(_)
+        | Command::Retry(_)
+        | Command::Cancel(_)
         | Command::Audit(_)
-        | Command::Scenario(_) => "warn",
+        | Command::Scenario(_)
+        | Command::Completion { .. }
+        | Command::Man => "warn",
     };
     opslab::telemetry::init(cli.log_format, default_filter);
     let output = match cli.command {
@@ -41,12 +49,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Crd => commands::crd_yaml()?,
         Command::Get(get) => match get.resource {
-            GetResource::Incidents(args) => commands::get_incidents(args).await?,
+            GetResource::Incidents(args) => {
+                commands::get_incidents(args, &mut std::io::stdout(), &mut std::io::stderr())
+                    .await?;
+                return Ok(());
+            }
+        },
+        Command::Describe(describe) => match describe.resource {
+            DescribeResource::Incident(args) => commands::describe_incident(args).await?,
         },
         Command::Sessions(args) => commands::list_sessions(args).await?,
+        Command::Retry(args) => request::run(Request::Retry, args).await?,
+        Command::Cancel(args) => request::run(Request::Cancel, args).await?,
         Command::Show(args) => commands::show(args).await?,
         Command::Follow(args) => {
-            commands::follow(args, &mut std::io::stdout()).await?;
+            commands::follow(args, &mut std::io::stdout(), &mut std::io::stderr()).await?;
             return Ok(());
         }
         Command::Scenario(scenario) => match scenario.command {
@@ -65,6 +82,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 commands::audit_verify(session, store).await?
             }
         },
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "opslab", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
     };
     print!("{output}");
     Ok(())

@@ -20,14 +20,17 @@ use crate::sandbox::Sandboxes;
 pub struct Readiness {
     /// Set once the source has listed every Incident once (see [`Readiness::mark_synced`]).
     synced: AtomicBool,
+    /// What must be set before a session can run (see [`crate::llm::ProviderConfig::missing`]).
+    model_missing: Option<String>,
     pub store: Store,
     pub sandboxes: Sandboxes,
 }
 
 impl Readiness {
-    pub fn new(store: Store, sandboxes: Sandboxes) -> Readiness {
+    pub fn new(store: Store, sandboxes: Sandboxes, model_missing: Option<String>) -> Readiness {
         Readiness {
             synced: AtomicBool::new(false),
+            model_missing,
             store,
             sandboxes,
         }
@@ -40,6 +43,9 @@ impl Readiness {
 
     /// Why the controller is not ready, or None when it is.
     async fn not_ready(&self) -> Option<String> {
+        if let Some(missing) = &self.model_missing {
+            return Some(missing.clone());
+        }
         if !self.synced.load(Ordering::Acquire) {
             return Some("the Incident source has not synced yet".into());
         }

@@ -1,15 +1,11 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use std::io::Write;
-
-use tabwriter::TabWriter;
-
 use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord};
-use crate::incident::Incident;
+use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
-/// Output formats of the listing commands.
+/// Output formats of `show` and `scenario run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     #[default]
@@ -18,123 +14,402 @@ pub enum OutputFormat {
     Yaml,
 }
 
-/// `opslab get incidents`: NAMESPACE, NAME, PHASE, SEVERITY, COMMANDS, AGE; then the manifest problems.
-pub fn incidents_table(records: &[IncidentRecord], now: jiff::Timestamp) -> String {
-    let mut rows = vec!["NAMESPACE\tNAME\tPHASE\tSEVERITY\tCOMMANDS\tAGE".to_string()];
-    let mut problems = Vec::new();
-    for record in records {
-        if let Some(error) = &record.error {
-            rows.push(format!("-\t{}\tInvalid\t-\t-\t-", record.name));
-            problems.push(format!("{}: {}", record.name, error));
-            continue;
+/// Output formats of the listings (`get incidents`, `sessions`), as kubectl's `-o`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// Names only, one a line.
+    Name,
+    Json,
+    Yaml,
+}
+
+/// Rows of cells, aligned in columns three spaces apart. The widths are kept outside the table so
+/// that the rows a watch prints later line up under the first listing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+/// Column widths carried from one rendering of a table to the next.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Widths(Vec<usize>);
+
+const COLUMN_GAP: usize = 3;
+
+impl Table {
+    pub fn new(header: Vec<&'static str>) -> Table {
+        Table {
+            header,
+            rows: Vec::new(),
         }
-        let incident: Option<Incident> = serde_json::from_value(record.incident.clone()).ok();
-        let (phase, commands) = incident
-            .as_ref()
-            .and_then(|incident| incident.status.as_ref())
-            .map(|status| (status.phase.to_string(), status.commands.to_string()))
-            .unwrap_or_else(|| ("Pending".into(), "0".into()));
-        let severity = incident
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    /// The rows (the header first when `header`), each cell one printable line. `widths` grow to
+    /// fit and are kept for the next call.
+    pub fn render(&self, widths: &mut Widths, header: bool) -> String {
+        let header_row: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+        let rows: Vec<Vec<String>> = header
+            .then_some(&header_row)
+            .into_iter()
+            .chain(&self.rows)
+            .map(|row| row.iter().map(|cell| one_line(cell)).collect())
+            .collect();
+        // The header counts even when left out, so that later rows line up with a first listing.
+        for row in std::iter::once(&header_row).chain(&rows) {
+            if widths.0.len() < row.len() {
+                widths.0.resize(row.len(), 0);
+            }
+            for (width, cell) in widths.0.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &rows {
+            let mut line = String::new();
+            for (index, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if index + 1 < row.len() {
+                    let pad = widths.0[index] + COLUMN_GAP - cell.chars().count();
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A cell's text on one line, safe for a terminal.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cell = printable(&joined);
+    if cell.is_empty() { "-".into() } else { cell }
+}
+
+/// How times are shown: in one zone (the system's: TZ, else /etc/localtime, else UTC), with date and
+/// zone in full, and in short as the time alone on the day a story started, else with its date.
+#[derive(Clone, Debug)]
+pub struct Clock {
+    zone: jiff::tz::TimeZone,
+    day: Option<jiff::civil::Date>,
+}
+
+impl Clock {
+    pub fn new(zone: jiff::tz::TimeZone) -> Clock {
+        Clock { zone, day: None }
+    }
+
+    /// The system's time zone.
+    pub fn local() -> Clock {
+        Clock::new(jiff::tz::TimeZone::system())
+    }
+
+    /// Short times drop the date on the day of `at`.
+    pub fn on_day_of(mut self, at: jiff::Timestamp) -> Clock {
+        self.day = Some(at.to_zoned(self.zone.clone()).date());
+        self
+    }
+
+    /// `2026-12-02 03:58:26 UTC`.
+    pub fn full(&self, at: jiff::Timestamp) -> String {
+        at.to_zoned(self.zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    }
+
+    /// `03:58:26` on the clock's day, `2026-12-03 00:00:04` on another.
+    pub fn short(&self, at: jiff::Timestamp) -> String {
+        let zoned = at.to_zoned(self.zone.clone());
+        if Some(zoned.date()) == self.day {
+            zoned.strftime("%H:%M:%S").to_string()
+        } else {
+            zoned.strftime("%Y-%m-%d %H:%M:%S").to_string()
+        }
+    }
+
+    /// A stored RFC 3339 time, in full; as stored if it does not parse.
+    pub fn full_text(&self, at: &str) -> String {
+        at.parse()
+            .map_or_else(|_| at.to_string(), |at| self.full(at))
+    }
+
+    /// A stored RFC 3339 time, in short; as stored if it does not parse.
+    pub fn short_text(&self, at: &str) -> String {
+        at.parse()
+            .map_or_else(|_| at.to_string(), |at| self.short(at))
+    }
+}
+
+/// Which columns `get incidents` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncidentColumns {
+    /// NAMESPACE first (all namespaces).
+    pub namespace: bool,
+    /// SESSION and MESSAGE last, and the reason even where it says little (`-o wide`).
+    pub wide: bool,
+}
+
+/// The reason shown for an invalid manifest.
+pub const INVALID_MANIFEST: &str = "InvalidManifest";
+
+/// `opslab get incidents`: [NAMESPACE] NAME PHASE SEVERITY COMMANDS REASON AGE [SESSION MESSAGE].
+pub fn incidents_table(
+    records: &[IncidentRecord],
+    now: jiff::Timestamp,
+    columns: IncidentColumns,
+) -> Table {
+    let mut header = vec!["NAME", "PHASE", "SEVERITY", "COMMANDS", "REASON", "AGE"];
+    if columns.namespace {
+        header.insert(0, "NAMESPACE");
+    }
+    if columns.wide {
+        header.extend(["SESSION", "MESSAGE"]);
+    }
+    let mut table = Table::new(header);
+    for record in records {
+        let mut row = incident_row(record, now, columns.wide);
+        if !columns.wide {
+            row.truncate(6);
+        }
+        if columns.namespace {
+            row.insert(0, display_namespace(&record.namespace));
+        }
+        table.push(row);
+    }
+    table
+}
+
+/// A manifest problem has no namespace.
+fn display_namespace(namespace: &str) -> String {
+    if namespace.is_empty() {
+        "-".into()
+    } else {
+        namespace.into()
+    }
+}
+
+/// NAME PHASE SEVERITY COMMANDS REASON AGE SESSION MESSAGE.
+fn incident_row(record: &IncidentRecord, now: jiff::Timestamp, wide: bool) -> Vec<String> {
+    if let Some(error) = &record.error {
+        let row = [
+            record.name.as_str(),
+            "Invalid",
+            "-",
+            "-",
+            INVALID_MANIFEST,
+            "-",
+            "-",
+            error.as_str(),
+        ];
+        return row.iter().map(|cell| cell.to_string()).collect();
+    }
+    let incident: Option<Incident> = serde_json::from_value(record.incident.clone()).ok();
+    let status = incident
+        .as_ref()
+        .and_then(|incident| incident.status.as_ref());
+    let phase = status.map(|status| status.phase).unwrap_or_default();
+    let explained = status.and_then(explanation);
+    let reason = explained
+        .as_ref()
+        .filter(|explained| wide || reason_says_something(phase, explained.reason))
+        .map(|explained| explained.reason.to_string());
+    let dash = || "-".to_string();
+    vec![
+        record.name.clone(),
+        phase.to_string(),
+        incident
             .as_ref()
             .map(|incident| incident.spec.severity.to_string())
-            .unwrap_or_else(|| "-".into());
-        let age = incident
+            .unwrap_or_else(dash),
+        status
+            .map(|status| status.commands.to_string())
+            .unwrap_or_else(|| "0".into()),
+        reason.unwrap_or_else(dash),
+        incident
             .as_ref()
             .and_then(|incident| incident.metadata.creation_timestamp.as_ref())
             .map(|created| age(created.0, now))
-            .unwrap_or_else(|| "-".into());
-        rows.push(format!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            record.namespace, record.name, phase, severity, commands, age
-        ));
-    }
-    let mut text = tabulate(&rows);
-    if !problems.is_empty() {
-        text.push_str("\nInvalid manifests:\n");
-        for problem in problems {
-            text.push_str(&format!("  {}\n", printable(&problem)));
-        }
-    }
-    text
+            .unwrap_or_else(dash),
+        status
+            .and_then(|status| status.session_id.clone())
+            .unwrap_or_else(dash),
+        explained
+            .map(|explained| explained.message.to_string())
+            .unwrap_or_default(),
+    ]
 }
 
-/// `opslab sessions`.
-pub fn sessions_table(sessions: &[SessionRecord], now: jiff::Timestamp) -> String {
-    let mut rows = vec![
-        "SESSION\tINCIDENT\tATTEMPT\tPHASE\tOUTCOME\tTURNS\tCOMMANDS\tTOKENS\tAGE".to_string(),
-    ];
-    for session in sessions {
-        let phase = if session.state == "running" {
-            "Investigating".to_string()
-        } else {
-            session.phase.to_string()
-        };
-        let outcome = session
-            .outcome
-            .map(|outcome| {
-                serde_json::to_value(outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_else(|| "-".into());
-        let age = session
-            .started_at
-            .parse()
-            .map(|started| age(started, now))
-            .unwrap_or_else(|_| "-".into());
-        rows.push(format!(
-            "{}\t{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            session.id,
-            session.incident_namespace,
-            session.incident_name,
-            session.attempt,
-            phase,
-            outcome,
-            session.turns,
-            session.commands,
-            session.input_tokens + session.output_tokens,
-            age
-        ));
+/// Invalid manifests and what is wrong with each, for under the table.
+pub fn invalid_manifests(records: &[IncidentRecord]) -> String {
+    let problems: Vec<String> = records
+        .iter()
+        .filter_map(|record| {
+            let error = record.error.as_ref()?;
+            Some(format!(
+                "  {}\n",
+                printable(&format!("{}: {error}", record.name))
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        return String::new();
     }
-    tabulate(&rows)
+    format!("\nInvalid manifests:\n{}", problems.concat())
+}
+
+/// Why an Incident is where it is, from its conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+/// The condition that explains the phase: `Valid` when the spec is not, `Resolved` once resolved,
+/// else `SessionActive`; its message, or the other one's when it has none.
+pub fn explanation(status: &IncidentStatus) -> Option<Explanation<'_>> {
+    let find = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    let invalid = find("Valid").filter(|valid| valid.status == "False");
+    let (first, second) = match status.phase {
+        Phase::Resolved => (find("Resolved"), find("SessionActive")),
+        _ => (find("SessionActive"), find("Resolved")),
+    };
+    let chosen = invalid.or(first).or(second)?;
+    let message = [Some(chosen), first, second]
+        .into_iter()
+        .flatten()
+        .map(|condition| condition.message.as_str())
+        .find(|message| !message.trim().is_empty())
+        .unwrap_or_default();
+    Some(Explanation {
+        reason: &chosen.reason,
+        message,
+    })
+}
+
+/// Whether the reason adds to the phase: not `Investigating` while investigating, nor `Reported`
+/// for a resolved Incident, but `ModelApiFailed`, `TokenBudgetExhausted`, `Reported` (unresolved by
+/// the agent's word)...
+fn reason_says_something(phase: Phase, reason: &str) -> bool {
+    reason != phase.to_string() && !(phase == Phase::Resolved && reason == "Reported")
+}
+
+/// `opslab sessions`: SESSION INCIDENT ATTEMPT PHASE REASON OUTCOME TURNS COMMANDS TOKENS AGE, and in
+/// wide COST STARTED MESSAGE.
+pub fn sessions_table(
+    sessions: &[SessionRecord],
+    now: jiff::Timestamp,
+    wide: bool,
+    clock: &Clock,
+) -> Table {
+    let mut header = vec![
+        "SESSION", "INCIDENT", "ATTEMPT", "PHASE", "REASON", "OUTCOME", "TURNS", "COMMANDS",
+        "TOKENS", "AGE",
+    ];
+    if wide {
+        header.extend(["COST", "STARTED", "MESSAGE"]);
+    }
+    let mut table = Table::new(header);
+    for session in sessions {
+        let mut row = vec![
+            session.id.clone(),
+            format!("{}/{}", session.incident_namespace, session.incident_name),
+            session.attempt.to_string(),
+            session_phase(session),
+            session.reason.clone().unwrap_or_else(|| "-".into()),
+            session
+                .outcome
+                .map(|outcome| enum_text(&outcome))
+                .unwrap_or_else(|| "-".into()),
+            session.turns.to_string(),
+            session.commands.to_string(),
+            (session.input_tokens + session.output_tokens).to_string(),
+            session
+                .started_at
+                .parse()
+                .map(|started| age(started, now))
+                .unwrap_or_else(|_| "-".into()),
+        ];
+        if wide {
+            row.extend([
+                format!("${:.4}", session.cost_usd),
+                clock.full_text(&session.started_at),
+                session.message.clone().unwrap_or_default(),
+            ]);
+        }
+        table.push(row);
+    }
+    table
+}
+
+/// A running session's phase is Investigating, whatever its row started with.
+fn session_phase(session: &SessionRecord) -> String {
+    if session.state == "running" {
+        Phase::Investigating.to_string()
+    } else {
+        session.phase.to_string()
+    }
+}
+
+/// A serde enum's name (`needs_human`).
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `opslab show`: the whole conversation, in order: reasoning, commands, exit codes, durations,
 /// outputs and summaries. Without `raw`, long outputs show their first and last lines.
-pub fn session_story(session: &SessionRecord, events: &[Event], raw: bool) -> String {
-    let mut out = session_header(session);
+pub fn session_story(
+    session: &SessionRecord,
+    events: &[Event],
+    raw: bool,
+    clock: &Clock,
+) -> String {
+    let mut out = session_header(session, clock);
     for event in events {
         out.push('\n');
-        out.push_str(&event_text(event, raw));
+        out.push_str(&event_text(event, raw, clock));
     }
     out
 }
 
-/// Who, what and how much, for the top of `show` and `follow`.
-pub fn session_header(session: &SessionRecord) -> String {
-    let phase = if session.state == "running" {
-        "Investigating".to_string()
-    } else {
-        session.phase.to_string()
-    };
+/// Who, what and how much, for the top of `show` and `follow`. Times in full (date and zone): the
+/// events below show the time alone on the day the session started.
+pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
     format!(
-        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
+        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
         session.id,
         session.incident_namespace,
         session.incident_name,
         session.attempt,
-        phase,
+        session_phase(session),
         session
             .reason
             .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default(),
-        session.started_at,
+        session
+            .message
+            .as_deref()
+            .filter(|message| !message.trim().is_empty())
+            .map(|message| format!(": {}", one_line(message)))
+            .unwrap_or_default(),
+        clock.full_text(&session.started_at),
         session
             .finished_at
             .as_deref()
-            .map(|f| format!(", finished {f}"))
+            .map(|f| format!(", finished {}", clock.full_text(f)))
             .unwrap_or_default(),
         session.turns,
         session.commands,
@@ -148,9 +423,9 @@ pub fn session_header(session: &SessionRecord) -> String {
 const OUTPUT_LINES_KEPT: usize = 10;
 
 /// One event, for people.
-pub fn event_text(event: &Event, raw: bool) -> String {
+pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
     let mut out = String::new();
-    let time = event.at.get(11..19).unwrap_or(&event.at);
+    let time = clock.short_text(&event.at);
     let head = format!("#{} {time} ", event.seq);
     match &event.body {
         EventBody::SessionStarted {
@@ -205,6 +480,15 @@ pub fn event_text(event: &Event, raw: bool) -> String {
                 }
             }
         }
+        EventBody::LlmRetrying {
+            retry,
+            max_retries,
+            delay_ms,
+            error,
+        } => {
+            let message = EventBody::retrying_message(*retry, *max_retries, *delay_ms, error);
+            out.push_str(&format!("{head}{message}\n"));
+        }
         EventBody::LlmFailed { message } => {
             out.push_str(&format!("{head}model API failed: {message}\n"));
         }
@@ -256,10 +540,7 @@ pub fn event_text(event: &Event, raw: bool) -> String {
             ));
         }
         EventBody::Reported { report, .. } => {
-            let outcome = serde_json::to_value(report.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let outcome = enum_text(&report.outcome);
             out.push_str(&format!("{head}report: {outcome}\n"));
             out.push_str(&indent(&format!("summary: {}", report.summary)));
             if !report.root_cause.is_empty() {
@@ -306,6 +587,365 @@ pub fn event_text(event: &Event, raw: bool) -> String {
         }
     }
     out
+}
+
+/// One command of a session, as `describe` lists the last ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandRun {
+    pub at: String,
+    pub command: String,
+    pub result: CommandResult,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommandResult {
+    Running,
+    Exited {
+        code: Option<i64>,
+        duration_ms: u64,
+        timed_out: bool,
+    },
+    Interrupted(String),
+}
+
+/// The session's last `count` commands, oldest first, each with how it ended.
+pub fn last_commands(events: &[Event], count: usize) -> Vec<CommandRun> {
+    let mut runs: Vec<(String, CommandRun)> = Vec::new();
+    for event in events {
+        match &event.body {
+            EventBody::CommandStarted {
+                tool_use_id,
+                command,
+                ..
+            } => runs.push((
+                tool_use_id.clone(),
+                CommandRun {
+                    at: event.at.clone(),
+                    command: command.clone(),
+                    result: CommandResult::Running,
+                },
+            )),
+            EventBody::CommandFinished {
+                tool_use_id,
+                exit_code,
+                duration_ms,
+                timed_out,
+                ..
+            } => {
+                if let Some((_, run)) = runs.iter_mut().rev().find(|(id, _)| id == tool_use_id) {
+                    run.result = CommandResult::Exited {
+                        code: *exit_code,
+                        duration_ms: *duration_ms,
+                        timed_out: *timed_out,
+                    };
+                }
+            }
+            EventBody::CommandInterrupted {
+                tool_use_id,
+                reason,
+            } => {
+                if let Some((_, run)) = runs.iter_mut().rev().find(|(id, _)| id == tool_use_id) {
+                    run.result = CommandResult::Interrupted(reason.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let skip = runs.len().saturating_sub(count);
+    runs.into_iter().skip(skip).map(|(_, run)| run).collect()
+}
+
+/// What `describe incident` shows, gathered from the store.
+pub struct IncidentDescription<'a> {
+    pub record: &'a IncidentRecord,
+    /// Its sessions, newest first.
+    pub sessions: &'a [SessionRecord],
+    /// The newest session's events.
+    pub events: &'a [Event],
+    /// How many of the last commands to show.
+    pub commands: usize,
+    pub now: jiff::Timestamp,
+    pub clock: &'a Clock,
+}
+
+/// Width of the labels of `describe`'s first level, as kubectl's.
+const LABEL_WIDTH: usize = 16;
+
+/// `opslab describe incident`: metadata, spec, status, conditions, the last commands, the report
+/// and the sessions, in kubectl's layout.
+pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
+    let IncidentDescription {
+        record,
+        sessions,
+        events,
+        commands,
+        now,
+        clock,
+    } = description;
+    let mut out = String::new();
+    let field = |out: &mut String, depth: usize, label: &str, value: &str| {
+        let label = format!("{}{label}:", "  ".repeat(depth));
+        let value = one_line(value);
+        out.push_str(&format!(
+            "{label:<width$}{value}\n",
+            width = LABEL_WIDTH.max(label.len() + 1)
+        ));
+    };
+    field(&mut out, 0, "Name", &record.name);
+    field(
+        &mut out,
+        0,
+        "Namespace",
+        &display_namespace(&record.namespace),
+    );
+    if let Some(error) = &record.error {
+        field(&mut out, 0, "Phase", "Invalid");
+        field(&mut out, 0, "Reason", INVALID_MANIFEST);
+        field(&mut out, 0, "Message", error);
+        return out;
+    }
+    let incident: Incident = match serde_json::from_value(record.incident.clone()) {
+        Ok(incident) => incident,
+        Err(error) => {
+            field(
+                &mut out,
+                0,
+                "Error",
+                &format!("the stored Incident does not decode: {error}"),
+            );
+            return out;
+        }
+    };
+    let labels: Vec<String> = incident
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    field(&mut out, 0, "Labels", &none_if_empty(&labels.join(", ")));
+    if let Some(created) = &incident.metadata.creation_timestamp {
+        let created = format!("{} ({} ago)", clock.full(created.0), age(created.0, *now));
+        field(&mut out, 0, "Created", &created);
+    }
+    field(&mut out, 0, "UID", &record.uid);
+    field(&mut out, 0, "Generation", &record.generation.to_string());
+    field(&mut out, 0, "Source", &record.source);
+
+    let spec = &incident.spec;
+    out.push_str("Spec:\n");
+    field(&mut out, 1, "Title", &spec.title);
+    field(&mut out, 1, "Severity", &spec.severity.to_string());
+    if !spec.description.trim().is_empty() {
+        out.push_str("  Description:\n");
+        out.push_str(&indent(&spec.description));
+    }
+    field(
+        &mut out,
+        1,
+        "Networks",
+        &none_if_empty(&spec.environment.networks.join(", ")),
+    );
+    field(
+        &mut out,
+        1,
+        "Targets",
+        &none_if_empty(&spec.environment.targets.join(", ")),
+    );
+    let agent = serde_json::to_value(&spec.agent).unwrap_or_default();
+    let overrides: Vec<String> = agent
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| match value.as_str() {
+            Some(text) => format!("{key}={text}"),
+            None => format!("{key}={value}"),
+        })
+        .collect();
+    field(&mut out, 1, "Agent", &none_if_empty(&overrides.join(", ")));
+
+    let status = incident.status.clone().unwrap_or_default();
+    out.push_str("Status:\n");
+    field(&mut out, 1, "Phase", &status.phase.to_string());
+    if let Some(explained) = explanation(&status) {
+        field(&mut out, 1, "Reason", explained.reason);
+        field(&mut out, 1, "Message", &none_if_empty(explained.message));
+    }
+    field(&mut out, 1, "Attempt", &status.attempt.to_string());
+    if let Some(session) = &status.session_id {
+        field(&mut out, 1, "Session", session);
+    }
+    if let Some(started) = &status.started_at {
+        field(&mut out, 1, "Started", &clock.full_text(started));
+    }
+    if let Some(finished) = &status.finished_at {
+        field(&mut out, 1, "Finished", &clock.full_text(finished));
+    }
+    let usage = format!(
+        "{} turns, {} commands, {} tokens ({} in / {} out), estimated ${:.4}",
+        status.turns,
+        status.commands,
+        status.tokens.total(),
+        status.tokens.input,
+        status.tokens.output,
+        status.cost_usd
+    );
+    field(&mut out, 1, "Usage", &usage);
+    let ending = events.iter().rev().find_map(|event| match &event.body {
+        EventBody::SessionFinished {
+            phase,
+            reason,
+            message,
+            ..
+        } => Some(format!("{phase} ({reason}): {message}")),
+        _ => None,
+    });
+    if let Some(ending) = ending {
+        field(&mut out, 1, "Session end", &ending);
+    }
+
+    out.push_str("Conditions:\n");
+    if status.conditions.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        let mut table = Table::new(vec![
+            "TYPE",
+            "STATUS",
+            "REASON",
+            "LAST TRANSITION",
+            "MESSAGE",
+        ]);
+        for condition in &status.conditions {
+            table.push(vec![
+                condition.type_.clone(),
+                condition.status.clone(),
+                condition.reason.clone(),
+                clock.full_text(&condition.last_transition_time),
+                condition.message.clone(),
+            ]);
+        }
+        out.push_str(&indent_table(&table));
+    }
+
+    let newest = sessions.first();
+    let runs = last_commands(events, *commands);
+    match newest {
+        Some(session) if !runs.is_empty() => {
+            let clock = match session.started_at.parse() {
+                Ok(started) => (*clock).clone().on_day_of(started),
+                Err(_) => (*clock).clone(),
+            };
+            out.push_str(&format!(
+                "Last commands (session {}, started {}):\n",
+                session.id,
+                clock.full_text(&session.started_at)
+            ));
+            let mut table = Table::new(vec!["TIME", "RESULT", "COMMAND"]);
+            for run in &runs {
+                table.push(vec![
+                    clock.short_text(&run.at),
+                    command_result(&run.result),
+                    run.command.clone(),
+                ]);
+            }
+            out.push_str(&indent_table(&table));
+        }
+        _ => field(&mut out, 0, "Last commands", "<none>"),
+    }
+
+    match &status.report {
+        Some(report) => {
+            out.push_str("Report:\n");
+            field(&mut out, 1, "Outcome", &enum_text(&report.outcome));
+            field(&mut out, 1, "Summary", &report.summary);
+            field(
+                &mut out,
+                1,
+                "Root cause",
+                &none_if_empty(&report.root_cause),
+            );
+            if report.actions.is_empty() {
+                field(&mut out, 1, "Actions", "<none>");
+            } else {
+                out.push_str("  Actions:\n");
+                for action in &report.actions {
+                    out.push_str(&format!("    - {}\n", one_line(action)));
+                }
+            }
+            field(
+                &mut out,
+                1,
+                "Verification",
+                &none_if_empty(&report.verification),
+            );
+        }
+        None => field(&mut out, 0, "Report", "<none>"),
+    }
+
+    if sessions.is_empty() {
+        field(&mut out, 0, "Sessions", "<none>");
+    } else {
+        out.push_str("Sessions:\n");
+        let mut table = Table::new(vec![
+            "SESSION", "ATTEMPT", "PHASE", "REASON", "COMMANDS", "STARTED", "FINISHED",
+        ]);
+        for session in *sessions {
+            table.push(vec![
+                session.id.clone(),
+                session.attempt.to_string(),
+                session_phase(session),
+                session.reason.clone().unwrap_or_else(|| "-".into()),
+                session.commands.to_string(),
+                clock.full_text(&session.started_at),
+                session
+                    .finished_at
+                    .as_deref()
+                    .map(|finished| clock.full_text(finished))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        out.push_str(&indent_table(&table));
+    }
+    let events = format!(
+        "not in the store; in kube mode, `kubectl describe incident {} -n {}` shows them",
+        record.name, record.namespace
+    );
+    field(&mut out, 0, "Events", &events);
+    out
+}
+
+fn none_if_empty(text: &str) -> String {
+    if text.trim().is_empty() {
+        "<none>".into()
+    } else {
+        text.to_string()
+    }
+}
+
+fn indent_table(table: &Table) -> String {
+    table
+        .render(&mut Widths::default(), true)
+        .lines()
+        .map(|line| format!("  {line}\n"))
+        .collect()
+}
+
+fn command_result(result: &CommandResult) -> String {
+    match result {
+        CommandResult::Running => "running".into(),
+        CommandResult::Exited {
+            timed_out: true,
+            duration_ms,
+            ..
+        } => format!("timed out after {:.1}s", *duration_ms as f64 / 1000.0),
+        CommandResult::Exited {
+            code, duration_ms, ..
+        } => {
+            let code = code.map_or_else(|| "not run".to_string(), |code| format!("exit {code}"));
+            format!("{code} in {:.1}s", *duration_ms as f64 / 1000.0)
+        }
+        CommandResult::Interrupted(reason) => format!("interrupted: {reason}"),
+    }
 }
 
 /// A command's output, each line marked; without `raw`, only the first and last lines of a long one.
@@ -356,16 +996,6 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
-fn tabulate(rows: &[String]) -> String {
-    let mut writer = TabWriter::new(Vec::new()).padding(3);
-    for row in rows {
-        // Writing into a Vec cannot fail.
-        let _ = writeln!(writer, "{}", printable(row));
-    }
-    let bytes = writer.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// kubectl-style age: 45s, 12m, 5h, 3d.
 pub fn age(since: jiff::Timestamp, now: jiff::Timestamp) -> String {
     let seconds = now.as_second().saturating_sub(since.as_second()).max(0);
@@ -408,8 +1038,464 @@ mod tests {
             hash: String::new(),
         };
         assert_eq!(
-            event_text(&event, false),
+            event_text(&event, false, &utc_clock("2026-01-02T00:00:00Z")),
             "#7 03:04:05 docker api DENIED: POST /v1.41/containers/ctl/stop (container ctl)\n    why: off limits\n"
+        );
+    }
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// UTC, short times on the day of `day`.
+    fn utc_clock(day: &str) -> Clock {
+        Clock::new(jiff::tz::TimeZone::UTC).on_day_of(at(day))
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-01-01T23:10:00Z",
+        })
+    }
+
+    /// A stored Incident, created at 23:00 on 2026-01-01, with the given status.
+    fn record(namespace: &str, name: &str, status: serde_json::Value) -> IncidentRecord {
+        IncidentRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            generation: 1,
+            spec_hash: String::new(),
+            source: "files".into(),
+            incident: serde_json::json!({
+                "apiVersion": "opslab.dev/v1alpha1",
+                "kind": "Incident",
+                "metadata": {
+                    "name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                    "creationTimestamp": "2026-01-01T23:00:00Z",
+                    "labels": {"team": "web"},
+                },
+                "spec": {"title": "api down", "severity": "high"},
+                "status": status,
+            }),
+            error: None,
+            updated_at: String::new(),
+        }
+    }
+
+    fn failed() -> serde_json::Value {
+        serde_json::json!({
+            "phase": "Failed", "attempt": 1, "sessionId": "s-1", "commands": 0,
+            "conditions": [
+                condition("Valid", "True", "Valid", "the spec is valid"),
+                condition("SessionActive", "False", "ModelApiFailed", "HTTP 401 authentication_error: invalid x-api-key"),
+                condition("Resolved", "False", "ModelApiFailed", ""),
+            ],
+        })
+    }
+
+    fn resolved() -> serde_json::Value {
+        serde_json::json!({
+            "phase": "Resolved", "attempt": 1, "sessionId": "s-2", "commands": 4,
+            "conditions": [
+                condition("Valid", "True", "Valid", "the spec is valid"),
+                condition("SessionActive", "False", "Reported", "the session ended: Resolved"),
+                condition("Resolved", "True", "Reported", "restarted redis"),
+            ],
+        })
+    }
+
+    fn investigating() -> serde_json::Value {
+        serde_json::json!({
+            "phase": "Investigating", "attempt": 1, "sessionId": "s-3", "commands": 2,
+            "conditions": [
+                condition("Valid", "True", "Valid", "the spec is valid"),
+                condition("SessionActive", "True", "Investigating", "an agent session is running"),
+                condition("Resolved", "Unknown", "Investigating", ""),
+            ],
+        })
+    }
+
+    fn problem() -> IncidentRecord {
+        IncidentRecord {
+            namespace: String::new(),
+            name: "bad.yaml#1".into(),
+            uid: String::new(),
+            generation: 0,
+            spec_hash: String::new(),
+            source: "files".into(),
+            incident: serde_json::Value::Null,
+            error: Some("bad.yaml: document 1: missing field `title`".into()),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_a_reason_only_where_it_says_something() {
+        let records = [
+            record("default", "broken", failed()),
+            record("default", "fixed", resolved()),
+            record("ops", "busy", investigating()),
+            problem(),
+        ];
+        let now = at("2026-01-02T01:00:00Z");
+        let table = incidents_table(
+            &records,
+            now,
+            IncidentColumns {
+                namespace: true,
+                wide: false,
+            },
+        );
+        assert_eq!(
+            table.render(&mut Widths::default(), true),
+            "NAMESPACE   NAME         PHASE           SEVERITY   COMMANDS   REASON            AGE\n\
+             default     broken       Failed          high       0          ModelApiFailed    2h\n\
+             default     fixed        Resolved        high       4          -                 2h\n\
+             ops         busy         Investigating   high       2          -                 2h\n\
+             -           bad.yaml#1   Invalid         -          -          InvalidManifest   -\n"
+        );
+        assert_eq!(
+            invalid_manifests(&records),
+            "\nInvalid manifests:\n  bad.yaml#1: bad.yaml: document 1: missing field `title`\n"
+        );
+    }
+
+    #[test]
+    fn wide_adds_the_session_and_the_message() {
+        let records = [
+            record("default", "broken", failed()),
+            record("default", "fixed", resolved()),
+            problem(),
+        ];
+        let table = incidents_table(
+            &records,
+            at("2026-01-02T01:00:00Z"),
+            IncidentColumns {
+                namespace: false,
+                wide: true,
+            },
+        );
+        assert_eq!(
+            table.render(&mut Widths::default(), false),
+            "broken       Failed     high       0          ModelApiFailed    2h    s-1       HTTP 401 authentication_error: invalid x-api-key\n\
+             fixed        Resolved   high       4          Reported          2h    s-2       restarted redis\n\
+             bad.yaml#1   Invalid    -          -          InvalidManifest   -     -         bad.yaml: document 1: missing field `title`\n"
+        );
+    }
+
+    #[test]
+    fn the_explanation_comes_from_the_condition_that_fits_the_phase() {
+        let status =
+            |value: serde_json::Value| -> IncidentStatus { serde_json::from_value(value).unwrap() };
+        let failed = status(failed());
+        assert_eq!(
+            explanation(&failed),
+            Some(Explanation {
+                reason: "ModelApiFailed",
+                message: "HTTP 401 authentication_error: invalid x-api-key"
+            })
+        );
+        let resolved = status(resolved());
+        assert_eq!(
+            explanation(&resolved),
+            Some(Explanation {
+                reason: "Reported",
+                message: "restarted redis"
+            })
+        );
+        let invalid = status(serde_json::json!({
+            "phase": "Failed",
+            "conditions": [
+                condition("Valid", "False", "InvalidSpec", "spec.title: empty"),
+                condition("SessionActive", "False", "InvalidSpec", "no session runs for an invalid spec"),
+            ],
+        }));
+        assert_eq!(
+            explanation(&invalid),
+            Some(Explanation {
+                reason: "InvalidSpec",
+                message: "spec.title: empty"
+            })
+        );
+        // An empty message borrows the other condition's.
+        let budget = status(serde_json::json!({
+            "phase": "Unresolved",
+            "conditions": [
+                condition("SessionActive", "False", "TokenBudgetExhausted", ""),
+                condition("Resolved", "False", "TokenBudgetExhausted", "360 of 300 tokens"),
+            ],
+        }));
+        assert_eq!(explanation(&budget).unwrap().message, "360 of 300 tokens");
+        assert_eq!(explanation(&IncidentStatus::default()), None);
+    }
+
+    #[test]
+    fn later_rows_line_up_under_the_first_listing() {
+        let mut first = Table::new(vec!["NAME", "PHASE"]);
+        first.push(vec!["a".into(), "Pending".into()]);
+        let mut widths = Widths::default();
+        assert_eq!(
+            first.render(&mut widths, true),
+            "NAME   PHASE\na      Pending\n"
+        );
+        let mut later = Table::new(vec!["NAME", "PHASE"]);
+        later.push(vec!["b".into(), "Investigating".into()]);
+        assert_eq!(later.render(&mut widths, false), "b      Investigating\n");
+        // Cells are one line, safe for a terminal, and never empty.
+        let mut odd = Table::new(vec!["A", "B", "C"]);
+        odd.push(vec!["x\ny".into(), String::new(), "\u{1b}[2J".into()]);
+        assert_eq!(
+            odd.render(&mut Widths::default(), false),
+            "x y   -   \\u{1b}[2J\n"
+        );
+    }
+
+    #[test]
+    fn times_show_date_and_zone_where_the_day_can_differ() {
+        let clock = utc_clock("2026-01-01T23:00:00Z");
+        assert_eq!(
+            clock.full(at("2026-01-01T23:59:58Z")),
+            "2026-01-01 23:59:58 UTC"
+        );
+        assert_eq!(clock.short(at("2026-01-01T23:59:58Z")), "23:59:58");
+        assert_eq!(
+            clock.short(at("2026-01-02T00:00:03Z")),
+            "2026-01-02 00:00:03"
+        );
+        assert_eq!(clock.short_text("not a time"), "not a time");
+        // The day is the clock zone's: 23:30 UTC is already the next day at UTC+2.
+        let east = Clock::new(jiff::tz::TimeZone::fixed(jiff::tz::offset(2)))
+            .on_day_of(at("2026-01-02T00:00:00Z"));
+        assert_eq!(east.short(at("2026-01-01T23:30:00Z")), "01:30:00");
+        assert!(
+            east.full(at("2026-01-01T23:30:00Z"))
+                .starts_with("2026-01-02 01:30:00 "),
+            "{}",
+            east.full(at("2026-01-01T23:30:00Z"))
+        );
+    }
+
+    fn event(seq: i64, at: &str, body: EventBody) -> Event {
+        Event {
+            session_id: "s-1".into(),
+            seq,
+            at: at.into(),
+            body,
+            hash: String::new(),
+        }
+    }
+
+    fn started(seq: i64, at: &str, id: &str, command: &str) -> Event {
+        event(
+            seq,
+            at,
+            EventBody::CommandStarted {
+                tool_use_id: id.into(),
+                command: command.into(),
+                reasoning: "r".into(),
+                timeout_seconds: 60,
+            },
+        )
+    }
+
+    fn finished(seq: i64, at: &str, id: &str, code: i64) -> Event {
+        event(
+            seq,
+            at,
+            EventBody::CommandFinished {
+                tool_use_id: id.into(),
+                exit_code: Some(code),
+                duration_ms: 1500,
+                timed_out: false,
+                output: String::new(),
+                output_bytes: 0,
+                truncated: false,
+            },
+        )
+    }
+
+    #[test]
+    fn the_last_commands_say_how_each_ended() {
+        let events = [
+            started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
+            finished(2, "2026-01-01T23:59:02Z", "t1", 0),
+            started(3, "2026-01-01T23:59:10Z", "t2", "false"),
+            finished(4, "2026-01-01T23:59:12Z", "t2", 1),
+            started(5, "2026-01-02T00:00:01Z", "t3", "sleep 600"),
+            event(
+                6,
+                "2026-01-02T00:01:00Z",
+                EventBody::CommandInterrupted {
+                    tool_use_id: "t3".into(),
+                    reason: "the controller stopped".into(),
+                },
+            ),
+            started(7, "2026-01-02T00:02:00Z", "t4", "uptime"),
+        ];
+        let runs = last_commands(&events, 3);
+        let shown: Vec<(String, String)> = runs
+            .iter()
+            .map(|run| (run.command.clone(), command_result(&run.result)))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("false".to_string(), "exit 1 in 1.5s".to_string()),
+                (
+                    "sleep 600".to_string(),
+                    "interrupted: the controller stopped".to_string()
+                ),
+                ("uptime".to_string(), "running".to_string()),
+            ]
+        );
+        assert_eq!(runs[1].at, "2026-01-02T00:00:01Z");
+    }
+
+    fn session(id: &str, phase: Phase, reason: Option<&str>) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            incident_uid: "uid-broken".into(),
+            incident_namespace: "default".into(),
+            incident_name: "broken".into(),
+            attempt: 1,
+            generation: 1,
+            state: "finished".into(),
+            phase,
+            outcome: None,
+            reason: reason.map(str::to_string),
+            started_at: "2026-01-01T23:58:00Z".into(),
+            finished_at: Some("2026-01-02T00:03:00Z".into()),
+            turns: 3,
+            commands: 2,
+            input_tokens: 300,
+            output_tokens: 60,
+            report: None,
+            cost_usd: 0.0012,
+            message: None,
+            requests: Default::default(),
+        }
+    }
+
+    #[test]
+    fn sessions_show_their_reason_and_in_wide_the_message() {
+        let mut failed = session("s-1", Phase::Failed, Some("ModelApiFailed"));
+        failed.message = Some("HTTP 401 authentication_error: invalid x-api-key".into());
+        let rows = [failed];
+        let now = at("2026-01-02T01:00:00Z");
+        let clock = utc_clock("2026-01-02T00:00:00Z");
+        assert_eq!(
+            sessions_table(&rows, now, false, &clock).render(&mut Widths::default(), true),
+            "SESSION   INCIDENT         ATTEMPT   PHASE    REASON           OUTCOME   TURNS   COMMANDS   TOKENS   AGE\n\
+             s-1       default/broken   1         Failed   ModelApiFailed   -         3       2          360      62m\n"
+        );
+        assert_eq!(
+            sessions_table(&rows, now, true, &clock).render(&mut Widths::default(), false),
+            "s-1       default/broken   1         Failed   ModelApiFailed   -         3       2          360      62m   $0.0012   2026-01-01 23:58:00 UTC   HTTP 401 authentication_error: invalid x-api-key\n"
+        );
+    }
+
+    #[test]
+    fn the_session_header_says_why_and_when_in_full() {
+        let mut failed = session("s-1", Phase::Failed, Some("ModelApiFailed"));
+        failed.message = Some("HTTP 401 authentication_error:\ninvalid x-api-key".into());
+        assert_eq!(
+            session_header(&failed, &utc_clock("2026-01-01T23:58:00Z")),
+            "Session s-1\n\
+             Incident default/broken (attempt 1)\n\
+             Phase Failed (ModelApiFailed): HTTP 401 authentication_error: invalid x-api-key\n\
+             Started 2026-01-01 23:58:00 UTC, finished 2026-01-02 00:03:00 UTC\n\
+             Turns 3, commands 2, tokens 300 in / 60 out, estimated cost $0.0012\n"
+        );
+    }
+
+    #[test]
+    fn describe_tells_the_whole_incident() {
+        let mut failed_record = record("default", "broken", failed());
+        failed_record.incident["status"]["startedAt"] = "2026-01-01T23:58:00Z".into();
+        failed_record.incident["spec"]["description"] = "since 23:00\nevery request".into();
+        failed_record.incident["spec"]["environment"] =
+            serde_json::json!({"networks": ["demo-net"], "targets": ["demo-api"]});
+        failed_record.incident["spec"]["agent"] = serde_json::json!({"maxTurns": 20});
+        failed_record.incident["status"]["report"] = serde_json::json!({
+            "outcome": "unresolved", "summary": "could not reach the model",
+            "actions": ["nothing"],
+        });
+        let sessions = [session("s-1", Phase::Failed, Some("ModelApiFailed"))];
+        let events = [
+            started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
+            finished(2, "2026-01-01T23:59:02Z", "t1", 0),
+            started(3, "2026-01-02T00:00:01Z", "t2", "false"),
+            finished(4, "2026-01-02T00:00:03Z", "t2", 1),
+            event(
+                5,
+                "2026-01-02T00:03:00Z",
+                EventBody::SessionFinished {
+                    phase: Phase::Failed,
+                    outcome: None,
+                    reason: "ModelApiFailed".into(),
+                    message: "HTTP 401 authentication_error: invalid x-api-key".into(),
+                },
+            ),
+        ];
+        let clock = Clock::new(jiff::tz::TimeZone::UTC);
+        let text = describe_incident(&IncidentDescription {
+            record: &failed_record,
+            sessions: &sessions,
+            events: &events,
+            commands: 5,
+            now: at("2026-01-02T01:00:00Z"),
+            clock: &clock,
+        });
+        assert_eq!(
+            text,
+            "Name:           broken
+Namespace:      default
+Labels:         team=web
+Created:        2026-01-01 23:00:00 UTC (2h ago)
+UID:            uid-broken
+Generation:     1
+Source:         files
+Spec:
+  Title:        api down
+  Severity:     high
+  Description:
+    since 23:00
+    every request
+  Networks:     demo-net
+  Targets:      demo-api
+  Agent:        maxTurns=20
+Status:
+  Phase:        Failed
+  Reason:       ModelApiFailed
+  Message:      HTTP 401 authentication_error: invalid x-api-key
+  Attempt:      1
+  Session:      s-1
+  Started:      2026-01-01 23:58:00 UTC
+  Usage:        0 turns, 0 commands, 0 tokens (0 in / 0 out), estimated $0.0000
+  Session end:  Failed (ModelApiFailed): HTTP 401 authentication_error: invalid x-api-key
+Conditions:
+  TYPE            STATUS   REASON           LAST TRANSITION           MESSAGE
+  Valid           True     Valid            2026-01-01 23:10:00 UTC   the spec is valid
+  SessionActive   False    ModelApiFailed   2026-01-01 23:10:00 UTC   HTTP 401 authentication_error: invalid x-api-key
+  Resolved        False    ModelApiFailed   2026-01-01 23:10:00 UTC   -
+Last commands (session s-1, started 2026-01-01 23:58:00 UTC):
+  TIME                  RESULT           COMMAND
+  23:59:00              exit 0 in 1.5s   echo one
+  2026-01-02 00:00:01   exit 1 in 1.5s   false
+Report:
+  Outcome:      unresolved
+  Summary:      could not reach the model
+  Root cause:   <none>
+  Actions:
+    - nothing
+  Verification: <none>
+Sessions:
+  SESSION   ATTEMPT   PHASE    REASON           COMMANDS   STARTED                   FINISHED
+  s-1       1         Failed   ModelApiFailed   2          2026-01-01 23:58:00 UTC   2026-01-02 00:03:00 UTC
+Events:         not in the store; in kube mode, `kubectl describe incident broken -n default` shows them
+"
         );
     }
 

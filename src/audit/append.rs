@@ -170,7 +170,7 @@ fn project(
             ..
         } => vec![Statement::new(
             "UPDATE sessions SET turns = turns + 1, input_tokens = input_tokens + ?2, \
-             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
+             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, message = NULL WHERE id = ?1",
             vec![
                 session,
                 saturating_i64(*input_tokens).into(),
@@ -190,20 +190,40 @@ fn project(
             phase,
             outcome,
             reason,
-            ..
+            message,
         } => vec![Statement::new(
-            "UPDATE sessions SET state = 'finished', phase = ?2, outcome = ?3, reason = ?4, finished_at = ?5 \
-             WHERE id = ?1",
+            "UPDATE sessions SET state = 'finished', phase = ?2, outcome = ?3, reason = ?4, finished_at = ?5, \
+             message = ?6 WHERE id = ?1",
             vec![
                 session,
                 enum_text(phase)?.into(),
                 outcome.as_ref().map(enum_text).transpose()?.into(),
                 reason.as_str().into(),
                 at.into(),
+                message.as_str().into(),
             ],
         )],
-        EventBody::SessionStarted { .. }
-        | EventBody::SandboxReady { .. }
+        EventBody::SessionStarted { requests, .. } => vec![Statement::new(
+            "UPDATE sessions SET retry_request = ?2, cancel_request = ?3 WHERE id = ?1",
+            vec![
+                session,
+                requests.retry.clone().into(),
+                requests.cancel.clone().into(),
+            ],
+        )],
+        EventBody::LlmRetrying {
+            retry,
+            max_retries,
+            delay_ms,
+            error,
+        } => vec![Statement::new(
+            "UPDATE sessions SET message = ?2 WHERE id = ?1",
+            vec![
+                session,
+                EventBody::retrying_message(*retry, *max_retries, *delay_ms, error).into(),
+            ],
+        )],
+        EventBody::SandboxReady { .. }
         | EventBody::DockerApi { .. }
         | EventBody::LlmFailed { .. }
         | EventBody::ToolRejected { .. } => vec![],
@@ -304,7 +324,8 @@ mod tests {
                 "Resolved".into(),
                 Param::Text(None),
                 "Reported".into(),
-                "T".into()
+                "T".into(),
+                "ok".into()
             ]
         );
     }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::incident::{IncidentSpec, Outcome, Phase, Report};
+use crate::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use crate::llm::ContentBlock;
 
 /// The body of one audit event. The variant name (snake_case) is the event's `kind` column.
@@ -19,6 +19,9 @@ pub enum EventBody {
         model: String,
         provider: String,
         sandbox_image: String,
+        /// The retry and cancel requests the Incident carried: a retry's value says who asked.
+        #[serde(default, skip_serializing_if = "Requests::is_empty")]
+        requests: Requests,
     },
     /// The sandbox container exists.
     SandboxReady { container_id: String },
@@ -32,6 +35,13 @@ pub enum EventBody {
         /// Estimated from the controller's cost table when the response arrived.
         #[serde(default)]
         cost_usd: f64,
+    },
+    /// A model call failed and is tried again after `delay_ms`: retry `retry` of `max_retries`.
+    LlmRetrying {
+        retry: u32,
+        max_retries: u32,
+        delay_ms: u64,
+        error: String,
     },
     /// A model call failed for good (after retries).
     LlmFailed { message: String },
@@ -97,12 +107,21 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// What the session's `message` says while a model call is retried.
+    pub fn retrying_message(retry: u32, max_retries: u32, delay_ms: u64, error: &str) -> String {
+        format!(
+            "waiting for the model API: retry {retry} of {max_retries} in {:.1} s, after: {error}",
+            delay_ms as f64 / 1000.0
+        )
+    }
+
     /// The `kind` column of the event.
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::SessionStarted { .. } => "session_started",
             EventBody::SandboxReady { .. } => "sandbox_ready",
             EventBody::LlmResponse { .. } => "llm_response",
+            EventBody::LlmRetrying { .. } => "llm_retrying",
             EventBody::LlmFailed { .. } => "llm_failed",
             EventBody::CommandStarted { .. } => "command_started",
             EventBody::CommandFinished { .. } => "command_finished",

@@ -18,7 +18,7 @@ pub use location::StoreLocation;
 pub use redact::Redactor;
 pub use store::Store;
 
-use crate::incident::{Outcome, Phase, Report};
+use crate::incident::{Outcome, Phase, Report, Requests};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +70,18 @@ pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// What a committed event survives, in an SQLite store. (PostgreSQL's own settings decide there.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Every commit is on disk before it returns (`synchronous=FULL`): a committed event survives a
+    /// power loss, so a command recorded as started is never run twice after one.
+    #[default]
+    Full,
+    /// Commits survive a crash of the process (kill -9) but the last ones may be lost in a power
+    /// loss (`synchronous=NORMAL`): a command whose start was lost may then run again.
+    Normal,
+}
+
 /// A session as the store knows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {
@@ -94,6 +106,11 @@ pub struct SessionRecord {
     pub report: Option<Report>,
     /// Estimated model spend in US dollars.
     pub cost_usd: f64,
+    /// Why the session stands where it does, in words: the model API being retried while it runs,
+    /// the cause once it has ended.
+    pub message: Option<String>,
+    /// The retry and cancel requests the Incident carried when the session started.
+    pub requests: Requests,
 }
 
 /// What a new session starts with.

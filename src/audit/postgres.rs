@@ -25,7 +25,13 @@ use super::store::Decode;
 use super::{Event, StoreError};
 
 /// Numbered migrations, embedded in the binary, applied in order once per database.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_session_message.sql"),
+    ),
+];
 
 /// The advisory lock key that serializes migrations between replicas opening the store at once.
 const MIGRATION_LOCK: i64 = 0x6f70_736c_6162; // "opslab"

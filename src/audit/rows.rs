@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use super::chain::Link;
 use super::{CommandRecord, Event, IncidentRecord, SessionRecord, StoreError};
+use crate::incident::Requests;
 
 /// A statement parameter. Typed even when null: PostgreSQL checks each parameter's type.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,7 +100,7 @@ pub trait Columns {
 
 const SESSION_COLUMNS: &str = "id, incident_uid, incident_namespace, incident_name, attempt, generation, \
      state, phase, outcome, reason, started_at, finished_at, turns, commands, input_tokens, \
-     output_tokens, report, cost_usd";
+     output_tokens, report, cost_usd, message, retry_request, cancel_request";
 
 const INCIDENT_COLUMNS: &str =
     "namespace, name, uid, generation, spec_hash, source, incident, error, updated_at";
@@ -184,6 +185,11 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
         output_tokens: count(row, 15, "output_tokens")?,
         report,
         cost_usd: row.real(17)?,
+        message: row.optional_text(18)?,
+        requests: Requests {
+            retry: row.optional_text(19)?,
+            cancel: row.optional_text(20)?,
+        },
     })
 }
 

@@ -13,12 +13,13 @@ use super::append::{self, Pending};
 use super::chain::Trail;
 use super::rows::{self, Columns, Param, Statement};
 use super::store::Decode;
-use super::{Event, StoreError};
+use super::{Durability, Event, StoreError};
 
 /// Numbered migrations, embedded in the binary.
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/sqlite/0001_init.sql")),
     M::up(include_str!("migrations/sqlite/0002_session_cost.sql")),
+    M::up(include_str!("migrations/sqlite/0003_session_message.sql")),
 ];
 
 /// Events in the order they were inserted: reordered `seq` values must show in `verify`.
@@ -40,11 +41,11 @@ struct Inner {
 
 impl Sqlite {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
-    pub async fn open(path: PathBuf) -> Result<Sqlite, StoreError> {
+    pub async fn open(path: PathBuf, durability: Durability) -> Result<Sqlite, StoreError> {
         let anchors_path = anchors_path(&path);
         let anchors_file = anchors_path.clone();
         let (connection, anchors) = tokio::task::spawn_blocking(move || {
-            let connection = open_connection(&path)?;
+            let connection = open_connection(&path, durability)?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -251,7 +252,7 @@ fn highest_anchor(path: &Path, session_id: &str) -> Result<Option<(i64, String)>
         .map(|(seq, hash)| (seq, hash.to_string())))
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -263,10 +264,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     let mut connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
-    // WAL lets the CLI read while the controller writes. synchronous=NORMAL keeps every committed
-    // event across a crash of the process (kill -9); only a power loss may drop the last commits.
+    // WAL lets the CLI read while the controller writes. See [`Durability`] for what each
+    // synchronous level keeps.
     connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     Migrations::from_slice(MIGRATIONS).to_latest(&mut connection)?;
     Ok(connection)

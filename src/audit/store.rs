@@ -8,7 +8,7 @@ use super::postgres::Postgres;
 use super::rows::{self, Columns, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
-    ChainCheck, CommandRecord, Event, EventBody, IncidentRecord, NewSession, Redactor,
+    ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, NewSession, Redactor,
     SessionRecord, StoreError,
 };
 use crate::incident::Phase;
@@ -47,9 +47,20 @@ impl Store {
         location: impl Into<StoreLocation>,
         redactor: Redactor,
     ) -> Result<Store, StoreError> {
+        Store::open_with(location, redactor, Durability::default()).await
+    }
+
+    /// [`Store::open`], with the durability an SQLite store's commits get.
+    pub async fn open_with(
+        location: impl Into<StoreLocation>,
+        redactor: Redactor,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
         let location = location.into();
         let backend = match location {
-            StoreLocation::Sqlite(ref path) => Backend::Sqlite(Sqlite::open(path.clone()).await?),
+            StoreLocation::Sqlite(ref path) => {
+                Backend::Sqlite(Sqlite::open(path.clone(), durability).await?)
+            }
             StoreLocation::Postgres(ref url) => {
                 Backend::Postgres(Postgres::open(url, &location).await?)
             }

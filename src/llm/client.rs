@@ -68,6 +68,18 @@ impl LlmError {
     }
 }
 
+/// A failed model call about to be tried again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryNotice {
+    /// 1 for the first retry.
+    pub retry: usize,
+    pub max_retries: usize,
+    /// How long until the retry.
+    pub delay: Duration,
+    /// What failed.
+    pub error: String,
+}
+
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
@@ -109,11 +121,22 @@ impl LlmClient {
     /// One model call, retried on transient failures (with backoff and jitter, honouring
     /// `retry-after`).
     pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.complete_with(request, |_| {}).await
+    }
+
+    /// [`Self::complete`], telling `on_retry` of each retry before it waits, so that a session can
+    /// say what it is waiting for.
+    pub async fn complete_with(
+        &self,
+        request: &ChatRequest,
+        mut on_retry: impl FnMut(RetryNotice),
+    ) -> Result<ChatResponse, LlmError> {
         let RetryPolicy {
             max_retries,
             min_delay,
             max_delay,
         } = self.config.retry.clone();
+        let mut retries = 0;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(min_delay)
             .with_max_delay(max_delay)
@@ -130,7 +153,14 @@ impl LlmClient {
                 })
             })
             .notify(|error, delay| {
-                warn!(%error, model = %request.model, ?delay, "model call failed; retrying");
+                retries += 1;
+                warn!(%error, model = %request.model, ?delay, retry = retries, max_retries, "model call failed; retrying");
+                on_retry(RetryNotice {
+                    retry: retries,
+                    max_retries,
+                    delay,
+                    error: error.to_string(),
+                });
             })
             .await
     }

@@ -109,8 +109,37 @@ pub struct ProviderConfig {
     pub retry: retry::RetryPolicy,
 }
 
+impl ProviderConfig {
+    /// What must be set before a session can run, when nothing is: the provider's own hosted API
+    /// without a key. (A server at another address, a local one say, may need no key.) Pure.
+    pub fn missing(&self) -> Option<String> {
+        let official = |host: &str| {
+            self.base_url
+                .strip_prefix(host)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if self.api_key.is_some() {
+            return None;
+        }
+        match self.kind {
+            ProviderKind::Anthropic if official("https://api.anthropic.com") => Some(
+                "no model is configured: set ANTHROPIC_API_KEY for Claude, or OPSLAB_PROVIDER=openai \
+                 with OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, then \
+                 restart the controller"
+                    .into(),
+            ),
+            ProviderKind::OpenAi if official("https://api.openai.com") => Some(
+                "no model is configured: set OPENAI_API_KEY for OpenAI's API, or OPENAI_BASE_URL to \
+                 a server that needs no key, then restart the controller"
+                    .into(),
+            ),
+            ProviderKind::Anthropic | ProviderKind::OpenAi => None,
+        }
+    }
+}
+
 mod client;
-pub use client::{LlmClient, LlmError};
+pub use client::{LlmClient, LlmError, RetryNotice};
 
 /// A tool call's arguments as the model gave them. Servers differ: an object, a JSON string, or a
 /// string that is not JSON at all. The last is kept as `{"__raw_arguments": …}` so that the agent
@@ -144,5 +173,48 @@ fn unique_ids(content: &mut [ContentBlock]) {
             *id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
             seen.insert(id.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(kind: ProviderKind, base_url: &str, api_key: Option<&str>) -> ProviderConfig {
+        ProviderConfig {
+            kind,
+            base_url: base_url.into(),
+            api_key: api_key.map(String::from),
+            request_timeout: std::time::Duration::from_secs(1),
+            retry: retry::RetryPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn only_a_hosted_api_without_a_key_is_missing_a_model() {
+        let anthropic = provider(ProviderKind::Anthropic, "https://api.anthropic.com", None);
+        assert!(
+            anthropic
+                .missing()
+                .unwrap()
+                .contains("set ANTHROPIC_API_KEY")
+        );
+        let openai = provider(ProviderKind::OpenAi, "https://api.openai.com/v1", None);
+        assert!(openai.missing().unwrap().contains("set OPENAI_API_KEY"));
+        // A key, or a server of one's own (which may need none), is enough.
+        let keyed = provider(
+            ProviderKind::Anthropic,
+            "https://api.anthropic.com",
+            Some("k"),
+        );
+        assert_eq!(keyed.missing(), None);
+        let local = provider(ProviderKind::Anthropic, "http://127.0.0.1:4000", None);
+        assert_eq!(local.missing(), None);
+        let lookalike = provider(
+            ProviderKind::OpenAi,
+            "https://api.openai.com.example/v1",
+            None,
+        );
+        assert_eq!(lookalike.missing(), None);
     }
 }

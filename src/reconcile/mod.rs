@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 
 use crate::audit::{EventBody, Redactor, Store};
 use crate::config::Config;
-use crate::incident::{Incident, IncidentStatus, LastCommand, Phase};
+use crate::incident::{Incident, IncidentStatus, LastCommand, Phase, Requests};
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::sandbox::{Audit, Sandboxes};
 use crate::server::Readiness;
-use crate::session::{SessionManager, Wake};
+use crate::session::{CancelCause, SessionManager, Wake};
 use crate::{ObjectKey, Result};
 use plan::{Decision, Observed};
 
@@ -36,7 +36,12 @@ impl Context {
     /// Opens the store, reaches the Docker engine and sets up the sessions, whose progress is sent
     /// to `wake` for the source to reconcile again.
     pub async fn new(config: Arc<Config>, wake: mpsc::UnboundedSender<Wake>) -> Result<Context> {
-        let store = Store::open(&config.store, Redactor::new(config.secret_values.clone())).await?;
+        let store = Store::open_with(
+            &config.store,
+            Redactor::new(config.secret_values.clone()),
+            config.store_durability,
+        )
+        .await?;
         let metrics = Arc::new(Metrics::new());
         let audit = Audit {
             store: store.clone(),
@@ -57,7 +62,11 @@ impl Context {
             metrics.clone(),
             wake,
         );
-        let readiness = Arc::new(Readiness::new(store.clone(), sandboxes.clone()));
+        let readiness = Arc::new(Readiness::new(
+            store.clone(),
+            sandboxes.clone(),
+            config.provider.missing(),
+        ));
         Ok(Context {
             config,
             store,
@@ -76,11 +85,13 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
     let generation = incident.metadata.generation.unwrap_or(1);
     let sessions = ctx.store.sessions_for_incident(uid).await?;
     let latest = sessions.first();
+    let requests = Requests::of(incident);
     let observed = Observed {
         generation,
         latest,
         has_task: ctx.sessions.has_task(uid),
         slot_free: ctx.sessions.active() < ctx.config.max_sessions,
+        requests: &requests,
     };
     let decision = plan::decide(&observed);
     let started;
@@ -95,6 +106,12 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
                 .cloned()
                 .expect("Resume is decided only with a latest session");
             ctx.sessions.resume(incident, record)?;
+            latest
+        }
+        Decision::Cancel { request } => {
+            info!(incident = %key, request = %request, "cancelling the session on request");
+            ctx.sessions
+                .cancel(uid, CancelCause::Requested(request.clone()));
             latest
         }
         Decision::UpdateTicket => {
@@ -129,7 +146,7 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
 
 /// The Incident is gone: cancel its session and remove its sandbox. The audit trail stays.
 pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
-    if ctx.sessions.cancel(incident_uid) {
+    if ctx.sessions.cancel(incident_uid, CancelCause::Deleted) {
         // The task records the cancellation and removes its sandbox itself.
         return Ok(());
     }

@@ -1,7 +1,7 @@
 //! The reconciler's decisions, pure: from what is observed to what to do and what the status says.
 
 use crate::audit::SessionRecord;
-use crate::incident::{Condition, IncidentStatus, LastCommand, Phase, Tokens};
+use crate::incident::{Condition, IncidentStatus, LastCommand, Phase, Requests, Tokens};
 
 /// What the reconciler sees of one Incident.
 #[derive(Clone, Debug)]
@@ -14,6 +14,8 @@ pub struct Observed<'a> {
     pub has_task: bool,
     /// Whether another session may start now.
     pub slot_free: bool,
+    /// The retry and cancel requests the Incident carries now.
+    pub requests: &'a Requests,
 }
 
 /// What to do.
@@ -27,6 +29,8 @@ pub enum Decision {
     Resume,
     /// The spec changed while the session runs: tell the agent.
     UpdateTicket,
+    /// A person asked for the running session to stop (the value of the cancel request).
+    Cancel { request: String },
     /// The session runs; report its progress.
     Observe,
     /// The last session's task is still finishing its clean-up: look again when it is gone.
@@ -47,6 +51,12 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         Some(session) if session.state == SessionState::RUNNING => {
             if !observed.has_task {
                 Decision::Resume
+            } else if let Some(request) =
+                new_request(&observed.requests.cancel, &session.requests.cancel)
+            {
+                Decision::Cancel {
+                    request: request.clone(),
+                }
             } else if observed.generation > session.generation {
                 Decision::UpdateTicket
             } else {
@@ -55,7 +65,8 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         }
         Some(_) | None if observed.has_task => Decision::Wait,
         Some(session) => {
-            if observed.generation > session.generation {
+            let retry = new_request(&observed.requests.retry, &session.requests.retry);
+            if observed.generation > session.generation || retry.is_some() {
                 start_or_queue(session.attempt + 1)
             } else {
                 Decision::Idle
@@ -63,6 +74,11 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         }
         None => start_or_queue(1),
     }
+}
+
+/// A request that the latest session did not start with: it is to be honoured.
+fn new_request<'a>(asked: &'a Option<String>, seen: &Option<String>) -> Option<&'a String> {
+    asked.as_ref().filter(|asked| Some(*asked) != seen.as_ref())
 }
 
 /// The session states the store uses.
@@ -102,31 +118,46 @@ pub fn status(
             ),
             condition("Unknown", "Queued", String::new()),
         ),
-        (_, Phase::Investigating | Phase::Pending | Phase::Queued) => (
+        (Decision::Cancel { request }, _) => (
             condition(
                 "True",
-                "Investigating",
-                "an agent session is running".into(),
+                "Cancelling",
+                format!("the session is being cancelled on request: {request}"),
             ),
-            condition("Unknown", "Investigating", String::new()),
+            condition("Unknown", "Cancelling", String::new()),
         ),
+        (_, Phase::Investigating | Phase::Pending | Phase::Queued) => {
+            // Where the session has something to say (the model API being retried), it says it.
+            let message = session
+                .and_then(|session| session.message.clone())
+                .unwrap_or_else(|| "an agent session is running".into());
+            (
+                condition("True", "Investigating", message),
+                condition("Unknown", "Investigating", String::new()),
+            )
+        }
         (_, phase) => {
             let reason = session
                 .and_then(|session| session.reason.clone())
                 .unwrap_or_else(|| phase.to_string());
-            let message = status
+            // The cause in words: the session's own (an API error, a missing network, a budget
+            // with its figure), else the phase.
+            let cause = session
+                .and_then(|session| session.message.clone())
+                .filter(|message| !message.is_empty())
+                .unwrap_or_else(|| format!("the session ended: {phase}"));
+            let outcome = status
                 .report
                 .as_ref()
-                .map(|report| report.summary.clone())
-                .unwrap_or_default();
+                .map_or_else(|| cause.clone(), |report| report.summary.clone());
             let resolved = if phase == Phase::Resolved {
                 "True"
             } else {
                 "False"
             };
             (
-                condition("False", &reason, format!("the session ended: {phase}")),
-                condition(resolved, &reason, message),
+                condition("False", &reason, cause),
+                condition(resolved, &reason, outcome),
             )
         }
     };
@@ -262,8 +293,15 @@ mod tests {
             output_tokens: 10,
             report: None,
             cost_usd: 0.0,
+            message: None,
+            requests: Requests::default(),
         }
     }
+
+    const NO_REQUESTS: &Requests = &Requests {
+        retry: None,
+        cancel: None,
+    };
 
     fn observed(
         latest: Option<&SessionRecord>,
@@ -276,6 +314,7 @@ mod tests {
             latest,
             has_task,
             slot_free,
+            requests: NO_REQUESTS,
         }
     }
 
@@ -421,6 +460,141 @@ mod tests {
         assert_eq!(
             active.message,
             "waiting for a free session slot (4 sessions running)"
+        );
+    }
+
+    fn with_requests<'a>(observed: Observed<'a>, requests: &'a Requests) -> Observed<'a> {
+        Observed {
+            requests,
+            ..observed
+        }
+    }
+
+    fn requests(retry: Option<&str>, cancel: Option<&str>) -> Requests {
+        Requests {
+            retry: retry.map(String::from),
+            cancel: cancel.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_retry_request_starts_one_new_attempt_of_an_ended_incident() {
+        let mut finished = session("finished", 1);
+        let asked = requests(Some("by alice"), None);
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
+            Decision::Start { attempt: 2 }
+        );
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, false),
+                &asked
+            )),
+            Decision::Queue { attempt: 2 }
+        );
+        // The attempt it started recorded the request: it is not honoured twice.
+        finished.requests = asked.clone();
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
+            Decision::Idle
+        );
+        // A running session is not restarted by it.
+        let running = session("running", 1);
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
+            Decision::Observe
+        );
+    }
+
+    #[test]
+    fn a_cancel_request_stops_only_the_session_running_when_it_is_made() {
+        let mut running = session("running", 1);
+        let asked = requests(None, Some("by bob: wrong ticket"));
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
+            Decision::Cancel {
+                request: "by bob: wrong ticket".into()
+            }
+        );
+        // A session that started with the request already there (a later attempt) runs on.
+        running.requests = asked.clone();
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&running), 1, true, true),
+                &asked
+            )),
+            Decision::Observe
+        );
+        // An ended Incident is not restarted by a cancel request.
+        let finished = session("finished", 1);
+        assert_eq!(
+            decide(&with_requests(
+                observed(Some(&finished), 1, false, true),
+                &asked
+            )),
+            Decision::Idle
+        );
+    }
+
+    #[test]
+    fn a_failed_session_says_why_in_both_conditions() {
+        let mut failed = session("finished", 1);
+        failed.phase = Phase::Failed;
+        failed.reason = Some("ModelApiFailed".into());
+        failed.message =
+            Some("the model API failed: HTTP 401 authentication_error: invalid x-api-key".into());
+        let status = status(None, 1, &Decision::Idle, Some(&failed), None, 0, "T");
+        let reasons: Vec<(&str, &str, &str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                )
+            })
+            .collect();
+        let cause = "the model API failed: HTTP 401 authentication_error: invalid x-api-key";
+        assert_eq!(
+            reasons,
+            vec![
+                ("Valid", "True", "Valid", "the spec is valid"),
+                ("SessionActive", "False", "ModelApiFailed", cause),
+                ("Resolved", "False", "ModelApiFailed", cause),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_running_session_says_what_it_waits_for() {
+        let mut running = session("running", 1);
+        running.message = Some("waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused".into());
+        let status = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T");
+        let active = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SessionActive")
+            .unwrap();
+        assert_eq!(
+            (active.status.as_str(), active.message.as_str()),
+            (
+                "True",
+                "waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused"
+            )
         );
     }
 }

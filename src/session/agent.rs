@@ -12,12 +12,12 @@ use tracing::{Instrument, info, warn};
 
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Deps, Handle, Wake, prompt};
+use super::{Cancellation, Deps, Handle, Wake, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, SessionRecord, StoreError};
 use crate::config::AgentLimits;
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
-use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, Role};
+use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
 use crate::sandbox::Sandbox;
 
 /// Output shorter than this is not worth a summary.
@@ -32,7 +32,7 @@ pub(super) struct SessionTask {
     pub incident_uid: String,
     pub spec: IncidentSpec,
     pub record: SessionRecord,
-    pub cancel: CancellationToken,
+    pub cancel: Cancellation,
     /// Fired once the task has left `running`.
     pub stopped: CancellationToken,
     pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
@@ -105,6 +105,10 @@ impl SessionTask {
         .await
     }
 
+    fn cancelled(&self) -> Ending {
+        Ending::new(Phase::Cancelled, "Cancelled", self.cancel.cause().message())
+    }
+
     /// How long the session has run, from its start in the store (across restarts).
     fn elapsed(&self) -> Duration {
         self.record
@@ -117,7 +121,19 @@ impl SessionTask {
     /// Removes the sandbox (killing anything still running in it), then closes the trail: once a
     /// session reads as finished, nothing of it runs any more.
     async fn finish(&self, ending: Ending) {
-        info!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
+        // An Incident left unfixed is what an operator must hear of.
+        match ending.phase {
+            Phase::Failed | Phase::Unresolved => {
+                warn!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
+            }
+            Phase::Resolved
+            | Phase::Cancelled
+            | Phase::Pending
+            | Phase::Queued
+            | Phase::Investigating => {
+                info!(phase = %ending.phase, reason = ending.reason, "session finished: {}", ending.message);
+            }
+        }
         if let Err(error) = self.deps.sandboxes.remove(&self.record.id).await {
             warn!(%error, "could not remove the sandbox; it is removed as an orphan later");
         }
@@ -149,8 +165,11 @@ impl SessionTask {
             .parse()
             .unwrap_or_else(|_| jiff::Timestamp::now());
 
+        if let Some(missing) = self.deps.config.provider.missing() {
+            return Ok(Ending::new(Phase::Failed, "NoModelConfigured", missing));
+        }
         let sandbox = tokio::select! {
-            () = self.cancel.cancelled() => return Ok(cancelled()),
+            () = self.cancel.cancelled() => return Ok(self.cancelled()),
             sandbox = self.deps.sandboxes.ensure(&self.record.id, &self.spec.environment.networks) => sandbox,
         };
         let sandbox = match sandbox {
@@ -173,7 +192,7 @@ impl SessionTask {
 
         loop {
             if self.cancel.is_cancelled() {
-                return Ok(cancelled());
+                return Ok(self.cancelled());
             }
             self.take_ticket_updates(&mut history).await?;
             let elapsed = elapsed_since(started_at);
@@ -268,10 +287,29 @@ impl SessionTask {
             tools: tools::specs(),
             max_tokens: limits.response_max_tokens,
         };
-        let response = tokio::select! {
-            () = self.cancel.cancelled() => return Ok(Some(cancelled())),
-            () = tokio::time::sleep(remaining) => return Ok(Some(time_exhausted(limits))),
-            response = self.deps.llm.complete(&request) => response,
+        // Each retry is recorded as it is decided: the trail and the status say what the session
+        // waits for.
+        let (retries_tx, mut retries) = mpsc::unbounded_channel::<RetryNotice>();
+        let call = self.deps.llm.complete_with(&request, move |notice| {
+            let _ = retries_tx.send(notice);
+        });
+        tokio::pin!(call);
+        let deadline = tokio::time::sleep(remaining);
+        tokio::pin!(deadline);
+        let response = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return Ok(Some(self.cancelled())),
+                () = &mut deadline => return Ok(Some(time_exhausted(limits))),
+                Some(notice) = retries.recv() => {
+                    self.record_event(history, EventBody::LlmRetrying {
+                        retry: u32::try_from(notice.retry).unwrap_or(u32::MAX),
+                        max_retries: u32::try_from(notice.max_retries).unwrap_or(u32::MAX),
+                        delay_ms: millis(notice.delay),
+                        error: notice.error,
+                    }).await?;
+                }
+                response = &mut call => break response,
+            }
         };
         match response {
             Ok(response) => {
@@ -376,9 +414,9 @@ impl SessionTask {
                         self.deps.metrics.command_ran("interrupted", started.elapsed());
                         self.record_event(history, EventBody::CommandInterrupted {
                             tool_use_id: id,
-                            reason: "the session was cancelled".into(),
+                            reason: self.cancel.cause().message(),
                         }).await?;
-                        return Ok(Some(cancelled()));
+                        return Ok(Some(self.cancelled()));
                     }
                     result = sandbox.exec(&command, timeout) => result,
                 };
@@ -497,14 +535,6 @@ impl Summary {
             warn!(%error, "could not store the output summary");
         }
     }
-}
-
-fn cancelled() -> Ending {
-    Ending::new(
-        Phase::Cancelled,
-        "Cancelled",
-        "the Incident was deleted; the session was cancelled",
-    )
 }
 
 fn time_exhausted(limits: &AgentLimits) -> Ending {

@@ -149,6 +149,7 @@ impl History {
             EventBody::SessionFinished { .. } => self.finished = true,
             // The agent learns of a refused Docker call from the error its command printed.
             EventBody::SandboxReady { .. }
+            | EventBody::LlmRetrying { .. }
             | EventBody::LlmFailed { .. }
             | EventBody::OutputSummary { .. }
             | EventBody::DockerApi { .. } => {}
@@ -238,6 +239,7 @@ mod tests {
             model: "m".into(),
             provider: "anthropic".into(),
             sandbox_image: "img".into(),
+            requests: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{EventBody, NewSession, SessionRecord, Store};
 use crate::config::Config;
-use crate::incident::{Incident, IncidentSpec};
+use crate::incident::{Incident, IncidentSpec, Requests};
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
@@ -47,10 +47,57 @@ pub struct SessionManager {
     running: Arc<Mutex<HashMap<String, Handle>>>,
 }
 
+/// Why a session is cancelled: it finishes as Cancelled, saying so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelCause {
+    /// The Incident was deleted.
+    Deleted,
+    /// A person asked (the cancel request's value: who, and why).
+    Requested(String),
+}
+
+impl CancelCause {
+    /// The sentence the trail and the status carry.
+    pub fn message(&self) -> String {
+        match self {
+            CancelCause::Deleted => "the Incident was deleted; the session was cancelled".into(),
+            CancelCause::Requested(request) => {
+                format!("the session was cancelled on request: {request}")
+            }
+        }
+    }
+}
+
+/// A cancellation and its cause, shared by the manager and the task: the first cause set wins.
+#[derive(Clone, Default)]
+pub(crate) struct Cancellation {
+    token: CancellationToken,
+    cause: Arc<std::sync::OnceLock<CancelCause>>,
+}
+
+impl Cancellation {
+    fn cancel(&self, cause: CancelCause) {
+        let _ = self.cause.set(cause);
+        self.token.cancel();
+    }
+
+    pub(crate) async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) fn cause(&self) -> CancelCause {
+        self.cause.get().cloned().unwrap_or(CancelCause::Deleted)
+    }
+}
+
 struct Handle {
     session_id: String,
-    /// Cancels the session for good (the Incident was deleted): it finishes as Cancelled.
-    cancel: CancellationToken,
+    /// Cancels the session for good: it finishes as Cancelled.
+    cancel: Cancellation,
     updates: mpsc::UnboundedSender<(i64, IncidentSpec)>,
     /// Fired by the task once it has cleaned up and left the map.
     stopped: CancellationToken,
@@ -123,6 +170,7 @@ impl SessionManager {
                     model: limits.model,
                     provider: self.deps.config.provider.kind.as_str().to_string(),
                     sandbox_image: self.deps.config.sandbox.image.clone(),
+                    requests: Requests::of(incident),
                 },
             )
             .await?;
@@ -139,7 +187,7 @@ impl SessionManager {
     }
 
     fn spawn(&self, identity: Identity, spec: IncidentSpec, record: SessionRecord) {
-        let cancel = CancellationToken::new();
+        let cancel = Cancellation::default();
         let stopped = CancellationToken::new();
         let (updates, updates_rx) = mpsc::unbounded_channel();
         let mut running = self.running();
@@ -177,11 +225,12 @@ impl SessionManager {
         }
     }
 
-    /// Cancels the Incident's session; it records the cancellation and removes its sandbox.
-    pub fn cancel(&self, incident_uid: &str) -> bool {
+    /// Cancels the Incident's session; it records the cancellation (with its cause) and removes
+    /// its sandbox. False when no session of the Incident runs here.
+    pub fn cancel(&self, incident_uid: &str, cause: CancelCause) -> bool {
         match self.running().get(incident_uid) {
             Some(handle) => {
-                handle.cancel.cancel();
+                handle.cancel.cancel(cause);
                 true
             }
             None => false,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::manifest::{self, ManifestError};
+use super::requests::{self, REQUESTS_DIR};
 use crate::audit::IncidentRecord;
 use crate::incident::Incident;
 use crate::reconcile::{self, Context};
@@ -69,6 +70,8 @@ pub struct FilesSource {
     files: BTreeMap<PathBuf, manifest::Parsed>,
     known: BTreeMap<ObjectKey, Known>,
     problems: BTreeMap<ObjectKey, Problem>,
+    /// The retry and cancel requests of `.requests/`, laid over the manifests' annotations.
+    requests: BTreeMap<ObjectKey, requests::Annotations>,
 }
 
 impl FilesSource {
@@ -79,6 +82,7 @@ impl FilesSource {
             files: BTreeMap::new(),
             known: BTreeMap::new(),
             problems: BTreeMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -89,10 +93,12 @@ impl FilesSource {
         mut wake: mpsc::UnboundedReceiver<Wake>,
         shutdown: CancellationToken,
     ) -> Result<()> {
-        std::fs::create_dir_all(self.dir.join(STATUS_DIR)).map_err(|source| Error::Io {
-            path: self.dir.join(STATUS_DIR),
-            source,
-        })?;
+        for folder in [STATUS_DIR, REQUESTS_DIR] {
+            std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
+                path: self.dir.join(folder),
+                source,
+            })?;
+        }
         let (events_tx, mut events) = mpsc::unbounded_channel();
         // Kept alive for the loop: dropping the debouncer stops the watch.
         let _debouncer = match self.watch {
@@ -108,12 +114,14 @@ impl FilesSource {
                     path: self.dir.clone(),
                     source,
                 })?;
-                debouncer
-                    .watch(&self.dir, RecursiveMode::NonRecursive)
-                    .map_err(|source| Error::Watch {
-                        path: self.dir.clone(),
-                        source,
-                    })?;
+                for folder in [self.dir.clone(), self.dir.join(REQUESTS_DIR)] {
+                    debouncer
+                        .watch(&folder, RecursiveMode::NonRecursive)
+                        .map_err(|source| Error::Watch {
+                            path: folder.clone(),
+                            source,
+                        })?;
+                }
                 Some(debouncer)
             }
             WatchMode::Poll(_) => None,
@@ -150,6 +158,8 @@ impl FilesSource {
                         for path in paths {
                             if self.is_manifest(&path) {
                                 self.read_file(&path);
+                            } else if path.parent() == Some(self.dir.join(REQUESTS_DIR).as_path()) {
+                                self.read_request(&path);
                             }
                         }
                         self.resolve(&ctx, &retry_tx).await;
@@ -231,23 +241,19 @@ impl FilesSource {
 
     /// Reads (or forgets, when it is gone) one manifest file.
     fn read_file(&mut self, path: &Path) {
-        match std::fs::metadata(path) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+        let meta = match entry_kind(&self.dir, path) {
+            Entry::Gone => {
                 self.files.remove(path);
                 return;
             }
-            Err(error) => {
-                self.files.insert(
-                    path.to_path_buf(),
-                    file_problem(format!("cannot read: {error}")),
-                );
+            Entry::Refused(problem) => {
+                self.files.insert(path.to_path_buf(), file_problem(problem));
                 return;
             }
-            Ok(meta) if !meta.is_file() => {
-                self.files.remove(path);
-                return;
-            }
-            Ok(meta) if meta.len() > manifest::MAX_MANIFEST_BYTES as u64 => {
+            Entry::File(meta) => meta,
+        };
+        match meta {
+            meta if meta.len() > manifest::MAX_MANIFEST_BYTES as u64 => {
                 self.files.insert(
                     path.to_path_buf(),
                     file_problem(format!(
@@ -258,7 +264,7 @@ impl FilesSource {
                 );
                 return;
             }
-            Ok(_) => {}
+            _ => {}
         }
         let parsed = match std::fs::read(path) {
             Ok(bytes) => manifest::parse(&bytes),
@@ -271,7 +277,46 @@ impl FilesSource {
         self.files.insert(path.to_path_buf(), parsed);
     }
 
+    /// Reads (or forgets, when it is gone) one request file.
+    fn read_request(&mut self, path: &Path) {
+        let Some(key) = requests::key_of(path) else {
+            return;
+        };
+        match requests::read(path) {
+            Ok(Some(annotations)) => {
+                self.requests.insert(key, annotations);
+            }
+            Ok(None) => {
+                self.requests.remove(&key);
+            }
+            Err(error) => warn!(%error, "a request file cannot be read; it is ignored"),
+        }
+    }
+
+    fn rescan_requests(&mut self) {
+        let folder = self.dir.join(REQUESTS_DIR);
+        let paths: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => {
+                warn!(dir = %folder.display(), %error, "cannot list the requests folder");
+                return;
+            }
+        };
+        let keys: BTreeSet<ObjectKey> = paths
+            .iter()
+            .filter_map(|path| requests::key_of(path))
+            .collect();
+        self.requests.retain(|key, _| keys.contains(key));
+        for path in &paths {
+            self.read_request(path);
+        }
+    }
+
     fn rescan_all(&mut self) {
+        self.rescan_requests();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(error) => {
@@ -309,7 +354,14 @@ impl FilesSource {
 
         // New and changed Incidents get their identity; a generation moves only with the spec.
         let mut changed = Vec::new();
-        for (key, (incident, path)) in resolved.incidents {
+        for (key, (mut incident, path)) in resolved.incidents {
+            if let Some(requests) = self.requests.get(&key) {
+                incident
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .extend(requests.clone());
+            }
             let spec_hash = spec_hash(&incident);
             match self.known.get_mut(&key) {
                 Some(known) if known.spec_hash == spec_hash => {
@@ -508,6 +560,61 @@ impl FilesSource {
             warn!(path = %path.display(), %error, "could not remove the status file");
         }
     }
+}
+
+/// What a folder entry named like a manifest is, told without reading it.
+enum Entry {
+    /// Gone (deleted, or renamed away).
+    Gone,
+    /// Not to be read, and why: a link out of the folder (whose target is never shown), a
+    /// dangling link, a directory, a FIFO (a read would block), a device or a socket.
+    Refused(String),
+    /// A regular file in the folder (directly, or through a link that stays in it).
+    File(std::fs::Metadata),
+}
+
+fn entry_kind(dir: &Path, path: &Path) -> Entry {
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Entry::Gone,
+        Err(error) => return Entry::Refused(format!("cannot read: {error}")),
+    };
+    if link.file_type().is_symlink() {
+        match path.canonicalize() {
+            Err(_) => return Entry::Refused("a symbolic link to nothing (dangling)".into()),
+            Ok(target) if !target.starts_with(dir) => {
+                return Entry::Refused(
+                    "a symbolic link out of the Incidents folder: not read (link to a copy inside \
+                     the folder, or put the manifest here)"
+                        .into(),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    // The link's target (a regular file inside the folder), or the entry itself.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Entry::Gone,
+        Err(error) => return Entry::Refused(format!("cannot read: {error}")),
+    };
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        return Entry::File(meta);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Entry::Refused(format!("{what}, not a manifest file: not read"))
 }
 
 fn file_problem(message: String) -> manifest::Parsed {

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::docker;
-use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
+use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
 const INCIDENTS: &str = "/apis/opslab.dev/v1alpha1/namespaces/default/incidents";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -213,6 +213,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
             leader_election: None,
         }),
         store: dir.path().join("audit.db").into(),
+        store_durability: Default::default(),
         provider: ProviderConfig {
             kind: ProviderKind::Anthropic,
             base_url,
@@ -382,6 +383,108 @@ async fn kube_a_spec_change_reaches_the_running_session() {
             .contains("14:00 deploy")
     );
     assert_eq!(session.generation, 2);
+}
+
+#[tokio::test]
+async fn kube_a_failed_session_is_a_warning_saying_why() {
+    let mut harness = Harness::start(vec![Turn::Fault(Fault::Status {
+        code: 401,
+        retry_after: None,
+        body: Some(
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#
+                .into(),
+        ),
+    })])
+    .await;
+    let live = incident("bad-key", "anything", &[FINALIZER]);
+    let uid = live.metadata.uid.clone().unwrap();
+    let reconcile = harness.reconcile(&live);
+    let status = harness.api.expect_status(&live).await;
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    harness.session_finished(&uid).await;
+
+    let current = with_status(&live, &status);
+    let reconcile = harness.reconcile(&current);
+    let failed = harness.api.expect_status(&current).await;
+    let cause = "the model API failed: HTTP 401 authentication_error: invalid x-api-key";
+    assert_eq!(failed.phase, Phase::Failed);
+    for type_ in ["SessionActive", "Resolved"] {
+        let condition = condition(&failed, type_);
+        assert_eq!(
+            (condition.reason.as_str(), condition.message.as_str()),
+            ("ModelApiFailed", cause),
+            "{type_}"
+        );
+    }
+    let event = harness.api.expect_event().await;
+    assert_eq!(
+        (&event["type"], &event["reason"], &event["note"]),
+        (&json!("Warning"), &json!("ModelApiFailed"), &json!(cause))
+    );
+    reconcile.await.unwrap().unwrap();
+}
+
+/// `kubectl annotate incident NAME opslab.dev/cancel=...` (what `opslab cancel --source kube`
+/// sets) stops the running session; the cause is in the status, the Event and the trail.
+#[tokio::test]
+async fn kube_a_cancel_annotation_stops_the_running_session() {
+    let mut harness = Harness::start(vec![
+        Turn::shell("sleep 60", "watch the logs for a minute"),
+        Turn::report("resolved", "never reached"),
+    ])
+    .await;
+    let live = incident("stop-me", "to be cancelled", &[FINALIZER]);
+    let uid = live.metadata.uid.clone().unwrap();
+    let reconcile = harness.reconcile(&live);
+    let status = harness.api.expect_status(&live).await;
+    harness.api.expect_event().await;
+    reconcile.await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while harness
+        .latest_session(&uid)
+        .await
+        .is_none_or(|session| session.commands == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "no command started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut annotated = with_status(&live, &status);
+    annotated.metadata.annotations = Some(
+        [(
+            opslab::incident::CANCEL_ANNOTATION.to_string(),
+            "2026-12-02T04:00:00Z by alice: wrong cluster".to_string(),
+        )]
+        .into(),
+    );
+    let reconcile = harness.reconcile(&annotated);
+    let cancelling = harness.api.expect_status(&annotated).await;
+    reconcile.await.unwrap().unwrap();
+    assert_eq!(condition(&cancelling, "SessionActive").reason, "Cancelling");
+    let session = harness.session_finished(&uid).await;
+    assert_eq!(session.phase, Phase::Cancelled);
+    assert!(
+        session
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("by alice: wrong cluster"),
+        "{session:?}"
+    );
+
+    let current = with_status(&annotated, &cancelling);
+    let reconcile = harness.reconcile(&current);
+    let cancelled = harness.api.expect_status(&current).await;
+    assert_eq!(cancelled.phase, Phase::Cancelled);
+    let event = harness.api.expect_event().await;
+    assert_eq!(event["reason"], "Cancelled");
+    assert!(
+        event["note"].as_str().unwrap().contains("wrong cluster"),
+        "{event}"
+    );
+    reconcile.await.unwrap().unwrap();
+    assert!(harness.sandboxes().is_empty(), "the sandbox is removed");
 }
 
 #[tokio::test]

@@ -82,7 +82,7 @@ async fn manifests_malformed_ones_fail_alone() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let table = loop {
-        let table = controller.cli(&["get", "incidents"]);
+        let table = controller.cli(&["get", "incidents", "-A"]);
         if cases.iter().all(|(file, _, _)| table.contains(file)) || Instant::now() > deadline {
             break table;
         }
@@ -113,7 +113,7 @@ async fn manifests_malformed_ones_fail_alone() {
     controller.write_manifest("no-title.yaml", &manifest("nt", "now with a title", ""));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let table = controller.cli(&["get", "incidents"]);
+        let table = controller.cli(&["get", "incidents", "-A"]);
         if !table.contains("no-title.yaml#1") && table.contains(" nt ") {
             break;
         }

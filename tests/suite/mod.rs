@@ -1,5 +1,7 @@
+mod cli;
 mod compose;
 mod crd;
+mod failures;
 mod kubernetes;
 mod llm;
 mod manifests;

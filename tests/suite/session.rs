@@ -154,7 +154,7 @@ async fn full_session(protocol: Protocol, provider: &'static str, store: Option<
             "`opslab show` lacks {expected:?}:\n{story}"
         );
     }
-    let table = controller.cli(&["get", "incidents"]);
+    let table = controller.cli(&["get", "incidents", "-A"]);
     let row = table
         .lines()
         .find(|line| line.contains("api-down"))

@@ -2,7 +2,7 @@
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
 use opslab::audit::{ChainCheck, EventBody, NewSession, SessionRecord, Store};
-use opslab::incident::{IncidentSpec, Outcome, Phase, Report};
+use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
 
 use crate::support::store::TestStore;
@@ -84,6 +84,16 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             model: "m".into(),
             provider: "anthropic".into(),
             sandbox_image: "img".into(),
+            requests: Requests {
+                retry: Some("asked by alice".into()),
+                cancel: None,
+            },
+        },
+        EventBody::LlmRetrying {
+            retry: 1,
+            max_retries: 5,
+            delay_ms: 1000,
+            error: "HTTP 529 overloaded_error: Overloaded".into(),
         },
         EventBody::LlmResponse {
             turn: 1,
@@ -127,7 +137,19 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
         },
     ];
     for body in bodies.clone() {
+        let retrying = matches!(body, EventBody::LlmRetrying { .. });
         store.append("s1", body).await.unwrap();
+        if retrying {
+            // While the model API is retried, the session says so; the next response clears it.
+            let session = store.session("s1").await.unwrap().unwrap();
+            assert_eq!(
+                session.message.as_deref(),
+                Some(
+                    "waiting for the model API: retry 1 of 5 in 1.0 s, after: \
+                     HTTP 529 overloaded_error: Overloaded"
+                )
+            );
+        }
     }
     let session = store.session("s1").await.unwrap().unwrap();
     let started_at = session.started_at.clone();
@@ -160,6 +182,11 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
                 actions: vec![],
                 verification: String::new(),
             }),
+            message: Some("ok".into()),
+            requests: Requests {
+                retry: Some("asked by alice".into()),
+                cancel: None,
+            },
         }
     );
     let last = store.last_command("s1").await.unwrap().unwrap();
@@ -174,17 +201,17 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
     let events = store.events("s1").await.unwrap();
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
+        (1..=11).collect::<Vec<_>>()
     );
     assert_eq!(
         events.iter().map(|e| e.body.clone()).collect::<Vec<_>>(),
         bodies
     );
     assert_eq!(store.events_after("s1", 8).await.unwrap(), events[8..]);
-    assert_eq!(store.events_after("s1", 10).await.unwrap(), vec![]);
+    assert_eq!(store.events_after("s1", 11).await.unwrap(), vec![]);
     assert_eq!(
         store.verify("s1").await.unwrap(),
-        ChainCheck::Intact { events: 10 }
+        ChainCheck::Intact { events: 11 }
     );
     // A finished session's trail is closed.
     let error = store
@@ -303,6 +330,7 @@ async fn store_secrets_never_reach_the_file(fixture: TestStore) {
                 model: "m".into(),
                 provider: "anthropic".into(),
                 sandbox_image: "img".into(),
+                requests: Default::default(),
             },
         )
         .await
@@ -490,7 +518,7 @@ async fn store_postgres_replicas_opening_at_once_migrate_once() {
     let versions: Vec<i64> = fixture
         .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
         .await;
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 /// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the

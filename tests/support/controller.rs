@@ -114,9 +114,20 @@ impl Controller {
             .arg(&self.instance)
             .arg("--proxy-socket-dir")
             .arg(self.dir.path().join("sockets"))
-            .args(["--llm-retry-delay-ms", "20", "--llm-max-retries", "4"])
+            .args(["--llm-max-retries", "4"])
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.options.args)
+            // Quick retries, unless the test asks for its own delay.
+            .args(
+                (!self
+                    .options
+                    .args
+                    .iter()
+                    .any(|arg| arg == "--llm-retry-delay-ms"))
+                .then_some(["--llm-retry-delay-ms", "20"])
+                .into_iter()
+                .flatten(),
+            )
             .env_remove("OPSLAB_MODEL")
             .env_remove("OPSLAB_SUMMARY_MODEL")
             .env("RUST_LOG", "info,opslab=debug")

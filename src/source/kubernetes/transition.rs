@@ -42,13 +42,16 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
             EventType::Normal,
             "EndSession",
             "Cancelled".to_string(),
-            format!("session {session} was cancelled"),
+            message_of(next, "SessionActive")
+                .unwrap_or_else(|| format!("session {session} was cancelled")),
         ),
         Phase::Unresolved => (
             EventType::Warning,
             "EndSession",
             reason.unwrap_or_else(|| "Unresolved".into()),
-            summary_or(next, "the session ended without a fix"),
+            // The report's summary, or the cause (a budget reached, with its figure).
+            message_of(next, "Resolved")
+                .unwrap_or_else(|| "the session ended without a fix".into()),
         ),
         Phase::Failed => (
             EventType::Warning,
@@ -58,9 +61,11 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
                 "EndSession"
             },
             reason.unwrap_or_else(|| "Failed".into()),
+            // The invalid spec's problem, or the session's cause (the API's error, the missing
+            // network, the store fault).
             message_of(next, "Valid")
                 .filter(|_| next.session_id.is_none())
-                .or_else(|| next.report.as_ref().map(|report| report.summary.clone()))
+                .or_else(|| message_of(next, "Resolved"))
                 .unwrap_or_else(|| format!("session {session} failed")),
         ),
     };
@@ -208,6 +213,32 @@ mod tests {
         assert_eq!(event.type_, EventType::Warning);
         assert_eq!(event.reason, "TokenBudgetExhausted");
         assert_eq!(event.action, "EndSession");
+    }
+
+    #[test]
+    fn a_failed_session_is_a_warning_saying_the_cause() {
+        let cause = "the model API failed: HTTP 401 authentication_error: invalid x-api-key";
+        let failed = with_condition(
+            status(Phase::Failed, 1),
+            "Resolved",
+            "ModelApiFailed",
+            cause,
+        );
+        let event = event_for(Some(&status(Phase::Investigating, 1)), &failed).unwrap();
+        assert_eq!(
+            (
+                event.type_,
+                event.reason.as_str(),
+                event.action.as_str(),
+                event.note.as_deref()
+            ),
+            (
+                EventType::Warning,
+                "ModelApiFailed",
+                "EndSession",
+                Some(cause)
+            )
+        );
     }
 
     #[test]

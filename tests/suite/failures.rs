@@ -1,0 +1,314 @@
+//! Every failure says why, everywhere a person looks — the status file's conditions, the session's
+//! record (`opslab sessions`), and the controller's log at WARN — and a person can retry an ended
+//! Incident or cancel a running one without touching its manifest. Through the binary, with real
+//! sandboxes and local servers that speak the model's protocol.
+
+use std::time::Duration;
+
+use opslab::incident::{Incident, Phase};
+use serde_json::Value;
+
+use crate::support::controller::{Controller, Options, manifest};
+use crate::support::docker;
+use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn start(
+    script: Vec<Turn>,
+    options: impl FnOnce(Options) -> Options,
+) -> (FakeLlm, Controller) {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(options(
+        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
+    ));
+    (llm, controller)
+}
+
+fn condition<'a>(incident: &'a Incident, type_: &str) -> &'a opslab::incident::Condition {
+    incident
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition: {incident:#?}"))
+}
+
+/// The reason and the cause in words: in both conditions of the status file, in the session's
+/// record, and in the controller's log at WARN.
+fn assert_says_why(controller: &Controller, name: &str, phase: Phase, reason: &str, cause: &str) {
+    let incident = controller.wait_for_phase(name, phase, TIMEOUT);
+    for type_ in ["SessionActive", "Resolved"] {
+        let condition = condition(&incident, type_);
+        assert_eq!(condition.reason, reason, "{type_}: {condition:#?}");
+        assert!(
+            condition.message.contains(cause),
+            "{type_} says {:?}, not {cause:?}",
+            condition.message
+        );
+    }
+    let sessions: Value =
+        serde_json::from_str(&controller.cli(&["sessions", "-o", "json"])).unwrap();
+    let session = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|session| session["incident_name"] == name)
+        .unwrap_or_else(|| panic!("no session of {name}: {sessions}"));
+    assert_eq!(session["reason"], reason, "{session}");
+    assert!(
+        session["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(cause),
+        "{session}"
+    );
+    let logs = controller.logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("WARN") && line.contains(reason) && line.contains(cause)),
+        "no WARN line with {reason} and {cause:?}:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_a_refused_key_says_the_api_error() {
+    let script = vec![Turn::Fault(Fault::Status {
+        code: 401,
+        retry_after: None,
+        body: Some(
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#
+                .into(),
+        ),
+    })];
+    let (_llm, controller) = start(script, |options| options).await;
+    controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
+    assert_says_why(
+        &controller,
+        "auth",
+        Phase::Failed,
+        "ModelApiFailed",
+        "authentication_error: invalid x-api-key",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_an_unreachable_model_says_so_while_retrying_and_after() {
+    docker::require_sandbox_image();
+    // A port nothing listens on: every attempt is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let controller = Controller::start(
+        Options::new("anthropic", url)
+            .arg("--summary-model", "off")
+            .arg("--llm-retry-delay-ms", 700),
+    );
+    controller.write_manifest("away.yaml", &manifest("away", "anything", ""));
+    // While retrying, the status says what the session waits for.
+    let waiting = controller.wait_for("away", "a retry in the status", TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| {
+            status.conditions.iter().any(|c| {
+                c.type_ == "SessionActive"
+                    && c.message.starts_with("waiting for the model API: retry ")
+            })
+        })
+    });
+    let message = &condition(&waiting, "SessionActive").message;
+    assert!(message.contains(" of 4 in "), "{message}");
+    assert!(message.contains("transport"), "{message}");
+    assert_says_why(
+        &controller,
+        "away",
+        Phase::Failed,
+        "ModelApiFailed",
+        "the model API failed: transport",
+    );
+    let events = controller.events("away");
+    let retries = events
+        .iter()
+        .filter(|event| event["kind"] == "llm_retrying")
+        .count();
+    assert_eq!(retries, 4, "each retry is in the trail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_a_missing_network_is_named() {
+    let (_llm, controller) = start(vec![Turn::report("resolved", "never reached")], |o| o).await;
+    let network = format!("opslab-test-absent-{}", uuid::Uuid::new_v4().simple());
+    controller.write_manifest(
+        "net.yaml",
+        &manifest(
+            "net",
+            "anything",
+            &format!("  environment:\n    networks: [{network}]\n"),
+        ),
+    );
+    assert_says_why(
+        &controller,
+        "net",
+        Phase::Failed,
+        "SandboxFailed",
+        &format!("the Docker network \"{network}\" does not exist"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_a_budget_reached_gives_its_figure() {
+    let script = vec![
+        Turn::shell("true", "one"),
+        Turn::shell("true", "two"),
+        Turn::report("resolved", "never reached"),
+    ];
+    let (_llm, controller) = start(script, |options| options.arg("--max-turns", 1)).await;
+    controller.write_manifest("budget.yaml", &manifest("budget", "anything", ""));
+    assert_says_why(
+        &controller,
+        "budget",
+        Phase::Unresolved,
+        "TurnBudgetExhausted",
+        "used its 1 model turns without a report",
+    );
+}
+
+/// No model at all: the controller stays up, /readyz says what to set, and an Incident fails at
+/// once saying the same, without a sandbox or a request anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_no_model_configured_keeps_the_controller_up_and_says_what_to_set() {
+    docker::require_sandbox_image();
+    // OpenAI's own API without a key: nothing is sent to it, the session ends before any call.
+    let controller = Controller::start(
+        Options::new("openai", "https://api.openai.com/v1".into()).arg("--summary-model", "off"),
+    );
+    let readyz = format!("{}/readyz", controller.http_url());
+    let response = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("no model is configured: set OPENAI_API_KEY"),
+        "{body}"
+    );
+    controller.write_manifest("nomodel.yaml", &manifest("nomodel", "anything", ""));
+    assert_says_why(
+        &controller,
+        "nomodel",
+        Phase::Failed,
+        "NoModelConfigured",
+        "no model is configured: set OPENAI_API_KEY",
+    );
+    // The CLI works beside it.
+    let table = controller.cli(&["get", "incidents"]);
+    assert!(table.contains("nomodel"), "{table}");
+}
+
+fn request(controller: &Controller, verb: &str, name: &str, reason: &str) -> std::process::Output {
+    let incidents = controller.incidents();
+    controller.cli_output(&[
+        verb,
+        name,
+        "--incidents",
+        incidents.to_str().unwrap(),
+        "--reason",
+        reason,
+    ])
+}
+
+/// `opslab cancel` stops a running session now, and `opslab retry` starts a new attempt of an
+/// ended Incident; the manifest is never written, and the trail says who asked and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cancel_and_retry_in_files_mode() {
+    let script = vec![
+        Turn::shell("sleep 100", "wait for something"),
+        Turn::report("resolved", "fixed on the second attempt"),
+    ];
+    let (_llm, controller) = start(script, |options| options).await;
+    let text = manifest("ask", "to be cancelled, then retried", "");
+    controller.write_manifest("ask.yaml", &text);
+    // Nothing ended yet: a retry is refused, saying why.
+    let first = controller.wait_for_commands("ask", 1, TIMEOUT);
+    let refused = request(&controller, "retry", "ask", "too early");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("opslab cancel default/ask"), "{stderr}");
+
+    let cancelled = request(&controller, "cancel", "ask", "wrong ticket");
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    let incident = controller.wait_for_phase("ask", Phase::Cancelled, TIMEOUT);
+    let first_session = first.status.unwrap().session_id.unwrap();
+    let message = &condition(&incident, "SessionActive").message;
+    assert!(
+        message.contains("cancelled on request") && message.contains("wrong ticket"),
+        "{message}"
+    );
+    let events = controller.events(&first_session);
+    let interrupted = events
+        .iter()
+        .find(|event| event["kind"] == "command_interrupted")
+        .expect("the running command was killed");
+    assert!(
+        interrupted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("wrong ticket"),
+        "{interrupted}"
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !docker::sandbox_of(&first_session).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Cancelling again: nothing runs.
+    let again = request(&controller, "cancel", "ask", "twice");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to cancel"));
+
+    let retried = request(&controller, "retry", "ask", "second try");
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    let incident = controller.wait_for_phase("ask", Phase::Resolved, TIMEOUT);
+    let status = incident.status.unwrap();
+    assert_eq!(status.attempt, 2);
+    assert_ne!(status.session_id.as_deref(), Some(first_session.as_str()));
+    let events = controller.events(status.session_id.as_deref().unwrap());
+    let started = &events[0];
+    assert_eq!(started["kind"], "session_started");
+    assert!(
+        started["requests"]["retry"]
+            .as_str()
+            .unwrap()
+            .contains("second try"),
+        "{started}"
+    );
+    // The user's manifest is as they wrote it.
+    let on_disk = std::fs::read_to_string(controller.incidents().join("ask.yaml")).unwrap();
+    assert_eq!(on_disk, text);
+    // The request is honoured once: the Incident stays Resolved.
+    std::thread::sleep(Duration::from_millis(500));
+    let sessions: Value =
+        serde_json::from_str(&controller.cli(&["sessions", "-o", "json"])).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+}
+
+/// A request about an Incident the store does not know fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_name_an_unknown_incident() {
+    let (_llm, controller) = start(vec![], |options| options).await;
+    controller.http_url();
+    let output = request(&controller, "retry", "typo", "none");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no Incident default/typo is known to the store"),
+        "{stderr}"
+    );
+}
