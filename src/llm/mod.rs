@@ -133,7 +133,7 @@ impl ProviderConfig {
                  a server that needs no key, then restart the controller"
                     .into(),
             ),
-            ProviderKind::Anthropic | ProviderKind::OpenAi => None,
+            ProviderKind::Anthropic | ProviderKind::OpenAi | ProviderKind::Replay => None,
         }
     }
 }
