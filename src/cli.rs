@@ -486,7 +486,7 @@ pub struct ControllerArgs {
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, hide = true)]
     pub openai_api_key: Option<String>,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = MODEL_API)]
     pub replay: ReplayArgs,
     /// Model calls retried at most this many times (429, 5xx, 529, connection errors).
     #[arg(help_heading = MODEL_API)]
