@@ -448,7 +448,13 @@ pub struct ControllerArgs {
     /// What an SQLite store's commits survive: `full`, a power loss (each commit is synced to
     /// disk); `normal`, a crash of the process only (faster; after a power loss the last events
     /// may be gone, and a command whose start was lost may run again).
-    #[arg(long, env = "OPSLAB_STORE_DURABILITY", value_enum, default_value_t)]
+    #[arg(
+        long,
+        env = "OPSLAB_STORE_DURABILITY",
+        value_enum,
+        default_value_t,
+        help_heading = STORE
+    )]
     pub store_durability: Durability,
     /// The model API to speak.
     #[arg(help_heading = MODEL_API)]
@@ -836,6 +842,10 @@ impl ControllerArgs {
             None => CostTable::default(),
         };
         let model = model.unwrap_or_else(|| default_model.to_string());
+        // A spend budget is enforced only for a model whose price is known.
+        costs
+            .check_budget(&model, max_cost_usd)
+            .map_err(|error| format!("--max-cost-usd: {error}"))?;
         // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
         let self_hosted =
             provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");
@@ -847,11 +857,25 @@ impl ControllerArgs {
             None if self_hosted => Some(model.clone()),
             None => Some(default_summary.to_string()),
         };
-        let mut secret_values: Vec<String> = api_key.iter().cloned().collect();
+        // Configured secrets are redacted as whole tokens; a short one would still erase ordinary
+        // words from the trail, so it is refused rather than quietly left out.
+        let mut secret_values: Vec<String> = Vec::new();
+        if let Some(key) = &api_key {
+            opslab::audit::check_configured_secret(key)
+                .map_err(|why| format!("the model API key cannot be redacted safely: {why}"))?;
+            secret_values.push(key.clone());
+        }
         for name in secret_env {
-            if let Ok(value) = std::env::var(&name) {
-                secret_values.push(value);
+            let Ok(value) = std::env::var(&name) else {
+                continue;
+            };
+            if value.trim().is_empty() {
+                continue;
             }
+            opslab::audit::check_configured_secret(&value).map_err(|why| {
+                format!("--secret-env {name}: the value of {name} cannot be redacted safely: {why}")
+            })?;
+            secret_values.push(value);
         }
         Ok(Config {
             source,

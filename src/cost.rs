@@ -1,9 +1,18 @@
 //! What model tokens cost: a table of prices per million tokens, built in and overridable.
+//!
+//! A model is priced by its exact name. The one fallback is a dated snapshot of a listed model
+//! (`claude-sonnet-4-5-20250929` of `claude-sonnet-4-5`), and it is logged: a newer model is never
+//! priced as an older one because their names share a prefix. A model the table does not know
+//! costs nothing, which would leave a spend budget unenforced, so a budget with such a model is
+//! refused ([`CostTable::check_budget`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use regex::Regex;
 use serde::Deserialize;
+use tracing::warn;
 
 /// US dollars per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -13,21 +22,76 @@ pub struct Price {
     pub output: f64,
 }
 
-/// Prices by model name. A model matches its own entry, or else the longest entry it starts with
-/// (`claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4-5`).
+/// How a model's price was found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PriceMatch<'a> {
+    /// The table lists the model by its own name.
+    Exact(Price),
+    /// The model is a dated snapshot (or `-latest` alias) of the listed `entry`.
+    Snapshot { entry: &'a str, price: Price },
+}
+
+impl PriceMatch<'_> {
+    pub fn price(&self) -> Price {
+        match self {
+            PriceMatch::Exact(price) | PriceMatch::Snapshot { price, .. } => *price,
+        }
+    }
+}
+
+/// A spend budget that cannot be enforced: the cost table has no price for the model.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "a spend budget of ${budget} is set, but the cost table has no price for the model {model:?}, \
+     so its spend cannot be counted: add the model to a --cost-table file \
+     (`{model}: {{input: 3.0, output: 15.0}}`, US dollars per million tokens), or set no budget"
+)]
+pub struct UnpricedModel {
+    pub model: String,
+    pub budget: f64,
+}
+
+/// Prices by model name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostTable {
     prices: BTreeMap<String, Price>,
+    /// The models already warned about (a snapshot fallback, or no price at all): once each.
+    warned: Warned,
+}
+
+/// The set of models warned about, shared by the table's clones. Not part of the table's value.
+#[derive(Clone, Debug, Default)]
+struct Warned(Arc<Mutex<BTreeSet<String>>>);
+
+impl PartialEq for Warned {
+    fn eq(&self, _: &Warned) -> bool {
+        true
+    }
+}
+
+impl Warned {
+    /// True the first time it is asked about `model`.
+    fn first_time(&self, model: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(model.to_string())
+    }
 }
 
 /// List prices at the time of writing; a `--cost-table` file overrides or extends them.
 const BUILTIN: &[(&str, f64, f64)] = &[
     ("claude-opus-4", 15.0, 75.0),
     ("claude-opus-4-1", 15.0, 75.0),
+    ("claude-opus-4-5", 5.0, 25.0),
     ("claude-sonnet-4", 3.0, 15.0),
     ("claude-sonnet-4-5", 3.0, 15.0),
+    ("claude-3-7-sonnet", 3.0, 15.0),
     ("claude-haiku-4-5", 1.0, 5.0),
     ("claude-3-5-haiku", 0.8, 4.0),
+    ("gpt-5", 1.25, 10.0),
+    ("gpt-5-mini", 0.25, 2.0),
+    ("gpt-5-nano", 0.05, 0.4),
     ("gpt-4.1", 2.0, 8.0),
     ("gpt-4.1-mini", 0.4, 1.6),
     ("gpt-4.1-nano", 0.1, 0.4),
@@ -52,8 +116,22 @@ impl Default for CostTable {
                     )
                 })
                 .collect(),
+            warned: Warned::default(),
         }
     }
+}
+
+/// The name a snapshot extends: `claude-sonnet-4-5` of `claude-sonnet-4-5-20250929`,
+/// `claude-sonnet-4-5@20250929` or `claude-3-5-haiku-latest`; `gpt-4o` of `gpt-4o-2024-08-06`.
+fn snapshot_base(model: &str) -> Option<&str> {
+    static SNAPSHOT: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"^(.+?)[-@](?:\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+            .expect("the snapshot pattern is a valid regex")
+    });
+    SNAPSHOT
+        .captures(model)
+        .and_then(|found| found.get(1))
+        .map(|base| base.as_str())
 }
 
 impl CostTable {
@@ -78,20 +156,63 @@ impl CostTable {
         Ok(table)
     }
 
-    pub fn price(&self, model: &str) -> Option<Price> {
+    /// The model's price: its own entry, or else the entry it is a dated snapshot of. Pure.
+    pub fn lookup(&self, model: &str) -> Option<PriceMatch<'_>> {
         if let Some(price) = self.prices.get(model) {
-            return Some(*price);
+            return Some(PriceMatch::Exact(*price));
         }
+        let base = snapshot_base(model)?;
         self.prices
-            .iter()
-            .filter(|(name, _)| model.starts_with(name.as_str()))
-            .max_by_key(|(name, _)| name.len())
-            .map(|(_, price)| *price)
+            .get_key_value(base)
+            .map(|(entry, price)| PriceMatch::Snapshot {
+                entry,
+                price: *price,
+            })
     }
 
-    /// The cost in dollars; an unknown model costs nothing (the tokens are still counted).
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.lookup(model).map(|found| found.price())
+    }
+
+    /// Whether a session of `model` can keep to `budget`: a budget is enforced only if the model's
+    /// spend can be counted. Pure.
+    pub fn check_budget(&self, model: &str, budget: Option<f64>) -> Result<(), UnpricedModel> {
+        match budget {
+            Some(budget) if self.lookup(model).is_none() => Err(UnpricedModel {
+                model: model.to_string(),
+                budget,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The cost in dollars. An unknown model costs nothing (its tokens are still counted); that,
+    /// and a snapshot priced as its base model, is logged once per model.
     pub fn cost(&self, model: &str, input_tokens: u64, output_tokens: u64) -> f64 {
-        self.price(model).map_or(0.0, |price| {
+        let found = self.lookup(model);
+        match found {
+            Some(PriceMatch::Exact(_)) => {}
+            Some(PriceMatch::Snapshot { entry, .. }) => {
+                if self.warned.first_time(model) {
+                    warn!(
+                        model,
+                        entry,
+                        "the cost table has no entry for this model: it is priced as {entry}"
+                    );
+                }
+            }
+            None => {
+                if self.warned.first_time(model) {
+                    warn!(
+                        model,
+                        "the cost table has no price for this model: its spend is counted as $0; \
+                         add it with --cost-table"
+                    );
+                }
+            }
+        }
+        found.map_or(0.0, |found| {
+            let price = found.price();
             (input_tokens as f64 * price.input + output_tokens as f64 * price.output) / 1_000_000.0
         })
     }
@@ -102,12 +223,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn models_are_priced_by_name_or_longest_prefix() {
+    fn exact_names_are_priced_exactly() {
         let table = CostTable::default();
         assert_eq!(table.cost("claude-sonnet-4-5", 1_000_000, 1_000_000), 18.0);
+        assert_eq!(table.cost("claude-opus-4-5", 1_000_000, 1_000_000), 30.0);
+        assert_eq!(table.cost("gpt-4.1-mini", 0, 1_000_000), 1.6);
+        assert_eq!(
+            table.lookup("claude-opus-4"),
+            Some(PriceMatch::Exact(Price {
+                input: 15.0,
+                output: 75.0
+            }))
+        );
+    }
+
+    #[test]
+    fn a_dated_snapshot_is_priced_as_the_model_it_extends() {
+        let table = CostTable::default();
+        for (model, entry) in [
+            ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+            ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+            ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+            ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+            ("gpt-4o-2024-08-06", "gpt-4o"),
+        ] {
+            match table.lookup(model) {
+                Some(PriceMatch::Snapshot { entry: found, .. }) => {
+                    assert_eq!(found, entry, "{model}")
+                }
+                other => panic!("{model}: {other:?}"),
+            }
+        }
         assert_eq!(table.cost("claude-sonnet-4-5-20250929", 1_000_000, 0), 3.0);
-        assert_eq!(table.cost("gpt-4.1-mini-2025", 0, 1_000_000), 1.6);
-        assert_eq!(table.cost("llama3:8b", 1_000_000, 1_000_000), 0.0);
+    }
+
+    #[test]
+    fn a_newer_model_is_not_priced_as_an_older_one() {
+        let table = CostTable::default();
+        // Each starts with a listed name, but is another model.
+        for model in [
+            "claude-sonnet-4-6",
+            "claude-opus-4-7",
+            "gpt-4.1-turbo",
+            "gpt-5.1",
+            "llama3:8b",
+        ] {
+            assert_eq!(table.lookup(model), None, "{model}");
+            assert_eq!(table.cost(model, 1_000_000, 1_000_000), 0.0, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_budget_needs_a_priced_model() {
+        let table = CostTable::default();
+        assert_eq!(table.check_budget("claude-sonnet-4-5", Some(2.5)), Ok(()));
+        assert_eq!(
+            table.check_budget("claude-sonnet-4-5-20250929", Some(2.5)),
+            Ok(())
+        );
+        assert_eq!(table.check_budget("llama3:8b", None), Ok(()));
+        let refused = table.check_budget("llama3:8b", Some(2.5)).unwrap_err();
+        assert_eq!(
+            refused,
+            UnpricedModel {
+                model: "llama3:8b".into(),
+                budget: 2.5
+            }
+        );
+        let message = refused.to_string();
+        assert!(
+            message.contains("\"llama3:8b\"") && message.contains("--cost-table"),
+            "{message}"
+        );
+        assert!(table.check_budget("llama3:8b", Some(0.0)).is_err());
     }
 
     #[test]
@@ -116,12 +304,13 @@ mod tests {
         let path = dir.path().join("costs.yaml");
         std::fs::write(
             &path,
-            "llama3: {input: 0.5, output: 1}\ngpt-4.1: {input: 1, output: 1}\n",
+            "llama3:8b: {input: 0.5, output: 1}\ngpt-4.1: {input: 1, output: 1}\n",
         )
         .unwrap();
         let table = CostTable::with_file(&path).unwrap();
         assert_eq!(table.cost("llama3:8b", 2_000_000, 0), 1.0);
         assert_eq!(table.cost("gpt-4.1", 1_000_000, 1_000_000), 2.0);
+        assert_eq!(table.check_budget("llama3:8b", Some(1.0)), Ok(()));
         std::fs::write(&path, "x: {input: -1, output: 1}\n").unwrap();
         assert!(
             CostTable::with_file(&path)
@@ -130,5 +319,54 @@ mod tests {
         );
         std::fs::write(&path, "x: {inp: 1}\n").unwrap();
         assert!(CostTable::with_file(&path).is_err());
+    }
+
+    /// A writer into a shared buffer, for a test's log subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_fallback_is_logged_once_at_warn() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let table = CostTable::default();
+        let copy = table.clone();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..2 {
+                table.cost("claude-sonnet-4-5-20250929", 10, 10);
+                copy.cost("claude-sonnet-4-5-20250929", 10, 10);
+                table.cost("llama3:8b", 10, 10);
+                table.cost("claude-sonnet-4-5", 10, 10);
+            }
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(
+            lines[0].contains("WARN")
+                && lines[0].contains("model=\"claude-sonnet-4-5-20250929\"")
+                && lines[0].contains("priced as claude-sonnet-4-5"),
+            "{log}"
+        );
+        assert!(
+            lines[1].contains("WARN")
+                && lines[1].contains("model=\"llama3:8b\"")
+                && lines[1].contains("--cost-table"),
+            "{log}"
+        );
     }
 }

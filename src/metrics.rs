@@ -216,6 +216,15 @@ impl Metrics {
         }
     }
 
+    /// Counts the audit store's failures (the store keeps the counter: it sees every call).
+    pub fn register_store_errors(&mut self, errors: Counter) {
+        self.registry.register(
+            "store_errors",
+            "Failed reads and writes of the audit store (a full disk, a server gone)",
+            errors,
+        );
+    }
+
     pub fn reconciled(&self, duration: Duration, error: Option<&'static str>) {
         self.reconcile_duration.observe(duration.as_secs_f64());
         let result = if error.is_some() { "error" } else { "ok" };

@@ -49,6 +49,9 @@ impl Readiness {
         if !self.synced.load(Ordering::Acquire) {
             return Some("the Incident source has not synced yet".into());
         }
+        if let Some(problem) = self.store.health().problem() {
+            return Some(problem);
+        }
         const PROBE: Duration = Duration::from_secs(2);
         match tokio::time::timeout(PROBE, self.store.ping()).await {
             Ok(Ok(())) => {}

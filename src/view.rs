@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord};
+use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord, SessionState};
 use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
@@ -353,7 +353,7 @@ pub fn sessions_table(
 
 /// A running session's phase is Investigating, whatever its row started with.
 fn session_phase(session: &SessionRecord) -> String {
-    if session.state == "running" {
+    if session.state == SessionState::Running {
         Phase::Investigating.to_string()
     } else {
         session.phase.to_string()
@@ -489,8 +489,9 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
             let message = EventBody::retrying_message(*retry, *max_retries, *delay_ms, error);
             out.push_str(&format!("{head}{message}\n"));
         }
+        // The message says what failed ("the model API failed: HTTP 401 …").
         EventBody::LlmFailed { message } => {
-            out.push_str(&format!("{head}model API failed: {message}\n"));
+            out.push_str(&format!("{head}{message}\n"));
         }
         EventBody::CommandStarted {
             command,
@@ -1361,7 +1362,7 @@ mod tests {
             incident_name: "broken".into(),
             attempt: 1,
             generation: 1,
-            state: "finished".into(),
+            state: SessionState::Finished,
             phase,
             outcome: None,
             reason: reason.map(str::to_string),
@@ -1496,6 +1497,24 @@ Sessions:
   s-1       1         Failed   ModelApiFailed   2          2026-01-01 23:58:00 UTC   2026-01-02 00:03:00 UTC
 Events:         not in the store; in kube mode, `kubectl describe incident broken -n default` shows them
 "
+        );
+    }
+
+    #[test]
+    fn a_model_api_failure_is_said_once() {
+        let event = Event {
+            session_id: "s".into(),
+            seq: 3,
+            at: "2026-01-02T03:04:05Z".into(),
+            body: EventBody::LlmFailed {
+                message: "the model API failed: HTTP 401 authentication_error: invalid x-api-key"
+                    .into(),
+            },
+            hash: String::new(),
+        };
+        assert_eq!(
+            event_text(&event, false, &utc_clock("2026-01-02T00:00:00Z")),
+            "#3 03:04:05 the model API failed: HTTP 401 authentication_error: invalid x-api-key\n"
         );
     }
 

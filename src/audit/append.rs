@@ -3,8 +3,8 @@
 //! projections. A backend only locks the session, reads its head, runs the statements, and commits.
 
 use super::chain;
-use super::rows::{Columns, Param, Statement};
-use super::{Event, EventBody, Redactor, StoreError};
+use super::rows::{self, Columns, Param, Statement};
+use super::{Event, EventBody, Redactor, SessionState, StoreError};
 
 /// The session's chain head, read under the backend's lock (columns `state, head_seq, head_hash`).
 pub const HEAD: &str = "SELECT state, head_seq, head_hash FROM sessions WHERE id = ?1";
@@ -35,14 +35,14 @@ pub fn prepare(
 
 /// The session's state and chain head.
 pub struct Head {
-    state: String,
+    state: SessionState,
     seq: i64,
     hash: String,
 }
 
 pub fn head(row: &dyn Columns) -> Result<Head, StoreError> {
     Ok(Head {
-        state: row.text(0)?,
+        state: rows::session_state(row.text(0)?)?,
         seq: row.integer(1)?,
         hash: row.text(2)?,
     })
@@ -61,7 +61,7 @@ pub fn link(
         text,
     } = pending;
     let head = head.ok_or_else(|| StoreError::UnknownSession(session_id.clone()))?;
-    if head.state != "running" {
+    if head.state != SessionState::Running {
         return Err(StoreError::SessionClosed(session_id));
     }
     let seq = head.seq + 1;
@@ -249,7 +249,7 @@ mod tests {
 
     fn running(seq: i64, hash: &str) -> Option<Head> {
         Some(Head {
-            state: "running".into(),
+            state: SessionState::Running,
             seq,
             hash: hash.into(),
         })
@@ -299,7 +299,7 @@ mod tests {
         let error = link(pending(), None, "T".into()).err().unwrap();
         assert_eq!(error.to_string(), "no session s in the store");
         let finished = Head {
-            state: "finished".into(),
+            state: SessionState::Finished,
             seq: 3,
             hash: "h".into(),
         };

@@ -5,6 +5,7 @@
 mod append;
 mod chain;
 pub mod event;
+mod health;
 mod location;
 mod postgres;
 pub mod redact;
@@ -14,8 +15,9 @@ mod store;
 
 pub use chain::Broken;
 pub use event::{Event, EventBody};
+pub use health::StoreHealth;
 pub use location::StoreLocation;
-pub use redact::Redactor;
+pub use redact::{Redactor, check_configured_secret};
 pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report, Requests};
@@ -70,6 +72,26 @@ pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether a session's trail is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Events may still be appended; after a restart, the session resumes.
+    Running,
+    /// The trail is closed.
+    Finished,
+}
+
+impl SessionState {
+    /// The `state` column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Running => "running",
+            SessionState::Finished => "finished",
+        }
+    }
+}
+
 /// What a committed event survives, in an SQLite store. (PostgreSQL's own settings decide there.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
@@ -92,8 +114,7 @@ pub struct SessionRecord {
     pub attempt: u32,
     /// The spec generation the session works on (moved by ticket updates).
     pub generation: i64,
-    /// `running` or `finished`.
-    pub state: String,
+    pub state: SessionState,
     pub phase: Phase,
     pub outcome: Option<Outcome>,
     pub reason: Option<String>,

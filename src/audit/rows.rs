@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::chain::Link;
-use super::{CommandRecord, Event, IncidentRecord, SessionRecord, StoreError};
+use super::{CommandRecord, Event, IncidentRecord, SessionRecord, SessionState, StoreError};
 use crate::incident::Requests;
 
 /// A statement parameter. Typed even when null: PostgreSQL checks each parameter's type.
@@ -140,6 +140,11 @@ fn enum_from_text<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The `state` column.
+pub fn session_state(text: String) -> Result<SessionState, StoreError> {
+    enum_from_text("state", text)
+}
+
 /// A non-negative count column.
 fn count<T: TryFrom<i64>>(
     row: &dyn Columns,
@@ -170,7 +175,7 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
         incident_name: row.text(3)?,
         attempt: count(row, 4, "attempt")?,
         generation: row.integer(5)?,
-        state: row.text(6)?,
+        state: session_state(row.text(6)?)?,
         phase: enum_from_text("phase", row.text(7)?)?,
         outcome: row
             .optional_text(8)?

@@ -3,13 +3,14 @@
 
 use super::append::{self, Pending};
 use super::chain::Trail;
+use super::health::StoreHealth;
 use super::location::StoreLocation;
 use super::postgres::Postgres;
 use super::rows::{self, Columns, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
     ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, NewSession, Redactor,
-    SessionRecord, StoreError,
+    SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
 
@@ -28,6 +29,7 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     redactor: std::sync::Arc<Redactor>,
+    health: std::sync::Arc<StoreHealth>,
 }
 
 /// Runs the same call on whichever backend the store has.
@@ -41,6 +43,11 @@ macro_rules! on_backend {
 }
 
 impl Store {
+    /// The redactor every event passes through, for output redacted before it is cut.
+    pub fn redactor(&self) -> Redactor {
+        (*self.redactor).clone()
+    }
+
     /// Opens the store at `location` (an SQLite path, or a PostgreSQL URL), creating it if needed,
     /// and brings its schema up to date.
     pub async fn open(
@@ -68,11 +75,19 @@ impl Store {
         Ok(Store {
             backend,
             redactor: std::sync::Arc::new(redactor),
+            health: std::sync::Arc::default(),
         })
     }
 
+    /// Whether the store's calls work, as they go.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
+    }
+
     async fn execute(&self, statement: Statement) -> Result<(), StoreError> {
-        on_backend!(self, backend => backend.execute(statement).await)
+        let result = on_backend!(self, backend => backend.execute(statement).await);
+        self.health.observe_write(&result);
+        result
     }
 
     async fn query<T: Send + 'static>(
@@ -80,7 +95,9 @@ impl Store {
         statement: Statement,
         decode: Decode<T>,
     ) -> Result<Vec<T>, StoreError> {
-        on_backend!(self, backend => backend.query(statement, decode).await)
+        let result = on_backend!(self, backend => backend.query(statement, decode).await);
+        self.health.observe_read(&result);
+        result
     }
 
     async fn query_one<T: Send + 'static>(
@@ -115,7 +132,9 @@ impl Store {
     /// Appends one event: redacted, numbered, chained, and projected, in one transaction.
     pub async fn append(&self, session_id: &str, body: EventBody) -> Result<Event, StoreError> {
         let pending: Pending = append::prepare(&self.redactor, session_id, body)?;
-        on_backend!(self, backend => backend.append(pending).await)
+        let result = on_backend!(self, backend => backend.append(pending).await);
+        self.health.observe_write(&result);
+        result
     }
 
     /// A session's events, in order.
@@ -172,7 +191,8 @@ impl Store {
     /// Sessions not finished: after a restart, they resume.
     pub async fn running_sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let sql = rows::sessions_query("WHERE state = ?1");
-        self.query(Statement::new(sql, vec!["running".into()]), rows::session)
+        let running = SessionState::Running.as_str().into();
+        self.query(Statement::new(sql, vec![running]), rows::session)
             .await
     }
 

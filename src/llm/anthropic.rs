@@ -82,6 +82,11 @@ fn block(block: &ContentBlock) -> Option<Value> {
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+    parse_message(&value)
+}
+
+/// [`parse_response`] of a body already read as JSON.
+pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
     let blocks = value
         .get("content")
         .and_then(Value::as_array)
@@ -119,7 +124,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         }
     }
     unique_ids(&mut content);
-    let count = |field| usage_count(&value, field);
+    let count = |field| usage_count(value, field);
     Ok(ChatResponse {
         content,
         stop_reason: value

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 /// Why a model call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
-    #[error("HTTP {status} {error_type}: {message}")]
+    #[error("HTTP {status}{}: {message}", spaced(.error_type))]
     Status {
         status: u16,
         error_type: String,
@@ -29,6 +29,15 @@ pub enum LlmError {
     Decode(String),
     #[error("configuration: {0}")]
     Config(String),
+}
+
+/// The error type after the status, when the API named one.
+fn spaced(error_type: &str) -> String {
+    if error_type.is_empty() {
+        String::new()
+    } else {
+        format!(" {error_type}")
+    }
 }
 
 impl LlmError {
@@ -221,6 +230,11 @@ impl LlmClient {
         let response = http.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let retry_after = retry::retry_after(response.headers(), jiff::Timestamp::now());
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         let body = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             let parsed = match self.config.kind {
@@ -230,7 +244,7 @@ impl LlmClient {
             let (error_type, message) = parsed.unwrap_or_else(|| {
                 (
                     String::new(),
-                    String::from_utf8_lossy(&body).chars().take(500).collect(),
+                    super::unexpected_body(&body, content_type.as_deref()),
                 )
             });
             if status == 429 && retry::is_spend_limit(&error_type, &message) {
@@ -243,9 +257,12 @@ impl LlmClient {
                 retry_after,
             });
         }
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            LlmError::Decode(super::unexpected_body(&body, content_type.as_deref()))
+        })?;
         match self.config.kind {
-            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_response(&body),
-            ProviderKind::OpenAi => openai::parse_response(&body),
+            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
+            ProviderKind::OpenAi => openai::parse_message(&value),
         }
         .map_err(LlmError::Decode)
     }
@@ -253,13 +270,88 @@ impl LlmClient {
 
 /// A request that did not complete: connect refused or reset, a timeout, a body cut off.
 fn transport(error: reqwest::Error) -> LlmError {
-    // The source chain says what happened (e.g. "connection reset by peer").
+    LlmError::Transport(with_causes(&error))
+}
+
+/// An error and its source chain, which says what happened (e.g. "connection reset by peer").
+fn with_causes(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
+    let mut source = error.source();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        // Some errors repeat their source's text in their own: say it once.
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
         source = cause.source();
     }
-    LlmError::Transport(message)
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_name_each_part_once() {
+        let status = |error_type: &str| LlmError::Status {
+            status: 401,
+            error_type: error_type.into(),
+            message: "invalid x-api-key".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            status("authentication_error").to_string(),
+            "HTTP 401 authentication_error: invalid x-api-key"
+        );
+        assert_eq!(status("").to_string(), "HTTP 401: invalid x-api-key");
+    }
+
+    /// An error whose text may repeat its source's, as some of hyper's and std's do.
+    #[derive(Debug)]
+    struct Layer {
+        text: String,
+        source: Option<Box<Layer>>,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source
+                .as_deref()
+                .map(|layer| layer as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    fn chain(texts: &[&str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| {
+                Some(Layer {
+                    text: text.to_string(),
+                    source: source.map(Box::new),
+                })
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        assert_eq!(
+            with_causes(&chain(&[
+                "error sending request",
+                "client error (Connect)",
+                "tcp connect error: Connection refused (os error 111)",
+                "Connection refused (os error 111)",
+            ])),
+            "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+    }
 }

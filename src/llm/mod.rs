@@ -154,6 +154,26 @@ fn tool_input(raw: Option<&serde_json::Value>) -> serde_json::Value {
     }
 }
 
+/// How much of an unexpected body an error message quotes.
+const QUOTED_CHARS: usize = 200;
+
+/// Says what a body that should have been JSON is instead: the content type the server gave it, and
+/// its start (a proxy's HTML error page, a plain-text message), on one line.
+fn unexpected_body(body: &[u8], content_type: Option<&str>) -> String {
+    let content_type = content_type.unwrap_or("not given");
+    let text = String::from_utf8_lossy(body);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let one_line = words.join(" ");
+    if one_line.is_empty() {
+        return format!("the body is empty (content-type {content_type})");
+    }
+    let mut start: String = one_line.chars().take(QUOTED_CHARS).collect();
+    if start.len() < one_line.len() {
+        start.push('…');
+    }
+    format!("the body is not JSON (content-type {content_type}): {start}")
+}
+
 /// A token count from a response's `usage` object; absent counts as zero.
 fn usage_count(value: &serde_json::Value, field: &str) -> u64 {
     value
@@ -179,6 +199,25 @@ fn unique_ids(content: &mut [ContentBlock]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unexpected_body_is_named_by_its_content_type() {
+        let page = b"<html>\n<head><title>502 Bad Gateway</title></head>\n</html>\n";
+        assert_eq!(
+            unexpected_body(page, Some("text/html")),
+            "the body is not JSON (content-type text/html): <html> <head><title>502 Bad Gateway</title></head> </html>"
+        );
+        assert_eq!(
+            unexpected_body(b"", None),
+            "the body is empty (content-type not given)"
+        );
+        let long = "x".repeat(1000);
+        let said = unexpected_body(long.as_bytes(), Some("text/plain"));
+        assert!(
+            said.ends_with(&format!("{}…", "x".repeat(QUOTED_CHARS))),
+            "{said}"
+        );
+    }
 
     fn provider(kind: ProviderKind, base_url: &str, api_key: Option<&str>) -> ProviderConfig {
         ProviderConfig {

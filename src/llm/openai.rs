@@ -95,6 +95,11 @@ pub fn request_body(request: &ChatRequest) -> Value {
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+    parse_message(&value)
+}
+
+/// [`parse_response`] of a body already read as JSON.
+pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
     let choice = value
         .get("choices")
         .and_then(Value::as_array)
@@ -138,7 +143,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         });
     }
     unique_ids(&mut content);
-    let count = |field| usage_count(&value, field);
+    let count = |field| usage_count(value, field);
     Ok(ChatResponse {
         content,
         stop_reason: choice
@@ -152,19 +157,26 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
     })
 }
 
-/// The error type (or code) and message of an error body (`{"error":{…}}`).
+/// The error type (or code) and message of an error body (`{"error":{…}}`). A code that only repeats
+/// the type, or the HTTP status (some gateways send `"code": "400"`), is left out.
 pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let error = value.get("error")?;
     if let Some(message) = error.as_str() {
         return Some((String::new(), message.to_string()));
     }
-    let kind = [error.get("code"), error.get("type")]
+    let mut names: Vec<&str> = Vec::new();
+    for name in [error.get("code"), error.get("type")]
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
+    {
+        let a_status = !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_digit());
+        if !name.is_empty() && !a_status && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let kind = names.join(" ");
     Some((
         kind,
         error
@@ -303,8 +315,21 @@ mod tests {
         assert_eq!(
             parse_error(body),
             Some((
-                "insufficient_quota insufficient_quota".into(),
+                "insufficient_quota".into(),
                 "You exceeded your current quota".into()
+            ))
+        );
+        let gateway = br#"{"error":{"message":"bad tool schema","type":"invalid_request_error","param":null,"code":"400"}}"#;
+        assert_eq!(
+            parse_error(gateway),
+            Some(("invalid_request_error".into(), "bad tool schema".into()))
+        );
+        let both = br#"{"error":{"message":"no such model","type":"invalid_request_error","code":"model_not_found"}}"#;
+        assert_eq!(
+            parse_error(both),
+            Some((
+                "model_not_found invalid_request_error".into(),
+                "no such model".into()
             ))
         );
         assert_eq!(

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use tokio::sync::mpsc;
 
-use crate::audit::{EventBody, Redactor, Store};
+use crate::audit::{EventBody, Redactor, SessionState, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase, Requests};
 use crate::llm::LlmClient;
@@ -42,7 +42,9 @@ impl Context {
             config.store_durability,
         )
         .await?;
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        metrics.register_store_errors(store.health().errors());
+        let metrics = Arc::new(metrics);
         let audit = Audit {
             store: store.clone(),
             metrics: metrics.clone(),
@@ -133,7 +135,7 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
             }),
         None => None,
     };
-    Ok(plan::status(
+    let status = plan::status(
         incident.status.as_ref(),
         generation,
         &decision,
@@ -141,6 +143,10 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
         last_command,
         ctx.sessions.active(),
         &jiff::Timestamp::now().to_string(),
+    );
+    Ok(plan::with_store_problem(
+        status,
+        ctx.store.health().problem().as_deref(),
     ))
 }
 
@@ -152,7 +158,7 @@ pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
     }
     // No task here (the Incident went while the controller was down): close what the store has open.
     for session in ctx.store.sessions_for_incident(incident_uid).await? {
-        if session.state != plan::SessionState::RUNNING {
+        if session.state != SessionState::Running {
             continue;
         }
         info!(session = %session.id, "closing the session of a deleted Incident");

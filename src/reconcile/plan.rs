@@ -1,6 +1,6 @@
 //! The reconciler's decisions, pure: from what is observed to what to do and what the status says.
 
-use crate::audit::SessionRecord;
+use crate::audit::{SessionRecord, SessionState};
 use crate::incident::{Condition, IncidentStatus, LastCommand, Phase, Requests, Tokens};
 
 /// What the reconciler sees of one Incident.
@@ -48,7 +48,7 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
         }
     };
     match observed.latest {
-        Some(session) if session.state == SessionState::RUNNING => {
+        Some(session) if session.state == SessionState::Running => {
             if !observed.has_task {
                 Decision::Resume
             } else if let Some(request) =
@@ -79,13 +79,6 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
 /// A request that the latest session did not start with: it is to be honoured.
 fn new_request<'a>(asked: &'a Option<String>, seen: &Option<String>) -> Option<&'a String> {
     asked.as_ref().filter(|asked| Some(*asked) != seen.as_ref())
-}
-
-/// The session states the store uses.
-pub struct SessionState;
-
-impl SessionState {
-    pub const RUNNING: &'static str = "running";
 }
 
 /// The status to write, from the decision and the session it concerns. `previous` keeps the
@@ -171,6 +164,22 @@ pub fn status(
     status
 }
 
+/// While the audit store fails, a running session waits (nothing it does could be recorded), and
+/// its status says so. Pure; the reason keeps `lastTransitionTime`, which moves with the status.
+pub fn with_store_problem(mut status: IncidentStatus, problem: Option<&str>) -> IncidentStatus {
+    if let Some(problem) = problem
+        && status.phase == Phase::Investigating
+        && let Some(active) = status
+            .conditions
+            .iter_mut()
+            .find(|condition| condition.type_ == "SessionActive")
+    {
+        active.reason = "StoreUnavailable".into();
+        active.message = format!("{problem}; the session waits and resumes when it works");
+    }
+    status
+}
+
 /// The status of an Incident whose spec is invalid: it fails alone, saying why.
 pub fn invalid_status(
     previous: Option<&IncidentStatus>,
@@ -200,7 +209,7 @@ pub fn invalid_status(
 }
 
 fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> IncidentStatus {
-    let phase = if session.state == SessionState::RUNNING {
+    let phase = if session.state == SessionState::Running {
         Phase::Investigating
     } else {
         session.phase
@@ -269,7 +278,7 @@ mod tests {
     use super::*;
     use crate::incident::{Outcome, Report};
 
-    fn session(state: &str, generation: i64) -> SessionRecord {
+    fn session(state: SessionState, generation: i64) -> SessionRecord {
         SessionRecord {
             id: "s1".into(),
             incident_uid: "u".into(),
@@ -277,14 +286,14 @@ mod tests {
             incident_name: "x".into(),
             attempt: 1,
             generation,
-            state: state.into(),
-            phase: if state == "running" {
+            state,
+            phase: if state == SessionState::Running {
                 Phase::Investigating
             } else {
                 Phase::Resolved
             },
             outcome: None,
-            reason: (state != "running").then(|| "Reported".to_string()),
+            reason: (state != SessionState::Running).then(|| "Reported".to_string()),
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: None,
             turns: 3,
@@ -332,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_running_session_is_observed_updated_or_resumed() {
-        let running = session("running", 1);
+        let running = session(SessionState::Running, 1);
         assert_eq!(
             decide(&observed(Some(&running), 1, true, false)),
             Decision::Observe
@@ -349,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_finished_session_is_idle_until_the_spec_changes() {
-        let finished = session("finished", 1);
+        let finished = session(SessionState::Finished, 1);
         assert_eq!(
             decide(&observed(Some(&finished), 1, false, true)),
             Decision::Idle
@@ -370,7 +379,7 @@ mod tests {
 
     #[test]
     fn the_status_follows_the_session() {
-        let mut finished = session("finished", 1);
+        let mut finished = session(SessionState::Finished, 1);
         finished.report = Some(Report {
             outcome: Outcome::Resolved,
             summary: "restarted redis".into(),
@@ -404,7 +413,7 @@ mod tests {
 
     #[test]
     fn transition_times_move_only_when_the_status_changes() {
-        let running = session("running", 1);
+        let running = session(SessionState::Running, 1);
         let first = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T1");
         let second = status(
             Some(&first),
@@ -421,7 +430,7 @@ mod tests {
                 .iter()
                 .all(|c| c.last_transition_time == "T1")
         );
-        let finished = session("finished", 1);
+        let finished = session(SessionState::Finished, 1);
         let third = status(
             Some(&second),
             1,
@@ -479,7 +488,7 @@ mod tests {
 
     #[test]
     fn a_retry_request_starts_one_new_attempt_of_an_ended_incident() {
-        let mut finished = session("finished", 1);
+        let mut finished = session(SessionState::Finished, 1);
         let asked = requests(Some("by alice"), None);
         assert_eq!(
             decide(&with_requests(
@@ -505,7 +514,7 @@ mod tests {
             Decision::Idle
         );
         // A running session is not restarted by it.
-        let running = session("running", 1);
+        let running = session(SessionState::Running, 1);
         assert_eq!(
             decide(&with_requests(
                 observed(Some(&running), 1, true, true),
@@ -517,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_cancel_request_stops_only_the_session_running_when_it_is_made() {
-        let mut running = session("running", 1);
+        let mut running = session(SessionState::Running, 1);
         let asked = requests(None, Some("by bob: wrong ticket"));
         assert_eq!(
             decide(&with_requests(
@@ -538,7 +547,7 @@ mod tests {
             Decision::Observe
         );
         // An ended Incident is not restarted by a cancel request.
-        let finished = session("finished", 1);
+        let finished = session(SessionState::Finished, 1);
         assert_eq!(
             decide(&with_requests(
                 observed(Some(&finished), 1, false, true),
@@ -550,7 +559,7 @@ mod tests {
 
     #[test]
     fn a_failed_session_says_why_in_both_conditions() {
-        let mut failed = session("finished", 1);
+        let mut failed = session(SessionState::Finished, 1);
         failed.phase = Phase::Failed;
         failed.reason = Some("ModelApiFailed".into());
         failed.message =
@@ -581,7 +590,7 @@ mod tests {
 
     #[test]
     fn a_running_session_says_what_it_waits_for() {
-        let mut running = session("running", 1);
+        let mut running = session(SessionState::Running, 1);
         running.message = Some("waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused".into());
         let status = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T");
         let active = status
@@ -595,6 +604,33 @@ mod tests {
                 "True",
                 "waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused"
             )
+        );
+    }
+
+    #[test]
+    fn a_failing_store_shows_in_a_running_session_status() {
+        let running = session(SessionState::Running, 1);
+        let investigating = status(None, 1, &Decision::Observe, Some(&running), None, 1, "T");
+        let problem =
+            "the audit store is failing since 2026-12-02 04:00:00 UTC (3 errors): disk full";
+        let waiting = with_store_problem(investigating.clone(), Some(problem));
+        let active = waiting
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "SessionActive")
+            .unwrap();
+        assert_eq!(active.reason, "StoreUnavailable");
+        assert!(active.message.starts_with(problem), "{}", active.message);
+        assert_eq!(
+            with_store_problem(investigating.clone(), None),
+            investigating
+        );
+        // An ended Incident is not touched: its session no longer needs the store.
+        let finished = session(SessionState::Finished, 1);
+        let resolved = status(None, 1, &Decision::Idle, Some(&finished), None, 0, "T");
+        assert_eq!(
+            with_store_problem(resolved.clone(), Some(problem)),
+            resolved
         );
     }
 }

@@ -29,6 +29,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::Redactor;
 use crate::metrics::Metrics;
 use spares::{Spare, Spares};
 
@@ -180,6 +181,8 @@ pub struct Sandboxes {
     proxies: Option<Arc<Proxies>>,
     spares: Arc<Spares>,
     metrics: Arc<Metrics>,
+    /// The store's redactor: output is redacted before it is cut.
+    redactor: Redactor,
 }
 
 impl Sandboxes {
@@ -191,6 +194,7 @@ impl Sandboxes {
             .negotiate_version()
             .await?;
         let metrics = audit.metrics.clone();
+        let redactor = audit.store.redactor();
         let proxies = match config.docker_access {
             DockerAccess::Guarded => Some(Arc::new(
                 Proxies::new(
@@ -209,6 +213,7 @@ impl Sandboxes {
             proxies,
             spares: Arc::default(),
             metrics,
+            redactor,
         })
     }
 
@@ -445,6 +450,7 @@ impl Sandboxes {
             container_id,
             head_bytes: self.config.output_head_bytes,
             tail_bytes: self.config.output_tail_bytes,
+            redactor: self.redactor.clone(),
         }
     }
 
@@ -719,6 +725,7 @@ pub struct Sandbox {
     pub container_id: String,
     head_bytes: usize,
     tail_bytes: usize,
+    redactor: Redactor,
 }
 
 impl Sandbox {
@@ -771,7 +778,8 @@ impl Sandbox {
         else {
             return Err(SandboxError::Exec("the exec started detached".into()));
         };
-        let mut captured = CappedOutput::new(self.head_bytes, self.tail_bytes);
+        let mut captured =
+            CappedOutput::new(self.head_bytes, self.tail_bytes, self.redactor.clone());
         let deadline = tokio::time::sleep(limit + CONTROLLER_GRACE);
         tokio::pin!(deadline);
         // The first look is after one period: most commands end before it, and their stream ends.

@@ -348,6 +348,7 @@ mod tests {
             "a budget must know the replay's price"
         );
         assert_eq!(costs.cost(MODEL, 1_000_000, 1_000_000), 0.0);
+        assert!(costs.check_budget(MODEL, Some(0.5)).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
 use super::{Case, Names, ScenarioError, classify};
 use crate::audit::{EventBody, Redactor, Store};
-use crate::incident::Incident;
+use crate::source::files::StatusFile;
 
 /// What drives the sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -512,14 +512,14 @@ impl CaseContext<'_> {
         &self,
         status_path: &Path,
         progress: &CaseProgress<'_>,
-    ) -> Result<Incident, String> {
+    ) -> Result<StatusFile, String> {
         let deadline = Instant::now() + self.options.session_timeout + Duration::from_secs(60);
         let mut session: Option<String> = None;
         let mut seen = 0;
         loop {
             let incident = std::fs::read_to_string(status_path)
                 .ok()
-                .and_then(|text| serde_saphyr::from_str::<Incident>(&text).ok());
+                .and_then(|text| serde_saphyr::from_str::<StatusFile>(&text).ok());
             let status = incident
                 .as_ref()
                 .and_then(|incident| incident.status.as_ref());

@@ -12,7 +12,7 @@ use tracing::{Instrument, info, warn};
 
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Cancellation, Deps, Handle, Wake, prompt};
+use super::{Cancellation, Deps, Handle, Stalled, Wake, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, SessionRecord, StoreError};
 use crate::config::AgentLimits;
@@ -28,6 +28,7 @@ const SUMMARY_GRACE: Duration = Duration::from_secs(30);
 pub(super) struct SessionTask {
     pub deps: Deps,
     pub running: Arc<Mutex<HashMap<String, Handle>>>,
+    pub stalled: Stalled,
     pub key: ObjectKey,
     pub incident_uid: String,
     pub spec: IncidentSpec,
@@ -85,10 +86,18 @@ impl SessionTask {
                 Ok(ending) => {
                     let summary = (ending.phase, ending.reason, self.elapsed());
                     self.finish(ending).await;
+                    self.stalled.clear(&self.incident_uid);
                     Some(summary)
                 }
                 Err(Abandoned(error)) => {
-                    warn!(%error, "the audit store failed; the session stops here and resumes later");
+                    // The store's own health says it failed (once, and then as reminders).
+                    let delay = self.stalled.stall(&self.incident_uid);
+                    info!(%error, ?delay, "the audit store failed; the session stops here and resumes after a backoff");
+                    let (wake, key) = (self.deps.wake.clone(), self.key.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = wake.send(Wake::One(key));
+                    });
                     None
                 }
             };
@@ -159,6 +168,15 @@ impl SessionTask {
         let events = self.deps.store.events(&self.record.id).await?;
         let mut history = History::from_events(events.iter().map(|event| &event.body));
         let limits = self.deps.config.agent.effective(&self.spec.agent);
+        // A spend budget is enforced only for a model whose price is known (src/cost.rs).
+        let costs = &self.deps.config.costs;
+        if let Err(unpriced) = costs.check_budget(&limits.model, limits.max_cost_usd) {
+            return Ok(Ending::new(
+                Phase::Failed,
+                "UnpricedModel",
+                unpriced.to_string(),
+            ));
+        }
         let started_at: jiff::Timestamp = self
             .record
             .started_at

@@ -45,6 +45,60 @@ pub(crate) struct Deps {
 pub struct SessionManager {
     deps: Deps,
     running: Arc<Mutex<HashMap<String, Handle>>>,
+    stalled: Stalled,
+}
+
+/// Sessions whose task stopped because the audit store failed, by Incident uid: each is resumed
+/// only after a backoff (exponential, capped, jittered), so that a full disk is not a tight loop.
+#[derive(Clone, Default)]
+pub(crate) struct Stalled(Arc<Mutex<HashMap<String, Stall>>>);
+
+struct Stall {
+    resume_at: std::time::Instant,
+    delays: backon::ExponentialBackoff,
+}
+
+/// The first wait after a store failure, and the longest.
+const STALL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const STALL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Stalled {
+    /// The session stopped on a store failure: when may it be tried again?
+    pub(crate) fn stall(&self, incident_uid: &str) -> std::time::Duration {
+        use backon::BackoffBuilder;
+        let mut stalled = self.lock();
+        let stall = stalled
+            .entry(incident_uid.to_string())
+            .or_insert_with(|| Stall {
+                resume_at: std::time::Instant::now(),
+                delays: backon::ExponentialBuilder::default()
+                    .with_min_delay(STALL_MIN)
+                    .with_max_delay(STALL_MAX)
+                    .with_jitter()
+                    .without_max_times()
+                    .build(),
+            });
+        let delay = stall.delays.next().unwrap_or(STALL_MAX);
+        stall.resume_at = std::time::Instant::now() + delay;
+        delay
+    }
+
+    /// The session ended (or recorded again): its backoff starts over next time.
+    pub(crate) fn clear(&self, incident_uid: &str) {
+        self.lock().remove(incident_uid);
+    }
+
+    fn waiting(&self, incident_uid: &str) -> bool {
+        self.lock()
+            .get(incident_uid)
+            .is_some_and(|stall| std::time::Instant::now() < stall.resume_at)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stall>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Why a session is cancelled: it finishes as Cancelled, saying so.
@@ -123,6 +177,7 @@ impl SessionManager {
                 wake,
             },
             running: Arc::default(),
+            stalled: Stalled::default(),
         }
     }
 
@@ -178,9 +233,13 @@ impl SessionManager {
         Ok(record)
     }
 
-    /// Continues a session the store says is running but that has no task (the controller restarted).
+    /// Continues a session the store says is running but that has no task (the controller
+    /// restarted, or its task stopped when the store failed: then only once its backoff is over).
     pub fn resume(&self, incident: &Incident, record: SessionRecord) -> Result<()> {
         let identity = Identity::of(incident)?;
+        if self.stalled.waiting(&identity.uid) {
+            return Ok(());
+        }
         tracing::info!(session = %record.id, incident = %identity.key, "resuming session from the store");
         self.spawn(identity, incident.spec.clone(), record);
         Ok(())
@@ -194,6 +253,7 @@ impl SessionManager {
         let task = agent::SessionTask {
             deps: self.deps.clone(),
             running: self.running.clone(),
+            stalled: self.stalled.clone(),
             key: identity.key,
             incident_uid: identity.uid.clone(),
             spec,

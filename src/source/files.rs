@@ -2,13 +2,15 @@
 //!
 //! The controller keeps what the API server would: each Incident's `uid`, its `generation` (moved
 //! only when the spec changes) and its status, in the store, and mirrors the status to
-//! `.status/<namespace>.<name>.yaml` in the folder. The user's manifests are never written.
+//! `.status/<namespace>.<name>.yaml` in the folder ([`StatusFile`]). The user's manifests are never
+//! written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Resource;
 use kube::core::ObjectMeta;
 use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
@@ -19,8 +21,8 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use super::manifest::{self, ManifestError};
 use super::requests::{self, REQUESTS_DIR};
-use crate::audit::IncidentRecord;
-use crate::incident::Incident;
+use crate::audit::{IncidentRecord, Redactor};
+use crate::incident::{Incident, IncidentStatus};
 use crate::reconcile::{self, Context};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
@@ -38,6 +40,43 @@ const DEBOUNCE_TICK: Duration = Duration::from_millis(10);
 const RESYNC: Duration = Duration::from_secs(30);
 /// How soon an Incident whose reconcile failed is tried again.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// What a status file holds: which Incident (its identity and generation) and its status, redacted
+/// as the store redacts. Not the spec, labels or annotations: the manifest beside it has them, and a
+/// copy here would repeat whatever was pasted into the ticket.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFile {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<IncidentStatus>,
+}
+
+impl StatusFile {
+    /// The status file of an Incident, its text redacted.
+    pub fn of(incident: &Incident, redactor: &Redactor) -> Result<StatusFile> {
+        let metadata = &incident.metadata;
+        let file = StatusFile {
+            api_version: Incident::api_version(&()).into_owned(),
+            kind: Incident::kind(&()).into_owned(),
+            metadata: ObjectMeta {
+                name: metadata.name.clone(),
+                namespace: metadata.namespace.clone(),
+                uid: metadata.uid.clone(),
+                generation: metadata.generation,
+                creation_timestamp: metadata.creation_timestamp.clone(),
+                ..ObjectMeta::default()
+            },
+            status: incident.status.clone(),
+        };
+        let serialize = |error: serde_json::Error| Error::Serialize(error.to_string());
+        let mut value = serde_json::to_value(file).map_err(serialize)?;
+        redactor.redact_json(&mut value);
+        serde_json::from_value(value).map_err(serialize)
+    }
+}
 
 /// One Incident the folder defines.
 #[derive(Clone, Debug)]
@@ -72,6 +111,9 @@ pub struct FilesSource {
     problems: BTreeMap<ObjectKey, Problem>,
     /// The retry and cancel requests of `.requests/`, laid over the manifests' annotations.
     requests: BTreeMap<ObjectKey, requests::Annotations>,
+    /// Redacts the status files as the store redacts what it keeps (set with the secrets to
+    /// redact when the source runs).
+    redactor: Redactor,
 }
 
 impl FilesSource {
@@ -83,6 +125,7 @@ impl FilesSource {
             known: BTreeMap::new(),
             problems: BTreeMap::new(),
             requests: BTreeMap::new(),
+            redactor: Redactor::default(),
         }
     }
 
@@ -93,6 +136,7 @@ impl FilesSource {
         mut wake: mpsc::UnboundedReceiver<Wake>,
         shutdown: CancellationToken,
     ) -> Result<()> {
+        self.redactor = Redactor::new(ctx.config.secret_values.clone());
         for folder in [STATUS_DIR, REQUESTS_DIR] {
             std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
                 path: self.dir.join(folder),
@@ -496,7 +540,12 @@ impl FilesSource {
         };
         known.incident.status = Some(status);
         if let Err(error) = self.write_status(ctx, key).await {
-            warn!(incident = %key, %error, "could not write the status");
+            // A failing store is said once by the store itself, not at every status write.
+            if ctx.store.health().problem().is_some() {
+                debug!(incident = %key, %error, "could not write the status");
+            } else {
+                warn!(incident = %key, %error, "could not write the status");
+            }
         }
         self.count_phases(ctx);
     }
@@ -520,6 +569,15 @@ impl FilesSource {
             return Ok(());
         };
         let incident = &known.incident;
+        // The file first: it says what is wrong even when the store is what fails.
+        let file = StatusFile::of(incident, &self.redactor)?;
+        let yaml = serde_saphyr::to_string(&file).map_err(|e| Error::Serialize(e.to_string()))?;
+        let path = status_path(&self.dir, key);
+        let dir = self.dir.join(STATUS_DIR);
+        let written =
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
+                .await
+                .map_err(|e| Error::Serialize(e.to_string()))?;
         let value = serde_json::to_value(incident).map_err(|e| Error::Serialize(e.to_string()))?;
         ctx.store
             .put_incident(IncidentRecord {
@@ -534,13 +592,7 @@ impl FilesSource {
                 updated_at: jiff::Timestamp::now().to_string(),
             })
             .await?;
-        let yaml =
-            serde_saphyr::to_string(incident).map_err(|e| Error::Serialize(e.to_string()))?;
-        let path = status_path(&self.dir, key);
-        let dir = self.dir.join(STATUS_DIR);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
-            .await
-            .map_err(|e| Error::Serialize(e.to_string()))?
+        written
     }
 
     async fn delete(&self, ctx: &Context, key: &ObjectKey, known: &Known) {
@@ -768,6 +820,52 @@ mod tests {
         assert!(resolved.kept.contains(&ObjectKey::new("default", "x")));
         let problem = &resolved.problems[&ObjectKey::new("", "a.yaml#1")];
         assert!(problem.message.contains("titel"), "{}", problem.message);
+    }
+
+    #[test]
+    fn a_status_file_keeps_the_identity_and_the_redacted_status_only() {
+        let key = "sk-ant-api03-PASTEDINTOTHETICKET0123456789";
+        let manifest = format!(
+            "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: leak\n  \
+             annotations: {{ticket: \"{key}\"}}\n  labels: {{team: \"{key}\"}}\n\
+             spec:\n  title: t\n  description: \"the key {key} stopped working\"\n"
+        );
+        let mut incident = parsed(&manifest).incidents.remove(0);
+        incident.metadata.uid = Some("u-1".into());
+        incident.metadata.generation = Some(3);
+        incident.status = Some(IncidentStatus {
+            phase: crate::incident::Phase::Resolved,
+            session_id: Some("s-1".into()),
+            report: Some(crate::incident::Report {
+                outcome: crate::incident::Outcome::Resolved,
+                summary: format!("rotated {key}"),
+                root_cause: String::new(),
+                actions: Vec::new(),
+                verification: String::new(),
+            }),
+            ..IncidentStatus::default()
+        });
+        let file = StatusFile::of(&incident, &Redactor::default()).unwrap();
+        let text = serde_saphyr::to_string(&file).unwrap();
+        assert!(!text.contains("PASTEDINTOTHETICKET"), "{text}");
+        assert!(
+            !text.contains("spec") && !text.contains("annotations"),
+            "{text}"
+        );
+        let read: StatusFile = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(read.api_version, "opslab.dev/v1alpha1");
+        assert_eq!(read.kind, "Incident");
+        assert_eq!(read.metadata.name.as_deref(), Some("leak"));
+        assert_eq!(read.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(read.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(read.metadata.generation, Some(3));
+        let status = read.status.unwrap();
+        assert_eq!(status.phase, crate::incident::Phase::Resolved);
+        assert_eq!(status.session_id.as_deref(), Some("s-1"));
+        assert_eq!(
+            status.report.unwrap().summary,
+            "rotated [REDACTED:anthropic-key]"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ against Kubernetes' schemas, and the properties that matter asserted on the rend
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import Any
 
 import helm_python as helm
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 
+import crd_schema
 from conftest import (
     CHART_DIR,
     CRD_FILE,
@@ -27,6 +29,8 @@ from conftest import (
 
 # The newest Kubernetes version whose schemas kubernetes-validate ships.
 KUBE_VERSION = kubernetes_validate.latest_version()
+# The Incident's schema in the CRD, to check the manifest the notes show.
+INCIDENT_SCHEMA = crd_schema.incident_schema(yaml.safe_load(CRD_FILE.read_text()), "v1alpha1")
 LINT_ERROR = 3  # helm-python-sdk's severity for an error-level lint message
 
 POSTGRES = {
@@ -374,12 +378,38 @@ def test_chart_metrics_service_and_service_monitor(chart):
     assert find(manifests(render(chart)), "ServiceMonitor") == []
 
 
+def notes_manifest(notes: str) -> dict[str, Any]:
+    """The Incident manifest NOTES.txt shows: the indented block from `apiVersion:` to a blank line."""
+    lines = notes.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip().startswith("apiVersion:")]
+    assert len(starts) == 1, "NOTES.txt should show one Incident manifest"
+    start = starts[0]
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return yaml.safe_load(textwrap.dedent("\n".join(lines[start:end])))
+
+
 def test_chart_notes_say_how_to_file_and_watch_an_incident(chart):
     notes = render(chart)["opslab/templates/NOTES.txt"]
-    for line in ("kubectl get inc -w", "kubectl describe inc redis-down"):
+    incident = notes_manifest(notes)
+    assert incident["kind"] == "Incident"
+    assert crd_schema.errors(INCIDENT_SCHEMA, incident) == []
+    # No Docker network or container can be known to exist in a cluster: each is a placeholder,
+    # marked as the user's to fill in.
+    environment = incident["spec"]["environment"]
+    names = environment["networks"] + environment["targets"]
+    assert environment["networks"] and environment["targets"]
+    assert all(re.fullmatch(r"<[a-z-]+>", name) for name in names), names
+    assert "replace each <…>" in notes
+    name = incident["metadata"]["name"]
+    for line in (
+        "kubectl apply -f incident.yaml",
+        "kubectl get inc -w",
+        f"kubectl describe inc {name}",
+        f"kubectl delete inc {name}",
+    ):
         assert line in notes
-    applied = re.findall(r"kubectl apply -f (\S+)", notes)
-    assert applied and all((ROOT / path).is_file() for path in applied), applied
+    # Every other file it applies is one it tells the user to write.
+    assert re.findall(r"kubectl apply -f (\S+)", notes) == ["incident.yaml"]
 
 
 def test_chart_spare_sandboxes_can_be_sized_or_turned_off(chart):

@@ -887,5 +887,5 @@ fn cli_controller_help_groups_its_flags() {
         ],
         "{help}"
     );
-    assert_eq!(section("Store:"), ["store"], "{help}");
+    assert_eq!(section("Store:"), ["store", "store-durability"], "{help}");
 }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use opslab::incident::{Incident, Phase};
+use opslab::incident::Phase;
+use opslab::source::files::StatusFile;
 use serde_json::Value;
 
 use crate::support::controller::{Controller, Options, manifest};
@@ -26,7 +27,7 @@ async fn start(
     (llm, controller)
 }
 
-fn condition<'a>(incident: &'a Incident, type_: &str) -> &'a opslab::incident::Condition {
+fn condition<'a>(incident: &'a StatusFile, type_: &str) -> &'a opslab::incident::Condition {
     incident
         .status
         .as_ref()
@@ -62,6 +63,18 @@ fn assert_says_why(controller: &Controller, name: &str, phase: Phase, reason: &s
             .unwrap_or_default()
             .contains(cause),
         "{session}"
+    );
+    // The listing a person runs first, and the one they run next.
+    let wide = controller.cli(&["get", "incidents", "-o", "wide"]);
+    let row = wide
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{wide}"));
+    assert!(row.contains(reason) && row.contains(cause), "{wide}");
+    let describe = controller.cli(&["describe", "incident", name]);
+    assert!(
+        describe.contains(reason) && describe.contains(cause),
+        "{describe}"
     );
     let logs = controller.logs();
     assert!(
@@ -310,5 +323,154 @@ async fn requests_name_an_unknown_incident() {
     assert!(
         stderr.contains("no Incident default/typo is known to the store"),
         "{stderr}"
+    );
+}
+
+/// A small tmpfs, unmounted when dropped (after the controller that used it).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "this test fills a small tmpfs to stand for a full disk, and mounting one needs root"
+        );
+        SmallDisk {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) {
+        let output = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.path.join("filler").display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("No space left on device"), "{stderr}");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// The store's disk fills up in the middle of a session: the controller says so once, calmly
+/// (a few log lines, not a tight loop), in the status, /readyz and the metrics; nothing runs
+/// unrecorded, and the session carries on when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_a_full_store_disk_is_loud_but_calm() {
+    docker::require_sandbox_image();
+    let disk = SmallDisk::mount(8);
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            Turn::shell("sleep 3", "wait while the disk fills"),
+            Turn::shell("echo after", "carry on"),
+            Turn::report("resolved", "carried on after the disk was freed"),
+        ],
+    )
+    .await;
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .store(disk.path.join("opslab.db").display()),
+    );
+    controller.write_manifest("full.yaml", &manifest("full", "anything", ""));
+    controller.wait_for_commands("full", 1, TIMEOUT);
+    disk.fill();
+
+    let waiting = controller.wait_for("full", "StoreUnavailable", TIMEOUT, |incident| {
+        incident.status.as_ref().is_some_and(|status| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "SessionActive" && c.reason == "StoreUnavailable")
+        })
+    });
+    let message = &condition(&waiting, "SessionActive").message;
+    assert!(
+        message.contains("the audit store is failing since"),
+        "{message}"
+    );
+    let base = controller.http_url();
+    let readyz = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let reason = readyz.text().await.unwrap();
+    assert!(reason.contains("the audit store is failing"), "{reason}");
+
+    // Calm: over six seconds of failing, a handful of log lines, not hundreds.
+    let before = controller.logs().lines().count();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let logs = controller.logs();
+    // What an operator reads (the test's controller also logs at debug).
+    let said: Vec<&str> = logs
+        .lines()
+        .skip(before)
+        .filter(|line| !line.contains(" DEBUG ") && !line.contains(" TRACE "))
+        .collect();
+    assert!(
+        said.len() <= 8,
+        "{} log lines in 6 s:\n{}",
+        said.len(),
+        said.join("\n")
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("opslab_store_errors_total "))
+        .unwrap_or_else(|| panic!("no opslab_store_errors_total:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(errors >= 1.0, "{errors}");
+    assert_eq!(
+        llm.requests().len(),
+        1,
+        "no model call while nothing can be recorded"
+    );
+
+    disk.free();
+    let incident = controller.wait_for_phase("full", Phase::Resolved, TIMEOUT);
+    let status = incident.status.unwrap();
+    assert_eq!(status.commands, 2);
+    let events = controller.events("full");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap_or("?"))
+        .collect();
+    // The command whose end could not be stored is recorded as interrupted, never run again.
+    assert!(kinds.contains(&"command_interrupted"), "{kinds:?}");
+    let verified = controller.cli(&["audit", "verify"]);
+    assert!(!verified.contains("broken"), "{verified}");
+    assert!(
+        controller.logs().contains("the audit store works again"),
+        "{}",
+        controller.logs()
     );
 }

@@ -124,3 +124,85 @@ async fn manifests_malformed_ones_fail_alone() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Entries named like manifests that are not files of the folder — a link out of it, a link to a
+/// device, a dangling link, a FIFO, a directory — are each refused with a clear error, without being
+/// read: the controller never blocks, and what a link points at is never shown. A link that stays
+/// inside the folder is read as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_links_out_fifos_and_directories_are_refused_unread() {
+    docker::require_sandbox_image();
+    let llm =
+        FakeLlm::start_each(Protocol::Anthropic, vec![Turn::report("resolved", "fine")]).await;
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    let incidents = controller.incidents();
+    // Outside the folder: a valid manifest whose title must never be shown or run.
+    let outside = controller.dir.path().join("outside.yaml");
+    std::fs::write(
+        &outside,
+        manifest("outside", "OUTSIDE-MARKER-3f9a", "").replace("name: outside", "name: leaked"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, incidents.join("out.yaml")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/status", incidents.join("proc.yaml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", incidents.join("device.yaml")).unwrap();
+    std::os::unix::fs::symlink(incidents.join("nowhere"), incidents.join("dangling.yaml")).unwrap();
+    std::fs::create_dir(incidents.join("dir.yaml")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(incidents.join("fifo.yaml"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    // Inside: a hidden folder's manifest, linked in.
+    std::fs::create_dir(incidents.join(".kept")).unwrap();
+    std::fs::write(
+        incidents.join(".kept/inside.yaml"),
+        manifest("inside", "linked from inside", ""),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        incidents.join(".kept/inside.yaml"),
+        incidents.join("in.yaml"),
+    )
+    .unwrap();
+    controller.write_manifest("good.yaml", &manifest("good", "a real problem", ""));
+    controller.wait_for_phase("good", Phase::Resolved, Duration::from_secs(120));
+    controller.wait_for_phase("inside", Phase::Resolved, Duration::from_secs(120));
+
+    let cases = [
+        ("out.yaml", "a symbolic link out of the Incidents folder"),
+        ("proc.yaml", "a symbolic link out of the Incidents folder"),
+        ("device.yaml", "a symbolic link out of the Incidents folder"),
+        ("dangling.yaml", "a symbolic link to nothing"),
+        ("dir.yaml", "a directory, not a manifest file"),
+        ("fifo.yaml", "a FIFO (named pipe), not a manifest file"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let table = controller.cli(&["get", "incidents", "-A"]);
+        if cases.iter().all(|(file, _)| table.contains(file)) || Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let logs = controller.logs();
+    for (file, problem) in cases {
+        assert!(
+            table
+                .lines()
+                .any(|line| line.contains(file) && line.contains(problem)),
+            "`opslab get incidents` does not show {file}: {problem}\n{table}"
+        );
+        assert!(
+            logs.lines()
+                .any(|line| line.contains(file) && line.contains(problem)),
+            "the log does not name {file}:\n{logs}"
+        );
+    }
+    for shown in [&table, &logs] {
+        assert!(!shown.contains("OUTSIDE-MARKER"), "{shown}");
+        assert!(!shown.contains("VmRSS"), "a /proc file was read:\n{shown}");
+    }
+    assert!(controller.incident("leaked").is_none());
+}

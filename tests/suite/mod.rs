@@ -1,13 +1,17 @@
 mod cli;
 mod compose;
+mod cost;
 mod crd;
+mod examples;
 mod failures;
 mod kubernetes;
 mod llm;
 mod manifests;
 mod observe;
 mod proxy;
+mod redaction;
 mod sandbox;
 mod scenarios;
 mod session;
+mod status_file;
 mod store;

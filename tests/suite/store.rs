@@ -1,7 +1,7 @@
 //! The audit store, each test on both backends: a real SQLite file, and a real PostgreSQL database
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
-use opslab::audit::{ChainCheck, EventBody, NewSession, SessionRecord, Store};
+use opslab::audit::{ChainCheck, EventBody, NewSession, SessionRecord, SessionState, Store};
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
 
@@ -164,7 +164,7 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             incident_name: "api-down".into(),
             attempt: 1,
             generation: 2,
-            state: "finished".into(),
+            state: SessionState::Finished,
             phase: Phase::Resolved,
             outcome: Some(Outcome::Mitigated),
             reason: Some("Reported".into()),

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use opslab::incident::{Incident, Phase};
+use opslab::incident::Phase;
+use opslab::source::files::StatusFile;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_opslab");
 
@@ -227,10 +228,10 @@ impl Controller {
             .join(format!("default.{name}.yaml"))
     }
 
-    /// The Incident as its status file shows it, if written.
-    pub fn incident(&self, name: &str) -> Option<Incident> {
+    /// The Incident's identity and status, as its status file shows them, if written.
+    pub fn incident(&self, name: &str) -> Option<StatusFile> {
         let text = std::fs::read_to_string(self.status_file(name)).ok()?;
-        Some(serde_saphyr::from_str(&text).expect("the status file is a valid Incident"))
+        Some(serde_saphyr::from_str(&text).expect("the status file is a valid status file"))
     }
 
     /// Polls until `check` passes on the Incident, or fails with the controller's log.
@@ -239,8 +240,8 @@ impl Controller {
         name: &str,
         what: &str,
         timeout: Duration,
-        check: impl Fn(&Incident) -> bool,
-    ) -> Incident {
+        check: impl Fn(&StatusFile) -> bool,
+    ) -> StatusFile {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(incident) = self.incident(name)
@@ -259,7 +260,7 @@ impl Controller {
         }
     }
 
-    pub fn wait_for_commands(&self, name: &str, commands: u32, timeout: Duration) -> Incident {
+    pub fn wait_for_commands(&self, name: &str, commands: u32, timeout: Duration) -> StatusFile {
         self.wait_for(name, &format!("{commands} commands"), timeout, |incident| {
             incident
                 .status
@@ -268,7 +269,7 @@ impl Controller {
         })
     }
 
-    pub fn wait_for_phase(&self, name: &str, phase: Phase, timeout: Duration) -> Incident {
+    pub fn wait_for_phase(&self, name: &str, phase: Phase, timeout: Duration) -> StatusFile {
         self.wait_for(name, &format!("phase {phase}"), timeout, |incident| {
             incident
                 .status
