@@ -254,7 +254,8 @@ impl Controller {
             command
                 .env("OPSLAB_PROVIDER", "anthropic")
                 .env("ANTHROPIC_BASE_URL", url)
-                .env("ANTHROPIC_API_KEY", "replay")
+                // A server on loopback needs no key, and a person's real key is not its to see.
+                .env_remove("ANTHROPIC_API_KEY")
                 .env("OPSLAB_MODEL", super::replay::MODEL)
                 .env("OPSLAB_SUMMARY_MODEL", "off");
         } else if let Some(provider) = model_provider(&|name: &str| std::env::var(name).ok()) {
