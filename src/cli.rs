@@ -9,7 +9,7 @@ use opslab::audit::{Durability, StoreLocation};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
-use opslab::sandbox::{DockerAccess, SandboxConfig};
+use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
 use opslab::scenario::ScenarioError;
 use opslab::scenario::replay::{self, ReplayServer};
 use opslab::source::files::WatchMode;
@@ -535,9 +535,11 @@ pub struct ControllerArgs {
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_COST_TABLE")]
     pub cost_table: Option<PathBuf>,
-    /// Where to serve /metrics, /healthz and /readyz.
+    /// Where to serve /metrics, /healthz and /readyz. The loopback by default, where no sandbox can
+    /// reach it; in a container, listen on 0.0.0.0 and publish the port on the host's loopback (see
+    /// docker-compose.yml).
     #[arg(help_heading = HTTP)]
-    #[arg(long, env = "OPSLAB_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "OPSLAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     /// `max_tokens` of one model response.
     #[arg(help_heading = MODEL_API)]
@@ -586,6 +588,12 @@ pub struct ControllerArgs {
     #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_SPARES", default_value_t = 1)]
     pub sandbox_spares: usize,
+    /// Whether a sandbox whose Incident names no networks can reach the internet: `on` gives it a
+    /// network of its own with a route out, `off` no network at all. Either way it reaches no other
+    /// sandbox and not the controller. An Incident's own networks are as their owner made them.
+    #[arg(help_heading = SANDBOX)]
+    #[arg(long, env = "OPSLAB_SANDBOX_INTERNET", value_enum, default_value_t)]
+    pub sandbox_internet: SandboxInternet,
     /// Memory limit of a sandbox, in MiB.
     #[arg(help_heading = SANDBOX)]
     #[arg(long, env = "OPSLAB_SANDBOX_MEMORY_MB", default_value_t = 512)]
@@ -706,6 +714,7 @@ impl ControllerArgs {
             proxy_socket_dir,
             docker_allow_create,
             sandbox_spares,
+            sandbox_internet,
             sandbox_memory_mb,
             sandbox_cpus,
             sandbox_pids,
@@ -861,8 +870,13 @@ impl ControllerArgs {
         // words from the trail, so it is refused rather than quietly left out.
         let mut secret_values: Vec<String> = Vec::new();
         if let Some(key) = &api_key {
-            opslab::audit::check_configured_secret(key)
-                .map_err(|why| format!("the model API key cannot be redacted safely: {why}"))?;
+            opslab::audit::check_configured_secret(key).map_err(|why| {
+                format!(
+                    "the model API key cannot be redacted safely: {why}; a server of your own \
+                         that needs no key (OPENAI_BASE_URL, ANTHROPIC_BASE_URL) takes none: unset \
+                         the key instead of setting a placeholder"
+                )
+            })?;
             secret_values.push(key.clone());
         }
         for name in secret_env {
@@ -922,6 +936,7 @@ impl ControllerArgs {
                 proxy_socket_dir,
                 allow_create: docker_allow_create,
                 spares: sandbox_spares,
+                internet: sandbox_internet == SandboxInternet::On,
                 output_head_bytes: output_keep_bytes,
                 output_tail_bytes: output_keep_bytes,
             },

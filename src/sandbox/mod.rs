@@ -4,6 +4,11 @@
 //! *claimed* by a session (renamed after it, moved to its networks, its Docker socket served). The
 //! controller keeps `--sandbox-spares` of them ready, so a new session does not wait for Docker to
 //! create and start a container; when none is ready, one is made on the spot.
+//!
+//! Isolation: a sandbox is on its Incident's networks and no other. A spare waits where no other
+//! container is: with `--sandbox-internet off`, on no network at all (`none`); with `on`, on a bridge
+//! network made for it alone ([`own_network_name`]). A session that names no networks keeps that
+//! place; one that names networks is moved to them at claim. Nothing is ever on the default bridge.
 
 mod output;
 pub mod proxy;
@@ -19,11 +24,12 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest, NetworkDisconnectRequest,
+    ContainerCreateBody, ExecConfig, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +77,10 @@ pub enum SandboxError {
     MissingImage(String),
     #[error("the Docker network {0:?} does not exist (spec.environment.networks)")]
     MissingNetwork(String),
+    #[error(
+        "the Docker network {0:?} is opslab's own (a sandbox's or the controller's) and cannot be an Incident's network"
+    )]
+    ProtectedNetwork(String),
     #[error("{0}")]
     Exec(String),
     #[error("the Docker API proxy: {0}")]
@@ -97,6 +107,16 @@ impl DockerAccess {
             DockerAccess::None => "none",
         }
     }
+}
+
+/// Whether a sandbox whose Incident names no networks can reach the internet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxInternet {
+    /// A bridge network made for the sandbox alone, with a route out.
+    On,
+    /// No network at all (`none`): loopback only.
+    #[default]
+    Off,
 }
 
 /// Settings for every sandbox the controller creates.
@@ -130,6 +150,9 @@ pub struct SandboxConfig {
     pub allow_create: bool,
     /// How many started sandboxes to keep ready for new sessions.
     pub spares: usize,
+    /// Whether a sandbox whose Incident names no networks gets a network of its own with a route out
+    /// (true), or no network at all (false). An Incident's own networks are as their owner made them.
+    pub internet: bool,
     /// Bytes of output kept from the start and from the end of a command's output.
     pub output_head_bytes: usize,
     pub output_tail_bytes: usize,
@@ -155,6 +178,7 @@ impl Default for SandboxConfig {
             proxy_socket_dir: PathBuf::from("/run/opslab"),
             allow_create: false,
             spares: 1,
+            internet: false,
             output_head_bytes: 16 * 1024,
             output_tail_bytes: 16 * 1024,
         }
@@ -239,6 +263,7 @@ impl Sandboxes {
                     .start_container(&found.id, None)
                     .await
                     .or_else(already_started)?;
+                self.settle_networks(&found, networks).await?;
                 return Ok(self.sandbox(found.id));
             }
             info!(container = %found.id, access = ?found.docker_access, "the sandbox has another Docker access mode; replacing it");
@@ -246,13 +271,20 @@ impl Sandboxes {
         }
         // Before a spare is spent on it.
         for network in networks {
-            if let Err(error) = self.docker.inspect_network(network, None).await {
-                return Err(match error {
-                    bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404, ..
-                    } => SandboxError::MissingNetwork(network.clone()),
-                    other => other.into(),
-                });
+            let inspected = match self.docker.inspect_network(network, None).await {
+                Ok(inspected) => inspected,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Err(SandboxError::MissingNetwork(network.clone())),
+                Err(other) => return Err(other.into()),
+            };
+            // Another sandbox's network, or the controller's: joining it would undo the isolation.
+            let labels = inspected.labels.unwrap_or_default();
+            if labels
+                .keys()
+                .any(|key| key.starts_with(PROTECTED_LABEL_PREFIX))
+            {
+                return Err(SandboxError::ProtectedNetwork(network.clone()));
             }
         }
         if let Some(spare) = self.spares.take() {
@@ -276,7 +308,7 @@ impl Sandboxes {
     }
 
     /// Makes the spare sandbox `spare` the session's: renamed after it, joined to those of `networks`
-    /// it is not on (and off the default bridge), its Docker socket served. A failed claim removes the
+    /// it is not on (and off where it waited), its Docker socket served. A failed claim removes the
     /// container.
     async fn claim(
         &self,
@@ -310,6 +342,9 @@ impl Sandboxes {
             .start_container(id, None)
             .await
             .or_else(already_started)?;
+        if spare.networks.is_empty() && !networks.is_empty() {
+            self.leave_waiting_place(spare).await?;
+        }
         for network in networks.iter().filter(|n| !spare.networks.contains(n)) {
             let request = NetworkConnectRequest {
                 container: id.clone(),
@@ -317,17 +352,68 @@ impl Sandboxes {
             };
             self.docker.connect_network(network, request).await?;
         }
-        if spare.networks.is_empty() && !networks.is_empty() {
-            let request = NetworkDisconnectRequest {
-                container: id.clone(),
-                force: Some(true),
-            };
-            self.docker
-                .disconnect_network(SPARE_NETWORK, request)
-                .await?;
-        }
         if let Some(proxies) = &self.proxies {
             proxies.start(&spare.key, session_id, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts a found sandbox back on exactly its session's networks (or its waiting place), should a
+    /// claim have been cut short by a crash, or someone have moved it since.
+    async fn settle_networks(
+        &self,
+        found: &Found,
+        networks: &[String],
+    ) -> Result<(), SandboxError> {
+        let wanted = if networks.is_empty() {
+            vec![waiting_place(self.config.internet, &found.key)]
+        } else {
+            networks.to_vec()
+        };
+        let (leave, join) = network_moves(&found.networks, &wanted);
+        if leave.is_empty() && join.is_empty() {
+            return Ok(());
+        }
+        info!(container = %found.id, ?leave, ?join, "the sandbox is not on its session's networks; moving it");
+        for network in leave {
+            let request = NetworkDisconnectRequest {
+                container: found.id.clone(),
+                force: Some(true),
+            };
+            self.docker.disconnect_network(&network, request).await?;
+        }
+        for network in join {
+            // Made again if it is gone (the engine would make a second network of the same name).
+            if network == own_network_name(&found.key)
+                && let Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                }) = self.docker.inspect_network(&network, None).await
+            {
+                self.create_own_network(&found.key).await?;
+            }
+            let request = NetworkConnectRequest {
+                container: found.id.clone(),
+                ..Default::default()
+            };
+            self.docker.connect_network(&network, request).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a spare off where it waited, before it joins its session's networks: off `none` (which
+    /// admits no other network beside it), or off its own network, which is then removed.
+    async fn leave_waiting_place(&self, spare: &Spare) -> Result<(), SandboxError> {
+        let place = waiting_place(self.config.internet, &spare.key);
+        let request = NetworkDisconnectRequest {
+            container: spare.container_id.clone(),
+            force: Some(true),
+        };
+        self.docker.disconnect_network(&place, request).await?;
+        if self.config.internet {
+            // Not waited for: nothing is on it any more; orphan collection takes it if this fails.
+            let docker = self.docker.clone();
+            tokio::spawn(async move { remove_network(&docker, &place).await });
         }
         Ok(())
     }
@@ -369,8 +455,8 @@ impl Sandboxes {
         self.remove_spares().await;
     }
 
-    /// Creates and starts a sandbox no session owns yet, on `networks` (none: the default bridge),
-    /// with its socket folder made (`guarded`) but nothing served in it.
+    /// Creates and starts a sandbox no session owns yet, on `networks` (none: its waiting place, see
+    /// [`waiting_place`]), with its socket folder made (`guarded`) but nothing served in it.
     async fn make_spare(&self, networks: &[String]) -> Result<Spare, SandboxError> {
         let key = uuid::Uuid::now_v7().simple().to_string();
         // Counted from before its container exists, so orphan collection never takes it for a stray.
@@ -394,13 +480,23 @@ impl Sandboxes {
             )),
             DockerAccess::None => None,
         };
-        let body = container_body(&self.config, key, networks.first(), docker_bind);
+        let place = waiting_place(self.config.internet, key);
+        if networks.is_empty()
+            && self.config.internet
+            && let Err(error) = self.create_own_network(key).await
+        {
+            self.stop_proxy(key);
+            return Err(error);
+        }
+        let network = networks.first().unwrap_or(&place);
+        let body = container_body(&self.config, key, network, docker_bind);
         let name = format!("{SPARE_PREFIX}{key}");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(error) => {
                 self.stop_proxy(key);
+                remove_network(&self.docker, &own_network_name(key)).await;
                 return Err(self.creation_error(error).await);
             }
         };
@@ -429,6 +525,23 @@ impl Sandboxes {
             container_id: id,
             networks: networks.to_vec(),
         })
+    }
+
+    /// The bridge network a spare waits on when sandboxes may reach the internet: labelled as the
+    /// sandbox's, so the proxy hides it and orphan collection finds it.
+    async fn create_own_network(&self, key: &str) -> Result<(), SandboxError> {
+        let request = NetworkCreateRequest {
+            name: own_network_name(key),
+            driver: Some("bridge".into()),
+            labels: Some(self.labels(key)),
+            ..Default::default()
+        };
+        self.docker.create_network(request).await?;
+        Ok(())
+    }
+
+    fn labels(&self, key: &str) -> HashMap<String, String> {
+        sandbox_labels(&self.config, key)
     }
 
     /// A failed create, explained: a 404 is a missing image (networks are checked before), unless
@@ -474,10 +587,16 @@ impl Sandboxes {
         if !self.owns(&labels) {
             return Ok(None);
         }
+        let networks = inspect
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .map(|networks| networks.into_keys().collect())
+            .unwrap_or_default();
         Ok(inspect.id.map(|id| Found {
             id,
             key: sandbox_key(&labels, session_id),
             docker_access: labels.get(LABEL_DOCKER_ACCESS).cloned(),
+            networks,
         }))
     }
 
@@ -493,6 +612,9 @@ impl Sandboxes {
         if let Some(found) = self.find(session_id).await? {
             self.remove_container(&found.id).await?;
             self.stop_proxy(&found.key);
+            if self.config.internet {
+                remove_network(&self.docker, &own_network_name(&found.key)).await;
+            }
         }
         Ok(())
     }
@@ -504,6 +626,9 @@ impl Sandboxes {
             warn!(%error, container = container_id, "could not remove a sandbox");
         }
         self.stop_proxy(key);
+        if self.config.internet {
+            remove_network(&self.docker, &own_network_name(key)).await;
+        }
     }
 
     fn stop_proxy(&self, key: &str) {
@@ -556,8 +681,9 @@ impl Sandboxes {
             .collect())
     }
 
-    /// Removes every sandbox whose session is not in `keep`, and every spare this controller is not
-    /// keeping (a previous run's); returns their container names.
+    /// Removes every sandbox whose session is not in `keep`, every spare this controller is not
+    /// keeping (a previous run's), and the own networks of those gone; returns the names of the
+    /// containers and networks removed.
     pub async fn remove_orphans(
         &self,
         keep: &HashSet<String>,
@@ -575,6 +701,45 @@ impl Sandboxes {
             self.remove_container(&listed.id).await?;
             self.stop_proxy(&key);
             removed.push(name.to_string());
+        }
+        removed.extend(self.remove_orphan_networks().await?);
+        Ok(removed)
+    }
+
+    /// Removes this controller's own sandbox networks whose sandbox is gone (a spare being made
+    /// keeps its network); returns their names.
+    async fn remove_orphan_networks(&self) -> Result<Vec<String>, SandboxError> {
+        let sandboxes: HashSet<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|listed| listed.labels.get(LABEL_SANDBOX).cloned())
+            .collect();
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.config.instance),
+            ],
+        )]);
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut removed = Vec::new();
+        for network in self.docker.list_networks(Some(options)).await? {
+            let (Some(name), Some(key)) = (
+                network.name,
+                network
+                    .labels
+                    .and_then(|mut labels| labels.remove(LABEL_SANDBOX)),
+            ) else {
+                continue;
+            };
+            if sandboxes.contains(&key) || self.spares.keeps(&key) {
+                continue;
+            }
+            remove_network(&self.docker, &name).await;
+            removed.push(name);
         }
         Ok(removed)
     }
@@ -607,8 +772,36 @@ pub fn sandbox_name(session_id: &str) -> String {
 
 const SESSION_PREFIX: &str = "opslab-sbx-";
 const SPARE_PREFIX: &str = "opslab-spare-";
-/// Where spares wait: the engine's default bridge, left when a session names its networks.
-const SPARE_NETWORK: &str = "bridge";
+const NETWORK_PREFIX: &str = "opslab-net-";
+/// Docker's network mode with no interface but loopback.
+const NO_NETWORK: &str = "none";
+
+/// The network made for the sandbox `key` alone (`--sandbox-internet on`). Named by the sandbox's key,
+/// not its session's id: it is made with the spare, before any session owns it.
+pub fn own_network_name(key: &str) -> String {
+    format!("{NETWORK_PREFIX}{key}")
+}
+
+/// Where the sandbox `key` waits as a spare, and stays for a session that names no networks: its own
+/// network when sandboxes may reach the internet, else no network at all. Pure.
+fn waiting_place(internet: bool, key: &str) -> String {
+    if internet {
+        own_network_name(key)
+    } else {
+        NO_NETWORK.to_string()
+    }
+}
+
+/// Removes a network, logging rather than failing (gone already is fine).
+async fn remove_network(docker: &Docker, name: &str) {
+    match docker.remove_network(name).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(error) => warn!(%error, network = name, "could not remove a sandbox's network"),
+    }
+}
 
 /// Who a sandbox, by its container name, belongs to.
 #[derive(Debug, PartialEq, Eq)]
@@ -640,6 +833,24 @@ struct Found {
     id: String,
     key: String,
     docker_access: Option<String>,
+    /// The networks it is on (`none` among them when it has no network).
+    networks: Vec<String>,
+}
+
+/// What moves `current` networks to `wanted`: the networks to leave (first: `none` admits no other
+/// beside it), then those to join. Being on no network at all is as good as being on `none`. Pure.
+fn network_moves(current: &[String], wanted: &[String]) -> (Vec<String>, Vec<String>) {
+    let leave = current
+        .iter()
+        .filter(|network| !wanted.contains(network))
+        .cloned()
+        .collect();
+    let join = wanted
+        .iter()
+        .filter(|network| !current.contains(network) && network.as_str() != NO_NETWORK)
+        .cloned()
+        .collect();
+    (leave, join)
 }
 
 /// A sandbox as listed.
@@ -658,15 +869,9 @@ fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors:
     }
 }
 
-/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
-/// `network` (none: the default bridge, where spares wait). Pure.
-fn container_body(
-    config: &SandboxConfig,
-    key: &str,
-    network: Option<&String>,
-    docker_bind: Option<String>,
-) -> ContainerCreateBody {
-    let labels = HashMap::from([
+/// What marks a sandbox's container and its own network as this controller's. Pure.
+fn sandbox_labels(config: &SandboxConfig, key: &str) -> HashMap<String, String> {
+    HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
         (LABEL_SANDBOX.to_string(), key.to_string()),
@@ -674,7 +879,18 @@ fn container_body(
             LABEL_DOCKER_ACCESS.to_string(),
             config.docker_access.as_str().to_string(),
         ),
-    ]);
+    ])
+}
+
+/// The container: labelled, limited, hardened, with its Docker socket (`docker_bind`) if any, on
+/// `network` (a network's name, or `none`). Pure.
+fn container_body(
+    config: &SandboxConfig,
+    key: &str,
+    network: &str,
+    docker_bind: Option<String>,
+) -> ContainerCreateBody {
+    let labels = sandbox_labels(config, key);
     let mut security_opt = Vec::new();
     if config.no_new_privileges {
         security_opt.push("no-new-privileges:true".to_string());
@@ -711,7 +927,7 @@ fn container_body(
             // An init process reaps the zombies that agents' background commands leave behind.
             init: Some(true),
             binds: docker_bind.map(|bind| vec![bind]),
-            network_mode: Some(network.map_or(SPARE_NETWORK, String::as_str).to_string()),
+            network_mode: Some(network.to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -737,6 +953,24 @@ impl Sandbox {
         command: &str,
         timeout: Duration,
     ) -> Result<ExecOutcome, SandboxError> {
+        let mut attempt = 1;
+        loop {
+            let (outcome, started_process) = self.exec_once(command, timeout).await?;
+            if attempt >= EXEC_START_ATTEMPTS || !never_started(&outcome, started_process) {
+                return Ok(outcome);
+            }
+            debug!(attempt, output = %outcome.output, "the engine could not start the command; trying again");
+            tokio::time::sleep(EXEC_START_RETRY_DELAY).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: the outcome, and whether the engine started the exec's process at all.
+    async fn exec_once(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(ExecOutcome, bool), SandboxError> {
         // Whole milliseconds, at least one: `timeout 0` would mean no limit at all.
         let limit = Duration::from_millis(
             u64::try_from(timeout.as_millis())
@@ -745,13 +979,7 @@ impl Sandbox {
         );
         let seconds = format!("{}.{:03}s", limit.as_secs(), limit.subsec_millis());
         let pid_file = format!("/tmp/.opslab-exec-{}.pid", uuid::Uuid::new_v4().simple());
-        // The wrapper records its pid (kept by `exec`; `timeout` leads its own process group) so the
-        // controller can kill the group if the in-container timeout fails. The pid files go with the
-        // container. The command is an argument, never interpolated. stderr goes into the same pipe
-        // as stdout, so the two arrive in the order they were written.
-        let wrapper = format!(
-            "echo $$ > {pid_file}; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1"
-        );
+        let wrapper = exec_wrapper(&pid_file, &seconds);
         let config = ExecConfig {
             attach_stdin: Some(false),
             attach_stdout: Some(true),
@@ -815,17 +1043,21 @@ impl Sandbox {
             }
         }
         let duration = started.elapsed();
-        let exit_code = self.docker.inspect_exec(&exec.id).await?.exit_code;
+        let inspected = self.docker.inspect_exec(&exec.id).await?;
+        let exit_code = inspected.exit_code;
+        // The engine records no pid for a process it never started.
+        let started_process = inspected.pid.is_some_and(|pid| pid != 0);
         let captured = captured.finish();
         let timed_out = timed_out(killed_here, exit_code, duration, limit);
-        Ok(ExecOutcome {
+        let outcome = ExecOutcome {
             exit_code,
             output: captured.text,
             output_bytes: captured.total_bytes,
             truncated: captured.truncated,
             timed_out,
             duration,
-        })
+        };
+        Ok((outcome, started_process))
     }
 
     /// Kills the command's process group from a second exec.
@@ -850,6 +1082,86 @@ impl Sandbox {
         self.docker.start_exec(&exec.id, Some(options)).await?;
         Ok(())
     }
+}
+
+/// How a command runs (POSIX sh, the image's dash): `timeout` starts it in its own process group,
+/// whose leader's pid (a child shell's, which becomes `timeout`) goes to `pid_file` so the controller can kill the group if the in-container
+/// timeout fails (the pid files go with the container). The command is an argument, never
+/// interpolated; stderr goes into the same pipe as stdout, so the two arrive in the order they were
+/// written. When it ends, [`SWEEP`] kills what it left running. Pure.
+fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
+    format!(
+        "{SWEEP}\nsh -c 'echo $$ > \"$0\"; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1' {pid_file} \"$1\"\n\
+         status=$?\nopslab_sweep\nexit $status"
+    )
+}
+
+/// Kills what a command left running: every process of the command's session (the exec's; `docker
+/// exec` gives each its own) but those started under `nohup`, which ignore SIGHUP: that is how the
+/// agent keeps a process running on purpose (a process in a session of its own, `setsid`, is left
+/// alone too, as are other execs). A `nohup cmd &` the command ended right after may not have
+/// started `nohup` yet: while a leftover is still a shell, `nohup` or `setsid` about to start its
+/// program, the sweep waits (1 s at most). Then processes are stopped until none is left running,
+/// and killed, so a fork bomb cannot outrun the sweep. The killed hold their pids until the
+/// container's init reaps them: the sweep waits for that (3 s at most), so the next command finds
+/// room to start. It never forks (dash gives up on a shell whose fork fails): shell builtins only,
+/// and its waits watch the clock in /proc/uptime.
+const SWEEP: &str = r#"opslab_clock() { read -r now _ < /proc/uptime; now=${now%.*}${now#*.}; }
+opslab_sweep() {
+  opslab_clock; grace=$((now + 100)); waiting=1; stops=0
+  while [ $stops -lt 200 ]; do
+    running=0; pending=0; stopped=""
+    for dir in /proc/[0-9]*; do
+      pid=${dir#/proc/}
+      [ "$pid" = "$$" ] && continue
+      { read -r stat < "$dir/stat"; } 2>/dev/null || continue
+      set -- ${stat##*) }
+      [ "$4" = "$$" ] || continue
+      [ "$1" = Z ] && continue
+      ignored=0
+      { while read -r field value; do
+          if [ "$field" = SigIgn: ]; then ignored=$((0x${value#${value%?}} & 1)); break; fi
+        done < "$dir/status"; } 2>/dev/null
+      [ $ignored = 1 ] && continue
+      if [ "$1" = T ]; then stopped="$stopped $pid"; continue; fi
+      running=1
+      if [ $waiting = 1 ]; then
+        comm=${stat#*(}; comm=${comm%%) *}
+        case $comm in bash|nohup|setsid) pending=1 ;; esac
+      else
+        kill -STOP "$pid" 2>/dev/null
+      fi
+    done
+    [ $running = 0 ] && break
+    if [ $waiting = 1 ]; then
+      opslab_clock
+      if [ $pending = 0 ] || [ $now -ge $grace ]; then waiting=0; fi
+    else
+      stops=$((stops + 1))
+    fi
+  done
+  [ -n "$stopped" ] || return 0
+  kill -KILL $stopped 2>/dev/null
+  opslab_clock; until=$((now + 300))
+  while [ -n "$stopped" ] && opslab_clock && [ $now -lt $until ]; do
+    left=""
+    for pid in $stopped; do [ -e "/proc/$pid" ] && left="$left $pid"; done
+    stopped=$left
+  done
+}"#;
+
+/// How often a command the engine could not start is tried, and how long apart: the pids a killed
+/// fork bomb held can take a moment to be released after the sweep.
+const EXEC_START_ATTEMPTS: u32 = 3;
+const EXEC_START_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Whether the engine failed to start the exec's process at all (runc could not make it: no pid to
+/// spare, say), so that nothing of the command ran and trying again runs it at most once: no process
+/// was started, and the engine says so. A command cannot pass for it by printing the same words. Pure.
+fn never_started(outcome: &ExecOutcome, started_process: bool) -> bool {
+    !started_process
+        && outcome.exit_code == Some(126)
+        && outcome.output.starts_with("OCI runtime exec failed")
 }
 
 /// Whether a command was stopped for taking too long: killed by the controller, or stopped by
@@ -888,6 +1200,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_command_the_engine_never_started_is_tried_again() {
+        let outcome = |exit_code, output: &str| ExecOutcome {
+            exit_code,
+            output: output.into(),
+            output_bytes: output.len() as u64,
+            truncated: false,
+            timed_out: false,
+            duration: Duration::from_millis(5),
+        };
+        let failed = outcome(
+            Some(126),
+            "OCI runtime exec failed: exec failed: unable to start container process: read init-p: connection reset by peer: unknown\n",
+        );
+        assert!(never_started(&failed, false));
+        // The same words from a process that did start: the command's own.
+        assert!(!never_started(&failed, true));
+        assert!(!never_started(
+            &outcome(Some(126), "bash: ./x: Permission denied\n"),
+            false
+        ));
+        assert!(!never_started(
+            &outcome(Some(0), "OCI runtime exec failed"),
+            false
+        ));
+    }
+
+    #[test]
     fn a_command_timed_out_when_stopped_at_its_limit() {
         let limit = Duration::from_millis(1500);
         let after = Duration::from_millis(1510);
@@ -906,11 +1245,10 @@ mod tests {
     #[test]
     fn the_container_is_labelled_limited_and_unprivileged() {
         let bind = "/run/opslab/0190key:/run:ro".to_string();
-        let net = "net".to_string();
         let body = container_body(
             &SandboxConfig::default(),
             "0190key",
-            Some(&net),
+            "net",
             Some(bind.clone()),
         );
         let labels = body.labels.unwrap();
@@ -968,14 +1306,48 @@ mod tests {
             docker_access: DockerAccess::None,
             ..SandboxConfig::default()
         };
-        let host = container_body(&config, "key", None, None)
+        let host = container_body(&config, "key", NO_NETWORK, None)
             .host_config
             .unwrap();
         assert_eq!(host.security_opt, Some(vec!["seccomp={}".to_string()]));
         assert_eq!(host.readonly_rootfs, Some(false));
         assert_eq!(host.tmpfs, None);
         assert_eq!(host.binds, None);
-        // A spare waits on the default bridge.
-        assert_eq!(host.network_mode.as_deref(), Some(SPARE_NETWORK));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn a_sandbox_moved_off_its_networks_is_moved_back() {
+        let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            network_moves(&names(&["app"]), &names(&["app"])),
+            (vec![], vec![])
+        );
+        // A claim cut short: still where it waited.
+        assert_eq!(
+            network_moves(&names(&["none"]), &names(&["app", "db"])),
+            (names(&["none"]), names(&["app", "db"]))
+        );
+        // Joined to another network since.
+        assert_eq!(
+            network_moves(&names(&["app", "bridge"]), &names(&["app"])),
+            (names(&["bridge"]), vec![])
+        );
+        // Back to no network: leaving the others is enough.
+        assert_eq!(
+            network_moves(&names(&["bridge"]), &names(&["none"])),
+            (names(&["bridge"]), vec![])
+        );
+        assert_eq!(network_moves(&[], &names(&["none"])), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_spare_waits_alone_and_never_on_the_default_bridge() {
+        assert_eq!(waiting_place(false, "k1"), "none");
+        assert_eq!(waiting_place(true, "k1"), "opslab-net-k1");
+        assert_ne!(waiting_place(true, "k1"), waiting_place(true, "k2"));
+        for internet in [false, true] {
+            assert_ne!(waiting_place(internet, "k1"), "bridge");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub struct Spare {
     /// Names its socket folder ([`super::LABEL_SANDBOX`]).
     pub key: String,
     pub container_id: String,
-    /// The networks it is on; none: the engine's default bridge.
+    /// The Incident networks it was made on; none: it is where spares wait (see `waiting_place`).
     pub networks: Vec<String>,
 }
 

@@ -15,7 +15,7 @@ use super::tools::{self, ToolCall};
 use super::{Cancellation, Deps, Handle, Stalled, Wake, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, SessionRecord, StoreError};
-use crate::config::AgentLimits;
+use crate::config::{AgentLimits, Config};
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
 use crate::sandbox::Sandbox;
@@ -168,14 +168,8 @@ impl SessionTask {
         let events = self.deps.store.events(&self.record.id).await?;
         let mut history = History::from_events(events.iter().map(|event| &event.body));
         let limits = self.deps.config.agent.effective(&self.spec.agent);
-        // A spend budget is enforced only for a model whose price is known (src/cost.rs).
-        let costs = &self.deps.config.costs;
-        if let Err(unpriced) = costs.check_budget(&limits.model, limits.max_cost_usd) {
-            return Ok(Ending::new(
-                Phase::Failed,
-                "UnpricedModel",
-                unpriced.to_string(),
-            ));
+        if let Some(ending) = cannot_start(&self.deps.config, &limits) {
+            return Ok(ending);
         }
         let started_at: jiff::Timestamp = self
             .record
@@ -183,9 +177,6 @@ impl SessionTask {
             .parse()
             .unwrap_or_else(|_| jiff::Timestamp::now());
 
-        if let Some(missing) = self.deps.config.provider.missing() {
-            return Ok(Ending::new(Phase::Failed, "NoModelConfigured", missing));
-        }
         let sandbox = tokio::select! {
             () = self.cancel.cancelled() => return Ok(self.cancelled()),
             sandbox = self.deps.sandboxes.ensure(&self.record.id, &self.spec.environment.networks) => sandbox,
@@ -564,6 +555,25 @@ fn time_exhausted(limits: &AgentLimits) -> Ending {
             limits.timeout.as_secs()
         ),
     )
+}
+
+/// Why a session cannot run at all, said before a sandbox is made: no model is configured, or a
+/// spend budget is set for a model whose price is unknown (so it could not be enforced). Pure.
+fn cannot_start(config: &Config, limits: &AgentLimits) -> Option<Ending> {
+    if let Some(missing) = config.provider.missing() {
+        return Some(Ending::new(Phase::Failed, "NoModelConfigured", missing));
+    }
+    match config
+        .costs
+        .check_budget(&limits.model, limits.max_cost_usd)
+    {
+        Ok(()) => None,
+        Err(unpriced) => Some(Ending::new(
+            Phase::Failed,
+            "UnpricedModel",
+            unpriced.to_string(),
+        )),
+    }
 }
 
 /// The budget check before each model call. Pure.

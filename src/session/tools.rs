@@ -18,6 +18,8 @@ pub fn specs() -> Vec<ToolSpec> {
             description: "Run a shell command with `bash -lc` in your sandbox container on the \
                 affected Docker host. The docker CLI is available. stdin is closed; the command \
                 is killed after the command timeout; long output keeps its head and tail. \
+                Processes a command leaves running are killed when it ends: start one that must \
+                keep running with `nohup … >/tmp/file.log 2>&1 &`. \
                 Explain why you run it in `reasoning`."
                 .into(),
             input_schema: json!({

@@ -412,6 +412,17 @@ def test_chart_notes_say_how_to_file_and_watch_an_incident(chart):
     assert re.findall(r"kubectl apply -f (\S+)", notes) == ["incident.yaml"]
 
 
+def test_chart_sandboxes_reach_the_internet_only_when_asked(chart):
+    def internet(values=None):
+        deployment = one(manifests(render(chart, values or {})), "Deployment")
+        return container_env(deployment)["OPSLAB_SANDBOX_INTERNET"]["value"]
+
+    assert internet() == "off"
+    assert internet({"sandbox": {"internet": True}}) == "on"
+    with pytest.raises(helm.HelmValuesError, match="/sandbox/internet"):
+        render(chart, {"sandbox": {"internet": "off"}})
+
+
 def test_chart_spare_sandboxes_can_be_sized_or_turned_off(chart):
     def spares(values):
         deployment = one(manifests(render(chart, values)), "Deployment")

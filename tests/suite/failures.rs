@@ -9,23 +9,11 @@ use opslab::incident::Phase;
 use opslab::source::files::StatusFile;
 use serde_json::Value;
 
-use crate::support::controller::{Controller, Options, manifest};
+use crate::support::controller::{Controller, Options, manifest, scripted};
 use crate::support::docker;
 use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn start(
-    script: Vec<Turn>,
-    options: impl FnOnce(Options) -> Options,
-) -> (FakeLlm, Controller) {
-    docker::require_sandbox_image();
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(options(
-        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
-    ));
-    (llm, controller)
-}
 
 fn condition<'a>(incident: &'a StatusFile, type_: &str) -> &'a opslab::incident::Condition {
     incident
@@ -94,7 +82,7 @@ async fn failure_a_refused_key_says_the_api_error() {
                 .into(),
         ),
     })];
-    let (_llm, controller) = start(script, |options| options).await;
+    let (_llm, controller) = scripted(script, |options| options).await;
     controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
     assert_says_why(
         &controller,
@@ -147,7 +135,7 @@ async fn failure_an_unreachable_model_says_so_while_retrying_and_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_a_missing_network_is_named() {
-    let (_llm, controller) = start(vec![Turn::report("resolved", "never reached")], |o| o).await;
+    let (_llm, controller) = scripted(vec![Turn::report("resolved", "never reached")], |o| o).await;
     let network = format!("opslab-test-absent-{}", uuid::Uuid::new_v4().simple());
     controller.write_manifest(
         "net.yaml",
@@ -173,7 +161,7 @@ async fn failure_a_budget_reached_gives_its_figure() {
         Turn::shell("true", "two"),
         Turn::report("resolved", "never reached"),
     ];
-    let (_llm, controller) = start(script, |options| options.arg("--max-turns", 1)).await;
+    let (_llm, controller) = scripted(script, |options| options.arg("--max-turns", 1)).await;
     controller.write_manifest("budget.yaml", &manifest("budget", "anything", ""));
     assert_says_why(
         &controller,
@@ -234,7 +222,7 @@ async fn requests_cancel_and_retry_in_files_mode() {
         Turn::shell("sleep 100", "wait for something"),
         Turn::report("resolved", "fixed on the second attempt"),
     ];
-    let (_llm, controller) = start(script, |options| options).await;
+    let (_llm, controller) = scripted(script, |options| options).await;
     let text = manifest("ask", "to be cancelled, then retried", "");
     controller.write_manifest("ask.yaml", &text);
     // Nothing ended yet: a retry is refused, saying why.
@@ -315,7 +303,7 @@ async fn requests_cancel_and_retry_in_files_mode() {
 /// A request about an Incident the store does not know fails at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_name_an_unknown_incident() {
-    let (_llm, controller) = start(vec![], |options| options).await;
+    let (_llm, controller) = scripted(vec![], |options| options).await;
     controller.http_url();
     let output = request(&controller, "retry", "typo", "none");
     assert!(!output.status.success());

@@ -4,6 +4,7 @@ mod cost;
 mod crd;
 mod examples;
 mod failures;
+mod isolation;
 mod kubernetes;
 mod llm;
 mod manifests;

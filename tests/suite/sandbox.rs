@@ -151,15 +151,20 @@ async fn sandbox_survives_nasty_output() {
 }
 
 #[tokio::test]
-async fn sandbox_closes_stdin_and_does_not_wait_for_background_children() {
+async fn sandbox_closes_stdin_and_kills_what_a_command_leaves_unless_asked() {
     let test = TestSandbox::start(&[]).await;
     let stdin = test.run("cat; read -r line; echo read=$?", SHORT).await;
     assert_eq!(
         (stdin.exit_code, stdin.output.as_str()),
         (Some(0), "read=1\n")
     );
+    // One accidental background process, one under nohup, one in a session of its own; the
+    // command ends at once, before nohup and setsid have even started.
     let background = test
-        .run("sleep 600 & echo started", Duration::from_secs(120))
+        .run(
+            "sleep 601 & nohup sleep 602 >/dev/null 2>&1 & setsid sleep 603 >/dev/null 2>&1 & echo started",
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(
         (background.exit_code, background.output.as_str()),
@@ -171,12 +176,45 @@ async fn sandbox_closes_stdin_and_does_not_wait_for_background_children() {
         "waited {:?}",
         background.duration
     );
-    let still = test.run("pgrep -c -x -f 'sleep 600'", SHORT).await;
+    let still = test
+        .run(
+            "for n in 601 602 603; do echo $n=$(pgrep -c -x -f \"sleep $n\"); done",
+            SHORT,
+        )
+        .await;
     assert_eq!(
-        still.output.trim(),
-        "1",
-        "the background process was left running"
+        still.output, "601=0\n602=1\n603=1\n",
+        "the accidental one is killed, those asked for stay"
     );
+    // A background child that keeps the output open is not waited for either.
+    let holding = test
+        .run("nohup sleep 604 & echo held", Duration::from_secs(120))
+        .await;
+    assert_eq!(holding.output, "held\n");
+    assert!(
+        holding.duration < Duration::from_secs(60),
+        "waited {:?}",
+        holding.duration
+    );
+}
+
+#[tokio::test]
+async fn sandbox_runs_the_next_command_after_a_fork_bomb() {
+    let test = TestSandbox::start(&[]).await;
+    let bomb = test
+        .run(":(){ :|:& };: ; echo bombed", Duration::from_secs(20))
+        .await;
+    assert!(!bomb.timed_out, "{bomb:?}");
+    let next = test.run("echo ok; ps -e --no-headers | wc -l", SHORT).await;
+    let mut lines = next.output.lines();
+    assert_eq!(
+        (next.exit_code, lines.next()),
+        (Some(0), Some("ok")),
+        "{next:?}"
+    );
+    // init, the sandbox's main process, and this command's own few.
+    let processes: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(processes < 10, "the bomb's processes are gone: {next:?}");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use opslab::incident::{Outcome, Phase};
 use serde_json::json;
 
-use crate::support::controller::{Controller, Options, manifest};
+use crate::support::controller::{Controller, Options, manifest, scripted};
 use crate::support::docker;
 use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
@@ -21,19 +21,6 @@ fn kinds(events: &[serde_json::Value]) -> Vec<String> {
 
 fn count(events: &[serde_json::Value], kind: &str) -> usize {
     events.iter().filter(|event| event["kind"] == kind).count()
-}
-
-/// A scripted model server and a controller with summaries off, as most tests here want.
-async fn start(
-    script: Vec<Turn>,
-    options: impl FnOnce(Options) -> Options,
-) -> (FakeLlm, Controller) {
-    docker::require_sandbox_image();
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller = Controller::start(options(
-        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
-    ));
-    (llm, controller)
 }
 
 fn full_script() -> Vec<Turn> {
@@ -228,7 +215,7 @@ async fn session_survives_provider_faults() {
         },
         Turn::report("resolved", "done despite the faults"),
     ];
-    let (llm, controller) = start(script, |options| options).await;
+    let (llm, controller) = scripted(script, |options| options).await;
     controller.write_manifest("faults.yaml", &manifest("faults", "flaky model api", ""));
     let incident = controller.wait_for_phase("faults", Phase::Resolved, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -270,7 +257,7 @@ async fn session_fails_clearly_when_the_model_api_refuses() {
         retry_after: None,
         body: Some(r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.into()),
     })];
-    let (llm, controller) = start(script, |options| options).await;
+    let (llm, controller) = scripted(script, |options| options).await;
     controller.write_manifest("auth.yaml", &manifest("auth", "anything", ""));
     let incident = controller.wait_for_phase("auth", Phase::Failed, SESSION_TIMEOUT);
     let status = incident.status.unwrap();
@@ -307,7 +294,7 @@ async fn session_resumes_after_kill_9() {
         Turn::shell("echo after-restart", "carry on after the restart"),
         Turn::report("resolved", "resumed and finished"),
     ];
-    let (llm, mut controller) = start(script, |options| options).await;
+    let (llm, mut controller) = scripted(script, |options| options).await;
     controller.write_manifest("crash.yaml", &manifest("crash", "survive a crash", ""));
     controller.wait_for(
         "crash",
@@ -373,7 +360,7 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
         Turn::shell("sleep 100", "wait for something"),
         Turn::report("resolved", "never reached"),
     ];
-    let (_llm, controller) = start(script, |options| options).await;
+    let (_llm, controller) = scripted(script, |options| options).await;
     controller.write_manifest("gone.yaml", &manifest("gone", "to be deleted", ""));
     let incident = controller.wait_for_commands("gone", 1, SESSION_TIMEOUT);
     let session_id = incident.status.unwrap().session_id.unwrap();
@@ -412,7 +399,7 @@ async fn session_follows_spec_changes() {
         Turn::shell("echo second", "second attempt"),
         Turn::report("resolved", "second attempt fixed it"),
     ];
-    let (llm, controller) = start(script, |options| options).await;
+    let (llm, controller) = scripted(script, |options| options).await;
     controller.write_manifest("spec.yaml", &manifest("spec", "first title", ""));
     controller.wait_for_commands("spec", 1, SESSION_TIMEOUT);
     controller.write_manifest(
@@ -469,7 +456,7 @@ async fn session_limit_queues_the_rest() {
         Turn::report("resolved", "first done"),
         Turn::report("resolved", "second done"),
     ];
-    let (_llm, controller) = start(script, |options| options.arg("--max-sessions", 1)).await;
+    let (_llm, controller) = scripted(script, |options| options.arg("--max-sessions", 1)).await;
     controller.write_manifest("first.yaml", &manifest("first", "first", ""));
     controller.wait_for_commands("first", 1, SESSION_TIMEOUT);
     controller.write_manifest("second.yaml", &manifest("second", "second", ""));
@@ -584,7 +571,8 @@ async fn session_runs_with_a_polled_folder() {
         Turn::shell("echo polled", "look"),
         Turn::report("resolved", "done"),
     ];
-    let (_llm, controller) = start(script, |options| options.arg("--poll-interval-ms", 200)).await;
+    let (_llm, controller) =
+        scripted(script, |options| options.arg("--poll-interval-ms", 200)).await;
     controller.write_manifest("poll.yaml", &manifest("poll", "seen by polling", ""));
     controller.wait_for_phase("poll", Phase::Resolved, SESSION_TIMEOUT);
     controller.remove_manifest("poll.yaml");
@@ -645,7 +633,7 @@ async fn session_resumes_after_a_graceful_stop() {
         Turn::shell("sleep 20", "a long command the stop interrupts"),
         Turn::report("resolved", "resumed after the stop"),
     ];
-    let (llm, mut controller) = start(script, |options| options).await;
+    let (llm, mut controller) = scripted(script, |options| options).await;
     controller.write_manifest("stop.yaml", &manifest("stop", "graceful stop", ""));
     controller.wait_for_commands("stop", 1, SESSION_TIMEOUT);
     let stopped = std::time::Instant::now();

@@ -324,3 +324,17 @@ pub fn manifest(name: &str, title: &str, extra_spec: &str) -> String {
         "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: {name}\nspec:\n  title: \"{title}\"\n  severity: high\n{extra_spec}"
     )
 }
+
+/// A scripted model server (Anthropic's protocol) and a controller on it with summaries off, as
+/// most end-to-end tests want; `options` adds flags.
+pub async fn scripted(
+    script: Vec<super::fake_llm::Turn>,
+    options: impl FnOnce(Options) -> Options,
+) -> (super::fake_llm::FakeLlm, Controller) {
+    super::docker::require_sandbox_image();
+    let llm = super::fake_llm::FakeLlm::start(super::fake_llm::Protocol::Anthropic, script).await;
+    let controller = Controller::start(options(
+        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
+    ));
+    (llm, controller)
+}

@@ -112,5 +112,17 @@ impl Drop for Harness {
                 .args(["rm", "-f", &id])
                 .output();
         }
+        // The sandboxes' own networks (`--sandbox-internet on`), once their containers are gone.
+        let networks = std::process::Command::new("docker")
+            .args(["network", "ls", "-q", "--filter"])
+            .arg(format!("label={label}"))
+            .output();
+        if let Ok(networks) = networks {
+            for id in String::from_utf8_lossy(&networks.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["network", "rm", id])
+                    .output();
+            }
+        }
     }
 }

@@ -543,8 +543,19 @@ fn host_problems(host: &Value) -> Vec<String> {
     problems
 }
 
-/// A list response without opslab's own objects (the agent's own sandbox stays). Pure.
+/// A list response without opslab's own objects (the agent's own sandbox stays); `system df`'s
+/// containers and volumes too. Pure.
 pub fn visible(action: Action, mut list: Value, scope: &Scope) -> Value {
+    if action == Action::SystemDf {
+        if let Some(containers) = list.get_mut("Containers") {
+            *containers = visible(Action::ContainerList, containers.take(), scope);
+        }
+        if let Some(volumes) = list.get_mut("Volumes") {
+            let wrapped = serde_json::json!({ "Volumes": volumes.take() });
+            *volumes = visible(Action::VolumeList, wrapped, scope)["Volumes"].take();
+        }
+        return list;
+    }
     let (kind, items) = match action {
         Action::ContainerList => (Kind::Container, list.as_array_mut()),
         Action::NetworkList => (Kind::Network, list.as_array_mut()),
@@ -579,6 +590,81 @@ pub fn visible(action: Action, mut list: Value, scope: &Scope) -> Value {
         });
     }
     list
+}
+
+/// The containers (full ids) of a container list that are opslab's own, the agent's own sandbox
+/// excepted: what must be left out of other answers that name containers. Pure.
+pub fn protected_ids(containers: &Value, scope: &Scope) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let shown = visible(Action::ContainerList, containers.clone(), scope);
+    let shown: HashSet<&str> = shown
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("Id").and_then(Value::as_str))
+        .collect();
+    for item in containers.as_array().into_iter().flatten() {
+        if let Some(id) = item.get("Id").and_then(Value::as_str)
+            && !shown.contains(id)
+        {
+            ids.insert(id.to_string());
+        }
+    }
+    ids.extend(scope.protected_containers.iter().cloned());
+    ids.remove(&scope.sandbox);
+    ids
+}
+
+/// Whether one event of the engine's stream (a JSON line) may be shown: not when it is about one of
+/// opslab's containers (by their labels, which container events carry, or by `protected`, which
+/// learns each one the stream reveals), opslab's networks or volumes, or their membership. A line
+/// that is not an event is shown. Pure but for `protected`, kept by the stream.
+pub fn event_visible(line: &[u8], protected: &mut HashSet<String>, scope: &Scope) -> bool {
+    let Ok(event) = serde_json::from_slice::<Value>(line) else {
+        return true;
+    };
+    let kind = event
+        .get("Type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let actor = event.get("Actor");
+    let id = actor
+        .and_then(|actor| actor.get("ID"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let attributes = actor
+        .and_then(|actor| actor.get("Attributes"))
+        .and_then(Value::as_object);
+    let labelled = attributes.is_some_and(|attributes| {
+        attributes
+            .keys()
+            .any(|key| key.to_ascii_lowercase().starts_with(PROTECTED_LABEL_PREFIX))
+    });
+    let member = attributes
+        .and_then(|attributes| attributes.get("container"))
+        .and_then(Value::as_str)
+        .is_some_and(|container| protected.contains(container));
+    match kind {
+        "container" if id == scope.sandbox => true,
+        "container" => {
+            if labelled || scope.protected_containers.contains(id) {
+                protected.insert(id.to_string());
+            }
+            !protected.contains(id)
+        }
+        "network" => !labelled && !member,
+        "volume" => !labelled && !member && !scope.protected_volumes.contains(id),
+        _ => true,
+    }
+}
+
+/// A network (inspected, or an item of a list) without its members that are opslab's own: their
+/// ids, names and addresses are not the agent's to see. Pure.
+pub fn without_members(mut network: Value, protected: &HashSet<String>) -> Value {
+    if let Some(members) = network.get_mut("Containers").and_then(Value::as_object_mut) {
+        members.retain(|id, _| !protected.contains(id));
+    }
+    network
 }
 
 #[cfg(test)]
@@ -1019,6 +1105,107 @@ mod tests {
             let reason = denied(Method::POST, "/v1.41/containers/create", Some(body.clone()));
             assert!(reason.contains(expected), "{body}: {reason}");
         }
+    }
+
+    #[test]
+    fn disk_usage_leaves_out_opslabs_containers_and_volumes() {
+        let df = json!({
+            "LayersSize": 1,
+            "Containers": [
+                {"Id": "self", "Labels": {LABEL_MANAGED: "true"}},
+                {"Id": "other", "Labels": {LABEL_MANAGED: "true"}},
+                {"Id": "web", "Labels": {}},
+            ],
+            "Volumes": [
+                {"Name": "store", "Labels": null},
+                {"Name": "data", "Labels": {}},
+            ],
+        });
+        let shown = visible(Action::SystemDf, df, &scope());
+        let ids: Vec<&str> = shown["Containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["self", "web"]);
+        assert_eq!(shown["Volumes"], json!([{"Name": "data", "Labels": {}}]));
+        assert_eq!(shown["LayersSize"], 1);
+    }
+
+    #[test]
+    fn events_about_opslabs_objects_are_left_out() {
+        let scope = scope();
+        let mut protected = HashSet::from(["c0ntr0ller".to_string()]);
+        let event = |kind: &str, id: &str, attributes: Value| {
+            json!({"Type": kind, "Action": "start", "Actor": {"ID": id, "Attributes": attributes}})
+                .to_string()
+        };
+        let mut shown = |line: String| event_visible(line.as_bytes(), &mut protected, &scope);
+        // Another sandbox, by its labels; then, once learnt, by its id alone.
+        assert!(!shown(event(
+            "container",
+            "other",
+            json!({LABEL_MANAGED: "true", "name": "opslab-sbx-s2"})
+        )));
+        assert!(!shown(event(
+            "container",
+            "other",
+            json!({"name": "opslab-sbx-s2"})
+        )));
+        assert!(!shown(event(
+            "network",
+            "app-net",
+            json!({"container": "other", "name": "app"})
+        )));
+        assert!(!shown(event("container", "c0ntr0ller", json!({}))));
+        assert!(!shown(event("volume", "store", json!({}))));
+        assert!(!shown(event(
+            "network",
+            "own-net",
+            json!({LABEL_SANDBOX: "k1"})
+        )));
+        // The agent's own sandbox, the application, and what is not an event.
+        assert!(shown(event(
+            "container",
+            "self",
+            json!({LABEL_MANAGED: "true"})
+        )));
+        assert!(shown(event("container", "web", json!({"name": "web"}))));
+        assert!(shown(event(
+            "network",
+            "app-net",
+            json!({"container": "web", "name": "app"})
+        )));
+        assert!(shown(event("image", "sha256:1", json!({}))));
+        assert!(shown("not json".to_string()));
+    }
+
+    #[test]
+    fn a_network_answer_leaves_out_opslabs_containers() {
+        let scope = scope();
+        let containers = json!([
+            {"Id": "self", "Labels": {LABEL_MANAGED: "true"}},
+            {"Id": "other-sandbox", "Labels": {LABEL_MANAGED: "true", LABEL_SANDBOX: "k2"}},
+            {"Id": "web", "Labels": {"app": "web"}},
+        ]);
+        let protected = protected_ids(&containers, &scope);
+        assert!(protected.contains("other-sandbox"));
+        assert!(
+            protected.contains("c0ntr0ller"),
+            "the controller's own container"
+        );
+        assert!(!protected.contains("self"));
+        assert!(!protected.contains("web"));
+        let network = json!({"Name": "app", "Containers": {
+            "self": {"Name": "opslab-sbx-s1"},
+            "other-sandbox": {"Name": "opslab-sbx-s2", "IPv4Address": "172.20.0.3/16"},
+            "web": {"Name": "web"},
+        }});
+        let shown = without_members(network, &protected);
+        let members: Vec<&String> = shown["Containers"].as_object().unwrap().keys().collect();
+        assert_eq!(members, vec!["self", "web"]);
+        assert_eq!(shown["Name"], "app");
     }
 
     #[test]

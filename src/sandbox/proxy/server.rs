@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING, UPGRADE};
 use hyper::{Request, Response, StatusCode};
@@ -347,19 +349,54 @@ async fn forward(
     }
     let filters = matches!(
         action,
-        Action::ContainerList | Action::NetworkList | Action::VolumeList
+        Action::ContainerList
+            | Action::NetworkList
+            | Action::VolumeList
+            | Action::NetworkInspect
+            | Action::SystemDf
     );
     if filters && response.status() == StatusCode::OK {
         let (mut parts, incoming) = response.into_parts();
         let bytes = Limited::new(incoming, MAX_LIST_BYTES)
             .collect()
             .await
-            .map_err(|error| ProxyError::Engine(format!("reading a list: {error}")))?
+            .map_err(|error| ProxyError::Engine(format!("reading an answer: {error}")))?
             .to_bytes();
-        let list: Value = serde_json::from_slice(&bytes).map_err(|error| {
-            ProxyError::Engine(format!("the engine's list is not JSON: {error}"))
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ProxyError::Engine(format!("the engine's answer is not JSON: {error}"))
         })?;
-        let shown = policy::visible(action, list, &shared.scope);
+        let shown = match action {
+            Action::NetworkInspect => {
+                let protected = opslab_containers(shared).await?;
+                policy::without_members(answer, &protected)
+            }
+            Action::NetworkList => {
+                let listed = policy::visible(action, answer, &shared.scope);
+                // Lists carry no members today; should an engine fill them, they are filtered too.
+                let has_members = listed.as_array().is_some_and(|networks| {
+                    networks.iter().any(|network| {
+                        network
+                            .get("Containers")
+                            .is_some_and(|c| c.as_object().is_some_and(|m| !m.is_empty()))
+                    })
+                });
+                if has_members {
+                    let protected = opslab_containers(shared).await?;
+                    match listed {
+                        Value::Array(networks) => Value::Array(
+                            networks
+                                .into_iter()
+                                .map(|network| policy::without_members(network, &protected))
+                                .collect(),
+                        ),
+                        other => other,
+                    }
+                } else {
+                    listed
+                }
+            }
+            _ => policy::visible(action, answer, &shared.scope),
+        };
         let bytes = Bytes::from(serde_json::to_vec(&shown).unwrap_or_default());
         parts.headers.remove(TRANSFER_ENCODING);
         parts
@@ -368,7 +405,56 @@ async fn forward(
         return Ok(Response::from_parts(parts, full(bytes)));
     }
     let (parts, incoming) = response.into_parts();
+    if action == Action::Events && parts.status == StatusCode::OK {
+        let protected = opslab_containers(shared).await?;
+        let body = filtered_events(incoming, protected, shared.scope.clone());
+        return Ok(Response::from_parts(parts, body));
+    }
     Ok(Response::from_parts(parts, incoming.boxed()))
+}
+
+/// The engine's event stream (one JSON object a line) without the events about opslab's objects
+/// ([`policy::event_visible`]), streamed as it comes.
+fn filtered_events(
+    incoming: Incoming,
+    mut protected: std::collections::HashSet<String>,
+    scope: Scope,
+) -> ProxyBody {
+    let mut pending: Vec<u8> = Vec::new();
+    let frames = BodyStream::new(incoming).filter_map(move |frame| {
+        let shown = match frame {
+            Err(error) => Some(Err(error)),
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => {
+                    pending.extend_from_slice(&data);
+                    let mut shown = Vec::new();
+                    while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        if policy::event_visible(&line[..end], &mut protected, &scope) {
+                            shown.extend_from_slice(&line);
+                        }
+                    }
+                    (!shown.is_empty()).then(|| Ok(Frame::data(Bytes::from(shown))))
+                }
+                // Trailers, as they are.
+                Err(frame) => Some(Ok(frame)),
+            },
+        };
+        std::future::ready(shown)
+    });
+    BodyExt::boxed(StreamBody::new(frames))
+}
+
+/// opslab's own containers (other sandboxes, spares, the controller), from the engine's list.
+async fn opslab_containers(
+    shared: &Shared,
+) -> Result<std::collections::HashSet<String>, ProxyError> {
+    match shared.upstream.get_json("/containers/json?all=1").await? {
+        Ok(containers) => Ok(policy::protected_ids(&containers, &shared.scope)),
+        Err((status, message)) => Err(ProxyError::Engine(format!(
+            "listing containers to filter a network's members: {status} {message}"
+        ))),
+    }
 }
 
 fn empty() -> ProxyBody {
