@@ -10,11 +10,14 @@ RUN printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-e
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log
 COPY target/release/opslab /usr/local/bin/opslab
+# What the `replay` provider plays when no model is configured (scripts/demo without a key).
+COPY scenarios /usr/share/opslab/scenarios
 LABEL org.opencontainers.image.title="opslab" \
       org.opencontainers.image.description="An autonomous incident responder: the controller and its CLI"
 ENV OPSLAB_INCIDENTS=/incidents \
     OPSLAB_STORE=/var/lib/opslab/opslab.db \
-    OPSLAB_LISTEN=0.0.0.0:8080
+    OPSLAB_LISTEN=0.0.0.0:8080 \
+    OPSLAB_REPLAY_SCENARIOS=/usr/share/opslab/scenarios
 VOLUME /var/lib/opslab
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

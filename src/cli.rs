@@ -10,6 +10,8 @@ use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
 use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
+use opslab::scenario::ScenarioError;
+use opslab::scenario::replay::{self, ReplayServer};
 use opslab::source::files::WatchMode;
 use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
@@ -490,6 +492,8 @@ pub struct ControllerArgs {
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, hide = true)]
     pub openai_api_key: Option<String>,
+    #[command(flatten, next_help_heading = MODEL_API)]
+    pub replay: ReplayArgs,
     /// Model calls retried at most this many times (429, 5xx, 529, connection errors).
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_MAX_RETRIES", default_value_t = 5)]
@@ -639,7 +643,35 @@ pub struct ControllerArgs {
     pub secret_env: Vec<String>,
 }
 
+/// The `replay` provider: no model, opslab's scripted replay of the scenarios, served on loopback.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The scenarios the `replay` provider plays (one directory per case, as `opslab scenario`
+    /// reads them).
+    #[arg(long, env = "OPSLAB_REPLAY_SCENARIOS", default_value = "scenarios")]
+    pub replay_scenarios: PathBuf,
+    /// The prefix of the compose demo's names that the `replay` provider's commands use
+    /// (docker-compose.yml's OPSLAB_DEMO).
+    #[arg(long, env = "OPSLAB_DEMO", default_value = "demo")]
+    pub replay_demo: String,
+    /// The base URL of the replay server, once [`ControllerArgs::start_replay`] has started it.
+    #[arg(skip)]
+    pub started_url: Option<String>,
+}
+
 impl ControllerArgs {
+    /// With the `replay` provider, starts its server on loopback; it serves for as long as the
+    /// returned value lives. Other providers need nothing.
+    pub async fn start_replay(&mut self) -> Result<Option<ReplayServer>, ScenarioError> {
+        if self.provider != ProviderKind::Replay {
+            return Ok(None);
+        }
+        let server =
+            ReplayServer::for_demo(&self.replay.replay_scenarios, &self.replay.replay_demo).await?;
+        self.replay.started_url = Some(server.base_url());
+        Ok(Some(server))
+    }
+
     /// Checks the flags once; later code trusts the result.
     pub fn into_config(self) -> Result<Config, String> {
         // Destructured so that a new flag cannot be left unhandled.
@@ -662,6 +694,7 @@ impl ControllerArgs {
             anthropic_api_key,
             openai_base_url,
             openai_api_key,
+            replay,
             llm_max_retries,
             llm_retry_delay_ms,
             llm_timeout_seconds,
@@ -791,6 +824,14 @@ impl ControllerArgs {
                 "claude-haiku-4-5",
             ),
             ProviderKind::OpenAi => (openai_base_url, openai_api_key, "gpt-4.1", "gpt-4.1-mini"),
+            ProviderKind::Replay => (
+                replay.started_url.ok_or(
+                    "the replay provider's server is not started (ControllerArgs::start_replay)",
+                )?,
+                None,
+                replay::MODEL,
+                replay::MODEL,
+            ),
         };
         let base_url = base_url.trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -820,6 +861,8 @@ impl ControllerArgs {
         let summary_model = match summary_model.as_deref() {
             Some("off" | "none" | "") => None,
             Some(model) => Some(model.to_string()),
+            // The replay has nothing to say about output: its summaries would only clutter the trail.
+            None if provider == ProviderKind::Replay => None,
             None if self_hosted => Some(model.clone()),
             None => Some(default_summary.to_string()),
         };

@@ -679,7 +679,8 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         oracle_timeout: Duration::from_secs(args.oracle_timeout_seconds),
         prefix: run,
     };
-    let report = opslab::scenario::run::run(options).await?;
+    let progress = opslab::scenario::progress::to_stderr();
+    let report = opslab::scenario::run::run(options, progress.as_ref()).await?;
     let passed = report.all_passed();
     let output = match args.output {
         OutputFormat::Table => report.table(),

@@ -97,6 +97,8 @@ const BUILTIN: &[(&str, f64, f64)] = &[
     ("gpt-4.1-nano", 0.1, 0.4),
     ("gpt-4o", 2.5, 10.0),
     ("gpt-4o-mini", 0.15, 0.6),
+    // The `replay` provider's scripted answers: no model, no spend.
+    ("opslab-replay", 0.0, 0.0),
 ];
 
 impl Default for CostTable {

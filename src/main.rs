@@ -40,7 +40,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     opslab::telemetry::init(cli.log_format, default_filter);
     let output = match cli.command {
-        Command::Controller(args) => {
+        Command::Controller(mut args) => {
+            // The replay provider's server, kept until the controller stops.
+            let _replay = args.start_replay().await?;
             let config = args.into_config().map_err(anyhow::Error::msg)?;
             commands::run_controller(config).await?;
             return Ok(());

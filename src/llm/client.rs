@@ -205,7 +205,7 @@ impl LlmClient {
     async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let base = &self.config.base_url;
         let http = match self.config.kind {
-            ProviderKind::Anthropic => {
+            ProviderKind::Anthropic | ProviderKind::Replay => {
                 let mut http = self
                     .http
                     .post(format!("{base}/v1/messages"))
@@ -238,7 +238,7 @@ impl LlmClient {
         let body = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             let parsed = match self.config.kind {
-                ProviderKind::Anthropic => anthropic::parse_error(&body),
+                ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_error(&body),
                 ProviderKind::OpenAi => openai::parse_error(&body),
             };
             let (error_type, message) = parsed.unwrap_or_else(|| {
@@ -261,7 +261,7 @@ impl LlmClient {
             LlmError::Decode(super::unexpected_body(&body, content_type.as_deref()))
         })?;
         match self.config.kind {
-            ProviderKind::Anthropic => anthropic::parse_message(&value),
+            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
             ProviderKind::OpenAi => openai::parse_message(&value),
         }
         .map_err(LlmError::Decode)

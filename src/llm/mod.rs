@@ -82,6 +82,9 @@ pub enum ProviderKind {
     #[value(name = "openai")]
     #[serde(rename = "openai")]
     OpenAi,
+    /// No model: opslab's scripted replay of the scenarios, served on loopback by the controller
+    /// itself (see `scenario::replay`); it speaks the Anthropic protocol.
+    Replay,
 }
 
 impl ProviderKind {
@@ -89,6 +92,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Replay => "replay",
         }
     }
 }
@@ -129,7 +133,7 @@ impl ProviderConfig {
                  a server that needs no key, then restart the controller"
                     .into(),
             ),
-            ProviderKind::Anthropic | ProviderKind::OpenAi => None,
+            ProviderKind::Anthropic | ProviderKind::OpenAi | ProviderKind::Replay => None,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! system is healthy again (`check.sh`), and the commands a capable agent would run (`case.yaml`).
 //! This module reads cases and fills in their names (pure); [`run`] runs them against a real demo
 //! stack and controller, [`replay`] plays a case's commands as a model would, [`classify`] tells
-//! state-changing commands apart, and [`report`] prints the outcome.
+//! state-changing commands apart, [`progress`] shows each case's steps as they happen, and
+//! [`report`] prints the outcome.
 
 pub mod classify;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -1,11 +1,15 @@
 //! A model server on loopback that speaks the Anthropic Messages protocol and replays each case's
-//! commands: every conversation is matched to its case by a key its prompt holds (the case's
-//! network), and answered by how far it has come — the n-th answer is the n-th command as a `shell`
-//! call, then the `report` call. It reports token usage estimated from the text's length (about
-//! four characters a token), since no real model counts them.
+//! commands: every conversation is matched to its case by what its prompt holds (the case's network
+//! and its ticket's title), and answered by how far it has come — the n-th answer is the n-th
+//! command as a `shell` call, then the `report` call. The first answer says that a scripted replay
+//! is playing, so the audit trail never passes it off as a model. It reports token usage estimated
+//! from the text's length (about four characters a token), since no real model counts them.
+//!
+//! `opslab scenario run --driver replay` starts one for its cases; the controller starts one for
+//! its `replay` provider ([`ReplayServer::for_demo`]), playing the cases against the compose demo.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,20 +21,66 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::ScriptedCommand;
+use super::{Case, Names, ScenarioError, ScriptedCommand};
 use crate::incident::Report;
 use crate::session::tools;
+
+/// The model name the replay answers as; the cost table prices it at nothing.
+pub const MODEL: &str = "opslab-replay";
 
 /// One case's script.
 #[derive(Clone, Debug)]
 pub struct Script {
+    /// The case it plays, named in the notice.
+    pub case: String,
+    /// What a conversation's prompt must all hold to be this case's.
+    pub keys: Vec<String>,
     pub commands: Vec<ScriptedCommand>,
     pub report: Report,
+}
+
+impl Script {
+    /// The case's script with its names filled in; it plays conversations whose prompt names the
+    /// case's network and holds its Incident's title.
+    pub fn of(case: &Case, names: &Names) -> Result<Script, ScenarioError> {
+        let manifest = names.fill(&case.incident);
+        let parsed = crate::source::manifest::parse(manifest.as_bytes());
+        let Some(incident) = parsed.incidents.first() else {
+            return Err(ScenarioError::Case {
+                path: case.dir.join("incident.yaml"),
+                message: format!("not a valid Incident: {:?}", parsed.errors),
+            });
+        };
+        let (commands, report) = case.script(names);
+        Ok(Script {
+            case: case.name.clone(),
+            keys: vec![names.network(), incident.spec.title.clone()],
+            commands,
+            report,
+        })
+    }
+}
+
+/// Said first in every replayed conversation, so that `follow` and `show` tell a replay from a model.
+pub fn notice(case: &str) -> String {
+    format!(
+        "[scripted replay] No model is answering: opslab is replaying the commands written for the \
+         scenario `{case}` (scenarios/{case}/case.yaml). To have a real model work on incidents, set \
+         ANTHROPIC_API_KEY (or OPENAI_BASE_URL with OPSLAB_PROVIDER=openai) and start the controller \
+         again; scripts/demo does this when either is set."
+    )
 }
 
 /// The answer to a conversation that holds `answered` model answers so far (pure).
 pub fn turn(script: &Script, answered: usize) -> Value {
     let (text, call) = match script.commands.get(answered) {
+        Some(step) if answered == 0 => (
+            format!("{}\n\n{}", notice(&script.case), step.reasoning),
+            Some((
+                tools::SHELL,
+                json!({"command": step.command, "reasoning": step.reasoning}),
+            )),
+        ),
         Some(step) => (
             step.reasoning.clone(),
             Some((
@@ -57,7 +107,7 @@ pub fn turn(script: &Script, answered: usize) -> Value {
         "id": format!("msg_replay_{answered:04}"),
         "type": "message",
         "role": "assistant",
-        "model": "replay",
+        "model": MODEL,
         "content": content,
         "stop_reason": if call.is_some() { "tool_use" } else { "end_turn" },
         "usage": {"input_tokens": 0, "output_tokens": estimate_tokens(&content_text(&content))},
@@ -89,15 +139,31 @@ fn answers_in(body: &Value) -> usize {
     })
 }
 
-/// The script whose key the request's system prompt or first message holds.
-fn script_for<'a>(scripts: &'a HashMap<String, Script>, body: &Value) -> Option<&'a Script> {
-    let prompt = format!("{}{}", body["system"], body["messages"][0]);
-    // The longest key wins, so that one case's key inside another's cannot mislead.
+/// The script all of whose keys the request's system prompt or first message holds.
+fn script_for<'a>(scripts: &'a [Script], body: &Value) -> Option<&'a Script> {
+    let prompt = format!(
+        "{}\n{}",
+        plain(&body["system"]),
+        plain(&body["messages"][0]["content"])
+    );
+    // The longest keys win, so that one case's key inside another's cannot mislead.
     scripts
         .iter()
-        .filter(|(key, _)| prompt.contains(key.as_str()))
-        .max_by_key(|(key, _)| key.len())
-        .map(|(_, script)| script)
+        .filter(|script| script.keys.iter().all(|key| prompt.contains(key.as_str())))
+        .max_by_key(|script| script.keys.iter().map(String::len).sum::<usize>())
+}
+
+/// The text of a prompt part as the model reads it: a string, or the texts of its blocks.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|block| plain(&block["text"]))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
 }
 
 /// The server; it stops when dropped.
@@ -107,8 +173,8 @@ pub struct ReplayServer {
 }
 
 impl ReplayServer {
-    /// Serves `scripts` (key -> script) on an ephemeral loopback port.
-    pub async fn start(scripts: HashMap<String, Script>) -> std::io::Result<ReplayServer> {
+    /// Serves `scripts` on an ephemeral loopback port.
+    pub async fn start(scripts: Vec<Script>) -> std::io::Result<ReplayServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -124,6 +190,29 @@ impl ReplayServer {
         Ok(ReplayServer { address, stop })
     }
 
+    /// The server of the controller's `replay` provider: every case of `scenarios_dir`, with the
+    /// names the compose demo gives its containers (`demo_prefix`, docker-compose.yml's
+    /// `OPSLAB_DEMO`).
+    pub async fn for_demo(
+        scenarios_dir: &Path,
+        demo_prefix: &str,
+    ) -> Result<ReplayServer, ScenarioError> {
+        let names = Names::new(demo_prefix);
+        let scripts = super::load_all(scenarios_dir)?
+            .iter()
+            .map(|case| Script::of(case, &names))
+            .collect::<Result<Vec<_>, _>>()?;
+        if scripts.is_empty() {
+            return Err(ScenarioError::Run(format!(
+                "the replay provider found no scenario in {} (a directory per case, each with case.yaml)",
+                scenarios_dir.display()
+            )));
+        }
+        ReplayServer::start(scripts)
+            .await
+            .map_err(|error| ScenarioError::Run(format!("cannot start the replay server: {error}")))
+    }
+
     /// What goes in `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
@@ -136,7 +225,7 @@ impl Drop for ReplayServer {
     }
 }
 
-async fn answer(State(scripts): State<Arc<HashMap<String, Script>>>, body: Bytes) -> Response {
+async fn answer(State(scripts): State<Arc<Vec<Script>>>, body: Bytes) -> Response {
     let error = |status: StatusCode, message: &str| {
         json_response(
             status,
@@ -152,21 +241,29 @@ async fn answer(State(scripts): State<Arc<HashMap<String, Script>>>, body: Bytes
         return json_response(
             StatusCode::OK,
             &json!({
-                "id": "msg_replay_summary", "type": "message", "role": "assistant", "model": "replay",
+                "id": "msg_replay_summary", "type": "message", "role": "assistant", "model": MODEL,
                 "content": content, "stop_reason": "end_turn",
                 "usage": {"input_tokens": estimate_tokens(&body.to_string()), "output_tokens": 8},
             }),
         );
     }
     let Some(script) = script_for(&scripts, &body) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "no replayed case matches this conversation (its prompt names none of the cases' networks)",
-        );
+        return error(StatusCode::NOT_FOUND, &unmatched(&scripts));
     };
     let mut message = turn(script, answers_in(&body));
     message["usage"]["input_tokens"] = json!(estimate_tokens(&body.to_string()));
     json_response(StatusCode::OK, &message)
+}
+
+/// Why a conversation got no answer: the replay plays only its scenarios' own Incidents.
+fn unmatched(scripts: &[Script]) -> String {
+    let cases: Vec<&str> = scripts.iter().map(|script| script.case.as_str()).collect();
+    format!(
+        "the scripted replay (no model is configured) plays only the Incidents of its scenarios ({}): \
+         this ticket is none of them (a case is recognised by its network and its title). To work on \
+         other Incidents, set ANTHROPIC_API_KEY, or OPENAI_BASE_URL with OPSLAB_PROVIDER=openai",
+        cases.join(", ")
+    )
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -187,6 +284,8 @@ mod tests {
 
     fn script() -> Script {
         Script {
+            case: "c".into(),
+            keys: vec!["a-net".into(), "the site is down".into()],
             commands: vec![ScriptedCommand {
                 command: "docker ps".into(),
                 reasoning: "look".into(),
@@ -233,12 +332,76 @@ mod tests {
     }
 
     #[test]
-    fn conversations_find_their_case() {
-        let scripts = HashMap::from([("a-net".to_string(), script())]);
-        let body =
-            json!({"system": "networks: a-net", "messages": [{"role": "user", "content": "x"}]});
-        assert!(script_for(&scripts, &body).is_some());
-        let other = json!({"system": "networks: b-net", "messages": []});
-        assert!(script_for(&scripts, &other).is_none());
+    fn the_first_answer_says_a_replay_is_playing() {
+        let text = |answered| turn(&script(), answered)["content"][0]["text"].to_string();
+        assert!(text(0).contains("[scripted replay]"), "{}", text(0));
+        assert!(text(0).contains("ANTHROPIC_API_KEY"), "{}", text(0));
+        assert!(!text(1).contains("[scripted replay]"), "{}", text(1));
+        assert_eq!(turn(&script(), 0)["model"], MODEL);
+    }
+
+    #[test]
+    fn the_replay_is_a_known_model_that_costs_nothing() {
+        let costs = crate::cost::CostTable::default();
+        assert!(
+            costs.price(MODEL).is_some(),
+            "a budget must know the replay's price"
+        );
+        assert_eq!(costs.cost(MODEL, 1_000_000, 1_000_000), 0.0);
+        assert!(costs.check_budget(MODEL, Some(0.5)).is_ok());
+    }
+
+    #[test]
+    fn conversations_find_their_case_by_network_and_title() {
+        let mut other = script();
+        other.case = "other".into();
+        other.keys = vec!["a-net".into(), "the store is full".into()];
+        let scripts = vec![script(), other];
+        let ask = |system: &str, ticket: &str| json!({"system": system, "messages": [{"role": "user", "content": [{"type": "text", "text": ticket}]}]});
+        let case = |body: &Value| script_for(&scripts, body).map(|script| script.case.clone());
+        let found = case(&ask(
+            "networks: a-net",
+            "Incident ticket: the store is full",
+        ));
+        assert_eq!(found.as_deref(), Some("other"));
+        let found = case(&ask("networks: a-net", "Incident ticket: the site is down"));
+        assert_eq!(found.as_deref(), Some("c"));
+        assert_eq!(case(&ask("networks: b-net", "the site is down")), None);
+        assert_eq!(case(&ask("networks: a-net", "something else")), None);
+        // A title with quotes matches as the model reads it, not as JSON escapes it.
+        let mut quoted = script();
+        quoted.keys = vec!["a-net".into(), "\"quoted\" title".into()];
+        let body = ask("networks: a-net", "ticket: \"quoted\" title");
+        assert!(script_for(&[quoted], &body).is_some());
+    }
+
+    #[test]
+    fn the_shipped_cases_are_told_apart_in_one_demo_stack() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let names = Names::new("demo");
+        let cases = crate::scenario::load_all(&dir).unwrap();
+        let scripts: Vec<Script> = cases
+            .iter()
+            .map(|case| Script::of(case, &names).unwrap())
+            .collect();
+        for case in &cases {
+            let manifest = names.fill(&case.incident);
+            let incident = crate::source::manifest::parse(manifest.as_bytes())
+                .incidents
+                .remove(0);
+            let body = json!({
+                "system": crate::session::prompt::system(&incident.spec, 30),
+                "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": crate::session::prompt::ticket(&incident.spec)}
+                ]}],
+            });
+            let found = script_for(&scripts, &body).map(|script| script.case.as_str());
+            assert_eq!(found, Some(case.name.as_str()));
+        }
+        let error = unmatched(&scripts);
+        assert!(
+            error.contains("container-stopped") && error.contains("ANTHROPIC_API_KEY"),
+            "{error}"
+        );
     }
 }

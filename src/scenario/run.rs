@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{Progress, Step};
 use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
 use super::{Case, Names, ScenarioError, classify};
@@ -86,8 +87,9 @@ pub struct RunOptions {
     pub prefix: String,
 }
 
-/// Runs the cases and writes `results.json` into the output folder.
-pub async fn run(options: RunOptions) -> Result<RunReport, ScenarioError> {
+/// Runs the cases, showing each one's steps on `progress` as they happen, and writes
+/// `results.json` into the output folder.
+pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunReport, ScenarioError> {
     let cases = super::select(&options.scenarios_dir, &options.names)?;
     let compose = match &options.compose_command {
         Some(command) => command.clone(),
@@ -109,12 +111,8 @@ pub async fn run(options: RunOptions) -> Result<RunReport, ScenarioError> {
         Driver::Replay => {
             let scripts = cases
                 .iter()
-                .map(|case| {
-                    let names = &names[&case.name];
-                    let (commands, report) = case.script(names);
-                    (names.network(), Script { commands, report })
-                })
-                .collect();
+                .map(|case| Script::of(case, &names[&case.name]))
+                .collect::<Result<Vec<_>, _>>()?;
             Some(
                 ReplayServer::start(scripts)
                     .await
@@ -137,18 +135,25 @@ pub async fn run(options: RunOptions) -> Result<RunReport, ScenarioError> {
         controller.stop().await;
         return Err(error);
     }
+    // Read as sessions go, to show each command as it is stored; without it, progress shows less.
+    let store = Store::open(store_path.as_path(), Redactor::default())
+        .await
+        .ok();
     let context = CaseContext {
         options: &options,
         compose: &compose,
         compose_file: &compose_file,
         incidents: &incidents,
         controller_died: controller.died.clone(),
+        store,
+        progress,
     };
     let mut results: Vec<CaseResult> = futures::stream::iter(&cases)
         .map(|case| context.run_case(case, &names[&case.name]))
         .buffered(options.parallel.max(1))
         .collect()
         .await;
+    progress.finish();
     controller.stop().await;
     sweep(&options.prefix, names.values()).await;
     drop(replay);
@@ -249,8 +254,9 @@ impl Controller {
             command
                 .env("OPSLAB_PROVIDER", "anthropic")
                 .env("ANTHROPIC_BASE_URL", url)
-                .env("ANTHROPIC_API_KEY", "replay")
-                .env("OPSLAB_MODEL", "replay")
+                // A server on loopback needs no key, and a person's real key is not its to see.
+                .env_remove("ANTHROPIC_API_KEY")
+                .env("OPSLAB_MODEL", super::replay::MODEL)
                 .env("OPSLAB_SUMMARY_MODEL", "off");
         } else if let Some(provider) = model_provider(&|name: &str| std::env::var(name).ok()) {
             command.env("OPSLAB_PROVIDER", provider);
@@ -357,6 +363,22 @@ struct CaseContext<'a> {
     compose_file: &'a Path,
     incidents: &'a Path,
     controller_died: CancellationToken,
+    /// The run's audit store, read for progress.
+    store: Option<Store>,
+    progress: &'a dyn Progress,
+}
+
+/// One case's progress: its steps, timed from its start.
+struct CaseProgress<'a> {
+    case: &'a str,
+    started: Instant,
+    progress: &'a dyn Progress,
+}
+
+impl CaseProgress<'_> {
+    fn step(&self, step: Step) {
+        self.progress.step(self.case, self.started.elapsed(), step);
+    }
 }
 
 /// How long a fresh stack may take to pass the oracle, and a fault to show.
@@ -371,7 +393,13 @@ impl CaseContext<'_> {
             fault: case.spec.fault,
             ..CaseResult::default()
         };
-        if let Err(error) = self.attempt(case, names, &mut result).await {
+        let progress = CaseProgress {
+            case: &case.name,
+            started: Instant::now(),
+            progress: self.progress,
+        };
+        if let Err(error) = self.attempt(case, names, &mut result, &progress).await {
+            progress.step(Step::Failed { why: error.clone() });
             result.error = Some(error);
         }
         let down = self
@@ -390,20 +418,25 @@ impl CaseContext<'_> {
         case: &Case,
         names: &Names,
         result: &mut CaseResult,
+        progress: &CaseProgress<'_>,
     ) -> Result<(), String> {
+        progress.step(Step::StackStarting);
         self.compose_run(names, &["up", "-d", "web"])
             .await
             .map_err(|e| format!("bringing the demo stack up: {e}"))?;
         self.poll_script(case, names, "check.sh", true, STACK_READY_TIMEOUT)
             .await
             .map_err(|e| format!("the demo stack never became healthy: {e}"))?;
+        progress.step(Step::StackHealthy);
         self.script(case, names, "inject.sh")
             .await
             .map_err(|e| format!("injecting the fault: {e}"))?;
+        progress.step(Step::Injected);
         if case.spec.fault {
             self.poll_script(case, names, "check.sh", false, FAULT_VISIBLE_TIMEOUT)
                 .await
                 .map_err(|_| "the fault never showed: the oracle kept passing".to_string())?;
+            progress.step(Step::FaultVisible);
         }
         let manifest = names.fill(&case.incident);
         let parsed = crate::source::manifest::parse(manifest.as_bytes());
@@ -422,7 +455,10 @@ impl CaseContext<'_> {
         std::fs::write(&tmp, &manifest)
             .and_then(|()| std::fs::rename(&tmp, &file))
             .map_err(|e| format!("filing the Incident: {e}"))?;
-        let incident = self.wait_terminal(&status_path).await?;
+        progress.step(Step::Filed {
+            incident: key.to_string(),
+        });
+        let incident = self.wait_terminal(&status_path, progress).await?;
         let status = incident.status.unwrap_or_default();
         result.phase = Some(status.phase.to_string());
         if status.phase == crate::incident::Phase::Failed {
@@ -450,6 +486,10 @@ impl CaseContext<'_> {
             );
             result.detected = case.detected_by(report);
         }
+        progress.step(Step::SessionEnded {
+            phase: status.phase.to_string(),
+            outcome: result.outcome.clone(),
+        });
         match self
             .poll_script(case, names, "check.sh", true, self.options.oracle_timeout)
             .await
@@ -457,21 +497,48 @@ impl CaseContext<'_> {
             Ok(()) => {
                 result.fixed = true;
                 result.time_to_fix_seconds = Some(filed.elapsed().as_secs_f64());
+                progress.step(Step::OraclePassed);
             }
-            Err(error) => result.error = Some(format!("the oracle fails: {error}")),
+            Err(error) => {
+                progress.step(Step::OracleFailed { why: error.clone() });
+                result.error = Some(format!("the oracle fails: {error}"));
+            }
         }
         Ok(())
     }
 
-    async fn wait_terminal(&self, status_path: &Path) -> Result<StatusFile, String> {
+    /// Waits for the Incident's status to reach a terminal phase, showing its session's start and
+    /// each command as the store gets it.
+    async fn wait_terminal(
+        &self,
+        status_path: &Path,
+        progress: &CaseProgress<'_>,
+    ) -> Result<StatusFile, String> {
         let deadline = Instant::now() + self.options.session_timeout + Duration::from_secs(60);
+        let mut session: Option<String> = None;
+        let mut seen = 0;
         loop {
-            if let Ok(text) = std::fs::read_to_string(status_path)
-                && let Ok(incident) = serde_saphyr::from_str::<StatusFile>(&text)
-                && incident
-                    .status
-                    .as_ref()
-                    .is_some_and(|status| status.phase.is_terminal())
+            let incident = std::fs::read_to_string(status_path)
+                .ok()
+                .and_then(|text| serde_saphyr::from_str::<StatusFile>(&text).ok());
+            let status = incident
+                .as_ref()
+                .and_then(|incident| incident.status.as_ref());
+            if let Some(id) = status.and_then(|status| status.session_id.as_ref())
+                && session.as_ref() != Some(id)
+            {
+                progress.step(Step::SessionStarted {
+                    session: id.clone(),
+                });
+                session = Some(id.clone());
+                seen = 0;
+            }
+            let terminal = status.is_some_and(|status| status.phase.is_terminal());
+            if let Some(session) = &session {
+                seen = self.show_commands(session, seen, progress).await;
+            }
+            if let Some(incident) = incident
+                && terminal
             {
                 return Ok(incident);
             }
@@ -486,6 +553,24 @@ impl CaseContext<'_> {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Shows the session's commands stored after event `seen`; returns the last event seen.
+    async fn show_commands(&self, session: &str, seen: i64, progress: &CaseProgress<'_>) -> i64 {
+        let Some(store) = &self.store else {
+            return seen;
+        };
+        let Ok(events) = store.events_after(session, seen).await else {
+            return seen;
+        };
+        for event in &events {
+            if let EventBody::CommandStarted { command, .. } = &event.body {
+                progress.step(Step::Command {
+                    command: command.clone(),
+                });
+            }
+        }
+        events.last().map_or(seen, |event| event.seq)
     }
 
     /// Runs a case's script until it succeeds (`want_success`) or fails, or the time is up.

@@ -1,7 +1,8 @@
 //! `docker-compose.yml` as a person runs it: the controller and the demo come up healthy, an
 //! Incident filed into the folder is handled, and after `down` and `up` the audit store still holds
 //! that session. The model is the scripted fake, reached from the controller's container through
-//! `host.docker.internal`.
+//! `host.docker.internal`. And the README's main command, `scripts/demo`, with no model configured:
+//! the same flow, with the controller's scripted replay standing in for the model.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -23,12 +24,18 @@ struct Stack {
 impl Stack {
     fn run(&self, args: &[&str]) -> Output {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Command::new(&self.compose[0])
+        let mut command = Command::new(&self.compose[0]);
+        command
             .args(&self.compose[1..])
             .arg("-f")
             .arg(root.join("docker-compose.yml"))
             .args(["-p", &self.project])
-            .args(args)
+            .args(args);
+        // Only the model settings the test gives: none of the person's running it.
+        for name in MODEL_ENV {
+            command.env_remove(name);
+        }
+        command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("compose runs")
@@ -98,11 +105,245 @@ impl Drop for Stack {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn compose_up_down_up_keeps_the_audit_store() {
-    let mut images = vec!["opslab:latest", docker::SANDBOX_IMAGE];
+/// The controller's image: `OPSLAB_CONTROLLER_IMAGE`, as scripts/build-images and the compose file
+/// read it, else `opslab:latest`.
+fn controller_image() -> String {
+    std::env::var("OPSLAB_CONTROLLER_IMAGE")
+        .ok()
+        .filter(|image| !image.is_empty())
+        .unwrap_or_else(|| "opslab:latest".into())
+}
+
+fn require_stack_images() {
+    let controller = controller_image();
+    let mut images = vec![controller.as_str(), docker::SANDBOX_IMAGE];
     images.extend(docker::DEMO_IMAGES);
     docker::require_images(&images);
+}
+
+/// A stack of unique names, in a folder of its own, with no model configured.
+fn stack_without_a_model(kind: &str) -> Stack {
+    let project = format!(
+        "opslab-test-{kind}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incidents")).unwrap();
+    let env = vec![
+        ("COMPOSE_PROJECT_NAME", project.clone()),
+        ("OPSLAB_DEMO", project.clone()),
+        ("OPSLAB_INSTANCE", project.clone()),
+        (
+            "OPSLAB_INCIDENTS_DIR",
+            dir.path().join("incidents").display().to_string(),
+        ),
+        (
+            "OPSLAB_PROXY_SOCKET_DIR",
+            dir.path().join("run").display().to_string(),
+        ),
+        ("OPSLAB_PORT", "127.0.0.1:0".to_string()),
+        ("OPSLAB_CONTROLLER_IMAGE", controller_image()),
+    ];
+    Stack {
+        compose: docker::compose_command(),
+        project,
+        dir,
+        env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+/// The model settings a person may have exported, none of which these stacks may see.
+const MODEL_ENV: [&str; 8] = [
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPSLAB_PROVIDER",
+    "OPSLAB_MODEL",
+    "OPSLAB_SUMMARY_MODEL",
+    "OPSLAB_MAX_COST_USD",
+];
+
+/// Runs `command` with a deadline, its output in files (a pipe left unread could block it).
+fn run_with_deadline(mut command: Command, dir: &Path, limit: Duration) -> (bool, String, String) {
+    let stdout = dir.join("stdout");
+    let stderr = dir.join("stderr");
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("the command starts");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let (out, err) = (read(&stdout), read(&stderr));
+    assert!(
+        status.is_some(),
+        "timed out after {limit:?}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    (status.is_some_and(|s| s.success()), out, err)
+}
+
+/// The README's main command on a machine with no model configured: scripts/demo brings the stack
+/// up, breaks the demo, files the Incident and follows the session, which the controller's scripted
+/// replay plays to a real fix; it says so at the start and in the session.
+#[test]
+fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
+    require_stack_images();
+    let stack = stack_without_a_model("demo");
+    let project = stack.project.clone();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut demo = Command::new(root.join("scripts/demo"));
+    demo.args(["--no-build", "container-stopped"])
+        .current_dir(root)
+        .envs(stack.env.iter().map(|(k, v)| (k, v)));
+    for name in MODEL_ENV {
+        demo.env_remove(name);
+    }
+    let (ok, out, err) = run_with_deadline(demo, stack.dir.path(), Duration::from_secs(420));
+    let logs = || {
+        String::from_utf8_lossy(&stack.run(&["logs", "--tail", "60", "controller"]).stdout)
+            .into_owned()
+    };
+    assert!(
+        ok,
+        "scripts/demo failed\nstdout:\n{out}\nstderr:\n{err}\ncontroller logs:\n{}",
+        logs()
+    );
+
+    // It said plainly, at the start, that a scripted replay plays and how to use a model.
+    let banner = err.find("SCRIPTED REPLAY").expect(&err);
+    let injected = err.find("injecting the fault").expect(&err);
+    assert!(banner < injected, "{err}");
+    assert!(err.contains("export ANTHROPIC_API_KEY="), "{err}");
+    // And so did the session, as `follow` showed it live: the provider, the model, and the
+    // replay's first words; then the scenario's fix, run in the sandbox.
+    assert!(
+        out.contains("session started with replay model opslab-replay"),
+        "{out}"
+    );
+    assert!(out.contains("[scripted replay]"), "{out}");
+    assert!(
+        out.contains(&format!("docker start {project}-store")),
+        "{out}"
+    );
+    assert!(
+        out.contains("reported resolved") || out.contains("resolved"),
+        "{out}"
+    );
+
+    // The Incident is Resolved, as its status file and the CLI in the controller's container say.
+    let status_dir = stack.incidents().join(".status");
+    let status_file = std::fs::read_dir(&status_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.to_string_lossy()
+                .contains("default.container-stopped-")
+        })
+        .unwrap_or_else(|| panic!("no status file in {}", status_dir.display()));
+    let status = std::fs::read_to_string(&status_file).unwrap();
+    assert!(status.contains("phase: Resolved"), "{status}");
+    let incidents = stack.ok(&[
+        "exec",
+        "-T",
+        "controller",
+        "opslab",
+        "get",
+        "incidents",
+        "-o",
+        "json",
+    ]);
+    let incidents: Value = serde_json::from_str(&incidents).unwrap();
+    let incident = &incidents["items"][0];
+    assert_eq!(incident["status"]["phase"], "Resolved", "{incidents:#}");
+    // Nothing was spent: the replay is priced at nothing, whatever budget is set.
+    assert_eq!(
+        incident["status"]["costUsd"].as_f64(),
+        Some(0.0),
+        "{incident:#}"
+    );
+    assert!(
+        incident["status"]["tokens"]["input"].as_u64() > Some(0),
+        "{incident:#}"
+    );
+    let sessions = stack.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    // The fix was real: the demo is healthy again.
+    let store = format!("{project}-store");
+    stack.wait("the store to be healthy", || stack.healthy(&store));
+
+    stack.ok(&["down", "-v"]);
+    let left = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "down left containers");
+}
+
+/// `docker compose up` with no model configured: the controller stays up (no restart loop), its CLI
+/// works, and an Incident fails with the reason NoModelConfigured and what to set.
+#[test]
+fn compose_without_a_model_keeps_the_controller_up_and_fails_incidents_with_the_reason() {
+    require_stack_images();
+    let stack = stack_without_a_model("nokey");
+    let project = stack.project.clone();
+    stack.ok(&["up", "-d"]);
+    // The controller stays up: the CLI in its container works.
+    stack.wait("the controller to answer", || {
+        stack
+            .run(&["exec", "-T", "controller", "opslab", "get", "incidents"])
+            .status
+            .success()
+    });
+    let manifest = format!(
+        "apiVersion: opslab.dev/v1alpha1\nkind: Incident\nmetadata:\n  name: no-model\nspec:\n  title: \"the site is down\"\n  environment:\n    networks: [{project}-net]\n"
+    );
+    std::fs::write(stack.incidents().join("no-model.yaml"), manifest).unwrap();
+    let status = stack.incidents().join(".status/default.no-model.yaml");
+    stack.wait("the Incident to fail", || {
+        std::fs::read_to_string(&status).is_ok_and(|text| text.contains("phase: Failed"))
+    });
+    let text = std::fs::read_to_string(&status).unwrap();
+    assert!(text.contains("NoModelConfigured"), "{text}");
+    assert!(text.contains("ANTHROPIC_API_KEY"), "{text}");
+    // Still up, not restarting: the same container answers after the Incident failed.
+    let restarts = Command::new("docker")
+        .args(["inspect", "-f", "{{.RestartCount}} {{.State.Status}}"])
+        .arg(stack.ok(&["ps", "-q", "controller"]).trim())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&restarts.stdout).trim(),
+        "0 running"
+    );
+    let listed = stack.ok(&["exec", "-T", "controller", "opslab", "get", "incidents"]);
+    assert!(
+        listed.contains("no-model") && listed.contains("Failed"),
+        "{listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_up_down_up_keeps_the_audit_store() {
+    require_stack_images();
     let project = format!(
         "opslab-test-compose-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]

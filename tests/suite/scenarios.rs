@@ -71,6 +71,7 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
     ] {
         assert!(names.contains(&needed), "{needed} did not run: {names:?}");
     }
+    check_progress_lines(&String::from_utf8_lossy(&output.stderr), &names);
     let store = out.path().join("opslab.db");
     for case in cases {
         let name = case["case"].as_str().unwrap();
@@ -113,6 +114,50 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
         "containers left: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+/// Not on a terminal, the run showed each case's steps as plain lines on stderr, in the order they
+/// happen, each with the time since its case began.
+fn check_progress_lines(stderr: &str, cases: &[&str]) {
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "terminal codes in plain output: {stderr}"
+    );
+    let timed = regex::Regex::new(r"^\[\s*\d+\.\ds\] ").unwrap();
+    for case in cases {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(&format!("] {case}: ")))
+            .collect();
+        assert!(
+            lines.iter().all(|line| timed.is_match(line)),
+            "{case}: {lines:#?}"
+        );
+        let mut expected = vec![
+            "bringing its demo stack up".to_string(),
+            "demo stack healthy".into(),
+            "fault injected".into(),
+        ];
+        if *case != "no-fault" {
+            expected.push("the fault shows".into());
+        }
+        expected.extend([
+            format!("Incident default/{case} filed"),
+            "session ".into(),
+            "$ ".into(),
+            "session ended Resolved".into(),
+            "oracle passed".into(),
+        ]);
+        let mut rest = lines.iter();
+        for step in &expected {
+            assert!(
+                rest.any(|line| line.contains(&format!(": {step}"))),
+                "{case}: no {step:?} in order in {lines:#?}"
+            );
+        }
+        let commands = lines.iter().filter(|line| line.contains(": $ ")).count();
+        assert!(commands >= 2, "{case}: each command is shown: {lines:#?}");
+    }
 }
 
 /// Each command in the case's trail was preceded by the model's answer that asked for it, carries
