@@ -330,13 +330,14 @@ const LATENCY_NOTES: &str = "
   previous one has been replaced. Against the same controller polling its folder every second, the
   usual design; and against the same with no spare, where each session waits for the engine to create
   and start its container.
-- *Incident on a network*: the Incident names a Docker network, as real ones do. A spare waits on the
-  default bridge, so claiming it means connecting it to the network and disconnecting it from the
-  bridge, hot-plugging a running container's interfaces: 80-100 ms and 50-70 ms on this engine (timed
-  with the docker CLI), most of what is left. Done at once they take as long: the engine does one
-  after the other. Spares do not wait on the networks Incidents last named instead: a container on a
-  network keeps it from being removed, so `docker compose down` of the affected stack would fail.
-  Without a spare the container is created on its network, then started.
+- *Incident on a network*: the Incident names a Docker network, as real ones do. A spare waits on no
+  network at all (`none`: no other sandbox, no spare and not the controller can be reached from it),
+  so claiming it means leaving `none` and hot-plugging an interface onto the Incident's network into
+  the running container: about 100 ms on this engine, most of what is left, and why this row misses
+  the 50 ms goal. Spares do not wait on the networks Incidents last named instead: a spare there would
+  sit beside the application before any session owns it, and a container on a network keeps it from
+  being removed, so `docker compose down` of the affected stack would fail. Without a spare the
+  container is created on its network, then started.
 - *no spare sandbox* against *sandbox create + start alone*: what opslab adds on top of the container
   work when it has to do that work itself. Read off the sessions' events (a profiling run of 20): the
   session starts 21-31 ms after the manifest is written (the 20 ms debounce, the parse, the reconcile,
@@ -346,7 +347,12 @@ const LATENCY_NOTES: &str = "
   bind mount (`guarded` mode) nor waiting for the previous session's sandbox to be removed made a
   measurable difference; both were tried.
 - *through the sandbox* is `Sandbox::exec` (create the exec, attach, stream, inspect) in process,
-  against the `docker exec` CLI, a new process each time.
+  against the `docker exec` CLI, a new process each time. Since this run each command's shell also
+  sweeps what the command left running before it returns (`nohup`/`setsid` processes kept), about
+  10-15 ms of the figure; the CLI baseline does no such thing.
+- Since this run the store syncs every commit to disk (`--store-durability full`, see *store*): the
+  few appends before a session's first command (session, start, sandbox, model answer, command)
+  each wait for an fsync, part of the ~5 ms the first row gained over its 30.9 ms of 2026-12-01.
 ";
 
 const BURST_NOTES: &str = "
