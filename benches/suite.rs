@@ -352,7 +352,8 @@ const LATENCY_NOTES: &str = "
   10-15 ms of the figure; the CLI baseline does no such thing.
 - Since this run the store syncs every commit to disk (`--store-durability full`, see *store*): the
   few appends before a session's first command (session, start, sandbox, model answer, command)
-  each wait for an fsync, part of the ~5 ms the first row gained over its 30.9 ms of 2026-12-01.
+  each wait for an fsync: a likely part (not measured apart) of the ~5 ms the first row gained over
+  its 30.9 ms of 2026-12-01.
 ";
 
 const BURST_NOTES: &str = "
