@@ -10,12 +10,12 @@ use opslab::audit::{
     ChainCheck, EventBody, IncidentRecord, Redactor, SessionRecord, Store, StoreLocation,
 };
 use opslab::config::{Config, SourceConfig};
+use opslab::incident::DEFAULT_NAMESPACE;
 use opslab::incident::Incident;
 use opslab::reconcile::{self, Context};
 use opslab::server;
 use opslab::source::files::FilesSource;
 use opslab::source::kubernetes;
-use opslab::source::manifest::DEFAULT_NAMESPACE;
 use opslab::view::{
     self, Clock, IncidentColumns, IncidentDescription, ListFormat, OutputFormat, Widths,
 };

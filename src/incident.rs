@@ -45,6 +45,58 @@ pub struct IncidentSpec {
     pub agent: AgentOverrides,
 }
 
+impl IncidentSpec {
+    /// The checks of the CRD schema that serde does not make: lengths, ranges, non-empty names.
+    /// A domain rule, applied by both sources.
+    pub fn validate(&self) -> Result<(), String> {
+        let spec = self;
+        if spec.title.trim().is_empty() {
+            return Err("spec.title is required and must not be empty".to_string());
+        }
+        if spec.title.len() > 512 {
+            return Err(format!(
+                "spec.title is {} bytes; the limit is 512",
+                spec.title.len()
+            ));
+        }
+        if spec.description.len() > 65536 {
+            return Err(format!(
+                "spec.description is {} bytes; the limit is 65536",
+                spec.description.len()
+            ));
+        }
+        for (field, values) in [
+            ("spec.environment.networks", &spec.environment.networks),
+            ("spec.environment.targets", &spec.environment.targets),
+        ] {
+            if values.iter().any(|value| value.trim().is_empty()) {
+                return Err(format!("{field} must not hold empty names"));
+            }
+        }
+        let agent = &spec.agent;
+        let positive = [
+            ("spec.agent.maxTurns", agent.max_turns.map(u64::from)),
+            ("spec.agent.timeoutSeconds", agent.timeout_seconds),
+            (
+                "spec.agent.commandTimeoutSeconds",
+                agent.command_timeout_seconds,
+            ),
+            ("spec.agent.maxTokens", agent.max_tokens),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                return Err(format!("{field} must be at least 1"));
+            }
+        }
+        if let Some(cost) = agent.max_cost_usd
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err("spec.agent.maxCostUsd must be a number, 0 or more".to_string());
+        }
+        Ok(())
+    }
+}
+
 /// How urgent an incident is.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -315,6 +367,9 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+/// The namespace of an Incident whose manifest names none (as `kubectl apply` would put it).
+pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The annotation that asks for a new attempt of an Incident whose session has ended: any new value
 /// (`kubectl annotate --overwrite`, or `opslab retry`) starts one, once.

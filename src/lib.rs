@@ -50,7 +50,7 @@ impl ObjectKey {
             .metadata
             .namespace
             .clone()
-            .unwrap_or_else(|| source::manifest::DEFAULT_NAMESPACE.to_string());
+            .unwrap_or_else(|| incident::DEFAULT_NAMESPACE.to_string());
         Ok(ObjectKey { namespace, name })
     }
 }

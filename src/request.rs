@@ -4,8 +4,8 @@
 
 use kube::api::{Api, Patch, PatchParams};
 use opslab::ObjectKey;
+use opslab::incident::DEFAULT_NAMESPACE;
 use opslab::incident::{Incident, Phase};
-use opslab::source::manifest::DEFAULT_NAMESPACE;
 use opslab::source::requests::{self, Request};
 
 use crate::cli::{RequestArgs, SourceKind};

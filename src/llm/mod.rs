@@ -125,7 +125,8 @@ impl ProviderConfig {
             ProviderKind::Anthropic if official("https://api.anthropic.com") => Some(
                 "no model is configured: set ANTHROPIC_API_KEY for Claude, or OPSLAB_PROVIDER=openai \
                  with OPENAI_BASE_URL (and OPENAI_API_KEY) for an OpenAI-compatible server, then \
-                 restart the controller"
+                 restart the controller (OPSLAB_PROVIDER=replay plays the demo's scripted scenarios \
+                 without a model)"
                     .into(),
             ),
             ProviderKind::OpenAi if official("https://api.openai.com") => Some(

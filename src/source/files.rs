@@ -729,7 +729,7 @@ fn resolve(dir: &Path, files: &BTreeMap<PathBuf, manifest::Parsed>) -> Resolved 
                 // The namespace is unknown if the document is broken; the default is the best guess.
                 resolved
                     .kept
-                    .insert(ObjectKey::new(manifest::DEFAULT_NAMESPACE, name));
+                    .insert(ObjectKey::new(crate::incident::DEFAULT_NAMESPACE, name));
             }
             let key = ObjectKey::new("", label);
             resolved.problems.insert(

@@ -18,7 +18,6 @@ const MAX_DOCUMENTS: usize = 1000;
 
 pub const API_VERSION: &str = "opslab.dev/v1alpha1";
 pub const KIND: &str = "Incident";
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Why a manifest (or one document in it) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +189,7 @@ fn parse_document(document: serde_json::Value) -> Result<Incident, (Option<Strin
     check_dns_label("metadata.name", &name).map_err(fail)?;
     let namespace = meta
         .namespace
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        .unwrap_or_else(|| crate::incident::DEFAULT_NAMESPACE.to_string());
     check_dns_label("metadata.namespace", &namespace).map_err(fail)?;
     let spec_value = envelope
         .spec
@@ -224,60 +223,12 @@ pub fn parse_spec(value: serde_json::Value) -> Result<IncidentSpec, String> {
     if let Some(fields) = unknown_list(&unknown) {
         return Err(format!("unknown field(s): {fields}"));
     }
-    validate_spec(&spec)?;
+    spec.validate()?;
     Ok(spec)
 }
 
 fn unknown_list(unknown: &BTreeSet<String>) -> Option<String> {
     (!unknown.is_empty()).then(|| unknown.iter().cloned().collect::<Vec<_>>().join(", "))
-}
-
-/// The checks of the CRD schema that serde does not make: lengths, ranges, non-empty names.
-pub fn validate_spec(spec: &IncidentSpec) -> Result<(), String> {
-    if spec.title.trim().is_empty() {
-        return Err("spec.title is required and must not be empty".to_string());
-    }
-    if spec.title.len() > 512 {
-        return Err(format!(
-            "spec.title is {} bytes; the limit is 512",
-            spec.title.len()
-        ));
-    }
-    if spec.description.len() > 65536 {
-        return Err(format!(
-            "spec.description is {} bytes; the limit is 65536",
-            spec.description.len()
-        ));
-    }
-    for (field, values) in [
-        ("spec.environment.networks", &spec.environment.networks),
-        ("spec.environment.targets", &spec.environment.targets),
-    ] {
-        if values.iter().any(|value| value.trim().is_empty()) {
-            return Err(format!("{field} must not hold empty names"));
-        }
-    }
-    let agent = &spec.agent;
-    let positive = [
-        ("spec.agent.maxTurns", agent.max_turns.map(u64::from)),
-        ("spec.agent.timeoutSeconds", agent.timeout_seconds),
-        (
-            "spec.agent.commandTimeoutSeconds",
-            agent.command_timeout_seconds,
-        ),
-        ("spec.agent.maxTokens", agent.max_tokens),
-    ];
-    for (field, value) in positive {
-        if value == Some(0) {
-            return Err(format!("{field} must be at least 1"));
-        }
-    }
-    if let Some(cost) = agent.max_cost_usd
-        && !(cost.is_finite() && cost >= 0.0)
-    {
-        return Err("spec.agent.maxCostUsd must be a number, 0 or more".to_string());
-    }
-    Ok(())
 }
 
 /// Kubernetes names: RFC 1123 labels (lower-case alphanumerics and '-', at most 63 characters).

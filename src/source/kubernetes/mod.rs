@@ -28,7 +28,6 @@ use crate::audit::IncidentRecord;
 use crate::incident::{Incident, IncidentStatus};
 use crate::reconcile::{self, Context, plan};
 use crate::session::Wake;
-use crate::source::manifest;
 use crate::{Error, ObjectKey, Result};
 
 pub use leader::LeaseSettings;
@@ -264,7 +263,7 @@ fn new_backoff() -> ExponentialBackoff {
 async fn apply(incident: &Incident, api: &Api<Incident>, kctx: &KubeContext) -> Result<Action> {
     let ctx = &kctx.ctx;
     let generation = incident.metadata.generation.unwrap_or(1);
-    let status = match manifest::validate_spec(&incident.spec) {
+    let status = match incident.spec.validate() {
         // The API server checked the schema; these are the checks it cannot make.
         Err(message) => {
             warn!(%message, "invalid Incident");
