@@ -7,13 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
 use opslab::config::{AgentLimits, Config, SourceConfig};
+use opslab::config::{KubeSettings, LeaseSettings, WatchMode};
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
 use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
 use opslab::scenario::ScenarioError;
 use opslab::scenario::replay::{self, ReplayServer};
-use opslab::source::files::WatchMode;
-use opslab::source::kubernetes::{KubeSettings, LeaseSettings};
 use opslab::telemetry::LogFormat;
 use opslab::view::{ListFormat, OutputFormat};
 

@@ -35,12 +35,38 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceConfig {
     /// Manifests in a folder; status files beside them (compose mode).
-    Files {
-        dir: PathBuf,
-        watch: crate::source::files::WatchMode,
-    },
+    Files { dir: PathBuf, watch: WatchMode },
     /// Incident resources on a Kubernetes API server.
-    Kubernetes(crate::source::kubernetes::KubeSettings),
+    Kubernetes(KubeSettings),
+}
+
+/// How changes in the Incidents folder are noticed (files mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Filesystem events (inotify), debounced: changes are read within milliseconds.
+    Events,
+    /// A re-scan at this interval, for filesystems that send no events (NFS, some bind mounts).
+    Poll(Duration),
+}
+
+/// How to reach the API server, and whether to elect a leader (Kubernetes mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// A kubeconfig file; None infers (in-cluster, then `KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// Where the lease is and who this replica is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub name: String,
+    /// The client's default namespace when None.
+    pub namespace: Option<String>,
+    /// This replica's name in the lease: its pod name.
+    pub identity: String,
+    /// How long a lease lasts without renewal.
+    pub duration: Duration,
 }
 
 /// The agent's defaults and the controller's caps on what an Incident may ask for.

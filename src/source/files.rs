@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::manifest::{self, ManifestError};
 use super::requests::{self, REQUESTS_DIR};
 use crate::audit::{IncidentRecord, Redactor};
+use crate::config::WatchMode;
 use crate::incident::{Incident, IncidentStatus};
 use crate::reconcile::{self, Context};
 use crate::session::Wake;
@@ -91,15 +92,6 @@ struct Known {
 struct Problem {
     path: PathBuf,
     message: String,
-}
-
-/// How changes in the folder are noticed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatchMode {
-    /// Filesystem events (inotify), debounced: changes are read within milliseconds.
-    Events,
-    /// A re-scan at this interval, for filesystems that send no events (NFS, some bind mounts).
-    Poll(Duration),
 }
 
 pub struct FilesSource {

@@ -3,26 +3,14 @@
 //! (Kubernetes restarts it as a follower): a controller that might no longer lead must not act.
 
 use std::future::Future;
-use std::time::Duration;
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::LeaseSettings;
 use crate::{Error, Result};
-
-/// Where the lease is and who this replica is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseSettings {
-    pub name: String,
-    /// The client's default namespace when None.
-    pub namespace: Option<String>,
-    /// This replica's name in the lease: its pod name.
-    pub identity: String,
-    /// How long a lease lasts without renewal.
-    pub duration: Duration,
-}
 
 /// Waits to hold the lease, then runs `lead` until it returns, `shutdown` fires, or the lease is
 /// lost. `lead` is given a token that is cancelled when leadership ends.

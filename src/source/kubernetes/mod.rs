@@ -7,7 +7,6 @@ pub mod leader;
 pub mod transition;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use crate::reconcile::{self, Context, plan};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
 
-pub use leader::LeaseSettings;
+pub use crate::config::{KubeSettings, LeaseSettings};
 
 /// Marks Incidents whose session and sandbox must be cleaned up before they go.
 pub const FINALIZER: &str = "opslab.dev/cleanup";
@@ -42,14 +41,6 @@ pub const REPORTER: &str = "opslab-controller";
 const SOURCE: &str = "kube";
 /// A resync, in case a change was missed; sessions wake their Incident themselves.
 const RESYNC: Duration = Duration::from_secs(300);
-
-/// How to reach the API server, and whether to elect a leader.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KubeSettings {
-    /// A kubeconfig file; None infers (in-cluster, then `KUBECONFIG`, then `~/.kube/config`).
-    pub kubeconfig: Option<PathBuf>,
-    pub leader_election: Option<LeaseSettings>,
-}
 
 /// What the Kubernetes reconciler shares.
 pub struct KubeContext {
