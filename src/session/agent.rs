@@ -321,7 +321,8 @@ impl SessionTask {
             }
         };
         match response {
-            Ok(response) => {
+            Ok(mut response) => {
+                history.unique_tool_ids(&mut response.content);
                 let turn = history.turns + 1;
                 let cost_usd = self.deps.llm.cost(&request.model, &response.usage);
                 self.record_event(

@@ -213,6 +213,34 @@ impl History {
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens + self.output_tokens
     }
+
+    /// Renames the tool calls of a new response whose ids an earlier response already used: some
+    /// servers number calls afresh each turn (`call_0` every time), and the Anthropic API refuses a
+    /// conversation whose `tool_use` ids repeat. Applied before the response is stored, so the
+    /// stored ids are the ones every later turn (and a resumed session) sends. Pure.
+    pub fn unique_tool_ids(&self, content: &mut [ContentBlock]) {
+        let mut used: BTreeSet<String> = self
+            .messages
+            .iter()
+            .flat_map(|message| &message.content)
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(id.clone()),
+                ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+            })
+            .collect();
+        for block in content {
+            if let ContentBlock::ToolUse { id, .. } = block {
+                if used.contains(id.as_str()) {
+                    let fresh = (2..)
+                        .map(|n| format!("{id}_{n}"))
+                        .find(|candidate| !used.contains(candidate))
+                        .expect("an unused suffix");
+                    *id = fresh;
+                }
+                used.insert(id.clone());
+            }
+        }
+    }
 }
 
 fn user_text(text: String) -> Message {
@@ -384,5 +412,44 @@ mod tests {
             },
         });
         assert_eq!(history.next(), Next::Reported);
+    }
+
+    #[test]
+    fn tool_call_ids_repeated_across_turns_are_renamed_before_they_are_stored() {
+        let mut history = History::from_events(&[started(), response(&[("call_0", "ls")])]);
+        history.apply(&command_started("call_0"));
+        history.apply(&finished("call_0"));
+        // The server numbers its calls afresh: call_0 again, twice in one answer even.
+        let EventBody::LlmResponse { mut content, .. } =
+            response(&[("call_0", "uptime"), ("call_0", "df"), ("call_1", "free")])
+        else {
+            unreachable!()
+        };
+        history.unique_tool_ids(&mut content);
+        let ids: Vec<&str> = content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["call_0_2", "call_0_3", "call_1"]);
+        // Folded in, every id of the conversation is distinct.
+        let mut renamed = response(&[]);
+        if let EventBody::LlmResponse { content: c, .. } = &mut renamed {
+            *c = content;
+        }
+        history.apply(&renamed);
+        let all: Vec<String> = history
+            .messages()
+            .iter()
+            .flat_map(|message| message.content.clone())
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        let distinct: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(all.len(), distinct.len(), "{all:?}");
     }
 }
