@@ -322,6 +322,16 @@ impl SessionTask {
         };
         match response {
             Ok(mut response) => {
+                // A call written as text is kept as text, with the call it makes beside it: the
+                // trail shows both, and the next turn answers the call.
+                if let Some((name, input)) = tools::call_written_as_text(&response.content) {
+                    info!(tool = %name, "the model wrote its tool call as text; taking it as a call");
+                    response.content.push(ContentBlock::ToolUse {
+                        id: format!("call_text_{}", history.turns + 1),
+                        name,
+                        input,
+                    });
+                }
                 history.unique_tool_ids(&mut response.content);
                 let turn = history.turns + 1;
                 let cost_usd = self.deps.llm.cost(&request.model, &response.usage);

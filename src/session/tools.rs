@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::incident::{Outcome, Report};
-use crate::llm::ToolSpec;
+use crate::llm::{ContentBlock, ToolSpec};
 
 pub const SHELL: &str = "shell";
 pub const REPORT: &str = "report";
@@ -80,6 +80,40 @@ struct ReportArgs {
     actions: Option<Vec<String>>,
     #[serde(default)]
     verification: Option<String>,
+}
+
+/// A tool call a model wrote as text instead of as a call (small models on Chat Completions do:
+/// `{"name": "shell", "arguments": {…}}` with `finish_reason: stop`). Taken as a call only when the
+/// answer has no call and its text is exactly one such object, of a tool we offer, with an object of
+/// arguments (optionally in one ```json fence); anything else stays prose. Pure.
+pub fn call_written_as_text(content: &[ContentBlock]) -> Option<(String, serde_json::Value)> {
+    let mut texts = content.iter().map(|block| match block {
+        ContentBlock::Text { text } => Some(text.as_str()),
+        ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => None,
+    });
+    let text = match (texts.next(), texts.next()) {
+        (Some(Some(text)), None) => text.trim(),
+        _ => return None,
+    };
+    let json = text
+        .strip_prefix("```json")
+        .or_else(|| text.strip_prefix("```"))
+        .and_then(|fenced| fenced.strip_suffix("```"))
+        .unwrap_or(text)
+        .trim();
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Written {
+        name: String,
+        arguments: serde_json::Value,
+    }
+    let written: Written = serde_json::from_str(json).ok()?;
+    let arguments = match written.arguments {
+        serde_json::Value::String(inner) => serde_json::from_str(&inner).ok()?,
+        other => other,
+    };
+    let known = written.name == SHELL || written.name == REPORT;
+    (known && arguments.is_object()).then_some((written.name, arguments))
 }
 
 /// Checks a tool call. The error is told to the model, so it says what to fix.
@@ -244,5 +278,44 @@ mod tests {
             shell_result(Some(124), 2000, true, ""),
             "[timed out and was killed after 2.0s, no output]"
         );
+    }
+
+    fn text(text: &str) -> Vec<ContentBlock> {
+        vec![ContentBlock::Text { text: text.into() }]
+    }
+
+    #[test]
+    fn a_call_written_as_text_is_taken_only_when_it_is_exactly_one_call() {
+        let call = r#"{"name": "shell", "arguments": {"command": "uptime", "reasoning": "load"}}"#;
+        assert_eq!(
+            call_written_as_text(&text(call)),
+            Some((
+                "shell".to_string(),
+                serde_json::json!({"command": "uptime", "reasoning": "load"})
+            ))
+        );
+        // Arguments as a JSON string, as Chat Completions encodes them, and a fence around it.
+        let fenced = "```json\n{\"name\": \"report\", \"arguments\": \"{\\\"outcome\\\": \\\"resolved\\\"}\"}\n```";
+        assert_eq!(
+            call_written_as_text(&text(fenced)).map(|(name, _)| name),
+            Some("report".to_string())
+        );
+        for prose in [
+            "I will run uptime next.",
+            r#"Running {"name": "shell", "arguments": {"command": "uptime"}}"#,
+            r#"{"name": "rm_everything", "arguments": {}}"#,
+            r#"{"name": "shell", "arguments": ["uptime"]}"#,
+            r#"{"name": "shell", "arguments": {}, "extra": 1}"#,
+        ] {
+            assert_eq!(call_written_as_text(&text(prose)), None, "{prose}");
+        }
+        // An answer that has a real call is never second-guessed.
+        let mut both = text(call);
+        both.push(ContentBlock::ToolUse {
+            id: "c".into(),
+            name: "shell".into(),
+            input: serde_json::json!({"command": "ls", "reasoning": "r"}),
+        });
+        assert_eq!(call_written_as_text(&both), None);
     }
 }

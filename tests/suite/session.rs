@@ -756,3 +756,44 @@ async fn session_redacts_two_hundred_seeded_secrets() {
         }
     }
 }
+
+/// A small model on Chat Completions that writes its tool call as JSON text (with
+/// `finish_reason: stop`) still gets its command run; the trail keeps the text beside the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_takes_a_tool_call_written_as_text() {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(
+        Protocol::OpenAi,
+        vec![
+            Turn::Text(
+                r#"{"name": "shell", "arguments": {"command": "echo written-as-text", "reasoning": "a small model's habit"}}"#
+                    .into(),
+            ),
+            Turn::report("resolved", "ran the command it wrote as text"),
+        ],
+    )
+    .await;
+    let controller =
+        Controller::start(Options::new("openai", llm.base_url()).arg("--summary-model", "off"));
+    controller.write_manifest("text.yaml", &manifest("text", "anything", ""));
+    let incident = controller.wait_for_phase("text", Phase::Resolved, SESSION_TIMEOUT);
+    assert_eq!(incident.status.unwrap().commands, 1);
+    let events = controller.events("text");
+    let finished = events
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .expect("the command ran");
+    assert!(
+        finished["output"]
+            .as_str()
+            .unwrap()
+            .contains("written-as-text"),
+        "{finished}"
+    );
+    // The second request answers the call by its id.
+    let second = &llm.requests()[1];
+    assert!(
+        second.to_string().contains("call_text_1"),
+        "the tool result answers the call: {second}"
+    );
+}
