@@ -464,8 +464,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "OPSLAB_MODEL")]
     pub model: Option<String>,
     /// The small model that summarises long command output; `off` turns summaries off
-    /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (OpenAI), the agent's model (other
-    /// OpenAI-compatible servers)].
+    /// [default: claude-haiku-4-5 (anthropic), gpt-4.1-mini (OpenAI), off on other
+    /// OpenAI-compatible servers, where summaries would queue in front of the agent's turns].
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_SUMMARY_MODEL")]
     pub summary_model: Option<String>,
@@ -854,7 +854,9 @@ impl ControllerArgs {
         costs
             .check_budget(&model, max_cost_usd)
             .map_err(|error| format!("--max-cost-usd: {error}"))?;
-        // A self-hosted OpenAI-compatible server usually serves one model: summarise with it.
+        // A self-hosted OpenAI-compatible server usually serves one model, often with one slot:
+        // summaries there would queue in front of the agent's own turns, so they are off unless a
+        // summary model is named.
         let self_hosted =
             provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");
         let summary_model = match summary_model.as_deref() {
@@ -862,7 +864,7 @@ impl ControllerArgs {
             Some(model) => Some(model.to_string()),
             // The replay has nothing to say about output: its summaries would only clutter the trail.
             None if provider == ProviderKind::Replay => None,
-            None if self_hosted => Some(model.clone()),
+            None if self_hosted => None,
             None => Some(default_summary.to_string()),
         };
         // Configured secrets are redacted as whole tokens; a short one would still erase ordinary

@@ -797,3 +797,26 @@ async fn session_takes_a_tool_call_written_as_text() {
         "the tool result answers the call: {second}"
     );
 }
+
+/// On a server of one's own, summaries are off unless a summary model is named: they would queue
+/// in front of the agent's own turns on a single-slot server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_on_a_self_hosted_server_asks_for_no_summary_by_default() {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(
+        Protocol::OpenAi,
+        vec![
+            Turn::shell("head -c 6000 /dev/zero | tr '\\0' x", "long output"),
+            Turn::report("resolved", "done"),
+        ],
+    )
+    .await;
+    let controller = Controller::start(Options::new("openai", llm.base_url()));
+    controller.write_manifest("quiet.yaml", &manifest("quiet", "anything", ""));
+    controller.wait_for_phase("quiet", Phase::Resolved, SESSION_TIMEOUT);
+    assert_eq!(llm.requests().len(), 2, "the agent's two turns");
+    assert!(
+        llm.summary_requests().is_empty(),
+        "no summary was asked for"
+    );
+}
