@@ -429,7 +429,7 @@ pub struct ControllerArgs {
     #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// This replica's name in the Lease and in Events [default: the host name].
+    /// This replica's name in the Lease and in Events [default: the host name and the process id].
     #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "POD_NAME")]
     pub lease_identity: Option<String>,
@@ -753,8 +753,7 @@ impl ControllerArgs {
                 }
                 let identity = lease_identity
                     .filter(|identity| !identity.trim().is_empty())
-                    .or_else(host_name)
-                    .unwrap_or_else(|| format!("opslab-{}", uuid::Uuid::new_v4()));
+                    .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
                 SourceConfig::Kubernetes(KubeSettings {
                     kubeconfig,
                     leader_election: leader_election.then(|| LeaseSettings {
@@ -949,10 +948,32 @@ impl ControllerArgs {
     }
 }
 
+/// A replica's name when none is given (`POD_NAME` in the chart): the host name and the process
+/// id, so that two controllers on one host never share a lease identity (both would lead).
+fn replica_identity(host: Option<String>, pid: u32) -> String {
+    format!("{}-{pid}", host.as_deref().unwrap_or("opslab"))
+}
+
 /// The host name (a pod's name, in Kubernetes), if it can be read.
 fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_controllers_on_one_host_get_distinct_lease_identities() {
+        let host = Some("node-1".to_string());
+        assert_eq!(replica_identity(host.clone(), 41), "node-1-41");
+        assert_ne!(
+            replica_identity(host.clone(), 41),
+            replica_identity(host, 42)
+        );
+        assert_eq!(replica_identity(None, 7), "opslab-7");
+    }
 }
