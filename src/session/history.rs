@@ -186,7 +186,13 @@ impl History {
         if self.reported {
             return Next::Reported;
         }
-        for (id, name, input) in &self.pending_calls {
+        // The calls of one answer run in order, a report after the others: the agent may ask for
+        // a last check and report in the same answer, and the check must still run.
+        let (reports, others): (Vec<_>, Vec<_>) = self
+            .pending_calls
+            .iter()
+            .partition(|(_, name, _)| name == tools::REPORT);
+        for (id, name, input) in others.into_iter().chain(reports) {
             if self.results.contains_key(id) {
                 continue;
             }
@@ -451,5 +457,41 @@ mod tests {
             .collect();
         let distinct: BTreeSet<&String> = all.iter().collect();
         assert_eq!(all.len(), distinct.len(), "{all:?}");
+    }
+
+    #[test]
+    fn a_report_beside_other_calls_comes_after_them() {
+        let answer = EventBody::LlmResponse {
+            turn: 1,
+            content: vec![
+                ContentBlock::ToolUse {
+                    id: "r".into(),
+                    name: tools::REPORT.into(),
+                    input: json!({"outcome": "resolved", "summary": "done"}),
+                },
+                ContentBlock::ToolUse {
+                    id: "c".into(),
+                    name: tools::SHELL.into(),
+                    input: json!({"command": "curl -sf http://api/health", "reasoning": "verify"}),
+                },
+            ],
+            stop_reason: Some("tool_use".into()),
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_usd: 0.0,
+        };
+        let mut history = History::from_events(&[started(), answer]);
+        assert!(
+            matches!(history.next(), Next::RunTool { ref id, .. } if id == "c"),
+            "{:?}",
+            history.next()
+        );
+        history.apply(&command_started("c"));
+        history.apply(&finished("c"));
+        assert!(
+            matches!(history.next(), Next::RunTool { ref id, .. } if id == "r"),
+            "{:?}",
+            history.next()
+        );
     }
 }
