@@ -153,16 +153,31 @@ fn project(
         EventBody::OutputSummary {
             tool_use_id,
             summary,
+            input_tokens,
+            output_tokens,
+            cost_usd,
             ..
-        } => vec![Statement::new(
-            "UPDATE commands SET summary = ?3 WHERE session_id = ?1 AND started_seq = \
-             (SELECT MAX(started_seq) FROM commands WHERE session_id = ?1 AND tool_use_id = ?2)",
-            vec![
-                session,
-                tool_use_id.as_str().into(),
-                summary.as_str().into(),
-            ],
-        )],
+        } => vec![
+            Statement::new(
+                "UPDATE commands SET summary = ?3 WHERE session_id = ?1 AND started_seq = \
+                 (SELECT MAX(started_seq) FROM commands WHERE session_id = ?1 AND tool_use_id = ?2)",
+                vec![
+                    session.clone(),
+                    tool_use_id.as_str().into(),
+                    summary.as_str().into(),
+                ],
+            ),
+            Statement::new(
+                "UPDATE sessions SET input_tokens = input_tokens + ?2, \
+                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
+                vec![
+                    session,
+                    saturating_i64(*input_tokens).into(),
+                    saturating_i64(*output_tokens).into(),
+                    (*cost_usd).into(),
+                ],
+            ),
+        ],
         EventBody::LlmResponse {
             input_tokens,
             output_tokens,

@@ -65,11 +65,18 @@ pub enum EventBody {
     },
     /// A command was started but the controller stopped before it finished. It is never re-run.
     CommandInterrupted { tool_use_id: String, reason: String },
-    /// The small model's summary of a command's output.
+    /// The small model's summary of a command's output, and what it cost: the session that caused
+    /// it pays for it (its tokens and spend count in the status and against the budgets).
     OutputSummary {
         tool_use_id: String,
         model: String,
         summary: String,
+        #[serde(default)]
+        input_tokens: u64,
+        #[serde(default)]
+        output_tokens: u64,
+        #[serde(default)]
+        cost_usd: f64,
     },
     /// A tool call the session could not run (unknown tool, bad arguments); the model is told.
     ToolRejected {

@@ -548,8 +548,11 @@ impl Summary {
         }
         let body = EventBody::OutputSummary {
             tool_use_id: self.tool_use_id.clone(),
+            cost_usd: self.llm.cost(&self.model, &response.usage),
             model: self.model,
             summary,
+            input_tokens: response.usage.input_tokens,
+            output_tokens: response.usage.output_tokens,
         };
         if let Err(error) = self.store.append(&self.session_id, body).await {
             warn!(%error, "could not store the output summary");

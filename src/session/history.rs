@@ -145,13 +145,23 @@ impl History {
             EventBody::TicketUpdated { spec, generation } => {
                 self.notes.push(prompt::ticket_updated(*generation, spec));
             }
+            // Summaries are the session's spend too, though not part of the conversation.
+            EventBody::OutputSummary {
+                input_tokens,
+                output_tokens,
+                cost_usd,
+                ..
+            } => {
+                self.input_tokens += input_tokens;
+                self.output_tokens += output_tokens;
+                self.cost_usd += cost_usd;
+            }
             EventBody::Reported { .. } => self.reported = true,
             EventBody::SessionFinished { .. } => self.finished = true,
             // The agent learns of a refused Docker call from the error its command printed.
             EventBody::SandboxReady { .. }
             | EventBody::LlmRetrying { .. }
             | EventBody::LlmFailed { .. }
-            | EventBody::OutputSummary { .. }
             | EventBody::DockerApi { .. } => {}
         }
     }

@@ -63,13 +63,36 @@ async fn full_session(protocol: Protocol, provider: &'static str, store: Option<
     assert_eq!(status.turns, 5, "{status:#?}");
     assert_eq!(status.attempt, 1);
     assert_eq!(status.observed_generation, Some(1));
+    // Five turns, and the one summary they caused: the session pays for both, so its status
+    // agrees with the metrics, which count every model call.
     assert_eq!(
         status.tokens.input,
-        5 * crate::support::fake_llm::INPUT_TOKENS
+        (5 + 1) * crate::support::fake_llm::INPUT_TOKENS
     );
     assert_eq!(
         status.tokens.output,
-        5 * crate::support::fake_llm::OUTPUT_TOKENS
+        (5 + 1) * crate::support::fake_llm::OUTPUT_TOKENS
+    );
+    let metrics = reqwest::get(format!("{}/metrics", controller.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |direction: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("opslab_llm_tokens_total{")
+                    && line.contains(&format!("direction=\"{direction}\""))
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    assert_eq!(
+        (counted("input"), counted("output")),
+        (status.tokens.input, status.tokens.output),
+        "{metrics}"
     );
     let report = status.report.expect("a report");
     assert_eq!(report.outcome, Outcome::Resolved);

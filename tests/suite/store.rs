@@ -109,6 +109,9 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             tool_use_id: "t1".into(),
             model: "small".into(),
             summary: "nothing".into(),
+            input_tokens: 30,
+            output_tokens: 5,
+            cost_usd: 0.125,
         },
         command("t2", "sleep 9"),
         EventBody::CommandInterrupted {
@@ -172,9 +175,10 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             finished_at,
             turns: 1,
             commands: 2,
-            input_tokens: 100,
-            output_tokens: 20,
-            cost_usd: 0.25,
+            // The model's turn and the summary it caused.
+            input_tokens: 130,
+            output_tokens: 25,
+            cost_usd: 0.375,
             report: Some(Report {
                 outcome: Outcome::Mitigated,
                 summary: "ok".into(),
