@@ -155,6 +155,16 @@ impl Harness {
         }
     }
 
+    /// One reconcile that writes a status and publishes an Event (a new phase or attempt): answers
+    /// both and returns them, once the reconcile has ended well.
+    async fn reconcile_with_event(&mut self, incident: &Incident) -> (IncidentStatus, Value) {
+        let reconcile = self.reconcile(incident);
+        let status = self.api.expect_status(incident).await;
+        let event = self.api.expect_event().await;
+        reconcile.await.unwrap().unwrap();
+        (status, event)
+    }
+
     /// Runs one reconcile in the background (it waits on the mock server's answers).
     fn reconcile(&self, incident: &Incident) -> tokio::task::JoinHandle<opslab::Result<Action>> {
         tokio::spawn(kubernetes::reconcile_incident(
@@ -354,10 +364,7 @@ async fn kube_a_spec_change_reaches_the_running_session() {
     .await;
     let first = incident("db-slow", "db is slow", &[FINALIZER]);
     let uid = first.metadata.uid.clone().unwrap();
-    let reconcile = harness.reconcile(&first);
-    let status = harness.api.expect_status(&first).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = harness.reconcile_with_event(&first).await;
     assert_eq!(status.phase, Phase::Investigating);
 
     // The ticket is edited while the agent works: the status follows the new generation, and the
@@ -398,10 +405,7 @@ async fn kube_a_failed_session_is_a_warning_saying_why() {
     .await;
     let live = incident("bad-key", "anything", &[FINALIZER]);
     let uid = live.metadata.uid.clone().unwrap();
-    let reconcile = harness.reconcile(&live);
-    let status = harness.api.expect_status(&live).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = harness.reconcile_with_event(&live).await;
     harness.session_finished(&uid).await;
 
     let current = with_status(&live, &status);
@@ -436,10 +440,7 @@ async fn kube_a_cancel_annotation_stops_the_running_session() {
     .await;
     let live = incident("stop-me", "to be cancelled", &[FINALIZER]);
     let uid = live.metadata.uid.clone().unwrap();
-    let reconcile = harness.reconcile(&live);
-    let status = harness.api.expect_status(&live).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = harness.reconcile_with_event(&live).await;
     let deadline = std::time::Instant::now() + WAIT;
     while harness
         .latest_session(&uid)
@@ -498,16 +499,10 @@ async fn kube_a_retry_annotation_starts_one_new_attempt() {
     .await;
     let live = incident("again", "try again", &[FINALIZER]);
     let uid = live.metadata.uid.clone().unwrap();
-    let reconcile = harness.reconcile(&live);
-    let status = harness.api.expect_status(&live).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = harness.reconcile_with_event(&live).await;
     harness.session_finished(&uid).await;
     let current = with_status(&live, &status);
-    let reconcile = harness.reconcile(&current);
-    let ended = harness.api.expect_status(&current).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (ended, _) = harness.reconcile_with_event(&current).await;
     assert_eq!(ended.phase, Phase::Unresolved);
 
     let mut annotated = with_status(&live, &ended);
@@ -546,10 +541,7 @@ async fn kube_a_retry_annotation_starts_one_new_attempt() {
 
     // The annotation left in place starts nothing more.
     let current = with_status(&annotated, &retried);
-    let reconcile = harness.reconcile(&current);
-    let resolved = harness.api.expect_status(&current).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (resolved, _) = harness.reconcile_with_event(&current).await;
     assert_eq!((resolved.phase, resolved.attempt), (Phase::Resolved, 2));
     let settled = with_status(&current, &resolved);
     tokio::time::timeout(Duration::from_secs(20), harness.reconcile(&settled))
