@@ -1102,13 +1102,29 @@ fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
 /// alone too, as are other execs). A `nohup cmd &` the command ended right after may not have
 /// started `nohup` yet: while a leftover is still a shell, `nohup` or `setsid` about to start its
 /// program, the sweep waits (1 s at most). Then processes are stopped until none is left running,
-/// and killed, so a fork bomb cannot outrun the sweep. The killed hold their pids until the
-/// container's init reaps them: the sweep waits for that (3 s at most), so the next command finds
-/// room to start. It never forks (dash gives up on a shell whose fork fails): shell builtins only,
-/// and its waits watch the clock in /proc/uptime.
+/// and killed, so a fork bomb cannot outrun the sweep; a round that killed something is followed by
+/// another (three at most), for what a busy machine let slip through. The killed hold their pids
+/// until the container's init reaps them: the sweep waits for that (10 s at most), and then for the
+/// container's pids cgroup to have room for a command again (16 free, 10 s at most), so the next
+/// command can start. It never forks (dash gives up on a shell whose fork fails): shell builtins
+/// only, and its waits watch the clock in /proc/uptime.
 const SWEEP: &str = r#"opslab_clock() { read -r now _ < /proc/uptime; now=${now%.*}${now#*.}; }
 opslab_sweep() {
-  opslab_clock; grace=$((now + 100)); waiting=1; stops=0
+  opslab_sweep_round 1 && opslab_sweep_round 0 && opslab_sweep_round 0
+  opslab_headroom
+}
+opslab_headroom() {
+  for dir in /sys/fs/cgroup /sys/fs/cgroup/pids; do
+    { read -r max < "$dir/pids.max"; } 2>/dev/null || continue
+    [ "$max" = max ] && return 0
+    opslab_clock; until=$((now + 1000))
+    while { read -r current < "$dir/pids.current"; } 2>/dev/null \
+      && [ $((max - current)) -lt 16 ] && opslab_clock && [ $now -lt $until ]; do :; done
+    return 0
+  done
+}
+opslab_sweep_round() {
+  opslab_clock; grace=$((now + 100)); waiting=$1; stops=0
   while [ $stops -lt 200 ]; do
     running=0; pending=0; stopped=""
     for dir in /proc/[0-9]*; do
@@ -1140,14 +1156,15 @@ opslab_sweep() {
       stops=$((stops + 1))
     fi
   done
-  [ -n "$stopped" ] || return 0
+  [ -n "$stopped" ] || return 1
   kill -KILL $stopped 2>/dev/null
-  opslab_clock; until=$((now + 300))
+  opslab_clock; until=$((now + 1000))
   while [ -n "$stopped" ] && opslab_clock && [ $now -lt $until ]; do
     left=""
     for pid in $stopped; do [ -e "/proc/$pid" ] && left="$left $pid"; done
     stopped=$left
   done
+  return 0
 }"#;
 
 /// How often a command the engine could not start is tried, and how long apart: the pids a killed
