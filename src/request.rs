@@ -16,7 +16,13 @@ pub async fn run(request: Request, args: RequestArgs) -> anyhow::Result<String> 
         Some((namespace, name)) => ObjectKey::new(namespace, name),
         None => ObjectKey::new(DEFAULT_NAMESPACE, &args.incident),
     };
-    let value = Request::value(jiff::Timestamp::now(), &who(), args.reason.as_deref());
+    // The value is written beside the manifests (or onto the object): a secret pasted into the
+    // reason is redacted like everything stored.
+    let value = opslab::audit::Redactor::default().redact(&Request::value(
+        jiff::Timestamp::now(),
+        &who(),
+        args.reason.as_deref(),
+    ));
     match args.source {
         SourceKind::Files => {
             let Some(dir) = &args.incidents else {

@@ -270,7 +270,12 @@ async fn requests_cancel_and_retry_in_files_mode() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to cancel"));
 
-    let retried = request(&controller, "retry", "ask", "second try");
+    let retried = request(
+        &controller,
+        "retry",
+        "ask",
+        "second try, key sk-ant-api03-PASTEDBYMISTAKE0123456789abcdefABCDEF",
+    );
     assert!(
         retried.status.success(),
         "{}",
@@ -288,6 +293,20 @@ async fn requests_cancel_and_retry_in_files_mode() {
             .as_str()
             .unwrap()
             .contains("second try"),
+        "{started}"
+    );
+    // A secret pasted into the reason is in neither the request file nor the trail.
+    let requests = std::fs::read_to_string(
+        controller
+            .incidents()
+            .join(".requests")
+            .join("default.ask.yaml"),
+    )
+    .unwrap();
+    assert!(requests.contains("second try"), "{requests}");
+    assert!(!requests.contains("PASTEDBYMISTAKE"), "{requests}");
+    assert!(
+        !started.to_string().contains("PASTEDBYMISTAKE"),
         "{started}"
     );
     // The user's manifest is as they wrote it.
