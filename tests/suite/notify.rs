@@ -820,3 +820,192 @@ async fn notifications_join_a_finished_trail_on_sqlite() {
 async fn notifications_join_a_finished_trail_on_postgres() {
     notifications_join_a_finished_trail(TestStore::postgres().await).await
 }
+
+/// Kubernetes mode, against a mock API server (tower-test) with a real session: the reconcile both
+/// sources share notifies the terminal phase once; a later reconcile of the settled Incident sends
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_mode_notifies_a_terminal_phase_once() {
+    use http::{Method, Request, Response};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use opslab::config::{AgentLimits, Config, SourceConfig};
+    use opslab::incident::Incident;
+    use opslab::llm::{ProviderConfig, ProviderKind};
+    use opslab::notify::NotifyArgs;
+    use opslab::reconcile::Context;
+    use opslab::sandbox::{DockerAccess, SandboxConfig};
+    use opslab::source::kubernetes::{self, FINALIZER, KubeContext, KubeSettings};
+
+    docker::require_sandbox_image();
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            Turn::shell("echo checking", "look first"),
+            report("resolved"),
+        ],
+    )
+    .await;
+    let instance = format!("test-notify-{}", uuid::Uuid::new_v4().simple());
+    let webhook_url = sink.url("ok/kube");
+    let notify = NotifyArgs {
+        notify_receivers: None,
+        notify_on_start: false,
+        notify_timeout_seconds: 5,
+        notify_attempts: 3,
+        notify_retry_delay_ms: 100,
+        console_url: None,
+    }
+    .into_config(|name| (name == "OPSLAB_NOTIFY_WEBHOOK_URL").then(|| webhook_url.clone()))
+    .unwrap();
+    let config = Config {
+        source: SourceConfig::Kubernetes(KubeSettings {
+            kubeconfig: None,
+            leader_election: None,
+        }),
+        store: dir.path().join("audit.db").into(),
+        store_durability: Default::default(),
+        provider: ProviderConfig {
+            kind: ProviderKind::Anthropic,
+            base_url: llm.base_url(),
+            api_key: Some("test-key".into()),
+            request_timeout: Duration::from_secs(30),
+            retry: Default::default(),
+        },
+        agent: AgentLimits {
+            model: "fake-main".into(),
+            max_turns: 10,
+            timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(60),
+            max_tokens: 1_000_000,
+            max_cost_usd: None,
+            response_max_tokens: 1024,
+        },
+        summary_model: None,
+        sandbox: SandboxConfig {
+            instance: instance.clone(),
+            docker_access: DockerAccess::None,
+            proxy_socket_dir: dir.path().join("sockets"),
+            spares: 0,
+            ..SandboxConfig::default()
+        },
+        max_sessions: 4,
+        secret_values: notify.secret_values(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        costs: Default::default(),
+        notify,
+    };
+    let (wake, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(Context::new(Arc::new(config), wake).await.unwrap());
+    let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let kctx = Arc::new(KubeContext::new(
+        ctx.clone(),
+        kube::Client::new(service, "default"),
+        Some("test-pod".into()),
+    ));
+    let uid = format!("uid-{}", uuid::Uuid::new_v4().simple());
+    let mut incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "api-down", "namespace": "default", "uid": uid,
+                     "generation": 1, "resourceVersion": "1", "finalizers": [FINALIZER]},
+        "spec": {"title": "the api returns 500", "severity": "high"},
+    }))
+    .unwrap();
+
+    // One reconcile: the mock server answers its status apply (with the object) and its Event;
+    // returns the status written.
+    let mut reconcile = async |incident: &Incident| {
+        let task = tokio::spawn(kubernetes::reconcile_incident(
+            Arc::new(incident.clone()),
+            kctx.clone(),
+        ));
+        let mut written = None;
+        for _ in 0..2 {
+            let (request, respond) = tokio::time::timeout(SESSION_TIMEOUT, api.next_request())
+                .await
+                .expect("a request to the API server")
+                .expect("the client is alive");
+            let method = request.method().clone();
+            let bytes = request.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let reply = if method == Method::PATCH {
+                written = Some(body["status"].clone());
+                let mut object = serde_json::to_value(incident).unwrap();
+                object["status"] = body["status"].clone();
+                object
+            } else {
+                body
+            };
+            respond.send_response(
+                Response::builder()
+                    .status(if method == Method::PATCH { 200 } else { 201 })
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+        task.await.unwrap().unwrap();
+        serde_json::from_value::<opslab::incident::IncidentStatus>(written.expect("a status"))
+            .unwrap()
+    };
+    let investigating = reconcile(&incident).await;
+    assert_eq!(investigating.phase, Phase::Investigating);
+    incident.status = Some(investigating);
+    tokio::time::timeout(SESSION_TIMEOUT, async {
+        loop {
+            let finished = ctx
+                .store
+                .sessions_for_incident(&uid)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|session| session.state == SessionState::Finished);
+            if finished && !ctx.sessions.has_task(&uid) {
+                break;
+            }
+            wakes.recv().await.unwrap();
+        }
+    })
+    .await
+    .expect("the session ends");
+    assert!(
+        sink.on("ok/kube").is_empty(),
+        "nothing is sent before the terminal status"
+    );
+    let resolved = reconcile(&incident).await;
+    assert_eq!(resolved.phase, Phase::Resolved);
+    incident.status = Some(resolved);
+
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    while sink.on("ok/kube").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notification in Kubernetes mode"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = &sink.on("ok/kube")[0].body;
+    assert_valid_cloud_event(event, "dev.opslab.incident.resolved", "default/api-down");
+    assert_eq!(
+        event["source"],
+        "/apis/opslab.dev/v1alpha1/namespaces/default/incidents/api-down"
+    );
+    // The settled Incident, reconciled again: no API call, and nothing sent again.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        kubernetes::reconcile_incident(Arc::new(incident.clone()), kctx.clone()),
+    )
+    .await
+    .expect("no API call is waited on")
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.on("ok/kube").len(), 1);
+    for container in docker::containers_with_label(&format!("opslab.dev/instance={instance}")) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &container])
+            .output();
+    }
+}
