@@ -193,7 +193,7 @@ pub fn slack_message(notice: &Notice) -> Value {
     fields.push((
         "Cost",
         format!(
-            "${:.4} ({} tokens, {} turns, {} commands)",
+            "${:.4} (tokens {}, turns {}, commands {})",
             status.cost_usd,
             status.tokens.total(),
             status.turns,
@@ -389,7 +389,7 @@ mod tests {
             "*Verification*",
             "[0] docker ps -a",
             "[-] docker restart 'web'",
-            "$0.0123 (360 tokens, 3 turns, 2 commands)",
+            "$0.0123 (tokens 360, turns 3, commands 2)",
             "`opslab show s-1`",
             "<https://console.example.com/sessions/s-1|open the session>",
         ] {
