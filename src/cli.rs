@@ -640,6 +640,8 @@ pub struct ControllerArgs {
     #[arg(help_heading = REDACTION)]
     #[arg(long, env = "OPSLAB_SECRET_ENV", value_delimiter = ',')]
     pub secret_env: Vec<String>,
+    #[command(flatten)]
+    pub notify: opslab::notify::NotifyArgs,
 }
 
 /// The `replay` provider: no model, opslab's scripted replay of the scenarios, served on loopback.
@@ -724,6 +726,7 @@ impl ControllerArgs {
             sandbox_seccomp_profile,
             output_keep_bytes,
             secret_env,
+            notify,
         } = self;
         let source = match source {
             SourceKind::Files => {
@@ -891,6 +894,9 @@ impl ControllerArgs {
             })?;
             secret_values.push(value);
         }
+        // Receiver URLs are secrets (an incoming webhook's URL is its credential).
+        let notify = notify.into_config(|name| std::env::var(name).ok())?;
+        secret_values.extend(notify.secret_values());
         Ok(Config {
             source,
             store: store.location()?,
@@ -944,6 +950,7 @@ impl ControllerArgs {
             secret_values,
             listen,
             costs,
+            notify,
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: std::net::SocketAddr,
     pub costs: CostTable,
+    /// Where notifications of results go, and how (see [`crate::notify`]).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Where Incidents come from, and where their status goes.

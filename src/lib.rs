@@ -8,6 +8,7 @@ mod error;
 pub mod incident;
 pub mod llm;
 pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod sandbox;
 pub mod scenario;

@@ -74,6 +74,14 @@ pub struct ClaimLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The receiver's name (never its URL).
+    pub receiver: String,
+    /// `queued`, `delivered`, `retrying`, `failed` or `dropped`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -96,6 +104,7 @@ pub struct Metrics {
     docker_api: Family<DockerApiLabels, Counter>,
     sandbox_spares: Gauge,
     sandboxes_claimed: Family<ClaimLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -196,6 +205,12 @@ impl Metrics {
             "Sandboxes given to sessions, by whether a spare was ready or one was made",
             sandboxes_claimed.clone(),
         );
+        let notifications = Family::default();
+        registry.register(
+            "notifications",
+            "Notifications queued, and each attempt to deliver one, by receiver and outcome",
+            notifications.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -213,6 +228,7 @@ impl Metrics {
             docker_api,
             sandbox_spares,
             sandboxes_claimed,
+            notifications,
         }
     }
 
@@ -223,6 +239,15 @@ impl Metrics {
             "Failed reads and writes of the audit store (a full disk, a server gone)",
             errors,
         );
+    }
+
+    pub fn notification(&self, receiver: &str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                receiver: receiver.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn reconciled(&self, duration: Duration, error: Option<&'static str>) {

@@ -61,7 +61,7 @@ pub fn link(
         text,
     } = pending;
     let head = head.ok_or_else(|| StoreError::UnknownSession(session_id.clone()))?;
-    if head.state != SessionState::Running {
+    if head.state != SessionState::Running && !body.after_end() {
         return Err(StoreError::SessionClosed(session_id));
     }
     let seq = head.seq + 1;
@@ -239,6 +239,7 @@ fn project(
             ],
         )],
         EventBody::SandboxReady { .. }
+        | EventBody::Notification { .. }
         | EventBody::DockerApi { .. }
         | EventBody::LlmFailed { .. }
         | EventBody::ToolRejected { .. } => vec![],
@@ -320,6 +321,33 @@ mod tests {
         };
         let error = link(pending(), Some(finished), "T".into()).err().unwrap();
         assert!(error.to_string().contains("has finished"), "{error}");
+    }
+
+    #[test]
+    fn a_finished_session_takes_notifications_only() {
+        let finished = || {
+            Some(Head {
+                state: SessionState::Finished,
+                seq: 7,
+                hash: "h7".into(),
+            })
+        };
+        let body = EventBody::Notification {
+            notice: "incident.resolved".into(),
+            id: "s.resolved".into(),
+            receiver: "slack".into(),
+            attempt: 1,
+            outcome: crate::audit::Delivery::Delivered,
+            status_code: Some(200),
+            error: None,
+        };
+        let pending = prepare(&Redactor::default(), "s", body).unwrap();
+        let (event, statements) = link(pending, finished(), "T".into()).unwrap();
+        assert_eq!(event.seq, 8);
+        // Stored and chained, with no projection: the session stays as it ended.
+        assert_eq!(statements.len(), 2);
+        let pending = prepare(&Redactor::default(), "s", command()).unwrap();
+        assert!(link(pending, finished(), "T".into()).is_err());
     }
 
     #[test]

@@ -111,6 +111,61 @@ pub enum EventBody {
         reason: String,
         message: String,
     },
+    /// A notification about the session for one receiver: queued, then each attempt to deliver it.
+    /// The one kind of event a session takes after it finished (see [`EventBody::after_end`]).
+    Notification {
+        /// What it tells: `incident.resolved`, `incident.failed`, …, or `session.started`.
+        notice: String,
+        /// The id the receiver sees (the CloudEvent's `id`), the same on every attempt.
+        id: String,
+        /// The receiver's name (never its URL, which is a secret).
+        receiver: String,
+        /// 0 when queued, then 1, 2, … for each attempt.
+        attempt: u32,
+        outcome: Delivery,
+        /// The receiver's HTTP status, when it answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status_code: Option<u16>,
+        /// Why the attempt failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// Where one notification to one receiver stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Accepted for delivery; no attempt yet.
+    Queued,
+    /// The receiver took it (a 2xx answer).
+    Delivered,
+    /// This attempt failed; another follows after a backoff.
+    Retrying,
+    /// This attempt failed and no other follows: the attempts ran out or the answer was final.
+    Failed,
+    /// Not sent: the controller's notification queue was full.
+    Dropped,
+}
+
+impl Delivery {
+    /// Whether nothing more happens to the notification after this.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Delivery::Delivered | Delivery::Failed | Delivery::Dropped
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Queued => "queued",
+            Delivery::Delivered => "delivered",
+            Delivery::Retrying => "retrying",
+            Delivery::Failed => "failed",
+            Delivery::Dropped => "dropped",
+        }
+    }
 }
 
 impl EventBody {
@@ -120,6 +175,12 @@ impl EventBody {
             "waiting for the model API: retry {retry} of {max_retries} in {:.1} s, after: {error}",
             delay_ms as f64 / 1000.0
         )
+    }
+
+    /// Whether the event may follow the session's end: what was sent about a session is part of
+    /// its trail, and is sent once it has ended.
+    pub fn after_end(&self) -> bool {
+        matches!(self, EventBody::Notification { .. })
     }
 
     /// The `kind` column of the event.
@@ -139,6 +200,7 @@ impl EventBody {
             EventBody::Reported { .. } => "reported",
             EventBody::DockerApi { .. } => "docker_api",
             EventBody::SessionFinished { .. } => "session_finished",
+            EventBody::Notification { .. } => "notification",
         }
     }
 }

@@ -14,7 +14,7 @@ mod sqlite;
 mod store;
 
 pub use chain::Broken;
-pub use event::{Event, EventBody};
+pub use event::{Delivery, Event, EventBody};
 pub use health::StoreHealth;
 pub use location::StoreLocation;
 pub use redact::{Redactor, check_configured_secret};

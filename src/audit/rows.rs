@@ -111,6 +111,10 @@ pub fn sessions_query(filter: &str) -> String {
 }
 pub const EVENTS_AFTER: &str = "SELECT session_id, seq, at, body, hash FROM events \
      WHERE session_id = ?1 AND seq > ?2 ORDER BY seq";
+pub const EVENTS_OF_KIND: &str = "SELECT session_id, seq, at, body, hash FROM events \
+     WHERE session_id = ?1 AND kind = ?2 ORDER BY seq";
+pub const COMMANDS: &str = "SELECT tool_use_id, command, state, exit_code, finished_at FROM commands \
+     WHERE session_id = ?1 ORDER BY started_seq";
 pub const LAST_COMMAND: &str = "SELECT tool_use_id, command, state, exit_code, finished_at FROM commands \
      WHERE session_id = ?1 ORDER BY started_seq DESC LIMIT 1";
 /// The incidents matching `filter` (a `WHERE` clause, or nothing), by namespace and name.

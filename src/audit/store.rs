@@ -158,6 +158,19 @@ impl Store {
         .await
     }
 
+    /// A session's events of one kind (`EventBody::kind`), in order.
+    pub async fn events_of_kind(
+        &self,
+        session_id: &str,
+        kind: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.query(
+            Statement::new(rows::EVENTS_OF_KIND, vec![session_id.into(), kind.into()]),
+            rows::event,
+        )
+        .await
+    }
+
     /// Recomputes the session's hash chain and compares it with the highest known head.
     pub async fn verify(&self, session_id: &str) -> Result<ChainCheck, StoreError> {
         let trail: Option<Trail> =
@@ -194,6 +207,15 @@ impl Store {
         let running = SessionState::Running.as_str().into();
         self.query(Statement::new(sql, vec![running]), rows::session)
             .await
+    }
+
+    /// The session's commands, in the order they started.
+    pub async fn commands(&self, session_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        self.query(
+            Statement::new(rows::COMMANDS, vec![session_id.into()]),
+            rows::command,
+        )
+        .await
     }
 
     /// The session's newest command.

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase, Requests};
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::sandbox::{Audit, Sandboxes};
 use crate::server::Readiness;
 use crate::session::{CancelCause, SessionManager, Wake};
@@ -30,6 +31,7 @@ pub struct Context {
     pub sandboxes: Sandboxes,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -69,6 +71,7 @@ impl Context {
             sandboxes.clone(),
             config.provider.missing(),
         ));
+        let notifier = Notifier::start(config.notify.clone(), store.clone(), metrics.clone());
         Ok(Context {
             config,
             store,
@@ -76,6 +79,7 @@ impl Context {
             sandboxes,
             metrics,
             readiness,
+            notifier,
         })
     }
 }
@@ -144,6 +148,9 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
         ctx.sessions.active(),
         &jiff::Timestamp::now().to_string(),
     );
+    // Results go out, once per terminal transition; never waits on a receiver.
+    let started = matches!(decision, Decision::Start { .. });
+    ctx.notifier.observe(incident, &status, started).await;
     Ok(plan::with_store_problem(
         status,
         ctx.store.health().problem().as_deref(),

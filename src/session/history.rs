@@ -162,7 +162,8 @@ impl History {
             EventBody::SandboxReady { .. }
             | EventBody::LlmRetrying { .. }
             | EventBody::LlmFailed { .. }
-            | EventBody::DockerApi { .. } => {}
+            | EventBody::DockerApi { .. }
+            | EventBody::Notification { .. } => {}
         }
     }
 

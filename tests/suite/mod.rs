@@ -8,6 +8,7 @@ mod isolation;
 mod kubernetes;
 mod llm;
 mod manifests;
+mod notify;
 mod observe;
 mod proxy;
 mod redaction;
