@@ -29,6 +29,8 @@ pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: std::net::SocketAddr,
     pub costs: CostTable,
+    /// The Alertmanager intake on the HTTP port; None keeps it off.
+    pub alerts: Option<crate::alerts::IntakeConfig>,
 }
 
 /// Where Incidents come from, and where their status goes.

@@ -74,6 +74,12 @@ pub struct ClaimLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertDecisionLabels {
+    /// `created`, `updated`, `resolved`, `deduplicated`, `ignored`, `refused` or `failed`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -96,6 +102,7 @@ pub struct Metrics {
     docker_api: Family<DockerApiLabels, Counter>,
     sandbox_spares: Gauge,
     sandboxes_claimed: Family<ClaimLabels, Counter>,
+    alerts_received: Family<AlertDecisionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -196,6 +203,12 @@ impl Metrics {
             "Sandboxes given to sessions, by whether a spare was ready or one was made",
             sandboxes_claimed.clone(),
         );
+        let alerts_received = Family::default();
+        registry.register(
+            "alerts_received",
+            "Alertmanager notifications received by the intake, by decision",
+            alerts_received.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -213,6 +226,7 @@ impl Metrics {
             docker_api,
             sandbox_spares,
             sandboxes_claimed,
+            alerts_received,
         }
     }
 
@@ -299,6 +313,13 @@ impl Metrics {
         let decision = if allowed { "allowed" } else { "denied" };
         self.docker_api
             .get_or_create(&DockerApiLabels { decision, action })
+            .inc();
+    }
+
+    /// One decision of the alert intake.
+    pub fn alert_received(&self, decision: &'static str) {
+        self.alerts_received
+            .get_or_create(&AlertDecisionLabels { decision })
             .inc();
     }
 

@@ -135,15 +135,25 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
             }),
         None => None,
     };
-    let status = plan::status(
+    let now = jiff::Timestamp::now().to_string();
+    let mut status = plan::status(
         incident.status.as_ref(),
         generation,
         &decision,
         session,
         last_command,
         ctx.sessions.active(),
-        &jiff::Timestamp::now().to_string(),
+        &now,
     );
+    // An Incident the alert intake filed also shows whether its alert group has resolved.
+    status
+        .conditions
+        .extend(crate::alerts::condition::alert_resolved(
+            incident,
+            incident.status.as_ref(),
+            generation,
+            &now,
+        ));
     Ok(plan::with_store_problem(
         status,
         ctx.store.health().problem().as_deref(),

@@ -251,6 +251,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
         secret_values: vec![],
         listen: "127.0.0.1:0".parse().unwrap(),
         costs: Default::default(),
+        alerts: None,
     }
 }
 
