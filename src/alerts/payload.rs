@@ -248,7 +248,7 @@ fn text(field: &str, value: &str, max: usize, multiline: bool) -> Result<(), Ref
 
 fn url(field: &str, value: &str) -> Result<(), Refusal> {
     text(field, value, MAX_URL_BYTES, false)?;
-    if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+    if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
         return Err(invalid(format!("{field} {value:?} is not an http(s) URL")));
     }
     Ok(())

@@ -376,7 +376,7 @@ mod tests {
             ("network", "demo_default"),
         ]);
         let b = alert(&[("alertname", "Redis_Down"), ("severity", "critical")]);
-        let rule = rules.rule_for(&[a.clone()]).unwrap();
+        let rule = rules.rule_for(std::slice::from_ref(&a)).unwrap();
         assert_eq!(rule.name_prefix(&[&a]).unwrap(), "redis-down");
         assert_eq!(rule.severity(&[&a, &b]), Severity::Critical);
         assert_eq!(
