@@ -256,6 +256,10 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
     assert_eq!(metric(&controller, "created").await, 2);
     assert!(metric(&controller, "updated").await >= 1);
     assert_eq!(metric(&controller, "resolved").await, 1);
+    assert!(
+        metric(&controller, "deduplicated").await >= 1,
+        "Alertmanager's repeats (every 2 s) were seen and changed nothing"
+    );
     let decisions: Vec<String> = intake_decisions(&controller)
         .await
         .into_iter()
