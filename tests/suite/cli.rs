@@ -853,6 +853,7 @@ fn cli_controller_help_groups_its_flags() {
             "Sandbox:",
             "Docker access (sandboxes):",
             "Redaction:",
+            "Alert intake:",
         ],
         "{help}"
     );
