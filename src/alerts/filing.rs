@@ -132,7 +132,7 @@ impl Target {
                 let path = dir
                     .join(ALERTS_DIR)
                     .join(format!("{}.{}.yaml", new.key.namespace, new.key.name));
-                write_manifest(dir, path, incident).await
+                write_manifest(dir, path, incident, Mode::New).await
             }
             Target::Kube { client } => {
                 let api: Api<Incident> = Api::namespaced(client.clone(), &new.key.namespace);
@@ -162,7 +162,7 @@ impl Target {
                         None => annotations.remove(name),
                     };
                 }
-                write_manifest(dir, path, incident).await
+                write_manifest(dir, path, incident, Mode::Replace).await
             }
             Target::Kube { client } => {
                 let api: Api<Incident> = Api::namespaced(client.clone(), &change.key.namespace);
@@ -248,8 +248,20 @@ const HEADER: &str = "# Filed by opslab from an Alertmanager notification. It is
 # edit it to change the ticket, delete this file to cancel its session. The opslab.dev/ labels and\n\
 # annotations are how later notifications of the same alert group find it.\n";
 
-/// Writes the manifest atomically: a temp file in the folder, then a rename over the target.
-async fn write_manifest(dir: &Path, path: PathBuf, incident: Incident) -> Result<(), FilingError> {
+/// Whether a manifest is new (a file already there is never overwritten) or replaces its own.
+#[derive(Clone, Copy)]
+enum Mode {
+    New,
+    Replace,
+}
+
+/// Writes the manifest atomically: a temp file in the folder, then a rename to the target.
+async fn write_manifest(
+    dir: &Path,
+    path: PathBuf,
+    incident: Incident,
+    mode: Mode,
+) -> Result<(), FilingError> {
     let folder = dir.join(ALERTS_DIR);
     let yaml = serde_saphyr::to_string(&incident)
         .map_err(|error| FilingError::Encode(error.to_string()))?;
@@ -264,8 +276,11 @@ async fn write_manifest(dir: &Path, path: PathBuf, incident: Incident) -> Result
         file.write_all(HEADER.as_bytes()).map_err(io(&path))?;
         file.write_all(yaml.as_bytes()).map_err(io(&path))?;
         file.as_file().sync_all().map_err(io(&path))?;
-        file.persist(&path)
-            .map_err(|error| io(&path)(error.error))?;
+        match mode {
+            Mode::New => file.persist_noclobber(&path),
+            Mode::Replace => file.persist(&path),
+        }
+        .map_err(|error| io(&path)(error.error))?;
         Ok(())
     })
     .await

@@ -642,3 +642,41 @@ async fn deduplication_survives_a_restart() {
     assert_eq!(filed.len(), 1, "{filed:?}");
     assert_eq!(seen_alerts(&filed[0].1), 2);
 }
+
+#[test]
+fn a_bad_rules_file_or_rules_without_a_token_stop_the_controller_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n- name: x\n  matchRegex: {alertname: '(unclosed'}\n",
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let output = std::process::Command::new(crate::support::controller::BIN)
+            .args(["controller", "--incidents"])
+            .arg(dir.path())
+            .arg("--alert-rules")
+            .arg(&rules)
+            .env_remove("OPSLAB_ALERTS_TOKEN")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let error = run(&[("OPSLAB_ALERTS_TOKEN", TOKEN)]);
+    assert!(
+        error.contains(&format!(
+            "--alert-rules {}: rules[0] (x): matchRegex.alertname: not a regular expression",
+            rules.display()
+        )),
+        "{error}"
+    );
+    assert!(!error.contains(TOKEN), "{error}");
+    let error = run(&[]);
+    assert!(
+        error.contains("--alert-rules is set but the alert intake is off"),
+        "{error}"
+    );
+}
