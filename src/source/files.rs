@@ -132,7 +132,11 @@ impl FilesSource {
         shutdown: CancellationToken,
     ) -> Result<()> {
         self.redactor = Redactor::new(ctx.config.secret_values.clone());
-        for folder in [STATUS_DIR, REQUESTS_DIR, ALERTS_DIR] {
+        // The alert intake's folder is made (and watched) only when the intake is on, or when it
+        // is there from an earlier run: its manifests are still Incidents.
+        let alerts = ctx.config.alerts.is_some() || self.dir.join(ALERTS_DIR).is_dir();
+        let folders = [STATUS_DIR, REQUESTS_DIR, ALERTS_DIR];
+        for folder in &folders[..if alerts { 3 } else { 2 }] {
             std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
                 path: self.dir.join(folder),
                 source,
@@ -153,13 +157,14 @@ impl FilesSource {
                     path: self.dir.clone(),
                     source,
                 })?;
-                for folder in [
+                let watched = [
                     self.dir.clone(),
                     self.dir.join(REQUESTS_DIR),
                     self.dir.join(ALERTS_DIR),
-                ] {
+                ];
+                for folder in &watched[..if alerts { 3 } else { 2 }] {
                     debouncer
-                        .watch(&folder, RecursiveMode::NonRecursive)
+                        .watch(folder, RecursiveMode::NonRecursive)
                         .map_err(|source| Error::Watch {
                             path: folder.clone(),
                             source,

@@ -120,7 +120,7 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
     let llm = FakeLlm::start_each(
         Protocol::Anthropic,
         vec![
-            Turn::shell("sleep 12", "let the alerts settle"),
+            Turn::shell("sleep 20", "let the alerts settle"),
             Turn::report("resolved", "restarted redis"),
         ],
     )

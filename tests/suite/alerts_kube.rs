@@ -290,13 +290,22 @@ async fn kube_a_real_alertmanager_creates_patches_and_refiles_through_the_api() 
             .all(|r| r.contains("labelSelector=")),
         "the group is found by its label: {requests:#?}"
     );
-    let decisions: Vec<String> = store
-        .intake_events()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|event| event.decision)
-        .filter(|decision| decision != "deduplicated")
+    // Alertmanager may split a change over two notifications under load (an update seen twice),
+    // so the trail is checked for what must be there, and shown whole when it is not.
+    let events = store.intake_events().await.unwrap();
+    let decisions: Vec<&str> = events
+        .iter()
+        .map(|event| event.decision.as_str())
+        .filter(|decision| *decision != "deduplicated")
         .collect();
-    assert_eq!(decisions, ["created", "updated", "resolved", "created"]);
+    let count = |wanted: &str| decisions.iter().filter(|d| **d == wanted).count();
+    assert!(
+        decisions.first() == Some(&"created")
+            && decisions.last() == Some(&"created")
+            && count("created") == 2
+            && count("resolved") == 1
+            && count("updated") >= 1
+            && count("updated") + 3 == decisions.len(),
+        "{events:#?}"
+    );
 }
