@@ -680,3 +680,16 @@ fn a_bad_rules_file_or_rules_without_a_token_stop_the_controller_saying_why() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_intake_is_off() {
+    let llm = FakeLlm::start(Protocol::Anthropic, vec![]).await;
+    let controller = Controller::start(Options::new("anthropic", llm.base_url()));
+    let url = format!("{}/api/v1/alerts", controller.http_url());
+    let (status, _) = post(&url, Some(TOKEN), notification("ApiDown").to_string()).await;
+    assert_eq!(status, 404, "no intake without --alerts-token");
+    assert!(
+        !controller.incidents().join("alerts").exists(),
+        "no alerts folder is made in the user's folder"
+    );
+}
