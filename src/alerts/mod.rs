@@ -36,10 +36,20 @@ pub const RESOLVED_ANNOTATION: &str = "opslab.dev/alert-resolved";
 pub const PREVIOUS_ANNOTATION: &str = "opslab.dev/previous-incident";
 
 /// The intake's settings, checked at start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IntakeConfig {
     /// The bearer token Alertmanager sends (`http_config.authorization`). A secret: redacted
     /// everywhere, never logged.
     pub token: String,
     pub rules: Rules,
+}
+
+/// Without the token: a settings dump never shows it.
+impl std::fmt::Debug for IntakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeConfig")
+            .field("token", &"[REDACTED]")
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
