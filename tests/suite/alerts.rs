@@ -693,3 +693,54 @@ async fn without_a_token_the_intake_is_off() {
         "no alerts folder is made in the user's folder"
     );
 }
+
+/// The intake's trail on each backend: appended, redacted, read back in order, and append-only.
+async fn intake_trail_on(store: crate::support::store::TestStore) {
+    let opened = store.open().await;
+    for (decision, message) in [
+        ("refused", "a bearer token is required"),
+        (
+            "created",
+            "filed Incident default/x; the pasted p4ssw0rd-configured stays out",
+        ),
+    ] {
+        opened
+            .record_intake(opslab::audit::IntakeEvent {
+                at: "2026-12-06T10:00:00Z".into(),
+                producer: "alertmanager".into(),
+                decision: decision.into(),
+                reason: (decision == "refused").then(|| "unauthorized".into()),
+                alert_group: Some("0123456789abcdef0123456789abcdef".into()),
+                incident: (decision == "created").then(|| "default/x".into()),
+                message: message.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let events = store.open().await.intake_events().await.unwrap();
+    let decisions: Vec<&str> = events.iter().map(|e| e.decision.as_str()).collect();
+    assert_eq!(decisions, ["refused", "created"]);
+    assert_eq!(events[0].reason.as_deref(), Some("unauthorized"));
+    assert!(
+        !events[1].message.contains("p4ssw0rd-configured"),
+        "{}",
+        events[1].message
+    );
+    let update = store
+        .raw("UPDATE intake_events SET decision = 'ignored'")
+        .await
+        .unwrap_err();
+    assert!(update.contains("append-only"), "{update}");
+    let delete = store.raw("DELETE FROM intake_events").await.unwrap_err();
+    assert!(delete.contains("append-only"), "{delete}");
+}
+
+#[tokio::test]
+async fn intake_trail_sqlite() {
+    intake_trail_on(crate::support::store::TestStore::sqlite()).await;
+}
+
+#[tokio::test]
+async fn intake_trail_postgres() {
+    intake_trail_on(crate::support::store::TestStore::postgres().await).await;
+}
