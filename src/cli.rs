@@ -401,6 +401,7 @@ const SANDBOX: &str = "Sandbox";
 const DOCKER_ACCESS: &str = "Docker access (sandboxes)";
 const HTTP: &str = "HTTP";
 const REDACTION: &str = "Redaction";
+const ALERTS: &str = "Alert intake";
 
 #[derive(Args, Debug)]
 pub struct ControllerArgs {
@@ -642,6 +643,16 @@ pub struct ControllerArgs {
     pub secret_env: Vec<String>,
     #[command(flatten)]
     pub notify: opslab::notify::NotifyArgs,
+    /// Turns on the Alertmanager intake (POST /api/v1/alerts on the HTTP port), protected by this
+    /// bearer token (Alertmanager's http_config.authorization). Off when unset.
+    #[arg(help_heading = ALERTS)]
+    #[arg(long, env = "OPSLAB_ALERTS_TOKEN", hide_env_values = true)]
+    pub alerts_token: Option<String>,
+    /// A YAML file of rules: which alerts become Incidents and how they fill the spec [default:
+    /// every alert, from its summary, description and severity, service and network labels].
+    #[arg(help_heading = ALERTS)]
+    #[arg(long, env = "OPSLAB_ALERT_RULES")]
+    pub alert_rules: Option<PathBuf>,
 }
 
 /// The `replay` provider: no model, opslab's scripted replay of the scenarios, served on loopback.
@@ -727,6 +738,8 @@ impl ControllerArgs {
             output_keep_bytes,
             secret_env,
             notify,
+            alerts_token,
+            alert_rules,
         } = self;
         let source = match source {
             SourceKind::Files => {
@@ -897,6 +910,27 @@ impl ControllerArgs {
         // Receiver URLs are secrets (an incoming webhook's URL is its credential).
         let notify = notify.into_config(|name| std::env::var(name).ok())?;
         secret_values.extend(notify.secret_values());
+        let alerts = match alerts_token.filter(|token| !token.trim().is_empty()) {
+            Some(token) => {
+                opslab::audit::check_configured_secret(&token).map_err(|why| {
+                    format!("--alerts-token (OPSLAB_ALERTS_TOKEN) cannot be redacted safely: {why}")
+                })?;
+                let rules = match &alert_rules {
+                    Some(path) => opslab::alerts::Rules::load(path)
+                        .map_err(|error| format!("--alert-rules {error}"))?,
+                    None => opslab::alerts::Rules::default(),
+                };
+                secret_values.push(token.clone());
+                Some(opslab::alerts::IntakeConfig { token, rules })
+            }
+            None if alert_rules.is_some() => {
+                return Err(
+                    "--alert-rules is set but the alert intake is off: set --alerts-token (OPSLAB_ALERTS_TOKEN) to turn it on"
+                        .into(),
+                );
+            }
+            None => None,
+        };
         Ok(Config {
             source,
             store: store.location()?,
@@ -951,6 +985,7 @@ impl ControllerArgs {
             listen,
             costs,
             notify,
+            alerts,
         })
     }
 }

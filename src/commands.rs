@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::CustomResourceExt;
 use opslab::ObjectKey;
+use opslab::alerts;
 use opslab::audit::{
     ChainCheck, EventBody, IncidentRecord, Redactor, SessionRecord, Store, StoreLocation,
 };
@@ -49,10 +50,12 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let routes = alert_routes(&config, &ctx).await?;
     let http = tokio::spawn(server::serve(
         listener,
         ctx.metrics.clone(),
         ctx.readiness.clone(),
+        routes,
         shutdown.clone(),
     ));
     info!(
@@ -83,6 +86,31 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = http.await;
     Ok(result?)
+}
+
+/// The alert intake's routes when it is on (filing where the source reads), else none.
+async fn alert_routes(config: &Config, ctx: &Context) -> anyhow::Result<axum::Router> {
+    let Some(intake) = &config.alerts else {
+        return Ok(axum::Router::new());
+    };
+    let target = match &config.source {
+        SourceConfig::Files { dir, .. } => alerts::Target::Files { dir: dir.clone() },
+        SourceConfig::Kubernetes(settings) => alerts::Target::Kube {
+            client: kubernetes::client(settings).await?,
+        },
+    };
+    info!(
+        path = alerts::handler::PATH,
+        ?target,
+        "the Alertmanager intake is on"
+    );
+    let intake = alerts::Intake::new(
+        intake.clone(),
+        target,
+        ctx.store.clone(),
+        ctx.metrics.clone(),
+    );
+    Ok(alerts::routes(std::sync::Arc::new(intake)))
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

@@ -31,6 +31,8 @@ pub struct Config {
     pub costs: CostTable,
     /// Where notifications of results go, and how (see [`crate::notify`]).
     pub notify: crate::notify::NotifyConfig,
+    /// The Alertmanager intake on the HTTP port; None keeps it off.
+    pub alerts: Option<crate::alerts::IntakeConfig>,
 }
 
 /// Where Incidents come from, and where their status goes.

@@ -1,6 +1,7 @@
 //! opslab: an autonomous incident responder. Incident resources are reconciled into audited LLM agent
 //! sessions that run shell commands in Docker sandboxes.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod cost;

@@ -82,6 +82,12 @@ pub struct NotificationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertDecisionLabels {
+    /// `created`, `updated`, `resolved`, `deduplicated`, `ignored`, `refused` or `failed`.
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: String,
 }
@@ -105,6 +111,7 @@ pub struct Metrics {
     sandbox_spares: Gauge,
     sandboxes_claimed: Family<ClaimLabels, Counter>,
     notifications: Family<NotificationLabels, Counter>,
+    alerts_received: Family<AlertDecisionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -211,6 +218,12 @@ impl Metrics {
             "Notifications queued, and each attempt to deliver one, by receiver and outcome",
             notifications.clone(),
         );
+        let alerts_received = Family::default();
+        registry.register(
+            "alerts_received",
+            "Alertmanager notifications received by the intake, by decision",
+            alerts_received.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -229,6 +242,7 @@ impl Metrics {
             sandbox_spares,
             sandboxes_claimed,
             notifications,
+            alerts_received,
         }
     }
 
@@ -324,6 +338,13 @@ impl Metrics {
         let decision = if allowed { "allowed" } else { "denied" };
         self.docker_api
             .get_or_create(&DockerApiLabels { decision, action })
+            .inc();
+    }
+
+    /// One decision of the alert intake.
+    pub fn alert_received(&self, decision: &'static str) {
+        self.alerts_received
+            .get_or_create(&AlertDecisionLabels { decision })
             .inc();
     }
 

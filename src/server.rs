@@ -72,18 +72,20 @@ struct AppState {
     readiness: Arc<Readiness>,
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`. `routes` are merged in (the alert intake's, when it is on).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    routes: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, readiness });
+        .with_state(AppState { metrics, readiness })
+        .merge(routes);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

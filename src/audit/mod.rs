@@ -169,6 +169,26 @@ pub struct IncidentRecord {
     pub updated_at: String,
 }
 
+/// One decision of a producer that files Incidents (the Alertmanager intake): what it decided
+/// about one request, and why. Not part of a session: an intake's refusals have none.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IntakeEvent {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// Who sent what was decided on (`alertmanager`).
+    pub producer: String,
+    /// `created`, `updated`, `resolved`, `deduplicated`, `ignored`, `refused` or `failed`.
+    pub decision: String,
+    /// Why a request was refused (`unauthorized`, `malformed`, `version`…).
+    pub reason: Option<String>,
+    /// The alert group's hash (the Incidents' `opslab.dev/alert-group` label).
+    pub alert_group: Option<String>,
+    /// The Incident decided on, `namespace/name`.
+    pub incident: Option<String>,
+    /// The decision in words (redacted).
+    pub message: String,
+}
+
 /// The result of checking a session's chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainCheck {

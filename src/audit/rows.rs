@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 
 use super::chain::Link;
-use super::{CommandRecord, Event, IncidentRecord, SessionRecord, SessionState, StoreError};
+use super::{
+    CommandRecord, Event, IncidentRecord, IntakeEvent, SessionRecord, SessionState, StoreError,
+};
 use crate::incident::Requests;
 
 /// A statement parameter. Typed even when null: PostgreSQL checks each parameter's type.
@@ -126,6 +128,10 @@ pub const PUT_INCIDENT: &str = "INSERT INTO incidents (namespace, name, uid, gen
      ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid, generation = excluded.generation, \
      spec_hash = excluded.spec_hash, source = excluded.source, incident = excluded.incident, \
      error = excluded.error, updated_at = excluded.updated_at";
+pub const RECORD_INTAKE: &str = "INSERT INTO intake_events (at, producer, decision, reason, alert_group, \
+     incident, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub const INTAKE_EVENTS: &str = "SELECT at, producer, decision, reason, alert_group, incident, message \
+     FROM intake_events ORDER BY id";
 pub const DELETE_INCIDENT: &str = "DELETE FROM incidents WHERE namespace = ?1 AND name = ?2";
 pub const CREATE_SESSION: &str = "INSERT INTO sessions (id, incident_uid, incident_namespace, incident_name, \
      attempt, generation, state, phase, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8)";
@@ -263,6 +269,19 @@ pub fn incident(row: &dyn Columns) -> Result<IncidentRecord, StoreError> {
         incident,
         error: row.optional_text(7)?,
         updated_at: row.text(8)?,
+    })
+}
+
+/// A row of the intake_events columns.
+pub fn intake_event(row: &dyn Columns) -> Result<IntakeEvent, StoreError> {
+    Ok(IntakeEvent {
+        at: row.text(0)?,
+        producer: row.text(1)?,
+        decision: row.text(2)?,
+        reason: row.optional_text(3)?,
+        alert_group: row.optional_text(4)?,
+        incident: row.optional_text(5)?,
+        message: row.text(6)?,
     })
 }
 

@@ -9,8 +9,8 @@ use super::postgres::Postgres;
 use super::rows::{self, Columns, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
-    ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, NewSession, Redactor,
-    SessionRecord, SessionState, StoreError,
+    ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
+    NewSession, Redactor, SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
 
@@ -276,6 +276,30 @@ impl Store {
         self.query(Statement::new(rows::PING, vec![]), |_| Ok(()))
             .await
             .map(drop)
+    }
+
+    /// Appends a producer's decision (the alert intake's), its message redacted.
+    pub async fn record_intake(&self, event: IntakeEvent) -> Result<(), StoreError> {
+        let params: Vec<Param> = vec![
+            event.at.into(),
+            event.producer.into(),
+            event.decision.into(),
+            event.reason.into(),
+            event.alert_group.into(),
+            event.incident.into(),
+            self.redactor.redact(&event.message).into(),
+        ];
+        self.execute(Statement::new(rows::RECORD_INTAKE, params))
+            .await
+    }
+
+    /// The producers' decisions, oldest first.
+    pub async fn intake_events(&self) -> Result<Vec<IntakeEvent>, StoreError> {
+        self.query(
+            Statement::new(rows::INTAKE_EVENTS, vec![]),
+            rows::intake_event,
+        )
+        .await
     }
 
     pub async fn delete_incident(&self, namespace: &str, name: &str) -> Result<(), StoreError> {

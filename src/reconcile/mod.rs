@@ -139,15 +139,25 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
             }),
         None => None,
     };
-    let status = plan::status(
+    let now = jiff::Timestamp::now().to_string();
+    let mut status = plan::status(
         incident.status.as_ref(),
         generation,
         &decision,
         session,
         last_command,
         ctx.sessions.active(),
-        &jiff::Timestamp::now().to_string(),
+        &now,
     );
+    // An Incident the alert intake filed also shows whether its alert group has resolved.
+    status
+        .conditions
+        .extend(crate::alerts::condition::alert_resolved(
+            incident,
+            incident.status.as_ref(),
+            generation,
+            &now,
+        ));
     // Results go out, once per terminal transition; never waits on a receiver.
     let started = matches!(decision, Decision::Start { .. });
     ctx.notifier.observe(incident, &status, started).await;

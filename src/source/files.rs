@@ -30,6 +30,9 @@ use crate::{Error, ObjectKey, Result};
 
 /// The folder, beside the manifests, that holds the status files.
 pub const STATUS_DIR: &str = ".status";
+/// The folder, inside the watched one, where the alert intake files its Incidents: its manifests
+/// are read like the folder's own.
+pub const ALERTS_DIR: &str = "alerts";
 /// The `source` column of the store's incidents written by this source.
 const SOURCE: &str = "files";
 /// How long the folder must be quiet before a changed file is read: an editor's save is several events.
@@ -129,7 +132,11 @@ impl FilesSource {
         shutdown: CancellationToken,
     ) -> Result<()> {
         self.redactor = Redactor::new(ctx.config.secret_values.clone());
-        for folder in [STATUS_DIR, REQUESTS_DIR] {
+        // The alert intake's folder is made (and watched) only when the intake is on, or when it
+        // is there from an earlier run: its manifests are still Incidents.
+        let alerts = ctx.config.alerts.is_some() || self.dir.join(ALERTS_DIR).is_dir();
+        let folders = [STATUS_DIR, REQUESTS_DIR, ALERTS_DIR];
+        for folder in &folders[..if alerts { 3 } else { 2 }] {
             std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
                 path: self.dir.join(folder),
                 source,
@@ -150,9 +157,14 @@ impl FilesSource {
                     path: self.dir.clone(),
                     source,
                 })?;
-                for folder in [self.dir.clone(), self.dir.join(REQUESTS_DIR)] {
+                let watched = [
+                    self.dir.clone(),
+                    self.dir.join(REQUESTS_DIR),
+                    self.dir.join(ALERTS_DIR),
+                ];
+                for folder in &watched[..if alerts { 3 } else { 2 }] {
                     debouncer
-                        .watch(&folder, RecursiveMode::NonRecursive)
+                        .watch(folder, RecursiveMode::NonRecursive)
                         .map_err(|source| Error::Watch {
                             path: folder.clone(),
                             source,
@@ -272,7 +284,11 @@ impl FilesSource {
             .extension()
             .and_then(|extension| extension.to_str())
             .is_some_and(|extension| extension == "yaml" || extension == "yml");
-        visible && yaml && path.parent() == Some(self.dir.as_path())
+        let parent = path.parent();
+        visible
+            && yaml
+            && (parent == Some(self.dir.as_path())
+                || parent == Some(self.dir.join(ALERTS_DIR).as_path()))
     }
 
     /// Reads (or forgets, when it is gone) one manifest file.
@@ -360,7 +376,12 @@ impl FilesSource {
                 return;
             }
         };
+        // The alert intake's folder too (it may not exist before the intake files anything).
+        let alerts = std::fs::read_dir(self.dir.join(ALERTS_DIR))
+            .into_iter()
+            .flatten();
         let paths: Vec<PathBuf> = entries
+            .chain(alerts)
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
             .filter(|path| self.is_manifest(path))
             .collect();

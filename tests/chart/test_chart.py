@@ -178,6 +178,22 @@ def test_chart_rbac_is_least_privilege_without_leader_election(chart):
     assert "OPSLAB_LEADER_ELECTION" not in env and "OPSLAB_LEASE_NAME" not in env
 
 
+def test_chart_alert_intake_gains_create_and_its_token_from_a_secret(chart):
+    objects = manifests(render(chart))
+    assert "OPSLAB_ALERTS_TOKEN" not in container_env(one(objects, "Deployment"))
+    values = {"alerts": {"enabled": True, "token": {"existingSecret": "opslab-alerts"}}}
+    objects = manifests(render(chart, values))
+    assert rbac_rules(one(objects, "ClusterRole", FULLNAME)) == EXPECTED_CLUSTER_RULES | {
+        ("opslab.dev", "incidents", "create", ())
+    }
+    env = container_env(one(objects, "Deployment"))
+    assert env["OPSLAB_ALERTS_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "opslab-alerts", "key": "token"}
+    }
+    with pytest.raises(helm.HelmRenderError, match="alerts.token.existingSecret"):
+        render(chart, {"alerts": {"enabled": True}})
+
+
 @pytest.mark.parametrize(
     "values",
     [LEADER_2, {"leaderElection": {"enabled": True}}],

@@ -854,6 +854,7 @@ fn cli_controller_help_groups_its_flags() {
             "Docker access (sandboxes):",
             "Redaction:",
             "Notifications:",
+            "Alert intake:",
         ],
         "{help}"
     );

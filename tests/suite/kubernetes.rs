@@ -252,6 +252,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         costs: Default::default(),
         notify: Default::default(),
+        alerts: None,
     }
 }
 

@@ -1,3 +1,5 @@
+mod alerts;
+mod alerts_kube;
 mod cli;
 mod compose;
 mod cost;

@@ -896,6 +896,7 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
         listen: "127.0.0.1:0".parse().unwrap(),
         costs: Default::default(),
         notify,
+        alerts: None,
     };
     let (wake, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(Arc::new(config), wake).await.unwrap());

@@ -1,3 +1,4 @@
+pub mod alertmanager;
 pub mod controller;
 pub mod docker;
 pub mod fake_llm;

@@ -1,0 +1,731 @@
+//! The intake's decision, pure: from a notification, the rules and the Incidents the group already
+//! has, what to file. Deduplication needs no memory of its own: each alert Incident carries its
+//! group (a label holding a hash of the groupKey) and the alerts it has seen (an annotation), so the
+//! state survives a restart and follows a person's edits.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::payload::{Alert, AlertStatus, Payload, Refusal};
+use super::rules::{Rules, most_urgent};
+use super::{
+    ALERTS_ANNOTATION, GROUP_KEY_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION,
+    SEQUENCE_ANNOTATION,
+};
+use crate::ObjectKey;
+use crate::incident::{Environment, IncidentSpec, Phase};
+
+/// The description's limit (the CRD's).
+const MAX_DESCRIPTION: usize = 65536;
+/// The title's limit (the CRD's).
+const MAX_TITLE: usize = 512;
+
+/// One alert as an Incident remembers it: an alert is the same alert while its fingerprint and
+/// start are; Alertmanager's repeats carry both unchanged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    pub fingerprint: String,
+    pub starts_at: jiff::Timestamp,
+    pub status: AlertStatus,
+}
+
+impl Seen {
+    fn of(alert: &Alert) -> Seen {
+        Seen {
+            fingerprint: alert.fingerprint.clone(),
+            starts_at: alert.starts_at,
+            status: alert.status,
+        }
+    }
+
+    fn same_alert(&self, other: &Seen) -> bool {
+        self.fingerprint == other.fingerprint && self.starts_at == other.starts_at
+    }
+}
+
+/// What the intake knows of one Incident of the group, read from the Incident itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filed {
+    pub key: ObjectKey,
+    /// 1 for the group's first Incident, then 2, 3… as it fires again after one ended.
+    pub sequence: u32,
+    /// None before the controller has written a status.
+    pub phase: Option<Phase>,
+    pub spec: IncidentSpec,
+    pub annotations: BTreeMap<String, String>,
+    pub seen: Vec<Seen>,
+}
+
+impl Filed {
+    fn terminal(&self) -> bool {
+        self.phase.is_some_and(Phase::is_terminal)
+    }
+
+    fn resolved(&self) -> bool {
+        self.annotations.contains_key(RESOLVED_ANNOTATION)
+    }
+}
+
+/// A new Incident to file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewIncident {
+    pub key: ObjectKey,
+    pub spec: IncidentSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A change to an Incident of the group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub key: ObjectKey,
+    /// The new spec; None leaves it (an ended Incident's spec is not touched: a change would start
+    /// another attempt).
+    pub spec: Option<IncidentSpec>,
+    /// Annotations to set (Some) or remove (None).
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+/// What to do with a notification.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// File a new Incident.
+    Create(NewIncident),
+    /// Tell the group's open Incident about new or ended alerts.
+    Update(Change),
+    /// Record on the group's Incident that Alertmanager says the group resolved.
+    Resolve(Change),
+    /// Nothing new (Alertmanager's repeats): nothing changes.
+    Deduplicated { key: ObjectKey },
+    /// Nothing to file, and why (no rule matches, a rule drops them, a group resolved with no
+    /// Incident).
+    Ignored { reason: String },
+}
+
+impl Decision {
+    /// The metric's `decision` label and the audit event's decision.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Create(_) => "created",
+            Decision::Update(_) => "updated",
+            Decision::Resolve(_) => "resolved",
+            Decision::Deduplicated { .. } => "deduplicated",
+            Decision::Ignored { .. } => "ignored",
+        }
+    }
+
+    pub fn key(&self) -> Option<&ObjectKey> {
+        match self {
+            Decision::Create(new) => Some(&new.key),
+            Decision::Update(change) | Decision::Resolve(change) => Some(&change.key),
+            Decision::Deduplicated { key } => Some(key),
+            Decision::Ignored { .. } => None,
+        }
+    }
+}
+
+/// The group's hash: the value of [`GROUP_LABEL`] (a label value is at most 63 characters, a
+/// groupKey may be any length).
+pub fn group_hash(group_key: &str) -> String {
+    hex::encode(Sha256::digest(group_key.as_bytes()))[..32].to_string()
+}
+
+/// Decides. `filed` is every Incident of the group (any order); `now` is for the texts.
+pub fn decide(
+    payload: &Payload,
+    rules: &Rules,
+    filed: &[Filed],
+    now: jiff::Timestamp,
+) -> Result<Decision, Refusal> {
+    let Some(rule) = rules.rule_for(&payload.alerts) else {
+        return Ok(Decision::Ignored {
+            reason: "no rule matches the group's alerts".into(),
+        });
+    };
+    if !rule.file {
+        return Ok(Decision::Ignored {
+            reason: format!("rule {:?} drops these alerts", rule.name),
+        });
+    }
+    let alerts: Vec<&Alert> = payload
+        .alerts
+        .iter()
+        .filter(|alert| rule.matches_labels(&alert.labels))
+        .collect();
+    // Checked whatever is decided, so a bad name is refused the first time it is seen.
+    let prefix = rule.name_prefix(&alerts)?;
+    let (networks, targets) = rule.environment(&alerts)?;
+    let group_resolved = payload.status == AlertStatus::Resolved;
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .copied()
+        .filter(|alert| alert.status == AlertStatus::Firing)
+        .collect();
+
+    let latest = filed.iter().max_by_key(|filed| filed.sequence);
+    let create = |sequence: u32, previous: Option<&Filed>| -> Decision {
+        let hash = group_hash(&payload.group_key);
+        let name = match sequence {
+            1 => format!("{prefix}-{}", &hash[..10]),
+            n => format!("{prefix}-{}-{n}", &hash[..10]),
+        };
+        let spec = IncidentSpec {
+            title: title(payload, &alerts),
+            description: description(payload, &alerts, previous),
+            severity: rule.severity(&alerts),
+            environment: Environment {
+                networks: networks.clone(),
+                targets: targets.clone(),
+            },
+            agent: rule.agent.clone(),
+        };
+        let seen: Vec<Seen> = alerts.iter().map(|alert| Seen::of(alert)).collect();
+        let mut annotations = BTreeMap::from([
+            (GROUP_KEY_ANNOTATION.to_string(), payload.group_key.clone()),
+            (SEQUENCE_ANNOTATION.to_string(), sequence.to_string()),
+            (ALERTS_ANNOTATION.to_string(), seen_json(&seen)),
+        ]);
+        if let Some(previous) = previous {
+            annotations.insert(PREVIOUS_ANNOTATION.to_string(), previous.key.to_string());
+        }
+        Decision::Create(NewIncident {
+            key: ObjectKey::new(&rules.namespace, name),
+            spec,
+            labels: BTreeMap::from([(GROUP_LABEL.to_string(), hash)]),
+            annotations,
+        })
+    };
+
+    let Some(latest) = latest else {
+        return Ok(if firing.is_empty() {
+            Decision::Ignored {
+                reason: "the group resolved, and no Incident was filed for it".into(),
+            }
+        } else {
+            create(1, None)
+        });
+    };
+    let incoming: Vec<Seen> = alerts.iter().map(|alert| Seen::of(alert)).collect();
+    let new_firing: Vec<&Alert> = firing
+        .iter()
+        .copied()
+        .filter(|alert| {
+            let seen = Seen::of(alert);
+            !latest.seen.iter().any(|known| known.same_alert(&seen))
+        })
+        .collect();
+
+    if latest.terminal() {
+        if !new_firing.is_empty() {
+            // It fires again after its Incident ended: a new Incident, naming the earlier one.
+            return Ok(create(latest.sequence + 1, Some(latest)));
+        }
+        if group_resolved && !latest.resolved() {
+            // Recorded on the ended Incident, its spec untouched (a change would start an attempt).
+            return Ok(Decision::Resolve(Change {
+                key: latest.key.clone(),
+                spec: None,
+                annotations: BTreeMap::from([
+                    (
+                        RESOLVED_ANNOTATION.to_string(),
+                        Some(resolved_at(&alerts, now)),
+                    ),
+                    (
+                        ALERTS_ANNOTATION.to_string(),
+                        Some(seen_json(&merge(&latest.seen, &incoming))),
+                    ),
+                ]),
+            }));
+        }
+        return Ok(Decision::Deduplicated {
+            key: latest.key.clone(),
+        });
+    }
+
+    // The group's Incident is open: alerts joining, alerts ending and the group resolving are
+    // told to it (a spec change reaches a running agent as "the ticket was updated").
+    let merged = merge(&latest.seen, &incoming);
+    let newly_ended: Vec<&Alert> = alerts
+        .iter()
+        .copied()
+        .filter(|alert| alert.status == AlertStatus::Resolved)
+        .filter(|alert| {
+            let seen = Seen::of(alert);
+            !latest
+                .seen
+                .iter()
+                .any(|known| known.same_alert(&seen) && known.status == AlertStatus::Resolved)
+        })
+        .collect();
+    let resolves = group_resolved && !latest.resolved();
+    let refires = !group_resolved && latest.resolved() && !new_firing.is_empty();
+    if merged == latest.seen && !resolves && !refires {
+        return Ok(Decision::Deduplicated {
+            key: latest.key.clone(),
+        });
+    }
+    let mut update = String::new();
+    if !new_firing.is_empty() {
+        update.push_str(&format!(
+            "Update from Alertmanager at {now}: {} more alert(s) joined the group:\n",
+            new_firing.len()
+        ));
+        update.push_str(&alert_list(&new_firing));
+    }
+    if !newly_ended.is_empty() && !resolves {
+        update.push_str(&format!(
+            "Alertmanager at {now}: {} alert(s) of the group ended:\n",
+            newly_ended.len()
+        ));
+        update.push_str(&alert_list(&newly_ended));
+    }
+    if resolves {
+        update.push_str(&format!(
+            "Alertmanager reports the alert group resolved at {}: its alerts have ended. This does \
+             not end the session by itself: verify the service and report.\n",
+            resolved_at(&alerts, now)
+        ));
+    }
+    let mut spec = latest.spec.clone();
+    spec.description = append(&spec.description, &update);
+    if !new_firing.is_empty() {
+        spec.severity = most_urgent(spec.severity, rule.severity(&new_firing));
+    }
+    for (have, add) in [
+        (&mut spec.environment.networks, &networks),
+        (&mut spec.environment.targets, &targets),
+    ] {
+        for name in add {
+            if !have.contains(name) {
+                have.push(name.clone());
+            }
+        }
+    }
+    let mut annotations =
+        BTreeMap::from([(ALERTS_ANNOTATION.to_string(), Some(seen_json(&merged)))]);
+    if resolves {
+        annotations.insert(
+            RESOLVED_ANNOTATION.to_string(),
+            Some(resolved_at(&alerts, now)),
+        );
+    } else if refires {
+        annotations.insert(RESOLVED_ANNOTATION.to_string(), None);
+    }
+    let change = Change {
+        key: latest.key.clone(),
+        spec: (spec != latest.spec).then_some(spec),
+        annotations,
+    };
+    Ok(if resolves {
+        Decision::Resolve(change)
+    } else {
+        Decision::Update(change)
+    })
+}
+
+/// The alerts an Incident has seen, with the incoming ones added or their status updated.
+fn merge(known: &[Seen], incoming: &[Seen]) -> Vec<Seen> {
+    let mut merged = known.to_vec();
+    for seen in incoming {
+        match merged.iter_mut().find(|known| known.same_alert(seen)) {
+            Some(known) => known.status = seen.status,
+            None => merged.push(seen.clone()),
+        }
+    }
+    merged
+}
+
+pub fn seen_json(seen: &[Seen]) -> String {
+    serde_json::to_string(seen).unwrap_or_else(|_| "[]".into())
+}
+
+/// When the group ended: the latest end of its alerts, else now.
+fn resolved_at(alerts: &[&Alert], now: jiff::Timestamp) -> String {
+    let end = alerts
+        .iter()
+        .filter(|alert| alert.status == AlertStatus::Resolved)
+        .map(|alert| alert.ends_at)
+        .max()
+        .unwrap_or(now);
+    end.to_string()
+}
+
+fn title(payload: &Payload, alerts: &[&Alert]) -> String {
+    let summary = alerts
+        .iter()
+        .find_map(|alert| alert.annotations.get("summary"))
+        .or_else(|| payload.common_annotations.get("summary"))
+        .map(|summary| summary.trim().to_string())
+        .filter(|summary| !summary.is_empty());
+    let title = summary.unwrap_or_else(|| {
+        let name = alerts
+            .iter()
+            .find_map(|alert| alert.labels.get("alertname"))
+            .map_or("an alert", String::as_str);
+        format!("{name} is firing")
+    });
+    cut(&title, MAX_TITLE)
+}
+
+fn description(payload: &Payload, alerts: &[&Alert], previous: Option<&Filed>) -> String {
+    let mut text = String::new();
+    let main = payload
+        .common_annotations
+        .get("description")
+        .or_else(|| {
+            alerts
+                .iter()
+                .find_map(|alert| alert.annotations.get("description"))
+        })
+        .map(|description| description.trim().to_string())
+        .filter(|description| !description.is_empty());
+    if let Some(main) = &main {
+        text.push_str(main);
+        text.push_str("\n\n");
+    }
+    let group: Vec<String> = payload
+        .group_labels
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    text.push_str(&format!(
+        "Filed from an Alertmanager notification (receiver {}, group {{{}}}, {}).\n",
+        payload.receiver,
+        group.join(", "),
+        payload.external_url
+    ));
+    if let Some(previous) = previous {
+        let ended = previous
+            .phase
+            .map_or_else(|| "ended".to_string(), |phase| format!("ended {phase}"));
+        text.push_str(&format!(
+            "This alert group fired before: Incident {} ({ended}).\n",
+            previous.key
+        ));
+    }
+    if payload.truncated_alerts > 0 {
+        text.push_str(&format!(
+            "Alertmanager left {} more alert(s) out of the notification.\n",
+            payload.truncated_alerts
+        ));
+    }
+    text.push_str("\nAlerts:\n");
+    text.push_str(&alert_list(alerts));
+    cut(&text, MAX_DESCRIPTION)
+}
+
+/// One entry per alert: its name, summary, since when, its labels and where it comes from.
+fn alert_list(alerts: &[&Alert]) -> String {
+    let mut text = String::new();
+    for alert in alerts {
+        let name = alert
+            .labels
+            .get("alertname")
+            .map_or("alert", String::as_str);
+        let status = match alert.status {
+            AlertStatus::Firing => format!("firing since {}", alert.starts_at),
+            AlertStatus::Resolved => format!("ended at {}", alert.ends_at),
+        };
+        text.push_str(&format!("- {name} ({status})"));
+        if let Some(summary) = alert.annotations.get("summary") {
+            text.push_str(&format!(": {summary}"));
+        }
+        text.push('\n');
+        let labels: Vec<String> = alert
+            .labels
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        text.push_str(&format!("  labels: {}\n", labels.join(", ")));
+        if let Some(description) = alert.annotations.get("description") {
+            text.push_str(&format!(
+                "  description: {}\n",
+                description.trim().replace('\n', "\n    ")
+            ));
+        }
+        if !alert.generator_url.is_empty() {
+            text.push_str(&format!("  source: {}\n", alert.generator_url));
+        }
+        text.push_str(&format!("  fingerprint: {}\n", alert.fingerprint));
+    }
+    text
+}
+
+/// The description with an update added, within the limit: when it would not fit, a short note,
+/// and when not even that fits, the description as it was.
+fn append(description: &str, update: &str) -> String {
+    if update.is_empty() {
+        return description.to_string();
+    }
+    let joined = format!("{}\n\n{update}", description.trim_end());
+    if joined.len() <= MAX_DESCRIPTION {
+        return joined;
+    }
+    let note = format!(
+        "{}\n\n(Alertmanager sent another update; the description is full.)\n",
+        description.trim_end()
+    );
+    if note.len() <= MAX_DESCRIPTION {
+        note
+    } else {
+        description.to_string()
+    }
+}
+
+/// At most `max` bytes, cut on a character boundary, saying so.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    const MARK: &str = " …(cut)";
+    let mut end = max - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::payload::{self, tests::body};
+
+    const NOW: &str = "2026-12-06T10:05:00Z";
+
+    fn now() -> jiff::Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    fn payload(value: serde_json::Value) -> Payload {
+        payload::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn created(decision: Decision) -> NewIncident {
+        match decision {
+            Decision::Create(new) => new,
+            other => panic!("expected a new Incident, got {other:?}"),
+        }
+    }
+
+    fn filed(new: &NewIncident, phase: Option<Phase>) -> Filed {
+        Filed {
+            key: new.key.clone(),
+            sequence: new.annotations[SEQUENCE_ANNOTATION].parse().unwrap(),
+            phase,
+            spec: new.spec.clone(),
+            annotations: new.annotations.clone(),
+            seen: serde_json::from_str(&new.annotations[ALERTS_ANNOTATION]).unwrap(),
+        }
+    }
+
+    fn apply(filed: &mut Filed, change: &Change) {
+        if let Some(spec) = &change.spec {
+            filed.spec = spec.clone();
+        }
+        for (name, value) in &change.annotations {
+            match value {
+                Some(value) => filed.annotations.insert(name.clone(), value.clone()),
+                None => filed.annotations.remove(name),
+            };
+        }
+        filed.seen = serde_json::from_str(&filed.annotations[ALERTS_ANNOTATION]).unwrap();
+    }
+
+    #[test]
+    fn a_firing_group_files_one_incident_filled_from_the_alert() {
+        let rules = Rules::default();
+        let new = created(decide(&payload(body()), &rules, &[], now()).unwrap());
+        let hash = group_hash("{}:{alertname=\"RedisDown\"}");
+        assert_eq!(
+            new.key,
+            ObjectKey::new("default", format!("redisdown-{}", &hash[..10]))
+        );
+        assert_eq!(new.spec.title, "redis is down");
+        assert_eq!(new.spec.severity, crate::incident::Severity::Critical);
+        assert_eq!(new.spec.environment.targets, vec!["redis".to_string()]);
+        assert!(new.spec.description.starts_with("no PONG for 1m\n\n"));
+        assert!(
+            new.spec
+                .description
+                .contains("labels: alertname=RedisDown, service=redis, severity=critical"),
+            "{}",
+            new.spec.description
+        );
+        assert!(
+            new.spec
+                .description
+                .contains("source: http://prometheus:9090/graph?g0.expr=up")
+        );
+        assert_eq!(new.labels[GROUP_LABEL], hash);
+        assert!(new.spec.validate().is_ok());
+    }
+
+    #[test]
+    fn repeats_change_nothing_and_joining_alerts_update_the_open_incident() {
+        let rules = Rules::default();
+        let first = payload(body());
+        let new = created(decide(&first, &rules, &[], now()).unwrap());
+        let mut open = filed(&new, Some(Phase::Investigating));
+        assert_eq!(
+            decide(&first, &rules, std::slice::from_ref(&open), now()).unwrap(),
+            Decision::Deduplicated {
+                key: new.key.clone()
+            }
+        );
+        let mut two = body();
+        let mut second = two["alerts"][0].clone();
+        second["fingerprint"] = "fedcba9876543210".into();
+        second["labels"]["service"] = "redis-replica".into();
+        two["alerts"].as_array_mut().unwrap().push(second);
+        let Decision::Update(change) = decide(
+            &payload(two.clone()),
+            &rules,
+            std::slice::from_ref(&open),
+            now(),
+        )
+        .unwrap() else {
+            panic!("expected an update");
+        };
+        assert_eq!(change.key, new.key);
+        let spec = change.spec.clone().unwrap();
+        assert!(
+            spec.description.contains("1 more alert(s) joined"),
+            "{}",
+            spec.description
+        );
+        assert!(spec.description.contains("fedcba9876543210"));
+        assert_eq!(
+            spec.environment.targets,
+            vec!["redis".to_string(), "redis-replica".to_string()]
+        );
+        apply(&mut open, &change);
+        assert_eq!(open.seen.len(), 2);
+        // And that notification repeated is nothing new.
+        assert!(matches!(
+            decide(&payload(two), &rules, std::slice::from_ref(&open), now()).unwrap(),
+            Decision::Deduplicated { .. }
+        ));
+    }
+
+    fn resolved_body() -> serde_json::Value {
+        let mut resolved = body();
+        resolved["status"] = "resolved".into();
+        resolved["alerts"][0]["status"] = "resolved".into();
+        resolved["alerts"][0]["endsAt"] = "2026-12-06T10:04:00Z".into();
+        resolved
+    }
+
+    #[test]
+    fn resolved_is_recorded_on_an_ended_incident_without_touching_its_spec() {
+        let rules = Rules::default();
+        let new = created(decide(&payload(body()), &rules, &[], now()).unwrap());
+        let mut ended = filed(&new, Some(Phase::Resolved));
+        let Decision::Resolve(change) = decide(
+            &payload(resolved_body()),
+            &rules,
+            std::slice::from_ref(&ended),
+            now(),
+        )
+        .unwrap() else {
+            panic!("expected the resolution recorded");
+        };
+        assert_eq!(change.spec, None);
+        assert_eq!(
+            change.annotations[RESOLVED_ANNOTATION].as_deref(),
+            Some("2026-12-06T10:04:00Z")
+        );
+        apply(&mut ended, &change);
+        assert!(matches!(
+            decide(
+                &payload(resolved_body()),
+                &rules,
+                std::slice::from_ref(&ended),
+                now()
+            )
+            .unwrap(),
+            Decision::Deduplicated { .. }
+        ));
+    }
+
+    #[test]
+    fn resolved_is_told_to_an_open_incident() {
+        let rules = Rules::default();
+        let new = created(decide(&payload(body()), &rules, &[], now()).unwrap());
+        let open = filed(&new, Some(Phase::Investigating));
+        let Decision::Resolve(change) =
+            decide(&payload(resolved_body()), &rules, &[open], now()).unwrap()
+        else {
+            panic!("expected the resolution recorded");
+        };
+        let spec = change.spec.unwrap();
+        assert!(
+            spec.description
+                .contains("resolved at 2026-12-06T10:04:00Z"),
+            "{}",
+            spec.description
+        );
+        assert!(spec.description.contains("does not end the session"));
+    }
+
+    #[test]
+    fn firing_again_after_the_incident_ended_files_a_new_one_naming_it() {
+        let rules = Rules::default();
+        let new = created(decide(&payload(body()), &rules, &[], now()).unwrap());
+        let ended = filed(&new, Some(Phase::Resolved));
+        // The same alert still firing (a repeat) is not a new Incident.
+        assert!(matches!(
+            decide(
+                &payload(body()),
+                &rules,
+                std::slice::from_ref(&ended),
+                now()
+            )
+            .unwrap(),
+            Decision::Deduplicated { .. }
+        ));
+        let mut again = body();
+        again["alerts"][0]["startsAt"] = "2026-12-06T11:00:00Z".into();
+        let second = created(decide(&payload(again), &rules, &[ended], now()).unwrap());
+        assert_eq!(second.key.name, format!("{}-2", new.key.name));
+        assert_eq!(second.annotations[PREVIOUS_ANNOTATION], new.key.to_string());
+        assert!(
+            second.spec.description.contains(&format!(
+                "fired before: Incident {} (ended Resolved)",
+                new.key
+            )),
+            "{}",
+            second.spec.description
+        );
+    }
+
+    #[test]
+    fn nothing_is_filed_for_unmatched_alerts_or_a_group_resolved_unseen() {
+        let rules = Rules::parse("rules:\n- match: {team: data}\n").unwrap();
+        assert!(matches!(
+            decide(&payload(body()), &rules, &[], now()).unwrap(),
+            Decision::Ignored { .. }
+        ));
+        assert_eq!(
+            decide(&payload(resolved_body()), &Rules::default(), &[], now()).unwrap(),
+            Decision::Ignored {
+                reason: "the group resolved, and no Incident was filed for it".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_yaml_looking_title_is_kept_as_text() {
+        let mut hostile = body();
+        hostile["alerts"][0]["annotations"]["summary"] = "x\" }\nspec: {agent: {maxTurns: 9999}} #"
+            .replace('\n', " ")
+            .into();
+        let new = created(decide(&payload(hostile), &Rules::default(), &[], now()).unwrap());
+        let yaml = serde_saphyr::to_string(&new.spec).unwrap();
+        let back: IncidentSpec = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back, new.spec);
+        assert_eq!(back.agent, crate::incident::AgentOverrides::default());
+    }
+}

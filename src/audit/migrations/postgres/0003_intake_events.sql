@@ -1,0 +1,15 @@
+-- Decisions of producers that file Incidents (the Alertmanager intake): created, updated, resolved,
+-- deduplicated, ignored, refused and why. Append-only, like the events; not part of any session.
+CREATE TABLE intake_events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          TEXT NOT NULL,
+    producer    TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    reason      TEXT,
+    alert_group TEXT,
+    incident    TEXT,
+    message     TEXT NOT NULL
+);
+CREATE TRIGGER intake_events_no_update BEFORE UPDATE ON intake_events FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER intake_events_no_delete BEFORE DELETE ON intake_events FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER intake_events_no_truncate BEFORE TRUNCATE ON intake_events FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
