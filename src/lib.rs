@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod cost;
 mod error;
 pub mod incident;

@@ -1,5 +1,5 @@
 //! The HTTP port: `/metrics` for Prometheus, `/healthz` (the process answers) and `/readyz` (the
-//! source is synced, and the store and the Docker engine answer).
+//! source is synced, and the store and the Docker engine answer), and the web console under `/ui/`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,18 +72,20 @@ struct AppState {
     readiness: Arc<Readiness>,
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`; `console` is the web console's routes (see [`crate::console::router`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    console: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, readiness });
+        .with_state(AppState { metrics, readiness })
+        .merge(console);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

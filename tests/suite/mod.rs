@@ -1,5 +1,6 @@
 mod cli;
 mod compose;
+mod console;
 mod cost;
 mod crd;
 mod examples;

@@ -1,3 +1,4 @@
+pub mod browser;
 pub mod controller;
 pub mod docker;
 pub mod fake_llm;
