@@ -299,7 +299,7 @@ pub fn explanation(status: &IncidentStatus) -> Option<Explanation<'_>> {
 /// Whether the reason adds to the phase: not `Investigating` while investigating, nor `Reported`
 /// for a resolved Incident, but `ModelApiFailed`, `TokenBudgetExhausted`, `Reported` (unresolved by
 /// the agent's word)...
-fn reason_says_something(phase: Phase, reason: &str) -> bool {
+pub fn reason_says_something(phase: Phase, reason: &str) -> bool {
     reason != phase.to_string() && !(phase == Phase::Resolved && reason == "Reported")
 }
 

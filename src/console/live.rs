@@ -142,12 +142,21 @@ pub async fn session(
         .into_response()
 }
 
-/// `GET /ui/live?phase=&namespace=`: the Incidents table's body whenever it changes.
+#[derive(serde::Deserialize)]
+pub struct Seen {
+    /// The digest of the rows the page already has.
+    #[serde(default)]
+    seen: String,
+}
+
+/// `GET /ui/live?phase=&namespace=&seen=DIGEST`: the Incidents table's body whenever it changes
+/// from what the page has.
 pub async fn incidents(
     State(console): State<Console>,
     Query(filter): Query<IncidentFilter>,
+    Query(seen): Query<Seen>,
 ) -> Response {
-    let state = (console, filter, String::new(), true);
+    let state = (console, filter, seen.seen, true);
     let stream = futures::stream::unfold(state, |(console, filter, last, mut first)| async move {
         loop {
             if !first && !pause(&console, LIST_POLL).await {
@@ -157,11 +166,11 @@ pub async fn incidents(
             let Ok(records) = console.store.incidents().await else {
                 continue;
             };
-            let rows =
-                pages::incident_rows(&records, &filter, jiff::Timestamp::now()).into_string();
-            if rows != last {
-                let event = patch("replace", "incident-rows", rows.clone());
-                return Some((Ok::<_, Infallible>(event), (console, filter, rows, false)));
+            let digest = pages::rows_digest(&records, &filter);
+            if digest != last {
+                let rows = pages::incident_rows(&records, &filter, jiff::Timestamp::now());
+                let event = patch("replace", "incident-rows", rows.into_string());
+                return Some((Ok::<_, Infallible>(event), (console, filter, digest, false)));
             }
         }
     });

@@ -108,10 +108,16 @@ impl Browser {
             .unwrap_or_else(|error| panic!("{script}: {error}"))
     }
 
-    /// The visible text of the first element matching `css`, or None.
+    /// The visible text of the first element matching `css`, or None. Found again if a live update
+    /// replaced it between finding and reading.
     pub async fn text(&self, css: &str) -> Option<String> {
-        let element = self.client.find(Locator::Css(css)).await.ok()?;
-        element.text().await.ok()
+        for _ in 0..3 {
+            let element = self.client.find(Locator::Css(css)).await.ok()?;
+            if let Ok(text) = element.text().await {
+                return Some(text);
+            }
+        }
+        None
     }
 
     /// Every matching element's visible text.

@@ -3,7 +3,7 @@
 use maud::{Markup, html};
 
 use super::layout::page;
-use super::{dollars, incident_href, session_href, shown};
+use super::{dollars, incident_href, session_href, shown, when};
 use crate::audit::{IncidentRecord, SessionRecord};
 use crate::incident::{Condition, Incident, Phase, Report};
 use crate::view;
@@ -50,6 +50,14 @@ fn phase_badge(phase: &str) -> Markup {
     html! { span class=(format!("phase phase-{phase}")) { (phase) } }
 }
 
+/// A short digest of the rows, what the live feed compares: rendered at a fixed time, so that ages
+/// moving on alone do not count as a change.
+pub fn rows_digest(records: &[IncidentRecord], filter: &IncidentFilter) -> String {
+    use sha2::Digest;
+    let rows = incident_rows(records, filter, jiff::Timestamp::UNIX_EPOCH).into_string();
+    hex::encode(&sha2::Sha256::digest(rows.as_bytes())[..12])
+}
+
 /// The table body: one row per Incident the filter keeps. Also what the live feed replaces.
 pub fn incident_rows(
     records: &[IncidentRecord],
@@ -68,7 +76,7 @@ pub fn incident_rows(
                         td { (shown(&record.namespace)) }
                         td {
                             (phase_badge(&status.phase.to_string()))
-                            @if let Some(explained) = explained.filter(|e| e.reason != status.phase.to_string()) {
+                            @if let Some(explained) = explained.filter(|e| view::reason_says_something(status.phase, e.reason)) {
                                 span.reason title=(shown(explained.message)) { (shown(explained.reason)) }
                             }
                         }
@@ -102,7 +110,9 @@ pub fn incidents_page(
         .collect();
     namespaces.sort();
     namespaces.dedup();
-    let live = format!("/ui/live?{}", filter.query());
+    // The feed sends the rows only once they differ from these.
+    let seen = rows_digest(records, filter);
+    let live = format!("/ui/live?{}&seen={seen}", filter.query());
     let invalid: Vec<&IncidentRecord> = records
         .iter()
         .filter(|record| record.error.is_some())
@@ -176,7 +186,7 @@ fn conditions_table(conditions: &[Condition]) -> Markup {
                             td { (shown(&condition.type_)) }
                             td { (shown(&condition.status)) }
                             td { (shown(&condition.reason)) }
-                            td { (shown(&condition.last_transition_time)) }
+                            td { (when(Some(&condition.last_transition_time))) }
                             td { (shown(&condition.message)) }
                         }
                     }
@@ -220,8 +230,8 @@ fn sessions_table(sessions: &[SessionRecord]) -> Markup {
                             td { (shown(session.reason.as_deref().unwrap_or("-"))) }
                             td.num { (session.commands) }
                             td.num { (dollars(session.cost_usd)) }
-                            td { (shown(&session.started_at)) }
-                            td { (shown(session.finished_at.as_deref().unwrap_or("-"))) }
+                            td { (when(Some(&session.started_at))) }
+                            td { (when(session.finished_at.as_deref())) }
                         }
                     }
                 }
@@ -285,7 +295,7 @@ pub fn incident_page(
                 (field("Source", text(&record.source)))
                 (field("Created", html! {
                     @if let Some(created) = &incident.metadata.creation_timestamp {
-                        (created.0.to_string()) " (" (view::age(created.0, now)) " ago)"
+                        (when(Some(&created.0.to_string()))) " (" (view::age(created.0, now)) " ago)"
                     }
                 }))
                 (field("Generation", html! { (record.generation) }))
@@ -301,8 +311,8 @@ pub fn incident_page(
                 @if let Some(session) = &status.session_id {
                     (field("Session", html! { a href=(session_href(session)) { code { (shown(session)) } } }))
                 }
-                (field("Started", text(status.started_at.as_deref().unwrap_or_default())))
-                (field("Finished", text(status.finished_at.as_deref().unwrap_or_default())))
+                (field("Started", html! { (when(status.started_at.as_deref())) }))
+                (field("Finished", html! { (when(status.finished_at.as_deref())) }))
                 (field("Usage", html! {
                     (status.turns) " turns, " (status.commands) " commands, "
                     (status.tokens.total()) " tokens (" (status.tokens.input) " in / " (status.tokens.output) " out), estimated "

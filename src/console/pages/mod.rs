@@ -6,7 +6,7 @@ mod incidents;
 mod layout;
 mod session;
 
-pub use incidents::{IncidentFilter, incident_page, incident_rows, incidents_page};
+pub use incidents::{IncidentFilter, incident_page, incident_rows, incidents_page, rows_digest};
 pub use layout::{error_page, login};
 pub use session::{Verification, event_items, gantt, session_page, summary};
 
@@ -46,6 +46,17 @@ pub fn html(markup: Markup) -> axum::response::Response {
         markup.into_string(),
     )
         .into_response()
+}
+
+/// A stored time in full, in UTC (`2026-12-06 18:30:28 UTC`); "-" for none; as stored if it does
+/// not parse.
+fn when(at: Option<&str>) -> String {
+    match at {
+        Some(at) if !at.is_empty() => {
+            shown(&crate::view::Clock::new(jiff::tz::TimeZone::UTC).full_text(at))
+        }
+        _ => "-".into(),
+    }
 }
 
 fn dollars(cost: f64) -> String {

@@ -4,7 +4,7 @@
 use maud::{Markup, html};
 
 use super::layout::page;
-use super::{dollars, incident_href, segment, session_href, shown};
+use super::{dollars, incident_href, segment, session_href, shown, when};
 use crate::audit::{Broken, ChainCheck, Event, EventBody, SessionRecord, SessionState};
 use crate::console::timeline::{self, Entry, Gantt};
 use crate::incident::Phase;
@@ -64,8 +64,8 @@ pub fn summary(session: &SessionRecord, verification: &Verification) -> Markup {
                         ": " (shown(message))
                     }
                 }
-                dt { "Started" } dd { (shown(&session.started_at)) }
-                dt { "Finished" } dd { (shown(session.finished_at.as_deref().unwrap_or("-"))) }
+                dt { "Started" } dd { (when(Some(&session.started_at))) }
+                dt { "Finished" } dd { (when(session.finished_at.as_deref())) }
                 dt { "Usage" }
                 dd {
                     (session.turns) " turns, " span id="command-count" { (session.commands) } " commands, "
@@ -90,7 +90,8 @@ fn seconds(ms: u64) -> String {
 /// styles). Each bar links to its command. Also what the live feed replaces.
 pub fn gantt(axis: &Gantt) -> Markup {
     let span = axis.span_ms.max(1);
-    let track = GANTT_WIDTH - GANTT_LABEL - 10;
+    // Room on the right for the last tick's label.
+    let track = GANTT_WIDTH - GANTT_LABEL - 40;
     let x = |ms: u64| GANTT_LABEL + ms * track / span;
     let height = GANTT_ROW * (axis.bars.len() as u64 + 1) + 6;
     html! {
