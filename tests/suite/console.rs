@@ -226,6 +226,29 @@ async fn the_console_shows_a_real_session_and_follows_it_live() {
     browser.client.set_window_size(1280, 1700).await.unwrap();
     browser.screenshot(&screenshot_path("session")).await;
 
+    // A command's whole output, on demand, as plain text; only a command's end has one.
+    let end_seq = browser
+        .eval("return document.querySelector('#timeline li.kind-command_finished').id;")
+        .await;
+    let end_seq = end_seq
+        .as_str()
+        .unwrap()
+        .trim_start_matches("event-")
+        .to_string();
+    let output = reqwest::get(format!("{base}/ui/sessions/{session}/output/{end_seq}"))
+        .await
+        .unwrap();
+    assert_eq!(output.status(), 200);
+    assert_eq!(
+        output.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(output.text().await.unwrap(), "first-output\n");
+    let not_an_end = reqwest::get(format!("{base}/ui/sessions/{session}/output/1"))
+        .await
+        .unwrap();
+    assert_eq!(not_an_end.status(), 404);
+
     // A deep link lands on its event.
     browser
         .goto(&format!("{base}/ui/sessions/{session}#event-3"))
