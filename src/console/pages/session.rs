@@ -81,6 +81,8 @@ pub fn summary(session: &SessionRecord, verification: &Verification) -> Markup {
 const GANTT_WIDTH: u64 = 1000;
 const GANTT_LABEL: u64 = 300;
 const GANTT_ROW: u64 = 20;
+/// Up to this many commands, each gets a full, labelled row.
+const GANTT_FULL_ROWS: u64 = 40;
 
 fn seconds(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -93,7 +95,21 @@ pub fn gantt(axis: &Gantt) -> Markup {
     // Room on the right for the last tick's label.
     let track = GANTT_WIDTH - GANTT_LABEL - 40;
     let x = |ms: u64| GANTT_LABEL + ms * track / span;
-    let height = GANTT_ROW * (axis.bars.len() as u64 + 1) + 6;
+    // A long session's rows shrink to keep the axis on a screen or two; below a readable height
+    // they lose their labels (each bar's tooltip still names its command).
+    let count = axis.bars.len() as u64;
+    let row_height = if count <= GANTT_FULL_ROWS {
+        GANTT_ROW
+    } else {
+        (GANTT_ROW * GANTT_FULL_ROWS / count).max(2)
+    };
+    let labelled = row_height == GANTT_ROW;
+    let bar_height = if labelled {
+        GANTT_ROW - 6
+    } else {
+        (row_height - 1).max(1)
+    };
+    let height = row_height * count + GANTT_ROW + 6;
     html! {
         div id="gantt" {
             @if axis.bars.is_empty() {
@@ -107,13 +123,15 @@ pub fn gantt(axis: &Gantt) -> Markup {
                         text x=(x(at) + 2) y=(height - 4) { (seconds(at)) }
                     }
                     @for (row, bar) in axis.bars.iter().enumerate() {
-                        @let y = row as u64 * GANTT_ROW + 4;
-                        @let label: String = shown(&bar.command).chars().take(42).collect();
+                        @let y = row as u64 * row_height + 4;
                         a href=(format!("#event-{}", bar.seq)) {
                             title { (shown(&bar.command)) " — " (seconds(bar.duration_ms)) }
-                            text x="4" y=(y + 13) { (label) }
+                            @if labelled {
+                                @let label: String = shown(&bar.command).chars().take(42).collect();
+                                text x="4" y=(y + 13) { (label) }
+                            }
                             rect class=(bar.state.class()) x=(x(bar.start_ms)) y=(y)
-                                width=((bar.duration_ms * track / span).max(2)) height=(GANTT_ROW - 6) {}
+                                width=((bar.duration_ms * track / span).max(2)) height=(bar_height) {}
                         }
                     }
                 }
@@ -389,6 +407,40 @@ mod tests {
             body,
             hash: String::new(),
         }
+    }
+
+    #[test]
+    fn a_long_sessions_time_axis_stays_short() {
+        let bar = |n: u64| timeline::Bar {
+            seq: n as i64,
+            command: format!("cmd {n}"),
+            start_ms: n * 100,
+            duration_ms: 50,
+            state: timeline::BarState::Ok,
+        };
+        let few = gantt(&Gantt {
+            bars: (0..3).map(bar).collect(),
+            span_ms: 300,
+        })
+        .into_string();
+        assert_eq!(few.matches("<rect").count(), 3);
+        assert!(few.contains(">cmd 2</text>"), "{few}");
+        let many = gantt(&Gantt {
+            bars: (0..1000).map(bar).collect(),
+            span_ms: 100_000,
+        })
+        .into_string();
+        assert_eq!(many.matches("<rect").count(), 1000);
+        assert!(
+            !many.contains(">cmd 2</text>"),
+            "rows this thin lose their labels"
+        );
+        assert!(many.contains("<title>cmd 2 — 0.1s</title>"));
+        assert!(
+            many.contains("viewBox=\"0 0 1000 2026\""),
+            "two units a row: {}",
+            &many[..300]
+        );
     }
 
     #[test]
