@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::config::{KubeSettings, LeaseSettings, WatchMode};
+use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
 use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
@@ -65,6 +66,8 @@ pub enum Command {
     Cancel(RequestArgs),
     /// Check the audit trail.
     Audit(AuditArgs),
+    /// Serve the read-only web console (/ui/) on a store, e.g. a copy taken after an incident.
+    Console(ConsoleArgs),
     /// Fault scenarios: break a demo stack, file an Incident, and judge the agent.
     Scenario(ScenarioArgs),
     /// Print a shell completion script, e.g. `opslab completion bash > /etc/bash_completion.d/opslab`.
@@ -300,6 +303,18 @@ pub enum AuditCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where to serve the console. A non-loopback address needs --console-token (or
+    /// --console-insecure).
+    #[arg(long, env = "OPSLAB_CONSOLE_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub access: ConsoleOptions,
 }
 
 /// Where Incidents come from.
@@ -541,6 +556,9 @@ pub struct ControllerArgs {
     #[arg(help_heading = HTTP)]
     #[arg(long, env = "OPSLAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Who may read the web console under /ui/ on the same port.
+    #[command(flatten, next_help_heading = HTTP)]
+    pub console: ConsoleOptions,
     /// `max_tokens` of one model response.
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_RESPONSE_MAX_TOKENS", default_value_t = 4096)]
@@ -740,6 +758,7 @@ impl ControllerArgs {
             notify,
             alerts_token,
             alert_rules,
+            console,
         } = self;
         let source = match source {
             SourceKind::Files => {
@@ -894,6 +913,11 @@ impl ControllerArgs {
                 )
             })?;
             secret_values.push(key.clone());
+        }
+        // The console's token is a secret like the API key: redacted wherever it might show.
+        console.check()?;
+        if let Some(token) = console.token() {
+            secret_values.push(token.secret().to_string());
         }
         for name in secret_env {
             let Ok(value) = std::env::var(&name) else {

@@ -11,6 +11,7 @@ use opslab::audit::{
     ChainCheck, EventBody, IncidentRecord, Redactor, SessionRecord, Store, StoreLocation,
 };
 use opslab::config::{Config, SourceConfig};
+use opslab::console::{Access, ConsoleOptions};
 use opslab::incident::DEFAULT_NAMESPACE;
 use opslab::incident::Incident;
 use opslab::reconcile::{self, Context};
@@ -25,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::{
-    DescribeIncidentArgs, DriverArg, FollowArgs, GetIncidentsArgs, ScenarioRunArgs, SessionsArgs,
-    ShowArgs, StoreArgs,
+    ConsoleArgs, DescribeIncidentArgs, DriverArg, FollowArgs, GetIncidentsArgs, ScenarioRunArgs,
+    SessionsArgs, ShowArgs, StoreArgs,
 };
 use crate::label_selector::LabelSelector;
 
 /// Runs the controller until SIGINT or SIGTERM.
-pub async fn run_controller(config: Config) -> anyhow::Result<()> {
+pub async fn run_controller(config: Config, console: ConsoleOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(config.clone(), wake_tx).await?);
@@ -50,7 +51,14 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-    let routes = alert_routes(&config, &ctx).await?;
+    let console = opslab::console::router(
+        opslab::console::Console {
+            store: ctx.store.clone(),
+            shutdown: shutdown.clone(),
+        },
+        Access::decide(config.listen, &console),
+    );
+    let routes = alert_routes(&config, &ctx).await?.merge(console);
     let http = tokio::spawn(server::serve(
         listener,
         ctx.metrics.clone(),
@@ -643,6 +651,32 @@ pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::
         );
     }
     Ok(report)
+}
+
+/// `opslab console`: the web console on a store, until SIGINT or SIGTERM. Refuses a non-loopback
+/// address without a token or `--console-insecure`, before listening.
+pub async fn console(args: ConsoleArgs) -> anyhow::Result<()> {
+    args.access.check().map_err(anyhow::Error::msg)?;
+    let access = Access::decide(args.listen, &args.access);
+    if let Access::Off(why) = &access {
+        anyhow::bail!("{why}");
+    }
+    let (store, location) = open_existing(&args.store).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    // Said on stdout, for people and for scripts that pass port 0.
+    println!(
+        "serving the console for {location} at http://{}/ui/",
+        listener.local_addr()?
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let console = opslab::console::Console { store, shutdown };
+    opslab::console::serve(listener, console, access).await?;
+    Ok(())
 }
 
 /// The store the CLI reads, and where it is (for error messages); an error if an SQLite file is

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod cost;
 mod error;
 pub mod incident;

@@ -34,6 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Retry(_)
         | Command::Cancel(_)
         | Command::Audit(_)
+        | Command::Console(_)
         | Command::Scenario(_)
         | Command::Completion { .. }
         | Command::Man => "warn",
@@ -43,8 +44,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(mut args) => {
             // The replay provider's server, kept until the controller stops.
             let _replay = args.start_replay().await?;
+            let console = args.console.clone();
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            commands::run_controller(config).await?;
+            commands::run_controller(config, console).await?;
             return Ok(());
         }
         Command::Crd => commands::crd_yaml()?,
@@ -82,6 +84,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 commands::audit_verify(session, store).await?
             }
         },
+        Command::Console(args) => {
+            commands::console(args).await?;
+            return Ok(());
+        }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "opslab", &mut std::io::stdout());
             return Ok(());

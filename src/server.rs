@@ -1,5 +1,5 @@
 //! The HTTP port: `/metrics` for Prometheus, `/healthz` (the process answers) and `/readyz` (the
-//! source is synced, and the store and the Docker engine answer).
+//! source is synced, and the store and the Docker engine answer), and the web console under `/ui/`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +72,8 @@ struct AppState {
     readiness: Arc<Readiness>,
 }
 
-/// Serves until `shutdown`. `routes` are merged in (the alert intake's, when it is on).
+/// Serves until `shutdown`. `routes` are merged in: the web console's, and the alert intake's when it
+/// is on.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,

@@ -299,7 +299,7 @@ pub fn explanation(status: &IncidentStatus) -> Option<Explanation<'_>> {
 /// Whether the reason adds to the phase: not `Investigating` while investigating, nor `Reported`
 /// for a resolved Incident, but `ModelApiFailed`, `TokenBudgetExhausted`, `Reported` (unresolved by
 /// the agent's word)...
-fn reason_says_something(phase: Phase, reason: &str) -> bool {
+pub fn reason_says_something(phase: Phase, reason: &str) -> bool {
     reason != phase.to_string() && !(phase == Phase::Resolved && reason == "Reported")
 }
 
@@ -1004,19 +1004,26 @@ fn indent(text: &str) -> String {
         .collect()
 }
 
-/// Makes text safe for a terminal: control characters (escape sequences among them) are shown, not
-/// obeyed.
+/// Makes text safe for a terminal or a page: control characters (escape sequences among them) and
+/// bidirectional overrides (which reorder what a reader sees) are shown, not obeyed.
 pub fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let visible: Vec<char> = if c.is_control() && c != '\t' && c != '\n' {
-                format!("\\u{{{:x}}}", c as u32).chars().collect()
-            } else {
-                vec![c]
-            };
+            let visible: Vec<char> =
+                if (c.is_control() && c != '\t' && c != '\n') || is_bidi_control(c) {
+                    format!("\\u{{{:x}}}", c as u32).chars().collect()
+                } else {
+                    vec![c]
+                };
             visible
         })
         .collect()
+}
+
+/// The explicit bidirectional formatting characters (Unicode's Bidi_Control), as used to make code
+/// read other than it runs ("Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// kubectl-style age: 45s, 12m, 5h, 3d.
@@ -1544,5 +1551,6 @@ Events:         not in the store; in kube mode, `kubectl describe incident broke
     fn control_characters_are_shown_not_obeyed() {
         assert_eq!(printable("a\u{1b}[31mred\u{7}"), "a\\u{1b}[31mred\\u{7}");
         assert_eq!(printable("tab\tok\n"), "tab\tok\n");
+        assert_eq!(printable("a\u{202e}b\u{2066}"), "a\\u{202e}b\\u{2066}");
     }
 }

@@ -2,6 +2,7 @@ mod alerts;
 mod alerts_kube;
 mod cli;
 mod compose;
+mod console;
 mod cost;
 mod crd;
 mod examples;

@@ -1,4 +1,5 @@
 pub mod alertmanager;
+pub mod browser;
 pub mod controller;
 pub mod docker;
 pub mod fake_llm;

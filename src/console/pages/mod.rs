@@ -1,0 +1,77 @@
+//! The console's HTML, compiled into the binary with maud: every interpolated value is escaped
+//! unless wrapped in `PreEscaped`, which this module never does with stored text (the only
+//! `PreEscaped` is maud's own DOCTYPE). Pure: data in, markup out.
+
+mod incidents;
+mod layout;
+mod session;
+
+pub use incidents::{IncidentFilter, incident_page, incident_rows, incidents_page, rows_digest};
+pub use layout::{error_page, login};
+pub use session::{Verification, event_items, gantt, session_page, summary};
+
+use maud::Markup;
+
+/// Text from the trail, safe to show: control characters (ANSI escapes) and bidi overrides made
+/// visible rather than obeyed. maud escapes the result for HTML.
+fn shown(text: &str) -> String {
+    crate::view::printable(text)
+}
+
+/// A path segment, percent-encoded: names reach URLs only this way.
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+pub fn incident_href(namespace: &str, name: &str) -> String {
+    format!("/ui/incidents/{}/{}", segment(namespace), segment(name))
+}
+
+pub fn session_href(id: &str) -> String {
+    format!("/ui/sessions/{}", segment(id))
+}
+
+/// A page as a response body.
+pub fn html(markup: Markup) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// A stored time in full, in UTC (`2026-12-06 18:30:28 UTC`); "-" for none; as stored if it does
+/// not parse.
+fn when(at: Option<&str>) -> String {
+    match at {
+        Some(at) if !at.is_empty() => {
+            shown(&crate::view::Clock::new(jiff::tz::TimeZone::UTC).full_text(at))
+        }
+        _ => "-".into(),
+    }
+}
+
+fn dollars(cost: f64) -> String {
+    format!("${cost:.4}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reach_urls_encoded() {
+        assert_eq!(segment("web-1.prod"), "web-1.prod");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(segment("\"><script>"), "%22%3E%3Cscript%3E");
+        assert_eq!(incident_href("ops", "db"), "/ui/incidents/ops/db");
+    }
+}
