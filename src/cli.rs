@@ -509,6 +509,11 @@ pub struct ControllerArgs {
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_SESSIONS", default_value_t = 4)]
     pub max_sessions: usize,
+    /// On SIGTERM, how long a running command may still finish before it is stopped (the session
+    /// resumes from the store at the next start either way) [default: the command timeout].
+    #[arg(help_heading = BUDGETS)]
+    #[arg(long, env = "OPSLAB_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
     /// The most model turns a session may take.
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TURNS", default_value_t = 40)]
@@ -671,6 +676,14 @@ impl ControllerArgs {
         Ok(Some(server))
     }
 
+    /// How long a stop waits for running commands: the flag, else the command timeout.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(
+            self.shutdown_grace_seconds
+                .unwrap_or(self.command_timeout_seconds),
+        )
+    }
+
     /// Checks the flags once; later code trusts the result.
     pub fn into_config(self) -> Result<Config, String> {
         // Destructured so that a new flag cannot be left unhandled.
@@ -698,6 +711,8 @@ impl ControllerArgs {
             llm_retry_delay_ms,
             llm_timeout_seconds,
             max_sessions,
+            // Read by `shutdown_grace`, before this.
+            shutdown_grace_seconds: _,
             max_turns,
             session_timeout_seconds,
             command_timeout_seconds,

@@ -29,8 +29,8 @@ use crate::cli::{
 };
 use crate::label_selector::LabelSelector;
 
-/// Runs the controller until SIGINT or SIGTERM.
-pub async fn run_controller(config: Config) -> anyhow::Result<()> {
+/// Runs the controller until SIGINT or SIGTERM; running commands then get `grace` to finish.
+pub async fn run_controller(config: Config, grace: Duration) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(config.clone(), wake_tx).await?);
@@ -77,7 +77,7 @@ pub async fn run_controller(config: Config) -> anyhow::Result<()> {
         }
     };
     info!("stopping: sessions resume from the store at the next start");
-    ctx.sessions.shutdown().await;
+    ctx.sessions.shutdown(grace).await;
     spares_stop.cancel();
     let _ = spares.await;
     shutdown.cancel();

@@ -43,8 +43,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(mut args) => {
             // The replay provider's server, kept until the controller stops.
             let _replay = args.start_replay().await?;
+            let grace = args.shutdown_grace();
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            commands::run_controller(config).await?;
+            commands::run_controller(config, grace).await?;
             return Ok(());
         }
         Command::Crd => commands::crd_yaml()?,
