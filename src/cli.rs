@@ -740,6 +740,9 @@ impl ControllerArgs {
             output_keep_bytes,
             secret_env,
         } = self;
+        // Replicas (kube mode) tell their spare sandboxes apart by identity; in files mode there is
+        // one controller per instance.
+        let mut replica = None;
         let source = match source {
             SourceKind::Files => {
                 let Some(incidents) = incidents else {
@@ -769,6 +772,7 @@ impl ControllerArgs {
                 let identity = lease_identity
                     .filter(|identity| !identity.trim().is_empty())
                     .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
+                replica = Some(identity.clone());
                 SourceConfig::Kubernetes(KubeSettings {
                     kubeconfig,
                     leader_election: leader_election.then(|| LeaseSettings {
@@ -932,6 +936,8 @@ impl ControllerArgs {
             },
             summary_model,
             sandbox: SandboxConfig {
+                replica: replica.unwrap_or_else(|| instance.clone()),
+                spare_max_age: SandboxConfig::default().spare_max_age,
                 instance,
                 image: sandbox_image,
                 memory_bytes: sandbox_memory_mb * 1024 * 1024,
