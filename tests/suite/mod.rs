@@ -6,6 +6,7 @@ mod examples;
 mod failures;
 mod isolation;
 mod kubernetes;
+mod kubernetes_api;
 mod kubernetes_spares;
 mod llm;
 mod manifests;
