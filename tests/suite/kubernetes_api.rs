@@ -5,11 +5,12 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use opslab::incident::{Incident, Phase};
 use serde_json::json;
 
 use crate::support::controller::{Controller, Options, scripted};
+use crate::support::docker;
 use crate::support::fake_llm::Turn;
 use crate::support::kube_api::{KubeApi, wait_for_incident};
 
@@ -274,4 +275,64 @@ async fn kube_api_a_retry_announces_its_attempt_in_new_events() {
         started.iter().all(|(_, series)| series.is_none()),
         "no Event counts another attempt's: {started:?}"
     );
+}
+
+/// Deleting an Incident while its command runs: the finalizer holds the object until the session is
+/// cancelled and its sandbox removed, then the object goes; the session's last wake-up for the
+/// gone Incident is no warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_delete_mid_command_removes_the_sandbox_before_the_object() {
+    let api = KubeApi::start().await;
+    let (_llm, controller) = scripted(
+        vec![
+            Turn::shell("sleep 60", "watch the logs for a minute"),
+            Turn::report("resolved", "never reached"),
+        ],
+        kube_mode(&api),
+    )
+    .await;
+    create_incident(&api, "cache-down", "cache is down").await;
+    let running = wait_for_incident(
+        &api.incidents(),
+        "cache-down",
+        "a command running",
+        SESSION_TIMEOUT,
+        || controller.logs(),
+        |incident| incident.status.as_ref().is_some_and(|s| s.commands == 1),
+    )
+    .await;
+    let session = running.status.unwrap().session_id.unwrap();
+    assert_eq!(docker::sandbox_of(&session).len(), 1, "the sandbox runs");
+
+    api.incidents()
+        .delete("cache-down", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api
+        .incidents()
+        .get_opt("cache-down")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the finalizer was never removed:\n{}",
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        docker::sandbox_of(&session).is_empty(),
+        "no sandbox is left once the object is gone"
+    );
+    // The session's wake-ups after the delete find nothing to reconcile: not a warning.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = controller.logs();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(" WARN "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }

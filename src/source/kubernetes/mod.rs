@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::audit::IncidentRecord;
 use crate::incident::{Incident, IncidentStatus, Phase};
@@ -216,14 +216,16 @@ pub async fn run_controller(
         .graceful_shutdown_on(async move { graceful.cancelled().await })
         .run(reconcile_incident, error_policy, kctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                // Reconcile errors were logged by the error policy; these are the watch's own.
-                if !matches!(
-                    error,
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                ) {
-                    warn!(%error, "controller");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                // Logged by the error policy.
+                Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A session's wake-up for an Incident deleted meanwhile: nothing is left to do.
+                Err(error @ ControllerError::ObjectNotFound(..)) => {
+                    debug!(%error, "a wake-up for an Incident that is gone");
                 }
+                // The watch's own.
+                Err(error) => warn!(%error, "controller"),
             }
         })
         .await;
