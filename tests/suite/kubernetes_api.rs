@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use opslab::incident::{Incident, Phase};
@@ -11,7 +12,7 @@ use serde_json::json;
 
 use crate::support::controller::{Controller, Options, scripted};
 use crate::support::docker;
-use crate::support::fake_llm::Turn;
+use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
 use crate::support::kube_api::{KubeApi, wait_for_incident};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -335,4 +336,84 @@ async fn kube_api_delete_mid_command_removes_the_sandbox_before_the_object() {
         .filter(|line| line.contains(" WARN "))
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+/// A replica with leader election on this API server, the replicas' shared `store` (PostgreSQL, as
+/// the chart requires for several), its own scripted model, and `identity`.
+async fn replica(
+    api: &KubeApi,
+    store: &str,
+    identity: &str,
+    script: Vec<Turn>,
+) -> (FakeLlm, Controller) {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let options = kube_mode(api)(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .arg("--lease-name", "opslab-test")
+            .arg("--lease-namespace", "default")
+            .arg("--lease-duration-seconds", 3)
+            .arg("--lease-identity", identity)
+            .store(store),
+    );
+    let controller = Controller::start_with_env(options, &[("OPSLAB_LEADER_ELECTION", "true")]);
+    (llm, controller)
+}
+
+/// Two replicas with leader election on one store: both are ready, exactly one (the Lease's holder)
+/// drives the session; when it dies, the other takes the Lease and drives the next (and does not
+/// start the first over). Needs `OPSLAB_TEST_POSTGRES_URL` (scripts/test starts a server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_two_replicas_one_leads_and_the_other_takes_over() {
+    let api = KubeApi::start().await;
+    let script = || {
+        vec![
+            Turn::shell("echo on duty", "look"),
+            Turn::report("resolved", "done"),
+        ]
+    };
+    let store = crate::support::store::fresh_postgres_database().await;
+    let (llm_a, mut a) = replica(&api, &store, "replica-a", script()).await;
+    let (llm_b, b) = replica(&api, &store, "replica-b", script()).await;
+    for controller in [&a, &b] {
+        wait_for_http(
+            controller,
+            "/readyz",
+            "ready (leader or standby)",
+            |status, _| status == 200,
+        )
+        .await;
+    }
+    let leases: Api<Lease> = Api::namespaced(api.client.clone(), "default");
+    let holder = || async {
+        leases
+            .get_opt("opslab-test")
+            .await
+            .unwrap()
+            .and_then(|lease| lease.spec?.holder_identity)
+    };
+    create_incident(&api, "first", "the first").await;
+    wait_for_phase(&api, &a, "first", Phase::Resolved).await;
+    let leader = holder().await.expect("a holder");
+    let (led, idle) = match leader.as_str() {
+        "replica-a" => (&llm_a, &llm_b),
+        "replica-b" => (&llm_b, &llm_a),
+        other => panic!("unknown holder {other}"),
+    };
+    assert_eq!(led.requests().len(), 2, "the leader drove the session");
+    assert!(idle.requests().is_empty(), "the follower did nothing");
+
+    // The leader dies (no clean-up); the other takes over and drives the next Incident.
+    let survivor = if leader == "replica-a" {
+        a.kill9();
+        &b
+    } else {
+        drop(b);
+        &a
+    };
+    create_incident(&api, "second", "the second").await;
+    wait_for_phase(&api, survivor, "second", Phase::Resolved).await;
+    assert_ne!(holder().await.as_deref(), Some(leader.as_str()));
+    assert_eq!(idle.requests().len(), 2, "the new leader drove the session");
 }
