@@ -417,3 +417,41 @@ async fn kube_api_two_replicas_one_leads_and_the_other_takes_over() {
     assert_ne!(holder().await.as_deref(), Some(leader.as_str()));
     assert_eq!(idle.requests().len(), 2, "the new leader drove the session");
 }
+
+/// The controller killed mid-command (no clean-up) and started again: the same session resumes (no
+/// new attempt, no second SessionStarted), the lost command is reported interrupted, and the
+/// Incident is resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_a_restart_mid_session_resumes_it() {
+    let api = KubeApi::start().await;
+    let (llm, mut controller) = scripted(
+        vec![
+            Turn::shell("sleep 30", "wait for the cache to warm"),
+            Turn::report("resolved", "warmed after the restart"),
+        ],
+        kube_mode(&api),
+    )
+    .await;
+    create_incident(&api, "warm", "cache is cold").await;
+    let running = wait_for_incident(
+        &api.incidents(),
+        "warm",
+        "a command running",
+        SESSION_TIMEOUT,
+        || controller.logs(),
+        |incident| incident.status.as_ref().is_some_and(|s| s.commands == 1),
+    )
+    .await;
+    controller.restart();
+    let resolved = wait_for_phase(&api, &controller, "warm", Phase::Resolved).await;
+    let (before, after) = (running.status.unwrap(), resolved.status.unwrap());
+    assert_eq!(after.session_id, before.session_id, "the same session");
+    assert_eq!((after.attempt, after.commands), (1, 1), "{after:#?}");
+    assert!(llm.requests()[1].to_string().contains("INTERRUPTED"));
+    let started = events_of(&api, "warm")
+        .await
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("SessionStarted"))
+        .count();
+    assert_eq!(started, 1);
+}
