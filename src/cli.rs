@@ -509,11 +509,6 @@ pub struct ControllerArgs {
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_SESSIONS", default_value_t = 4)]
     pub max_sessions: usize,
-    /// On SIGTERM, how long a running command may still finish before it is stopped (the session
-    /// resumes from the store at the next start either way) [default: the command timeout].
-    #[arg(help_heading = BUDGETS)]
-    #[arg(long, env = "OPSLAB_SHUTDOWN_GRACE_SECONDS")]
-    pub shutdown_grace_seconds: Option<u64>,
     /// The most model turns a session may take.
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TURNS", default_value_t = 40)]
@@ -526,6 +521,11 @@ pub struct ControllerArgs {
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_COMMAND_TIMEOUT_SECONDS", default_value_t = 120)]
     pub command_timeout_seconds: u64,
+    /// On SIGTERM, how long a running command may still finish before it is stopped (the session
+    /// resumes from the store at the next start either way) [default: the command timeout].
+    #[arg(help_heading = BUDGETS)]
+    #[arg(long, env = "OPSLAB_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
     /// A session's token budget (input and output together).
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TOKENS", default_value_t = 2_000_000)]
