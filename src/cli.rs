@@ -537,6 +537,11 @@ pub struct ControllerArgs {
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_COMMAND_TIMEOUT_SECONDS", default_value_t = 120)]
     pub command_timeout_seconds: u64,
+    /// On SIGTERM, how long a running command may still finish before it is stopped (the session
+    /// resumes from the store at the next start either way) [default: the command timeout].
+    #[arg(help_heading = BUDGETS)]
+    #[arg(long, env = "OPSLAB_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
     /// A session's token budget (input and output together).
     #[arg(help_heading = BUDGETS)]
     #[arg(long, env = "OPSLAB_MAX_TOKENS", default_value_t = 2_000_000)]
@@ -702,6 +707,14 @@ impl ControllerArgs {
         Ok(Some(server))
     }
 
+    /// How long a stop waits for running commands: the flag, else the command timeout.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(
+            self.shutdown_grace_seconds
+                .unwrap_or(self.command_timeout_seconds),
+        )
+    }
+
     /// Checks the flags once; later code trusts the result.
     pub fn into_config(self) -> Result<Config, String> {
         // Destructured so that a new flag cannot be left unhandled.
@@ -729,6 +742,8 @@ impl ControllerArgs {
             llm_retry_delay_ms,
             llm_timeout_seconds,
             max_sessions,
+            // Read by `shutdown_grace`, before this.
+            shutdown_grace_seconds: _,
             max_turns,
             session_timeout_seconds,
             command_timeout_seconds,
@@ -760,6 +775,9 @@ impl ControllerArgs {
             alert_rules,
             console,
         } = self;
+        // Replicas (kube mode) tell their spare sandboxes apart by identity; in files mode there is
+        // one controller per instance.
+        let mut replica = None;
         let source = match source {
             SourceKind::Files => {
                 let Some(incidents) = incidents else {
@@ -789,6 +807,7 @@ impl ControllerArgs {
                 let identity = lease_identity
                     .filter(|identity| !identity.trim().is_empty())
                     .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
+                replica = Some(identity.clone());
                 SourceConfig::Kubernetes(KubeSettings {
                     kubeconfig,
                     leader_election: leader_election.then(|| LeaseSettings {
@@ -981,6 +1000,8 @@ impl ControllerArgs {
             },
             summary_model,
             sandbox: SandboxConfig {
+                replica: replica.unwrap_or_else(|| instance.clone()),
+                spare_max_age: SandboxConfig::default().spare_max_age,
                 instance,
                 image: sandbox_image,
                 memory_bytes: sandbox_memory_mb * 1024 * 1024,

@@ -31,8 +31,12 @@ use crate::cli::{
 };
 use crate::label_selector::LabelSelector;
 
-/// Runs the controller until SIGINT or SIGTERM.
-pub async fn run_controller(config: Config, console: ConsoleOptions) -> anyhow::Result<()> {
+/// Runs the controller until SIGINT or SIGTERM; running commands then get `grace` to finish.
+pub async fn run_controller(
+    config: Config,
+    console: ConsoleOptions,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(config.clone(), wake_tx).await?);
@@ -88,7 +92,7 @@ pub async fn run_controller(config: Config, console: ConsoleOptions) -> anyhow::
         }
     };
     info!("stopping: sessions resume from the store at the next start");
-    ctx.sessions.shutdown().await;
+    ctx.sessions.shutdown(grace).await;
     spares_stop.cancel();
     let _ = spares.await;
     shutdown.cancel();

@@ -45,8 +45,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The replay provider's server, kept until the controller stops.
             let _replay = args.start_replay().await?;
             let console = args.console.clone();
+            let grace = args.shutdown_grace();
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            commands::run_controller(config, console).await?;
+            commands::run_controller(config, console, grace).await?;
             return Ok(());
         }
         Command::Crd => commands::crd_yaml()?,

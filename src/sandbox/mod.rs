@@ -48,6 +48,9 @@ pub const LABEL_MANAGED: &str = "opslab.dev/managed";
 pub const LABEL_SANDBOX: &str = "opslab.dev/sandbox";
 /// Which controller owns the sandbox: orphan collection never touches another controller's.
 pub const LABEL_INSTANCE: &str = "opslab.dev/instance";
+/// Which replica of the controller made the sandbox: a spare is its maker's alone (see
+/// [`spare_is_orphan`]).
+pub const LABEL_REPLICA: &str = "opslab.dev/replica";
 /// The sandbox's Docker access mode: a sandbox found with another mode than the controller's is
 /// replaced, so a changed mode never leaves an old sandbox with more access.
 pub const LABEL_DOCKER_ACCESS: &str = "opslab.dev/docker-access";
@@ -124,6 +127,12 @@ pub enum SandboxInternet {
 pub struct SandboxConfig {
     /// The controller's name on this Docker engine; its sandboxes carry it as a label.
     pub instance: String,
+    /// This replica of the controller, among those sharing `instance` (its lease identity): the
+    /// spares it makes are its own.
+    pub replica: String,
+    /// A spare older than this is replaced by a fresh one, so that one twice as old belongs to a
+    /// replica that is gone.
+    pub spare_max_age: Duration,
     pub image: String,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
@@ -162,6 +171,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             instance: "opslab".into(),
+            replica: "opslab".into(),
+            spare_max_age: Duration::from_secs(3600),
             image: "opslab-sandbox:latest".into(),
             memory_bytes: 512 * 1024 * 1024,
             nano_cpus: 1_000_000_000,
@@ -430,11 +441,23 @@ impl Sandboxes {
             .with_max_delay(Duration::from_secs(60))
             .with_jitter()
             .without_max_times();
+        let max_age = self.config.spare_max_age;
         loop {
+            // An old spare makes way for a fresh one: replicas judge each other's as abandoned by
+            // their age.
+            if let Some(stale) = self.spares.take_older_than(max_age) {
+                debug!(container = %stale.container_id, "replacing an old spare sandbox");
+                self.discard(&stale.container_id, &stale.key).await;
+                self.spares.forget(&stale.key);
+                self.metrics.set_sandbox_spares(self.spares.ready());
+                continue;
+            }
             if self.spares.ready() >= wanted {
+                let refresh = self.spares.until_older_than(max_age).unwrap_or(max_age);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = self.spares.taken() => continue,
+                    () = tokio::time::sleep(refresh) => continue,
                 }
             }
             let made = (|| self.make_spare(&[]))
@@ -524,6 +547,7 @@ impl Sandboxes {
             key: key.to_string(),
             container_id: id,
             networks: networks.to_vec(),
+            made: Instant::now(),
         })
     }
 
@@ -676,6 +700,9 @@ impl Sandboxes {
                     id: container.id?,
                     name: container.names?.into_iter().next()?,
                     labels: container.labels.unwrap_or_default(),
+                    created: container
+                        .created
+                        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok()),
                 })
             })
             .collect())
@@ -695,7 +722,11 @@ impl Sandboxes {
                 Some(Owner::Session(session)) if !keep.contains(session) => {
                     sandbox_key(&listed.labels, session)
                 }
-                Some(Owner::Spare(key)) if !self.spares.keeps(key) => key.to_string(),
+                Some(Owner::Spare(key))
+                    if listed.spare_is_orphan(&self.config, self.spares.keeps(key)) =>
+                {
+                    key.to_string()
+                }
                 _ => continue,
             };
             self.remove_container(&listed.id).await?;
@@ -727,15 +758,25 @@ impl Sandboxes {
             .build();
         let mut removed = Vec::new();
         for network in self.docker.list_networks(Some(options)).await? {
-            let (Some(name), Some(key)) = (
-                network.name,
-                network
-                    .labels
-                    .and_then(|mut labels| labels.remove(LABEL_SANDBOX)),
-            ) else {
+            let mut labels = network.labels.unwrap_or_default();
+            let (Some(name), Some(key)) = (network.name, labels.remove(LABEL_SANDBOX)) else {
                 continue;
             };
-            if sandboxes.contains(&key) || self.spares.keeps(&key) {
+            if sandboxes.contains(&key) {
+                continue;
+            }
+            // No sandbox on it: a spare being made, or one gone; whose, decides as for spares.
+            let created = network
+                .created
+                .and_then(|created| created.to_string().parse::<jiff::Timestamp>().ok());
+            let orphan = spare_is_orphan(
+                &self.config.replica,
+                self.spares.keeps(&key),
+                labels.get(LABEL_REPLICA).map(String::as_str),
+                age_of(created),
+                self.config.spare_max_age,
+            );
+            if !orphan {
                 continue;
             }
             remove_network(&self.docker, &name).await;
@@ -744,7 +785,8 @@ impl Sandboxes {
         Ok(removed)
     }
 
-    /// Removes every spare of this controller's (at shutdown).
+    /// Removes this replica's spares (at shutdown), and those of replicas that are gone; another
+    /// live replica's are left to it.
     async fn remove_spares(&self) {
         let listed = match self.list().await {
             Ok(listed) => listed,
@@ -755,7 +797,9 @@ impl Sandboxes {
         };
         for listed in listed {
             let name = listed.name.trim_start_matches('/');
-            if let Some(Owner::Spare(key)) = owner_of(name) {
+            if let Some(Owner::Spare(key)) = owner_of(name)
+                && listed.spare_is_orphan(&self.config, false)
+            {
                 self.discard(&listed.id, key).await;
                 self.spares.forget(key);
             }
@@ -858,6 +902,48 @@ struct Listed {
     id: String,
     name: String,
     labels: HashMap<String, String>,
+    created: Option<jiff::Timestamp>,
+}
+
+impl Listed {
+    /// Whether this spare is for this replica to remove, when this replica keeps (`kept`) or no
+    /// longer keeps it.
+    fn spare_is_orphan(&self, config: &SandboxConfig, kept: bool) -> bool {
+        spare_is_orphan(
+            &config.replica,
+            kept,
+            self.labels.get(LABEL_REPLICA).map(String::as_str),
+            age_of(self.created),
+            config.spare_max_age,
+        )
+    }
+}
+
+/// How long ago `created` was; unknown: taken as new (so nothing is removed on a guess).
+fn age_of(created: Option<jiff::Timestamp>) -> Duration {
+    created
+        .and_then(|created| {
+            let elapsed = jiff::Timestamp::now().duration_since(created);
+            Duration::try_from(elapsed).ok()
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Whether a spare (or a spare's own network) of this controller is an orphan, for the replica
+/// `own`: one of its own when it no longer keeps it (`kept`); another replica's (`replica`, none
+/// for a spare made before replicas were told apart) only when older than twice `max_age`, which a
+/// live replica's never is (it replaces its spares at `max_age`), so the replica is gone. Pure.
+pub fn spare_is_orphan(
+    own: &str,
+    kept: bool,
+    replica: Option<&str>,
+    age: Duration,
+    max_age: Duration,
+) -> bool {
+    match replica {
+        Some(replica) if replica == own => !kept,
+        _ => age > max_age.saturating_mul(2),
+    }
 }
 
 fn already_started(error: bollard::errors::Error) -> Result<(), bollard::errors::Error> {
@@ -874,6 +960,7 @@ fn sandbox_labels(config: &SandboxConfig, key: &str) -> HashMap<String, String> 
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_INSTANCE.to_string(), config.instance.clone()),
+        (LABEL_REPLICA.to_string(), config.replica.clone()),
         (LABEL_SANDBOX.to_string(), key.to_string()),
         (
             LABEL_DOCKER_ACCESS.to_string(),
@@ -1215,6 +1302,22 @@ async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spare_is_removed_by_its_own_replica_or_once_its_replica_is_gone() {
+        let hour = Duration::from_secs(3600);
+        let young = Duration::from_secs(60);
+        let old = hour * 2 + Duration::from_secs(1);
+        // Its own: removed when no longer kept (a previous run of this replica), whatever its age.
+        assert!(spare_is_orphan("a", false, Some("a"), young, hour));
+        assert!(!spare_is_orphan("a", true, Some("a"), old, hour));
+        // Another replica's, or one from before replicas were labelled: only once abandoned.
+        for replica in [Some("b"), None] {
+            assert!(!spare_is_orphan("a", false, replica, young, hour));
+            assert!(!spare_is_orphan("a", false, replica, hour * 2, hour));
+            assert!(spare_is_orphan("a", false, replica, old, hour));
+        }
+    }
 
     #[test]
     fn only_a_command_the_engine_never_started_is_tried_again() {

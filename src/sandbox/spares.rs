@@ -3,6 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -13,6 +14,8 @@ pub struct Spare {
     pub container_id: String,
     /// The Incident networks it was made on; none: it is where spares wait (see `waiting_place`).
     pub networks: Vec<String>,
+    /// When it was started: an old spare is replaced (see `SandboxConfig::spare_max_age`).
+    pub made: Instant,
 }
 
 #[derive(Default)]
@@ -61,6 +64,25 @@ impl Spares {
         self.state().ready.push_back(spare);
     }
 
+    /// The oldest ready spare if it is older than `max_age` (taken out of the ready ones, still
+    /// kept until forgotten).
+    pub fn take_older_than(&self, max_age: Duration) -> Option<Spare> {
+        let mut state = self.state();
+        let stale = state
+            .ready
+            .front()
+            .is_some_and(|spare| spare.made.elapsed() >= max_age);
+        if stale { state.ready.pop_front() } else { None }
+    }
+
+    /// How long until the oldest ready spare is older than `max_age`; None without one.
+    pub fn until_older_than(&self, max_age: Duration) -> Option<Duration> {
+        self.state()
+            .ready
+            .front()
+            .map(|spare| max_age.saturating_sub(spare.made.elapsed()))
+    }
+
     pub fn ready(&self) -> usize {
         self.state().ready.len()
     }
@@ -81,6 +103,7 @@ mod tests {
             key: key.into(),
             container_id: format!("c-{key}"),
             networks: Vec::new(),
+            made: Instant::now(),
         }
     }
 
@@ -101,6 +124,32 @@ mod tests {
         spares.forget("a");
         assert!(!spares.keeps("a"));
         assert!(spares.keeps("b"));
+    }
+
+    #[test]
+    fn only_a_spare_older_than_the_limit_is_taken_for_replacement() {
+        let spares = Spares::default();
+        assert!(spares.take_older_than(Duration::ZERO).is_none());
+        assert_eq!(spares.until_older_than(Duration::from_secs(60)), None);
+        spares.keep("a");
+        spares.offer(Spare {
+            made: Instant::now() - Duration::from_secs(120),
+            ..spare("a")
+        });
+        spares.keep("b");
+        spares.offer(spare("b"));
+        assert_eq!(
+            spares.until_older_than(Duration::from_secs(60)),
+            Some(Duration::ZERO)
+        );
+        let stale = spares.take_older_than(Duration::from_secs(60)).unwrap();
+        assert_eq!(stale.key, "a");
+        assert!(spares.keeps("a"), "kept until its removal is done");
+        assert!(spares.take_older_than(Duration::from_secs(60)).is_none());
+        assert!(
+            spares.until_older_than(Duration::from_secs(60)).unwrap() > Duration::from_secs(50)
+        );
+        assert_eq!(spares.ready(), 1);
     }
 
     #[tokio::test]

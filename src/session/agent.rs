@@ -59,14 +59,19 @@ impl Ending {
     }
 }
 
-/// Why the loop stopped without an ending: the store failed, so nothing more can be recorded.
-/// The session stays `running` in the store and is resumed by a later reconcile.
+/// Why the loop stopped without an ending. The session stays `running` in the store and is resumed
+/// by a later reconcile.
 #[derive(Debug)]
-struct Abandoned(StoreError);
+enum Abandoned {
+    /// The store failed, so nothing more can be recorded.
+    Store(StoreError),
+    /// The controller is stopping (between steps: a running command was let finish).
+    Draining,
+}
 
 impl From<StoreError> for Abandoned {
     fn from(error: StoreError) -> Self {
-        Abandoned(error)
+        Abandoned::Store(error)
     }
 }
 
@@ -89,7 +94,11 @@ impl SessionTask {
                     self.stalled.clear(&self.incident_uid);
                     Some(summary)
                 }
-                Err(Abandoned(error)) => {
+                Err(Abandoned::Draining) => {
+                    info!("the controller is stopping: the session resumes from the store at the next start");
+                    None
+                }
+                Err(Abandoned::Store(error)) => {
                     // The store's own health says it failed (once, and then as reminders).
                     let delay = self.stalled.stall(&self.incident_uid);
                     info!(%error, ?delay, "the audit store failed; the session stops here and resumes after a backoff");
@@ -203,6 +212,9 @@ impl SessionTask {
             if self.cancel.is_cancelled() {
                 return Ok(self.cancelled());
             }
+            if self.deps.draining.is_cancelled() {
+                return Err(Abandoned::Draining);
+            }
             self.take_ticket_updates(&mut history).await?;
             let elapsed = elapsed_since(started_at);
             match history.next() {
@@ -308,6 +320,8 @@ impl SessionTask {
         let response = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => return Ok(Some(self.cancelled())),
+                // Asked again at the next start: nothing of an unfinished call is recorded.
+                () = self.deps.draining.cancelled() => return Err(Abandoned::Draining),
                 () = &mut deadline => return Ok(Some(time_exhausted(limits))),
                 Some(notice) = retries.recv() => {
                     self.record_event(history, EventBody::LlmRetrying {

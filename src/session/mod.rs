@@ -38,6 +38,9 @@ pub(crate) struct Deps {
     pub sandboxes: Sandboxes,
     pub metrics: Arc<Metrics>,
     pub wake: mpsc::UnboundedSender<Wake>,
+    /// Set when the controller stops: a session ends its running command, then stops where it
+    /// stands (it resumes from the store at the next start).
+    pub draining: CancellationToken,
 }
 
 /// The running session tasks, one at most per Incident (by uid).
@@ -175,6 +178,7 @@ impl SessionManager {
                 sandboxes,
                 metrics,
                 wake,
+                draining: CancellationToken::new(),
             },
             running: Arc::default(),
             stalled: Stalled::default(),
@@ -308,18 +312,31 @@ impl SessionManager {
         }
     }
 
-    /// Stops every task where it stands, without finishing the sessions: they resume from the
-    /// store when the controller starts again.
-    pub async fn shutdown(&self) {
-        let tasks: Vec<_> = self
+    /// Stops every task without finishing its session: they resume from the store when the
+    /// controller starts again. A running command may finish for up to `grace` (no new command or
+    /// model call starts meanwhile); what still runs then is stopped where it stands.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.deps.draining.cancel();
+        let handles: Vec<_> = self
             .running()
             .drain()
-            .map(|(_, handle)| handle.task)
+            .map(|(_, handle)| (handle.stopped, handle.task))
             .collect();
-        for task in &tasks {
+        let all_stopped = futures::future::join_all(
+            handles
+                .iter()
+                .map(|(stopped, _)| stopped.clone().cancelled_owned()),
+        );
+        if tokio::time::timeout(grace, all_stopped).await.is_err() {
+            tracing::info!(
+                ?grace,
+                "the shutdown grace period is over: stopping the sessions' running commands"
+            );
+        }
+        for (_, task) in &handles {
             task.abort();
         }
-        for task in tasks {
+        for (_, task) in handles {
             let _ = task.await;
         }
     }

@@ -883,6 +883,7 @@ fn cli_controller_help_groups_its_flags() {
             "max-turns",
             "session-timeout-seconds",
             "command-timeout-seconds",
+            "shutdown-grace-seconds",
             "max-tokens",
             "max-cost-usd",
             "cost-table"

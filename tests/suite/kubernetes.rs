@@ -518,21 +518,14 @@ async fn kube_a_retry_annotation_starts_one_new_attempt() {
     let reconcile = harness.reconcile(&annotated);
     let retried = harness.api.expect_status(&annotated).await;
     assert_eq!((retried.phase, retried.attempt), (Phase::Investigating, 2));
-    // kube-runtime's Recorder counts this SessionStarted as a repeat of attempt 1's (its series
-    // key leaves the note out) and patches that Event: answered here, not checked.
-    let (request, respond) = harness.api.0.next_request().await.expect("the Event");
+    // A new attempt's Event is a new Event (created), not a repeat of attempt 1's (patched).
+    let event = harness.api.expect_event().await;
+    assert_eq!(event["reason"], "SessionStarted");
     assert!(
-        request.uri().path().starts_with(EVENTS),
-        "{}",
-        request.uri()
+        event["note"].as_str().unwrap().ends_with("attempt 2"),
+        "{event}"
     );
-    respond.send_response(
-        Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(Body::from(b"{}".to_vec()))
-            .unwrap(),
-    );
+    assert!(event.get("series").is_none_or(Value::is_null), "{event}");
     reconcile.await.unwrap().unwrap();
     let session = harness.session_finished(&uid).await;
     assert_eq!((session.attempt, session.phase), (2, Phase::Resolved));

@@ -9,6 +9,8 @@ mod examples;
 mod failures;
 mod isolation;
 mod kubernetes;
+mod kubernetes_api;
+mod kubernetes_spares;
 mod llm;
 mod manifests;
 mod notify;

@@ -648,15 +648,17 @@ async fn session_many_incidents_at_once() {
     assert_eq!(sandboxes.len(), names.len(), "one sandbox per session");
 }
 
-/// SIGTERM (a deploy, `docker stop`) stops the controller at once and cleanly; the session resumes
-/// at the next start, its running command recorded as interrupted, not run again.
+/// SIGTERM (a deploy, `docker stop`) stops the controller cleanly once the shutdown grace period
+/// is over; the session resumes at the next start, its running command recorded as interrupted,
+/// not run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_resumes_after_a_graceful_stop() {
     let script = vec![
         Turn::shell("sleep 20", "a long command the stop interrupts"),
         Turn::report("resolved", "resumed after the stop"),
     ];
-    let (llm, mut controller) = scripted(script, |options| options).await;
+    let (llm, mut controller) =
+        scripted(script, |options| options.arg("--shutdown-grace-seconds", 1)).await;
     controller.write_manifest("stop.yaml", &manifest("stop", "graceful stop", ""));
     controller.wait_for_commands("stop", 1, SESSION_TIMEOUT);
     let stopped = std::time::Instant::now();
@@ -683,6 +685,58 @@ async fn session_resumes_after_a_graceful_stop() {
         kinds(&events)
     );
     assert!(llm.requests()[1].to_string().contains("INTERRUPTED"));
+}
+
+/// SIGTERM lets the running command finish (the grace period defaults to the command timeout), then
+/// the controller stops before the next step; the session resumes with the command's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_stop_lets_the_running_command_finish() {
+    let script = vec![
+        Turn::shell(
+            "sleep 4; echo finished-before-the-stop",
+            "a command the stop waits for",
+        ),
+        Turn::report("resolved", "resumed after the stop"),
+    ];
+    let (llm, mut controller) = scripted(script, |options| options).await;
+    controller.write_manifest(
+        "drain.yaml",
+        &manifest("drain", "stop after the command", ""),
+    );
+    controller.wait_for_commands("drain", 1, SESSION_TIMEOUT);
+    let stopped = std::time::Instant::now();
+    let status = controller.terminate();
+    assert!(status.success(), "the controller exited with {status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(30),
+        "the stop took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        llm.requests().len(),
+        1,
+        "no model call after the stop began"
+    );
+    controller.start_again();
+    let incident = controller.wait_for_phase("drain", Phase::Resolved, SESSION_TIMEOUT);
+    let events = controller.events(incident.status.unwrap().session_id.as_deref().unwrap());
+    assert_eq!(count(&events, "command_started"), 1, "{:?}", kinds(&events));
+    assert_eq!(
+        count(&events, "command_interrupted"),
+        0,
+        "{:?}",
+        kinds(&events)
+    );
+    let finished = events
+        .iter()
+        .find(|event| event["kind"] == "command_finished")
+        .expect("the command's result is recorded");
+    assert_eq!(finished["exit_code"], 0, "{finished}");
+    assert!(
+        llm.requests()[1]
+            .to_string()
+            .contains("finished-before-the-stop")
+    );
 }
 
 /// 200 seeded secrets of every known shape and configured values, placed in command output,

@@ -11,20 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::audit::IncidentRecord;
-use crate::incident::{Incident, IncidentStatus};
+use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::reconcile::{self, Context, plan};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
@@ -46,27 +46,51 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct KubeContext {
     pub ctx: Arc<Context>,
     pub client: Client,
-    /// One recorder for the whole controller (it deduplicates repeated events into series).
-    pub recorder: Recorder,
+    /// Who publishes the Events.
+    reporter: Reporter,
+    /// One Recorder per Incident attempt, by uid: a Recorder folds repeats of an Event into one
+    /// series (its key leaves the note out), so a new attempt's Events start new series.
+    recorders: Mutex<HashMap<String, (u32, Recorder)>>,
     /// Per-Incident backoff after failed reconciles; a success forgets it.
     failures: Mutex<HashMap<ObjectRef<Incident>, ExponentialBackoff>>,
 }
 
 impl KubeContext {
     pub fn new(ctx: Arc<Context>, client: Client, instance: Option<String>) -> KubeContext {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.into(),
-                instance,
-            },
-        );
         KubeContext {
             ctx,
             client,
-            recorder,
+            reporter: Reporter {
+                controller: REPORTER.into(),
+                instance,
+            },
+            recorders: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The Recorder of this attempt of the Incident `uid` (a new one when the attempt is new).
+    fn recorder(&self, uid: &str, attempt: u32) -> Recorder {
+        let mut recorders = self
+            .recorders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match recorders.get(uid) {
+            Some((known, recorder)) if *known == attempt => recorder.clone(),
+            _ => {
+                let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+                recorders.insert(uid.to_string(), (attempt, recorder.clone()));
+                recorder
+            }
+        }
+    }
+
+    /// The Incident is gone: so are its Event series.
+    fn forget_recorder(&self, uid: &str) {
+        self.recorders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(uid);
     }
 
     /// The wait before this Incident's next retry: 1 s, then doubling up to 5 min, each with up to
@@ -113,11 +137,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let client = client(settings).await?;
-    let identity = settings
-        .leader_election
-        .as_ref()
-        .map(|lease| lease.identity.clone());
-    let kctx = Arc::new(KubeContext::new(ctx.clone(), client.clone(), identity));
+    // Events name the replica that published them: its lease identity (also what its spare
+    // sandboxes carry), with or without leader election.
+    let identity = settings.leader_election.as_ref().map_or_else(
+        || ctx.config.sandbox.replica.clone(),
+        |lease| lease.identity.clone(),
+    );
+    let kctx = Arc::new(KubeContext::new(
+        ctx.clone(),
+        client.clone(),
+        Some(identity),
+    ));
     match &settings.leader_election {
         None => run_controller(kctx, wake, shutdown).await,
         Some(lease) => {
@@ -150,21 +180,35 @@ pub async fn run_controller(
             warn!(%error, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev?");
             Error::Kube(error)
         })?;
-    let controller = Controller::new(incidents, watcher::Config::default().any_semantic());
-    let reader = controller.store();
-    // Sessions report progress: reconcile that Incident (or all, when a slot came free).
-    let wakes = wake_requests(wake, reader.clone());
-    let ready = {
+    // The watch is ours, so that its first complete listing is seen here: readiness and the phase
+    // gauge follow the reflector's store. (A second waiter on the store's readiness would race
+    // the controller's own wait: that future keeps one waker, and the loser is never woken.)
+    let (reader, writer) = reflector::store();
+    let observed = {
         let reader = reader.clone();
-        let readiness = kctx.ctx.readiness.clone();
-        async move {
-            if reader.wait_until_ready().await.is_ok() {
-                readiness.mark_synced();
+        let kctx = kctx.clone();
+        let mut listed = false;
+        move |event: &watcher::Event<Incident>| {
+            if matches!(event, watcher::Event::InitDone) && !listed {
+                listed = true;
+                kctx.ctx.readiness.mark_synced();
                 info!("Incidents listed: ready");
+            }
+            if listed {
+                let incidents = reader.state();
+                kctx.ctx.metrics.incidents_by_phase(&phase_counts(
+                    incidents.iter().map(|incident| &**incident),
+                ));
             }
         }
     };
-    tokio::spawn(ready);
+    let objects = watcher(incidents, watcher::Config::default().any_semantic())
+        .reflect(writer)
+        .inspect_ok(observed)
+        .applied_objects();
+    let controller = Controller::for_stream(objects, reader.clone());
+    // Sessions report progress: reconcile that Incident (or all, when a slot came free).
+    let wakes = wake_requests(wake, reader);
     let graceful = shutdown.clone();
     info!("watching Incidents in every namespace");
     controller
@@ -172,18 +216,35 @@ pub async fn run_controller(
         .graceful_shutdown_on(async move { graceful.cancelled().await })
         .run(reconcile_incident, error_policy, kctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                // Reconcile errors were logged by the error policy; these are the watch's own.
-                if !matches!(
-                    error,
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                ) {
-                    warn!(%error, "controller");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                // Logged by the error policy.
+                Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A session's wake-up for an Incident deleted meanwhile: nothing is left to do.
+                Err(error @ ControllerError::ObjectNotFound(..)) => {
+                    debug!(%error, "a wake-up for an Incident that is gone");
                 }
+                // The watch's own.
+                Err(error) => warn!(%error, "controller"),
             }
         })
         .await;
     Ok(())
+}
+
+/// How many Incidents are in each phase (one without a status yet is Pending). Pure.
+pub fn phase_counts<'a>(
+    incidents: impl IntoIterator<Item = &'a Incident>,
+) -> std::collections::BTreeMap<Phase, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for incident in incidents {
+        let phase = incident
+            .status
+            .as_ref()
+            .map_or(Phase::Pending, |status| status.phase);
+        *counts.entry(phase).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Turns session wake-ups into object references for the controller.
@@ -272,8 +333,12 @@ async fn apply(incident: &Incident, api: &Api<Incident>, kctx: &KubeContext) -> 
         remember(incident, &status, ctx).await?;
         if let Some(event) = transition::event_for(incident.status.as_ref(), &status) {
             let reference = incident.object_ref(&());
+            let recorder = kctx.recorder(
+                incident.metadata.uid.as_deref().unwrap_or_default(),
+                status.attempt,
+            );
             // An Event is a courtesy: failing to publish one must not fail the reconcile.
-            if let Err(error) = kctx.recorder.publish(&event, &reference).await {
+            if let Err(error) = recorder.publish(&event, &reference).await {
                 warn!(%error, reason = %event.reason, "could not publish an Event");
             }
         }
@@ -331,6 +396,7 @@ async fn clean_up(incident: &Incident, kctx: &KubeContext) -> Result<Action> {
     reconcile::cleanup(uid, &kctx.ctx).await?;
     // The finalizer promises a removed sandbox: wait for the cancelled task to finish its clean-up.
     kctx.ctx.sessions.stopped(uid).await;
+    kctx.forget_recorder(uid);
     kctx.ctx
         .store
         .delete_incident(&key.namespace, &key.name)
