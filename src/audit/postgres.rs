@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("migrations/postgres/0002_session_message.sql"),
     ),
+    (3, include_str!("migrations/postgres/0003_cache_tokens.sql")),
 ];
 
 /// The advisory lock key that serializes migrations between replicas opening the store at once.
