@@ -403,7 +403,9 @@ async fn llm_conformance_cached_requests_keep_their_prefix_from_turn_to_turn() {
         assert_eq!(pair[0]["tools"], pair[1]["tools"]);
         let (before, marks) = fake_llm::prompt_blocks(&pair[0]);
         let (after, _) = fake_llm::prompt_blocks(&pair[1]);
-        assert_eq!(marks.len(), 4, "tools, system, two messages");
+        // Tools, system, and the latest message and the one before it (the first request has
+        // only one).
+        assert!((3..=4).contains(&marks.len()), "{marks:?}");
         for mark in marks {
             assert_eq!(
                 before[..=mark],
