@@ -1356,7 +1356,11 @@ mod economy {
   sent, oldest first, down to 60 % of the budget each time it is passed, so most turns still extend
   the previous request and read it from the cache.
 - *largest request body*: the JSON body of the session's largest request, with the budget and
-  without.
+  without. With the budget it stays under the budget whatever the number of turns; without, it
+  grows by each turn's output.
+- With both, each time the budget is passed the prefix changes from the first output cut onwards,
+  and that turn writes the cache afresh: caching then saves less than on the unbounded session, and
+  the bill is about that of the unbounded session with caching, for requests a third the size.
 ";
 
     fn spec() -> opslab::incident::IncidentSpec {
