@@ -544,6 +544,66 @@ mod context {
         );
     }
 
+    /// A kill -9 after the session shrank its context: the resumed session sends the same
+    /// shortened conversation (its next request extends the last one sent before the kill) rather
+    /// than the whole output the server refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn llm_context_a_resumed_session_sends_what_it_would_have() {
+        docker::require_sandbox_image();
+        let command = "for i in $(seq 1 320); do echo \"-rwxr-xr-x 1 root root 43816 Dec  1 12:00 /usr/bin/tool-$i\"; done";
+        let llm = FakeLlm::start(
+            Protocol::OpenAi,
+            vec![
+                Turn::shell(command, "list the binaries"),
+                Turn::shell(
+                    "sleep 4; echo slow-done",
+                    "a slow command the controller dies during",
+                ),
+                Turn::report("resolved", "resumed"),
+            ],
+        )
+        .await;
+        llm.limit_context(8192);
+        let mut controller = Controller::start(
+            Options::new("openai", llm.base_url()).arg("--model", "qwen2.5-7b-instruct"),
+        );
+        controller.write_manifest("resume.yaml", &manifest("resume", "list and wait", ""));
+        controller.wait_for(
+            "resume",
+            "the slow command to start",
+            SESSION_TIMEOUT,
+            |incident| {
+                incident.status.as_ref().is_some_and(|status| {
+                    status.last_command.as_ref().is_some_and(|last| {
+                        last.command.contains("sleep 4") && last.exit_code.is_none()
+                    })
+                })
+            },
+        );
+        controller.kill9();
+        controller.start_again();
+        controller.wait_for_phase("resume", Phase::Resolved, SESSION_TIMEOUT);
+        let requests = llm.requests();
+        // The first turn, the one too long, its shortened retry, and after the restart the next.
+        assert_eq!(
+            requests.len(),
+            4,
+            "{:#?}",
+            requests
+                .iter()
+                .map(|r| r.to_string().len())
+                .collect::<Vec<_>>()
+        );
+        let before = requests[2]["messages"].as_array().unwrap();
+        let after = requests[3]["messages"].as_array().unwrap();
+        assert_eq!(
+            after[..before.len()],
+            before[..],
+            "the resumed request starts with what was sent before the kill"
+        );
+        assert!(requests[3].to_string().len() <= 8192 * 2);
+    }
+
     /// When even the shortened request is too long, the session fails once, saying why.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn llm_context_too_long_twice_is_a_clear_failure() {
