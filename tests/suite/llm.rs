@@ -472,7 +472,8 @@ async fn llm_prompt_cache_reads_the_previous_turn_from_the_cache() {
 }
 
 mod context {
-    //! A session against a server with a small context window, through the binary.
+    //! Sessions through the binary: a server with a small context window, and a summariser on its
+    //! own server.
 
     use std::time::Duration;
 
@@ -602,6 +603,67 @@ mod context {
             "the resumed request starts with what was sent before the kill"
         );
         assert!(requests[3].to_string().len() <= 8192 * 2);
+    }
+
+    /// `--summary-base-url`: summaries go to their own server, never to the agent's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn llm_summaries_go_to_their_own_server() {
+        docker::require_sandbox_image();
+        let agent = FakeLlm::start(
+            Protocol::OpenAi,
+            vec![
+                Turn::shell("seq 1 2000", "a long output, to be summarised"),
+                Turn::report("resolved", "summarised"),
+            ],
+        )
+        .await;
+        let summariser = FakeLlm::start(Protocol::OpenAi, Vec::new()).await;
+        let controller = Controller::start(
+            Options::new("openai", agent.base_url())
+                .arg("--model", "qwen2.5-7b-instruct")
+                .arg("--summary-model", crate::support::fake_llm::SUMMARY_MODEL)
+                .arg("--summary-base-url", summariser.base_url()),
+        );
+        controller.write_manifest("sum.yaml", &manifest("sum", "summarise", ""));
+        let status = controller.wait_for_phase("sum", Phase::Resolved, SESSION_TIMEOUT);
+        let session = status.status.unwrap().session_id.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while summariser.summary_requests().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(summariser.summary_requests().len(), 1);
+        assert!(
+            agent.summary_requests().is_empty(),
+            "a summary reached the agent's server"
+        );
+        let events = controller.events(&session);
+        assert!(
+            events.iter().any(|event| event["kind"] == "output_summary"),
+            "the summary is stored"
+        );
+        // The flag needs the model its server serves.
+        let dir = tempfile::tempdir().unwrap();
+        let refused = std::process::Command::new(crate::support::controller::BIN)
+            .args([
+                "controller",
+                "--provider",
+                "openai",
+                "--summary-base-url",
+                "http://127.0.0.1:9/v1",
+            ])
+            .arg("--incidents")
+            .arg(dir.path())
+            .arg("--store")
+            .arg(dir.path().join("opslab.db"))
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+            .env_remove("OPSLAB_SUMMARY_MODEL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("--summary-model"),
+            "{stderr}"
+        );
     }
 
     /// When even the shortened request is too long, the session fails once, saying why.
