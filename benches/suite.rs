@@ -38,6 +38,8 @@ enum Unit {
     Seconds,
     MiB,
     Percent,
+    Tokens,
+    KiB,
 }
 
 struct Stats {
@@ -70,6 +72,8 @@ impl Stats {
             Unit::Seconds => format!("{value:.1} s"),
             Unit::MiB => format!("{:.1} MiB", value / 1024.0 / 1024.0),
             Unit::Percent => format!("{value:.2} %"),
+            Unit::Tokens => format!("{value:.0} tokens"),
+            Unit::KiB => format!("{:.1} KiB", value / 1024.0),
         }
     }
 }
@@ -89,7 +93,7 @@ struct Section {
 }
 
 /// The section names, in the order the report lists them.
-const SECTIONS: &[&str] = &["latency", "burst", "idle", "store", "proxy"];
+const SECTIONS: &[&str] = &["latency", "burst", "idle", "store", "proxy", "economy"];
 
 #[tokio::main]
 async fn main() {
@@ -106,7 +110,10 @@ async fn main() {
         SECTIONS.iter().any(|name| wanted(name)),
         "no benchmark section matches {filters:?}; the sections are {SECTIONS:?}"
     );
-    if SECTIONS.iter().any(|name| *name != "store" && wanted(name)) {
+    if SECTIONS
+        .iter()
+        .any(|name| !["store", "economy"].contains(name) && wanted(name))
+    {
         require(
             "docker",
             &["info"],
@@ -172,6 +179,15 @@ async fn main() {
             name: "proxy",
             rows: docker_api_proxy().await,
             notes: PROXY_NOTES.into(),
+        });
+    }
+
+    if wanted("economy") {
+        eprintln!("economy ...");
+        sections.push(Section {
+            name: "economy",
+            rows: economy::rows().await,
+            notes: economy::NOTES.into(),
         });
     }
 
@@ -1340,4 +1356,240 @@ async fn timed_appends(store: &Store) -> Vec<Duration> {
         samples.push(started.elapsed());
     }
     samples
+}
+
+/// What a long session sends and is billed for: prompt caching and the context budget, each beside
+/// the same session without it. Token and byte counts, not timings.
+mod economy {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use opslab::audit::EventBody;
+    use opslab::cost::CostTable;
+    use opslab::llm::{ChatRequest, ContentBlock, LlmClient, ProviderConfig, ProviderKind, Usage};
+    use opslab::metrics::Metrics;
+    use opslab::session::context::{self, Budget};
+    use opslab::session::history::History;
+    use opslab::session::{prompt, tools};
+    use serde_json::json;
+
+    use super::fake_llm::{FakeLlm, Protocol, Turn};
+    use super::{Row, Stats, Unit};
+
+    const TURNS: usize = 30;
+    const OUTPUT_BYTES: usize = 8 * 1024;
+    const MODEL: &str = "claude-sonnet-4-5";
+    const CONTEXT_TOKENS: u64 = 32_768;
+    const RESPONSE_MAX_TOKENS: u32 = 4096;
+
+    pub const NOTES: &str = "
+- One session of 30 turns, each running a command that prints 8 KB, replayed through the agent's own
+  fold of its events (`History`) and request builder, against the test suite's protocol server
+  keeping a prompt cache with the Anthropic API's documented semantics: a request reads the longest
+  prefix up to (or up to 20 blocks before) one of its `cache_control` breakpoints that a request of
+  the last 5 minutes wrote, and writes the prefixes up to its breakpoints of 1,024 tokens or more;
+  tokens are estimated as 4 bytes each. Runs: 1 (the figures are counts: the same each run).
+- *billed input*: fresh input + 1.25 x cache writes + 0.1 x cache reads, summed over the session's
+  requests, in input-token equivalents (what the Anthropic API bills at 5-minute-cache rates). The
+  baseline is the same requests without `cache_control` (`--prompt-cache off`): all of it fresh.
+- *with the context budget*: `--context-tokens 32768` (the default for a model opslab does not know;
+  Claude's own window of 200,000 is not reached by this session). Older outputs are cut in what is
+  sent, oldest first, down to 60 % of the budget each time it is passed, so most turns still extend
+  the previous request and read it from the cache.
+- *largest request body*: the JSON body of the session's largest request, with the budget and
+  without. With the budget it stays under the budget whatever the number of turns; without, it
+  grows by each turn's output.
+- With both, each time the budget is passed the prefix changes from the first output cut onwards,
+  and that turn writes the cache afresh: caching then saves less than on the unbounded session, and
+  the bill is about that of the unbounded session with caching, for requests a third the size.
+";
+
+    fn spec() -> opslab::incident::IncidentSpec {
+        serde_json::from_value(json!({"title": "the api returns 500", "severity": "high"})).unwrap()
+    }
+
+    /// The session's events, in the order the agent stores them.
+    fn events() -> Vec<EventBody> {
+        let mut events = vec![EventBody::SessionStarted {
+            generation: 1,
+            spec: spec(),
+            model: MODEL.into(),
+            provider: "anthropic".into(),
+            sandbox_image: "opslab-sandbox:latest".into(),
+            requests: Default::default(),
+        }];
+        for turn in 0..TURNS {
+            let id = format!("toolu_{turn:04}");
+            let line = format!(
+                "2026-01-01T00:{:02}:00Z api[1]: GET /orders 500 upstream timed out\n",
+                turn % 60
+            );
+            let output: String =
+                line.repeat(OUTPUT_BYTES / line.len() + 1)[..OUTPUT_BYTES].to_string();
+            events.push(EventBody::LlmResponse {
+                turn: turn as u32 + 1,
+                content: vec![
+                    ContentBlock::Text { text: format!("Reading the api's log, part {turn}.") },
+                    ContentBlock::ToolUse {
+                        id: id.clone(),
+                        name: tools::SHELL.into(),
+                        input: json!({"command": format!("docker logs --tail 120 api-{turn}"), "reasoning": "what fails"}),
+                    },
+                ],
+                stop_reason: Some("tool_use".into()),
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_write_tokens: 0,
+                cache_read_tokens: 0,
+                cost_usd: 0.0,
+            });
+            events.push(EventBody::CommandStarted {
+                tool_use_id: id.clone(),
+                command: format!("docker logs --tail 120 api-{turn}"),
+                reasoning: "what fails".into(),
+                timeout_seconds: 120,
+            });
+            events.push(EventBody::CommandFinished {
+                tool_use_id: id,
+                exit_code: Some(0),
+                duration_ms: 40,
+                timed_out: false,
+                output_bytes: output.len() as u64,
+                output,
+                truncated: false,
+            });
+        }
+        events
+    }
+
+    /// The requests the agent sends in the session, in order.
+    fn requests(budget: Option<Budget>) -> Vec<ChatRequest> {
+        let system = prompt::system(&spec(), 120);
+        let tools = tools::specs();
+        let mut history = History::from_events_within(std::iter::empty(), budget);
+        let mut requests = Vec::new();
+        for event in &events() {
+            if matches!(event, EventBody::LlmResponse { .. }) {
+                requests.push(ChatRequest {
+                    model: MODEL.into(),
+                    system: system.clone(),
+                    messages: history.messages(),
+                    tools: tools.clone(),
+                    max_tokens: RESPONSE_MAX_TOKENS,
+                });
+            }
+            history.apply(event);
+        }
+        requests
+    }
+
+    fn budget() -> Budget {
+        let fixed = prompt::system(&spec(), 120).len()
+            + tools::specs()
+                .iter()
+                .map(|tool| {
+                    tool.name.len() + tool.description.len() + tool.input_schema.to_string().len()
+                })
+                .sum::<usize>();
+        Budget::new(CONTEXT_TOKENS, RESPONSE_MAX_TOKENS, fixed)
+    }
+
+    /// The usage the caching server reports for each request.
+    async fn usage(requests: &[ChatRequest], prompt_cache: bool) -> Vec<Usage> {
+        let llm = FakeLlm::start(
+            Protocol::Anthropic,
+            vec![Turn::shell("true", "ok"); requests.len()],
+        )
+        .await;
+        llm.cache_prompts();
+        let client = LlmClient::new(
+            ProviderConfig {
+                kind: ProviderKind::Anthropic,
+                base_url: llm.base_url(),
+                api_key: None,
+                request_timeout: Duration::from_secs(30),
+                retry: Default::default(),
+                prompt_cache,
+                stream: false,
+                summary_endpoint: None,
+            },
+            Arc::new(Metrics::new()),
+            CostTable::default(),
+        )
+        .unwrap();
+        let mut usages = Vec::new();
+        for request in requests {
+            usages.push(
+                client
+                    .complete(request)
+                    .await
+                    .expect("the protocol server answers")
+                    .usage,
+            );
+        }
+        usages
+    }
+
+    fn billed(usages: &[Usage]) -> f64 {
+        usages
+            .iter()
+            .map(|usage| {
+                usage.input_tokens as f64
+                    + 1.25 * usage.cache_write_tokens as f64
+                    + 0.1 * usage.cache_read_tokens as f64
+            })
+            .sum()
+    }
+
+    fn largest_body(requests: &[ChatRequest]) -> f64 {
+        requests
+            .iter()
+            .map(|request| {
+                opslab::llm::anthropic::request_body(request, true)
+                    .to_string()
+                    .len()
+            })
+            .max()
+            .unwrap_or(0) as f64
+    }
+
+    fn one(value: f64, unit: Unit) -> Stats {
+        Stats::new(vec![value], unit)
+    }
+
+    pub async fn rows() -> Vec<Row> {
+        let whole = requests(None);
+        let bounded = requests(Some(budget()));
+        let cached = billed(&usage(&whole, true).await);
+        let uncached = billed(&usage(&whole, false).await);
+        let bounded_cached = billed(&usage(&bounded, true).await);
+        let bounded_uncached = billed(&usage(&bounded, false).await);
+        let budget_bytes = (CONTEXT_TOKENS * context::BYTES_PER_TOKEN) as f64;
+        vec![
+            Row {
+                measurement: "billed input, 30 turns of 8 KB, prompt cache on".into(),
+                ours: one(cached, Unit::Tokens),
+                baseline: "the same, `--prompt-cache off`".into(),
+                base: one(uncached, Unit::Tokens),
+            },
+            Row {
+                measurement: "billed input, prompt cache on, context budget 32,768".into(),
+                ours: one(bounded_cached, Unit::Tokens),
+                baseline: "the same, `--prompt-cache off`".into(),
+                base: one(bounded_uncached, Unit::Tokens),
+            },
+            Row {
+                measurement: "largest request body, context budget 32,768".into(),
+                ours: one(largest_body(&bounded), Unit::KiB),
+                baseline: "the same, no budget".into(),
+                base: one(largest_body(&whole), Unit::KiB),
+            },
+            Row {
+                measurement: "largest request body, context budget 32,768".into(),
+                ours: one(largest_body(&bounded), Unit::KiB),
+                baseline: "the budget, in bytes (3 a token)".into(),
+                base: one(budget_bytes, Unit::KiB),
+            },
+        ]
+    }
 }

@@ -509,6 +509,38 @@ pub struct ControllerArgs {
     pub openai_api_key: Option<String>,
     #[command(flatten, next_help_heading = MODEL_API)]
     pub replay: ReplayArgs,
+    /// Mark each request's unchanging prefix (tools, system prompt, earlier turns) for the Anthropic
+    /// API's prompt cache, so each turn re-reads it at a tenth of the price; `off` for a server
+    /// that refuses `cache_control` [default: on (anthropic), off (replay); OpenAI-compatible
+    /// servers cache by themselves].
+    #[arg(help_heading = MODEL_API)]
+    #[arg(long, env = "OPSLAB_PROMPT_CACHE", value_enum)]
+    pub prompt_cache: Option<opslab::llm::Switch>,
+    /// The most tokens one request may hold: older command outputs are shortened in what is sent
+    /// (never in what is stored) to stay within it [default: the model's context window, or 32768
+    /// for a model opslab does not know].
+    #[arg(help_heading = MODEL_API)]
+    #[arg(long, env = "OPSLAB_CONTEXT_TOKENS")]
+    pub context_tokens: Option<u64>,
+    /// Ask for responses as server-sent events (`stream: true`); the stored response is the same.
+    /// (A server that streams unasked is read either way.)
+    #[arg(help_heading = MODEL_API)]
+    #[arg(long, env = "OPSLAB_STREAM")]
+    pub stream: bool,
+    /// The summariser's own server, of the provider's protocol (as ANTHROPIC_BASE_URL or
+    /// OPENAI_BASE_URL), so that summaries never wait in the agent's queue on a one-slot server;
+    /// name its model with --summary-model [default: the agent's server].
+    #[arg(help_heading = MODEL_API)]
+    #[arg(long, env = "OPSLAB_SUMMARY_BASE_URL")]
+    pub summary_base_url: Option<String>,
+    #[arg(help_heading = MODEL_API)]
+    #[arg(
+        long,
+        env = "OPSLAB_SUMMARY_API_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub summary_api_key: Option<String>,
     /// Model calls retried at most this many times (429, 5xx, 529, connection errors).
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_MAX_RETRIES", default_value_t = 5)]
@@ -738,6 +770,11 @@ impl ControllerArgs {
             openai_base_url,
             openai_api_key,
             replay,
+            prompt_cache,
+            context_tokens,
+            summary_base_url,
+            summary_api_key,
+            stream,
             llm_max_retries,
             llm_retry_delay_ms,
             llm_timeout_seconds,
@@ -912,6 +949,27 @@ impl ControllerArgs {
         // summary model is named.
         let self_hosted =
             provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");
+        let summary_endpoint = match summary_base_url {
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_string();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "--summary-base-url {url:?} must start with http:// or https://"
+                    ));
+                }
+                if summary_model.is_none() {
+                    return Err(
+                        "--summary-base-url needs --summary-model: the model its server serves"
+                            .into(),
+                    );
+                }
+                Some(opslab::llm::Endpoint {
+                    base_url: url,
+                    api_key: summary_api_key.filter(|key| !key.trim().is_empty()),
+                })
+            }
+            None => None,
+        };
         let summary_model = match summary_model.as_deref() {
             Some("off" | "none" | "") => None,
             Some(model) => Some(model.to_string()),
@@ -937,6 +995,15 @@ impl ControllerArgs {
         console.check()?;
         if let Some(token) = console.token() {
             secret_values.push(token.secret().to_string());
+        }
+        if let Some(key) = summary_endpoint
+            .as_ref()
+            .and_then(|endpoint| endpoint.api_key.as_ref())
+        {
+            opslab::audit::check_configured_secret(key).map_err(|why| {
+                format!("the summariser's API key cannot be redacted safely: {why}")
+            })?;
+            secret_values.push(key.clone());
         }
         for name in secret_env {
             let Ok(value) = std::env::var(&name) else {
@@ -988,6 +1055,12 @@ impl ControllerArgs {
                     min_delay: Duration::from_millis(llm_retry_delay_ms),
                     max_delay: Duration::from_secs(30),
                 },
+                prompt_cache: match prompt_cache {
+                    Some(switch) => switch == opslab::llm::Switch::On,
+                    None => provider == ProviderKind::Anthropic,
+                },
+                stream,
+                summary_endpoint,
             },
             agent: AgentLimits {
                 model,
@@ -997,6 +1070,7 @@ impl ControllerArgs {
                 max_tokens,
                 max_cost_usd,
                 response_max_tokens,
+                context_tokens,
             },
             summary_model,
             sandbox: SandboxConfig {

@@ -85,6 +85,9 @@ pub struct AgentLimits {
     pub max_cost_usd: Option<f64>,
     /// `max_tokens` of one model response.
     pub response_max_tokens: u32,
+    /// The most tokens one request may hold; None: the model's context window
+    /// ([`crate::session::context::window`]).
+    pub context_tokens: Option<u64>,
 }
 
 impl AgentLimits {
@@ -114,6 +117,7 @@ impl AgentLimits {
                 (asked, cap) => asked.or(cap),
             },
             response_max_tokens: self.response_max_tokens,
+            context_tokens: self.context_tokens,
         }
     }
 }
@@ -132,6 +136,7 @@ mod tests {
             max_tokens: 1_000_000,
             max_cost_usd: Some(10.0),
             response_max_tokens: 4096,
+            context_tokens: None,
         };
         let overrides = AgentOverrides {
             model: Some("other".into()),
@@ -151,6 +156,7 @@ mod tests {
                 max_tokens: 5000,
                 max_cost_usd: Some(10.0),
                 response_max_tokens: 4096,
+                context_tokens: None,
             }
         );
         assert_eq!(limits.effective(&AgentOverrides::default()), limits);

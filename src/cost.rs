@@ -14,12 +14,54 @@ use regex::Regex;
 use serde::Deserialize;
 use tracing::warn;
 
-/// US dollars per million tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+use crate::llm::Usage;
+
+/// US dollars per million tokens, and what prompt-cache tokens cost as multiples of `input`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
+    /// A token written to the prompt cache, as a multiple of `input` (Anthropic: 1.25 for the
+    /// 5-minute cache).
+    pub cache_write: f64,
+    /// A token read from the prompt cache, as a multiple of `input` (Anthropic: 0.1).
+    pub cache_read: f64,
+}
+
+/// Anthropic's multiples for its 5-minute cache; also the default of a table entry that names none.
+pub const CACHE_WRITE: f64 = 1.25;
+pub const CACHE_READ: f64 = 0.1;
+
+impl Price {
+    pub fn new(input: f64, output: f64) -> Price {
+        Price {
+            input,
+            output,
+            cache_write: CACHE_WRITE,
+            cache_read: CACHE_READ,
+        }
+    }
+
+    /// Dollars for a response's tokens, each kind at its price. Pure.
+    pub fn dollars(&self, usage: &Usage) -> f64 {
+        let input = usage.input_tokens as f64
+            + usage.cache_write_tokens as f64 * self.cache_write
+            + usage.cache_read_tokens as f64 * self.cache_read;
+        (input * self.input + usage.output_tokens as f64 * self.output) / 1_000_000.0
+    }
+}
+
+/// An entry of a `--cost-table` file: the cache multiples are optional (the built-in entry's, or
+/// else Anthropic's).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cache_write: Option<f64>,
+    #[serde(default)]
+    cache_read: Option<f64>,
 }
 
 /// How a model's price was found.
@@ -79,26 +121,28 @@ impl Warned {
     }
 }
 
-/// List prices at the time of writing; a `--cost-table` file overrides or extends them.
-const BUILTIN: &[(&str, f64, f64)] = &[
-    ("claude-opus-4", 15.0, 75.0),
-    ("claude-opus-4-1", 15.0, 75.0),
-    ("claude-opus-4-5", 5.0, 25.0),
-    ("claude-sonnet-4", 3.0, 15.0),
-    ("claude-sonnet-4-5", 3.0, 15.0),
-    ("claude-3-7-sonnet", 3.0, 15.0),
-    ("claude-haiku-4-5", 1.0, 5.0),
-    ("claude-3-5-haiku", 0.8, 4.0),
-    ("gpt-5", 1.25, 10.0),
-    ("gpt-5-mini", 0.25, 2.0),
-    ("gpt-5-nano", 0.05, 0.4),
-    ("gpt-4.1", 2.0, 8.0),
-    ("gpt-4.1-mini", 0.4, 1.6),
-    ("gpt-4.1-nano", 0.1, 0.4),
-    ("gpt-4o", 2.5, 10.0),
-    ("gpt-4o-mini", 0.15, 0.6),
+/// List prices at the time of writing: input, output, cache write and cache read (the last two as
+/// multiples of input); a `--cost-table` file overrides or extends them. OpenAI's automatic cache
+/// writes nothing extra; its reads cost a quarter (GPT-4.1), a half (GPT-4o) or a tenth (GPT-5).
+const BUILTIN: &[(&str, f64, f64, f64, f64)] = &[
+    ("claude-opus-4", 15.0, 75.0, CACHE_WRITE, CACHE_READ),
+    ("claude-opus-4-1", 15.0, 75.0, CACHE_WRITE, CACHE_READ),
+    ("claude-opus-4-5", 5.0, 25.0, CACHE_WRITE, CACHE_READ),
+    ("claude-sonnet-4", 3.0, 15.0, CACHE_WRITE, CACHE_READ),
+    ("claude-sonnet-4-5", 3.0, 15.0, CACHE_WRITE, CACHE_READ),
+    ("claude-3-7-sonnet", 3.0, 15.0, CACHE_WRITE, CACHE_READ),
+    ("claude-haiku-4-5", 1.0, 5.0, CACHE_WRITE, CACHE_READ),
+    ("claude-3-5-haiku", 0.8, 4.0, CACHE_WRITE, CACHE_READ),
+    ("gpt-5", 1.25, 10.0, 1.0, 0.1),
+    ("gpt-5-mini", 0.25, 2.0, 1.0, 0.1),
+    ("gpt-5-nano", 0.05, 0.4, 1.0, 0.1),
+    ("gpt-4.1", 2.0, 8.0, 1.0, 0.25),
+    ("gpt-4.1-mini", 0.4, 1.6, 1.0, 0.25),
+    ("gpt-4.1-nano", 0.1, 0.4, 1.0, 0.25),
+    ("gpt-4o", 2.5, 10.0, 1.0, 0.5),
+    ("gpt-4o-mini", 0.15, 0.6, 1.0, 0.5),
     // The `replay` provider's scripted answers: no model, no spend.
-    ("opslab-replay", 0.0, 0.0),
+    ("opslab-replay", 0.0, 0.0, 1.0, 1.0),
 ];
 
 impl Default for CostTable {
@@ -106,12 +150,14 @@ impl Default for CostTable {
         CostTable {
             prices: BUILTIN
                 .iter()
-                .map(|(model, input, output)| {
+                .map(|(model, input, output, cache_write, cache_read)| {
                     (
                         model.to_string(),
                         Price {
                             input: *input,
                             output: *output,
+                            cache_write: *cache_write,
+                            cache_read: *cache_read,
                         },
                     )
                 })
@@ -135,24 +181,40 @@ fn snapshot_base(model: &str) -> Option<&str> {
 }
 
 impl CostTable {
-    /// The built-in table with the entries of a YAML or JSON file (`model: {input: 3.0, output: 15.0}`)
-    /// laid over it.
+    /// The built-in table with the entries of a YAML or JSON file (`model: {input: 3.0, output: 15.0}`,
+    /// optionally `cache_write: 1.25, cache_read: 0.1`) laid over it.
     pub fn with_file(path: &Path) -> Result<CostTable, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| format!("--cost-table {}: {error}", path.display()))?;
-        let entries: BTreeMap<String, Price> = serde_saphyr::from_str(&text)
+        let entries: BTreeMap<String, PriceEntry> = serde_saphyr::from_str(&text)
             .map_err(|error| format!("--cost-table {}: {error}", path.display()))?;
-        if let Some((model, _)) = entries
-            .iter()
-            .find(|(_, price)| !(price.input >= 0.0 && price.output >= 0.0))
-        {
-            return Err(format!(
-                "--cost-table {}: {model}: prices must be 0 or more",
-                path.display()
-            ));
-        }
         let mut table = CostTable::default();
-        table.prices.extend(entries);
+        for (model, entry) in entries {
+            let known = table.prices.get(&model).copied();
+            let price = Price {
+                input: entry.input,
+                output: entry.output,
+                cache_write: entry
+                    .cache_write
+                    .unwrap_or(known.map_or(CACHE_WRITE, |known| known.cache_write)),
+                cache_read: entry
+                    .cache_read
+                    .unwrap_or(known.map_or(CACHE_READ, |known| known.cache_read)),
+            };
+            let parts = [
+                price.input,
+                price.output,
+                price.cache_write,
+                price.cache_read,
+            ];
+            if !parts.iter().all(|part| *part >= 0.0 && part.is_finite()) {
+                return Err(format!(
+                    "--cost-table {}: {model}: prices and cache multiples must be 0 or more",
+                    path.display()
+                ));
+            }
+            table.prices.insert(model, price);
+        }
         Ok(table)
     }
 
@@ -186,9 +248,22 @@ impl CostTable {
         }
     }
 
-    /// The cost in dollars. An unknown model costs nothing (its tokens are still counted); that,
-    /// and a snapshot priced as its base model, is logged once per model.
+    /// The cost in dollars of uncached input and output.
     pub fn cost(&self, model: &str, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.cost_of(
+            model,
+            &Usage {
+                input_tokens,
+                output_tokens,
+                ..Usage::default()
+            },
+        )
+    }
+
+    /// The cost in dollars, each kind of token at its price. An unknown model costs nothing (its
+    /// tokens are still counted); that, and a snapshot priced as its base model, is logged once per
+    /// model.
+    pub fn cost_of(&self, model: &str, usage: &Usage) -> f64 {
         let found = self.lookup(model);
         match found {
             Some(PriceMatch::Exact(_)) => {}
@@ -211,10 +286,7 @@ impl CostTable {
                 }
             }
         }
-        found.map_or(0.0, |found| {
-            let price = found.price();
-            (input_tokens as f64 * price.input + output_tokens as f64 * price.output) / 1_000_000.0
-        })
+        found.map_or(0.0, |found| found.price().dollars(usage))
     }
 }
 
@@ -230,10 +302,7 @@ mod tests {
         assert_eq!(table.cost("gpt-4.1-mini", 0, 1_000_000), 1.6);
         assert_eq!(
             table.lookup("claude-opus-4"),
-            Some(PriceMatch::Exact(Price {
-                input: 15.0,
-                output: 75.0
-            }))
+            Some(PriceMatch::Exact(Price::new(15.0, 75.0)))
         );
     }
 
@@ -317,8 +386,58 @@ mod tests {
                 .unwrap_err()
                 .contains("0 or more")
         );
+        std::fs::write(&path, "x: {input: 1, output: 1, cache_read: -0.1}\n").unwrap();
+        assert!(
+            CostTable::with_file(&path)
+                .unwrap_err()
+                .contains("0 or more")
+        );
         std::fs::write(&path, "x: {inp: 1}\n").unwrap();
         assert!(CostTable::with_file(&path).is_err());
+    }
+
+    #[test]
+    fn cache_tokens_are_priced_per_kind() {
+        let table = CostTable::default();
+        let usage = Usage {
+            input_tokens: 1_000_000,
+            cache_write_tokens: 2_000_000,
+            cache_read_tokens: 10_000_000,
+            output_tokens: 100_000,
+        };
+        // Sonnet: $3 in, writes at 1.25x, reads at 0.1x, $15 out.
+        let expected = 3.0 + 2.0 * 3.0 * 1.25 + 10.0 * 3.0 * 0.1 + 0.1 * 15.0;
+        let cost = table.cost_of("claude-sonnet-4-5", &usage);
+        assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}");
+        // GPT-4.1: reads at a quarter of input, no writes.
+        let cached = Usage {
+            input_tokens: 0,
+            cache_write_tokens: 0,
+            cache_read_tokens: 1_000_000,
+            output_tokens: 0,
+        };
+        assert!((table.cost_of("gpt-4.1", &cached) - 0.5).abs() < 1e-9);
+        // A file sets the multiples, or keeps the built-in ones, or takes Anthropic's.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("costs.yaml");
+        std::fs::write(
+            &path,
+            "claude-sonnet-4-5: {input: 3, output: 15, cache_read: 0.5}\n\
+             gpt-4.1: {input: 2, output: 8}\nllama3:8b: {input: 1, output: 1}\n",
+        )
+        .unwrap();
+        let table = CostTable::with_file(&path).unwrap();
+        let price = |model| table.price(model).unwrap();
+        assert_eq!(
+            (
+                price("claude-sonnet-4-5").cache_write,
+                price("claude-sonnet-4-5").cache_read
+            ),
+            (1.25, 0.5)
+        );
+        assert_eq!(price("gpt-4.1").cache_read, 0.25);
+        assert_eq!(price("llama3:8b").cache_write, CACHE_WRITE);
+        assert!((table.cost_of("claude-sonnet-4-5", &cached) - 1.5).abs() < 1e-9);
     }
 
     /// A writer into a shared buffer, for a test's log subscriber.

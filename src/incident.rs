@@ -296,11 +296,17 @@ pub struct Tokens {
     /// Output (completion) tokens.
     #[serde(default)]
     pub output: u64,
+    /// Input tokens written to the model's prompt cache.
+    #[serde(default)]
+    pub cache_write: u64,
+    /// Input tokens read from the model's prompt cache.
+    #[serde(default)]
+    pub cache_read: u64,
 }
 
 impl Tokens {
     pub fn total(&self) -> u64 {
-        self.input + self.output
+        self.input + self.cache_write + self.cache_read + self.output
     }
 }
 

@@ -314,11 +314,16 @@ impl Metrics {
         &self,
         provider: &'static str,
         model: &str,
-        input: u64,
-        output: u64,
+        usage: &crate::llm::Usage,
         cost_usd: f64,
     ) {
-        for (direction, tokens) in [("input", input), ("output", output)] {
+        // Each kind of token is billed at its own price: `input` is fresh input only.
+        for (direction, tokens) in [
+            ("input", usage.input_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("output", usage.output_tokens),
+        ] {
             let labels = TokenLabels {
                 provider,
                 model: model.to_string(),

@@ -332,7 +332,11 @@ pub fn sessions_table(
                 .unwrap_or_else(|| "-".into()),
             session.turns.to_string(),
             session.commands.to_string(),
-            (session.input_tokens + session.output_tokens).to_string(),
+            (session.input_tokens
+                + session.cache_write_tokens
+                + session.cache_read_tokens
+                + session.output_tokens)
+                .to_string(),
             session
                 .started_at
                 .parse()
@@ -388,7 +392,7 @@ pub fn session_story(
 /// events below show the time alone on the day the session started.
 pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
     format!(
-        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in / {} out, estimated cost ${:.4}\n",
+        "Session {}\nIncident {}/{} (attempt {})\nPhase {}{}{}\nStarted {}{}\nTurns {}, commands {}, tokens {} in{} / {} out, estimated cost ${:.4}\n",
         session.id,
         session.incident_namespace,
         session.incident_name,
@@ -414,6 +418,10 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.turns,
         session.commands,
         session.input_tokens,
+        match (session.cache_write_tokens, session.cache_read_tokens) {
+            (0, 0) => String::new(),
+            (write, read) => format!(" / {write} cache write / {read} cache read"),
+        },
         session.output_tokens,
         session.cost_usd,
     )
@@ -456,10 +464,16 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
             content,
             input_tokens,
             output_tokens,
+            cache_write_tokens,
+            cache_read_tokens,
             ..
         } => {
+            let cached = match (cache_write_tokens, cache_read_tokens) {
+                (0, 0) => String::new(),
+                (write, read) => format!(" / {write} cache write / {read} cache read"),
+            };
             out.push_str(&format!(
-                "{head}model turn {turn} ({input_tokens} in / {output_tokens} out)\n"
+                "{head}model turn {turn} ({input_tokens} in{cached} / {output_tokens} out)\n"
             ));
             for block in content {
                 match block {
@@ -804,8 +818,12 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
     if let Some(finished) = &status.finished_at {
         field(&mut out, 1, "Finished", &clock.full_text(finished));
     }
+    let cached = match (status.tokens.cache_write, status.tokens.cache_read) {
+        (0, 0) => String::new(),
+        (write, read) => format!(" / {write} cache write / {read} cache read"),
+    };
     let usage = format!(
-        "{} turns, {} commands, {} tokens ({} in / {} out), estimated ${:.4}",
+        "{} turns, {} commands, {} tokens ({} in{cached} / {} out), estimated ${:.4}",
         status.turns,
         status.commands,
         status.tokens.total(),
@@ -1401,6 +1419,8 @@ mod tests {
             commands: 2,
             input_tokens: 300,
             output_tokens: 60,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             report: None,
             cost_usd: 0.0012,
             message: None,

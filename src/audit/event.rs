@@ -30,8 +30,13 @@ pub enum EventBody {
         turn: u32,
         content: Vec<ContentBlock>,
         stop_reason: Option<String>,
+        /// Fresh input; the prompt-cache tokens are apart.
         input_tokens: u64,
         output_tokens: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_write_tokens: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_read_tokens: u64,
         /// Estimated from the controller's cost table when the response arrived.
         #[serde(default)]
         cost_usd: f64,
@@ -166,6 +171,10 @@ impl Delivery {
             Delivery::Dropped => "dropped",
         }
     }
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl EventBody {

@@ -122,8 +122,11 @@ pub struct SessionRecord {
     pub finished_at: Option<String>,
     pub turns: u32,
     pub commands: u32,
+    /// Fresh input, apart from the prompt-cache tokens.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_read_tokens: u64,
     pub report: Option<Report>,
     /// Estimated model spend in US dollars.
     pub cost_usd: f64,

@@ -102,7 +102,8 @@ pub trait Columns {
 
 const SESSION_COLUMNS: &str = "id, incident_uid, incident_namespace, incident_name, attempt, generation, \
      state, phase, outcome, reason, started_at, finished_at, turns, commands, input_tokens, \
-     output_tokens, report, cost_usd, message, retry_request, cancel_request";
+     output_tokens, report, cost_usd, message, retry_request, cancel_request, cache_write_tokens, \
+     cache_read_tokens";
 
 const INCIDENT_COLUMNS: &str =
     "namespace, name, uid, generation, spec_hash, source, incident, error, updated_at";
@@ -198,6 +199,8 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
         commands: count(row, 13, "commands")?,
         input_tokens: count(row, 14, "input_tokens")?,
         output_tokens: count(row, 15, "output_tokens")?,
+        cache_write_tokens: count(row, 21, "cache_write_tokens")?,
+        cache_read_tokens: count(row, 22, "cache_read_tokens")?,
         report,
         cost_usd: row.real(17)?,
         message: row.optional_text(18)?,

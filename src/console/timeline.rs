@@ -244,6 +244,8 @@ mod tests {
                 stop_reason: None,
                 input_tokens: 1,
                 output_tokens: 1,
+                cache_write_tokens: 0,
+                cache_read_tokens: 0,
                 cost_usd,
             },
         )

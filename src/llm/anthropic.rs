@@ -8,9 +8,20 @@ use super::{
 
 pub const API_VERSION: &str = "2023-06-01";
 
+/// A prompt-cache breakpoint: the prefix up to and including the block it marks is cached.
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
 /// The request body. Empty text blocks are dropped (the API refuses them) and consecutive messages of
 /// one role are merged (the API wants them alternating).
-pub fn request_body(request: &ChatRequest) -> Value {
+///
+/// With `prompt_cache`, four breakpoints (the API's limit) mark what the next turn re-sends
+/// unchanged: the tools, the system prompt, the message the previous turn ended with (which that
+/// turn wrote to the cache, so this one reads it) and the latest message (written now, read by the
+/// next turn). The tools and system prompt come first in the API's prefix order and never change
+/// within a session, so each turn reads all but its newest messages from the cache.
+pub fn request_body(request: &ChatRequest, prompt_cache: bool) -> Value {
     let mut messages: Vec<(Role, Vec<Value>)> = Vec::new();
     for message in &request.messages {
         let blocks: Vec<Value> = message.content.iter().filter_map(block).collect();
@@ -20,6 +31,22 @@ pub fn request_body(request: &ChatRequest) -> Value {
         match messages.last_mut() {
             Some((role, content)) if *role == message.role => content.extend(blocks),
             _ => messages.push((message.role, blocks)),
+        }
+    }
+    if prompt_cache {
+        // The latest message, and the user message before the latest answer: the previous
+        // request's last message.
+        let last = messages.len().checked_sub(1);
+        let previous_user = last.and_then(|last| {
+            messages[..last]
+                .iter()
+                .rposition(|(role, _)| *role == Role::User)
+        });
+        let marked = [last, previous_user].into_iter().flatten();
+        for index in marked {
+            if let Some(block) = messages[index].1.last_mut() {
+                block["cache_control"] = ephemeral();
+            }
         }
     }
     let messages: Vec<Value> = messages
@@ -32,14 +59,24 @@ pub fn request_body(request: &ChatRequest) -> Value {
         "messages": messages,
     });
     if !request.system.is_empty() {
-        body["system"] = json!(request.system);
+        body["system"] = if prompt_cache {
+            json!([{"type": "text", "text": request.system, "cache_control": ephemeral()}])
+        } else {
+            json!(request.system)
+        };
     }
     if !request.tools.is_empty() {
+        let count = request.tools.len();
         body["tools"] = request
             .tools
             .iter()
-            .map(|tool| {
-                json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema})
+            .enumerate()
+            .map(|(index, tool)| {
+                let mut tool = json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema});
+                if prompt_cache && index + 1 == count {
+                    tool["cache_control"] = ephemeral();
+                }
+                tool
             })
             .collect();
     }
@@ -132,9 +169,9 @@ pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
             .and_then(Value::as_str)
             .map(str::to_string),
         usage: Usage {
-            input_tokens: count("input_tokens")
-                + count("cache_creation_input_tokens")
-                + count("cache_read_input_tokens"),
+            input_tokens: count("input_tokens"),
+            cache_write_tokens: count("cache_creation_input_tokens"),
+            cache_read_tokens: count("cache_read_input_tokens"),
             output_tokens: count("output_tokens"),
         },
     })
@@ -212,7 +249,7 @@ mod tests {
     #[test]
     fn the_request_body_is_what_the_api_takes() {
         assert_eq!(
-            request_body(&request()),
+            request_body(&request(), false),
             json!({
                 "model": "claude",
                 "max_tokens": 100,
@@ -249,7 +286,9 @@ mod tests {
         assert_eq!(
             response.usage,
             Usage {
-                input_tokens: 13,
+                input_tokens: 10,
+                cache_write_tokens: 0,
+                cache_read_tokens: 3,
                 output_tokens: 5
             }
         );

@@ -117,10 +117,20 @@ impl LlmClient {
         })
     }
 
-    /// Estimated dollars for a response's tokens, from the cost table.
+    /// Estimated dollars for a response's tokens, each kind at its price, from the cost table.
     pub fn cost(&self, model: &str, usage: &super::Usage) -> f64 {
-        self.costs
-            .cost(model, usage.input_tokens, usage.output_tokens)
+        self.costs.cost_of(model, usage)
+    }
+
+    /// The client for the summariser: the same, or one for its own server (`--summary-base-url`),
+    /// so that summaries never queue in front of the agent's turns on a one-slot server.
+    pub fn summariser(&self) -> LlmClient {
+        let mut client = self.clone();
+        if let Some(endpoint) = &self.config.summary_endpoint {
+            client.config.base_url = endpoint.base_url.clone();
+            client.config.api_key = endpoint.api_key.clone();
+        }
+        client
     }
 
     pub fn kind(&self) -> ProviderKind {
@@ -191,13 +201,8 @@ impl LlmClient {
         if let Ok(response) = &result {
             let usage = &response.usage;
             let cost = self.cost(&request.model, usage);
-            self.metrics.llm_usage(
-                provider,
-                &request.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                cost,
-            );
+            self.metrics
+                .llm_usage(provider, &request.model, usage, cost);
         }
         result
     }
@@ -206,21 +211,31 @@ impl LlmClient {
         let base = &self.config.base_url;
         let http = match self.config.kind {
             ProviderKind::Anthropic | ProviderKind::Replay => {
+                let mut body = anthropic::request_body(request, self.config.prompt_cache);
+                if self.config.stream {
+                    body["stream"] = serde_json::json!(true);
+                }
                 let mut http = self
                     .http
                     .post(format!("{base}/v1/messages"))
                     .header("anthropic-version", anthropic::API_VERSION)
-                    .json(&anthropic::request_body(request));
+                    .json(&body);
                 if let Some(key) = &self.config.api_key {
                     http = http.header("x-api-key", key);
                 }
                 http
             }
             ProviderKind::OpenAi => {
+                let mut body = openai::request_body(request);
+                if self.config.stream {
+                    body["stream"] = serde_json::json!(true);
+                    // The usage comes in a last chunk only when asked for.
+                    body["stream_options"] = serde_json::json!({"include_usage": true});
+                }
                 let mut http = self
                     .http
                     .post(format!("{base}/chat/completions"))
-                    .json(&openai::request_body(request));
+                    .json(&body);
                 if let Some(key) = &self.config.api_key {
                     http = http.bearer_auth(key);
                 }
@@ -235,6 +250,14 @@ impl LlmClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
+        // Events, whether asked for or not (some servers stream regardless).
+        if (200..300).contains(&status)
+            && content_type
+                .as_deref()
+                .is_some_and(|kind| kind.starts_with("text/event-stream"))
+        {
+            return self.read_stream(response).await;
+        }
         let body = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             let parsed = match self.config.kind {
@@ -259,6 +282,46 @@ impl LlmClient {
         }
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
             LlmError::Decode(super::unexpected_body(&body, content_type.as_deref()))
+        })?;
+        match self.config.kind {
+            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
+            ProviderKind::OpenAi => openai::parse_message(&value),
+        }
+        .map_err(LlmError::Decode)
+    }
+}
+
+impl LlmClient {
+    /// A response sent as server-sent events, read to its end and put back together as the whole
+    /// response. A stream cut off is a transport failure, retried as a reset connection is.
+    async fn read_stream(&self, response: reqwest::Response) -> Result<ChatResponse, LlmError> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let mut events = response.bytes_stream().eventsource();
+        let mut received = Vec::new();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|error| match error {
+                eventsource_stream::EventStreamError::Transport(error) => transport(error),
+                other => LlmError::Decode(format!("the event stream is malformed: {other}")),
+            })?;
+            received.push(super::stream::Sse {
+                event: event.event,
+                data: event.data,
+            });
+        }
+        let whole = match self.config.kind {
+            ProviderKind::Anthropic | ProviderKind::Replay => super::stream::anthropic(&received),
+            ProviderKind::OpenAi => super::stream::openai(&received),
+        };
+        let value = whole.map_err(|error| match error {
+            super::stream::StreamError::Cut(why) => LlmError::Transport(why),
+            super::stream::StreamError::Error {
+                error_type,
+                message,
+            } => LlmError::Decode(format!(
+                "the event stream ended with an error: {error_type}: {message}"
+            )),
+            super::stream::StreamError::Malformed(why) => LlmError::Decode(why),
         })?;
         match self.config.kind {
             ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod openai;
 pub mod retry;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -68,10 +69,31 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
+/// A response's tokens, by kind: each is billed at its own price (see [`crate::cost`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Input read afresh (neither written to nor read from a prompt cache).
     pub input_tokens: u64,
+    /// Input written to the prompt cache (Anthropic's `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Input read from the prompt cache (Anthropic's `cache_read_input_tokens`, OpenAI's
+    /// `prompt_tokens_details.cached_tokens`).
+    pub cache_read_tokens: u64,
     pub output_tokens: u64,
+}
+
+impl Usage {
+    /// Every token the model read or wrote: what a token budget counts.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.cache_write_tokens + self.cache_read_tokens + self.output_tokens
+    }
+}
+
+/// A setting that is on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Which protocol to speak.
@@ -107,6 +129,19 @@ pub struct ProviderConfig {
     /// Limit for one HTTP request, connect to last byte.
     pub request_timeout: Duration,
     pub retry: retry::RetryPolicy,
+    /// Mark the stable prefix of each request for Anthropic's prompt cache (`cache_control`).
+    pub prompt_cache: bool,
+    /// Ask for the response as server-sent events (`stream: true`).
+    pub stream: bool,
+    /// Where the summariser's requests go, when not to `base_url`: a server of the same protocol.
+    pub summary_endpoint: Option<Endpoint>,
+}
+
+/// A server of the provider's protocol, and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub base_url: String,
+    pub api_key: Option<String>,
 }
 
 impl ProviderConfig {
@@ -227,6 +262,9 @@ mod tests {
             api_key: api_key.map(String::from),
             request_timeout: std::time::Duration::from_secs(1),
             retry: retry::RetryPolicy::default(),
+            prompt_cache: false,
+            stream: false,
+            summary_endpoint: None,
         }
     }
 

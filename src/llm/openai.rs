@@ -143,18 +143,32 @@ pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
         });
     }
     unique_ids(&mut content);
-    let count = |field| usage_count(value, field);
     Ok(ChatResponse {
         content,
         stop_reason: choice
             .get("finish_reason")
             .and_then(Value::as_str)
             .map(str::to_string),
-        usage: Usage {
-            input_tokens: count("prompt_tokens"),
-            output_tokens: count("completion_tokens"),
-        },
+        usage: usage(value),
     })
+}
+
+/// The usage of a response: `prompt_tokens` includes the tokens a server's automatic prompt cache
+/// served (`prompt_tokens_details.cached_tokens`), which are billed apart.
+pub fn usage(value: &Value) -> Usage {
+    let count = |field| usage_count(value, field);
+    let cached = value
+        .pointer("/usage/prompt_tokens_details/cached_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let prompt = count("prompt_tokens");
+    let cached = cached.min(prompt);
+    Usage {
+        input_tokens: prompt - cached,
+        cache_write_tokens: 0,
+        cache_read_tokens: cached,
+        output_tokens: count("completion_tokens"),
+    }
 }
 
 /// The error type (or code) and message of an error body (`{"error":{…}}`). A code that only repeats
@@ -293,7 +307,8 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 3, "ids are present and unique: {ids:?}");
         let text = json!({"choices": [{"message": {"content": [{"type": "text", "text": "hi"}]}}],
-                          "usage": {"prompt_tokens": 7, "completion_tokens": 2}});
+                          "usage": {"prompt_tokens": 7, "completion_tokens": 2,
+                                    "prompt_tokens_details": {"cached_tokens": 5}}});
         let response = parse_response(text.to_string().as_bytes()).unwrap();
         assert_eq!(
             response.content,
@@ -302,7 +317,9 @@ mod tests {
         assert_eq!(
             response.usage,
             Usage {
-                input_tokens: 7,
+                input_tokens: 2,
+                cache_write_tokens: 0,
+                cache_read_tokens: 5,
                 output_tokens: 2
             }
         );

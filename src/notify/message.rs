@@ -344,6 +344,8 @@ mod tests {
                 tokens: Tokens {
                     input: 300,
                     output: 60,
+                    cache_write: 0,
+                    cache_read: 0,
                 },
                 cost_usd: 0.0123,
                 report: Some(Report {

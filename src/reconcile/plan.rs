@@ -227,6 +227,8 @@ fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> I
         tokens: Tokens {
             input: session.input_tokens,
             output: session.output_tokens,
+            cache_write: session.cache_write_tokens,
+            cache_read: session.cache_read_tokens,
         },
         cost_usd: session.cost_usd,
         report: session.report.clone(),
@@ -300,6 +302,8 @@ mod tests {
             commands: 2,
             input_tokens: 100,
             output_tokens: 10,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             report: None,
             cost_usd: 0.0,
             message: None,

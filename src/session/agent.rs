@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
+use super::context::{self, Budget};
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
 use super::{Cancellation, Deps, Handle, Stalled, Wake, prompt};
@@ -175,8 +176,30 @@ impl SessionTask {
 
     async fn drive(&mut self, summaries: &mut JoinSet<()>) -> Result<Ending, Abandoned> {
         let events = self.deps.store.events(&self.record.id).await?;
-        let mut history = History::from_events(events.iter().map(|event| &event.body));
         let limits = self.deps.config.agent.effective(&self.spec.agent);
+        // The system prompt and the tools are the same in every request of the session, resumed or
+        // not (the prompt is written from the ticket as the session started; updates are told as
+        // messages): a prompt cache then keeps them.
+        let started_spec = events
+            .iter()
+            .find_map(|event| match &event.body {
+                EventBody::SessionStarted { spec, .. } => Some(spec),
+                _ => None,
+            })
+            .unwrap_or(&self.spec);
+        let fixed = Fixed {
+            system: prompt::system(started_spec, limits.command_timeout.as_secs()),
+            tools: tools::specs(),
+        };
+        let budget = Budget::new(
+            limits
+                .context_tokens
+                .unwrap_or_else(|| context::window(&limits.model)),
+            limits.response_max_tokens,
+            fixed.bytes(),
+        );
+        let mut history =
+            History::from_events_within(events.iter().map(|event| &event.body), Some(budget));
         if let Some(ending) = cannot_start(&self.deps.config, &limits) {
             return Ok(ending);
         }
@@ -259,7 +282,10 @@ impl SessionTask {
                         return Ok(ending);
                     }
                     let remaining = limits.timeout.saturating_sub(elapsed);
-                    if let Some(ending) = self.call_model(&mut history, &limits, remaining).await? {
+                    if let Some(ending) = self
+                        .call_model(&mut history, &limits, &fixed, remaining)
+                        .await?
+                    {
                         return Ok(ending);
                     }
                 }
@@ -299,39 +325,41 @@ impl SessionTask {
         &self,
         history: &mut History,
         limits: &AgentLimits,
+        fixed: &Fixed,
         remaining: Duration,
     ) -> Result<Option<Ending>, Abandoned> {
-        let request = ChatRequest {
-            model: limits.model.clone(),
-            system: prompt::system(&self.spec, limits.command_timeout.as_secs()),
-            messages: history.messages(),
-            tools: tools::specs(),
-            max_tokens: limits.response_max_tokens,
-        };
-        // Each retry is recorded as it is decided: the trail and the status say what the session
-        // waits for.
-        let (retries_tx, mut retries) = mpsc::unbounded_channel::<RetryNotice>();
-        let call = self.deps.llm.complete_with(&request, move |notice| {
-            let _ = retries_tx.send(notice);
-        });
-        tokio::pin!(call);
-        let deadline = tokio::time::sleep(remaining);
-        tokio::pin!(deadline);
-        let response = loop {
-            tokio::select! {
-                () = self.cancel.cancelled() => return Ok(Some(self.cancelled())),
-                // Asked again at the next start: nothing of an unfinished call is recorded.
-                () = self.deps.draining.cancelled() => return Err(Abandoned::Draining),
-                () = &mut deadline => return Ok(Some(time_exhausted(limits))),
-                Some(notice) = retries.recv() => {
-                    self.record_event(history, EventBody::LlmRetrying {
-                        retry: u32::try_from(notice.retry).unwrap_or(u32::MAX),
-                        max_retries: u32::try_from(notice.max_retries).unwrap_or(u32::MAX),
-                        delay_ms: millis(notice.delay),
-                        error: notice.error,
-                    }).await?;
+        let deadline = tokio::time::Instant::now() + remaining;
+        let mut shrunk = false;
+        let (request, response) = loop {
+            let request = ChatRequest {
+                model: limits.model.clone(),
+                system: fixed.system.clone(),
+                messages: history.messages(),
+                tools: fixed.tools.clone(),
+                max_tokens: limits.response_max_tokens,
+            };
+            let response = match self.ask(history, &request, limits, deadline).await? {
+                Ok(response) => response,
+                Err(ending) => return Ok(Some(ending)),
+            };
+            match response {
+                // The server found the request too long: shorten it (the fold halves it) and ask
+                // once more.
+                Err(error) if !shrunk && context::is_overflow(&error.to_string()) => {
+                    shrunk = true;
+                    info!(%error, "the request was too long for the model; shortening older outputs and asking again");
+                    self.record_event(
+                        history,
+                        EventBody::LlmRetrying {
+                            retry: 1,
+                            max_retries: 1,
+                            delay_ms: 0,
+                            error: error.to_string(),
+                        },
+                    )
+                    .await?;
                 }
-                response = &mut call => break response,
+                response => break (request, response),
             }
         };
         match response {
@@ -357,6 +385,8 @@ impl SessionTask {
                         stop_reason: response.stop_reason,
                         input_tokens: response.usage.input_tokens,
                         output_tokens: response.usage.output_tokens,
+                        cache_write_tokens: response.usage.cache_write_tokens,
+                        cache_read_tokens: response.usage.cache_read_tokens,
                         cost_usd,
                     },
                 )
@@ -364,7 +394,15 @@ impl SessionTask {
                 Ok(None)
             }
             Err(error) => {
-                let message = format!("the model API failed: {error}");
+                let message = if context::is_overflow(&error.to_string()) {
+                    format!(
+                        "the conversation does not fit the model's context even with its older \
+                         outputs shortened (is --context-tokens above the server's context size?): \
+                         {error}"
+                    )
+                } else {
+                    format!("the model API failed: {error}")
+                };
                 self.record_event(
                     history,
                     EventBody::LlmFailed {
@@ -373,6 +411,41 @@ impl SessionTask {
                 )
                 .await?;
                 Ok(Some(Ending::new(Phase::Failed, "ModelApiFailed", message)))
+            }
+        }
+    }
+
+    /// One model call, its retries recorded as they are decided (the trail and the status say what
+    /// the session waits for). Err: the session ends (cancelled, or out of time).
+    async fn ask(
+        &self,
+        history: &mut History,
+        request: &ChatRequest,
+        limits: &AgentLimits,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Answer, Ending>, Abandoned> {
+        let (retries_tx, mut retries) = mpsc::unbounded_channel::<RetryNotice>();
+        let call = self.deps.llm.complete_with(request, move |notice| {
+            let _ = retries_tx.send(notice);
+        });
+        tokio::pin!(call);
+        let deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => return Ok(Err(self.cancelled())),
+                // Asked again at the next start: nothing of an unfinished call is recorded.
+                () = self.deps.draining.cancelled() => return Err(Abandoned::Draining),
+                () = &mut deadline => return Ok(Err(time_exhausted(limits))),
+                Some(notice) = retries.recv() => {
+                    self.record_event(history, EventBody::LlmRetrying {
+                        retry: u32::try_from(notice.retry).unwrap_or(u32::MAX),
+                        max_retries: u32::try_from(notice.max_retries).unwrap_or(u32::MAX),
+                        delay_ms: millis(notice.delay),
+                        error: notice.error,
+                    }).await?;
+                }
+                response = &mut call => return Ok(Ok(response)),
             }
         }
     }
@@ -496,7 +569,7 @@ impl SessionTask {
                     && let Some(model) = &self.deps.config.summary_model
                 {
                     let job = Summary {
-                        llm: self.deps.llm.clone(),
+                        llm: self.deps.llm.summariser(),
                         store: self.deps.store.clone(),
                         session_id: self.record.id.clone(),
                         tool_use_id: id,
@@ -509,6 +582,29 @@ impl SessionTask {
                 Ok(None)
             }
         }
+    }
+}
+
+/// What a model call came to, retries done.
+type Answer = Result<crate::llm::ChatResponse, crate::llm::LlmError>;
+
+/// What every request of a session carries unchanged.
+struct Fixed {
+    system: String,
+    tools: Vec<crate::llm::ToolSpec>,
+}
+
+impl Fixed {
+    /// Their size, as the budget counts it.
+    fn bytes(&self) -> usize {
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|tool| {
+                tool.name.len() + tool.description.len() + tool.input_schema.to_string().len()
+            })
+            .sum();
+        self.system.len() + tools
     }
 }
 
@@ -565,7 +661,11 @@ impl Summary {
             cost_usd: self.llm.cost(&self.model, &response.usage),
             model: self.model,
             summary,
-            input_tokens: response.usage.input_tokens,
+            // A summary's few cached tokens (a server's automatic cache) are counted as input;
+            // its cost has them at their price.
+            input_tokens: response.usage.input_tokens
+                + response.usage.cache_write_tokens
+                + response.usage.cache_read_tokens,
             output_tokens: response.usage.output_tokens,
         };
         if let Err(error) = self.store.append(&self.session_id, body).await {
@@ -688,6 +788,7 @@ mod tests {
             max_tokens: 100,
             max_cost_usd: Some(1.0),
             response_max_tokens: 10,
+            context_tokens: None,
         }
     }
 

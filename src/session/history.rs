@@ -1,11 +1,16 @@
 //! The conversation, rebuilt from audit events. Pure: the same fold serves a live session (each event
 //! applied as it is stored) and a session resumed after a restart (all its events applied at once), so
 //! a resumed agent sees exactly what it would have seen.
+//!
+//! What is sent may be shorter than what is stored: within a context budget, older command outputs
+//! are cut (see [`context`]). Which are cut is decided in the fold too, each time the model is asked,
+//! from events stored before it was asked; so a resumed session sends what it would have sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::EventBody;
 use crate::llm::{ContentBlock, Message, Role};
+use crate::session::context::{self, Budget, Cut};
 use crate::session::{prompt, tools};
 
 /// What the agent loop must do next.
@@ -44,12 +49,37 @@ pub struct History {
     pub turns: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_read_tokens: u64,
     pub cost_usd: f64,
+    /// The context budget; None sends the conversation whole.
+    budget: Option<Budget>,
+    /// A lower limit on the messages' tokens, set when the server said a request was too long.
+    squeezed: Option<u64>,
+    /// Each command's result as it would be sent whole: its status line and its output.
+    outputs: BTreeMap<String, (String, String)>,
+    /// Output summaries by tool-use id, usable from the model call after the one they arrived
+    /// during: summaries are written beside the session, at any moment.
+    summaries: BTreeMap<String, String>,
+    arriving_summaries: BTreeMap<String, String>,
+    /// The outputs cut in what is sent, and how far.
+    cuts: BTreeMap<String, Cut>,
 }
 
 impl History {
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a EventBody>) -> History {
-        let mut history = History::default();
+        History::from_events_within(events, None)
+    }
+
+    /// [`Self::from_events`], what is sent kept within `budget`.
+    pub fn from_events_within<'a>(
+        events: impl IntoIterator<Item = &'a EventBody>,
+        budget: Option<Budget>,
+    ) -> History {
+        let mut history = History {
+            budget,
+            ..History::default()
+        };
         for event in events {
             history.apply(event);
         }
@@ -66,13 +96,20 @@ impl History {
                 content,
                 input_tokens,
                 output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
                 cost_usd,
                 ..
             } => {
+                // As the request this answers was built (see `messages`).
                 self.flush_results();
+                self.fit();
+                self.summaries.append(&mut self.arriving_summaries);
                 self.turns += 1;
                 self.input_tokens += input_tokens;
                 self.output_tokens += output_tokens;
+                self.cache_write_tokens += cache_write_tokens;
+                self.cache_read_tokens += cache_read_tokens;
                 self.cost_usd += cost_usd;
                 self.pending_calls = content
                     .iter()
@@ -105,6 +142,15 @@ impl History {
             } => {
                 self.started.remove(tool_use_id);
                 let content = tools::shell_result(*exit_code, *duration_ms, *timed_out, output);
+                if !output.is_empty() {
+                    self.outputs.insert(
+                        tool_use_id.clone(),
+                        (
+                            tools::shell_status(*exit_code, *duration_ms, *timed_out),
+                            output.clone(),
+                        ),
+                    );
+                }
                 self.results.insert(
                     tool_use_id.clone(),
                     ContentBlock::ToolResult {
@@ -147,11 +193,15 @@ impl History {
             }
             // Summaries are the session's spend too, though not part of the conversation.
             EventBody::OutputSummary {
+                tool_use_id,
+                summary,
                 input_tokens,
                 output_tokens,
                 cost_usd,
                 ..
             } => {
+                self.arriving_summaries
+                    .insert(tool_use_id.clone(), summary.clone());
                 self.input_tokens += input_tokens;
                 self.output_tokens += output_tokens;
                 self.cost_usd += cost_usd;
@@ -159,6 +209,11 @@ impl History {
             EventBody::Reported { .. } => self.reported = true,
             EventBody::SessionFinished { .. } => self.finished = true,
             // The agent learns of a refused Docker call from the error its command printed.
+            // A request the server found too long is sent again shorter: to half its size.
+            EventBody::LlmRetrying { error, .. } if context::is_overflow(error) => {
+                let sent = self.request_tokens();
+                self.squeezed = Some(self.squeezed.unwrap_or(u64::MAX).min(sent / 2));
+            }
             EventBody::SandboxReady { .. }
             | EventBody::LlmRetrying { .. }
             | EventBody::LlmFailed { .. }
@@ -224,11 +279,113 @@ impl History {
     pub fn messages(&self) -> Vec<Message> {
         let mut copy = self.clone();
         copy.flush_results();
-        copy.messages
+        copy.fit();
+        copy.rendered()
     }
 
+    /// The estimated tokens of the messages a request would hold now.
+    pub fn request_tokens(&self) -> u64 {
+        tokens_of(&self.messages())
+    }
+
+    /// The messages as sent: cut outputs replaced by their shortened text.
+    fn rendered(&self) -> Vec<Message> {
+        if self.cuts.is_empty() {
+            return self.messages.clone();
+        }
+        let mut messages = self.messages.clone();
+        for block in messages.iter_mut().flat_map(|message| &mut message.content) {
+            if let ContentBlock::ToolResult {
+                tool_use_id,
+                content,
+                ..
+            } = block
+                && let Some(cut) = self.cuts.get(tool_use_id.as_str())
+                && let Some((status, output)) = self.outputs.get(tool_use_id.as_str())
+            {
+                let summary = self.summaries.get(tool_use_id.as_str());
+                *content = context::shortened(status, output, summary.map(String::as_str), *cut);
+            }
+        }
+        messages
+    }
+
+    /// A command result's text as sent now, cut or whole.
+    fn result_text(&self, id: &str) -> String {
+        let Some((status, output)) = self.outputs.get(id) else {
+            return String::new();
+        };
+        match self.cuts.get(id) {
+            Some(cut) => context::shortened(
+                status,
+                output,
+                self.summaries.get(id).map(String::as_str),
+                *cut,
+            ),
+            None => format!("{status}\n{output}"),
+        }
+    }
+
+    /// Keeps the messages within the budget: once they pass it, outputs are cut oldest first,
+    /// first to their summary or head and tail, then to their status line, until they hold the
+    /// budget's low-water share. The latest outputs are the last cut; commands, reasoning and the
+    /// agent's words never are.
+    fn fit(&mut self) {
+        let limit = match (self.budget, self.squeezed) {
+            (None, None) => return,
+            (budget, squeezed) => budget
+                .map_or(u64::MAX, |budget| budget.messages_tokens)
+                .min(squeezed.unwrap_or(u64::MAX)),
+        };
+        let mut bytes = bytes_of(&self.rendered());
+        let mut tokens = context::estimate_tokens(bytes);
+        if tokens <= limit {
+            return;
+        }
+        let low = (limit as f64 * context::LOW_WATER) as u64;
+        let order: Vec<String> = self
+            .messages
+            .iter()
+            .flat_map(|message| &message.content)
+            .filter_map(|block| match block {
+                ContentBlock::ToolResult { tool_use_id, .. }
+                    if self.outputs.contains_key(tool_use_id.as_str()) =>
+                {
+                    Some(tool_use_id.clone())
+                }
+                ContentBlock::ToolResult { .. }
+                | ContentBlock::Text { .. }
+                | ContentBlock::ToolUse { .. } => None,
+            })
+            .collect();
+        // The latest outputs are cut only once every older one is down to its status line.
+        let (older, latest) = order.split_at(order.len().saturating_sub(KEPT_WHOLE));
+        let steps = [
+            (older, Cut::Short),
+            (older, Cut::Bare),
+            (latest, Cut::Short),
+            (latest, Cut::Bare),
+        ];
+        for (ids, cut) in steps {
+            for id in ids {
+                if tokens <= low {
+                    return;
+                }
+                if self.cuts.get(id).is_some_and(|done| *done >= cut) {
+                    continue;
+                }
+                // Only this result's text changes: its size is told apart, not the whole again.
+                let before = json_len(&self.result_text(id));
+                self.cuts.insert(id.clone(), cut);
+                bytes = bytes + json_len(&self.result_text(id)) - before;
+                tokens = context::estimate_tokens(bytes);
+            }
+        }
+    }
+
+    /// Every token the model read or wrote, cached or not: what the token budget counts.
     pub fn total_tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens + self.cache_write_tokens + self.cache_read_tokens + self.output_tokens
     }
 
     /// Renames the tool calls of a new response whose ids an earlier response already used: some
@@ -258,6 +415,22 @@ impl History {
             }
         }
     }
+}
+
+/// How many of the latest outputs are the last to be cut.
+const KEPT_WHOLE: usize = 2;
+
+fn bytes_of(messages: &[Message]) -> usize {
+    serde_json::to_vec(messages).map_or(0, |json| json.len())
+}
+
+fn tokens_of(messages: &[Message]) -> u64 {
+    context::estimate_tokens(bytes_of(messages))
+}
+
+/// The length of a text as a JSON string: what it adds to a request.
+fn json_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(0, |json| json.len())
 }
 
 fn user_text(text: String) -> Message {
@@ -302,6 +475,8 @@ mod tests {
             stop_reason: Some("tool_use".into()),
             input_tokens: 10,
             output_tokens: 5,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             cost_usd: 0.001,
         }
     }
@@ -390,6 +565,8 @@ mod tests {
             stop_reason: Some("end_turn".into()),
             input_tokens: 1,
             output_tokens: 1,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             cost_usd: 0.0,
         };
         let history = History::from_events(&[started(), text]);
@@ -470,6 +647,159 @@ mod tests {
         assert_eq!(all.len(), distinct.len(), "{all:?}");
     }
 
+    fn finished_with(id: &str, output: String) -> EventBody {
+        EventBody::CommandFinished {
+            tool_use_id: id.into(),
+            exit_code: Some(0),
+            duration_ms: 5,
+            timed_out: false,
+            output_bytes: output.len() as u64,
+            output,
+            truncated: false,
+        }
+    }
+
+    /// A session of `turns` commands that each print `bytes`, a summary of every third arriving
+    /// while the next model call is under way.
+    fn long_session(turns: usize, bytes: usize) -> Vec<EventBody> {
+        let mut events = vec![started()];
+        for turn in 0..turns {
+            let id = format!("t{turn}");
+            events.push(response(&[(&id, &format!("cat /var/log/app-{turn}.log"))]));
+            events.push(command_started(&id));
+            events.push(finished_with(
+                &id,
+                format!("{turn:04} {}\n", "x".repeat(bytes)),
+            ));
+            if turn % 3 == 0 {
+                events.push(EventBody::OutputSummary {
+                    tool_use_id: id,
+                    model: "small".into(),
+                    summary: format!("log {turn} is all x"),
+                    input_tokens: 1,
+                    output_tokens: 1,
+                    cost_usd: 0.0,
+                });
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn within_a_budget_what_is_sent_shrinks_and_what_is_stored_does_not() {
+        let budget = Budget {
+            messages_tokens: 20_000,
+        };
+        let events = long_session(30, 8 * 1024);
+        let mut live = History::from_events_within(std::iter::empty(), Some(budget));
+        let mut sent = Vec::new();
+        for event in &events {
+            if matches!(event, EventBody::LlmResponse { .. }) {
+                // The request this answer answers.
+                sent.push(live.messages());
+            }
+            live.apply(event);
+        }
+        sent.push(live.messages());
+        let unbounded = History::from_events(&events).messages();
+        assert!(tokens_of(&unbounded) > 60_000, "{}", tokens_of(&unbounded));
+        for (turn, messages) in sent.iter().enumerate() {
+            assert!(
+                tokens_of(messages) <= budget.messages_tokens,
+                "turn {turn}: {}",
+                tokens_of(messages)
+            );
+        }
+        // Every command the agent ran is still there, as are the latest outputs, whole.
+        let last = sent.last().unwrap();
+        let text = serde_json::to_string(last).unwrap();
+        for turn in 0..30 {
+            assert!(
+                text.contains(&format!("cat /var/log/app-{turn}.log")),
+                "{turn}"
+            );
+        }
+        assert!(text.contains(&format!("0029 {}", "x".repeat(8 * 1024))));
+        assert!(text.contains("was shortened to save context"));
+        assert!(text.contains("run a read-only command again"));
+        assert!(
+            sent.iter().any(|messages| serde_json::to_string(messages)
+                .unwrap()
+                .contains("its summary: log 0 is all x")),
+            "a summary replaces its output"
+        );
+        assert!(
+            text.contains("was left out to save context"),
+            "the oldest are cut further"
+        );
+        // Shrinking happens now and then, not each turn: most requests extend the one before.
+        let extended = sent
+            .windows(2)
+            .filter(|pair| pair[1].starts_with(&pair[0]))
+            .count();
+        assert!(
+            extended >= 15,
+            "{extended} of 30 requests extend the previous"
+        );
+        // A resumed session sends what the live one would have: its fold is the same.
+        let resumed = History::from_events_within(&events, Some(budget));
+        assert_eq!(resumed.messages(), *last);
+        for cut in (1..events.len()).step_by(9) {
+            let resumed = History::from_events_within(&events[..cut], Some(budget));
+            let mut live = History::from_events_within(std::iter::empty(), Some(budget));
+            for event in &events[..cut] {
+                live.apply(event);
+            }
+            assert_eq!(resumed.messages(), live.messages(), "after {cut} events");
+        }
+    }
+
+    #[test]
+    fn a_request_found_too_long_is_sent_again_at_half_its_size() {
+        let events = long_session(2, 17 * 1024);
+        let mut history = History::from_events(&events);
+        let before = history.request_tokens();
+        history.apply(&EventBody::LlmRetrying {
+            retry: 1,
+            max_retries: 1,
+            delay_ms: 0,
+            error: "HTTP 400 exceed_context_size_error: request (10724 tokens) exceeds the available context size (8192 tokens), try increasing it".into(),
+        });
+        let after = history.request_tokens();
+        assert!(after <= before / 2, "{before} -> {after}");
+        let text = serde_json::to_string(&history.messages()).unwrap();
+        assert!(text.contains("cat /var/log/app-1.log"));
+        // Other failures change nothing.
+        let mut other = History::from_events(&events);
+        other.apply(&EventBody::LlmRetrying {
+            retry: 1,
+            max_retries: 5,
+            delay_ms: 10,
+            error: "HTTP 529 overloaded_error: Overloaded".into(),
+        });
+        assert_eq!(other.request_tokens(), before);
+    }
+
+    #[test]
+    fn cached_tokens_count_against_the_token_budget() {
+        let mut history = History::from_events(&[started()]);
+        history.apply(&EventBody::LlmResponse {
+            turn: 1,
+            content: vec![],
+            stop_reason: None,
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_write_tokens: 1000,
+            cache_read_tokens: 20_000,
+            cost_usd: 0.01,
+        });
+        assert_eq!(history.total_tokens(), 21_015);
+        assert_eq!(
+            (history.cache_write_tokens, history.cache_read_tokens),
+            (1000, 20_000)
+        );
+    }
+
     #[test]
     fn a_report_beside_other_calls_comes_after_them() {
         let answer = EventBody::LlmResponse {
@@ -489,6 +819,8 @@ mod tests {
             stop_reason: Some("tool_use".into()),
             input_tokens: 1,
             output_tokens: 1,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             cost_usd: 0.0,
         };
         let mut history = History::from_events(&[started(), answer]);

@@ -2,6 +2,7 @@
 //! reconciler calls it and never waits for a session.
 
 mod agent;
+pub mod context;
 pub mod history;
 pub mod prompt;
 pub mod tools;

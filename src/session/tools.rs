@@ -188,17 +188,23 @@ pub fn shell_result(
     timed_out: bool,
     output: &str,
 ) -> String {
+    let status = shell_status(exit_code, duration_ms, timed_out);
+    if output.is_empty() {
+        format!("{}, no output]", status.trim_end_matches(']'))
+    } else {
+        format!("{status}\n{output}")
+    }
+}
+
+/// The first line of a command's result: how it ended and how long it took.
+pub fn shell_status(exit_code: Option<i64>, duration_ms: u64, timed_out: bool) -> String {
     let status = match (timed_out, exit_code) {
         (true, _) => "timed out and was killed".to_string(),
         (false, Some(code)) => format!("exit code {code}"),
         (false, None) => "no exit code (the sandbox could not run it)".to_string(),
     };
     let seconds = duration_ms as f64 / 1000.0;
-    if output.is_empty() {
-        format!("[{status} after {seconds:.1}s, no output]")
-    } else {
-        format!("[{status} after {seconds:.1}s]\n{output}")
-    }
+    format!("[{status} after {seconds:.1}s]")
 }
 
 #[cfg(test)]

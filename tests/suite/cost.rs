@@ -121,3 +121,127 @@ async fn cost_session_with_an_unpriced_spec_model_under_a_budget_flag_fails_at_o
     );
     assert!(llm.requests().is_empty(), "the model was asked");
 }
+
+/// A session against a server that caches as the Anthropic API does: its status, its trail, the
+/// metrics and `opslab show` keep fresh input, cache writes, cache reads and output apart, and its
+/// estimated cost prices each kind at its own rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_cached_tokens_are_kept_apart_and_priced_per_kind() {
+    docker::require_sandbox_image();
+    let long = |n: u32| {
+        Turn::shell(
+            &format!(
+                "for i in $(seq 1 150); do echo \"log line $i of file {n}: all is well\"; done"
+            ),
+            "read a log",
+        )
+    };
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            long(1),
+            long(2),
+            long(3),
+            Turn::report("resolved", "logs read"),
+        ],
+    )
+    .await;
+    llm.cache_prompts();
+    let controller = Controller::start(
+        Options::new("anthropic", llm.base_url())
+            .arg("--summary-model", "off")
+            .arg("--model", "claude-sonnet-4-5"),
+    );
+    controller.write_manifest("cached.yaml", &manifest("cached", "read the logs", ""));
+    let status = controller
+        .wait_for_phase("cached", Phase::Resolved, SESSION_TIMEOUT)
+        .status
+        .unwrap();
+    let tokens = status.tokens;
+    assert!(
+        tokens.cache_write > 0 && tokens.cache_read > 0,
+        "{tokens:?}"
+    );
+    assert!(
+        tokens.cache_read > tokens.input,
+        "most input is read from the cache: {tokens:?}"
+    );
+    // The trail's figures add up to the status, and the cost is each kind at its price.
+    let session = status.session_id.unwrap();
+    let events = controller.events(&session);
+    let sum = |field: &str| -> u64 {
+        events
+            .iter()
+            .filter(|event| event["kind"] == "llm_response")
+            .map(|event| event[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(
+        (
+            sum("input_tokens"),
+            sum("cache_write_tokens"),
+            sum("cache_read_tokens"),
+            sum("output_tokens")
+        ),
+        (
+            tokens.input,
+            tokens.cache_write,
+            tokens.cache_read,
+            tokens.output
+        )
+    );
+    let priced = (tokens.input as f64 * 3.0
+        + tokens.cache_write as f64 * 3.0 * 1.25
+        + tokens.cache_read as f64 * 3.0 * 0.1
+        + tokens.output as f64 * 15.0)
+        / 1e6;
+    assert!(
+        (status.cost_usd - priced).abs() < 1e-9,
+        "{} != {priced}",
+        status.cost_usd
+    );
+    let flat = ((tokens.input + tokens.cache_write + tokens.cache_read) as f64 * 3.0
+        + tokens.output as f64 * 15.0)
+        / 1e6;
+    assert!(status.cost_usd < flat, "caching costs less than it would");
+    // The metrics, by direction.
+    let metrics = reqwest::get(format!("{}/metrics", controller.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |direction: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("opslab_llm_tokens_total{")
+                    && line.contains(&format!("direction=\"{direction}\""))
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    assert_eq!(
+        (
+            counted("input"),
+            counted("cache_write"),
+            counted("cache_read"),
+            counted("output")
+        ),
+        (
+            tokens.input,
+            tokens.cache_write,
+            tokens.cache_read,
+            tokens.output
+        ),
+        "{metrics}"
+    );
+    let shown = controller.cli(&["show", &session]);
+    assert!(
+        shown.contains(&format!(
+            "{} in / {} cache write / {} cache read / {} out",
+            tokens.input, tokens.cache_write, tokens.cache_read, tokens.output
+        )),
+        "{shown}"
+    );
+}

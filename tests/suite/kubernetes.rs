@@ -230,6 +230,9 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
             api_key: Some("test-key".into()),
             request_timeout: Duration::from_secs(30),
             retry: Default::default(),
+            prompt_cache: true,
+            stream: false,
+            summary_endpoint: None,
         },
         agent: AgentLimits {
             model: "fake-main".into(),
@@ -239,6 +242,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
             max_tokens: 1_000_000,
             max_cost_usd: None,
             response_max_tokens: 1024,
+            context_tokens: None,
         },
         summary_model: None,
         sandbox: SandboxConfig {

@@ -873,6 +873,9 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
             api_key: Some("test-key".into()),
             request_timeout: Duration::from_secs(30),
             retry: Default::default(),
+            prompt_cache: true,
+            stream: false,
+            summary_endpoint: None,
         },
         agent: AgentLimits {
             model: "fake-main".into(),
@@ -882,6 +885,7 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
             max_tokens: 1_000_000,
             max_cost_usd: None,
             response_max_tokens: 1024,
+            context_tokens: None,
         },
         summary_model: None,
         sandbox: SandboxConfig {

@@ -101,6 +101,8 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             stop_reason: None,
             input_tokens: 100,
             output_tokens: 20,
+            cache_write_tokens: 40,
+            cache_read_tokens: 400,
             cost_usd: 0.25,
         },
         command("t1", "ls"),
@@ -178,6 +180,8 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             // The model's turn and the summary it caused.
             input_tokens: 130,
             output_tokens: 25,
+            cache_write_tokens: 40,
+            cache_read_tokens: 400,
             cost_usd: 0.375,
             report: Some(Report {
                 outcome: Outcome::Mitigated,
@@ -522,7 +526,7 @@ async fn store_postgres_replicas_opening_at_once_migrate_once() {
     let versions: Vec<i64> = fixture
         .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
         .await;
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
 /// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the

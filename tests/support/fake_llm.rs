@@ -1,15 +1,22 @@
 //! A local model server that speaks the Anthropic Messages or the OpenAI Chat Completions protocol and
 //! plays scripted turns. It listens on 127.0.0.1 and stops when dropped.
 //!
+//! Optionally it keeps a prompt cache with the Anthropic API's documented semantics
+//! ([`FakeLlm::cache_prompts`]), and refuses requests longer than a context window as llama.cpp's
+//! server does ([`FakeLlm::limit_context`]).
+//!
 //! Requests for the summary model (`SUMMARY_MODEL`, or any request without tools) get a fixed summary
 //! and do not consume the script; those for `BROKEN_SUMMARY_MODEL` always fail. When the script runs
 //! out, the server answers 500 with a body that says so, so a test fails loudly instead of hanging.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -58,6 +65,8 @@ pub enum Fault {
     MalformedBody,
     /// The connection is dropped without an answer.
     ResetConnection,
+    /// The answer starts as server-sent events, and the connection is dropped half-way.
+    CutStream,
 }
 
 impl Turn {
@@ -86,6 +95,13 @@ impl Turn {
 
 #[derive(Default)]
 struct State {
+    /// Set by `cache_prompts`: prefixes written to the cache, by hash, with when each was last
+    /// used.
+    cache: Option<HashMap<u64, Instant>>,
+    /// Set by `limit_context`: the window, in tokens of `CONTEXT_BYTES_PER_TOKEN` bytes.
+    context_tokens: Option<u64>,
+    /// Set by `stream_always`: answers are server-sent events even when not asked for.
+    stream_always: bool,
     script: VecDeque<Turn>,
     /// Set by `start_each`: every conversation plays this script, indexed by its own progress.
     each: Option<Vec<Turn>>,
@@ -195,6 +211,123 @@ impl FakeLlm {
     pub fn remaining(&self) -> usize {
         self.state.lock().unwrap().script.len()
     }
+
+    /// From now on, keeps a prompt cache as the Anthropic API documents it, and reports usage as
+    /// it does: a request reads the longest prefix, up to one of its `cache_control` breakpoints
+    /// (or up to 20 blocks before one), that a request of the last 5 minutes wrote; it writes the
+    /// prefixes up to its breakpoints (of at least `CACHE_MIN_TOKENS`). Tokens are estimated
+    /// from bytes (`CACHE_BYTES_PER_TOKEN`).
+    pub fn cache_prompts(&self) {
+        self.state.lock().unwrap().cache = Some(HashMap::new());
+    }
+
+    /// From now on, answers as server-sent events whether or not the request asked for them, as
+    /// some servers do.
+    pub fn stream_always(&self) {
+        self.state.lock().unwrap().stream_always = true;
+    }
+
+    /// From now on, answers a request longer than `tokens` as llama.cpp's server does: 400
+    /// `exceed_context_size_error`. Its tokenizer is taken to make a token of every
+    /// `CONTEXT_BYTES_PER_TOKEN` bytes of the request body.
+    pub fn limit_context(&self, tokens: u64) {
+        self.state.lock().unwrap().context_tokens = Some(tokens);
+    }
+}
+
+/// How the fake's cache counts tokens: the Anthropic API's rule of thumb.
+pub const CACHE_BYTES_PER_TOKEN: usize = 4;
+/// The shortest prefix the cache keeps (the Anthropic API's minimum for Sonnet and Opus).
+pub const CACHE_MIN_TOKENS: u64 = 1024;
+/// How long a cache entry lives unless it is read (the Anthropic API's default).
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How far back from a breakpoint the cache looks for a hit.
+const CACHE_LOOKBACK: usize = 20;
+/// The fake llama.cpp's tokenizer: dense, as real ones are on command output.
+pub const CONTEXT_BYTES_PER_TOKEN: usize = 2;
+
+/// What a request's prompt is, for a cache: its blocks in the API's prefix order (tools, system,
+/// messages), each as JSON without its `cache_control`, and which carry a breakpoint.
+pub fn prompt_blocks(body: &Value) -> (Vec<String>, Vec<usize>) {
+    let mut blocks = vec![body["model"].to_string()];
+    let mut breakpoints = Vec::new();
+    let mut push = |block: &Value| {
+        let mut block = block.clone();
+        let marked = block
+            .as_object_mut()
+            .and_then(|object| object.remove("cache_control"))
+            .is_some();
+        blocks.push(block.to_string());
+        if marked {
+            breakpoints.push(blocks.len() - 1);
+        }
+    };
+    for tool in body["tools"].as_array().into_iter().flatten() {
+        push(tool);
+    }
+    match &body["system"] {
+        Value::String(text) => push(&json!({"type": "text", "text": text})),
+        Value::Array(system) => system.iter().for_each(&mut push),
+        _ => {}
+    }
+    for message in body["messages"].as_array().into_iter().flatten() {
+        match &message["content"] {
+            Value::String(text) => {
+                push(&json!({"role": message["role"], "type": "text", "text": text}))
+            }
+            Value::Array(content) => {
+                for block in content {
+                    let mut block = block.clone();
+                    block["role"] = message["role"].clone();
+                    push(&block);
+                }
+            }
+            _ => {}
+        }
+    }
+    (blocks, breakpoints)
+}
+
+/// The usage a cache with Anthropic's semantics reports for `body`, updating the cache.
+fn cached_usage(cache: &mut HashMap<u64, Instant>, body: &Value) -> Value {
+    use std::hash::{Hash, Hasher};
+    let now = Instant::now();
+    cache.retain(|_, used| now.duration_since(*used) < CACHE_TTL);
+    let (blocks, breakpoints) = prompt_blocks(body);
+    // The hash and the tokens of each prefix (blocks 0..=i).
+    let mut hashes = Vec::with_capacity(blocks.len());
+    let mut tokens = Vec::with_capacity(blocks.len());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut bytes = 0;
+    for block in &blocks {
+        block.hash(&mut hasher);
+        hashes.push(hasher.finish());
+        bytes += block.len();
+        tokens.push(bytes.div_ceil(CACHE_BYTES_PER_TOKEN) as u64);
+    }
+    let total = *tokens.last().unwrap_or(&0);
+    let hit = breakpoints
+        .iter()
+        .flat_map(|&breakpoint| (breakpoint.saturating_sub(CACHE_LOOKBACK - 1)..=breakpoint).rev())
+        .filter(|index| cache.contains_key(&hashes[*index]))
+        .max();
+    let read = hit.map_or(0, |index| tokens[index]);
+    if let Some(index) = hit {
+        cache.insert(hashes[index], now);
+    }
+    let mut written_to = read;
+    for &breakpoint in &breakpoints {
+        if tokens[breakpoint] > read && tokens[breakpoint] >= CACHE_MIN_TOKENS {
+            cache.insert(hashes[breakpoint], now);
+            written_to = written_to.max(tokens[breakpoint]);
+        }
+    }
+    json!({
+        "input_tokens": total - written_to,
+        "cache_creation_input_tokens": written_to - read,
+        "cache_read_input_tokens": read,
+        "output_tokens": OUTPUT_TOKENS,
+    })
 }
 
 impl Drop for FakeLlm {
@@ -215,11 +348,13 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
+type Body = BoxBody<Bytes, Reset>;
+
 async fn answer(
     protocol: Protocol,
     state: Arc<Mutex<State>>,
     request: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Reset> {
+) -> Result<Response<Body>, Reset> {
     let expected_path = match protocol {
         Protocol::Anthropic => "/v1/messages",
         Protocol::OpenAi => "/v1/chat/completions",
@@ -237,11 +372,37 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let body_bytes = body.len();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let summary_model = body["model"].as_str().unwrap_or_default().to_string();
+    let stream = body["stream"] == json!(true) || state.lock().unwrap().stream_always;
     let is_summary = summary_model == SUMMARY_MODEL
         || summary_model == BROKEN_SUMMARY_MODEL
         || body.get("tools").is_none();
+    let (usage, too_long) = {
+        let mut state = state.lock().unwrap();
+        let tokens = body_bytes.div_ceil(CONTEXT_BYTES_PER_TOKEN) as u64;
+        let too_long = state
+            .context_tokens
+            .filter(|window| !is_summary && tokens > *window)
+            .map(|window| (tokens, window));
+        let usage = match state.cache.as_mut() {
+            Some(cache) if protocol == Protocol::Anthropic && !is_summary && too_long.is_none() => {
+                Some(cached_usage(cache, &body))
+            }
+            _ => None,
+        };
+        (usage, too_long)
+    };
+    if let Some((tokens, window)) = too_long {
+        state.lock().unwrap().requests.push(body);
+        // llama.cpp's server, word for word.
+        return Ok(respond(
+            400,
+            None,
+            json!({"error": {"code": 400, "message": format!("request ({tokens} tokens) exceeds the available context size ({window} tokens), try increasing it"), "type": "exceed_context_size_error", "n_prompt_tokens": tokens, "n_ctx": window}}),
+        ));
+    }
     let turn = {
         let mut state = state.lock().unwrap();
         if is_summary {
@@ -276,12 +437,37 @@ async fn answer(
             None,
             json!({"error": {"type": "api_error", "message": "the fake model's script ran out"}}),
         ),
-        Some(Turn::Text(text)) => respond(200, None, message(protocol, Some(&text), None, served)),
-        Some(Turn::Tool { name, input, text }) => respond(
-            200,
-            None,
-            message(protocol, text.as_deref(), Some((&name, &input)), served),
+        Some(Turn::Text(text)) => answer_with(
+            protocol,
+            stream,
+            with_usage(message(protocol, Some(&text), None, served), usage),
         ),
+        Some(Turn::Tool { name, input, text }) => answer_with(
+            protocol,
+            stream,
+            with_usage(
+                message(protocol, text.as_deref(), Some((&name, &input)), served),
+                usage,
+            ),
+        ),
+        Some(Turn::Fault(Fault::CutStream)) => {
+            let whole = events(
+                protocol,
+                &message(
+                    protocol,
+                    Some("cut"),
+                    Some(("shell", &json!({"command": "true", "reasoning": "cut"}))),
+                    served,
+                ),
+            );
+            let half = Bytes::from(whole[..whole.len() / 2].to_string());
+            let frames = futures::stream::iter([Ok(Frame::data(half)), Err(Reset)]);
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap()
+        }
         Some(Turn::Fault(Fault::Status {
             code,
             retry_after,
@@ -295,12 +481,20 @@ async fn answer(
         Some(Turn::Fault(Fault::MalformedBody)) => Response::builder()
             .status(200)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(
+            .body(full(Bytes::from_static(
                 b"{\"content\": [ this is not json",
             )))
             .unwrap(),
         Some(Turn::Fault(Fault::ResetConnection)) => return Err(Reset),
     })
+}
+
+/// A message with the cache's usage, when the cache is on.
+fn with_usage(mut message: Value, usage: Option<Value>) -> Value {
+    if let Some(usage) = usage {
+        message["usage"] = usage;
+    }
+    message
 }
 
 /// How many model answers a conversation already holds.
@@ -310,16 +504,140 @@ fn answers_in(body: &Value) -> usize {
     })
 }
 
-fn respond(status: u16, retry_after: Option<u64>, body: Value) -> Response<Full<Bytes>> {
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A scripted answer, whole or as server-sent events.
+fn answer_with(protocol: Protocol, stream: bool, message: Value) -> Response<Body> {
+    if !stream {
+        return respond(200, None, message);
+    }
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(full(Bytes::from(events(protocol, &message))))
+        .unwrap()
+}
+
+/// A whole answer as the events a streaming server sends, text and arguments in two pieces each.
+pub fn events(protocol: Protocol, message: &Value) -> String {
+    let halves = |text: &str| -> Vec<String> {
+        let middle = (0..=text.len() / 2)
+            .rev()
+            .find(|at| text.is_char_boundary(*at))
+            .unwrap_or(0);
+        vec![text[..middle].to_string(), text[middle..].to_string()]
+    };
+    let mut out = String::new();
+    match protocol {
+        Protocol::Anthropic => {
+            let mut send = |name: &str, data: Value| {
+                out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+            };
+            let mut start = message.clone();
+            start["content"] = json!([]);
+            start["stop_reason"] = Value::Null;
+            start["usage"]["output_tokens"] = json!(1);
+            send(
+                "message_start",
+                json!({"type": "message_start", "message": start}),
+            );
+            send("ping", json!({"type": "ping"}));
+            for (index, block) in message["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if block["type"] == "tool_use" {
+                    let mut empty = block.clone();
+                    empty["input"] = json!({});
+                    send(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": index, "content_block": empty}),
+                    );
+                    for piece in halves(&block["input"].to_string()) {
+                        send(
+                            "content_block_delta",
+                            json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                        );
+                    }
+                } else {
+                    send(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                    );
+                    for piece in halves(block["text"].as_str().unwrap_or_default()) {
+                        send(
+                            "content_block_delta",
+                            json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
+                        );
+                    }
+                }
+                send(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                );
+            }
+            send(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]}, "usage": {"output_tokens": message["usage"]["output_tokens"]}}),
+            );
+            send("message_stop", json!({"type": "message_stop"}));
+        }
+        Protocol::OpenAi => {
+            let mut send = |data: Value| out.push_str(&format!("data: {data}\n\n"));
+            let choice = &message["choices"][0];
+            let chunk = |delta: Value, finish: Value| {
+                json!({"id": message["id"], "object": "chat.completion.chunk", "model": "fake",
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            };
+            send(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ));
+            if let Some(text) = choice["message"]["content"].as_str() {
+                for piece in halves(text) {
+                    send(chunk(json!({"content": piece}), Value::Null));
+                }
+            }
+            for (index, call) in choice["message"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                send(chunk(
+                    json!({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                for piece in halves(call["function"]["arguments"].as_str().unwrap_or_default()) {
+                    send(chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
+                }
+            }
+            send(chunk(json!({}), choice["finish_reason"].clone()));
+            send(
+                json!({"id": message["id"], "object": "chat.completion.chunk", "choices": [], "usage": message["usage"]}),
+            );
+            out.push_str("data: [DONE]\n\n");
+        }
+    }
+    out
+}
+
+fn respond(status: u16, retry_after: Option<u64>, body: Value) -> Response<Body> {
     let mut response = Response::builder()
         .status(status)
         .header("content-type", "application/json");
     if let Some(seconds) = retry_after {
         response = response.header("retry-after", seconds.to_string());
     }
-    response
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+    response.body(full(Bytes::from(body.to_string()))).unwrap()
 }
 
 /// A protocol-shaped message with optional text and an optional tool call.

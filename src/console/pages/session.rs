@@ -415,6 +415,8 @@ mod tests {
             commands: 1,
             input_tokens: 10,
             output_tokens: 2,
+            cache_write_tokens: 0,
+            cache_read_tokens: 0,
             report: None,
             cost_usd: 0.5,
             message: None,
