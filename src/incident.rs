@@ -257,6 +257,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order an Incident goes through them.
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Queued,
+        Phase::Investigating,
+        Phase::Resolved,
+        Phase::Unresolved,
+        Phase::Failed,
+        Phase::Cancelled,
+    ];
+
     /// A terminal phase ends the current attempt; only a spec change starts another.
     pub fn is_terminal(self) -> bool {
         match self {

@@ -366,7 +366,7 @@ impl Metrics {
 
     /// Sets the Incidents-by-phase gauge; phases with none read 0.
     pub fn incidents_by_phase(&self, counts: &BTreeMap<Phase, i64>) {
-        for phase in ALL_PHASES {
+        for phase in Phase::ALL {
             let labels = PhaseLabels {
                 phase: phase.to_string(),
             };
@@ -389,16 +389,6 @@ impl Metrics {
         classic_from_openmetrics(&self.openmetrics())
     }
 }
-
-const ALL_PHASES: [Phase; 7] = [
-    Phase::Pending,
-    Phase::Queued,
-    Phase::Investigating,
-    Phase::Resolved,
-    Phase::Unresolved,
-    Phase::Failed,
-    Phase::Cancelled,
-];
 
 /// Rewrites an OpenMetrics exposition in the classic text format: no `# EOF` or `# UNIT` lines, and a
 /// counter's family named with its `_total` suffix, as its samples are. Pure.

@@ -600,24 +600,9 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
                 "{head}session finished: {phase} ({reason}): {message}\n"
             ));
         }
-        EventBody::Notification {
-            notice,
-            receiver,
-            attempt,
-            outcome,
-            status_code,
-            error,
-            ..
-        } => {
-            let attempt = match attempt {
-                0 => String::new(),
-                n => format!(", attempt {n}"),
-            };
-            let status = status_code.map_or_else(String::new, |code| format!(" (HTTP {code})"));
-            out.push_str(&format!(
-                "{head}notification {notice} to {receiver}{attempt}: {}{status}\n",
-                outcome.as_str()
-            ));
+        EventBody::Notification { error, .. } => {
+            let line = event.body.notification_line().unwrap_or_default();
+            out.push_str(&format!("{head}{line}\n"));
             if let Some(error) = error {
                 out.push_str(&indent(&format!("why: {error}")));
             }

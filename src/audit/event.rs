@@ -186,6 +186,31 @@ impl EventBody {
         )
     }
 
+    /// A notification's attempt in one line, as the CLI and the console show it; None for other
+    /// events.
+    pub fn notification_line(&self) -> Option<String> {
+        let EventBody::Notification {
+            notice,
+            receiver,
+            attempt,
+            outcome,
+            status_code,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let attempt = match attempt {
+            0 => String::new(),
+            n => format!(", attempt {n}"),
+        };
+        let status = status_code.map_or_else(String::new, |code| format!(" (HTTP {code})"));
+        Some(format!(
+            "notification {notice} to {receiver}{attempt}: {}{status}",
+            outcome.as_str()
+        ))
+    }
+
     /// Whether the event may follow the session's end: what was sent about a session is part of
     /// its trail, and is sent once it has ended.
     pub fn after_end(&self) -> bool {

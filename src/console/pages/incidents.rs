@@ -32,16 +32,6 @@ impl IncidentFilter {
     }
 }
 
-const PHASES: [Phase; 7] = [
-    Phase::Pending,
-    Phase::Queued,
-    Phase::Investigating,
-    Phase::Resolved,
-    Phase::Unresolved,
-    Phase::Failed,
-    Phase::Cancelled,
-];
-
 fn decode(record: &IncidentRecord) -> Option<Incident> {
     serde_json::from_value(record.incident.clone()).ok()
 }
@@ -126,7 +116,7 @@ pub fn incidents_page(
                 label { "Phase"
                     select name="phase" {
                         option value="" selected[filter.phase.is_empty()] { "any" }
-                        @for phase in PHASES {
+                        @for phase in Phase::ALL {
                             @let name = phase.to_string();
                             option value=(name) selected[filter.phase == name] { (name) }
                         }

@@ -321,29 +321,11 @@ fn event_body(session_id: &str, entry: &Entry<'_>) -> (String, &'static str, Mar
             "",
             html! { p { (shown(message)) } },
         ),
-        EventBody::Notification {
-            notice,
-            receiver,
-            attempt,
-            outcome,
-            status_code,
-            error,
-            ..
-        } => {
-            let attempt = match attempt {
-                0 => String::new(),
-                n => format!(", attempt {n}"),
-            };
-            let status = status_code.map_or_else(String::new, |code| format!(" (HTTP {code})"));
-            (
-                format!(
-                    "notification {notice} to {receiver}{attempt}: {}{status}",
-                    outcome.as_str()
-                ),
-                "",
-                html! { @if let Some(error) = error { p { "why: " (shown(error)) } } },
-            )
-        }
+        EventBody::Notification { error, .. } => (
+            event.body.notification_line().unwrap_or_default(),
+            "",
+            html! { @if let Some(error) = error { p { "why: " (shown(error)) } } },
+        ),
     }
 }
 
