@@ -28,6 +28,8 @@ pub struct CaseResult {
     pub mitigated: bool,
     /// The oracle passed again after a wait and a restart; `None` when not checked.
     pub durable: Option<bool>,
+    /// Why the durability check failed, when it did.
+    pub not_durable_because: Option<String>,
     /// Every score of the case (see `score`).
     pub scores: Scores,
     /// Failed in no way.

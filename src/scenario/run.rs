@@ -599,6 +599,7 @@ impl CaseContext<'_> {
                     why: durable.clone().err(),
                 });
                 result.durable = Some(durable.is_ok());
+                result.not_durable_because = durable.err();
             }
             Err(error) => {
                 progress.step(Step::OracleFailed { why: error.clone() });
@@ -623,7 +624,9 @@ impl CaseContext<'_> {
                 return Err(last_lines(&output, "docker restart"));
             }
         }
-        self.poll_script(case, names, "check.sh", true, self.options.oracle_timeout)
+        // A restarted service needs longer than a fixed one: a minute more than the oracle's time.
+        let timeout = self.options.oracle_timeout + Duration::from_secs(60);
+        self.poll_script(case, names, "check.sh", true, timeout)
             .await
             .map_err(|e| format!("after a restart: {e}"))
     }

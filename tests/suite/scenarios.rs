@@ -392,3 +392,62 @@ fn scenario_wrong_sessions_on_the_real_engine_fail_as_they_should() {
         "{case:#}"
     );
 }
+
+#[test]
+fn scenario_repeated_runs_give_pass_at_k_with_a_table_and_a_chart() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-r{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args(["scenario", "run", "--driver", "replay", "--repeat", "2"])
+        .args(["--durable-wait-seconds", "1", "--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .arg("container-paused")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let matrix: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(output.status.success(), "{matrix:#}");
+    assert_eq!(matrix["repeat"], 2);
+    let model = &matrix["models"][0];
+    assert_eq!(model["model"], "replay");
+    assert_eq!(model["runs"].as_array().unwrap().len(), 2, "{model:#}");
+    let case = &model["cases"][0];
+    assert_eq!(case["case"], "container-paused");
+    assert_eq!(case["attempts"], 2);
+    assert_eq!(case["passed"], 2);
+    assert_eq!(case["pass_at_1"], 1.0);
+    assert_eq!(model["pass_at_k"], 1.0);
+    // Each attempt kept its own folder and store; the matrix sits beside them.
+    for round in ["1", "2"] {
+        assert!(
+            out.path()
+                .join("replay")
+                .join(round)
+                .join("opslab.db")
+                .is_file()
+        );
+    }
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(
+        markdown.contains("| container-paused | 1.00 / 1.00 |"),
+        "{markdown}"
+    );
+    let svg = std::fs::read_to_string(out.path().join("results.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("replay"), "{svg}");
+}
