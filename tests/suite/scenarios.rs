@@ -323,7 +323,7 @@ fn run_wrong(kind: &str, cases: &[&str]) -> (Value, Option<i32>) {
             "--replay-wrong",
             kind,
         ])
-        .args(["--parallel", "4", "--oracle-timeout-seconds", "30"])
+        .args(["--parallel", "4"])
         .args(["--name", &run, "-o", "json"])
         .arg("--out")
         .arg(out.path())
