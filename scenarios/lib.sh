@@ -24,3 +24,17 @@ healthy() {
     [ "$second" -gt "$first" ] || { echo "visits did not count: $first then $second" >&2; exit 1; }
     curl -fsS --max-time 5 -o /dev/null http://web:8080/'
 }
+
+# wait_healthy [SECONDS]: polls `healthy` until it passes (a restarted service needs a moment).
+wait_healthy() {
+  local deadline=$((SECONDS + ${1:-90}))
+  until healthy 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { healthy; return 1; }
+    sleep 1
+  done
+}
+
+# store_usage: how full the data store's volume is, in percent.
+store_usage() {
+  docker exec "$STORE" df --output=pcent /data | tail -n1 | tr -dc 0-9
+}

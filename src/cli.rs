@@ -337,7 +337,7 @@ pub enum ScenarioCommand {
     /// For each case: bring up its own demo stack, inject the fault, file the Incident, let a
     /// session run, check the oracle, tear the stack down; then print detected, fixed, time to fix,
     /// commands and tokens per case. Exits 1 unless every case was detected and fixed.
-    Run(ScenarioRunArgs),
+    Run(Box<ScenarioRunArgs>),
     /// List the cases.
     List {
         /// The folder of cases, one directory each.
@@ -401,6 +401,21 @@ pub struct ScenarioRunArgs {
     /// How long the oracle is retried after the session, in seconds.
     #[arg(long, default_value_t = 60)]
     pub oracle_timeout_seconds: u64,
+    /// The durability check's wait after the oracle passed, before it checks again and restarts
+    /// the case's components, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub durable_wait_seconds: u64,
+    /// Replay each case's deliberately wrong session of this kind instead (cases without one are
+    /// left out), to see the scoring catch it; with --driver replay.
+    #[arg(long, value_enum)]
+    pub replay_wrong: Option<opslab::scenario::WrongKind>,
+    /// Run every case K times; the report gives pass@1 and pass@K per case.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub repeat: u16,
+    /// Models to compare, comma-separated (OPSLAB_MODEL for each; with the model driver): the
+    /// cases run with each, and the report sets them side by side, with an SVG chart.
+    #[arg(long, value_delimiter = ',')]
+    pub model: Vec<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,

@@ -717,6 +717,11 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         DriverArg::Model => Some(Driver::Model),
     };
     let driver = choose_driver(requested, |name| std::env::var(name).ok())?;
+    if args.replay_wrong.is_some() && driver != Driver::Replay {
+        anyhow::bail!(
+            "--replay-wrong plays the cases' wrong sessions: use it with --driver replay"
+        );
+    }
     let run = args
         .name
         .unwrap_or_else(|| format!("scn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
@@ -744,8 +749,36 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         session_timeout: Duration::from_secs(args.session_timeout_seconds),
         oracle_timeout: Duration::from_secs(args.oracle_timeout_seconds),
         prefix: run,
+        durable_wait: Duration::from_secs(args.durable_wait_seconds),
+        wrong: args.replay_wrong,
+        model: None,
     };
     let progress = opslab::scenario::progress::to_stderr();
+    if args.repeat > 1 || !args.model.is_empty() {
+        if !args.model.is_empty() && options.driver != Driver::Model {
+            anyhow::bail!(
+                "--model chooses the models a real provider serves: use it with --driver model (or auto with a key set)"
+            );
+        }
+        let models: Vec<Option<String>> = if args.model.is_empty() {
+            vec![None]
+        } else {
+            args.model.into_iter().map(Some).collect()
+        };
+        let matrix = opslab::scenario::run::run_matrix(
+            options,
+            models,
+            usize::from(args.repeat),
+            progress.as_ref(),
+        )
+        .await?;
+        let passed = matrix.all_passed();
+        let output = match args.output {
+            OutputFormat::Table => matrix.markdown(),
+            OutputFormat::Json | OutputFormat::Yaml => render(&matrix, args.output)?,
+        };
+        return Ok((output, passed));
+    }
     let report = opslab::scenario::run::run(options, progress.as_ref()).await?;
     let passed = report.all_passed();
     let output = match args.output {

@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scenario(scenario) => match scenario.command {
             ScenarioCommand::Run(args) => {
-                let (output, passed) = commands::scenario_run(args).await?;
+                let (output, passed) = commands::scenario_run(*args).await?;
                 print!("{output}");
                 if !passed {
                     std::process::exit(1);

@@ -7,10 +7,12 @@
 //! [`report`] prints the outcome.
 
 pub mod classify;
+pub mod matrix;
 pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod score;
 
 use std::path::{Path, PathBuf};
 
@@ -54,10 +56,69 @@ pub struct CaseSpec {
     /// A regular expression (matched ignoring case) that the agent's report summary or root cause
     /// must match for the fault to count as detected.
     pub detect: String,
+    /// The faulty component (`web`, `api`, `store`, or another name); a report localises the fault
+    /// when its root cause names it. Required unless `fault` is false.
+    #[serde(default)]
+    pub component: Option<String>,
+    /// Other words that name the component in a report (beside its role and container name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Regular expressions (matched ignoring case) that the report's root cause must all match for
+    /// the mechanism to count as found. Required unless `fault` is false.
+    #[serde(default)]
+    pub mechanism: Vec<String>,
+    /// The components (`web`, `api`, `store`) restarted by the durability check; the faulty
+    /// component when not given.
+    #[serde(default)]
+    pub restart: Option<Vec<String>>,
     /// The commands a capable agent would run, in order.
     pub commands: Vec<ScriptedCommand>,
     /// The report that agent would end with.
     pub report: ScriptedReport,
+    /// Deliberately wrong sessions, each scored as the failure its kind names.
+    #[serde(default)]
+    pub wrong: Vec<WrongReplay>,
+}
+
+/// A deliberately wrong session of a case, to test the scoring.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WrongReplay {
+    pub kind: WrongKind,
+    /// The commands it runs; the right ones when not given.
+    #[serde(default)]
+    pub commands: Option<Vec<ScriptedCommand>>,
+    /// The report it ends with; the right one when not given.
+    #[serde(default)]
+    pub report: Option<ScriptedReport>,
+}
+
+/// The kinds of wrong session, each caught by one score.
+#[derive(
+    Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, Hash, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WrongKind {
+    /// Restores service but leaves the cause: fails durability.
+    SymptomOnly,
+    /// Blames another component: fails localisation.
+    WrongComponent,
+    /// Names the component but the wrong mechanism: fails the root cause.
+    WrongMechanism,
+    /// Changes something on a control: a false positive.
+    HarmfulChange,
+}
+
+impl WrongKind {
+    /// The failure this kind of session must be scored as.
+    pub fn failure(self) -> score::Failure {
+        match self {
+            WrongKind::SymptomOnly => score::Failure::NotDurable,
+            WrongKind::WrongComponent => score::Failure::NotLocalised,
+            WrongKind::WrongMechanism => score::Failure::WrongRootCause,
+            WrongKind::HarmfulChange => score::Failure::FalsePositive,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -111,6 +172,11 @@ impl Names {
         ]
     }
 
+    /// The container of a demo component (`web`, `api`, `store`).
+    pub fn container(&self, component: &str) -> Option<String> {
+        matches!(component, "web" | "api" | "store").then(|| format!("{}-{component}", self.prefix))
+    }
+
     pub fn network(&self) -> String {
         format!("{}-net", self.prefix)
     }
@@ -129,26 +195,78 @@ impl Names {
 impl Case {
     /// The case's commands and report with its names filled in.
     pub fn script(&self, names: &Names) -> (Vec<ScriptedCommand>, Report) {
-        let commands = self
-            .spec
-            .commands
+        (
+            fill_commands(&self.spec.commands, names),
+            fill_report(&self.spec.report, names),
+        )
+    }
+
+    /// A wrong replay's commands and report with the case's names filled in.
+    pub fn wrong_script(
+        &self,
+        wrong: &WrongReplay,
+        names: &Names,
+    ) -> (Vec<ScriptedCommand>, Report) {
+        (
+            fill_commands(
+                wrong.commands.as_ref().unwrap_or(&self.spec.commands),
+                names,
+            ),
+            fill_report(wrong.report.as_ref().unwrap_or(&self.spec.report), names),
+        )
+    }
+
+    /// The case played as its wrong replay of `kind`, when it has one.
+    pub fn as_wrong(&self, kind: WrongKind) -> Option<Case> {
+        let wrong = self.spec.wrong.iter().find(|wrong| wrong.kind == kind)?;
+        let mut case = self.clone();
+        if let Some(commands) = &wrong.commands {
+            case.spec.commands = commands.clone();
+        }
+        if let Some(report) = &wrong.report {
+            case.spec.report = report.clone();
+        }
+        case.spec.wrong = Vec::new();
+        Some(case)
+    }
+
+    /// The containers the durability check restarts.
+    pub fn restarts(&self, names: &Names) -> Vec<String> {
+        let components = match (&self.spec.restart, &self.spec.component) {
+            (Some(list), _) => list.clone(),
+            (None, Some(component)) => vec![component.clone()],
+            (None, None) => Vec::new(),
+        };
+        components
             .iter()
-            .map(|step| ScriptedCommand {
-                command: names.fill(&step.command),
-                reasoning: names.fill(&step.reasoning),
-            })
-            .collect();
-        let report = &self.spec.report;
-        let report = Report {
+            .filter_map(|component| names.container(component))
+            .collect()
+    }
+}
+
+fn fill_commands(commands: &[ScriptedCommand], names: &Names) -> Vec<ScriptedCommand> {
+    commands
+        .iter()
+        .map(|step| ScriptedCommand {
+            command: names.fill(&step.command),
+            reasoning: names.fill(&step.reasoning),
+        })
+        .collect()
+}
+
+fn fill_report(report: &ScriptedReport, names: &Names) -> Report {
+    {
+        Report {
             outcome: report.outcome,
             summary: names.fill(&report.summary),
             root_cause: names.fill(&report.root_cause),
             actions: report.actions.iter().map(|a| names.fill(a)).collect(),
             verification: names.fill(&report.verification),
-        };
-        (commands, report)
+        }
     }
+}
 
+impl Case {
     /// Whether a report names this case's fault.
     pub fn detected_by(&self, report: &Report) -> bool {
         regex::RegexBuilder::new(&self.spec.detect)
@@ -244,6 +362,23 @@ fn parse_checks(spec: &CaseSpec) -> Result<(), String> {
     if spec.commands.is_empty() {
         return Err("`commands` is empty: give the commands a capable agent would run".into());
     }
+    if spec.fault && (spec.component.is_none() || spec.mechanism.is_empty()) {
+        return Err(
+            "a fault case needs `component` (what is faulty) and `mechanism` (patterns its root cause matches)"
+                .into(),
+        );
+    }
+    for pattern in &spec.mechanism {
+        regex::Regex::new(pattern)
+            .map_err(|e| format!("`mechanism` {pattern:?} is not a regex: {e}"))?;
+    }
+    for component in spec.restart.iter().flatten() {
+        if !matches!(component.as_str(), "web" | "api" | "store") {
+            return Err(format!(
+                "`restart` names {component:?}: only web, api and store can be restarted"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -279,6 +414,9 @@ mod tests {
                 "{needed} is missing from {names:?}"
             );
         }
+        assert!(cases.len() >= 20, "{names:?}");
+        let controls = cases.iter().filter(|case| !case.spec.fault).count();
+        assert!(controls >= 3, "{controls} controls");
         let names = Names::new("t");
         for case in &cases {
             let (commands, report) = case.script(&names);
@@ -310,6 +448,11 @@ mod tests {
                 summary: "s".into(),
                 fault: true,
                 detect: "oom|memory limit".into(),
+                component: Some("api".into()),
+                aliases: vec![],
+                mechanism: vec!["memory".into()],
+                restart: None,
+                wrong: vec![],
                 commands: vec![],
                 report: ScriptedReport {
                     outcome: Outcome::Resolved,

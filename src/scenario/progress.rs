@@ -35,6 +35,10 @@ pub enum Step {
     OracleFailed {
         why: String,
     },
+    /// The durability check's verdict: the reason it failed, if it did.
+    Durable {
+        why: Option<String>,
+    },
     /// The case could not be run to its end.
     Failed {
         why: String,
@@ -58,6 +62,10 @@ impl Step {
             },
             Step::OraclePassed => "oracle passed: fixed".into(),
             Step::OracleFailed { why } => format!("oracle failed: {}", one_line(why)),
+            Step::Durable { why: None } => {
+                "durable: the oracle passes after a wait and a restart".into()
+            }
+            Step::Durable { why: Some(why) } => format!("not durable: {}", one_line(why)),
             Step::Failed { why } => format!("failed: {}", one_line(why)),
         }
     }
@@ -65,8 +73,9 @@ impl Step {
     /// Whether the case has come to its end.
     pub fn is_last(&self) -> bool {
         match self {
-            Step::OraclePassed | Step::OracleFailed { .. } | Step::Failed { .. } => true,
-            Step::StackStarting
+            Step::Durable { .. } | Step::OracleFailed { .. } | Step::Failed { .. } => true,
+            Step::OraclePassed
+            | Step::StackStarting
             | Step::StackHealthy
             | Step::Injected
             | Step::FaultVisible

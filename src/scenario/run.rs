@@ -12,10 +12,12 @@ use futures::StreamExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::matrix::{MatrixReport, ModelResult};
 use super::progress::{Progress, Step};
 use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
-use super::{Case, Names, ScenarioError, classify};
+use super::score::{self, Observed};
+use super::{Case, Names, ScenarioError, WrongKind, classify};
 use crate::audit::{EventBody, Redactor, Store};
 use crate::source::files::StatusFile;
 
@@ -85,12 +87,92 @@ pub struct RunOptions {
     pub oracle_timeout: Duration,
     /// Unique to the run: it prefixes every stack, network and volume, and labels the sandboxes.
     pub prefix: String,
+    /// How long the durability check waits after the oracle passed, before checking again and
+    /// restarting the case's components.
+    pub durable_wait: Duration,
+    /// Replay each case's wrong session of this kind instead of its right one (cases without one
+    /// are left out): shows that the scoring catches it.
+    pub wrong: Option<WrongKind>,
+    /// The model the sessions use (`OPSLAB_MODEL`), with the model driver; the environment's when
+    /// not given.
+    pub model: Option<String>,
+}
+
+/// Runs the cases `repeat` times with each model (`[None]`: the driver's own), each run in its own
+/// folder under the output folder, and writes the matrix there as results.json, results.md and
+/// results.svg.
+pub async fn run_matrix(
+    options: RunOptions,
+    models: Vec<Option<String>>,
+    repeat: usize,
+    progress: &dyn Progress,
+) -> Result<MatrixReport, ScenarioError> {
+    let repeat = repeat.max(1);
+    let mut results = Vec::new();
+    for (index, model) in models.iter().enumerate() {
+        let label = match (&options.driver, model) {
+            (Driver::Replay, _) => "replay".to_string(),
+            (Driver::Model, Some(model)) => model.clone(),
+            (Driver::Model, None) => model_description(),
+        };
+        let mut runs = Vec::new();
+        for round in 1..=repeat {
+            let mut one = options.clone();
+            one.model = model.clone();
+            one.prefix = format!("{}-m{index}r{round}", options.prefix);
+            one.out_dir = options
+                .out_dir
+                .join(sanitise(&label))
+                .join(round.to_string());
+            runs.push(run(one, progress).await?);
+        }
+        results.push(ModelResult::of(label, runs));
+    }
+    let matrix = MatrixReport {
+        repeat,
+        models: results,
+    };
+    let json = serde_json::to_string_pretty(&matrix).unwrap_or_default() + "\n";
+    for (file, text) in [
+        ("results.json", json),
+        ("results.md", matrix.markdown()),
+        ("results.svg", matrix.svg()),
+    ] {
+        let path = options.out_dir.join(file);
+        std::fs::write(&path, text)
+            .map_err(|e| run_error(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(matrix)
+}
+
+/// A model's name as a folder name.
+fn sanitise(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Runs the cases, showing each one's steps on `progress` as they happen, and writes
 /// `results.json` into the output folder.
 pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunReport, ScenarioError> {
-    let cases = super::select(&options.scenarios_dir, &options.names)?;
+    let mut cases = super::select(&options.scenarios_dir, &options.names)?;
+    if let Some(kind) = options.wrong {
+        cases = cases
+            .iter()
+            .filter_map(|case| case.as_wrong(kind))
+            .collect();
+        if cases.is_empty() {
+            return Err(run_error(format!(
+                "none of the chosen cases has a wrong replay of kind {kind:?}"
+            )));
+        }
+    }
     let compose = match &options.compose_command {
         Some(command) => command.clone(),
         None => find_compose().await?,
@@ -157,19 +239,28 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
     controller.stop().await;
     sweep(&options.prefix, names.values()).await;
     drop(replay);
-    add_commands(&store_path, &cases, &mut results).await;
-    let report = RunReport {
-        driver: match options.driver {
-            Driver::Replay => "replay".into(),
-            Driver::Model => model_description(),
+    add_commands(&store_path, &cases, &names, &mut results).await;
+    let driver = match (&options.driver, options.wrong) {
+        (Driver::Replay, None) => "replay".into(),
+        (Driver::Replay, Some(kind)) => format!("replay of the {kind:?} wrong sessions"),
+        (Driver::Model, _) => match &options.model {
+            Some(model) => format!(
+                "{} {model}",
+                model_provider(&|name: &str| std::env::var(name).ok()).unwrap_or_default()
+            ),
+            None => model_description(),
         },
-        store: store_path.display().to_string(),
-        cases: results,
     };
+    let report = RunReport::new(driver, store_path.display().to_string(), results);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-    let results_path = options.out_dir.join("results.json");
-    std::fs::write(&results_path, json + "\n")
-        .map_err(|e| run_error(format!("cannot write {}: {e}", results_path.display())))?;
+    for (file, text) in [
+        ("results.json", json + "\n"),
+        ("results.md", report.markdown()),
+    ] {
+        let path = options.out_dir.join(file);
+        std::fs::write(&path, text)
+            .map_err(|e| run_error(format!("cannot write {}: {e}", path.display())))?;
+    }
     Ok(report)
 }
 
@@ -260,6 +351,9 @@ impl Controller {
                 .env("OPSLAB_SUMMARY_MODEL", "off");
         } else if let Some(provider) = model_provider(&|name: &str| std::env::var(name).ok()) {
             command.env("OPSLAB_PROVIDER", provider);
+            if let Some(model) = &options.model {
+                command.env("OPSLAB_MODEL", model);
+            }
         }
         let mut child = command.spawn().map_err(|e| {
             run_error(format!(
@@ -421,9 +515,17 @@ impl CaseContext<'_> {
         progress: &CaseProgress<'_>,
     ) -> Result<(), String> {
         progress.step(Step::StackStarting);
-        self.compose_run(names, &["up", "-d", "web"])
-            .await
-            .map_err(|e| format!("bringing the demo stack up: {e}"))?;
+        // Compose gives up when a dependency is not healthy in time, as on a busy machine; `up`
+        // again carries on from where it stopped.
+        let mut up = self.compose_run(names, &["up", "-d", "web"]).await;
+        for _ in 0..2 {
+            if up.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            up = self.compose_run(names, &["up", "-d", "web"]).await;
+        }
+        up.map_err(|e| format!("bringing the demo stack up: {e}"))?;
         self.poll_script(case, names, "check.sh", true, STACK_READY_TIMEOUT)
             .await
             .map_err(|e| format!("the demo stack never became healthy: {e}"))?;
@@ -472,6 +574,7 @@ impl CaseContext<'_> {
             result.error = Some(format!("the session failed: {why}"));
         }
         result.commands = status.commands;
+        result.report = status.report.clone();
         result.input_tokens = status.tokens.input;
         result.output_tokens = status.tokens.output;
         result.cost_usd = status.cost_usd;
@@ -496,8 +599,15 @@ impl CaseContext<'_> {
         {
             Ok(()) => {
                 result.fixed = true;
+                result.mitigated = true;
                 result.time_to_fix_seconds = Some(filed.elapsed().as_secs_f64());
                 progress.step(Step::OraclePassed);
+                let durable = self.durable(case, names).await;
+                progress.step(Step::Durable {
+                    why: durable.clone().err(),
+                });
+                result.durable = Some(durable.is_ok());
+                result.not_durable_because = durable.err();
             }
             Err(error) => {
                 progress.step(Step::OracleFailed { why: error.clone() });
@@ -505,6 +615,28 @@ impl CaseContext<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The durability check: after a wait, the oracle passes again, and again (given time) after
+    /// the case's components are restarted.
+    async fn durable(&self, case: &Case, names: &Names) -> Result<(), String> {
+        tokio::time::sleep(self.options.durable_wait).await;
+        self.script(case, names, "check.sh")
+            .await
+            .map_err(|e| format!("after {:?}: {e}", self.options.durable_wait))?;
+        for container in case.restarts(names) {
+            let output = docker(&["restart", "-t", "2", &container])
+                .await
+                .map_err(|e| format!("cannot run docker: {e}"))?;
+            if !output.status.success() {
+                return Err(last_lines(&output, "docker restart"));
+            }
+        }
+        // A restarted service needs longer than a fixed one: a minute more than the oracle's time.
+        let timeout = self.options.oracle_timeout + Duration::from_secs(60);
+        self.poll_script(case, names, "check.sh", true, timeout)
+            .await
+            .map_err(|e| format!("after a restart: {e}"))
     }
 
     /// Waits for the Incident's status to reach a terminal phase, showing its session's start and
@@ -664,9 +796,29 @@ fn seconds_between(start: &Option<String>, end: &Option<String>) -> Option<f64> 
     Some((end.as_millisecond() - start.as_millisecond()) as f64 / 1000.0)
 }
 
-/// Fills in each case's state-changing commands from its session's audit trail; for the control
-/// case, any such command means it was not handled right.
-async fn add_commands(store_path: &Path, cases: &[Case], results: &mut [CaseResult]) {
+/// Fills in each case's turns and state-changing commands from its session's audit trail, then its
+/// scores; for a control, any state-changing command means it was not handled right.
+async fn add_commands(
+    store_path: &Path,
+    cases: &[Case],
+    names: &HashMap<String, Names>,
+    results: &mut [CaseResult],
+) {
+    fill_commands(store_path, cases, results).await;
+    for (case, result) in cases.iter().zip(results.iter_mut()) {
+        let observed = Observed {
+            report: result.report.clone(),
+            mitigated: result.mitigated,
+            durable: result.durable,
+            commands: std::mem::take(&mut result.all_commands),
+        };
+        result.scores = score::score(case, &names[&case.name], &observed);
+        result.failures = result.scores.failures();
+        result.passed = result.failures.is_empty() && result.error.is_none();
+    }
+}
+
+async fn fill_commands(store_path: &Path, cases: &[Case], results: &mut [CaseResult]) {
     let store = match Store::open(store_path, Redactor::default()).await {
         Ok(store) => store,
         Err(error) => {
@@ -691,14 +843,22 @@ async fn add_commands(store_path: &Path, cases: &[Case], results: &mut [CaseResu
                 continue;
             }
         };
-        result.state_changing_commands = events
+        result.all_commands = events
             .iter()
             .filter_map(|event| match &event.body {
-                EventBody::CommandStarted { command, .. } if classify::changes_state(command) => {
-                    Some(command.clone())
-                }
+                EventBody::CommandStarted { command, .. } => Some(command.clone()),
                 _ => None,
             })
+            .collect();
+        result.turns = events
+            .iter()
+            .filter(|event| matches!(event.body, EventBody::LlmResponse { .. }))
+            .count() as u32;
+        result.state_changing_commands = result
+            .all_commands
+            .iter()
+            .filter(|command| classify::changes_state(command))
+            .cloned()
             .collect();
         if !case.spec.fault && !result.state_changing_commands.is_empty() {
             result.fixed = false;

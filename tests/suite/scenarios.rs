@@ -71,12 +71,30 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
     ] {
         assert!(names.contains(&needed), "{needed} did not run: {names:?}");
     }
-    check_progress_lines(&String::from_utf8_lossy(&output.stderr), &names);
+    assert!(names.len() >= 20, "fewer than 20 cases ran: {names:?}");
+    let controls: Vec<&str> = cases
+        .iter()
+        .filter(|c| c["fault"] == false)
+        .filter_map(|c| c["case"].as_str())
+        .collect();
+    assert!(controls.len() >= 3, "fewer than 3 controls: {controls:?}");
+    check_progress_lines(&String::from_utf8_lossy(&output.stderr), &names, &controls);
     let store = out.path().join("opslab.db");
     for case in cases {
         let name = case["case"].as_str().unwrap();
         assert_eq!(case["detected"], true, "{name}: {case:#}");
         assert_eq!(case["fixed"], true, "{name}: {case:#}");
+        // Every score passes: the replay is the right answer, and its fix lasts.
+        assert_eq!(case["passed"], true, "{name}: {case:#}");
+        assert_eq!(case["durable"], true, "{name}: {case:#}");
+        assert_eq!(case["failures"], serde_json::json!([]), "{name}: {case:#}");
+        assert!(case["turns"].as_u64().unwrap() > 0, "{name}");
+        if case["fault"] == true {
+            assert_eq!(case["scores"]["localised"], true, "{name}: {case:#}");
+            assert_eq!(case["scores"]["root_cause"], true, "{name}: {case:#}");
+        } else {
+            assert_eq!(case["scores"]["false_positive"], false, "{name}: {case:#}");
+        }
         assert!(case["error"].is_null(), "{name}: {case:#}");
         assert!(
             case["time_to_fix_seconds"].as_f64().unwrap() > 0.0,
@@ -94,6 +112,17 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
         }
         check_reasoning_chain(&store, name, case["commands"].as_u64().unwrap());
     }
+    assert_eq!(
+        report["summary"]["passed"].as_u64(),
+        Some(cases.len() as u64),
+        "{:#}",
+        report["summary"]
+    );
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(
+        markdown.contains(&format!("| **all** | {0}/{0} |", cases.len())),
+        "{markdown}"
+    );
     let verify = Command::new(BIN)
         .args(["audit", "verify", "--store"])
         .arg(&store)
@@ -118,7 +147,7 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
 
 /// Not on a terminal, the run showed each case's steps as plain lines on stderr, in the order they
 /// happen, each with the time since its case began.
-fn check_progress_lines(stderr: &str, cases: &[&str]) {
+fn check_progress_lines(stderr: &str, cases: &[&str], controls: &[&str]) {
     assert!(
         !stderr.contains('\u{1b}'),
         "terminal codes in plain output: {stderr}"
@@ -138,7 +167,7 @@ fn check_progress_lines(stderr: &str, cases: &[&str]) {
             "demo stack healthy".into(),
             "fault injected".into(),
         ];
-        if *case != "no-fault" {
+        if !controls.contains(case) {
             expected.push("the fault shows".into());
         }
         expected.extend([
@@ -147,6 +176,7 @@ fn check_progress_lines(stderr: &str, cases: &[&str]) {
             "$ ".into(),
             "session ended Resolved".into(),
             "oracle passed".into(),
+            "durable".into(),
         ]);
         let mut rest = lines.iter();
         for step in &expected {
@@ -221,7 +251,7 @@ fn scenario_an_agent_that_fixes_nothing_is_reported_as_such() {
     }
     std::fs::write(
         case.join("case.yaml"),
-        "summary: a paused container\ndetect: paused\ncommands:\n  - command: docker ps\n    reasoning: look around\nreport:\n  outcome: unresolved\n  summary: I could not find the cause.\n",
+        "summary: a paused container\ndetect: paused\ncomponent: store\nmechanism: [paused]\ncommands:\n  - command: docker ps\n    reasoning: look around\nreport:\n  outcome: unresolved\n  summary: I could not find the cause.\n",
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -258,6 +288,16 @@ fn scenario_an_agent_that_fixes_nothing_is_reported_as_such() {
     assert!(case["time_to_fix_seconds"].is_null(), "{case:#}");
     assert_eq!(case["phase"], "Unresolved", "{case:#}");
     assert_eq!(case["commands"], 1, "{case:#}");
+    assert_eq!(
+        case["failures"],
+        serde_json::json!([
+            "not-detected",
+            "not-localised",
+            "wrong-root-cause",
+            "not-mitigated"
+        ]),
+        "{case:#}"
+    );
     assert!(
         case["error"]
             .as_str()
@@ -265,4 +305,149 @@ fn scenario_an_agent_that_fixes_nothing_is_reported_as_such() {
             .contains("the oracle fails"),
         "{case:#}"
     );
+}
+
+/// Runs `opslab scenario run --replay-wrong KIND` on the shipped cases named; the JSON report and
+/// whether the run passed.
+fn run_wrong(kind: &str, cases: &[&str]) -> (Value, Option<i32>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-w{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args([
+            "scenario",
+            "run",
+            "--driver",
+            "replay",
+            "--replay-wrong",
+            kind,
+        ])
+        .args(["--parallel", "4"])
+        .args(["--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .args(cases)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (report, output.status.code())
+}
+
+#[test]
+fn scenario_wrong_sessions_on_the_real_engine_fail_as_they_should() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    // A symptom-only fix restores service, so the oracle passes, but the cause stays: the
+    // durability check (a wait, then a restart) catches it, and nothing else does.
+    let (report, code) = run_wrong(
+        "symptom-only",
+        &["redis-password-rotated", "disk-filled-by-log"],
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "{report:#}");
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        assert!(case["error"].is_null(), "{name}: {case:#}");
+        assert_eq!(case["mitigated"], true, "{name}: {case:#}");
+        assert_eq!(case["durable"], false, "{name}: {case:#}");
+        assert_eq!(case["scores"]["localised"], true, "{name}: {case:#}");
+        assert_eq!(case["scores"]["root_cause"], true, "{name}: {case:#}");
+        assert_eq!(
+            case["failures"],
+            serde_json::json!(["not-durable"]),
+            "{name}: {case:#}"
+        );
+    }
+    assert_eq!(report["summary"]["durable"], 0, "{report:#}");
+    assert_eq!(report["summary"]["mitigated"], 2, "{report:#}");
+    // On a control, a restart "to be safe" is a false positive, though the system stays healthy.
+    let (report, code) = run_wrong("harmful-change", &["no-fault"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let case = &report["cases"][0];
+    assert_eq!(case["mitigated"], true, "{case:#}");
+    assert_eq!(case["scores"]["false_positive"], true, "{case:#}");
+    assert_eq!(
+        case["failures"],
+        serde_json::json!(["false-positive"]),
+        "{case:#}"
+    );
+    let changes = case["state_changing_commands"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{case:#}");
+    assert!(
+        changes[0].as_str().unwrap().contains("docker restart"),
+        "{case:#}"
+    );
+}
+
+#[test]
+fn scenario_repeated_runs_give_pass_at_k_with_a_table_and_a_chart() {
+    docker::require_sandbox_image();
+    docker::require_images(&docker::DEMO_IMAGES);
+    docker::compose_command();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-r{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args(["scenario", "run", "--driver", "replay", "--repeat", "2"])
+        .args(["--durable-wait-seconds", "1", "--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("--compose-file")
+        .arg(root.join("docker-compose.yml"))
+        .arg("container-paused")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let matrix: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "no JSON report ({error}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(output.status.success(), "{matrix:#}");
+    assert_eq!(matrix["repeat"], 2);
+    let model = &matrix["models"][0];
+    assert_eq!(model["model"], "replay");
+    assert_eq!(model["runs"].as_array().unwrap().len(), 2, "{model:#}");
+    let case = &model["cases"][0];
+    assert_eq!(case["case"], "container-paused");
+    assert_eq!(case["attempts"], 2);
+    assert_eq!(case["passed"], 2);
+    assert_eq!(case["pass_at_1"], 1.0);
+    assert_eq!(model["pass_at_k"], 1.0);
+    // Each attempt kept its own folder and store; the matrix sits beside them.
+    for round in ["1", "2"] {
+        assert!(
+            out.path()
+                .join("replay")
+                .join(round)
+                .join("opslab.db")
+                .is_file()
+        );
+    }
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(
+        markdown.contains("| container-paused | 1.00 / 1.00 |"),
+        "{markdown}"
+    );
+    let svg = std::fs::read_to_string(out.path().join("results.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("replay"), "{svg}");
 }
