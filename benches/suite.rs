@@ -93,7 +93,10 @@ struct Section {
 }
 
 /// The section names, in the order the report lists them.
-const SECTIONS: &[&str] = &["latency", "burst", "idle", "store", "proxy", "economy"];
+// `console` is measured by a browser test (tests/suite/console.rs) and kept here as written.
+const SECTIONS: &[&str] = &[
+    "latency", "burst", "idle", "store", "proxy", "economy", "console",
+];
 
 #[tokio::main]
 async fn main() {

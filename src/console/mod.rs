@@ -34,6 +34,12 @@ pub struct Console {
     pub shutdown: CancellationToken,
 }
 
+/// A session's page on the controller whose base URL is `base` (without a trailing slash): the link
+/// notifications carry, built from the path the router below serves.
+pub fn session_url(base: &str, session_id: &str) -> String {
+    format!("{base}{}", pages::session_href(session_id))
+}
+
 /// The console's routes, all under `/ui/`, behind `access` and with the security headers.
 pub fn router(console: Console, access: Access) -> Router {
     if let Access::Off(why) = &access {

@@ -55,7 +55,7 @@ pub struct Notice {
     pub commands: Vec<CommandLine>,
     /// When it happened (RFC 3339): the session's end, or its start. The same on every attempt.
     pub time: String,
-    /// Where people review the session in a browser (the console), if configured.
+    /// The base URL of the controller serving the console (`/ui/`), if configured.
     pub console_url: Option<String>,
 }
 
@@ -70,10 +70,11 @@ impl Notice {
         format!("opslab show {}", self.session_id)
     }
 
+    /// The session's page in the console, on the controller at `console_url`.
     pub fn review_url(&self) -> Option<String> {
         self.console_url
             .as_ref()
-            .map(|base| format!("{base}/sessions/{}", self.session_id))
+            .map(|base| crate::console::session_url(base, &self.session_id))
     }
 
     /// Removes secrets from everything that came from the model, the commands and the ticket,
@@ -393,7 +394,7 @@ mod tests {
             "[-] docker restart 'web'",
             "$0.0123 (tokens 360, turns 3, commands 2)",
             "`opslab show s-1`",
-            "<https://console.example.com/sessions/s-1|open the session>",
+            "<https://console.example.com/ui/sessions/s-1|open the session>",
         ] {
             assert!(all.contains(expected), "{expected} missing from {all}");
         }
@@ -454,5 +455,56 @@ mod tests {
         let summary = &redacted.status.report.as_ref().unwrap().summary;
         assert!(!summary.contains("hunter2"), "{summary}");
         assert!(summary.contains("[REDACTED"), "{summary}");
+    }
+
+    /// The link a notification carries is a page the console serves: fetched from a console on a
+    /// store holding the session, it answers with that session's page (also for an id that needs
+    /// escaping in a path).
+    #[tokio::test]
+    async fn the_review_link_is_a_page_the_console_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::audit::Store::open(dir.path().join("opslab.db").as_path(), Redactor::default())
+                .await
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let console = crate::console::Console {
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let server = tokio::spawn(crate::console::serve(
+            listener,
+            console,
+            crate::console::Access::Open,
+        ));
+        for id in ["s-1", "s 2/#?"] {
+            store
+                .create_session(crate::audit::NewSession {
+                    id: id.into(),
+                    incident_uid: "uid-1".into(),
+                    incident_namespace: "default".into(),
+                    incident_name: "web-down".into(),
+                    attempt: 1,
+                    generation: 1,
+                })
+                .await
+                .unwrap();
+            let mut notice = notice(What::Ended(Phase::Resolved));
+            notice.session_id = id.into();
+            notice.console_url = Some(base.clone());
+            let url = notice.review_url().unwrap();
+            assert!(url.starts_with(&format!("{base}/ui/sessions/")), "{url}");
+            let response = reqwest::get(&url).await.unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK, "{url}");
+            let page = response.text().await.unwrap();
+            assert!(
+                page.contains("/ui/incidents/default/web-down"),
+                "{url}: {page}"
+            );
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 }

@@ -42,8 +42,9 @@ pub struct NotifyArgs {
     #[arg(help_heading = NOTIFICATIONS)]
     #[arg(long, env = "OPSLAB_NOTIFY_RETRY_DELAY_MS", default_value_t = 2000)]
     pub notify_retry_delay_ms: u64,
-    /// The base URL where people review sessions (a console); notifications link to
-    /// `<URL>/sessions/<session id>` beside the `opslab show` command.
+    /// The base URL of the controller as reviewers reach it (e.g. `https://opslab.example.com`,
+    /// where its console is `/ui/`); notifications link to the session's page there,
+    /// `<URL>/ui/sessions/<session id>`, beside the `opslab show` command.
     #[arg(help_heading = NOTIFICATIONS)]
     #[arg(long, env = "OPSLAB_CONSOLE_URL", value_name = "URL")]
     pub console_url: Option<String>,
@@ -64,7 +65,7 @@ pub struct NotifyConfig {
     pub attempts: u32,
     /// The first backoff delay.
     pub retry_delay: Duration,
-    /// Where sessions are reviewed in a browser, without a trailing slash.
+    /// The controller's base URL, without a trailing slash or `/ui`.
     pub console_url: Option<String>,
 }
 
@@ -215,7 +216,9 @@ impl NotifyArgs {
         }
         let console_url = match self.console_url {
             Some(url) if !url.trim().is_empty() => {
-                let trimmed = url.trim().trim_end_matches('/').to_string();
+                // The console's own address (`.../ui`) names the same controller: links add `/ui/`.
+                let trimmed = url.trim().trim_end_matches('/');
+                let trimmed = trimmed.strip_suffix("/ui").unwrap_or(trimmed).to_string();
                 if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
                     return Err(format!(
                         "--console-url {trimmed:?} must start with http:// or https://"
@@ -316,6 +319,37 @@ mod tests {
         assert!(shown.contains("hooks.slack.com"), "{shown}");
         assert!(!shown.contains("XXXXXXXX"), "{shown}");
         assert!(!shown.contains("abcdef"), "{shown}");
+    }
+
+    #[test]
+    fn the_console_url_is_the_controllers_base_url() {
+        let base = |url: &str| {
+            NotifyArgs {
+                console_url: Some(url.into()),
+                ..args()
+            }
+            .into_config(|_| None)
+            .map(|config| config.console_url)
+        };
+        for given in [
+            "https://opslab.example.com",
+            "https://opslab.example.com/",
+            "https://opslab.example.com/ui",
+            "https://opslab.example.com/ui/",
+        ] {
+            assert_eq!(
+                base(given),
+                Ok(Some("https://opslab.example.com".into())),
+                "{given}"
+            );
+        }
+        // A controller behind a proxy's path prefix keeps it.
+        assert_eq!(
+            base("https://example.com/opslab/"),
+            Ok(Some("https://example.com/opslab".into()))
+        );
+        assert_eq!(base(" "), Ok(None));
+        assert!(base("opslab.example.com").unwrap_err().contains("http://"));
     }
 
     #[test]

@@ -67,6 +67,7 @@ COMBINATIONS = {
     "openai-local-no-key": OPENAI_LOCAL,
     "non-root": NON_ROOT,
     "full-docker-access": {"sandbox": {"dockerAccess": "full"}},
+    "console": {"console": {"enabled": True, "token": {"existingSecret": "opslab-console"}}},
 }
 
 

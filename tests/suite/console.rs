@@ -592,87 +592,92 @@ fn start_console(path: &std::path::Path) -> (std::process::Child, String) {
 }
 
 /// A benchmark figure, not a timed test: how long a 2,000-event session page takes in the browser,
-/// from the request to the load event. Run with `cargo nextest run --run-ignored only -E
-/// 'test(benchmark_a_2000_event_session_page)' --no-capture`.
+/// from the request to the load event, beside a 20-event page (the baseline) in the same run. Run
+/// with `cargo nextest run --run-ignored only -E 'test(benchmark_a_2000_event_session_page)'
+/// --no-capture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark figure, not a test"]
 async fn benchmark_a_2000_event_session_page() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let store = Store::open(&path, Redactor::default()).await.unwrap();
-    store
-        .create_session(NewSession {
-            id: "big".into(),
-            incident_uid: "u".into(),
-            incident_namespace: "default".into(),
-            incident_name: "big".into(),
-            attempt: 1,
-            generation: 1,
-        })
-        .await
-        .unwrap();
-    for i in 0..1000 {
-        let id = format!("t{i}");
+    // Each command is two events: started and finished.
+    for (id, commands) in [("big", 1000), ("small", 10)] {
         store
-            .append(
-                "big",
-                EventBody::CommandStarted {
-                    tool_use_id: id.clone(),
-                    command: format!("curl -s http://demo-api:8080/health?n={i}"),
-                    reasoning: "check the API again".into(),
-                    timeout_seconds: 60,
-                },
-            )
+            .create_session(NewSession {
+                id: id.into(),
+                incident_uid: "u".into(),
+                incident_namespace: "default".into(),
+                incident_name: id.into(),
+                attempt: 1,
+                generation: 1,
+            })
             .await
             .unwrap();
-        store
-            .append(
-                "big",
-                EventBody::CommandFinished {
-                    tool_use_id: id,
-                    exit_code: Some(i % 2),
-                    duration_ms: 120,
-                    timed_out: false,
-                    output: (0..5).map(|line| format!("line {line} of {i}\n")).collect(),
-                    output_bytes: 80,
-                    truncated: false,
-                },
-            )
-            .await
-            .unwrap();
+        for i in 0..commands {
+            let tool_use_id = format!("t{i}");
+            store
+                .append(
+                    id,
+                    EventBody::CommandStarted {
+                        tool_use_id: tool_use_id.clone(),
+                        command: format!("curl -s http://demo-api:8080/health?n={i}"),
+                        reasoning: "check the API again".into(),
+                        timeout_seconds: 60,
+                    },
+                )
+                .await
+                .unwrap();
+            store
+                .append(
+                    id,
+                    EventBody::CommandFinished {
+                        tool_use_id,
+                        exit_code: Some(i % 2),
+                        duration_ms: 120,
+                        timed_out: false,
+                        output: (0..5).map(|line| format!("line {line} of {i}\n")).collect(),
+                        output_bytes: 80,
+                        truncated: false,
+                    },
+                )
+                .await
+                .unwrap();
+        }
     }
     drop(store);
     let (mut console, base) = start_console(&path);
     let browser = Browser::start().await;
-    let url = format!("{base}/ui/sessions/big");
-    let mut loads = Vec::new();
-    let mut responses = Vec::new();
-    for _ in 0..7 {
-        browser.goto(&url).await;
-        let timing = browser
-            .eval(
-                "const n = performance.getEntriesByType('navigation')[0];
-                 return {load: n.loadEventEnd - n.startTime, response: n.responseEnd - n.startTime,
-                         items: document.querySelectorAll('#timeline li').length};",
-            )
-            .await;
-        assert_eq!(timing["items"], json!(2000));
-        loads.push(timing["load"].as_f64().unwrap());
-        responses.push(timing["response"].as_f64().unwrap());
+    for (id, events) in [("big", 2000), ("small", 20)] {
+        let url = format!("{base}/ui/sessions/{id}");
+        let mut loads = Vec::new();
+        let mut responses = Vec::new();
+        for _ in 0..7 {
+            browser.goto(&url).await;
+            let timing = browser
+                .eval(
+                    "const n = performance.getEntriesByType('navigation')[0];
+                     return {load: n.loadEventEnd - n.startTime, response: n.responseEnd - n.startTime,
+                             items: document.querySelectorAll('#timeline li').length};",
+                )
+                .await;
+            assert_eq!(timing["items"], json!(events));
+            loads.push(timing["load"].as_f64().unwrap());
+            responses.push(timing["response"].as_f64().unwrap());
+        }
+        loads.sort_by(f64::total_cmp);
+        responses.sort_by(f64::total_cmp);
+        println!(
+            "{events}-event session page, request to load event: median {:.0} ms, min {:.0} ms, \
+             max {:.0} ms over {} loads; of which the server's response (rendered and sent): \
+             median {:.0} ms",
+            loads[loads.len() / 2],
+            loads[0],
+            loads[loads.len() - 1],
+            loads.len(),
+            responses[responses.len() / 2]
+        );
     }
-    loads.sort_by(f64::total_cmp);
-    responses.sort_by(f64::total_cmp);
-    println!(
-        "of which the server's response (rendered and sent): median {:.0} ms",
-        responses[responses.len() / 2]
-    );
-    println!(
-        "2,000-event session page, request to load event: median {:.0} ms, min {:.0} ms, max {:.0} ms over {} loads",
-        loads[loads.len() / 2],
-        loads[0],
-        loads[loads.len() - 1],
-        loads.len()
-    );
     browser.close().await;
     console.kill().unwrap();
     console.wait().unwrap();

@@ -344,7 +344,7 @@ async fn a_resolved_and_a_failed_incident_are_told_once_to_every_receiver() {
         "*Verification*",
         "echo checking the worker",
         &format!("opslab show {session}"),
-        &format!("https://console.example.test/sessions/{session}"),
+        &format!("https://console.example.test/ui/sessions/{session}"),
         "$0.0",
     ] {
         assert!(text.contains(expected), "{expected:?} missing: {message:#}");

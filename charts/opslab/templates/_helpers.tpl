@@ -79,6 +79,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (eq .Values.store.type "postgres") (not .Values.store.postgres.existingSecret) }}
 {{- fail "store.type: postgres needs store.postgres.existingSecret: the name of a Secret whose key (store.postgres.key) holds the postgres:// URL" }}
 {{- end }}
+{{- if and .Values.console.enabled (not .Values.console.token.existingSecret) }}
+{{- fail "console.enabled needs console.token.existingSecret: the name of a Secret whose key (console.token.key) holds the console's token (kubectl create secret generic opslab-console --from-literal=token=\"$(openssl rand -hex 24)\"); the controller listens on the pod's address, where the console is off without one" }}
+{{- end }}
 {{- if and (eq .Values.llm.provider "anthropic") (not .Values.llm.apiKey.existingSecret) }}
 {{- fail "llm.provider: anthropic needs llm.apiKey.existingSecret: the name of a Secret holding the API key (kubectl create secret generic opslab-llm --from-literal=api-key=sk-ant-...)" }}
 {{- end }}
