@@ -40,6 +40,7 @@ enum Unit {
     Percent,
     Tokens,
     KiB,
+    Usd,
 }
 
 struct Stats {
@@ -74,6 +75,7 @@ impl Stats {
             Unit::Percent => format!("{value:.2} %"),
             Unit::Tokens => format!("{value:.0} tokens"),
             Unit::KiB => format!("{:.1} KiB", value / 1024.0),
+            Unit::Usd => format!("${value:.4}"),
         }
     }
 }
@@ -1405,6 +1407,14 @@ mod economy {
 - With both, each time the budget is passed the prefix changes from the first output cut onwards,
   and that turn writes the cache afresh: caching then saves less than on the unbounded session, and
   the bill is about that of the unbounded session with caching, for requests a third the size.
+- *scenario …, est. cost*: each of the seven original scenarios' sessions from a replayed run
+  (`opslab scenario run --driver replay CASE…`, real Docker; or the run whose store
+  `OPSLAB_BENCH_SCENARIO_STORE` names), its stored events folded into the requests the agent sends, as `claude-sonnet-4-5` (the
+  default model), and billed by the same caching server at that model's prices (input $3, output $15
+  a million tokens; cache writes 1.25x, reads 0.1x): before, no `cache_control` and no context
+  budget; after, both (the model's window, 200,000 tokens, which these short sessions never reach:
+  the saving is the cache's). Output is the replay's own count, the same in both. The commands'
+  real outputs differ a little from run to run (`docker ps` times), so may the figures.
 ";
 
     fn spec() -> opslab::incident::IncidentSpec {
@@ -1467,11 +1477,20 @@ mod economy {
 
     /// The requests the agent sends in the session, in order.
     fn requests(budget: Option<Budget>) -> Vec<ChatRequest> {
-        let system = prompt::system(&spec(), 120);
+        requests_of(&events(), &spec(), budget)
+    }
+
+    /// The requests the agent sends in a session of these events, in order.
+    fn requests_of(
+        events: &[EventBody],
+        spec: &opslab::incident::IncidentSpec,
+        budget: Option<Budget>,
+    ) -> Vec<ChatRequest> {
+        let system = prompt::system(spec, 120);
         let tools = tools::specs();
         let mut history = History::from_events_within(std::iter::empty(), budget);
         let mut requests = Vec::new();
-        for event in &events() {
+        for event in events {
             if matches!(event, EventBody::LlmResponse { .. }) {
                 requests.push(ChatRequest {
                     model: MODEL.into(),
@@ -1487,14 +1506,18 @@ mod economy {
     }
 
     fn budget() -> Budget {
-        let fixed = prompt::system(&spec(), 120).len()
+        budget_of(&spec(), CONTEXT_TOKENS)
+    }
+
+    fn budget_of(spec: &opslab::incident::IncidentSpec, context_tokens: u64) -> Budget {
+        let fixed = prompt::system(spec, 120).len()
             + tools::specs()
                 .iter()
                 .map(|tool| {
                     tool.name.len() + tool.description.len() + tool.input_schema.to_string().len()
                 })
                 .sum::<usize>();
-        Budget::new(CONTEXT_TOKENS, RESPONSE_MAX_TOKENS, fixed)
+        Budget::new(context_tokens, RESPONSE_MAX_TOKENS, fixed)
     }
 
     /// The usage the caching server reports for each request.
@@ -1560,6 +1583,115 @@ mod economy {
         Stats::new(vec![value], unit)
     }
 
+    /// The seven scenarios the economy was first measured on (more may exist; these keep the
+    /// figures comparable from run to run).
+    const SCENARIOS: [&str; 7] = [
+        "container-paused",
+        "container-stopped",
+        "network-disconnected",
+        "no-fault",
+        "oom-killed",
+        "volume-full",
+        "wrong-env-crash-loop",
+    ];
+
+    /// The stored events of each session of a replayed run of the scenarios, by case: from the
+    /// store `OPSLAB_BENCH_SCENARIO_STORE` names (a run's `opslab.db`), or from a run made here
+    /// (`opslab scenario run --driver replay`, real Docker).
+    async fn scenario_sessions() -> Vec<(String, Vec<EventBody>)> {
+        let (path, _run) = match std::env::var_os("OPSLAB_BENCH_SCENARIO_STORE") {
+            Some(path) => (std::path::PathBuf::from(path), None),
+            None => {
+                let run = tempfile::tempdir().unwrap();
+                let status = std::process::Command::new(env!("CARGO_BIN_EXE_opslab"))
+                    .args(["scenario", "run", "--driver", "replay", "--out"])
+                    .arg(run.path())
+                    .args(SCENARIOS)
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .status()
+                    .expect("runs `opslab scenario run`");
+                assert!(
+                    status.success(),
+                    "the replayed scenario run failed (it needs Docker and scripts/build-images)"
+                );
+                (run.path().join("opslab.db"), Some(run))
+            }
+        };
+        let store = opslab::audit::Store::open(path.clone(), Default::default())
+            .await
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", path.display()));
+        let mut sessions = Vec::new();
+        for session in store.sessions().await.unwrap() {
+            if !SCENARIOS.contains(&session.incident_name.as_str()) {
+                continue;
+            }
+            let events = store.events(&session.id).await.unwrap();
+            sessions.push((
+                session.incident_name,
+                events.into_iter().map(|event| event.body).collect(),
+            ));
+        }
+        sessions.sort_by(|a, b| a.0.cmp(&b.0));
+        sessions
+    }
+
+    /// What a session's requests cost at the default model's prices: the input as the caching
+    /// server bills it, the output as the session's own answers counted it (the same either way).
+    async fn priced(requests: &[ChatRequest], outputs: &[u64], prompt_cache: bool) -> f64 {
+        let costs = CostTable::default();
+        usage(requests, prompt_cache)
+            .await
+            .into_iter()
+            .zip(outputs)
+            .map(|(usage, output)| {
+                costs.cost_of(
+                    MODEL,
+                    &Usage {
+                        output_tokens: *output,
+                        ..usage
+                    },
+                )
+            })
+            .sum()
+    }
+
+    /// One row per scenario: its replayed session's estimated cost, without the prompt cache and
+    /// the context budget, and with both (the model's default window).
+    async fn scenario_rows() -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (case, events) in scenario_sessions().await {
+            let Some(spec) = events.iter().find_map(|event| match event {
+                EventBody::SessionStarted { spec, .. } => Some(spec.clone()),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let outputs: Vec<u64> = events
+                .iter()
+                .filter_map(|event| match event {
+                    EventBody::LlmResponse { output_tokens, .. } => Some(*output_tokens),
+                    _ => None,
+                })
+                .collect();
+            let before = requests_of(&events, &spec, None);
+            let after = requests_of(
+                &events,
+                &spec,
+                Some(budget_of(&spec, context::window(MODEL))),
+            );
+            rows.push(Row {
+                measurement: format!(
+                    "scenario {case} ({} turns), est. cost, cache + budget",
+                    before.len()
+                ),
+                ours: one(priced(&after, &outputs, true).await, Unit::Usd),
+                baseline: "the same, no cache, no budget".into(),
+                base: one(priced(&before, &outputs, false).await, Unit::Usd),
+            });
+        }
+        rows
+    }
+
     pub async fn rows() -> Vec<Row> {
         let whole = requests(None);
         let bounded = requests(Some(budget()));
@@ -1594,5 +1726,8 @@ mod economy {
                 base: one(budget_bytes, Unit::KiB),
             },
         ]
+        .into_iter()
+        .chain(scenario_rows().await)
+        .collect()
     }
 }

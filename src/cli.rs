@@ -564,7 +564,7 @@ pub struct ControllerArgs {
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_RETRY_DELAY_MS", default_value_t = 1000)]
     pub llm_retry_delay_ms: u64,
-    /// Seconds one model request may take.
+    /// Seconds one model request may take (with `--stream`: the longest silence in its stream).
     #[arg(help_heading = MODEL_API)]
     #[arg(long, env = "OPSLAB_LLM_TIMEOUT_SECONDS", default_value_t = 300)]
     pub llm_timeout_seconds: u64,

@@ -155,6 +155,8 @@ fn project(
             summary,
             input_tokens,
             output_tokens,
+            cache_write_tokens,
+            cache_read_tokens,
             cost_usd,
             ..
         } => vec![
@@ -169,12 +171,16 @@ fn project(
             ),
             Statement::new(
                 "UPDATE sessions SET input_tokens = input_tokens + ?2, \
-                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4 WHERE id = ?1",
+                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, \
+                 cache_write_tokens = cache_write_tokens + ?5, \
+                 cache_read_tokens = cache_read_tokens + ?6 WHERE id = ?1",
                 vec![
                     session,
                     saturating_i64(*input_tokens).into(),
                     saturating_i64(*output_tokens).into(),
                     (*cost_usd).into(),
+                    saturating_i64(*cache_write_tokens).into(),
+                    saturating_i64(*cache_read_tokens).into(),
                 ],
             ),
         ],

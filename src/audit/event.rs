@@ -80,6 +80,11 @@ pub enum EventBody {
         input_tokens: u64,
         #[serde(default)]
         output_tokens: u64,
+        /// Kept apart from the input, as a turn's are (a server's automatic cache).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_write_tokens: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_read_tokens: u64,
         #[serde(default)]
         cost_usd: f64,
     },

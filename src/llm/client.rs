@@ -103,8 +103,15 @@ impl LlmClient {
         metrics: Arc<Metrics>,
         costs: CostTable,
     ) -> Result<Self, LlmError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
+        let http = reqwest::Client::builder();
+        // A streamed answer may take long and still be alive: the limit is then on silence
+        // (each read resets it), so only a stream that stops sending trips it.
+        let http = if config.stream {
+            http.read_timeout(config.request_timeout)
+        } else {
+            http.timeout(config.request_timeout)
+        };
+        let http = http
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("opslab/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -126,7 +126,8 @@ pub struct ProviderConfig {
     /// Anthropic: without `/v1` (as `ANTHROPIC_BASE_URL`); OpenAI: with it (as `OPENAI_BASE_URL`).
     pub base_url: String,
     pub api_key: Option<String>,
-    /// Limit for one HTTP request, connect to last byte.
+    /// Limit for one HTTP request, connect to last byte; with `stream`, the longest silence
+    /// between two reads instead (a long answer that keeps coming is never cut).
     pub request_timeout: Duration,
     pub retry: retry::RetryPolicy,
     /// Mark the stable prefix of each request for Anthropic's prompt cache (`cache_control`).

@@ -661,12 +661,10 @@ impl Summary {
             cost_usd: self.llm.cost(&self.model, &response.usage),
             model: self.model,
             summary,
-            // A summary's few cached tokens (a server's automatic cache) are counted as input;
-            // its cost has them at their price.
-            input_tokens: response.usage.input_tokens
-                + response.usage.cache_write_tokens
-                + response.usage.cache_read_tokens,
+            input_tokens: response.usage.input_tokens,
             output_tokens: response.usage.output_tokens,
+            cache_write_tokens: response.usage.cache_write_tokens,
+            cache_read_tokens: response.usage.cache_read_tokens,
         };
         if let Err(error) = self.store.append(&self.session_id, body).await {
             warn!(%error, "could not store the output summary");

@@ -197,6 +197,8 @@ impl History {
                 summary,
                 input_tokens,
                 output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
                 cost_usd,
                 ..
             } => {
@@ -204,6 +206,8 @@ impl History {
                     .insert(tool_use_id.clone(), summary.clone());
                 self.input_tokens += input_tokens;
                 self.output_tokens += output_tokens;
+                self.cache_write_tokens += cache_write_tokens;
+                self.cache_read_tokens += cache_read_tokens;
                 self.cost_usd += cost_usd;
             }
             EventBody::Reported { .. } => self.reported = true,
@@ -678,6 +682,8 @@ mod tests {
                     summary: format!("log {turn} is all x"),
                     input_tokens: 1,
                     output_tokens: 1,
+                    cache_write_tokens: 0,
+                    cache_read_tokens: 0,
                     cost_usd: 0.0,
                 });
             }
@@ -798,6 +804,51 @@ mod tests {
             (history.cache_write_tokens, history.cache_read_tokens),
             (1000, 20_000)
         );
+    }
+
+    #[test]
+    fn a_summarys_cached_tokens_are_kept_apart_from_its_input() {
+        let mut history = History::from_events(&[started()]);
+        history.apply(&EventBody::OutputSummary {
+            tool_use_id: "t1".into(),
+            model: "small".into(),
+            summary: "fine".into(),
+            input_tokens: 50,
+            output_tokens: 7,
+            cache_write_tokens: 3,
+            cache_read_tokens: 900,
+            cost_usd: 0.001,
+        });
+        assert_eq!(
+            (
+                history.input_tokens,
+                history.cache_write_tokens,
+                history.cache_read_tokens,
+                history.output_tokens
+            ),
+            (50, 3, 900, 7)
+        );
+        assert_eq!(history.total_tokens(), 960);
+        // A summary stored before the kinds were apart still reads, its cache counts at zero.
+        let stored: EventBody = serde_json::from_value(json!({
+            "kind": "output_summary",
+            "tool_use_id": "t1",
+            "model": "small",
+            "summary": "fine",
+            "input_tokens": 950,
+            "output_tokens": 7,
+            "cost_usd": 0.001
+        }))
+        .unwrap();
+        assert!(matches!(
+            stored,
+            EventBody::OutputSummary {
+                input_tokens: 950,
+                cache_write_tokens: 0,
+                cache_read_tokens: 0,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -740,6 +740,81 @@ async fn llm_a_stream_cut_half_way_is_retried() {
     }
 }
 
+/// With `--stream` the request timeout is a limit on silence: a long answer that keeps coming is
+/// read whole, and a stream that goes quiet for the timeout is retried as a reset connection is.
+#[tokio::test]
+async fn llm_a_streams_timeout_is_on_silence_not_on_length() {
+    for protocol in PROTOCOLS {
+        let timeout = Duration::from_millis(600);
+        let llm = FakeLlm::start(
+            protocol,
+            vec![
+                // Six pieces 250 ms apart: 1.5 s in all, never 600 ms quiet.
+                Turn::Fault(Fault::SlowStream {
+                    pieces: 6,
+                    gap: Duration::from_millis(250),
+                }),
+                Turn::Fault(Fault::StalledStream {
+                    silence: Duration::from_secs(5),
+                }),
+                Turn::shell("true", "after the stall"),
+            ],
+        )
+        .await;
+        let streaming = LlmClient::new(
+            ProviderConfig {
+                stream: true,
+                request_timeout: timeout,
+                ..config(&llm, protocol)
+            },
+            Arc::new(Metrics::new()),
+            CostTable::default(),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let slow = streaming.complete(&request()).await.unwrap();
+        assert!(
+            started.elapsed() > timeout * 2,
+            "{protocol:?}: the stream was slow"
+        );
+        assert_eq!(
+            llm.requests().len(),
+            1,
+            "{protocol:?}: read whole, no retry"
+        );
+        assert!(
+            slow.content.iter().any(|block| matches!(
+                block,
+                ContentBlock::Text { text } if text == "slow but steady"
+            )),
+            "{protocol:?}: {slow:?}"
+        );
+        let mut retries = Vec::new();
+        let started = std::time::Instant::now();
+        let after = streaming
+            .complete_with(&request(), |notice| retries.push(notice.error))
+            .await
+            .unwrap();
+        assert_eq!(
+            llm.requests().len(),
+            3,
+            "{protocol:?}: the stall retried once"
+        );
+        assert_eq!(retries.len(), 1, "{protocol:?}: {retries:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{protocol:?}: the stall was cut at the idle timeout, not waited out"
+        );
+        assert!(
+            after.content.iter().any(|block| matches!(
+                block,
+                ContentBlock::ToolUse { input, .. } if input["reasoning"] == "after the stall"
+            )),
+            "{protocol:?}: {after:?}"
+        );
+    }
+}
+
 /// Several tool calls in one answer: each runs, and all their results go back in the next request,
 /// in the shapes both APIs take (checked with each official SDK's request types).
 #[tokio::test]

@@ -113,6 +113,8 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             summary: "nothing".into(),
             input_tokens: 30,
             output_tokens: 5,
+            cache_write_tokens: 2,
+            cache_read_tokens: 300,
             cost_usd: 0.125,
         },
         command("t2", "sleep 9"),
@@ -177,11 +179,11 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
             finished_at,
             turns: 1,
             commands: 2,
-            // The model's turn and the summary it caused.
+            // The model's turn and the summary it caused, each kind apart.
             input_tokens: 130,
             output_tokens: 25,
-            cache_write_tokens: 40,
-            cache_read_tokens: 400,
+            cache_write_tokens: 42,
+            cache_read_tokens: 700,
             cost_usd: 0.375,
             report: Some(Report {
                 outcome: Outcome::Mitigated,

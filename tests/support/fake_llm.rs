@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -67,6 +68,11 @@ pub enum Fault {
     ResetConnection,
     /// The answer starts as server-sent events, and the connection is dropped half-way.
     CutStream,
+    /// The answer as server-sent events in `pieces` pieces, `gap` apart: slow but steady.
+    SlowStream { pieces: usize, gap: Duration },
+    /// The answer starts as server-sent events, then nothing comes for `silence`, then the
+    /// connection is dropped (so the server always stops by itself).
+    StalledStream { silence: Duration },
 }
 
 impl Turn {
@@ -462,6 +468,55 @@ async fn answer(
             );
             let half = Bytes::from(whole[..whole.len() / 2].to_string());
             let frames = futures::stream::iter([Ok(Frame::data(half)), Err(Reset)]);
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap()
+        }
+        Some(Turn::Fault(Fault::SlowStream { pieces, gap })) => {
+            let whole = events(
+                protocol,
+                &message(
+                    protocol,
+                    Some("slow but steady"),
+                    Some(("shell", &json!({"command": "true", "reasoning": "slow"}))),
+                    served,
+                ),
+            );
+            let bytes = Bytes::from(whole);
+            let size = bytes.len().div_ceil(pieces.max(1));
+            let chunks: Vec<Bytes> = (0..bytes.len())
+                .step_by(size)
+                .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
+                .collect();
+            let frames = futures::stream::iter(chunks).then(move |chunk| async move {
+                tokio::time::sleep(gap).await;
+                Ok::<_, Reset>(Frame::data(chunk))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap()
+        }
+        Some(Turn::Fault(Fault::StalledStream { silence })) => {
+            let whole = events(
+                protocol,
+                &message(
+                    protocol,
+                    Some("stalled"),
+                    Some(("shell", &json!({"command": "true", "reasoning": "stalled"}))),
+                    served,
+                ),
+            );
+            let half = Bytes::from(whole[..whole.len() / 2].to_string());
+            let frames = futures::stream::iter([Ok(Frame::data(half))]).chain(
+                futures::stream::once(async move {
+                    tokio::time::sleep(silence).await;
+                    Err(Reset)
+                }),
+            );
             Response::builder()
                 .status(200)
                 .header("content-type", "text/event-stream")
