@@ -408,7 +408,8 @@ async fn cli_get_incidents_watch_prints_each_change() {
     names.stop();
 }
 
-/// `follow` fails within a second, naming the store, when the store knows no such Incident.
+/// `follow` fails at once, naming the store, when the store knows no such Incident. (The bound only
+/// tells "at once" from "waits forever" on a loaded machine; it is no speed figure.)
 #[tokio::test]
 async fn cli_follow_fails_at_once_on_an_unknown_name() {
     let seeded = seeded().await;
@@ -416,7 +417,7 @@ async fn cli_follow_fails_at_once_on_an_unknown_name() {
     let output = seeded.run(&["follow", "typo"]);
     let elapsed = started.elapsed();
     assert_eq!(output.status.code(), Some(1));
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         format!(
@@ -441,7 +442,7 @@ async fn cli_follow_fails_at_once_on_an_unknown_name() {
     let started = Instant::now();
     let output = seeded.run(&["follow", "invalid"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
         "error: Incident default/invalid is Failed (InvalidSpec): spec.environment.networks[0]: \
@@ -511,7 +512,7 @@ async fn cli_follow_waits_saying_for_what_and_honours_timeout() {
          error: gave up after 1s (--timeout): no session of default/waiting has started\n"
     );
     assert!(
-        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(10),
         "took {elapsed:?}"
     );
 
