@@ -547,7 +547,7 @@ async fn cli_follow_waits_saying_for_what_and_honours_timeout() {
     let elapsed = started.elapsed();
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4),
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(10),
         "took {elapsed:?}"
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
