@@ -18,7 +18,7 @@ use super::decide::{self, Decision, group_hash};
 use super::filing::{FilingError, Found, Target};
 use super::payload::{self, MAX_BODY_BYTES, Refusal, RefusalKind};
 use super::{IntakeConfig, Rules};
-use crate::audit::{IntakeEvent, Store};
+use crate::audit::{IntakeEvent, Redactor, Store};
 use crate::metrics::Metrics;
 
 /// The path Alertmanager's webhook_config points at.
@@ -34,6 +34,8 @@ pub struct Intake {
     rules: Rules,
     target: Target,
     store: Store,
+    /// The store's redactor: what a notification says is redacted before it is filed anywhere.
+    redactor: Redactor,
     metrics: Arc<Metrics>,
     /// One notification at a time: two of one group must never both file an Incident.
     lock: tokio::sync::Mutex<()>,
@@ -50,6 +52,7 @@ impl Intake {
             token_digest: Sha256::digest(config.token.as_bytes()).into(),
             rules: config.rules,
             target,
+            redactor: store.redactor(),
             store,
             metrics,
             lock: tokio::sync::Mutex::new(()),
@@ -100,7 +103,7 @@ impl Intake {
             }
         };
         let payload = match payload::parse(&body) {
-            Ok(payload) => payload,
+            Ok(payload) => payload.redacted(&self.redactor),
             Err(refusal) => return self.refused(refusal, None).await,
         };
         let hash = group_hash(&payload.group_key);

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::audit::Redactor;
+
 /// The largest body read; a larger one is refused before it is parsed.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The most alerts one notification may carry (set `max_alerts` in Alertmanager's webhook_config
@@ -54,6 +56,33 @@ pub struct Alert {
     #[serde(rename = "generatorURL")]
     pub generator_url: String,
     pub fingerprint: String,
+}
+
+impl Payload {
+    /// The payload with every secret in it redacted, before anything is decided or written: its
+    /// text reaches the Incident's manifest (beside the user's own), the Kubernetes object, the
+    /// agent's model, the notifications and the trail. A label or an annotation named like a
+    /// secret (`db_password`) is redacted whole. The group key is redacted like the rest, so the
+    /// group's identity is the same on every notification.
+    pub fn redacted(mut self, redactor: &Redactor) -> Payload {
+        let entries = |map: &mut BTreeMap<String, String>| {
+            for (key, value) in map.iter_mut() {
+                *value = redactor.redact_entry(key, value);
+            }
+        };
+        self.group_key = redactor.redact(&self.group_key);
+        self.receiver = redactor.redact(&self.receiver);
+        self.external_url = redactor.redact(&self.external_url);
+        entries(&mut self.group_labels);
+        entries(&mut self.common_labels);
+        entries(&mut self.common_annotations);
+        for alert in &mut self.alerts {
+            entries(&mut alert.labels);
+            entries(&mut alert.annotations);
+            alert.generator_url = redactor.redact(&alert.generator_url);
+        }
+        self
+    }
 }
 
 /// Why a request was refused: its HTTP status and a sentence for the sender.

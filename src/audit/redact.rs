@@ -369,6 +369,16 @@ impl Redactor {
         Some(out)
     }
 
+    /// A value stored under a name (a label, an annotation, a JSON key): whole when the name
+    /// says it is a secret (`DB_PASSWORD`), as with `DB_PASSWORD=...` in text; else as text.
+    pub fn redact_entry(&self, key: &str, value: &str) -> String {
+        if holds_a_secret(key, value) {
+            "[REDACTED:secret]".to_string()
+        } else {
+            self.redact(value)
+        }
+    }
+
     /// Redacts every string (and object key) inside a JSON value, in place.
     pub fn redact_json(&self, value: &mut serde_json::Value) {
         match value {
@@ -385,12 +395,11 @@ impl Redactor {
                 for (key, mut item) in entries {
                     // `{"DB_PASSWORD": "..."}` as data rather than text: the key says what the
                     // value is, as in `DB_PASSWORD=...`.
-                    if let serde_json::Value::String(text) = &mut item
-                        && holds_a_secret(&key, text)
-                    {
-                        *text = "[REDACTED:secret]".to_string();
+                    if let serde_json::Value::String(text) = &mut item {
+                        *text = self.redact_entry(&key, text);
+                    } else {
+                        self.redact_json(&mut item);
                     }
-                    self.redact_json(&mut item);
                     map.insert(self.redact(&key), item);
                 }
             }

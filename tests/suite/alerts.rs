@@ -744,3 +744,88 @@ async fn intake_trail_sqlite() {
 async fn intake_trail_postgres() {
     intake_trail_on(crate::support::store::TestStore::postgres().await).await;
 }
+
+/// Every secret shape in an alert — its labels, its annotations, its generatorURL — is redacted
+/// before it is filed: not a fragment reaches the manifest written beside the user's, the status
+/// file, the trail, the log, the intake's answer or the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_an_alert_are_redacted_before_it_is_filed() {
+    use crate::support::secrets::{assert_nothing_leaked, corpus};
+    docker::require_sandbox_image();
+    let shapes = corpus();
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![Turn::report("resolved", "nothing to do")],
+    )
+    .await;
+    let controller = controller(&llm);
+    let alertname = format!("Leaky{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let all: String = shapes
+        .iter()
+        .map(|shape| format!("{}\n", shape.placed))
+        .collect();
+    let body = with(notification(&alertname), |v| {
+        let alert = &mut v["alerts"][0];
+        // One-line shapes as label and annotation values (within the limit of 64 of each), under
+        // ordinary names; every shape in the description; a password as a label named like one;
+        // credentials in the source's URL.
+        for (index, shape) in shapes.iter().enumerate() {
+            if !shape.placed.contains('\n') {
+                let field = if index < 32 { "labels" } else { "annotations" };
+                alert[field][format!("note_{index}")] = shape.placed.clone().into();
+            }
+        }
+        alert["labels"]["db_password"] = shapes[0].secret.clone().into();
+        alert["annotations"]["description"] = format!("the log said:\n{all}").into();
+        alert["generatorURL"] =
+            format!("http://admin:{}@prometheus:9090/graph", shapes[1].secret).into();
+    });
+    let (status, answer) = post(
+        &format!("{}/api/v1/alerts", controller.http_url()),
+        Some(TOKEN),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (path, incident) = until("the Incident", &controller, || {
+        filed(&controller).into_iter().next()
+    })
+    .await;
+    let name = incident.metadata.name.clone().unwrap();
+    controller.wait_for_phase(&name, Phase::Resolved, WAIT);
+    assert!(
+        incident.spec.description.matches("[REDACTED:").count() >= shapes.len(),
+        "{}",
+        incident.spec.description
+    );
+    let mut places = vec![
+        ("the intake's answer".to_string(), answer),
+        (
+            "the filed manifest".to_string(),
+            std::fs::read_to_string(&path).unwrap(),
+        ),
+        (
+            "the status file".to_string(),
+            std::fs::read_to_string(controller.status_file(&name)).unwrap(),
+        ),
+        (
+            "the intake's trail".to_string(),
+            format!("{:?}", intake_decisions(&controller).await),
+        ),
+        (
+            "the model's requests".to_string(),
+            serde_json::to_string(&llm.requests()).unwrap(),
+        ),
+        ("the controller's log".to_string(), controller.logs()),
+    ];
+    for entry in std::fs::read_dir(controller.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            places.push((
+                format!("the file {}", path.display()),
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
+            ));
+        }
+    }
+    assert_nothing_leaked(&shapes, &places);
+}

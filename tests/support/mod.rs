@@ -5,4 +5,5 @@ pub mod docker;
 pub mod fake_llm;
 pub mod kube_api;
 pub mod sandboxes;
+pub mod secrets;
 pub mod store;
