@@ -372,30 +372,7 @@ const TOKEN: &str = "console-token-5f0c2e9a7b41d8";
 /// tamper).
 async fn tampered_store(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("audit.db");
-    let store = Store::open(&path, Redactor::default()).await.unwrap();
-    for session in ["intact", "edited"] {
-        store
-            .create_session(NewSession {
-                id: session.into(),
-                incident_uid: "u".into(),
-                incident_namespace: "default".into(),
-                incident_name: session.into(),
-                attempt: 1,
-                generation: 1,
-            })
-            .await
-            .unwrap();
-        for i in 1..=5 {
-            let body = EventBody::CommandStarted {
-                tool_use_id: format!("t{i}"),
-                command: format!("echo {i}"),
-                reasoning: "r".into(),
-                timeout_seconds: 1,
-            };
-            store.append(session, body).await.unwrap();
-        }
-    }
-    drop(store);
+    crate::support::store::sqlite_with_sessions(&path, &["intact", "edited"]).await;
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch(
         "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;

@@ -263,24 +263,17 @@ enum Sdk {
 /// Validates request bodies with an official SDK's request types (python3 with `pip install
 /// anthropic openai`).
 fn check_with(sdk: Sdk, bodies: &[serde_json::Value], expect_valid: bool) {
-    let (script, module) = match sdk {
-        Sdk::Anthropic => (
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/conformance/check_anthropic_request.py"
-            ),
-            "anthropic",
-        ),
-        Sdk::OpenAi => (
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/conformance/check_openai_request.py"
-            ),
-            "openai",
-        ),
+    let module = match sdk {
+        Sdk::Anthropic => "anthropic",
+        Sdk::OpenAi => "openai",
     };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/check_request.py"
+    );
     let mut child = std::process::Command::new("python3")
         .arg(script)
+        .arg(module)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

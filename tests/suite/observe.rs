@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opslab::audit::{EventBody, NewSession, Redactor, Store};
 use opslab::incident::Phase;
 
 use crate::support::controller::{BIN, Controller, Options, manifest};
@@ -429,30 +428,11 @@ async fn follow_streams_a_running_session() {
 async fn audit_verify_names_the_first_broken_link() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let store = Store::open(&path, Redactor::default()).await.unwrap();
-    for session in ["intact", "edited", "deleted", "swapped", "cut"] {
-        store
-            .create_session(NewSession {
-                id: session.into(),
-                incident_uid: "u".into(),
-                incident_namespace: "default".into(),
-                incident_name: session.into(),
-                attempt: 1,
-                generation: 1,
-            })
-            .await
-            .unwrap();
-        for i in 1..=5 {
-            let body = EventBody::CommandStarted {
-                tool_use_id: format!("t{i}"),
-                command: format!("echo {i}"),
-                reasoning: "r".into(),
-                timeout_seconds: 1,
-            };
-            store.append(session, body).await.unwrap();
-        }
-    }
-    drop(store);
+    crate::support::store::sqlite_with_sessions(
+        &path,
+        &["intact", "edited", "deleted", "swapped", "cut"],
+    )
+    .await;
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch(
         "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;

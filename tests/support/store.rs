@@ -2,7 +2,9 @@
 //! PostgreSQL server named by `OPSLAB_TEST_POSTGRES_URL` (scripts/test starts one), and raw access to
 //! each for the tests that tamper with the rows.
 
-use opslab::audit::{Redactor, Store, StoreLocation};
+use std::path::Path;
+
+use opslab::audit::{EventBody, NewSession, Redactor, Store, StoreLocation};
 
 pub const POSTGRES_URL_VAR: &str = "OPSLAB_TEST_POSTGRES_URL";
 
@@ -192,4 +194,32 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
         .unwrap_or_else(|error| panic!("cannot connect to the test PostgreSQL server: {error}"));
     tokio::spawn(connection);
     client
+}
+
+/// A SQLite store at `path` holding, for each of `sessions`, a session of that id and name with five
+/// commands `echo 1` … `echo 5`: what the audit-verify tests tamper with.
+pub async fn sqlite_with_sessions(path: &Path, sessions: &[&str]) {
+    let store = Store::open(path, Redactor::default()).await.unwrap();
+    for session in sessions {
+        store
+            .create_session(NewSession {
+                id: (*session).into(),
+                incident_uid: "u".into(),
+                incident_namespace: "default".into(),
+                incident_name: (*session).into(),
+                attempt: 1,
+                generation: 1,
+            })
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            let body = EventBody::CommandStarted {
+                tool_use_id: format!("t{i}"),
+                command: format!("echo {i}"),
+                reasoning: "r".into(),
+                timeout_seconds: 1,
+            };
+            store.append(session, body).await.unwrap();
+        }
+    }
 }
