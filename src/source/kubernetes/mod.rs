@@ -114,7 +114,14 @@ impl KubeContext {
 
 /// A client for `settings`: the kubeconfig named, or the inferred one.
 pub async fn client(settings: &KubeSettings) -> Result<Client> {
-    let config = match &settings.kubeconfig {
+    Ok(Client::try_from(config(settings).await?)?)
+}
+
+/// The client's configuration for `settings`: the kubeconfig named, or the inferred one. Its
+/// requests say who sends them: the API server names the field manager of an update without one
+/// (the finalizer helper's patches) after the user agent, else `unknown`.
+pub async fn config(settings: &KubeSettings) -> Result<kube::Config> {
+    let mut config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?;
@@ -126,7 +133,11 @@ pub async fn client(settings: &KubeSettings) -> Result<Client> {
             .await
             .map_err(|error| Error::KubeConfig(error.to_string()))?,
     };
-    Ok(Client::try_from(config)?)
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(concat!("opslab/", env!("CARGO_PKG_VERSION"))),
+    ));
+    Ok(config)
 }
 
 /// Runs the controller (as leader, if elected) until `shutdown`.
