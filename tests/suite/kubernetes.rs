@@ -221,6 +221,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
         source: SourceConfig::Kubernetes(KubeSettings {
             kubeconfig: None,
             leader_election: None,
+            agent_access: None,
         }),
         store: dir.path().join("audit.db").into(),
         store_durability: Default::default(),

@@ -9,6 +9,7 @@ mod examples;
 mod failures;
 mod isolation;
 mod kubernetes;
+mod kubernetes_agent;
 mod kubernetes_api;
 mod kubernetes_spares;
 mod llm;

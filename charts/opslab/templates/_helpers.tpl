@@ -37,6 +37,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The agent's own ServiceAccount (Kubernetes access from the sandbox), not the controller's. */}}
+{{- define "opslab.agentServiceAccountName" -}}
+{{- default (printf "%s-agent" (include "opslab.fullname" .)) .Values.agentAccess.serviceAccount.name }}
+{{- end }}
+
 {{/* Leader election: always with several replicas, on request with one. */}}
 {{- define "opslab.leaderElection" -}}
 {{- if or (gt (int .Values.replicas) 1) .Values.leaderElection.enabled }}true{{ end }}
