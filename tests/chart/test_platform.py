@@ -5,6 +5,7 @@ PrometheusRule whose expressions promtool checks and evaluates."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -292,3 +293,27 @@ def test_platform_prometheus_rule_thresholds_and_labels_are_values(chart, tmp_pa
     assert all(r["labels"]["team"] == "sre" for r in rules.values())
     assert rules["OpslabSessionsFailing"]["expr"].endswith(">= 7")
     assert "> 0.5" in rules["OpslabModelApiErrors"]["expr"]
+
+
+def test_platform_grafana_dashboard_is_a_configmap_for_the_sidecar(chart):
+    values = {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "SRE"}}}
+    config_map = one(manifests(render(chart, values)), "ConfigMap")
+    validate_strictly(config_map)
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "SRE"}
+    dashboard = json.loads(config_map["data"]["opslab.json"])
+    assert dashboard["uid"] == "opslab-controller"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10 and all("opslab_" in e for e in exprs)
+    # Every query parses as PromQL (promtool checks an expression as a rule's).
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:panel{i}", "expr": e.replace("$job", ".+")}
+        for i, e in enumerate(exprs)
+    ]}]}
+    folder = Path(tempfile.mkdtemp())
+    try:
+        (folder / "rules.yaml").write_text(yaml.safe_dump(rules))
+        result = promtool("check", "rules", str(folder / "rules.yaml"))
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        shutil.rmtree(folder)
