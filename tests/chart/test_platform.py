@@ -317,3 +317,12 @@ def test_platform_grafana_dashboard_is_a_configmap_for_the_sidecar(chart):
         assert result.returncode == 0, result.stdout + result.stderr
     finally:
         shutil.rmtree(folder)
+
+
+def test_platform_notes_state_the_docker_requirement_and_the_agents_account(chart):
+    notes = render(chart)["opslab/templates/NOTES.txt"]
+    assert "needs a node with a Docker Engine" in notes
+    assert f"kubectl -n {NAMESPACE} rollout status deploy/{FULLNAME}" in notes
+    assert f"ServiceAccount {NAMESPACE}/{FULLNAME}-agent (ClusterRole view)" in notes
+    notes = render(chart, {"agentAccess": {"enabled": False}})["opslab/templates/NOTES.txt"]
+    assert "-agent" not in notes
