@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
-use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode};
+use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
@@ -17,7 +17,7 @@ use opslab::scenario::replay::{self, ReplayServer};
 use opslab::telemetry::LogFormat;
 use opslab::view::{ListFormat, OutputFormat};
 
-use crate::label_selector::LabelSelector;
+use opslab::label_selector::LabelSelector;
 
 /// `opslab --version`: the package version and the commit it was built from (see build.rs).
 const VERSION: &str = concat!(
@@ -469,6 +469,11 @@ pub struct ControllerArgs {
     #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "OPSLAB_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Reconcile only the Incidents with these labels (kube mode; kubectl's equality-based form:
+    /// `team=sre,tier!=test`), so that several controllers can share a cluster.
+    #[arg(help_heading = SOURCE)]
+    #[arg(long, env = "OPSLAB_INCIDENT_SELECTOR")]
+    pub incident_selector: Option<LabelSelector>,
     /// Give each session's sandbox a kubeconfig for this ServiceAccount (kube mode): a token minted
     /// per session (TokenRequest), expiring with it, redacted from everything kept. Its rights are
     /// the RBAC bound to it (the chart binds the `view` ClusterRole). Unset: no Kubernetes access.
@@ -790,6 +795,7 @@ impl ControllerArgs {
             lease_namespace,
             lease_identity,
             lease_duration_seconds,
+            incident_selector,
             agent_service_account,
             agent_service_account_namespace,
             agent_kube_server,
@@ -894,6 +900,7 @@ impl ControllerArgs {
                         duration: Duration::from_secs(lease_duration_seconds),
                     }),
                     agent_access,
+                    incident_selector,
                 })
             }
         };
@@ -1237,7 +1244,11 @@ mod tests {
         let some = |text: &str| Some(text.to_string());
         assert_eq!(agent_kube_access(None, some("ops"), None), Ok(None));
         assert_eq!(
-            agent_kube_access(some("opslab-agent"), some("ops"), some("https://10.0.0.1:443")),
+            agent_kube_access(
+                some("opslab-agent"),
+                some("ops"),
+                some("https://10.0.0.1:443")
+            ),
             Ok(Some(AgentKubeAccess {
                 service_account: "opslab-agent".into(),
                 namespace: some("ops"),
@@ -1245,12 +1256,21 @@ mod tests {
             }))
         );
         let error = agent_kube_access(some("Agent_1"), None, None).unwrap_err();
-        assert!(error.contains("--agent-service-account \"Agent_1\""), "{error}");
+        assert!(
+            error.contains("--agent-service-account \"Agent_1\""),
+            "{error}"
+        );
         let error = agent_kube_access(some("agent"), some("-ops"), None).unwrap_err();
-        assert!(error.contains("--agent-service-account-namespace"), "{error}");
+        assert!(
+            error.contains("--agent-service-account-namespace"),
+            "{error}"
+        );
         for server in ["kubernetes.default.svc", "ftp://host", "https://"] {
             let error = agent_kube_access(some("agent"), None, some(server)).unwrap_err();
-            assert!(error.starts_with("--agent-kube-server"), "{server}: {error}");
+            assert!(
+                error.starts_with("--agent-kube-server"),
+                "{server}: {error}"
+            );
         }
     }
 }

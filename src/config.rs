@@ -61,6 +61,8 @@ pub struct KubeSettings {
     pub leader_election: Option<LeaseSettings>,
     /// The Kubernetes account sessions get in their sandbox; None: none.
     pub agent_access: Option<AgentKubeAccess>,
+    /// Only the Incidents these labels select are this controller's; None: every Incident.
+    pub incident_selector: Option<crate::label_selector::LabelSelector>,
 }
 
 /// What a session's sandbox may see of Kubernetes: a kubeconfig for a ServiceAccount of the

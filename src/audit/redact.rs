@@ -286,7 +286,10 @@ pub struct HeldSecret {
 
 impl Drop for HeldSecret {
     fn drop(&mut self) {
-        let mut values = self.values.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut values = self
+            .values
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(index) = values.held.iter().position(|held| *held == self.value) {
             values.held.swap_remove(index);
             values.compile();
@@ -805,7 +808,10 @@ mod tests {
             clone.redact(text),
             "token held-token-0f3a9 and [REDACTED:secret]"
         );
-        assert!(redactor.hold("short").is_err(), "too short to redact safely");
+        assert!(
+            redactor.hold("short").is_err(),
+            "too short to redact safely"
+        );
     }
 
     #[test]

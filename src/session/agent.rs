@@ -143,7 +143,9 @@ impl SessionTask {
         match self.deps.store.redactor().hold(&issued.token) {
             Ok(held) => self.kube_token = Some(held),
             Err(reason) => {
-                warn!("no Kubernetes access for the agent: the token cannot be redacted ({reason})");
+                warn!(
+                    "no Kubernetes access for the agent: the token cannot be redacted ({reason})"
+                );
                 return;
             }
         }
@@ -265,8 +267,11 @@ impl SessionTask {
             },
         )
         .await?;
-        self.give_kube_access(&sandbox, limits.timeout.saturating_sub(elapsed_since(started_at)))
-            .await;
+        self.give_kube_access(
+            &sandbox,
+            limits.timeout.saturating_sub(elapsed_since(started_at)),
+        )
+        .await;
 
         loop {
             if self.cancel.is_cancelled() {

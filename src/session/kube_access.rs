@@ -104,7 +104,11 @@ impl KubeAccess {
         };
         let minted = connected
             .service_accounts
-            .create_token_request(&self.access.service_account, &PostParams::default(), &request)
+            .create_token_request(
+                &self.access.service_account,
+                &PostParams::default(),
+                &request,
+            )
             .await?;
         let token = minted
             .status

@@ -326,3 +326,13 @@ def test_platform_notes_state_the_docker_requirement_and_the_agents_account(char
     assert f"ServiceAccount {NAMESPACE}/{FULLNAME}-agent (ClusterRole view)" in notes
     notes = render(chart, {"agentAccess": {"enabled": False}})["opslab/templates/NOTES.txt"]
     assert "-agent" not in notes
+
+
+def test_platform_incident_selector_reaches_the_controller(chart):
+    env = container_env(one(manifests(render(chart)), "Deployment"))
+    assert "OPSLAB_INCIDENT_SELECTOR" not in env
+    values = {"incidentSelector": "team=sre,tier!=test"}
+    env = container_env(one(manifests(render(chart, values)), "Deployment"))
+    assert env["OPSLAB_INCIDENT_SELECTOR"]["value"] == "team=sre,tier!=test"
+    with pytest.raises(helm.HelmValuesError, match="incidentSelector"):
+        render(chart, {"incidentSelector": "team in (a,b)"})

@@ -285,7 +285,11 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
 }
 
 /// Posts a body to the intake with a token (None: no Authorization header).
-pub(super) async fn post(url: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, String) {
+pub(super) async fn post(
+    url: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

@@ -121,7 +121,13 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let (a, b) = (alert_labels(&alertname, "a"), alert_labels(&alertname, "b"));
-    let logs = || format!("{}\n--- kube-apiserver ---\n{}", controller.logs(), api.log());
+    let logs = || {
+        format!(
+            "{}\n--- kube-apiserver ---\n{}",
+            controller.logs(),
+            api.log()
+        )
+    };
 
     am.post(&[alertmanager::firing(a.clone(), alert_annotations("a"))])
         .await;
@@ -158,7 +164,9 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     ])
     .await;
     let updated = until("the second alert told", &api, &controller, &am, |found| {
-        found.into_iter().find(|incident| seen_alerts(incident) == 2)
+        found
+            .into_iter()
+            .find(|incident| seen_alerts(incident) == 2)
     })
     .await;
     assert_eq!(filed(&api).await.len(), 1, "one Incident for the group");
@@ -170,7 +178,9 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
         updated.spec.description
     );
     let ended = wait_for_incident(&api.incidents(), &name, "Resolved", WAIT, logs, |i| {
-        i.status.as_ref().is_some_and(|s| s.phase == Phase::Resolved)
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Resolved)
     })
     .await;
     assert_eq!(ended.status.as_ref().unwrap().observed_generation, Some(2));
@@ -193,7 +203,10 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     assert!(!annotation(&resolved, RESOLVED_ANNOTATION).is_empty());
     let status = resolved.status.unwrap();
     assert_eq!((status.phase, status.attempt), (Phase::Resolved, 1));
-    assert_eq!(resolved.spec, ended.spec, "an ended Incident's spec is kept");
+    assert_eq!(
+        resolved.spec, ended.spec,
+        "an ended Incident's spec is kept"
+    );
 
     // Fires again after its Incident ended: a new Incident through the API, naming the first.
     am.post(&[alertmanager::firing(a.clone(), alert_annotations("a"))])
@@ -234,7 +247,10 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
             && count("updated") >= 1,
         "{decisions:?}"
     );
-    assert!(!controller.logs().contains(TOKEN), "the token is never logged");
+    assert!(
+        !controller.logs().contains(TOKEN),
+        "the token is never logged"
+    );
     drop(am);
 }
 
@@ -243,7 +259,10 @@ type Requests = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// The intake on the loopback in Kubernetes mode, on a mock API server that answers lists with
 /// `listed` (the group's Incidents) and echoes writes; returns the webhook URL and the requests.
-async fn mock_intake(dir: &tempfile::TempDir, listed: Arc<Mutex<Vec<Value>>>) -> (String, Requests) {
+async fn mock_intake(
+    dir: &tempfile::TempDir,
+    listed: Arc<Mutex<Vec<Value>>>,
+) -> (String, Requests) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let requests: Requests = Arc::default();
     let seen = requests.clone();
@@ -319,7 +338,10 @@ async fn kube_intake_finds_the_group_by_label_and_writes_only_what_changed() {
         methods[0].starts_with(&format!("GET {INCIDENTS}?")) && methods[0].contains(&selector),
         "{methods:#?}"
     );
-    assert!(methods[1].starts_with(&format!("POST {INCIDENTS}")), "{methods:#?}");
+    assert!(
+        methods[1].starts_with(&format!("POST {INCIDENTS}")),
+        "{methods:#?}"
+    );
     let mut created = calls[1].1.clone();
     assert_eq!(created["metadata"]["labels"][GROUP_LABEL], hash.as_str());
 
@@ -344,7 +366,10 @@ async fn kube_intake_finds_the_group_by_label_and_writes_only_what_changed() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(patch.starts_with(&format!("PATCH {INCIDENTS}/{name}")), "{patch}");
+    assert!(
+        patch.starts_with(&format!("PATCH {INCIDENTS}/{name}")),
+        "{patch}"
+    );
     // Told to the running agent through the spec, as any change of the ticket.
     assert!(
         body["spec"]["description"]

@@ -222,6 +222,7 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
             kubeconfig: None,
             leader_election: None,
             agent_access: None,
+            incident_selector: None,
         }),
         store: dir.path().join("audit.db").into(),
         store_durability: Default::default(),

@@ -27,7 +27,10 @@ async fn agent_account_and_a_pod(api: &KubeApi) {
     for name in [AGENT, "default"] {
         let account: ServiceAccount =
             serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        accounts.create(&PostParams::default(), &account).await.unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
     }
     let bindings: Api<ClusterRoleBinding> = Api::all(api.client.clone());
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
@@ -37,7 +40,10 @@ async fn agent_account_and_a_pod(api: &KubeApi) {
         "subjects": [{"kind": "ServiceAccount", "name": AGENT, "namespace": "default"}],
     }))
     .unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "web-7f9c4"},
@@ -54,7 +60,12 @@ async fn token_in_sandbox(session: &str, controller: &Controller) -> String {
     loop {
         if let Some(container) = docker::sandbox_of(session).first() {
             let output = std::process::Command::new("docker")
-                .args(["exec", container, "cat", opslab::session::kube_access::KUBECONFIG_PATH])
+                .args([
+                    "exec",
+                    container,
+                    "cat",
+                    opslab::session::kube_access::KUBECONFIG_PATH,
+                ])
                 .output()
                 .unwrap();
             if output.status.success() {
@@ -107,17 +118,40 @@ async fn kube_api_a_sessions_kubectl_sees_the_cluster_with_its_own_read_only_acc
         .create(&PostParams::default(), &incident)
         .await
         .unwrap();
-    let logs = || format!("{}\n--- kube-apiserver ---\n{}", controller.logs(), api.log());
-    let started = wait_for_incident(&api.incidents(), "look-around", "a session", WAIT, logs, |i| {
-        i.status.as_ref().is_some_and(|s| s.session_id.is_some())
-    })
+    let logs = || {
+        format!(
+            "{}\n--- kube-apiserver ---\n{}",
+            controller.logs(),
+            api.log()
+        )
+    };
+    let started = wait_for_incident(
+        &api.incidents(),
+        "look-around",
+        "a session",
+        WAIT,
+        logs,
+        |i| i.status.as_ref().is_some_and(|s| s.session_id.is_some()),
+    )
     .await;
     let session = started.status.unwrap().session_id.unwrap();
     let token = token_in_sandbox(&session, &controller).await;
-    assert!(token.len() > 100, "a service-account token (a JWT): {token}");
-    wait_for_incident(&api.incidents(), "look-around", "Resolved", WAIT, logs, |i| {
-        i.status.as_ref().is_some_and(|s| s.phase == Phase::Resolved)
-    })
+    assert!(
+        token.len() > 100,
+        "a service-account token (a JWT): {token}"
+    );
+    wait_for_incident(
+        &api.incidents(),
+        "look-around",
+        "Resolved",
+        WAIT,
+        logs,
+        |i| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Resolved)
+        },
+    )
     .await;
 
     let outputs: Vec<(Value, String)> = controller
@@ -142,7 +176,10 @@ async fn kube_api_a_sessions_kubectl_sees_the_cluster_with_its_own_read_only_acc
         (json!(1), "no"),
         "the agent's account may not delete pods"
     );
-    assert_eq!((outputs[2].0.clone(), outputs[2].1.trim()), (json!(0), "yes"));
+    assert_eq!(
+        (outputs[2].0.clone(), outputs[2].1.trim()),
+        (json!(0), "yes")
+    );
     assert!(
         outputs[3].1.contains("[REDACTED") && outputs[3].1.contains(AGENT),
         "the kubeconfig shown, its token redacted: {}",

@@ -487,7 +487,11 @@ async fn kube_api_a_status_is_dropped_on_create_and_a_bad_one_refused_on_status(
                                   "report": {"outcome": "fixed", "summary": "restarted redis"}}});
     let refused = api
         .incidents()
-        .patch_status("with-status", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            "with-status",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .expect_err("a status outside the schema is refused");
     let kube::Error::Api(status) = refused else {
@@ -495,4 +499,48 @@ async fn kube_api_a_status_is_dropped_on_create_and_a_bad_one_refused_on_status(
     };
     assert_eq!(status.code, 422, "{status:?}");
     assert!(status.message.contains("outcome"), "{}", status.message);
+}
+
+/// With `--incident-selector`, a controller works only the Incidents with those labels: another
+/// release (or a person) keeps the rest, untouched — no finalizer, no status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_a_controller_works_only_the_incidents_it_selects() {
+    let api = KubeApi::start().await;
+    let (llm, controller) = scripted(
+        vec![Turn::report("resolved", "the sre team's")],
+        |options| api.controller_mode()(options).arg("--incident-selector", "team=sre"),
+    )
+    .await;
+    let mut other = create_incident(&api, "not-mine", "another team's").await;
+    let labelled: Incident = serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "mine", "namespace": "default", "labels": {"team": "sre"}},
+        "spec": {"title": "the sre team's", "severity": "high"},
+    }))
+    .unwrap();
+    api.incidents()
+        .create(&PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    wait_for_phase(&api, &controller, "mine", Phase::Resolved).await;
+    other = api.incidents().get("not-mine").await.unwrap();
+    assert!(other.status.is_none(), "{:?}", other.status);
+    assert!(
+        other.metadata.finalizers.is_none(),
+        "{:?}",
+        other.metadata.finalizers
+    );
+    assert_eq!(
+        llm.requests().len(),
+        1,
+        "one session, for the selected Incident"
+    );
+    assert!(
+        controller
+            .logs()
+            .contains("watching the Incidents it selects"),
+        "{}",
+        controller.logs()
+    );
 }

@@ -852,7 +852,13 @@ async fn kube_api_a_resolved_incident_is_told_once() {
         .create(&PostParams::default(), &incident)
         .await
         .unwrap();
-    let logs = || format!("{}\n--- kube-apiserver ---\n{}", controller.logs(), api.log());
+    let logs = || {
+        format!(
+            "{}\n--- kube-apiserver ---\n{}",
+            controller.logs(),
+            api.log()
+        )
+    };
     wait_for_incident(
         &api.incidents(),
         "worker",
@@ -955,6 +961,7 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
             kubeconfig: None,
             leader_election: None,
             agent_access: None,
+            incident_selector: None,
         }),
         store: dir.path().join("audit.db").into(),
         store_durability: Default::default(),

@@ -187,7 +187,10 @@ fn chart_queries_name_exported_series(text: &str) {
                         .is_some_and(|rest| rest.starts_with(['{', ' ']))
                 })
                 .collect();
-            assert!(!samples.is_empty(), "{file} queries {name}, which is not exported:\n{text}");
+            assert!(
+                !samples.is_empty(),
+                "{file} queries {name}, which is not exported:\n{text}"
+            );
         }
         // Each label a query selects or groups by is one its series carry.
         let mut used: Vec<(String, String)> = Vec::new();
@@ -210,8 +213,9 @@ fn chart_queries_name_exported_series(text: &str) {
                 continue;
             }
             let carried = text.lines().any(|line| {
-                line.strip_prefix(&name)
-                    .is_some_and(|rest| rest.starts_with('{') && rest.contains(&format!("{label}=\"")))
+                line.strip_prefix(&name).is_some_and(|rest| {
+                    rest.starts_with('{') && rest.contains(&format!("{label}=\""))
+                })
             });
             assert!(carried, "{file}: {name} has no label {label}:\n{text}");
         }

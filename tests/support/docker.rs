@@ -68,7 +68,10 @@ impl TestNetwork {
             .arg(&self.name)
             .output()
             .unwrap();
-        assert!(output.status.success(), "docker network inspect failed: {output:?}");
+        assert!(
+            output.status.success(),
+            "docker network inspect failed: {output:?}"
+        );
         String::from_utf8_lossy(&output.stdout)
             .split_whitespace()
             .find_map(|address| address.parse::<std::net::Ipv4Addr>().ok())

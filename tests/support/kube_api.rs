@@ -129,7 +129,10 @@ impl KubeApi {
     ) -> Result<KubeApi, String> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = |name: &str| dir.path().join(name);
-        let (client_port, peer_port) = (free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)), free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let (client_port, peer_port) = (
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        );
         let secure_port = free_port(address);
         let server = SocketAddr::new(address, secure_port);
 
