@@ -511,7 +511,7 @@ async fn kube_api_a_controller_works_only_the_incidents_it_selects() {
         |options| api.controller_mode()(options).arg("--incident-selector", "team=sre"),
     )
     .await;
-    let mut other = create_incident(&api, "not-mine", "another team's").await;
+    create_incident(&api, "not-mine", "another team's").await;
     let labelled: Incident = serde_json::from_value(json!({
         "apiVersion": "opslab.dev/v1alpha1",
         "kind": "Incident",
@@ -524,7 +524,7 @@ async fn kube_api_a_controller_works_only_the_incidents_it_selects() {
         .await
         .unwrap();
     wait_for_phase(&api, &controller, "mine", Phase::Resolved).await;
-    other = api.incidents().get("not-mine").await.unwrap();
+    let other = api.incidents().get("not-mine").await.unwrap();
     assert!(other.status.is_none(), "{:?}", other.status);
     assert!(
         other.metadata.finalizers.is_none(),
