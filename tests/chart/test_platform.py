@@ -5,12 +5,14 @@ PrometheusRule whose expressions promtool checks and evaluates."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +338,41 @@ def test_platform_incident_selector_reaches_the_controller(chart):
     assert env["OPSLAB_INCIDENT_SELECTOR"]["value"] == "team=sre,tier!=test"
     with pytest.raises(helm.HelmValuesError, match="incidentSelector"):
         render(chart, {"incidentSelector": "team in (a,b)"})
+
+
+def test_platform_helm_test_asks_the_service_for_readyz(chart):
+    objects = manifests(render(chart))
+    (pod,) = [o for o in find(objects, "Pod") if o["metadata"]["name"] == f"{FULLNAME}-test-readyz"]
+    validate_strictly(pod)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    script, _, host, port = container["command"][2:]
+    assert (host, port) == (f"{FULLNAME}-metrics.{NAMESPACE}.svc", "8080")
+    # The script against a local server, as the pod runs it: 200 passes, 503 fails.
+    class Answer(http.server.BaseHTTPRequestHandler):
+        code = 200
+
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            assert self.path == "/readyz"
+            self.send_response(Answer.code)
+            self.end_headers()
+            self.wfile.write(b"ready\n" if Answer.code == 200 else b"not ready\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = str(server.server_address[1])
+        def run():
+            return subprocess.run(
+                ["bash", "-c", script, "readyz", "127.0.0.1", port], capture_output=True, text=True
+            )
+
+        assert run().returncode == 0
+        Answer.code = 503
+        failed = run()
+        assert failed.returncode == 1 and "503" in failed.stdout, failed
+    finally:
+        server.shutdown()
