@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -376,3 +377,16 @@ def test_platform_helm_test_asks_the_service_for_readyz(chart):
         assert failed.returncode == 1 and "503" in failed.stdout, failed
     finally:
         server.shutdown()
+
+
+def test_platform_chart_readme_is_generated_from_values():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "chart-readme"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    readme = (script.parents[1] / "charts" / "opslab" / "README.md").read_text()
+    values = yaml.safe_load((script.parents[1] / "charts" / "opslab" / "values.yaml").read_text())
+    # Every top-level value has its rows, with its defaults.
+    for key in values:
+        assert f"| `{key}" in readme, key
+    assert '| `agentAccess.clusterRole` | `"view"` |' in readme
+    assert "kubectl apply --server-side" in readme and "Docker Engine" in readme
