@@ -11,6 +11,7 @@ mod isolation;
 mod kubernetes;
 mod kubernetes_agent;
 mod kubernetes_api;
+mod kubernetes_chart;
 mod kubernetes_spares;
 mod llm;
 mod manifests;

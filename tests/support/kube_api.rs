@@ -313,6 +313,22 @@ impl KubeApi {
         }
     }
 
+    /// A kubeconfig for this server with another bearer token (a ServiceAccount's), written beside
+    /// the admin's.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let config: String = admin
+            .lines()
+            .map(|line| match line.strip_prefix("    token: ") {
+                Some(_) => format!("    token: {token}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
     /// The Incidents of the `default` namespace.
     pub fn incidents(&self) -> Api<Incident> {
         Api::namespaced(self.client.clone(), "default")
