@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
+use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode};
 use opslab::config::{AgentLimits, Config, SourceConfig};
-use opslab::config::{KubeSettings, LeaseSettings, WatchMode};
 use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
@@ -17,7 +17,7 @@ use opslab::scenario::replay::{self, ReplayServer};
 use opslab::telemetry::LogFormat;
 use opslab::view::{ListFormat, OutputFormat};
 
-use crate::label_selector::LabelSelector;
+use opslab::label_selector::LabelSelector;
 
 /// `opslab --version`: the package version and the commit it was built from (see build.rs).
 const VERSION: &str = concat!(
@@ -424,6 +424,7 @@ pub struct ScenarioRunArgs {
 /// The headings of `opslab controller --help`, so that its ~45 flags read in groups.
 const SOURCE: &str = "Source";
 const LEADER_ELECTION: &str = "Leader election (kube mode)";
+const AGENT_KUBE: &str = "The agent's Kubernetes access (kube mode)";
 const STORE: &str = "Store";
 const MODEL_API: &str = "Model API";
 const BUDGETS: &str = "Budgets";
@@ -468,6 +469,26 @@ pub struct ControllerArgs {
     #[arg(help_heading = LEADER_ELECTION)]
     #[arg(long, env = "OPSLAB_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Reconcile only the Incidents with these labels (kube mode; kubectl's equality-based form:
+    /// `team=sre,tier!=test`), so that several controllers can share a cluster.
+    #[arg(help_heading = SOURCE)]
+    #[arg(long, env = "OPSLAB_INCIDENT_SELECTOR")]
+    pub incident_selector: Option<LabelSelector>,
+    /// Give each session's sandbox a kubeconfig for this ServiceAccount (kube mode): a token minted
+    /// per session (TokenRequest), expiring with it, redacted from everything kept. Its rights are
+    /// the RBAC bound to it (the chart binds the `view` ClusterRole). Unset: no Kubernetes access.
+    #[arg(help_heading = AGENT_KUBE)]
+    #[arg(long, env = "OPSLAB_AGENT_SERVICE_ACCOUNT")]
+    pub agent_service_account: Option<String>,
+    /// The agent's ServiceAccount's namespace [default: the pod's namespace, or the kubeconfig's].
+    #[arg(help_heading = AGENT_KUBE)]
+    #[arg(long, env = "OPSLAB_AGENT_SERVICE_ACCOUNT_NAMESPACE")]
+    pub agent_service_account_namespace: Option<String>,
+    /// The API server's URL as a sandbox reaches it [default: the controller's own, in a cluster
+    /// the `kubernetes` Service's address].
+    #[arg(help_heading = AGENT_KUBE)]
+    #[arg(long, env = "OPSLAB_AGENT_KUBE_SERVER")]
+    pub agent_kube_server: Option<String>,
     /// Re-scan the folder every this many milliseconds instead of watching its events: for network
     /// filesystems and mounts that send no inotify events.
     #[arg(help_heading = SOURCE)]
@@ -774,6 +795,10 @@ impl ControllerArgs {
             lease_namespace,
             lease_identity,
             lease_duration_seconds,
+            incident_selector,
+            agent_service_account,
+            agent_service_account_namespace,
+            agent_kube_server,
             poll_interval_ms,
             store,
             store_durability,
@@ -860,14 +885,22 @@ impl ControllerArgs {
                     .filter(|identity| !identity.trim().is_empty())
                     .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
                 replica = Some(identity.clone());
+                let lease_namespace = lease_namespace.filter(|namespace| !namespace.is_empty());
+                let agent_access = agent_kube_access(
+                    agent_service_account,
+                    agent_service_account_namespace.or_else(|| lease_namespace.clone()),
+                    agent_kube_server,
+                )?;
                 SourceConfig::Kubernetes(KubeSettings {
                     kubeconfig,
                     leader_election: leader_election.then(|| LeaseSettings {
                         name: lease_name,
-                        namespace: lease_namespace.filter(|namespace| !namespace.is_empty()),
+                        namespace: lease_namespace,
                         identity,
                         duration: Duration::from_secs(lease_duration_seconds),
                     }),
+                    agent_access,
+                    incident_selector,
                 })
             }
         };
@@ -1124,6 +1157,59 @@ impl ControllerArgs {
     }
 }
 
+/// The agent's Kubernetes access from its flags: none without a ServiceAccount; the names must be
+/// DNS labels and the server an http(s) URL.
+fn agent_kube_access(
+    service_account: Option<String>,
+    namespace: Option<String>,
+    server: Option<String>,
+) -> Result<Option<AgentKubeAccess>, String> {
+    let Some(service_account) = service_account.filter(|name| !name.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let namespace = namespace.filter(|namespace| !namespace.trim().is_empty());
+    for (flag, name) in [
+        ("--agent-service-account", Some(&service_account)),
+        ("--agent-service-account-namespace", namespace.as_ref()),
+    ] {
+        if let Some(name) = name
+            && !is_dns_subdomain(name)
+        {
+            return Err(format!(
+                "{flag} {name:?}: not a Kubernetes name (lower-case letters, digits, '-' and '.')"
+            ));
+        }
+    }
+    let server = server.filter(|server| !server.trim().is_empty());
+    if let Some(server) = &server {
+        let parsed = url::Url::parse(server)
+            .map_err(|error| format!("--agent-kube-server {server:?}: {error}"))?;
+        if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
+            return Err(format!(
+                "--agent-kube-server {server:?}: must be an http(s) URL with a host"
+            ));
+        }
+    }
+    Ok(Some(AgentKubeAccess {
+        service_account,
+        namespace,
+        server,
+    }))
+}
+
+/// RFC 1123 subdomain: what Kubernetes accepts as a ServiceAccount's or a namespace's name.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 /// A replica's name when none is given (`POD_NAME` in the chart): the host name and the process
 /// id, so that two controllers on one host never share a lease identity (both would lead).
 fn replica_identity(host: Option<String>, pid: u32) -> String {
@@ -1151,5 +1237,40 @@ mod tests {
             replica_identity(host, 42)
         );
         assert_eq!(replica_identity(None, 7), "opslab-7");
+    }
+
+    #[test]
+    fn the_agents_kubernetes_access_is_checked_at_start() {
+        let some = |text: &str| Some(text.to_string());
+        assert_eq!(agent_kube_access(None, some("ops"), None), Ok(None));
+        assert_eq!(
+            agent_kube_access(
+                some("opslab-agent"),
+                some("ops"),
+                some("https://10.0.0.1:443")
+            ),
+            Ok(Some(AgentKubeAccess {
+                service_account: "opslab-agent".into(),
+                namespace: some("ops"),
+                server: some("https://10.0.0.1:443"),
+            }))
+        );
+        let error = agent_kube_access(some("Agent_1"), None, None).unwrap_err();
+        assert!(
+            error.contains("--agent-service-account \"Agent_1\""),
+            "{error}"
+        );
+        let error = agent_kube_access(some("agent"), some("-ops"), None).unwrap_err();
+        assert!(
+            error.contains("--agent-service-account-namespace"),
+            "{error}"
+        );
+        for server in ["kubernetes.default.svc", "ftp://host", "https://"] {
+            let error = agent_kube_access(some("agent"), None, some(server)).unwrap_err();
+            assert!(
+                error.starts_with("--agent-kube-server"),
+                "{server}: {error}"
+            );
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::cli::{
     ConsoleArgs, DescribeIncidentArgs, DriverArg, FollowArgs, GetIncidentsArgs, ScenarioRunArgs,
     SessionsArgs, ShowArgs, StoreArgs,
 };
-use crate::label_selector::LabelSelector;
+use opslab::label_selector::LabelSelector;
 
 /// Runs the controller until SIGINT or SIGTERM; running commands then get `grace` to finish.
 pub async fn run_controller(

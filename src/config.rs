@@ -59,6 +59,24 @@ pub struct KubeSettings {
     /// A kubeconfig file; None infers (in-cluster, then `KUBECONFIG`, then `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     pub leader_election: Option<LeaseSettings>,
+    /// The Kubernetes account sessions get in their sandbox; None: none.
+    pub agent_access: Option<AgentKubeAccess>,
+    /// Only the Incidents these labels select are this controller's; None: every Incident.
+    pub incident_selector: Option<crate::label_selector::LabelSelector>,
+}
+
+/// What a session's sandbox may see of Kubernetes: a kubeconfig for a ServiceAccount of the
+/// agent's own (its rights are the RBAC its installer binds to it), with a token minted for the
+/// session and expiring with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentKubeAccess {
+    pub service_account: String,
+    /// The ServiceAccount's namespace; None: the client's default (the pod's namespace in a
+    /// cluster).
+    pub namespace: Option<String>,
+    /// The API server's URL as the sandbox reaches it; None: the URL the controller uses (in a
+    /// cluster, the `kubernetes` Service's address).
+    pub server: Option<String>,
 }
 
 /// Where the lease is and who this replica is.

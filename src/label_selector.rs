@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 use kube::core::{Expression, Selector, SelectorExt};
 
 /// A parsed `-l` value.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector(Selector);
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.matches(labels)
+    }
+
+    /// kube's form, for a watch or a list on the API server.
+    pub fn selector(&self) -> &Selector {
+        &self.0
     }
 }
 

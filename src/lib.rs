@@ -8,6 +8,7 @@ pub mod console;
 pub mod cost;
 mod error;
 pub mod incident;
+pub mod label_selector;
 pub mod llm;
 pub mod metrics;
 pub mod notify;

@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod label_selector;
 mod request;
 
 use clap::{CommandFactory, Parser};

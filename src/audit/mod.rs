@@ -17,7 +17,7 @@ pub use chain::Broken;
 pub use event::{Delivery, Event, EventBody};
 pub use health::StoreHealth;
 pub use location::StoreLocation;
-pub use redact::{Redactor, check_configured_secret};
+pub use redact::{HeldSecret, Redactor, check_configured_secret};
 pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report, Requests};

@@ -29,7 +29,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use redact_secret::{
     BuiltInRegistry, DefaultPolicy, Finding, FormatterFailure, PlaceholderContext,
@@ -251,15 +251,57 @@ static OWN_RULES: LazyLock<Compiled> = LazyLock::new(|| {
 
 #[derive(Clone)]
 pub struct Redactor {
-    /// The configured secret values as one alternation, longest first.
-    values: Option<Arc<Regex>>,
+    /// The secret values, shared by every clone: a value held for a while (a session's token) is
+    /// redacted by the store, the sandboxes' output and the notifications alike.
+    values: Arc<RwLock<Values>>,
+}
+
+/// The configured values, those held now, and all of them as one alternation, longest first.
+#[derive(Default)]
+struct Values {
+    configured: Vec<String>,
+    held: Vec<String>,
+    compiled: Option<Arc<Regex>>,
+}
+
+impl Values {
+    fn compile(&mut self) {
+        let mut values: Vec<&String> = self.configured.iter().chain(&self.held).collect();
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        self.compiled = (!values.is_empty()).then(|| {
+            let alternation: Vec<String> =
+                values.iter().map(|value| regex::escape(value)).collect();
+            Arc::new(Regex::new(&alternation.join("|")).expect("escaped values form a valid regex"))
+        });
+    }
+}
+
+/// A secret the redactor redacts for as long as this is kept (see [`Redactor::hold`]).
+#[must_use = "the value is redacted only while this is kept"]
+pub struct HeldSecret {
+    values: Arc<RwLock<Values>>,
+    value: String,
+}
+
+impl Drop for HeldSecret {
+    fn drop(&mut self) {
+        let mut values = self
+            .values
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(index) = values.held.iter().position(|held| *held == self.value) {
+            values.held.swap_remove(index);
+            values.compile();
+        }
+    }
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the values themselves.
         f.debug_struct("Redactor")
-            .field("configured_values", &self.values.is_some())
+            .field("configured_values", &self.compiled().is_some())
             .finish()
     }
 }
@@ -285,22 +327,47 @@ impl Redactor {
     /// A redactor for the known shapes and these exact values. Values shorter than
     /// [`MIN_CONFIGURED_SECRET_LEN`] are left out (the CLI refuses them at start).
     pub fn new(secret_values: Vec<String>) -> Self {
-        let mut values: Vec<String> = secret_values
-            .into_iter()
-            .map(|value| value.trim().to_string())
-            .filter(|value| check_configured_secret(value).is_ok())
-            .collect();
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        let values = (!values.is_empty()).then(|| {
-            let alternation: Vec<String> =
-                values.iter().map(|value| regex::escape(value)).collect();
-            Arc::new(Regex::new(&alternation.join("|")).expect("escaped values form a valid regex"))
-        });
+        let mut values = Values {
+            configured: secret_values
+                .into_iter()
+                .map(|value| value.trim().to_string())
+                .filter(|value| check_configured_secret(value).is_ok())
+                .collect(),
+            ..Values::default()
+        };
+        values.compile();
         // Build the shared rules now rather than on the first event.
         LazyLock::force(&OWN_RULES);
         LazyLock::force(&CATALOGUE);
-        Redactor { values }
+        Redactor {
+            values: Arc::new(RwLock::new(values)),
+        }
+    }
+
+    /// Redacts `value` as a configured secret, here and in every clone, until the returned guard
+    /// is dropped: for a secret that lives as long as a session (its Kubernetes token). A value
+    /// too short to redact safely is refused.
+    pub fn hold(&self, value: &str) -> Result<HeldSecret, String> {
+        let value = value.trim().to_string();
+        check_configured_secret(&value)?;
+        let mut values = self
+            .values
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        values.held.push(value.clone());
+        values.compile();
+        Ok(HeldSecret {
+            values: self.values.clone(),
+            value,
+        })
+    }
+
+    fn compiled(&self) -> Option<Arc<Regex>> {
+        self.values
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .compiled
+            .clone()
     }
 
     /// The text with every secret replaced by a `[REDACTED:…]` marker. Idempotent.
@@ -326,8 +393,8 @@ impl Redactor {
     /// that falls outside them never splits a secret.
     pub fn secret_spans(&self, text: &str) -> Vec<Range<usize>> {
         let mut spans: Vec<Range<usize>> = Vec::new();
-        if let Some(values) = &self.values {
-            spans.extend(whole_tokens(values, text));
+        if let Some(values) = self.compiled() {
+            spans.extend(whole_tokens(&values, text));
         }
         let own = &*OWN_RULES;
         for index in own.any.matches(text).iter() {
@@ -348,8 +415,8 @@ impl Redactor {
     }
 
     fn redact_values(&self, text: &str) -> Option<String> {
-        let values = self.values.as_ref()?;
-        let found = whole_tokens(values, text);
+        let values = self.compiled()?;
+        let found = whole_tokens(&values, text);
         if found.is_empty() {
             return None;
         }
@@ -728,6 +795,32 @@ mod tests {
         ] {
             assert_eq!(redact(text), text);
         }
+    }
+
+    #[test]
+    fn a_held_secret_is_redacted_by_every_clone_until_let_go() {
+        let redactor = Redactor::new(vec!["configured-value-1".into()]);
+        let clone = redactor.clone();
+        let text = "token held-token-0f3a9 and configured-value-1";
+        assert_eq!(
+            clone.redact(text),
+            "token held-token-0f3a9 and [REDACTED:secret]"
+        );
+        let held = redactor.hold("held-token-0f3a9").unwrap();
+        assert_eq!(
+            clone.redact(text),
+            "token [REDACTED:secret] and [REDACTED:secret]"
+        );
+        assert_eq!(clone.secret_spans(text).len(), 2);
+        drop(held);
+        assert_eq!(
+            clone.redact(text),
+            "token held-token-0f3a9 and [REDACTED:secret]"
+        );
+        assert!(
+            redactor.hold("short").is_err(),
+            "too short to redact safely"
+        );
     }
 
     #[test]

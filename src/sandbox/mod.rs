@@ -1054,6 +1054,68 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Writes `contents` to `path` in the sandbox, readable by its owner only (the folder made),
+    /// through the exec's stdin: never on a command line or in the container's configuration.
+    pub async fn write_private_file(
+        &self,
+        path: &str,
+        contents: &[u8],
+    ) -> Result<(), SandboxError> {
+        use tokio::io::AsyncWriteExt;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1""#.into(),
+                "opslab-write".into(),
+                path.into(),
+            ]),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(&self.container_id, config).await?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self.docker.start_exec(&exec.id, None).await?
+        else {
+            return Err(SandboxError::Exec("the exec started detached".into()));
+        };
+        let written = async {
+            input.write_all(contents).await?;
+            input.shutdown().await
+        }
+        .await;
+        drop(input);
+        let mut said = Vec::new();
+        while let Some(chunk) = output.next().await {
+            said.extend_from_slice(&chunk?.into_bytes());
+        }
+        // The stream ends as the process does; its exit code may show a moment later.
+        let mut inspected = self.docker.inspect_exec(&exec.id).await?;
+        for _ in 0..50 {
+            if inspected.running != Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            inspected = self.docker.inspect_exec(&exec.id).await?;
+        }
+        match (written, inspected.exit_code) {
+            (Ok(()), Some(0)) => Ok(()),
+            (written, code) => Err(SandboxError::Exec(format!(
+                "writing {path} in the sandbox failed (exit code {code:?}{}): {}",
+                written
+                    .err()
+                    .map(|error| format!(", {error}"))
+                    .unwrap_or_default(),
+                String::from_utf8_lossy(&said).trim()
+            ))),
+        }
+    }
+
     /// Runs `command` with `bash -lc`, stdin closed, stderr merged into stdout, under `timeout` (to
     /// the millisecond) in the container and a timer here. Returns when the command's process exits,
     /// even if a background child keeps its output open.

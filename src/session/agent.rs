@@ -13,9 +13,9 @@ use tracing::{Instrument, info, warn};
 use super::context::{self, Budget};
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Cancellation, Deps, Handle, Stalled, Wake, prompt};
+use super::{Cancellation, Deps, Handle, Stalled, Wake, kube_access, prompt};
 use crate::ObjectKey;
-use crate::audit::{Event, EventBody, SessionRecord, StoreError};
+use crate::audit::{Event, EventBody, HeldSecret, SessionRecord, StoreError};
 use crate::config::{AgentLimits, Config};
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
@@ -38,6 +38,8 @@ pub(super) struct SessionTask {
     /// Fired once the task has left `running`.
     pub stopped: CancellationToken,
     pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
+    /// The session's Kubernetes token, redacted from everything while the task lives.
+    pub kube_token: Option<HeldSecret>,
 }
 
 /// How a session ended.
@@ -124,6 +126,37 @@ impl SessionTask {
         .await
     }
 
+    /// Kubernetes mode, with an agent ServiceAccount: a token for the rest of the session, held by
+    /// the redactor, in a kubeconfig written into the sandbox. Without it the session goes on (the
+    /// agent finds kubectl unauthorised), and the log says why.
+    async fn give_kube_access(&mut self, sandbox: &Sandbox, remaining: Duration) {
+        let Some(access) = self.deps.kube_access.clone() else {
+            return;
+        };
+        let issued = match access.issue(remaining).await {
+            Ok(issued) => issued,
+            Err(error) => {
+                warn!(%error, "no Kubernetes access for the agent: its ServiceAccount's token could not be requested");
+                return;
+            }
+        };
+        match self.deps.store.redactor().hold(&issued.token) {
+            Ok(held) => self.kube_token = Some(held),
+            Err(reason) => {
+                warn!(
+                    "no Kubernetes access for the agent: the token cannot be redacted ({reason})"
+                );
+                return;
+            }
+        }
+        if let Err(error) = sandbox
+            .write_private_file(kube_access::KUBECONFIG_PATH, issued.kubeconfig.as_bytes())
+            .await
+        {
+            warn!(%error, "no Kubernetes access for the agent: its kubeconfig could not be written");
+        }
+    }
+
     fn cancelled(&self) -> Ending {
         Ending::new(Phase::Cancelled, "Cancelled", self.cancel.cause().message())
     }
@@ -187,8 +220,12 @@ impl SessionTask {
                 _ => None,
             })
             .unwrap_or(&self.spec);
+        let mut system = prompt::system(started_spec, limits.command_timeout.as_secs());
+        if self.deps.kube_access.is_some() {
+            system.push_str(prompt::KUBERNETES);
+        }
         let fixed = Fixed {
-            system: prompt::system(started_spec, limits.command_timeout.as_secs()),
+            system,
             tools: tools::specs(),
         };
         let budget = Budget::new(
@@ -230,6 +267,11 @@ impl SessionTask {
             },
         )
         .await?;
+        self.give_kube_access(
+            &sandbox,
+            limits.timeout.saturating_sub(elapsed_since(started_at)),
+        )
+        .await;
 
         loop {
             if self.cancel.is_cancelled() {

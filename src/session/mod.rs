@@ -4,6 +4,7 @@
 mod agent;
 pub mod context;
 pub mod history;
+pub mod kube_access;
 pub mod prompt;
 pub mod tools;
 
@@ -42,6 +43,8 @@ pub(crate) struct Deps {
     /// Set when the controller stops: a session ends its running command, then stops where it
     /// stands (it resumes from the store at the next start).
     pub draining: CancellationToken,
+    /// The agent's Kubernetes access (kube mode, when configured).
+    pub kube_access: Option<Arc<kube_access::KubeAccess>>,
 }
 
 /// The running session tasks, one at most per Incident (by uid).
@@ -173,6 +176,7 @@ impl SessionManager {
     ) -> Self {
         SessionManager {
             deps: Deps {
+                kube_access: kube_access::KubeAccess::of(&config).map(Arc::new),
                 config,
                 store,
                 llm,
@@ -266,6 +270,7 @@ impl SessionManager {
             cancel: cancel.clone(),
             stopped: stopped.clone(),
             updates: updates_rx,
+            kube_token: None,
         };
         // The task cannot finish before it is in the map: it removes itself under the same lock.
         self.deps.metrics.session_started();

@@ -32,6 +32,12 @@ pub fn system(spec: &IncidentSpec, command_timeout_seconds: u64) -> String {
     )
 }
 
+/// Added to the system prompt when the sandbox gets a kubeconfig (Kubernetes mode).
+pub const KUBERNETES: &str = "\n\nThe controller runs in Kubernetes: kubectl in your sandbox is \
+    configured (~/.kube/config) with an account of your own whose rights the cluster's operators \
+    chose (by default read-only: get, list and watch, no Secrets). Use it to look at pods, events, \
+    logs and rollouts; `kubectl auth can-i` tells what you may change.";
+
 /// The first user message: the ticket as a person filed it.
 pub fn ticket(spec: &IncidentSpec) -> String {
     let mut text = format!(

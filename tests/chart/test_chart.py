@@ -166,9 +166,16 @@ EXPECTED_CLUSTER_RULES = {
 }
 
 
+AGENT = f"{FULLNAME}-agent"
+AGENT_TOKEN_ROLE = f"{FULLNAME}-agent-token"
+
+
 def test_chart_rbac_is_least_privilege_without_leader_election(chart):
     objects = manifests(render(chart))
     assert rbac_rules(one(objects, "ClusterRole", FULLNAME)) == EXPECTED_CLUSTER_RULES
+    # The only Role: tokens of the agent's own account.
+    assert [r["metadata"]["name"] for r in find(objects, "Role")] == [AGENT_TOKEN_ROLE]
+    objects = manifests(render(chart, {"agentAccess": {"enabled": False}}))
     assert find(objects, "Role") == [] and find(objects, "RoleBinding") == []
     binding = one(objects, "ClusterRoleBinding", FULLNAME)
     assert binding["roleRef"]["name"] == FULLNAME
@@ -177,6 +184,56 @@ def test_chart_rbac_is_least_privilege_without_leader_election(chart):
     ]
     env = container_env(one(objects, "Deployment"))
     assert "OPSLAB_LEADER_ELECTION" not in env and "OPSLAB_LEASE_NAME" not in env
+
+
+def test_chart_agent_gets_its_own_account_with_view_and_the_controller_only_its_tokens(chart):
+    objects = manifests(render(chart))
+    account = one(objects, "ServiceAccount", AGENT)
+    assert account["metadata"]["namespace"] == NAMESPACE
+    assert account["automountServiceAccountToken"] is False
+    binding = one(objects, "ClusterRoleBinding", AGENT)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "view",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
+    role = one(objects, "Role", AGENT_TOKEN_ROLE)
+    assert rbac_rules(role) == {("", "serviceaccounts/token", "create", (AGENT,))}
+    role_binding = one(objects, "RoleBinding", AGENT_TOKEN_ROLE)
+    assert role_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+    env = container_env(one(objects, "Deployment"))
+    assert env["OPSLAB_AGENT_SERVICE_ACCOUNT"]["value"] == AGENT
+    assert env["OPSLAB_AGENT_SERVICE_ACCOUNT_NAMESPACE"]["value"] == NAMESPACE
+    assert "OPSLAB_AGENT_KUBE_SERVER" not in env
+
+    # Another role, a name and a server of one's own; or no role bound here at all.
+    values = {
+        "agentAccess": {
+            "clusterRole": "edit",
+            "serviceAccount": {"name": "sre-bot"},
+            "server": "https://10.96.0.1:443",
+        }
+    }
+    objects = manifests(render(chart, values))
+    assert one(objects, "ClusterRoleBinding", "sre-bot")["roleRef"]["name"] == "edit"
+    assert rbac_rules(one(objects, "Role", AGENT_TOKEN_ROLE)) == {
+        ("", "serviceaccounts/token", "create", ("sre-bot",))
+    }
+    env = container_env(one(objects, "Deployment"))
+    assert env["OPSLAB_AGENT_KUBE_SERVER"]["value"] == "https://10.96.0.1:443"
+    objects = manifests(render(chart, {"agentAccess": {"clusterRole": ""}}))
+    assert find(objects, "ClusterRoleBinding", AGENT) == []
+    assert one(objects, "ServiceAccount", AGENT)
+
+    # Off: no account, no grant, no flag.
+    objects = manifests(render(chart, {"agentAccess": {"enabled": False}}))
+    assert find(objects, "ServiceAccount", AGENT) == []
+    assert "OPSLAB_AGENT_SERVICE_ACCOUNT" not in container_env(one(objects, "Deployment"))
+    with pytest.raises(helm.HelmValuesError, match="agentAccess/server"):
+        render(chart, {"agentAccess": {"server": "kubernetes.default.svc"}})
 
 
 def test_chart_alert_intake_gains_create_and_its_token_from_a_secret(chart):
@@ -203,14 +260,14 @@ def test_chart_alert_intake_gains_create_and_its_token_from_a_secret(chart):
 def test_chart_leader_election_grants_only_its_lease(chart, values):
     objects = manifests(render(chart, values))
     assert rbac_rules(one(objects, "ClusterRole", FULLNAME)) == EXPECTED_CLUSTER_RULES
-    role = one(objects, "Role")
+    role = one(objects, "Role", f"{FULLNAME}-leader-election")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rbac_rules(role) == {
         ("coordination.k8s.io", "leases", "create", ()),
         ("coordination.k8s.io", "leases", "get", (FULLNAME,)),
         ("coordination.k8s.io", "leases", "patch", (FULLNAME,)),
     }
-    binding = one(objects, "RoleBinding")
+    binding = one(objects, "RoleBinding", f"{FULLNAME}-leader-election")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -339,7 +396,8 @@ def test_chart_sandbox_reaches_the_nodes_docker_engine_at_the_same_paths(chart):
     }
     deployment = one(manifests(render(chart, values)), "Deployment")
     mounts, volumes = mounts_and_volumes(deployment)
-    assert volumes["docker-socket"]["hostPath"] == {"path": "/run/docker.sock", "type": "Socket"}
+    # Checked by the init container first (tests/chart/test_platform.py), not by the kubelet.
+    assert volumes["docker-socket"]["hostPath"] == {"path": "/run/docker.sock"}
     assert mounts["docker-socket"] == "/run/docker.sock"
     assert volumes["proxy-sockets"]["hostPath"] == {
         "path": "/var/run/opslab-proxy",

@@ -62,6 +62,18 @@ def test_incident_limits_of_strings():
     assert errors(SCHEMA, incident) == ["/spec/title: '" + "x" * 513 + "' is too long"]
 
 
+def test_incident_status_written_by_the_controller_is_checked_too():
+    # A status in a manifest is not the user's: the API server drops it on create (the status
+    # subresource; tests/suite/kubernetes_api.rs shows it on a real server), so such a manifest is
+    # no bad Incident. What the schema checks is the status written to /status.
+    incident = valid_incident()
+    incident["status"] = {"phase": "Resolved", "report": {"outcome": "resolved", "summary": "ok"}}
+    assert errors(SCHEMA, incident) == []
+    incident["status"]["report"]["outcome"] = "fixed"
+    (error,) = errors(SCHEMA, incident)
+    assert error.startswith("/status/report/outcome: 'fixed' is not one of"), error
+
+
 def test_incident_nullable_fields_take_null():
     incident = valid_incident()
     incident["spec"]["agent"] = {"maxTurns": None, "model": None}

@@ -77,7 +77,7 @@ async fn until<T>(what: &str, controller: &Controller, mut check: impl FnMut() -
     }
 }
 
-async fn metric(controller: &Controller, decision: &str) -> u64 {
+pub(super) async fn metric(controller: &Controller, decision: &str) -> u64 {
     let text = reqwest::get(format!("{}/metrics", controller.http_url()))
         .await
         .unwrap()
@@ -90,14 +90,14 @@ async fn metric(controller: &Controller, decision: &str) -> u64 {
         .map_or(0, |value| value.trim().parse().unwrap())
 }
 
-async fn intake_decisions(controller: &Controller) -> Vec<opslab::audit::IntakeEvent> {
+pub(super) async fn intake_decisions(controller: &Controller) -> Vec<opslab::audit::IntakeEvent> {
     let store = Store::open(controller.store(), Redactor::default())
         .await
         .unwrap();
     store.intake_events().await.unwrap()
 }
 
-fn alert_labels(alertname: &str, instance: &str) -> Value {
+pub(super) fn alert_labels(alertname: &str, instance: &str) -> Value {
     json!({
         "alertname": alertname,
         "instance": instance,
@@ -106,7 +106,7 @@ fn alert_labels(alertname: &str, instance: &str) -> Value {
     })
 }
 
-fn alert_annotations(instance: &str) -> Value {
+pub(super) fn alert_annotations(instance: &str) -> Value {
     json!({
         "summary": format!("redis {instance} does not answer"),
         "description": "PING has failed for 1 minute",
@@ -285,7 +285,11 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
 }
 
 /// Posts a body to the intake with a token (None: no Authorization header).
-async fn post(url: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, String) {
+pub(super) async fn post(
+    url: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -298,7 +302,7 @@ async fn post(url: &str, token: Option<&str>, body: impl Into<reqwest::Body>) ->
 }
 
 /// A valid notification of one firing alert.
-fn notification(alertname: &str) -> Value {
+pub(super) fn notification(alertname: &str) -> Value {
     json!({
         "receiver": "opslab",
         "status": "firing",

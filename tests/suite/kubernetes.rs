@@ -221,6 +221,8 @@ fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
         source: SourceConfig::Kubernetes(KubeSettings {
             kubeconfig: None,
             leader_election: None,
+            agent_access: None,
+            incident_selector: None,
         }),
         store: dir.path().join("audit.db").into(),
         store_durability: Default::default(),

@@ -17,15 +17,6 @@ use crate::support::kube_api::{KubeApi, wait_for_incident};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The controller's options for kube mode on this API server.
-fn kube_mode(api: &KubeApi) -> impl FnOnce(Options) -> Options + '_ {
-    move |options| {
-        options
-            .arg("--source", "kube")
-            .arg("--kubeconfig", api.kubeconfig.display())
-    }
-}
-
 async fn create_incident(api: &KubeApi, name: &str, title: &str) -> Incident {
     let incident: Incident = serde_json::from_value(json!({
         "apiVersion": "opslab.dev/v1alpha1",
@@ -117,7 +108,7 @@ async fn wait_for_http(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_api_readyz_turns_ready_without_leader_election() {
     let api = KubeApi::start().await;
-    let (_llm, controller) = scripted(vec![], kube_mode(&api)).await;
+    let (_llm, controller) = scripted(vec![], api.controller_mode()).await;
     wait_for_http(&controller, "/readyz", "ready", |status, _| status == 200).await;
     assert!(
         controller.logs().contains("Incidents listed: ready"),
@@ -137,7 +128,7 @@ async fn kube_api_create_investigate_resolve() {
             Turn::shell("echo checking the api", "look first"),
             Turn::report("resolved", "restarted the api"),
         ],
-        kube_mode(&api),
+        api.controller_mode(),
     )
     .await;
     create_incident(&api, "api-down", "api returns 500").await;
@@ -182,6 +173,21 @@ async fn kube_api_create_investigate_resolve() {
         managers.contains(&("opslab".to_string(), "Apply".to_string())),
         "{managers:?}"
     );
+    // The finalizer's patch is the controller's too, not `unknown`'s.
+    let finalizer_managers: Vec<String> = resolved
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0.to_string().contains("f:finalizers"))
+        })
+        .map(|entry| entry.manager.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(finalizer_managers, ["opslab"], "{managers:?}");
     assert_eq!(llm.requests().len(), 2);
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,7 +241,7 @@ async fn kube_api_a_retry_announces_its_attempt_in_new_events() {
             Turn::report("unresolved", "could not find the cause"),
             Turn::report("resolved", "found it the second time"),
         ],
-        kube_mode(&api),
+        api.controller_mode(),
     )
     .await;
     create_incident(&api, "again", "try again").await;
@@ -289,7 +295,7 @@ async fn kube_api_delete_mid_command_removes_the_sandbox_before_the_object() {
             Turn::shell("sleep 60", "watch the logs for a minute"),
             Turn::report("resolved", "never reached"),
         ],
-        kube_mode(&api),
+        api.controller_mode(),
     )
     .await;
     create_incident(&api, "cache-down", "cache is down").await;
@@ -348,7 +354,7 @@ async fn replica(
 ) -> (FakeLlm, Controller) {
     docker::require_sandbox_image();
     let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let options = kube_mode(api)(
+    let options = api.controller_mode()(
         Options::new("anthropic", llm.base_url())
             .arg("--summary-model", "off")
             .arg("--lease-name", "opslab-test")
@@ -429,7 +435,7 @@ async fn kube_api_a_restart_mid_session_resumes_it() {
             Turn::shell("sleep 30", "wait for the cache to warm"),
             Turn::report("resolved", "warmed after the restart"),
         ],
-        kube_mode(&api),
+        api.controller_mode(),
     )
     .await;
     create_incident(&api, "warm", "cache is cold").await;
@@ -454,4 +460,87 @@ async fn kube_api_a_restart_mid_session_resumes_it() {
         .filter(|event| event.reason.as_deref() == Some("SessionStarted"))
         .count();
     assert_eq!(started, 1);
+}
+
+/// A status in a manifest is not the user's: a real API server drops it on create (the status
+/// subresource), so the Incident is accepted as new; a bad status written to /status is refused by
+/// the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_a_status_is_dropped_on_create_and_a_bad_one_refused_on_status() {
+    let api = KubeApi::start().await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "with-status", "namespace": "default"},
+        "spec": {"title": "api down"},
+        "status": {"phase": "Resolved", "report": {"outcome": "resolved", "summary": "claimed"}},
+    }))
+    .unwrap();
+    let created = api
+        .incidents()
+        .create(&PostParams::default(), &incident)
+        .await
+        .expect("accepted: the status is not checked on create, it is dropped");
+    assert!(created.status.is_none(), "{:?}", created.status);
+
+    let patch = json!({"status": {"phase": "Resolved",
+                                  "report": {"outcome": "fixed", "summary": "restarted redis"}}});
+    let refused = api
+        .incidents()
+        .patch_status(
+            "with-status",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect_err("a status outside the schema is refused");
+    let kube::Error::Api(status) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(status.message.contains("outcome"), "{}", status.message);
+}
+
+/// With `--incident-selector`, a controller works only the Incidents with those labels: another
+/// release (or a person) keeps the rest, untouched — no finalizer, no status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_a_controller_works_only_the_incidents_it_selects() {
+    let api = KubeApi::start().await;
+    let (llm, controller) = scripted(
+        vec![Turn::report("resolved", "the sre team's")],
+        |options| api.controller_mode()(options).arg("--incident-selector", "team=sre"),
+    )
+    .await;
+    create_incident(&api, "not-mine", "another team's").await;
+    let labelled: Incident = serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "mine", "namespace": "default", "labels": {"team": "sre"}},
+        "spec": {"title": "the sre team's", "severity": "high"},
+    }))
+    .unwrap();
+    api.incidents()
+        .create(&PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    wait_for_phase(&api, &controller, "mine", Phase::Resolved).await;
+    let other = api.incidents().get("not-mine").await.unwrap();
+    assert!(other.status.is_none(), "{:?}", other.status);
+    assert!(
+        other.metadata.finalizers.is_none(),
+        "{:?}",
+        other.metadata.finalizers
+    );
+    assert_eq!(
+        llm.requests().len(),
+        1,
+        "one session, for the selected Incident"
+    );
+    assert!(
+        controller
+            .logs()
+            .contains("watching the Incidents it selects"),
+        "{}",
+        controller.logs()
+    );
 }

@@ -821,9 +821,105 @@ async fn notifications_join_a_finished_trail_on_postgres() {
     notifications_join_a_finished_trail(TestStore::postgres().await).await
 }
 
-/// Kubernetes mode, against a mock API server (tower-test) with a real session: the reconcile both
-/// sources share notifies the terminal phase once; a later reconcile of the settled Incident sends
-/// nothing.
+/// Kubernetes mode against a real API server: an Incident made through the API and resolved by a
+/// real session is told once to the receiver, as a CloudEvent naming the Incident's API path; the
+/// status writes and resyncs that follow send nothing again, and a restart sends nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_a_resolved_incident_is_told_once() {
+    use crate::support::kube_api::{KubeApi, wait_for_incident};
+    use kube::api::PostParams;
+
+    let api = KubeApi::start().await;
+    let sink = Sink::start().await;
+    let webhook_url = sink.url("ok/kube-api");
+    let (_llm, mut controller) = controller_with(
+        vec![
+            Turn::shell("echo checking", "look first"),
+            report("resolved"),
+        ],
+        api.controller_mode(),
+        &[("OPSLAB_NOTIFY_WEBHOOK_URL", &webhook_url)],
+    )
+    .await;
+    let incident: opslab::incident::Incident = serde_json::from_value(json!({
+        "apiVersion": "opslab.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "worker", "namespace": "default"},
+        "spec": {"title": "the worker is down", "severity": "high"},
+    }))
+    .unwrap();
+    api.incidents()
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let logs = || {
+        format!(
+            "{}\n--- kube-apiserver ---\n{}",
+            controller.logs(),
+            api.log()
+        )
+    };
+    wait_for_incident(
+        &api.incidents(),
+        "worker",
+        "Resolved",
+        SESSION_TIMEOUT,
+        logs,
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .is_some_and(|status| status.phase == Phase::Resolved)
+        },
+    )
+    .await;
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    while sink.on("ok/kube-api").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notification:\n{}",
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = &sink.on("ok/kube-api")[0].body;
+    assert_valid_cloud_event(event, "dev.opslab.incident.resolved", "default/worker");
+    assert_eq!(
+        event["source"],
+        "/apis/opslab.dev/v1alpha1/namespaces/default/incidents/worker"
+    );
+    assert!(
+        !event.to_string().contains(CONFIGURED_SECRET),
+        "the report's secret is redacted: {event}"
+    );
+    controller.restart();
+    wait_for_http_ready(&controller).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.on("ok/kube-api").len(), 1, "told once");
+}
+
+/// Waits until the controller answers /readyz with 200 (its Incidents listed again).
+async fn wait_for_http_ready(controller: &Controller) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = format!("{}/readyz", controller.http_url());
+    loop {
+        if let Ok(response) = reqwest::get(&url).await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready:\n{}",
+            controller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Kubernetes mode, against a mock API server (tower-test) with a real session, for the exact calls:
+/// the reconcile both sources share notifies the terminal phase once; a later reconcile of the
+/// settled Incident makes no API call and sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_mode_notifies_a_terminal_phase_once() {
     use http::{Method, Request, Response};
@@ -864,6 +960,8 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
         source: SourceConfig::Kubernetes(KubeSettings {
             kubeconfig: None,
             leader_election: None,
+            agent_access: None,
+            incident_selector: None,
         }),
         store: dir.path().join("audit.db").into(),
         store_durability: Default::default(),

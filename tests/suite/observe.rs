@@ -141,6 +141,7 @@ async fn metrics_pass_promtool_and_every_counter_moves() {
         Some(1.0)
     );
     assert_eq!(sample(&text, "opslab_sessions_active"), Some(0.0));
+    chart_queries_name_exported_series(&text);
 
     // OpenMetrics to those who ask for it.
     let (_, content_type, openmetrics) = get(
@@ -161,6 +162,63 @@ async fn metrics_pass_promtool_and_every_counter_moves() {
         "{}",
         status.cost_usd
     );
+}
+
+/// The chart's PrometheusRule and Grafana dashboard query only series the controller exports, by
+/// labels those series carry (besides those Prometheus adds on scraping: job, namespace, pod).
+fn chart_queries_name_exported_series(text: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/opslab");
+    let metric = regex::Regex::new(r"opslab_[a-z_]+").unwrap();
+    let by = regex::Regex::new(r"by \(([a-z_, ]+)\)").unwrap();
+    let matcher = regex::Regex::new(r"(opslab_[a-z_]+)\{([^}]*)\}").unwrap();
+    let label = regex::Regex::new(r"([a-z_]+)\s*(=~|!~|!=|=)").unwrap();
+    let added_by_prometheus = ["job", "namespace", "pod", "le"];
+    for file in ["templates/prometheusrule.yaml", "dashboards/opslab.json"] {
+        let queries = std::fs::read_to_string(root.join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> =
+            metric.find_iter(&queries).map(|m| m.as_str()).collect();
+        assert!(names.len() >= 3, "{file}: {names:?}");
+        for name in &names {
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    line.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                })
+                .collect();
+            assert!(
+                !samples.is_empty(),
+                "{file} queries {name}, which is not exported:\n{text}"
+            );
+        }
+        // Each label a query selects or groups by is one its series carry.
+        let mut used: Vec<(String, String)> = Vec::new();
+        for found in matcher.captures_iter(&queries) {
+            for each in label.captures_iter(&found[2]) {
+                used.push((found[1].to_string(), each[1].to_string()));
+            }
+        }
+        for line in queries.lines() {
+            if let Some(name) = metric.find(line) {
+                for group in by.captures_iter(line) {
+                    for each in group[1].split(',') {
+                        used.push((name.as_str().to_string(), each.trim().to_string()));
+                    }
+                }
+            }
+        }
+        for (name, label) in used {
+            if added_by_prometheus.contains(&label.as_str()) {
+                continue;
+            }
+            let carried = text.lines().any(|line| {
+                line.strip_prefix(&name).is_some_and(|rest| {
+                    rest.starts_with('{') && rest.contains(&format!("{label}=\""))
+                })
+            });
+            assert!(carried, "{file}: {name} has no label {label}:\n{text}");
+        }
+    }
 }
 
 /// A failed reconcile is counted by its error kind.

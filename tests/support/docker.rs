@@ -54,6 +54,30 @@ impl TestNetwork {
         );
         TestNetwork { name }
     }
+
+    /// The host's address on this network (its bridge's gateway): what its containers reach the
+    /// host by, and what a test server listens on for them, reaching nothing beyond.
+    pub fn gateway(&self) -> std::net::IpAddr {
+        let output = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+            ])
+            .arg(&self.name)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker network inspect failed: {output:?}"
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .find_map(|address| address.parse::<std::net::Ipv4Addr>().ok())
+            .map(std::net::IpAddr::V4)
+            .unwrap_or_else(|| panic!("the network {} has no IPv4 gateway", self.name))
+    }
 }
 
 impl Drop for TestNetwork {

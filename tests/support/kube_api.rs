@@ -4,6 +4,7 @@
 //! certificate, a service-account signing key made here, RBAC authorization; the Incident CRD from
 //! `crds/` applied. Both processes are killed when dropped.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +14,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use opslab::incident::Incident;
+
+use super::controller::Options;
 
 /// The version `scripts/kube-apiserver` builds.
 const VERSION: &str = "v1.20.2";
@@ -59,9 +62,9 @@ fn etcd_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("etcd"))
 }
 
-/// A port nothing listens on now (the OS's pick).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on now at `address` (the OS's pick).
+fn free_port(address: IpAddr) -> u16 {
+    std::net::TcpListener::bind(SocketAddr::new(address, 0))
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port()
@@ -85,9 +88,16 @@ fn run(command: &mut Command, what: &str) {
 }
 
 impl KubeApi {
-    /// Starts etcd and the API server, and applies the CRD; fails the test, saying how to get
-    /// them, when either binary is missing.
+    /// Starts etcd and the API server on the loopback, and applies the CRD; fails the test, saying
+    /// how to get them, when either binary is missing.
     pub async fn start() -> KubeApi {
+        KubeApi::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// As [`KubeApi::start`], with the API server on `address` (a test network's gateway, for
+    /// containers on it to reach; its serving certificate names that address). Etcd stays on the
+    /// loopback.
+    pub async fn start_on(address: IpAddr) -> KubeApi {
         let apiserver = apiserver_binary();
         assert!(
             apiserver.is_file(),
@@ -104,7 +114,7 @@ impl KubeApi {
         // Ports picked here may be taken by another test before the servers bind them: try again.
         let mut last = String::new();
         for _ in 0..3 {
-            match KubeApi::try_start(&apiserver, &etcd).await {
+            match KubeApi::try_start(&apiserver, &etcd, address).await {
                 Ok(api) => return api,
                 Err(error) => last = error,
             }
@@ -112,10 +122,19 @@ impl KubeApi {
         panic!("the API server did not start:\n{last}");
     }
 
-    async fn try_start(apiserver_bin: &Path, etcd_bin: &Path) -> Result<KubeApi, String> {
+    async fn try_start(
+        apiserver_bin: &Path,
+        etcd_bin: &Path,
+        address: IpAddr,
+    ) -> Result<KubeApi, String> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = |name: &str| dir.path().join(name);
-        let (client_port, peer_port, secure_port) = (free_port(), free_port(), free_port());
+        let (client_port, peer_port) = (
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        );
+        let secure_port = free_port(address);
+        let server = SocketAddr::new(address, secure_port);
 
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -158,7 +177,8 @@ impl KubeApi {
         let log = path("apiserver.log");
         let apiserver = Command::new(apiserver_bin)
             .arg(format!("--etcd-servers={etcd_url}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--bind-address={address}"))
+            .arg(format!("--advertise-address={address}"))
             .arg(format!("--secure-port={secure_port}"))
             .arg("--insecure-port=0")
             .arg(format!("--cert-dir={}", path("certs").display()))
@@ -187,21 +207,21 @@ impl KubeApi {
         let mut api = KubeApi {
             kubeconfig: path("kubeconfig"),
             client: kube::Client::try_from(kube::Config::new(
-                format!("https://127.0.0.1:{secure_port}").parse().unwrap(),
+                format!("https://{server}").parse().unwrap(),
             ))
             .unwrap(),
             dir,
             etcd,
             apiserver,
         };
-        api.wait_ready(secure_port, &token).await?;
+        api.wait_ready(server, &token).await?;
         api.apply_crd().await;
         Ok(api)
     }
 
     /// Waits for the serving certificate, writes the kubeconfig, and waits for `/readyz` and the
     /// `default` namespace.
-    async fn wait_ready(&mut self, port: u16, token: &str) -> Result<(), String> {
+    async fn wait_ready(&mut self, server: SocketAddr, token: &str) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let ca = self.dir.path().join("certs").join("apiserver.crt");
         let mut last = String::new();
@@ -225,7 +245,7 @@ impl KubeApi {
                 ));
             }
             if ca.is_file() && !self.kubeconfig.is_file() {
-                std::fs::write(&self.kubeconfig, kubeconfig(port, &ca, token)).unwrap();
+                std::fs::write(&self.kubeconfig, kubeconfig(server, &ca, token)).unwrap();
                 let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
                 let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                     .await
@@ -284,6 +304,31 @@ impl KubeApi {
         }
     }
 
+    /// The controller's options for Kubernetes mode on this API server (the admin's kubeconfig).
+    pub fn controller_mode(&self) -> impl FnOnce(Options) -> Options + '_ {
+        move |options| {
+            options
+                .arg("--source", "kube")
+                .arg("--kubeconfig", self.kubeconfig.display())
+        }
+    }
+
+    /// A kubeconfig for this server with another bearer token (a ServiceAccount's), written beside
+    /// the admin's.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let config: String = admin
+            .lines()
+            .map(|line| match line.strip_prefix("    token: ") {
+                Some(_) => format!("    token: {token}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect();
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
     /// The Incidents of the `default` namespace.
     pub fn incidents(&self) -> Api<Incident> {
         Api::namespaced(self.client.clone(), "default")
@@ -304,14 +349,14 @@ impl Drop for KubeApi {
     }
 }
 
-fn kubeconfig(port: u16, ca: &Path, token: &str) -> String {
+fn kubeconfig(server: SocketAddr, ca: &Path, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: test
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{server}
     certificate-authority: {ca}
 users:
 - name: admin

@@ -22,6 +22,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ include "opslab.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The controller image: pinned by digest when one is given, else by tag. */}}
+{{- define "opslab.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{- define "opslab.selectorLabels" -}}
@@ -35,6 +47,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
+{{/* The agent's own ServiceAccount (Kubernetes access from the sandbox), not the controller's. */}}
+{{- define "opslab.agentServiceAccountName" -}}
+{{- default (printf "%s-agent" (include "opslab.fullname" .)) .Values.agentAccess.serviceAccount.name }}
 {{- end }}
 
 {{/* Leader election: always with several replicas, on request with one. */}}

@@ -53,6 +53,8 @@ pub struct KubeContext {
     recorders: Mutex<HashMap<String, (u32, Recorder)>>,
     /// Per-Incident backoff after failed reconciles; a success forgets it.
     failures: Mutex<HashMap<ObjectRef<Incident>, ExponentialBackoff>>,
+    /// Only the Incidents it selects are this controller's (`--incident-selector`).
+    pub incident_selector: Option<crate::label_selector::LabelSelector>,
 }
 
 impl KubeContext {
@@ -66,6 +68,7 @@ impl KubeContext {
             },
             recorders: Mutex::default(),
             failures: Mutex::default(),
+            incident_selector: None,
         }
     }
 
@@ -114,7 +117,14 @@ impl KubeContext {
 
 /// A client for `settings`: the kubeconfig named, or the inferred one.
 pub async fn client(settings: &KubeSettings) -> Result<Client> {
-    let config = match &settings.kubeconfig {
+    Ok(Client::try_from(config(settings).await?)?)
+}
+
+/// The client's configuration for `settings`: the kubeconfig named, or the inferred one. Its
+/// requests say who sends them: the API server names the field manager of an update without one
+/// (the finalizer helper's patches) after the user agent, else `unknown`.
+pub async fn config(settings: &KubeSettings) -> Result<kube::Config> {
+    let mut config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?;
@@ -126,7 +136,11 @@ pub async fn client(settings: &KubeSettings) -> Result<Client> {
             .await
             .map_err(|error| Error::KubeConfig(error.to_string()))?,
     };
-    Ok(Client::try_from(config)?)
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(concat!("opslab/", env!("CARGO_PKG_VERSION"))),
+    ));
+    Ok(config)
 }
 
 /// Runs the controller (as leader, if elected) until `shutdown`.
@@ -143,11 +157,9 @@ pub async fn run(
         || ctx.config.sandbox.replica.clone(),
         |lease| lease.identity.clone(),
     );
-    let kctx = Arc::new(KubeContext::new(
-        ctx.clone(),
-        client.clone(),
-        Some(identity),
-    ));
+    let mut kctx = KubeContext::new(ctx.clone(), client.clone(), Some(identity));
+    kctx.incident_selector = settings.incident_selector.clone();
+    let kctx = Arc::new(kctx);
     match &settings.leader_election {
         None => run_controller(kctx, wake, shutdown).await,
         Some(lease) => {
@@ -202,7 +214,11 @@ pub async fn run_controller(
             }
         }
     };
-    let objects = watcher(incidents, watcher::Config::default().any_semantic())
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &kctx.incident_selector {
+        config = config.labels_from(selector.selector());
+    }
+    let objects = watcher(incidents, config)
         .reflect(writer)
         .inspect_ok(observed)
         .applied_objects();
@@ -210,7 +226,13 @@ pub async fn run_controller(
     // Sessions report progress: reconcile that Incident (or all, when a slot came free).
     let wakes = wake_requests(wake, reader);
     let graceful = shutdown.clone();
-    info!("watching Incidents in every namespace");
+    match &kctx.incident_selector {
+        Some(selector) => info!(
+            ?selector,
+            "watching the Incidents it selects in every namespace"
+        ),
+        None => info!("watching Incidents in every namespace"),
+    }
     controller
         .reconcile_on(wakes)
         .graceful_shutdown_on(async move { graceful.cancelled().await })
