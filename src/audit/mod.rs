@@ -137,6 +137,17 @@ pub struct SessionRecord {
     pub requests: Requests,
 }
 
+impl SessionRecord {
+    /// The session's phase as a status shows it: Investigating while it runs, whatever its row
+    /// started with.
+    pub fn current_phase(&self) -> Phase {
+        match self.state {
+            SessionState::Running => Phase::Investigating,
+            SessionState::Finished => self.phase,
+        }
+    }
+}
+
 /// What a new session starts with.
 pub struct NewSession {
     pub id: String,
