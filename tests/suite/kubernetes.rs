@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use opslab::ObjectKey;
 use opslab::audit::{SessionRecord, SessionState};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::incident::{Incident, IncidentStatus, Phase};
@@ -666,7 +666,7 @@ async fn kube_an_invalid_incident_fails_alone_with_a_warning() {
 async fn kube_failures_back_off_per_incident_and_success_resets() {
     let mut harness = Harness::start(vec![Turn::report("resolved", "fine")]).await;
     let flaky = incident("flaky", "flaky api server", &[FINALIZER]);
-    let object = ObjectRef::from_obj(&flaky);
+    let key = ObjectKey::new("default", "flaky");
     let status_path = format!("{INCIDENTS}/flaky/status");
     let unavailable = json!({
         "kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -689,20 +689,20 @@ async fn kube_failures_back_off_per_incident_and_success_resets() {
             .unwrap()
             .expect_err("the status write failed");
         assert!(error.to_string().contains("etcd is unavailable"), "{error}");
-        let delay = harness.kctx.retry_delay(&object);
+        let delay = harness.kctx.ctx.retries.next(&key);
         assert!(
             delay >= Duration::from_secs(low) && delay < Duration::from_secs(high),
             "retry {attempt}: {delay:?}"
         );
     }
     // Another Incident's backoff is its own.
-    let other = ObjectRef::from_obj(&incident("other", "x", &[]));
-    assert!(harness.kctx.retry_delay(&other) < Duration::from_secs(2));
+    let other = ObjectKey::new("default", "other");
+    assert!(harness.kctx.ctx.retries.next(&other) < Duration::from_secs(2));
     // The error policy requeues on the same schedule: it takes the 8-16 s step, so the next is 16-32 s.
     let error = opslab::Error::LeaderElection("any".into());
     let action = kubernetes::error_policy(Arc::new(flaky.clone()), &error, harness.kctx.clone());
     assert_ne!(action, Action::await_change());
-    let next = harness.kctx.retry_delay(&object);
+    let next = harness.kctx.ctx.retries.next(&key);
     assert!(
         next >= Duration::from_secs(16) && next < Duration::from_secs(32),
         "{next:?}"
@@ -713,7 +713,7 @@ async fn kube_failures_back_off_per_incident_and_success_resets() {
     harness.api.expect_status(&flaky).await;
     harness.api.expect_event().await;
     reconcile.await.unwrap().unwrap();
-    assert!(harness.kctx.retry_delay(&object) < Duration::from_secs(2));
+    assert!(harness.kctx.ctx.retries.next(&key) < Duration::from_secs(2));
     harness
         .session_finished(flaky.metadata.uid.as_ref().unwrap())
         .await;
