@@ -388,7 +388,7 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.incident_namespace,
         session.incident_name,
         session.attempt,
-        session.current_phase().to_string(),
+        session.current_phase(),
         session
             .reason
             .as_deref()

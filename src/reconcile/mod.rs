@@ -61,6 +61,19 @@ impl Context {
         };
         let sandboxes = Sandboxes::connect(config.sandbox.clone(), audit).await?;
         sandboxes.ping().await?;
+        Context::from_parts(config, store, metrics, sandboxes, wake)
+    }
+
+    /// A context from its parts (the store, the metrics, the sandboxes), as they are: nothing is
+    /// reached here. The session manager works on them with the configured model; readiness,
+    /// notifications and retries follow from them.
+    pub fn from_parts(
+        config: Arc<Config>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        sandboxes: Sandboxes,
+        wake: mpsc::UnboundedSender<Wake>,
+    ) -> Result<Context> {
         let llm = LlmClient::new(
             config.provider.clone(),
             metrics.clone(),

@@ -224,10 +224,19 @@ impl Sandboxes {
     /// Connects to the engine at `config.docker_socket`, at the API version both sides speak; in
     /// `guarded` mode, prepares the proxies, whose decisions go to `audit`.
     pub async fn connect(config: SandboxConfig, audit: Audit) -> Result<Self, SandboxError> {
+        let sandboxes = Sandboxes::unchecked(config, audit).await?;
+        let docker = sandboxes.docker.clone().negotiate_version().await?;
+        Ok(Sandboxes {
+            docker,
+            ..sandboxes
+        })
+    }
+
+    /// As [`Sandboxes::connect`], without asking the engine anything: at the API version this
+    /// client speaks, and whether an engine answers on the socket is found at the first call.
+    pub async fn unchecked(config: SandboxConfig, audit: Audit) -> Result<Self, SandboxError> {
         let socket = config.docker_socket.to_string_lossy();
-        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?
-            .negotiate_version()
-            .await?;
+        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?;
         let metrics = audit.metrics.clone();
         let redactor = audit.store.redactor();
         let proxies = match config.docker_access {

@@ -523,11 +523,7 @@ impl FilesSource {
         let Some(known) = self.known.get(key) else {
             return;
         };
-        let sink = FolderSink {
-            dir: &self.dir,
-            redactor: &self.redactor,
-            spec_hash: &known.spec_hash,
-        };
+        let sink = self.sink(known);
         let span = tracing::info_span!("reconcile", incident = %key);
         let result = reconcile::counted(ctx, key, reconcile::apply(&known.incident, ctx, &sink))
             .instrument(span)
@@ -551,6 +547,15 @@ impl FilesSource {
         }
     }
 
+    /// Where this Incident's status goes.
+    fn sink<'a>(&'a self, known: &'a Known) -> FolderSink<'a> {
+        FolderSink {
+            dir: &self.dir,
+            redactor: &self.redactor,
+            spec_hash: &known.spec_hash,
+        }
+    }
+
     fn count_phases(&self, ctx: &Context) {
         ctx.metrics.incidents_by_phase(&reconcile::phase_counts(
             self.known.values().map(|known| &known.incident),
@@ -559,12 +564,7 @@ impl FilesSource {
 
     async fn delete(&self, ctx: &Context, key: &ObjectKey, known: &Known) {
         info!(incident = %key, "the manifest is gone: deleting the Incident");
-        let sink = FolderSink {
-            dir: &self.dir,
-            redactor: &self.redactor,
-            spec_hash: &known.spec_hash,
-        };
-        if let Err(error) = reconcile::delete(&known.incident, ctx, &sink).await {
+        if let Err(error) = reconcile::delete(&known.incident, ctx, &self.sink(known)).await {
             warn!(incident = %key, %error, "could not clean up after the deleted Incident");
         }
     }
