@@ -12,14 +12,16 @@ use opslab::audit::{SessionRecord, SessionState};
 use opslab::incident::{Incident, IncidentStatus, Phase};
 use opslab::reconcile::Context;
 use opslab::session::Wake;
-use opslab::source::kubernetes::{self, FINALIZER, KubeContext, LeaseSettings, leader};
+use opslab::source::kubernetes::{FINALIZER, KubeContext, LeaseSettings, leader};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::docker;
 use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
-use crate::support::kube_mock::{ApiServer, INCIDENTS, WAIT, condition, incident, with_status};
+use crate::support::kube_mock::{
+    ApiServer, INCIDENTS, WAIT, condition, deleting, incident, spawn_reconcile, with_status,
+};
 use crate::support::reconciler::kube_config;
 
 /// A controller context with a real store and Docker, a scripted model, and a mock API server.
@@ -58,18 +60,12 @@ impl Harness {
     /// both and returns them, once the reconcile has ended well.
     async fn reconcile_with_event(&mut self, incident: &Incident) -> (IncidentStatus, Value) {
         let reconcile = self.reconcile(incident);
-        let status = self.api.expect_status(incident).await;
-        let event = self.api.expect_event().await;
-        reconcile.await.unwrap().unwrap();
-        (status, event)
+        self.api.answer_with_event(reconcile, incident).await
     }
 
     /// Runs one reconcile in the background (it waits on the mock server's answers).
     fn reconcile(&self, incident: &Incident) -> tokio::task::JoinHandle<opslab::Result<Action>> {
-        tokio::spawn(kubernetes::reconcile_incident(
-            Arc::new(incident.clone()),
-            self.kctx.clone(),
-        ))
+        spawn_reconcile(&self.kctx, incident)
     }
 
     async fn latest_session(&self, uid: &str) -> Option<SessionRecord> {
@@ -413,21 +409,9 @@ async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
     .expect("the command starts");
     assert_eq!(harness.sandboxes().len(), 1);
 
-    let mut deleting = live.clone();
-    deleting.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-    );
-    let reconcile = harness.reconcile(&deleting);
+    let reconcile = harness.reconcile(&deleting(&live));
     // The finalizer is removed only after the session ended and its sandbox went.
-    let seen = harness
-        .api
-        .expect(
-            Method::PATCH,
-            &format!("{INCIDENTS}/cache-down"),
-            StatusCode::OK,
-            serde_json::to_value(&live).unwrap(),
-        )
-        .await;
+    harness.api.expect_finalizer_removed(&live).await;
     assert!(
         harness.sandboxes().is_empty(),
         "no sandbox left when the finalizer goes"
@@ -436,11 +420,6 @@ async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
     assert_eq!(
         (session.state, session.phase),
         (SessionState::Finished, Phase::Cancelled)
-    );
-    let patch = seen.body.to_string();
-    assert!(
-        patch.contains("\"remove\"") && patch.contains("/metadata/finalizers/0"),
-        "{patch}"
     );
     reconcile.await.unwrap().unwrap();
 }

@@ -12,14 +12,16 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use opslab::ObjectKey;
 use opslab::audit::{EventBody, NewSession, SessionState};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::{Incident, IncidentStatus, Phase};
 use opslab::reconcile::Context;
 use opslab::session::Wake;
 use opslab::source::kubernetes::{self, FINALIZER, KubeContext};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::support::kube_mock::{ApiServer, INCIDENTS, WAIT, condition, incident, with_status};
+use crate::support::kube_mock::{
+    ApiServer, INCIDENTS, WAIT, condition, deleting, incident, spawn_reconcile, with_status,
+};
 use crate::support::reconciler::offline_context;
 
 /// The reconciler on an offline context, and the mock API server it talks to.
@@ -50,10 +52,13 @@ impl Offline {
 
     /// Runs one reconcile in the background (it waits on the mock server's answers).
     fn reconcile(&self, incident: &Incident) -> tokio::task::JoinHandle<opslab::Result<Action>> {
-        tokio::spawn(kubernetes::reconcile_incident(
-            Arc::new(incident.clone()),
-            self.kctx.clone(),
-        ))
+        spawn_reconcile(&self.kctx, incident)
+    }
+
+    /// One reconcile that writes a status and publishes an Event; returns both.
+    async fn reconcile_with_event(&mut self, incident: &Incident) -> (IncidentStatus, Value) {
+        let reconcile = self.reconcile(incident);
+        self.api.answer_with_event(reconcile, incident).await
     }
 
     /// A reconcile that asks the API server nothing: it ends without an answer from it.
@@ -105,15 +110,6 @@ impl Offline {
 const OK: &str = "opslab_reconciles_total{result=\"ok\"} ";
 const ERRORS: &str = "opslab_reconciles_total{result=\"error\"} ";
 
-/// An Incident being deleted, its finalizer still on.
-fn deleting(incident: &Incident) -> Incident {
-    let mut deleting = incident.clone();
-    deleting.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-    );
-    deleting
-}
-
 #[tokio::test]
 async fn reconcile_adds_the_finalizer_before_anything_else() {
     let mut offline = Offline::start().await;
@@ -158,6 +154,7 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
     let reconcile = offline.reconcile(&live);
     let status = offline.api.expect_status(&live).await;
     let event = offline.api.expect_event().await;
+    // Looked at again at the resync, or when the session wakes it.
     assert_eq!(
         reconcile.await.unwrap().unwrap(),
         Action::requeue(Duration::from_secs(300))
@@ -195,11 +192,9 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
 
     // With no model configured, the session ends at once; the next reconcile says why.
     offline.session_ended(&uid).await;
-    let started = with_status(&live, &status);
-    let reconcile = offline.reconcile(&started);
-    let ended = offline.api.expect_status(&started).await;
-    let event = offline.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (ended, event) = offline
+        .reconcile_with_event(&with_status(&live, &status))
+        .await;
     assert_eq!(ended.phase, Phase::Failed);
     assert_eq!(condition(&ended, "Resolved").reason, "NoModelConfigured");
     assert_eq!(
@@ -212,11 +207,10 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
 #[tokio::test]
 async fn reconcile_writes_nothing_when_the_status_is_unchanged() {
     let mut offline = Offline::start().await;
+    // An invalid spec's status: it stays as it is (no session moves it on).
     let invalid = incident("blank", "   ", &[FINALIZER]);
-    let reconcile = offline.reconcile(&invalid);
-    let status = offline.api.expect_status(&invalid).await;
-    offline.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = offline.reconcile_with_event(&invalid).await;
+    assert_eq!(status.phase, Phase::Failed);
 
     let written = with_status(&invalid, &status);
     offline.reconcile_silently(&written).await.unwrap();
@@ -225,63 +219,16 @@ async fn reconcile_writes_nothing_when_the_status_is_unchanged() {
 }
 
 #[tokio::test]
-async fn reconcile_fails_an_invalid_spec_alone_without_a_session() {
-    let mut offline = Offline::start().await;
-    let invalid = incident("blank", "   ", &[FINALIZER]);
-    let reconcile = offline.reconcile(&invalid);
-    let status = offline.api.expect_status(&invalid).await;
-    let event = offline.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
-    assert_eq!(status.phase, Phase::Failed);
-    let valid = condition(&status, "Valid");
-    assert_eq!(
-        (valid.status.as_str(), valid.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
-    assert!(valid.message.contains("spec.title"), "{}", valid.message);
-    assert_eq!(
-        (event["type"].as_str(), event["reason"].as_str()),
-        (Some("Warning"), Some("InvalidSpec"))
-    );
-    let uid = invalid.metadata.uid.as_deref().unwrap();
-    assert!(
-        offline
-            .ctx()
-            .store
-            .sessions_for_incident(uid)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[tokio::test]
 async fn reconcile_cleans_up_a_deleted_incident_then_removes_its_finalizer() {
     let mut offline = Offline::start().await;
     let live = incident("api-down", "the api returns 500", &[FINALIZER]);
-    let reconcile = offline.reconcile(&live);
-    let status = offline.api.expect_status(&live).await;
-    offline.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    let (status, _) = offline.reconcile_with_event(&live).await;
     offline
         .session_ended(live.metadata.uid.as_deref().unwrap())
         .await;
 
     let reconcile = offline.reconcile(&deleting(&with_status(&live, &status)));
-    let seen = offline
-        .api
-        .expect(
-            Method::PATCH,
-            &format!("{INCIDENTS}/api-down"),
-            StatusCode::OK,
-            serde_json::to_value(&live).unwrap(),
-        )
-        .await;
-    let patch = seen.body.to_string();
-    assert!(
-        patch.contains("\"remove\"") && patch.contains("/metadata/finalizers/0"),
-        "{patch}"
-    );
+    offline.api.expect_finalizer_removed(&live).await;
     assert_eq!(reconcile.await.unwrap().unwrap(), Action::await_change());
     assert!(
         offline
@@ -341,15 +288,7 @@ async fn reconcile_keeps_the_finalizer_while_a_sandbox_cannot_be_removed() {
     assert_ne!(action, Action::await_change());
 
     let reconcile = offline.reconcile(&deleting(&live));
-    offline
-        .api
-        .expect(
-            Method::PATCH,
-            &format!("{INCIDENTS}/api-down"),
-            StatusCode::OK,
-            serde_json::to_value(&live).unwrap(),
-        )
-        .await;
+    offline.api.expect_finalizer_removed(&live).await;
     assert_eq!(reconcile.await.unwrap().unwrap(), Action::await_change());
 }
 
@@ -406,9 +345,6 @@ async fn reconcile_failures_back_off_per_incident_and_a_success_resets() {
     assert!(offline.ctx().retries.next(&other) < Duration::from_secs(2));
 
     // A success forgets the failures.
-    let reconcile = offline.reconcile(&flaky);
-    offline.api.expect_status(&flaky).await;
-    offline.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
+    offline.reconcile_with_event(&flaky).await;
     assert!(offline.ctx().retries.next(&key) < Duration::from_secs(2));
 }

@@ -1,13 +1,17 @@
 //! A mock Kubernetes API server (tower-test) for Kubernetes mode's tests: each request the client
 //! makes is checked and answered in order. And the Incidents it hands over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
+use kube::runtime::controller::Action;
 use opslab::incident::{Incident, IncidentStatus};
+use opslab::source::kubernetes::{self, KubeContext};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 pub const INCIDENTS: &str = "/apis/opslab.dev/v1alpha1/namespaces/default/incidents";
 pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -103,6 +107,53 @@ impl ApiServer {
         .await
         .body
     }
+
+    /// Answers a reconcile that writes a status and publishes an Event (a new phase or attempt);
+    /// returns both once the reconcile has ended well.
+    pub async fn answer_with_event(
+        &mut self,
+        reconcile: JoinHandle<opslab::Result<Action>>,
+        incident: &Incident,
+    ) -> (IncidentStatus, Value) {
+        let status = self.expect_status(incident).await;
+        let event = self.expect_event().await;
+        reconcile.await.unwrap().unwrap();
+        (status, event)
+    }
+
+    /// Answers the finalizer's removal from `incident` (with the object) and checks that it is one.
+    pub async fn expect_finalizer_removed(&mut self, incident: &Incident) {
+        let path = format!("{INCIDENTS}/{}", incident.metadata.name.as_ref().unwrap());
+        let reply = serde_json::to_value(incident).unwrap();
+        let seen = self
+            .expect(Method::PATCH, &path, StatusCode::OK, reply)
+            .await;
+        let patch = seen.body.to_string();
+        assert!(
+            patch.contains("\"remove\"") && patch.contains("/metadata/finalizers/0"),
+            "{patch}"
+        );
+    }
+}
+
+/// Runs one reconcile in the background (it waits on the mock server's answers).
+pub fn spawn_reconcile(
+    kctx: &Arc<KubeContext>,
+    incident: &Incident,
+) -> JoinHandle<opslab::Result<Action>> {
+    tokio::spawn(kubernetes::reconcile_incident(
+        Arc::new(incident.clone()),
+        kctx.clone(),
+    ))
+}
+
+/// The Incident being deleted: its deletion timestamp set, its finalizers still on.
+pub fn deleting(incident: &Incident) -> Incident {
+    let mut deleting = incident.clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    deleting
 }
 
 /// An Incident as the API server would hand it over.
