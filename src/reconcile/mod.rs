@@ -52,13 +52,8 @@ impl Context {
             config.store_durability,
         )
         .await?;
-        let mut metrics = Metrics::new();
-        metrics.register_store_errors(store.health().errors());
-        let metrics = Arc::new(metrics);
-        let audit = Audit {
-            store: store.clone(),
-            metrics: metrics.clone(),
-        };
+        let audit = audit_of(&store);
+        let metrics = audit.metrics.clone();
         let sandboxes = Sandboxes::connect(config.sandbox.clone(), audit).await?;
         sandboxes.ping().await?;
         Context::from_parts(config, store, metrics, sandboxes, wake)
@@ -103,6 +98,16 @@ impl Context {
             notifier,
             retries: Retries::default(),
         })
+    }
+}
+
+/// What the sandboxes record to: the store, and new metrics (the store's error count among them).
+pub fn audit_of(store: &Store) -> Audit {
+    let mut metrics = Metrics::new();
+    metrics.register_store_errors(store.health().errors());
+    Audit {
+        store: store.clone(),
+        metrics: Arc::new(metrics),
     }
 }
 

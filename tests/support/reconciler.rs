@@ -8,9 +8,8 @@ use std::time::Duration;
 use opslab::audit::{Redactor, Store};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::llm::{ProviderConfig, ProviderKind};
-use opslab::metrics::Metrics;
-use opslab::reconcile::Context;
-use opslab::sandbox::{Audit, DockerAccess, SandboxConfig, Sandboxes};
+use opslab::reconcile::{self, Context};
+use opslab::sandbox::{DockerAccess, SandboxConfig, Sandboxes};
 use opslab::session::Wake;
 use opslab::source::kubernetes::KubeSettings;
 use tokio::sync::mpsc;
@@ -72,13 +71,8 @@ pub async fn offline_context(dir: &Path) -> (Arc<Context>, mpsc::UnboundedReceiv
     let store = Store::open(config.store.clone(), Redactor::default())
         .await
         .expect("a store in a temporary folder");
-    let mut metrics = Metrics::new();
-    metrics.register_store_errors(store.health().errors());
-    let metrics = Arc::new(metrics);
-    let audit = Audit {
-        store: store.clone(),
-        metrics: metrics.clone(),
-    };
+    let audit = reconcile::audit_of(&store);
+    let metrics = audit.metrics.clone();
     let sandboxes = Sandboxes::unchecked(config.sandbox.clone(), audit)
         .await
         .expect("sandboxes on a socket, not reached");
