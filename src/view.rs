@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord, SessionState};
+use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord};
 use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
@@ -324,7 +324,7 @@ pub fn sessions_table(
             session.id.clone(),
             format!("{}/{}", session.incident_namespace, session.incident_name),
             session.attempt.to_string(),
-            session_phase(session),
+            session.current_phase().to_string(),
             session.reason.clone().unwrap_or_else(|| "-".into()),
             session
                 .outcome
@@ -353,15 +353,6 @@ pub fn sessions_table(
         table.push(row);
     }
     table
-}
-
-/// A running session's phase is Investigating, whatever its row started with.
-fn session_phase(session: &SessionRecord) -> String {
-    if session.state == SessionState::Running {
-        Phase::Investigating.to_string()
-    } else {
-        session.phase.to_string()
-    }
 }
 
 /// A serde enum's name (`needs_human`).
@@ -397,7 +388,7 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.incident_namespace,
         session.incident_name,
         session.attempt,
-        session_phase(session),
+        session.current_phase(),
         session
             .reason
             .as_deref()
@@ -919,7 +910,7 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
             table.push(vec![
                 session.id.clone(),
                 session.attempt.to_string(),
-                session_phase(session),
+                session.current_phase().to_string(),
                 session.reason.clone().unwrap_or_else(|| "-".into()),
                 session.commands.to_string(),
                 clock.full_text(&session.started_at),
@@ -1043,6 +1034,7 @@ pub fn age(since: jiff::Timestamp, now: jiff::Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::SessionState;
 
     #[test]
     fn ages_read_like_kubectl() {

@@ -137,6 +137,17 @@ pub struct SessionRecord {
     pub requests: Requests,
 }
 
+impl SessionRecord {
+    /// The session's phase as a status shows it: Investigating while it runs, whatever its row
+    /// started with.
+    pub fn current_phase(&self) -> Phase {
+        match self.state {
+            SessionState::Running => Phase::Investigating,
+            SessionState::Finished => self.phase,
+        }
+    }
+}
+
 /// What a new session starts with.
 pub struct NewSession {
     pub id: String,
@@ -147,13 +158,35 @@ pub struct NewSession {
     pub generation: i64,
 }
 
+/// Where a command stands, as the `commands` projection's `state` column says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandState {
+    /// Recorded as started; it runs (or ran when the controller stopped).
+    Started,
+    /// It ended, with an exit code or a timeout.
+    Finished,
+    /// The controller stopped while it ran: it is never run again.
+    Interrupted,
+}
+
+impl CommandState {
+    /// The `state` column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Started => "started",
+            CommandState::Finished => "finished",
+            CommandState::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// One command as the `commands` projection holds it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CommandRecord {
     pub tool_use_id: String,
     pub command: String,
-    /// `started`, `finished` or `interrupted`.
-    pub state: String,
+    pub state: CommandState,
     pub exit_code: Option<i64>,
     pub finished_at: Option<String>,
 }

@@ -142,18 +142,19 @@ pub const PING: &str = "SELECT 1";
 
 /// A serde enum (`Investigating`, `needs_human`) from its column value.
 fn enum_from_text<T: serde::de::DeserializeOwned>(
+    table: &'static str,
     column: &'static str,
     text: String,
 ) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(text)).map_err(|error| StoreError::Row {
-        table: "sessions",
+        table,
         message: format!("{column}: {error}"),
     })
 }
 
 /// The `state` column.
 pub fn session_state(text: String) -> Result<SessionState, StoreError> {
-    enum_from_text("state", text)
+    enum_from_text("sessions", "state", text)
 }
 
 /// A non-negative count column.
@@ -187,10 +188,10 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
         attempt: count(row, 4, "attempt")?,
         generation: row.integer(5)?,
         state: session_state(row.text(6)?)?,
-        phase: enum_from_text("phase", row.text(7)?)?,
+        phase: enum_from_text("sessions", "phase", row.text(7)?)?,
         outcome: row
             .optional_text(8)?
-            .map(|outcome| enum_from_text("outcome", outcome))
+            .map(|outcome| enum_from_text("sessions", "outcome", outcome))
             .transpose()?,
         reason: row.optional_text(9)?,
         started_at: row.text(10)?,
@@ -250,7 +251,7 @@ pub fn command(row: &dyn Columns) -> Result<CommandRecord, StoreError> {
     Ok(CommandRecord {
         tool_use_id: row.text(0)?,
         command: row.text(1)?,
-        state: row.text(2)?,
+        state: enum_from_text("commands", "state", row.text(2)?)?,
         exit_code: row.optional_integer(3)?,
         finished_at: row.optional_text(4)?,
     })

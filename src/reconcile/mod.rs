@@ -1,17 +1,23 @@
 //! The reconciler, shared by every source: observe an Incident, decide (pure, [`plan`]), act on
-//! sessions, and return the status for the source to write. Quick and idempotent: it never waits for
-//! a session, and assumes nothing about why it was called.
+//! sessions, and write the status through the source's [`StatusSink`] ([`apply`]); count each
+//! reconcile and decide when a failed one is tried again ([`counted`], [`failed`]). Quick and
+//! idempotent: it never waits for a session, and assumes nothing about why it was called.
 
 pub mod plan;
+mod requeue;
+mod sink;
 
-use std::collections::BTreeSet;
+pub use requeue::{MAX_BACKOFF, Retries, counted, failed};
+pub use sink::{StatusSink, apply, delete};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
 use tokio::sync::mpsc;
 
-use crate::audit::{EventBody, Redactor, SessionState, Store};
+use crate::audit::{EventBody, Redactor, SessionRecord, SessionState, Store};
 use crate::config::Config;
 use crate::incident::{Incident, IncidentStatus, LastCommand, Phase, Requests};
 use crate::llm::LlmClient;
@@ -32,6 +38,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub notifier: Notifier,
+    /// Each Incident's backoff after failed reconciles.
+    pub retries: Retries,
 }
 
 impl Context {
@@ -44,15 +52,23 @@ impl Context {
             config.store_durability,
         )
         .await?;
-        let mut metrics = Metrics::new();
-        metrics.register_store_errors(store.health().errors());
-        let metrics = Arc::new(metrics);
-        let audit = Audit {
-            store: store.clone(),
-            metrics: metrics.clone(),
-        };
+        let audit = audit_of(&store);
+        let metrics = audit.metrics.clone();
         let sandboxes = Sandboxes::connect(config.sandbox.clone(), audit).await?;
         sandboxes.ping().await?;
+        Context::from_parts(config, store, metrics, sandboxes, wake)
+    }
+
+    /// A context from its parts (the store, the metrics, the sandboxes), as they are: nothing is
+    /// reached here. The session manager works on them with the configured model; readiness,
+    /// notifications and retries follow from them.
+    pub fn from_parts(
+        config: Arc<Config>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        sandboxes: Sandboxes,
+        wake: mpsc::UnboundedSender<Wake>,
+    ) -> Result<Context> {
         let llm = LlmClient::new(
             config.provider.clone(),
             metrics.clone(),
@@ -80,11 +96,23 @@ impl Context {
             metrics,
             readiness,
             notifier,
+            retries: Retries::default(),
         })
     }
 }
 
-/// Brings the Incident's session in line with its spec; returns the status to write.
+/// What the sandboxes record to: the store, and new metrics (the store's error count among them).
+pub fn audit_of(store: &Store) -> Audit {
+    let mut metrics = Metrics::new();
+    metrics.register_store_errors(store.health().errors());
+    Audit {
+        store: store.clone(),
+        metrics: Arc::new(metrics),
+    }
+}
+
+/// Brings the Incident's session in line with its spec; returns the status to write (see [`apply`],
+/// which writes it).
 pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentStatus> {
     let key = ObjectKey::of(incident)?;
     let uid = incident.required_uid()?;
@@ -100,33 +128,8 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
         requests: &requests,
     };
     let decision = plan::decide(&observed);
-    let started;
-    let session = match &decision {
-        Decision::Start { attempt } => {
-            info!(incident = %key, attempt, "starting a session");
-            started = ctx.sessions.start(incident, *attempt).await?;
-            Some(&started)
-        }
-        Decision::Resume => {
-            let record = latest
-                .cloned()
-                .expect("Resume is decided only with a latest session");
-            ctx.sessions.resume(incident, record)?;
-            latest
-        }
-        Decision::Cancel { request } => {
-            info!(incident = %key, request = %request, "cancelling the session on request");
-            ctx.sessions
-                .cancel(uid, CancelCause::Requested(request.clone()));
-            latest
-        }
-        Decision::UpdateTicket => {
-            ctx.sessions
-                .update_ticket(uid, generation, incident.spec.clone());
-            latest
-        }
-        Decision::Queue { .. } | Decision::Observe | Decision::Wait | Decision::Idle => latest,
-    };
+    let started = act(&decision, incident, &key, latest, ctx).await?;
+    let session = started.as_ref().or(latest);
     let last_command = match session {
         Some(session) => ctx
             .store
@@ -167,6 +170,41 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
     ))
 }
 
+/// Carries out a decision on the sessions; returns the session it started, if any.
+async fn act(
+    decision: &Decision,
+    incident: &Incident,
+    key: &ObjectKey,
+    latest: Option<&SessionRecord>,
+    ctx: &Context,
+) -> Result<Option<SessionRecord>> {
+    let uid = incident.required_uid()?;
+    match decision {
+        Decision::Start { attempt } => {
+            info!(incident = %key, attempt, "starting a session");
+            return Ok(Some(ctx.sessions.start(incident, *attempt).await?));
+        }
+        Decision::Resume => {
+            let record = latest
+                .cloned()
+                .expect("Resume is decided only with a latest session");
+            ctx.sessions.resume(incident, record)?;
+        }
+        Decision::Cancel { request } => {
+            info!(incident = %key, request = %request, "cancelling the session on request");
+            ctx.sessions
+                .cancel(uid, CancelCause::Requested(request.clone()));
+        }
+        Decision::UpdateTicket => {
+            let generation = incident.metadata.generation.unwrap_or(1);
+            ctx.sessions
+                .update_ticket(uid, generation, incident.spec.clone());
+        }
+        Decision::Queue { .. } | Decision::Observe | Decision::Wait | Decision::Idle => {}
+    }
+    Ok(None)
+}
+
 /// The Incident is gone: cancel its session and remove its sandbox. The audit trail stays.
 pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
     if ctx.sessions.cancel(incident_uid, CancelCause::Deleted) {
@@ -193,6 +231,19 @@ pub async fn cleanup(incident_uid: &str, ctx: &Context) -> Result<()> {
         ctx.sandboxes.remove(&session.id).await?;
     }
     Ok(())
+}
+
+/// How many Incidents are in each phase (one without a status yet is Pending), for the metrics.
+pub fn phase_counts<'a>(incidents: impl IntoIterator<Item = &'a Incident>) -> BTreeMap<Phase, i64> {
+    let mut counts = BTreeMap::new();
+    for incident in incidents {
+        let phase = incident
+            .status
+            .as_ref()
+            .map_or(Phase::Pending, |status| status.phase);
+        *counts.entry(phase).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Removes sandboxes whose session is neither running here nor waiting to resume.

@@ -209,13 +209,8 @@ pub fn invalid_status(
 }
 
 fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> IncidentStatus {
-    let phase = if session.state == SessionState::Running {
-        Phase::Investigating
-    } else {
-        session.phase
-    };
     IncidentStatus {
-        phase,
+        phase: session.current_phase(),
         observed_generation: None,
         session_id: Some(session.id.clone()),
         attempt: session.attempt,

@@ -224,10 +224,8 @@ impl Sandboxes {
     /// Connects to the engine at `config.docker_socket`, at the API version both sides speak; in
     /// `guarded` mode, prepares the proxies, whose decisions go to `audit`.
     pub async fn connect(config: SandboxConfig, audit: Audit) -> Result<Self, SandboxError> {
-        let socket = config.docker_socket.to_string_lossy();
-        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?
-            .negotiate_version()
-            .await?;
+        let sandboxes = Sandboxes::unchecked(config, audit).await?;
+        let docker = sandboxes.docker.clone().negotiate_version().await?;
         if let Ok(engine) = docker.version().await
             && let Some(version) = engine.version
             && bridge_isolation_lapses(&version)
@@ -237,6 +235,17 @@ impl Sandboxes {
                 "this Docker engine (before 28.0) lifts the isolation between bridge networks for an instant whenever a network is created: a sandbox may then reach containers on other networks, the controller's published port among them; Docker 28 or later keeps it (see the README's network isolation)"
             );
         }
+        Ok(Sandboxes {
+            docker,
+            ..sandboxes
+        })
+    }
+
+    /// As [`Sandboxes::connect`], without asking the engine anything: at the API version this
+    /// client speaks, and whether an engine answers on the socket is found at the first call.
+    pub async fn unchecked(config: SandboxConfig, audit: Audit) -> Result<Self, SandboxError> {
+        let socket = config.docker_socket.to_string_lossy();
+        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)?;
         let metrics = audit.metrics.clone();
         let redactor = audit.store.redactor();
         let proxies = match config.docker_access {

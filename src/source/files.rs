@@ -24,7 +24,7 @@ use super::requests::{self, REQUESTS_DIR};
 use crate::audit::{IncidentRecord, Redactor};
 use crate::config::WatchMode;
 use crate::incident::{Incident, IncidentStatus};
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, StatusSink};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
 
@@ -42,8 +42,6 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 const DEBOUNCE_TICK: Duration = Duration::from_millis(10);
 /// A full re-scan and reconcile of everything, in case an event was missed.
 const RESYNC: Duration = Duration::from_secs(30);
-/// How soon an Incident whose reconcile failed is tried again.
-const RETRY: Duration = Duration::from_secs(5);
 
 /// What a status file holds: which Incident (its identity and generation) and its status, redacted
 /// as the store redacts. Not the spec, labels or annotations: the manifest beside it has them, and a
@@ -525,104 +523,91 @@ impl FilesSource {
         let Some(known) = self.known.get(key) else {
             return;
         };
+        let sink = self.sink(known);
         let span = tracing::info_span!("reconcile", incident = %key);
-        let started = std::time::Instant::now();
-        let result = reconcile::reconcile(&known.incident, ctx)
-            .instrument(span.clone())
+        let result = reconcile::counted(ctx, key, reconcile::apply(&known.incident, ctx, &sink))
+            .instrument(span)
             .await;
-        let error_label = result.as_ref().err().map(Error::metric_label);
-        ctx.metrics.reconciled(started.elapsed(), error_label);
-        let status = match result {
-            Ok(status) => status,
+        match result {
+            Ok(Some(status)) => {
+                if let Some(known) = self.known.get_mut(key) {
+                    known.incident.status = Some(status);
+                }
+                self.count_phases(ctx);
+            }
+            Ok(None) => {}
             Err(error) => {
-                warn!(incident = %key, %error, label = error.metric_label(), "reconcile failed; retrying in {RETRY:?}");
-                let retry = retry.clone();
-                let key = key.clone();
+                let delay = reconcile::failed(ctx, key, &error);
+                let (retry, key) = (retry.clone(), key.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(delay).await;
                     let _ = retry.send(key);
                 });
-                return;
-            }
-        };
-        if known.incident.status.as_ref() == Some(&status) {
-            return;
-        }
-        let Some(known) = self.known.get_mut(key) else {
-            return;
-        };
-        known.incident.status = Some(status);
-        if let Err(error) = self.write_status(ctx, key).await {
-            // A failing store is said once by the store itself, not at every status write.
-            if ctx.store.health().problem().is_some() {
-                debug!(incident = %key, %error, "could not write the status");
-            } else {
-                warn!(incident = %key, %error, "could not write the status");
             }
         }
-        self.count_phases(ctx);
+    }
+
+    /// Where this Incident's status goes.
+    fn sink<'a>(&'a self, known: &'a Known) -> FolderSink<'a> {
+        FolderSink {
+            dir: &self.dir,
+            redactor: &self.redactor,
+            spec_hash: &known.spec_hash,
+        }
     }
 
     fn count_phases(&self, ctx: &Context) {
-        let mut counts = std::collections::BTreeMap::new();
-        for known in self.known.values() {
-            let phase = known
-                .incident
-                .status
-                .as_ref()
-                .map_or(crate::incident::Phase::Pending, |status| status.phase);
-            *counts.entry(phase).or_insert(0) += 1;
-        }
-        ctx.metrics.incidents_by_phase(&counts);
-    }
-
-    /// Writes the status to the store and to the status file (atomically: temp file + rename).
-    async fn write_status(&self, ctx: &Context, key: &ObjectKey) -> Result<()> {
-        let Some(known) = self.known.get(key) else {
-            return Ok(());
-        };
-        let incident = &known.incident;
-        // The file first: it says what is wrong even when the store is what fails.
-        let file = StatusFile::of(incident, &self.redactor)?;
-        let yaml = serde_saphyr::to_string(&file).map_err(|e| Error::Serialize(e.to_string()))?;
-        let path = status_path(&self.dir, key);
-        let dir = self.dir.join(STATUS_DIR);
-        let written =
-            tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
-                .await
-                .map_err(|e| Error::Serialize(e.to_string()))?;
-        let value = serde_json::to_value(incident).map_err(|e| Error::Serialize(e.to_string()))?;
-        ctx.store
-            .put_incident(IncidentRecord {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                uid: incident.metadata.uid.clone().unwrap_or_default(),
-                generation: incident.metadata.generation.unwrap_or(1),
-                spec_hash: known.spec_hash.clone(),
-                source: SOURCE.into(),
-                incident: value,
-                error: None,
-                updated_at: jiff::Timestamp::now().to_string(),
-            })
-            .await?;
-        written
+        ctx.metrics.incidents_by_phase(&reconcile::phase_counts(
+            self.known.values().map(|known| &known.incident),
+        ));
     }
 
     async fn delete(&self, ctx: &Context, key: &ObjectKey, known: &Known) {
         info!(incident = %key, "the manifest is gone: deleting the Incident");
-        if let Some(uid) = &known.incident.metadata.uid
-            && let Err(error) = reconcile::cleanup(uid, ctx).await
-        {
-            warn!(incident = %key, %error, "could not clean up the deleted Incident's session");
+        if let Err(error) = reconcile::delete(&known.incident, ctx, &self.sink(known)).await {
+            warn!(incident = %key, %error, "could not clean up after the deleted Incident");
         }
-        if let Err(error) = ctx.store.delete_incident(&key.namespace, &key.name).await {
-            warn!(incident = %key, %error, "could not remove the deleted Incident from the store");
-        }
-        let path = status_path(&self.dir, key);
-        if let Err(error) = std::fs::remove_file(&path)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(path = %path.display(), %error, "could not remove the status file");
+    }
+}
+
+/// Where files mode keeps an Incident's status: a status file in the folder, written atomically
+/// (a temp file, then rename), its text redacted as the store redacts.
+struct FolderSink<'a> {
+    dir: &'a Path,
+    redactor: &'a Redactor,
+    spec_hash: &'a str,
+}
+
+impl StatusSink for FolderSink<'_> {
+    fn source(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn spec_hash(&self) -> &str {
+        self.spec_hash
+    }
+
+    async fn write(&self, incident: &Incident, status: &IncidentStatus) -> Result<()> {
+        let key = ObjectKey::of(incident)?;
+        let mut incident = incident.clone();
+        incident.status = Some(status.clone());
+        let file = StatusFile::of(&incident, self.redactor)?;
+        let yaml = serde_saphyr::to_string(&file).map_err(|e| Error::Serialize(e.to_string()))?;
+        let path = status_path(self.dir, &key);
+        let dir = self.dir.join(STATUS_DIR);
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &path, yaml.as_bytes()))
+            .await
+            .map_err(|e| Error::Serialize(e.to_string()))?
+    }
+
+    async fn forget(&self, incident: &Incident) -> Result<()> {
+        let path = status_path(self.dir, &ObjectKey::of(incident)?);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                path,
+                source: error,
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -6,122 +6,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use opslab::audit::{SessionRecord, SessionState};
-use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::incident::{Incident, IncidentStatus, Phase};
-use opslab::llm::{ProviderConfig, ProviderKind};
 use opslab::reconcile::Context;
-use opslab::sandbox::{DockerAccess, SandboxConfig};
 use opslab::session::Wake;
-use opslab::source::kubernetes::{
-    self, FINALIZER, KubeContext, KubeSettings, LeaseSettings, leader,
-};
+use opslab::source::kubernetes::{FINALIZER, KubeContext, LeaseSettings, leader};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::docker;
 use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
-
-const INCIDENTS: &str = "/apis/opslab.dev/v1alpha1/namespaces/default/incidents";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
-const WAIT: Duration = Duration::from_secs(90);
-
-/// The mock API server's side: the requests the client sent, to check and answer one by one.
-struct ApiServer(tower_test::mock::Handle<Request<Body>, Response<Body>>);
-
-/// A request as the server saw it.
-struct Seen {
-    method: Method,
-    /// Path and query.
-    uri: String,
-    body: Value,
-}
-
-impl ApiServer {
-    /// Takes the next request, checks its method and path, answers it, and returns it.
-    async fn expect(
-        &mut self,
-        method: Method,
-        path: &str,
-        status: StatusCode,
-        reply: Value,
-    ) -> Seen {
-        self.expect_with(method, path, |_| (status, reply)).await
-    }
-
-    /// As `expect`, with an answer made from the request's body.
-    async fn expect_with(
-        &mut self,
-        method: Method,
-        path: &str,
-        reply: impl FnOnce(&Value) -> (StatusCode, Value),
-    ) -> Seen {
-        let (request, respond) = tokio::time::timeout(WAIT, self.0.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
-            .unwrap_or_else(|| panic!("the client went away; expected {method} {path}"));
-        let seen = Seen {
-            method: request.method().clone(),
-            uri: request.uri().to_string(),
-            body: {
-                let bytes = request.into_body().collect().await.unwrap().to_bytes();
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            },
-        };
-        assert_eq!(
-            (&seen.method, seen.uri.split('?').next().unwrap()),
-            (&method, path),
-            "unexpected request; its body: {}",
-            seen.body
-        );
-        let (status, reply) = reply(&seen.body);
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-            .unwrap();
-        respond.send_response(response);
-        seen
-    }
-
-    /// Answers a status apply with the object it was given, and returns the applied status.
-    async fn expect_status(&mut self, incident: &Incident) -> IncidentStatus {
-        let path = format!(
-            "{INCIDENTS}/{}/status",
-            incident.metadata.name.as_ref().unwrap()
-        );
-        let object = serde_json::to_value(incident).unwrap();
-        let seen = self
-            .expect_with(Method::PATCH, &path, |body| {
-                let mut object = object;
-                object["status"] = body["status"].clone();
-                (StatusCode::OK, object)
-            })
-            .await;
-        assert!(
-            seen.uri.contains("fieldManager=opslab") && seen.uri.contains("force=true"),
-            "status is written by server-side apply: {}",
-            seen.uri
-        );
-        assert_eq!(seen.body["kind"], "Incident");
-        assert_eq!(seen.body["apiVersion"], "opslab.dev/v1alpha1");
-        serde_json::from_value(seen.body["status"].clone()).expect("a whole status")
-    }
-
-    /// Answers an Event's creation and returns it.
-    async fn expect_event(&mut self) -> Value {
-        self.expect_with(Method::POST, EVENTS, |body| {
-            (StatusCode::CREATED, body.clone())
-        })
-        .await
-        .body
-    }
-}
+use crate::support::kube_mock::{
+    ApiServer, INCIDENTS, WAIT, condition, deleting, incident, spawn_reconcile, with_status,
+};
+use crate::support::reconciler::kube_config;
 
 /// A controller context with a real store and Docker, a scripted model, and a mock API server.
 struct Harness {
@@ -139,7 +40,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let llm = FakeLlm::start(Protocol::Anthropic, script).await;
         let instance = format!("test-kube-{}", uuid::Uuid::new_v4().simple());
-        let config = Arc::new(config(&dir, llm.base_url(), &instance));
+        let config = Arc::new(kube_config(dir.path(), llm.base_url(), &instance));
         let (wake, wakes) = mpsc::unbounded_channel();
         let ctx = Arc::new(Context::new(config, wake).await.expect("a context"));
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -159,18 +60,12 @@ impl Harness {
     /// both and returns them, once the reconcile has ended well.
     async fn reconcile_with_event(&mut self, incident: &Incident) -> (IncidentStatus, Value) {
         let reconcile = self.reconcile(incident);
-        let status = self.api.expect_status(incident).await;
-        let event = self.api.expect_event().await;
-        reconcile.await.unwrap().unwrap();
-        (status, event)
+        self.api.answer_with_event(reconcile, incident).await
     }
 
     /// Runs one reconcile in the background (it waits on the mock server's answers).
     fn reconcile(&self, incident: &Incident) -> tokio::task::JoinHandle<opslab::Result<Action>> {
-        tokio::spawn(kubernetes::reconcile_incident(
-            Arc::new(incident.clone()),
-            self.kctx.clone(),
-        ))
+        spawn_reconcile(&self.kctx, incident)
     }
 
     async fn latest_session(&self, uid: &str) -> Option<SessionRecord> {
@@ -214,84 +109,6 @@ impl Drop for Harness {
                 .output();
         }
     }
-}
-
-fn config(dir: &tempfile::TempDir, base_url: String, instance: &str) -> Config {
-    Config {
-        source: SourceConfig::Kubernetes(KubeSettings {
-            kubeconfig: None,
-            leader_election: None,
-            agent_access: None,
-            incident_selector: None,
-        }),
-        store: dir.path().join("audit.db").into(),
-        store_durability: Default::default(),
-        provider: ProviderConfig {
-            kind: ProviderKind::Anthropic,
-            base_url,
-            api_key: Some("test-key".into()),
-            request_timeout: Duration::from_secs(30),
-            retry: Default::default(),
-            prompt_cache: true,
-            stream: false,
-            summary_endpoint: None,
-        },
-        agent: AgentLimits {
-            model: "fake-main".into(),
-            max_turns: 10,
-            timeout: Duration::from_secs(300),
-            command_timeout: Duration::from_secs(60),
-            max_tokens: 1_000_000,
-            max_cost_usd: None,
-            response_max_tokens: 1024,
-            context_tokens: None,
-        },
-        summary_model: None,
-        sandbox: SandboxConfig {
-            instance: instance.into(),
-            docker_access: DockerAccess::None,
-            proxy_socket_dir: dir.path().join("sockets"),
-            ..SandboxConfig::default()
-        },
-        max_sessions: 4,
-        secret_values: vec![],
-        listen: "127.0.0.1:0".parse().unwrap(),
-        costs: Default::default(),
-        notify: Default::default(),
-        alerts: None,
-    }
-}
-
-/// An Incident as the API server would hand it over.
-fn incident(name: &str, title: &str, finalizers: &[&str]) -> Incident {
-    serde_json::from_value(json!({
-        "apiVersion": "opslab.dev/v1alpha1",
-        "kind": "Incident",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "uid": format!("uid-{name}-{}", uuid::Uuid::new_v4().simple()),
-            "generation": 1,
-            "resourceVersion": "1",
-            "finalizers": finalizers,
-        },
-        "spec": {"title": title, "severity": "high"},
-    }))
-    .unwrap()
-}
-
-fn with_status(incident: &Incident, status: &IncidentStatus) -> Incident {
-    let mut next = incident.clone();
-    next.status = Some(status.clone());
-    next
-}
-
-fn condition<'a>(status: &'a IncidentStatus, type_: &str) -> &'a opslab::incident::Condition {
-    status
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == type_)
-        .unwrap_or_else(|| panic!("no {type_} condition in {status:#?}"))
 }
 
 #[tokio::test]
@@ -592,21 +409,9 @@ async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
     .expect("the command starts");
     assert_eq!(harness.sandboxes().len(), 1);
 
-    let mut deleting = live.clone();
-    deleting.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-    );
-    let reconcile = harness.reconcile(&deleting);
+    let reconcile = harness.reconcile(&deleting(&live));
     // The finalizer is removed only after the session ended and its sandbox went.
-    let seen = harness
-        .api
-        .expect(
-            Method::PATCH,
-            &format!("{INCIDENTS}/cache-down"),
-            StatusCode::OK,
-            serde_json::to_value(&live).unwrap(),
-        )
-        .await;
+    harness.api.expect_finalizer_removed(&live).await;
     assert!(
         harness.sandboxes().is_empty(),
         "no sandbox left when the finalizer goes"
@@ -615,11 +420,6 @@ async fn kube_delete_cancels_the_session_before_the_finalizer_goes() {
     assert_eq!(
         (session.state, session.phase),
         (SessionState::Finished, Phase::Cancelled)
-    );
-    let patch = seen.body.to_string();
-    assert!(
-        patch.contains("\"remove\"") && patch.contains("/metadata/finalizers/0"),
-        "{patch}"
     );
     reconcile.await.unwrap().unwrap();
 }
@@ -661,63 +461,6 @@ async fn kube_an_invalid_incident_fails_alone_with_a_warning() {
     reconcile.await.unwrap().unwrap();
     harness
         .session_finished(fine.metadata.uid.as_ref().unwrap())
-        .await;
-}
-
-#[tokio::test]
-async fn kube_failures_back_off_per_incident_and_success_resets() {
-    let mut harness = Harness::start(vec![Turn::report("resolved", "fine")]).await;
-    let flaky = incident("flaky", "flaky api server", &[FINALIZER]);
-    let object = ObjectRef::from_obj(&flaky);
-    let status_path = format!("{INCIDENTS}/flaky/status");
-    let unavailable = json!({
-        "kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": "etcd is unavailable", "reason": "ServiceUnavailable", "code": 503,
-    });
-
-    for (attempt, (low, high)) in [(1, 2), (2, 4), (4, 8)].into_iter().enumerate() {
-        let reconcile = harness.reconcile(&flaky);
-        harness
-            .api
-            .expect(
-                Method::PATCH,
-                &status_path,
-                StatusCode::SERVICE_UNAVAILABLE,
-                unavailable.clone(),
-            )
-            .await;
-        let error = reconcile
-            .await
-            .unwrap()
-            .expect_err("the status write failed");
-        assert!(error.to_string().contains("etcd is unavailable"), "{error}");
-        let delay = harness.kctx.retry_delay(&object);
-        assert!(
-            delay >= Duration::from_secs(low) && delay < Duration::from_secs(high),
-            "retry {attempt}: {delay:?}"
-        );
-    }
-    // Another Incident's backoff is its own.
-    let other = ObjectRef::from_obj(&incident("other", "x", &[]));
-    assert!(harness.kctx.retry_delay(&other) < Duration::from_secs(2));
-    // The error policy requeues on the same schedule: it takes the 8-16 s step, so the next is 16-32 s.
-    let error = opslab::Error::LeaderElection("any".into());
-    let action = kubernetes::error_policy(Arc::new(flaky.clone()), &error, harness.kctx.clone());
-    assert_ne!(action, Action::await_change());
-    let next = harness.kctx.retry_delay(&object);
-    assert!(
-        next >= Duration::from_secs(16) && next < Duration::from_secs(32),
-        "{next:?}"
-    );
-
-    // A success forgets the failures.
-    let reconcile = harness.reconcile(&flaky);
-    harness.api.expect_status(&flaky).await;
-    harness.api.expect_event().await;
-    reconcile.await.unwrap().unwrap();
-    assert!(harness.kctx.retry_delay(&object) < Duration::from_secs(2));
-    harness
-        .session_finished(flaky.metadata.uid.as_ref().unwrap())
         .await;
 }
 

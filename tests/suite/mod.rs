@@ -18,6 +18,7 @@ mod manifests;
 mod notify;
 mod observe;
 mod proxy;
+mod reconcile;
 mod redaction;
 mod sandbox;
 mod scenarios;

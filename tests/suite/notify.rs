@@ -925,13 +925,12 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
     use http::{Method, Request, Response};
     use http_body_util::BodyExt;
     use kube::client::Body;
-    use opslab::config::{AgentLimits, Config, SourceConfig};
     use opslab::incident::Incident;
-    use opslab::llm::{ProviderConfig, ProviderKind};
     use opslab::notify::NotifyArgs;
     use opslab::reconcile::Context;
-    use opslab::sandbox::{DockerAccess, SandboxConfig};
-    use opslab::source::kubernetes::{self, FINALIZER, KubeContext, KubeSettings};
+    use opslab::source::kubernetes::{self, FINALIZER, KubeContext};
+
+    use crate::support::reconciler::kube_config;
 
     docker::require_sandbox_image();
     let sink = Sink::start().await;
@@ -956,50 +955,10 @@ async fn kube_mode_notifies_a_terminal_phase_once() {
     }
     .into_config(|name| (name == "OPSLAB_NOTIFY_WEBHOOK_URL").then(|| webhook_url.clone()))
     .unwrap();
-    let config = Config {
-        source: SourceConfig::Kubernetes(KubeSettings {
-            kubeconfig: None,
-            leader_election: None,
-            agent_access: None,
-            incident_selector: None,
-        }),
-        store: dir.path().join("audit.db").into(),
-        store_durability: Default::default(),
-        provider: ProviderConfig {
-            kind: ProviderKind::Anthropic,
-            base_url: llm.base_url(),
-            api_key: Some("test-key".into()),
-            request_timeout: Duration::from_secs(30),
-            retry: Default::default(),
-            prompt_cache: true,
-            stream: false,
-            summary_endpoint: None,
-        },
-        agent: AgentLimits {
-            model: "fake-main".into(),
-            max_turns: 10,
-            timeout: Duration::from_secs(300),
-            command_timeout: Duration::from_secs(60),
-            max_tokens: 1_000_000,
-            max_cost_usd: None,
-            response_max_tokens: 1024,
-            context_tokens: None,
-        },
-        summary_model: None,
-        sandbox: SandboxConfig {
-            instance: instance.clone(),
-            docker_access: DockerAccess::None,
-            proxy_socket_dir: dir.path().join("sockets"),
-            spares: 0,
-            ..SandboxConfig::default()
-        },
-        max_sessions: 4,
-        secret_values: notify.secret_values(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        costs: Default::default(),
-        notify,
-        alerts: None,
-    };
+    let mut config = kube_config(dir.path(), llm.base_url(), &instance);
+    config.sandbox.spares = 0;
+    config.secret_values = notify.secret_values();
+    config.notify = notify;
     let (wake, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(Arc::new(config), wake).await.unwrap());
     let (service, mut api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();

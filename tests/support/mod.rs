@@ -4,6 +4,8 @@ pub mod controller;
 pub mod docker;
 pub mod fake_llm;
 pub mod kube_api;
+pub mod kube_mock;
+pub mod reconciler;
 pub mod sandboxes;
 pub mod secrets;
 pub mod store;

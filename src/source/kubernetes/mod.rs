@@ -8,9 +8,8 @@ pub mod transition;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,9 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::audit::IncidentRecord;
-use crate::incident::{Incident, IncidentStatus, Phase};
-use crate::reconcile::{self, Context, plan};
+use crate::incident::{Incident, IncidentStatus};
+use crate::reconcile::{self, Context, StatusSink};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
 
@@ -51,8 +49,6 @@ pub struct KubeContext {
     /// One Recorder per Incident attempt, by uid: a Recorder folds repeats of an Event into one
     /// series (its key leaves the note out), so a new attempt's Events start new series.
     recorders: Mutex<HashMap<String, (u32, Recorder)>>,
-    /// Per-Incident backoff after failed reconciles; a success forgets it.
-    failures: Mutex<HashMap<ObjectRef<Incident>, ExponentialBackoff>>,
     /// Only the Incidents it selects are this controller's (`--incident-selector`).
     pub incident_selector: Option<crate::label_selector::LabelSelector>,
 }
@@ -67,7 +63,6 @@ impl KubeContext {
                 instance,
             },
             recorders: Mutex::default(),
-            failures: Mutex::default(),
             incident_selector: None,
         }
     }
@@ -94,24 +89,6 @@ impl KubeContext {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(uid);
-    }
-
-    /// The wait before this Incident's next retry: 1 s, then doubling up to 5 min, each with up to
-    /// as much again of jitter; a successful reconcile starts it over.
-    pub fn retry_delay(&self, object: &ObjectRef<Incident>) -> Duration {
-        self.failures()
-            .entry(object.clone())
-            .or_insert_with(new_backoff)
-            .next()
-            .unwrap_or(MAX_BACKOFF)
-    }
-
-    fn failures(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Incident>, ExponentialBackoff>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -208,9 +185,11 @@ pub async fn run_controller(
             }
             if listed {
                 let incidents = reader.state();
-                kctx.ctx.metrics.incidents_by_phase(&phase_counts(
-                    incidents.iter().map(|incident| &**incident),
-                ));
+                kctx.ctx
+                    .metrics
+                    .incidents_by_phase(&reconcile::phase_counts(
+                        incidents.iter().map(|incident| &**incident),
+                    ));
             }
         }
     };
@@ -254,21 +233,6 @@ pub async fn run_controller(
     Ok(())
 }
 
-/// How many Incidents are in each phase (one without a status yet is Pending). Pure.
-pub fn phase_counts<'a>(
-    incidents: impl IntoIterator<Item = &'a Incident>,
-) -> std::collections::BTreeMap<Phase, i64> {
-    let mut counts = std::collections::BTreeMap::new();
-    for incident in incidents {
-        let phase = incident
-            .status
-            .as_ref()
-            .map_or(Phase::Pending, |status| status.phase);
-        *counts.entry(phase).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Turns session wake-ups into object references for the controller.
 fn wake_requests(
     wake: mpsc::UnboundedReceiver<Wake>,
@@ -295,133 +259,100 @@ fn wake_requests(
 pub async fn reconcile_incident(incident: Arc<Incident>, kctx: Arc<KubeContext>) -> Result<Action> {
     let key = ObjectKey::of(&incident)?;
     let span = tracing::info_span!("reconcile", incident = %key);
-    let started = Instant::now();
+    let ctx = &kctx.ctx;
     let api: Api<Incident> = Api::namespaced(kctx.client.clone(), &key.namespace);
-    let object = ObjectRef::from_obj(incident.as_ref());
-    let result = finalizer(&api, FINALIZER, incident, |event| async {
+    let sink = ApiSink {
+        api: &api,
+        kctx: &kctx,
+    };
+    let guarded = finalizer(&api, FINALIZER, incident, |event| async {
         match event {
-            finalizer::Event::Apply(incident) => apply(&incident, &api, &kctx).await,
-            finalizer::Event::Cleanup(incident) => clean_up(&incident, &kctx).await,
+            finalizer::Event::Apply(incident) => {
+                reconcile::apply(&incident, ctx, &sink).await?;
+                Ok(Action::requeue(RESYNC))
+            }
+            finalizer::Event::Cleanup(incident) => {
+                info!(incident = %key, "the Incident is being deleted: cancelling its session");
+                reconcile::delete(&incident, ctx, &sink).await?;
+                Ok(Action::await_change())
+            }
         }
-    })
-    .instrument(span)
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
-    let error_label = result.as_ref().err().map(Error::metric_label);
-    kctx.ctx.metrics.reconciled(started.elapsed(), error_label);
-    if result.is_ok() {
-        kctx.failures().remove(&object);
-    }
-    result
+    });
+    let guarded = async {
+        guarded
+            .await
+            .map_err(|error| Error::Finalizer(Box::new(error)))
+    };
+    reconcile::counted(ctx, &key, guarded)
+        .instrument(span)
+        .await
 }
 
 /// After a failure: retry this Incident with its own exponential backoff (with jitter, up to 5 min).
 pub fn error_policy(incident: Arc<Incident>, error: &Error, kctx: Arc<KubeContext>) -> Action {
-    let object = ObjectRef::from_obj(incident.as_ref());
-    let delay = kctx.retry_delay(&object);
-    warn!(incident = %object, %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    let key = key_of(&ObjectRef::from_obj(incident.as_ref()));
+    Action::requeue(reconcile::failed(&kctx.ctx, &key, error))
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-fn new_backoff() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(MAX_BACKOFF)
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// The namespace and name an object reference names.
+fn key_of(object: &ObjectRef<Incident>) -> ObjectKey {
+    ObjectKey::new(
+        object
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::incident::DEFAULT_NAMESPACE),
+        &object.name,
+    )
 }
 
-async fn apply(incident: &Incident, api: &Api<Incident>, kctx: &KubeContext) -> Result<Action> {
-    let ctx = &kctx.ctx;
-    let generation = incident.metadata.generation.unwrap_or(1);
-    let status = match incident.spec.validate() {
-        // The API server checked the schema; these are the checks it cannot make.
-        Err(message) => {
-            warn!(%message, "invalid Incident");
-            plan::invalid_status(
-                incident.status.as_ref(),
-                generation,
-                &message,
-                &jiff::Timestamp::now().to_string(),
+/// Where Kubernetes mode keeps an Incident's status: the status subresource, written whole by
+/// server-side apply; each transition is announced as an Event.
+struct ApiSink<'a> {
+    api: &'a Api<Incident>,
+    kctx: &'a KubeContext,
+}
+
+impl StatusSink for ApiSink<'_> {
+    fn source(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn write(&self, incident: &Incident, status: &IncidentStatus) -> Result<()> {
+        let patch = serde_json::json!({
+            "apiVersion": Incident::api_version(&()),
+            "kind": Incident::kind(&()),
+            "status": status,
+        });
+        self.api
+            .patch_status(
+                &incident.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
             )
-        }
-        Ok(()) => reconcile::reconcile(incident, ctx).await?,
-    };
-    if incident.status.as_ref() != Some(&status) {
-        write_status(api, incident, &status).await?;
-        remember(incident, &status, ctx).await?;
-        if let Some(event) = transition::event_for(incident.status.as_ref(), &status) {
-            let reference = incident.object_ref(&());
-            let recorder = kctx.recorder(
-                incident.metadata.uid.as_deref().unwrap_or_default(),
-                status.attempt,
-            );
-            // An Event is a courtesy: failing to publish one must not fail the reconcile.
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                warn!(%error, reason = %event.reason, "could not publish an Event");
-            }
+            .await?;
+        Ok(())
+    }
+
+    async fn announce(&self, incident: &Incident, status: &IncidentStatus) {
+        let Some(event) = transition::event_for(incident.status.as_ref(), status) else {
+            return;
+        };
+        let reference = incident.object_ref(&());
+        let recorder = self.kctx.recorder(
+            incident.metadata.uid.as_deref().unwrap_or_default(),
+            status.attempt,
+        );
+        // An Event is a courtesy: failing to publish one must not fail the reconcile.
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            warn!(%error, reason = %event.reason, "could not publish an Event");
         }
     }
-    Ok(Action::requeue(RESYNC))
-}
 
-/// The whole status, by server-side apply on the status subresource.
-async fn write_status(
-    api: &Api<Incident>,
-    incident: &Incident,
-    status: &IncidentStatus,
-) -> Result<()> {
-    let patch = serde_json::json!({
-        "apiVersion": Incident::api_version(&()),
-        "kind": Incident::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &incident.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Keeps the Incident in the store too, so the CLI (`opslab get incidents`) sees both modes alike.
-async fn remember(incident: &Incident, status: &IncidentStatus, ctx: &Context) -> Result<()> {
-    let key = ObjectKey::of(incident)?;
-    let mut stored = incident.clone();
-    stored.status = Some(status.clone());
-    stored.metadata.managed_fields = None;
-    let value = serde_json::to_value(&stored).map_err(|e| Error::Serialize(e.to_string()))?;
-    ctx.store
-        .put_incident(IncidentRecord {
-            namespace: key.namespace,
-            name: key.name,
-            uid: incident.metadata.uid.clone().unwrap_or_default(),
-            generation: incident.metadata.generation.unwrap_or(1),
-            spec_hash: String::new(),
-            source: SOURCE.into(),
-            incident: value,
-            error: None,
-            updated_at: jiff::Timestamp::now().to_string(),
-        })
-        .await?;
-    Ok(())
-}
-
-async fn clean_up(incident: &Incident, kctx: &KubeContext) -> Result<Action> {
-    let key = ObjectKey::of(incident)?;
-    let uid = incident.required_uid()?;
-    info!(incident = %key, "the Incident is being deleted: cancelling its session");
-    reconcile::cleanup(uid, &kctx.ctx).await?;
-    // The finalizer promises a removed sandbox: wait for the cancelled task to finish its clean-up.
-    kctx.ctx.sessions.stopped(uid).await;
-    kctx.forget_recorder(uid);
-    kctx.ctx
-        .store
-        .delete_incident(&key.namespace, &key.name)
-        .await?;
-    Ok(Action::await_change())
+    /// The finalizer promises a removed sandbox: waits for the cancelled task's clean-up.
+    async fn forget(&self, incident: &Incident) -> Result<()> {
+        let uid = incident.required_uid()?;
+        self.kctx.ctx.sessions.stopped(uid).await;
+        self.kctx.forget_recorder(uid);
+        Ok(())
+    }
 }
