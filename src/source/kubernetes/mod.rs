@@ -279,9 +279,17 @@ pub async fn reconcile_incident(incident: Arc<Incident>, kctx: Arc<KubeContext>)
         }
     });
     let guarded = async {
-        guarded
-            .await
-            .map_err(|error| Error::Finalizer(Box::new(error)))
+        match guarded.await {
+            // An earlier reconcile removed the finalizer and the object is gone; this one read it
+            // from the cache before (a session's wake-up): nothing is left to do.
+            Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status)))
+                if status.code == 404 =>
+            {
+                debug!(incident = %key, "the Incident was deleted meanwhile");
+                Ok(Action::await_change())
+            }
+            result => result.map_err(|error| Error::Finalizer(Box::new(error))),
+        }
     };
     reconcile::counted(ctx, &key, guarded)
         .instrument(span)
