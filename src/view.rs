@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord, SessionState};
+use crate::audit::{Draft, Event, EventBody, IncidentRecord, SessionRecord, SessionState};
 use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
@@ -425,6 +425,25 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.output_tokens,
         session.cost_usd,
     )
+}
+
+/// What `follow` prints of a draft (an answer being streamed): what was written since `before`,
+/// the draft it printed last, under a heading when a turn's draft first shows (or starts over).
+pub fn draft_text(before: Option<&Draft>, draft: &Draft) -> String {
+    let grown = before
+        .filter(|before| before.turn == draft.turn && draft.text.starts_with(&before.text))
+        .map(|before| &draft.text[before.text.len()..]);
+    let (mut out, new) = match grown {
+        Some(new) => (String::new(), new),
+        None => (
+            format!("~ model turn {}, as it is written:\n", draft.turn),
+            draft.text.as_str(),
+        ),
+    };
+    for line in new.lines().filter(|line| !line.trim().is_empty()) {
+        out.push_str(&format!("    ~ {}\n", printable(line.trim())));
+    }
+    out
 }
 
 /// Lines of output `show` prints from each end of a long output, unless `--raw`.

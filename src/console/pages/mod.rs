@@ -8,7 +8,7 @@ mod session;
 
 pub use incidents::{IncidentFilter, incident_page, incident_rows, incidents_page, rows_digest};
 pub use layout::{error_page, login};
-pub use session::{Verification, event_items, gantt, session_page, summary};
+pub use session::{Verification, draft, event_items, gantt, session_page, summary};
 
 use maud::Markup;
 

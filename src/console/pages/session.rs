@@ -5,7 +5,7 @@ use maud::{Markup, html};
 
 use super::layout::page;
 use super::{dollars, incident_href, segment, session_href, shown, when};
-use crate::audit::{Broken, ChainCheck, Event, EventBody, SessionRecord, SessionState};
+use crate::audit::{Broken, ChainCheck, Draft, Event, EventBody, SessionRecord, SessionState};
 use crate::console::timeline::{self, Entry, Gantt};
 use crate::incident::Phase;
 use crate::llm::ContentBlock;
@@ -348,6 +348,21 @@ pub fn event_items(session_id: &str, entries: &[Entry<'_>], after: i64) -> Marku
     }
 }
 
+/// The model's answer as it is being streamed, below the timeline, while there is one. Also what
+/// the live feed replaces.
+pub fn draft(draft: Option<&Draft>) -> Markup {
+    html! {
+        div id="draft" {
+            @if let Some(draft) = draft {
+                div.event-head {
+                    span.what { "model turn " (draft.turn) ", as it is written…" }
+                }
+                div.reasoning { (shown(&draft.text)) }
+            }
+        }
+    }
+}
+
 /// `/ui/sessions/ID`: the summary, the time axis and the timeline; live while the session runs.
 pub fn session_page(
     session: &SessionRecord,
@@ -370,6 +385,7 @@ pub fn session_page(
             (gantt(&axis))
             h2 { "Timeline" }
             ol id="timeline" class="timeline" { (event_items(&session.id, &entries, 0)) }
+            @if running { (draft(None)) }
         },
     )
 }
