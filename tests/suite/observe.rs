@@ -421,7 +421,7 @@ async fn follow_shows_a_streamed_answer_as_it_is_written() {
     let position = |what: &str| lines.iter().position(|line| line.contains(what));
     let drafted = position("~ I will look at the application log first")
         .unwrap_or_else(|| panic!("follow showed no draft of the answer:\n{text}"));
-    let stored = position("model turn 1").expect("the turn's event");
+    let stored = position("model turn 1 (").expect("the turn's event");
     assert!(
         drafted < stored,
         "the draft showed before the turn's event was stored:\n{text}"
