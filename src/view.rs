@@ -1029,17 +1029,20 @@ fn indent(text: &str) -> String {
 /// Makes text safe for a terminal or a page: control characters (escape sequences among them) and
 /// bidirectional overrides (which reorder what a reader sees) are shown, not obeyed.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let visible: Vec<char> =
-                if (c.is_control() && c != '\t' && c != '\n') || is_bidi_control(c) {
-                    format!("\\u{{{:x}}}", c as u32).chars().collect()
-                } else {
-                    vec![c]
-                };
-            visible
-        })
-        .collect()
+    let hidden = |c: char| (c.is_control() && c != '\t' && c != '\n') || is_bidi_control(c);
+    // Most text has nothing to show: copied whole (a long session's page shows megabytes of it).
+    if !text.contains(hidden) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The explicit bidirectional formatting characters (Unicode's Bidi_Control), as used to make code

@@ -650,32 +650,38 @@ async fn benchmark_a_2000_event_session_page() {
     let browser = Browser::start().await;
     for (id, events) in [("big", 2000), ("small", 20)] {
         let url = format!("{base}/ui/sessions/{id}");
-        let mut loads = Vec::new();
-        let mut responses = Vec::new();
+        // Request to load event; of which the server's response (rendered and sent), and the
+        // browser's parse of it (domInteractive): the rest is the browser's.
+        let (mut loads, mut responses, mut parsed) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..7 {
             browser.goto(&url).await;
             let timing = browser
                 .eval(
                     "const n = performance.getEntriesByType('navigation')[0];
                      return {load: n.loadEventEnd - n.startTime, response: n.responseEnd - n.startTime,
+                             parsed: n.domInteractive - n.startTime,
                              items: document.querySelectorAll('#timeline li').length};",
                 )
                 .await;
             assert_eq!(timing["items"], json!(events));
             loads.push(timing["load"].as_f64().unwrap());
             responses.push(timing["response"].as_f64().unwrap());
+            parsed.push(timing["parsed"].as_f64().unwrap());
         }
-        loads.sort_by(f64::total_cmp);
-        responses.sort_by(f64::total_cmp);
+        for figures in [&mut loads, &mut responses, &mut parsed] {
+            figures.sort_by(f64::total_cmp);
+        }
+        let median = |figures: &[f64]| figures[figures.len() / 2];
         println!(
             "{events}-event session page, request to load event: median {:.0} ms, min {:.0} ms, \
              max {:.0} ms over {} loads; of which the server's response (rendered and sent): \
-             median {:.0} ms",
-            loads[loads.len() / 2],
+             median {:.0} ms; parsed (domInteractive): median {:.0} ms",
+            median(&loads),
             loads[0],
             loads[loads.len() - 1],
             loads.len(),
-            responses[responses.len() / 2]
+            median(&responses),
+            median(&parsed),
         );
     }
     browser.close().await;
