@@ -179,6 +179,12 @@ impl Store {
         .await
     }
 
+    /// Removes the session's draft: an answer abandoned with no event to take its place.
+    pub async fn clear_draft(&self, session_id: &str) -> Result<(), StoreError> {
+        self.execute(Statement::new(rows::CLEAR_DRAFT, vec![session_id.into()]))
+            .await
+    }
+
     /// The session's draft, while an answer is being streamed.
     pub async fn draft(&self, session_id: &str) -> Result<Option<Draft>, StoreError> {
         self.query_one(

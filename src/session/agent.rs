@@ -451,7 +451,13 @@ impl SessionTask {
                 }
                 () = self.cancel.cancelled() => return Ok(Err(self.cancelled())),
                 // Asked again at the next start: nothing of an unfinished call is recorded.
-                () = self.deps.draining.cancelled() => return Err(Abandoned::Draining),
+                () = self.deps.draining.cancelled() => {
+                    // No event will replace the draft before the session resumes.
+                    if let Err(error) = self.deps.store.clear_draft(&self.record.id).await {
+                        warn!(%error, "could not remove the answer being streamed");
+                    }
+                    return Err(Abandoned::Draining);
+                }
                 () = &mut deadline => return Ok(Err(time_exhausted(limits))),
                 Some(notice) = retries.recv() => {
                     self.record_event(history, EventBody::LlmRetrying {

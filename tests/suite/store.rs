@@ -618,6 +618,9 @@ async fn store_drafts_are_redacted_and_gone_with_the_next_event(fixture: TestSto
             "the last word waits: {draft:?}"
         );
     }
+    store.clear_draft("s").await.unwrap();
+    assert_eq!(store.draft("s").await.unwrap(), None, "abandoned");
+    store.put_draft("s", 2, "again ").await.unwrap();
     store.append("s", finished("t1", "full")).await.unwrap();
     assert_eq!(
         store.draft("s").await.unwrap(),
