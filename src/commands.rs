@@ -1,6 +1,6 @@
 //! The commands' handlers: the controller's wiring, and the CLI's views of the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,8 @@ use kube::CustomResourceExt;
 use opslab::ObjectKey;
 use opslab::alerts;
 use opslab::audit::{
-    ChainCheck, EventBody, IncidentRecord, Redactor, SessionRecord, Store, StoreLocation,
+    ChainCheck, Draft, DraftChange, IncidentFeed, IncidentRecord, Redactor, SessionFeed,
+    SessionRecord, Store, StoreLocation,
 };
 use opslab::config::{Config, SourceConfig};
 use opslab::console::{Access, ConsoleOptions};
@@ -180,25 +181,17 @@ pub async fn get_incidents(
     if !args.watch {
         return Ok(());
     }
-    let mut seen: HashMap<(String, String), IncidentRecord> = records
-        .into_iter()
-        .map(|record| ((record.namespace.clone(), record.name.clone()), record))
-        .collect();
-    let poll = StorePoll::new(None);
+    let mut feed = IncidentFeed::after(store, &records);
     let later = Listing {
         headers: false,
         ..listing
     };
     loop {
-        poll.wait(String::new).await?;
+        let changes = feed.next().await?;
         let changed: Vec<IncidentRecord> = query
-            .select(store.incidents().await?)?
+            .select(changes.all)?
             .into_iter()
-            .filter(|record| {
-                let key = (record.namespace.clone(), record.name.clone());
-                let before = seen.insert(key, record.clone());
-                before.is_none_or(|before| !same_content(&before, record))
-            })
+            .filter(|record| changes.changed.contains(record))
             .collect();
         if changed.is_empty() {
             continue;
@@ -207,11 +200,6 @@ pub async fn get_incidents(
         out.write_all(text.as_bytes())?;
         out.flush()?;
     }
-}
-
-/// Whether a stored Incident is unchanged but for when it was last written.
-fn same_content(before: &IncidentRecord, after: &IncidentRecord) -> bool {
-    before.incident == after.incident && before.error == after.error
 }
 
 /// Which Incidents `get incidents` lists.
@@ -486,21 +474,26 @@ pub async fn follow(
     )?;
     out.flush()?;
     let clock = session_clock(&session);
-    let mut last_seq = 0;
+    let mut feed = SessionFeed::new(store, session.id.clone(), 0);
+    // The draft printed last: a grown draft prints only what is new.
+    let mut shown: Option<Draft> = None;
     loop {
-        let events = store.events_after(&session.id, last_seq).await?;
-        for event in &events {
+        let waiting = || format!("session {} has not ended", session.id);
+        let Some(update) = poll.within(feed.next(), waiting).await?? else {
+            return Ok(());
+        };
+        for event in &update.events {
             write!(out, "\n{}", view::event_text(event, args.raw, &clock))?;
-            out.flush()?;
-            last_seq = event.seq;
-            if matches!(event.body, EventBody::SessionFinished { .. }) {
-                return Ok(());
+        }
+        match update.draft {
+            DraftChange::Same => {}
+            DraftChange::Now(draft) => {
+                write!(out, "{}", view::draft_text(shown.as_ref(), &draft))?;
+                shown = Some(draft);
             }
+            DraftChange::Gone => shown = None,
         }
-        if events.is_empty() {
-            poll.wait(|| format!("session {} has not ended", session.id))
-                .await?;
-        }
+        out.flush()?;
     }
 }
 
@@ -580,8 +573,8 @@ fn session_clock(session: &SessionRecord) -> Clock {
     }
 }
 
-/// How the CLI waits for the store to change. The store sends no notifications, so `follow` and
-/// `get --watch` both read it again every [`STORE_POLL`], until an optional timeout.
+/// How long the CLI waits for the store to change: until an optional timeout. (What changed comes
+/// from the store's change feed, [`opslab::audit::feed`].)
 struct StorePoll {
     started: Instant,
     timeout: Option<Duration>,
@@ -595,27 +588,33 @@ impl StorePoll {
         }
     }
 
+    /// Awaits `work` until the timeout, if there is one; then an error saying `what` is still
+    /// awaited.
+    async fn within<T>(
+        &self,
+        work: impl Future<Output = T>,
+        what: impl FnOnce() -> String,
+    ) -> anyhow::Result<T> {
+        let Some(timeout) = self.timeout else {
+            return Ok(work.await);
+        };
+        match tokio::time::timeout_at((self.started + timeout).into(), work).await {
+            Ok(done) => Ok(done),
+            Err(_) => {
+                let timeout = jiff::SignedDuration::try_from(timeout).unwrap_or_default();
+                anyhow::bail!("gave up after {timeout:#} (--timeout): {}", what())
+            }
+        }
+    }
+
     /// Sleeps until it is time to read again; an error saying `what` is still awaited once the
     /// timeout has passed.
     async fn wait(&self, what: impl FnOnce() -> String) -> anyhow::Result<()> {
-        let pause = match self.timeout {
-            None => STORE_POLL,
-            Some(timeout) => {
-                let left = timeout.saturating_sub(self.started.elapsed());
-                if left.is_zero() {
-                    let timeout = jiff::SignedDuration::try_from(timeout).unwrap_or_default();
-                    anyhow::bail!("gave up after {timeout:#} (--timeout): {}", what());
-                }
-                left.min(STORE_POLL)
-            }
-        };
-        tokio::time::sleep(pause).await;
-        Ok(())
+        self.within(tokio::time::sleep(opslab::audit::feed::POLL), what)
+            .await
     }
 }
 
-/// How often the CLI reads the store again while it waits.
-const STORE_POLL: Duration = Duration::from_millis(200);
 /// How long `follow` looks for an Incident the store does not know before it fails: a manifest
 /// filed a moment before takes the controller a few milliseconds to read.
 const UNKNOWN_INCIDENT_GRACE: Duration = Duration::from_millis(300);

@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Event, EventBody, IncidentRecord, SessionRecord};
+use crate::audit::{Draft, Event, EventBody, IncidentRecord, SessionRecord};
 use crate::incident::{Incident, IncidentStatus, Phase};
 use crate::llm::ContentBlock;
 
@@ -416,6 +416,25 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.output_tokens,
         session.cost_usd,
     )
+}
+
+/// What `follow` prints of a draft (an answer being streamed): what was written since `before`,
+/// the draft it printed last, under a heading when a turn's draft first shows (or starts over).
+pub fn draft_text(before: Option<&Draft>, draft: &Draft) -> String {
+    let grown = before
+        .filter(|before| before.turn == draft.turn && draft.text.starts_with(&before.text))
+        .map(|before| &draft.text[before.text.len()..]);
+    let (mut out, new) = match grown {
+        Some(new) => (String::new(), new),
+        None => (
+            format!("~ model turn {}, as it is written:\n", draft.turn),
+            draft.text.as_str(),
+        ),
+    };
+    for line in new.lines().filter(|line| !line.trim().is_empty()) {
+        out.push_str(&format!("    ~ {}\n", printable(line.trim())));
+    }
+    out
 }
 
 /// Lines of output `show` prints from each end of a long output, unless `--raw`.
@@ -1001,17 +1020,20 @@ fn indent(text: &str) -> String {
 /// Makes text safe for a terminal or a page: control characters (escape sequences among them) and
 /// bidirectional overrides (which reorder what a reader sees) are shown, not obeyed.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let visible: Vec<char> =
-                if (c.is_control() && c != '\t' && c != '\n') || is_bidi_control(c) {
-                    format!("\\u{{{:x}}}", c as u32).chars().collect()
-                } else {
-                    vec![c]
-                };
-            visible
-        })
-        .collect()
+    let hidden = |c: char| (c.is_control() && c != '\t' && c != '\n') || is_bidi_control(c);
+    // Most text has nothing to show: copied whole (a long session's page shows megabytes of it).
+    if !text.contains(hidden) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The explicit bidirectional formatting characters (Unicode's Bidi_Control), as used to make code

@@ -82,6 +82,11 @@ pub fn link(
         "UPDATE sessions SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
         vec![session_id.as_str().into(), seq.into(), hash.as_str().into()],
     ));
+    // Whatever was being streamed before this event is either in it or abandoned.
+    statements.push(Statement::new(
+        rows::CLEAR_DRAFT,
+        vec![session_id.as_str().into()],
+    ));
     Ok((
         Event {
             session_id,

@@ -5,6 +5,7 @@
 mod append;
 mod chain;
 pub mod event;
+pub mod feed;
 mod health;
 mod location;
 mod postgres;
@@ -15,6 +16,7 @@ mod store;
 
 pub use chain::Broken;
 pub use event::{Delivery, Event, EventBody};
+pub use feed::{DraftChange, IncidentChanges, IncidentFeed, SessionFeed, SessionUpdate};
 pub use health::StoreHealth;
 pub use location::StoreLocation;
 pub use redact::{HeldSecret, Redactor, check_configured_secret};
@@ -223,6 +225,21 @@ pub struct IntakeEvent {
     pub incident: Option<String>,
     /// The decision in words (redacted).
     pub message: String,
+}
+
+/// The text of a model answer still being streamed (redacted, its unfinished last word held
+/// back): at most one per session, gone once the session's next event is stored. Not part of the
+/// trail.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Draft {
+    pub session_id: String,
+    /// The seq of the session's last event when it was written: it comes after that event.
+    pub after_seq: i64,
+    /// The model turn being written.
+    pub turn: u32,
+    pub text: String,
+    /// When it was last replaced, RFC 3339.
+    pub at: String,
 }
 
 /// The result of checking a session's chain.

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0003_intake_events.sql"),
     ),
     (4, include_str!("migrations/postgres/0004_cache_tokens.sql")),
+    (5, include_str!("migrations/postgres/0005_drafts.sql")),
 ];
 
 /// The advisory lock key that serializes migrations between replicas opening the store at once.

@@ -375,6 +375,13 @@ impl Redactor {
         self.redact_cow(text).into_owned()
     }
 
+    /// A text still being written (a streamed answer), redacted: its last word is held back until
+    /// it ends, since a secret cut off mid-way matches no rule yet; the rest is redacted as any
+    /// text is.
+    pub fn redact_unfinished(&self, text: &str) -> String {
+        self.redact(text.trim_end_matches(|c: char| !c.is_whitespace()))
+    }
+
     fn redact_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);
         if let Some(replaced) = self.redact_values(&text) {

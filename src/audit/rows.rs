@@ -6,7 +6,8 @@ use std::borrow::Cow;
 
 use super::chain::Link;
 use super::{
-    CommandRecord, Event, IncidentRecord, IntakeEvent, SessionRecord, SessionState, StoreError,
+    CommandRecord, Draft, Event, IncidentRecord, IntakeEvent, SessionRecord, SessionState,
+    StoreError,
 };
 use crate::incident::Requests;
 
@@ -114,6 +115,16 @@ pub fn sessions_query(filter: &str) -> String {
 }
 pub const EVENTS_AFTER: &str = "SELECT session_id, seq, at, body, hash FROM events \
      WHERE session_id = ?1 AND seq > ?2 ORDER BY seq";
+/// A session's draft, replaced whole (columns `session_id, turn, text, at`).
+/// A session's draft, replaced whole, after the session's head (`?1` session, `?2` turn, `?3`
+/// text, `?4` at).
+pub const PUT_DRAFT: &str = "INSERT INTO drafts (session_id, after_seq, turn, text, at) \
+     SELECT id, head_seq, CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS TEXT) FROM sessions WHERE id = ?1 \
+     ON CONFLICT (session_id) DO UPDATE SET after_seq = excluded.after_seq, turn = excluded.turn, \
+     text = excluded.text, at = excluded.at";
+pub const DRAFT: &str =
+    "SELECT session_id, after_seq, turn, text, at FROM drafts WHERE session_id = ?1";
+pub const CLEAR_DRAFT: &str = "DELETE FROM drafts WHERE session_id = ?1";
 pub const EVENTS_OF_KIND: &str = "SELECT session_id, seq, at, body, hash FROM events \
      WHERE session_id = ?1 AND kind = ?2 ORDER BY seq";
 pub const COMMANDS: &str = "SELECT tool_use_id, command, state, exit_code, finished_at FROM commands \
@@ -213,6 +224,16 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
 }
 
 /// A row of `session_id, seq, at, body, hash` from `events`.
+pub fn draft(row: &dyn Columns) -> Result<Draft, StoreError> {
+    Ok(Draft {
+        session_id: row.text(0)?,
+        after_seq: row.integer(1)?,
+        turn: u32::try_from(row.integer(2)?).unwrap_or(0),
+        text: row.text(3)?,
+        at: row.text(4)?,
+    })
+}
+
 pub fn event(row: &dyn Columns) -> Result<Event, StoreError> {
     let session_id = row.text(0)?;
     let seq = row.integer(1)?;

@@ -22,6 +22,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/sqlite/0003_session_message.sql")),
     M::up(include_str!("migrations/sqlite/0004_intake_events.sql")),
     M::up(include_str!("migrations/sqlite/0005_cache_tokens.sql")),
+    M::up(include_str!("migrations/sqlite/0006_drafts.sql")),
 ];
 
 /// Events in the order they were inserted: reordered `seq` values must show in `verify`.

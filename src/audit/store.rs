@@ -9,7 +9,7 @@ use super::postgres::Postgres;
 use super::rows::{self, Columns, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
-    ChainCheck, CommandRecord, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
+    ChainCheck, CommandRecord, Draft, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
     NewSession, Redactor, SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
@@ -154,6 +154,42 @@ impl Store {
                 vec![session_id.into(), after_seq.into()],
             ),
             rows::event,
+        )
+        .await
+    }
+
+    /// Replaces the session's draft: the text of the answer being streamed for `turn`, redacted
+    /// (its unfinished last word held back) before it is written. The next append removes it.
+    pub async fn put_draft(
+        &self,
+        session_id: &str,
+        turn: u32,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let text = self.redactor.redact_unfinished(text);
+        self.execute(Statement::new(
+            rows::PUT_DRAFT,
+            vec![
+                session_id.into(),
+                i64::from(turn).into(),
+                text.into(),
+                jiff::Timestamp::now().to_string().into(),
+            ],
+        ))
+        .await
+    }
+
+    /// Removes the session's draft: an answer abandoned with no event to take its place.
+    pub async fn clear_draft(&self, session_id: &str) -> Result<(), StoreError> {
+        self.execute(Statement::new(rows::CLEAR_DRAFT, vec![session_id.into()]))
+            .await
+    }
+
+    /// The session's draft, while an answer is being streamed.
+    pub async fn draft(&self, session_id: &str) -> Result<Option<Draft>, StoreError> {
+        self.query_one(
+            Statement::new(rows::DRAFT, vec![session_id.into()]),
+            rows::draft,
         )
         .await
     }

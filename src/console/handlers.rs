@@ -74,24 +74,28 @@ pub async fn verification(store: &Store, session_id: &str) -> Verification {
     }
 }
 
-/// `GET /ui/sessions/ID`.
+/// `GET /ui/sessions/ID`. The chain check reads and hashes every event again: it runs beside the
+/// reading and rendering of the timeline rather than before it.
 pub async fn session(State(console): State<Console>, Path(id): Path<String>) -> Response {
     let session = match console.store.session(&id).await {
         Ok(Some(session)) => session,
         Ok(None) => return not_found(&format!("no session {id} in the store")),
         Err(error) => return store_failed(error),
     };
+    let check = tokio::spawn({
+        let (store, id) = (console.store.clone(), id.clone());
+        async move { verification(&store, &id).await }
+    });
     let events = match console.store.events(&id).await {
         Ok(events) => events,
         Err(error) => return store_failed(error),
     };
-    let verification = verification(&console.store, &id).await;
-    pages::html(pages::session_page(
-        &session,
-        &events,
-        &verification,
-        jiff::Timestamp::now(),
-    ))
+    let last = events.last().map_or(0, |event| event.seq);
+    let timeline = pages::session_timeline(&session, &events, jiff::Timestamp::now());
+    let verification = check
+        .await
+        .unwrap_or_else(|error| Verification::Failed(error.to_string()));
+    pages::html(pages::session_page(&session, last, &verification, timeline))
 }
 
 /// `GET /ui/sessions/ID/output/SEQ`: a command's whole stored output, as plain text (which the

@@ -1,7 +1,6 @@
-//! Live updates over Server-Sent Events. The store sends no notifications: its change feed is
-//! [`Store::events_after`](crate::audit::Store::events_after) read again every [`POLL`], as
-//! `opslab follow` reads it, and the Incidents as `get incidents --watch` reads them. Each change
-//! goes out as a `patch` event: "append ID" or "replace ID", then server-rendered HTML.
+//! Live updates over Server-Sent Events, from the store's change feed ([`crate::audit::feed`]),
+//! the one `opslab follow` and `get incidents --watch` read. Each change goes out as a `patch`
+//! event: "append ID" or "replace ID", then server-rendered HTML.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,10 +15,8 @@ use super::Console;
 use super::handlers::verification;
 use super::pages::{self, IncidentFilter};
 use super::timeline;
-use crate::audit::{Event, EventBody, SessionState};
+use crate::audit::{DraftChange, Event, IncidentFeed, SessionFeed, SessionState};
 
-/// How often a feed reads the store again: as `opslab follow` does.
-pub const POLL: Duration = Duration::from_millis(200);
 /// The Incidents list changes less often and costs more to read.
 const LIST_POLL: Duration = Duration::from_secs(1);
 
@@ -29,16 +26,15 @@ pub struct After {
     after: i64,
 }
 
-/// What one session's feed holds between reads.
-struct SessionFeed {
+/// What one session's page feed holds between reads.
+struct LivePage {
     console: Console,
-    id: String,
+    feed: SessionFeed,
     /// Every event so far: a new command's end needs its start, the cost its predecessors.
     events: Vec<Event>,
     /// The last seq the page has.
     sent: i64,
     pending: VecDeque<SseEvent>,
-    first: bool,
     done: bool,
 }
 
@@ -48,59 +44,64 @@ fn patch(action: &str, target: &str, html: String) -> SseEvent {
         .data(format!("{action} {target}\n{html}"))
 }
 
-/// Sleeps a poll interval; false once the server is stopping.
-async fn pause(console: &Console, interval: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(interval) => true,
-        () = console.shutdown.cancelled() => false,
-    }
-}
-
-impl SessionFeed {
-    /// Reads what is new, and queues the page's patches.
+impl LivePage {
+    /// Waits for the feed's next change, and queues the page's patches.
     async fn read(&mut self) {
-        if !self.first && !pause(&self.console, POLL).await {
-            self.done = true;
-            return;
-        }
-        self.first = false;
-        let known = self.events.last().map_or(0, |event| event.seq);
-        match self.console.store.events_after(&self.id, known).await {
-            Ok(new) => self.events.extend(new),
-            Err(error) => {
-                tracing::warn!(%error, session = %self.id, "the console's live feed could not read the store");
+        let next = tokio::select! {
+            next = self.feed.next() => next,
+            () = self.console.shutdown.cancelled() => {
+                self.done = true;
                 return;
             }
-        }
+        };
+        let update = match next {
+            Ok(Some(update)) => update,
+            Ok(None) => {
+                self.pending
+                    .push_back(SseEvent::default().event("end").data("finished"));
+                self.done = true;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, session = %self.feed.session_id(), "the console's live feed could not read the store");
+                return;
+            }
+        };
+        self.events.extend(update.events);
         let last = self.events.last().map_or(0, |event| event.seq);
-        if last <= self.sent {
-            return;
-        }
-        let entries = timeline::entries(&self.events);
-        let items = pages::event_items(&self.id, &entries, self.sent).into_string();
-        self.pending
-            .push_back(patch("append", "timeline", items).id(last.to_string()));
-        let ended = self.events.iter().any(|event| {
-            event.seq > self.sent && matches!(event.body, EventBody::SessionFinished { .. })
-        });
-        self.sent = last;
-        if let Ok(Some(session)) = self.console.store.session(&self.id).await {
-            let check = verification(&self.console.store, &self.id).await;
-            self.pending.push_back(patch(
-                "replace",
-                "summary",
-                pages::summary(&session, &check).into_string(),
-            ));
-            let running = session.state == SessionState::Running;
-            let axis = timeline::gantt(&self.events, running.then(jiff::Timestamp::now));
+        if last > self.sent {
+            let id = self.feed.session_id().to_string();
+            let entries = timeline::entries(&self.events);
+            let items = pages::event_items(&id, &entries, self.sent).into_string();
             self.pending
-                .push_back(patch("replace", "gantt", pages::gantt(&axis).into_string()));
+                .push_back(patch("append", "timeline", items).id(last.to_string()));
+            self.sent = last;
+            if let Ok(Some(session)) = self.console.store.session(&id).await {
+                let check = verification(&self.console.store, &id).await;
+                self.pending.push_back(patch(
+                    "replace",
+                    "summary",
+                    pages::summary(&session, &check).into_string(),
+                ));
+                let running = session.state == SessionState::Running;
+                let axis = timeline::gantt(&self.events, running.then(jiff::Timestamp::now));
+                self.pending.push_back(patch(
+                    "replace",
+                    "gantt",
+                    pages::gantt(&axis).into_string(),
+                ));
+            }
         }
-        if ended {
-            self.pending
-                .push_back(SseEvent::default().event("end").data("finished"));
-            self.done = true;
-        }
+        let draft = match update.draft {
+            DraftChange::Same => return,
+            DraftChange::Now(draft) => Some(draft),
+            DraftChange::Gone => None,
+        };
+        self.pending.push_back(patch(
+            "replace",
+            "draft",
+            pages::draft(draft.as_ref()).into_string(),
+        ));
     }
 }
 
@@ -117,24 +118,23 @@ pub async fn session(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .unwrap_or(query.after);
-    let feed = SessionFeed {
+    let page = LivePage {
+        feed: SessionFeed::new(console.store.clone(), id, 0),
         console,
-        id,
         events: Vec::new(),
         sent,
         pending: VecDeque::new(),
-        first: true,
         done: false,
     };
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
+    let stream = futures::stream::unfold(page, |mut page| async move {
         loop {
-            if let Some(event) = feed.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(event), feed));
+            if let Some(event) = page.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(event), page));
             }
-            if feed.done {
+            if page.done {
                 return None;
             }
-            feed.read().await;
+            page.read().await;
         }
     });
     Sse::new(stream)
@@ -156,21 +156,22 @@ pub async fn incidents(
     Query(filter): Query<IncidentFilter>,
     Query(seen): Query<Seen>,
 ) -> Response {
-    let state = (console, filter, seen.seen, true);
-    let stream = futures::stream::unfold(state, |(console, filter, last, mut first)| async move {
+    let feed = IncidentFeed::new(console.store.clone()).every(LIST_POLL);
+    let state = (console, feed, filter, seen.seen);
+    let stream = futures::stream::unfold(state, |(console, mut feed, filter, last)| async move {
         loop {
-            if !first && !pause(&console, LIST_POLL).await {
-                return None;
-            }
-            first = false;
-            let Ok(records) = console.store.incidents().await else {
+            let next = tokio::select! {
+                next = feed.next() => next,
+                () = console.shutdown.cancelled() => return None,
+            };
+            let Ok(changes) = next else {
                 continue;
             };
-            let digest = pages::rows_digest(&records, &filter);
+            let digest = pages::rows_digest(&changes.all, &filter);
             if digest != last {
-                let rows = pages::incident_rows(&records, &filter, jiff::Timestamp::now());
+                let rows = pages::incident_rows(&changes.all, &filter, jiff::Timestamp::now());
                 let event = patch("replace", "incident-rows", rows.into_string());
-                return Some((Ok::<_, Infallible>(event), (console, filter, digest, false)));
+                return Some((Ok::<_, Infallible>(event), (console, feed, filter, digest)));
             }
         }
     });

@@ -155,7 +155,23 @@ impl LlmClient {
     pub async fn complete_with(
         &self,
         request: &ChatRequest,
+        on_retry: impl FnMut(RetryNotice),
+    ) -> Result<ChatResponse, LlmError> {
+        self.complete_drafting(request, on_retry, None).await
+    }
+
+    /// Whether answers come as server-sent events (and so can be shown as they are written).
+    pub fn streams(&self) -> bool {
+        self.config.stream
+    }
+
+    /// [`Self::complete_with`], and while a streamed answer comes, its text so far
+    /// ([`super::stream::Partial::text`]) into `draft` as each event arrives.
+    pub async fn complete_drafting(
+        &self,
+        request: &ChatRequest,
         mut on_retry: impl FnMut(RetryNotice),
+        draft: Option<&tokio::sync::watch::Sender<String>>,
     ) -> Result<ChatResponse, LlmError> {
         let RetryPolicy {
             max_retries,
@@ -168,7 +184,7 @@ impl LlmClient {
             .with_max_delay(max_delay)
             .with_max_times(max_retries)
             .with_jitter();
-        (|| self.attempt(request))
+        (|| self.attempt(request, draft))
             .retry(backoff)
             .when(LlmError::is_retryable)
             .adjust(move |error, delay| {
@@ -192,9 +208,13 @@ impl LlmClient {
     }
 
     /// One HTTP request, counted in the metrics with its status, and its usage when it succeeds.
-    async fn attempt(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    async fn attempt(
+        &self,
+        request: &ChatRequest,
+        draft: Option<&tokio::sync::watch::Sender<String>>,
+    ) -> Result<ChatResponse, LlmError> {
         let provider = self.config.kind.as_str();
-        let result = self.send(request).await;
+        let result = self.send(request, draft).await;
         let status = match &result {
             Ok(_) => "200".to_string(),
             Err(LlmError::Status { status, .. } | LlmError::SpendLimit { status, .. }) => {
@@ -214,7 +234,11 @@ impl LlmClient {
         result
     }
 
-    async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        draft: Option<&tokio::sync::watch::Sender<String>>,
+    ) -> Result<ChatResponse, LlmError> {
         let base = &self.config.base_url;
         let http = match self.config.kind {
             ProviderKind::Anthropic | ProviderKind::Replay => {
@@ -263,7 +287,7 @@ impl LlmClient {
                 .as_deref()
                 .is_some_and(|kind| kind.starts_with("text/event-stream"))
         {
-            return self.read_stream(response).await;
+            return self.read_stream(response, draft).await;
         }
         let body = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
@@ -301,20 +325,43 @@ impl LlmClient {
 impl LlmClient {
     /// A response sent as server-sent events, read to its end and put back together as the whole
     /// response. A stream cut off is a transport failure, retried as a reset connection is.
-    async fn read_stream(&self, response: reqwest::Response) -> Result<ChatResponse, LlmError> {
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        draft: Option<&tokio::sync::watch::Sender<String>>,
+    ) -> Result<ChatResponse, LlmError> {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
         let mut events = response.bytes_stream().eventsource();
         let mut received = Vec::new();
+        let mut partial = super::stream::Partial::default();
+        if let Some(draft) = draft {
+            // A retry starts its answer over.
+            draft.send_replace(String::new());
+        }
         while let Some(event) = events.next().await {
             let event = event.map_err(|error| match error {
                 eventsource_stream::EventStreamError::Transport(error) => transport(error),
                 other => LlmError::Decode(format!("the event stream is malformed: {other}")),
             })?;
-            received.push(super::stream::Sse {
+            let event = super::stream::Sse {
                 event: event.event,
                 data: event.data,
-            });
+            };
+            if let Some(draft) = draft {
+                match self.config.kind {
+                    ProviderKind::Anthropic | ProviderKind::Replay => partial.anthropic(&event),
+                    ProviderKind::OpenAi => partial.openai(&event),
+                }
+                // Built whole for each event: a few milliseconds in all for a long answer.
+                draft.send_if_modified(|text| {
+                    let now = partial.text();
+                    let changed = *text != now;
+                    *text = now;
+                    changed
+                });
+            }
+            received.push(event);
         }
         let whole = match self.config.kind {
             ProviderKind::Anthropic | ProviderKind::Replay => super::stream::anthropic(&received),

@@ -209,6 +209,105 @@ pub fn openai(events: &[Sse]) -> Result<Value, StreamError> {
     }))
 }
 
+/// An answer as it is being written, from its events as they come: its text and each tool call's
+/// name and arguments so far. What `follow` and the console show before the answer is whole; the
+/// stored answer is still put together by [`anthropic`] or [`openai`] from every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Partial {
+    /// By place (text before tool calls, then by index): a tool call's name (None for text), and
+    /// its text or arguments so far.
+    parts: BTreeMap<(u8, u64), (Option<String>, String)>,
+}
+
+impl Partial {
+    /// Takes in one Messages API event. Events it cannot read are left to the whole parse.
+    pub fn anthropic(&mut self, event: &Sse) {
+        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+            return;
+        };
+        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match value.get("type").and_then(Value::as_str) {
+            Some("content_block_start") => {
+                let block = value.get("content_block").unwrap_or(&Value::Null);
+                let name = (block.get("type").and_then(Value::as_str) == Some("tool_use"))
+                    .then(|| text_of(block.get("name")));
+                self.parts
+                    .insert((0, index), (name, text_of(block.get("text"))));
+            }
+            Some("content_block_delta") => {
+                let delta = value.get("delta").unwrap_or(&Value::Null);
+                let piece = delta
+                    .get("text")
+                    .or_else(|| delta.get("partial_json"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                self.parts.entry((0, index)).or_default().1.push_str(piece);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes in one Chat Completions chunk.
+    pub fn openai(&mut self, event: &Sse) {
+        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+            return;
+        };
+        for choice in value
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            if let Some(piece) = delta.get("content").and_then(Value::as_str) {
+                self.parts.entry((0, 0)).or_default().1.push_str(piece);
+            }
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let (name, arguments) = self.parts.entry((1, index)).or_default();
+                if let Some(piece) = call.pointer("/function/name").and_then(Value::as_str) {
+                    name.get_or_insert_default().push_str(piece);
+                }
+                if let Some(piece) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                    arguments.push_str(piece);
+                }
+            }
+        }
+    }
+
+    /// The answer so far, for people: its text, then each call as `calls NAME ARGUMENTS`.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (name, text) in self.parts.values() {
+            if text.trim().is_empty() && name.is_none() {
+                continue;
+            }
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if let Some(name) = name {
+                out.push_str(&format!("calls {name} "));
+            }
+            out.push_str(text);
+        }
+        out
+    }
+}
+
+fn text_of(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +469,61 @@ mod tests {
             (18, 32, 9)
         );
         assert!(matches!(openai(&events[..4]), Err(StreamError::Cut(_))));
+    }
+
+    #[test]
+    fn a_partial_answer_reads_as_it_is_written() {
+        let mut partial = Partial::default();
+        let anthropic = sse(&[
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "The disk "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "is full."}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t", "name": "shell", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"command\": \"df"}}),
+            ),
+        ]);
+        for event in &anthropic[..2] {
+            partial.anthropic(event);
+        }
+        assert_eq!(partial.text(), "The disk ");
+        for event in &anthropic[2..] {
+            partial.anthropic(event);
+        }
+        assert_eq!(
+            partial.text(),
+            "The disk is full.\ncalls shell {\"command\": \"df"
+        );
+
+        let mut partial = Partial::default();
+        for data in [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Look "}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "shell", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "first."}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"command\""}}]}}]}),
+        ] {
+            partial.openai(&Sse {
+                event: String::new(),
+                data: data.to_string(),
+            });
+        }
+        partial.openai(&Sse {
+            event: String::new(),
+            data: "[DONE]".into(),
+        });
+        assert_eq!(partial.text(), "Look first.\ncalls shell {\"command\"");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
@@ -467,17 +467,39 @@ impl SessionTask {
         deadline: tokio::time::Instant,
     ) -> Result<Result<Answer, Ending>, Abandoned> {
         let (retries_tx, mut retries) = mpsc::unbounded_channel::<RetryNotice>();
-        let call = self.deps.llm.complete_with(request, move |notice| {
-            let _ = retries_tx.send(notice);
-        });
+        // A streamed answer's text so far, written to the store as the session's draft for
+        // `follow` and the console; the answer's event replaces it.
+        let (draft_tx, mut draft) = watch::channel(String::new());
+        let streams = self.deps.llm.streams();
+        let call = self.deps.llm.complete_drafting(
+            request,
+            move |notice| {
+                let _ = retries_tx.send(notice);
+            },
+            streams.then_some(&draft_tx),
+        );
         tokio::pin!(call);
         let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
+        let mut drafts = tokio::time::interval(DRAFT_EVERY);
+        drafts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = drafts.tick(), if streams => {
+                    if draft.has_changed().unwrap_or(false) {
+                        let text = draft.borrow_and_update().clone();
+                        self.write_draft(history.turns + 1, &text).await;
+                    }
+                }
                 () = self.cancel.cancelled() => return Ok(Err(self.cancelled())),
                 // Asked again at the next start: nothing of an unfinished call is recorded.
-                () = self.deps.draining.cancelled() => return Err(Abandoned::Draining),
+                () = self.deps.draining.cancelled() => {
+                    // No event will replace the draft before the session resumes.
+                    if let Err(error) = self.deps.store.clear_draft(&self.record.id).await {
+                        warn!(%error, "could not remove the answer being streamed");
+                    }
+                    return Err(Abandoned::Draining);
+                }
                 () = &mut deadline => return Ok(Err(time_exhausted(limits))),
                 Some(notice) = retries.recv() => {
                     self.record_event(history, EventBody::LlmRetrying {
@@ -489,6 +511,16 @@ impl SessionTask {
                 }
                 response = &mut call => return Ok(Ok(response)),
             }
+        }
+    }
+
+    /// Replaces the session's draft; a failure costs the readers the draft, not the session.
+    async fn write_draft(&self, turn: u32, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        if let Err(error) = self.deps.store.put_draft(&self.record.id, turn, text).await {
+            warn!(%error, "could not store the answer being streamed");
         }
     }
 
@@ -713,6 +745,9 @@ impl Summary {
         }
     }
 }
+
+/// How often a streamed answer's text so far replaces the session's draft in the store.
+const DRAFT_EVERY: Duration = Duration::from_millis(200);
 
 fn time_exhausted(limits: &AgentLimits) -> Ending {
     Ending::new(

@@ -407,23 +407,17 @@ async fn budget_tokens_and_cost_stop_a_session_mid_way() {
     );
 }
 
-/// `opslab follow` shows each command while the session still runs, and ends with it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follow_streams_a_running_session() {
-    docker::require_sandbox_image();
-    let script = vec![
-        Turn::shell("sleep 1; echo first", "the first step"),
-        Turn::shell("sleep 2; echo second", "the second step"),
-        Turn::report("resolved", "followed"),
-    ];
-    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
-    let controller =
-        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
-    // The store exists once the controller serves; follow starts before the session does.
-    controller.http_url();
-    controller.write_manifest("f.yaml", &manifest("f", "follow me", ""));
+/// `opslab follow NAME` on the controller's store, its output lines collected as they come.
+fn spawn_follow(
+    controller: &Controller,
+    name: &str,
+) -> (
+    std::process::Child,
+    Arc<Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
     let mut follow = Command::new(BIN)
-        .args(["follow", "f", "--store"])
+        .args(["follow", name, "--store"])
         .arg(controller.store())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -439,6 +433,85 @@ async fn follow_streams_a_running_session() {
             }
         })
     };
+    (follow, lines, reader)
+}
+
+/// With `--stream`, `follow` shows the model's answer as it is written, before the turn's event is
+/// stored (from the session's draft in the store); a secret in it never shows, not even cut off
+/// half-way as the stream delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_shows_a_streamed_answer_as_it_is_written() {
+    docker::require_sandbox_image();
+    const SECRET: &str = "sk-ant-api03-STREAMEDSECRET0123456789";
+    const BEFORE: &str = "I will look at the application log first; it holds the key ";
+    const AFTER: &str = " which must be rotated at once, and then I will check the API again.";
+    let text = format!("{BEFORE}{SECRET}{AFTER}");
+    // The fake server sends a text in two halves: the first ends inside the secret.
+    let middle = text.len() / 2;
+    assert!((BEFORE.len() + 4..BEFORE.len() + SECRET.len() - 4).contains(&middle));
+    let script = vec![
+        Turn::Slowly {
+            turn: Box::new(Turn::Tool {
+                name: "shell".into(),
+                input: serde_json::json!({"command": "true", "reasoning": "look"}),
+                text: Some(text),
+            }),
+            // About 40 pieces of the events, 300 ms apart: the answer takes several seconds.
+            pieces: 40,
+            gap: Duration::from_millis(300),
+        },
+        Turn::report("resolved", "streamed"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start_with_env(
+        Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"),
+        &[("OPSLAB_STREAM", "true")],
+    );
+    controller.http_url();
+    controller.write_manifest("s.yaml", &manifest("s", "stream me", ""));
+    let (mut follow, lines, reader) = spawn_follow(&controller, "s");
+    let exit = follow.wait().unwrap();
+    reader.join().unwrap();
+    assert!(exit.success());
+    let lines = lines.lock().unwrap().clone();
+    let text = lines.join("\n");
+    let position = |what: &str| lines.iter().position(|line| line.contains(what));
+    let drafted = position("~ I will look at the application log first")
+        .unwrap_or_else(|| panic!("follow showed no draft of the answer:\n{text}"));
+    let stored = position("model turn 1 (").expect("the turn's event");
+    assert!(
+        drafted < stored,
+        "the draft showed before the turn's event was stored:\n{text}"
+    );
+    assert!(
+        lines[..stored]
+            .iter()
+            .any(|line| line.contains("~ model turn 1, as it is written")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("STREAMED"),
+        "no part of the secret shows, in a draft or in the event:\n{text}"
+    );
+    assert!(text.contains("session finished: Resolved"), "{text}");
+}
+
+/// `opslab follow` shows each command while the session still runs, and ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_streams_a_running_session() {
+    docker::require_sandbox_image();
+    let script = vec![
+        Turn::shell("sleep 1; echo first", "the first step"),
+        Turn::shell("sleep 2; echo second", "the second step"),
+        Turn::report("resolved", "followed"),
+    ];
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller =
+        Controller::start(Options::new("anthropic", llm.base_url()).arg("--summary-model", "off"));
+    // The store exists once the controller serves; follow starts before the session does.
+    controller.http_url();
+    controller.write_manifest("f.yaml", &manifest("f", "follow me", ""));
+    let (mut follow, lines, reader) = spawn_follow(&controller, "f");
     // The second command shows up while the session is still investigating.
     let deadline = Instant::now() + TIMEOUT;
     loop {

@@ -1,7 +1,9 @@
 //! The audit store, each test on both backends: a real SQLite file, and a real PostgreSQL database
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
-use opslab::audit::{ChainCheck, EventBody, NewSession, SessionRecord, SessionState, Store};
+use opslab::audit::{
+    ChainCheck, DraftChange, EventBody, NewSession, SessionFeed, SessionRecord, SessionState, Store,
+};
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
 
@@ -33,6 +35,8 @@ on_each_backend!(
     store_incidents_upsert_list_and_delete,
     store_a_stale_anchor_does_not_hide_a_cut_tail,
     store_unknown_sessions_and_undecodable_rows_are_clear_errors,
+    store_drafts_are_redacted_and_gone_with_the_next_event,
+    store_the_change_feed_yields_events_then_drafts,
 );
 
 async fn new_session(store: &Store, id: &str) -> SessionRecord {
@@ -528,7 +532,7 @@ async fn store_postgres_replicas_opening_at_once_migrate_once() {
     let versions: Vec<i64> = fixture
         .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
         .await;
-    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
 }
 
 /// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the
@@ -575,4 +579,109 @@ async fn store_postgres_events_and_anchors_refuse_changes() {
         store.verify("s").await.unwrap(),
         ChainCheck::Intact { events: 1 }
     );
+}
+
+/// A session's draft (the answer being streamed): redacted before it is written, its unfinished
+/// last word held back (a secret cut off mid-way matches no rule yet), replaced whole, and gone in
+/// the transaction that appends the next event. The trail does not change.
+async fn store_drafts_are_redacted_and_gone_with_the_next_event(fixture: TestStore) {
+    let store = fixture.open().await;
+    new_session(&store, "s").await;
+    store.append("s", command("t1", "df -h")).await.unwrap();
+    assert_eq!(store.draft("s").await.unwrap(), None);
+    // Cut inside a provider key, then inside the configured secret: neither shows.
+    for (cut, shown, redacted) in [
+        (
+            "The disk is full. The key sk-ant-api03-SECRETSEC",
+            "The disk is full. The key ",
+            false,
+        ),
+        (
+            "The key sk-ant-api03-SECRETSECRETSECRET0123 leaked; and p4ssw0rd-conf",
+            "The key [REDACTED:",
+            true,
+        ),
+        ("and p4ssw0rd-configured too.", "and [REDACTED:", true),
+    ] {
+        store.put_draft("s", 2, cut).await.unwrap();
+        let draft = store.draft("s").await.unwrap().expect("a draft");
+        assert_eq!((draft.turn, draft.after_seq), (2, 1));
+        assert!(
+            draft.text.starts_with(shown) && draft.text.contains("[REDACTED:") == redacted,
+            "{cut:?} drafted as {:?}",
+            draft.text
+        );
+        assert!(!draft.text.contains("SECRETSEC"), "{draft:?}");
+        assert!(!draft.text.contains("p4ssw0rd"), "{draft:?}");
+        assert!(
+            !draft.text.contains("too."),
+            "the last word waits: {draft:?}"
+        );
+    }
+    store.clear_draft("s").await.unwrap();
+    assert_eq!(store.draft("s").await.unwrap(), None, "abandoned");
+    store.put_draft("s", 2, "again ").await.unwrap();
+    store.append("s", finished("t1", "full")).await.unwrap();
+    assert_eq!(
+        store.draft("s").await.unwrap(),
+        None,
+        "the event took its place"
+    );
+    assert_eq!(store.events("s").await.unwrap().len(), 2);
+    assert_eq!(
+        store.verify("s").await.unwrap(),
+        ChainCheck::Intact { events: 2 }
+    );
+}
+
+/// The feed's next change, within a bound that tells a feed that never yields from a slow machine.
+async fn next(feed: &mut SessionFeed) -> Option<opslab::audit::SessionUpdate> {
+    tokio::time::timeout(std::time::Duration::from_secs(30), feed.next())
+        .await
+        .expect("the feed yields within 30 s")
+        .unwrap()
+}
+
+/// The change feed `follow` and the console read: the events so far, then each new one; a draft
+/// once it is written, each time it grows, and gone with the event that replaces it; nothing after
+/// the session's end.
+async fn store_the_change_feed_yields_events_then_drafts(fixture: TestStore) {
+    let store = fixture.open().await;
+    new_session(&store, "s").await;
+    store.append("s", command("t1", "df -h")).await.unwrap();
+    let mut feed = SessionFeed::new(fixture.open().await, "s", 0);
+    let first = next(&mut feed).await.unwrap();
+    assert_eq!(first.events.len(), 1);
+    assert_eq!(first.draft, DraftChange::Same);
+    store.put_draft("s", 1, "I will ").await.unwrap();
+    let drafted = next(&mut feed).await.unwrap();
+    assert!(drafted.events.is_empty());
+    let DraftChange::Now(draft) = drafted.draft else {
+        panic!("{drafted:?}")
+    };
+    assert_eq!(draft.text, "I will ");
+    store.put_draft("s", 1, "I will look ").await.unwrap();
+    let grown = next(&mut feed).await.unwrap();
+    assert!(matches!(grown.draft, DraftChange::Now(ref draft) if draft.text == "I will look "));
+    store.append("s", finished("t1", "out")).await.unwrap();
+    let stored = next(&mut feed).await.unwrap();
+    assert_eq!(
+        (stored.events.len(), stored.draft.clone()),
+        (1, DraftChange::Gone)
+    );
+    store
+        .append(
+            "s",
+            EventBody::SessionFinished {
+                phase: Phase::Resolved,
+                reason: "Reported".into(),
+                message: "done".into(),
+                outcome: Some(Outcome::Resolved),
+            },
+        )
+        .await
+        .unwrap();
+    let ended = next(&mut feed).await.unwrap();
+    assert!(ended.finished());
+    assert_eq!(next(&mut feed).await, None);
 }

@@ -52,6 +52,12 @@ pub enum Turn {
     Text(String),
     /// A failure; the next request gets the next turn.
     Fault(Fault),
+    /// A tool or text turn, always streamed, in `pieces` pieces `gap` apart.
+    Slowly {
+        turn: Box<Turn>,
+        pieces: usize,
+        gap: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -484,21 +490,17 @@ async fn answer(
                     served,
                 ),
             );
-            let bytes = Bytes::from(whole);
-            let size = bytes.len().div_ceil(pieces.max(1));
-            let chunks: Vec<Bytes> = (0..bytes.len())
-                .step_by(size)
-                .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
-                .collect();
-            let frames = futures::stream::iter(chunks).then(move |chunk| async move {
-                tokio::time::sleep(gap).await;
-                Ok::<_, Reset>(Frame::data(chunk))
-            });
-            Response::builder()
-                .status(200)
-                .header("content-type", "text/event-stream")
-                .body(BodyExt::boxed(StreamBody::new(frames)))
-                .unwrap()
+            slowly(whole, pieces, gap)
+        }
+        Some(Turn::Slowly { turn, pieces, gap }) => {
+            let message = match *turn {
+                Turn::Text(text) => message(protocol, Some(&text), None, served),
+                Turn::Tool { name, input, text } => {
+                    message(protocol, text.as_deref(), Some((&name, &input)), served)
+                }
+                other => panic!("only a text or tool turn comes slowly, not {other:?}"),
+            };
+            slowly(events(protocol, &with_usage(message, usage)), pieces, gap)
         }
         Some(Turn::Fault(Fault::StalledStream { silence })) => {
             let whole = events(
@@ -542,6 +544,25 @@ async fn answer(
             .unwrap(),
         Some(Turn::Fault(Fault::ResetConnection)) => return Err(Reset),
     })
+}
+
+/// Server-sent events in `pieces` pieces, `gap` apart: slow but steady.
+fn slowly(whole: String, pieces: usize, gap: Duration) -> Response<Body> {
+    let bytes = Bytes::from(whole);
+    let size = bytes.len().div_ceil(pieces.max(1));
+    let chunks: Vec<Bytes> = (0..bytes.len())
+        .step_by(size)
+        .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
+        .collect();
+    let frames = futures::stream::iter(chunks).then(move |chunk| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, Reset>(Frame::data(chunk))
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .unwrap()
 }
 
 /// A message with the cache's usage, when the cache is on.

@@ -8,7 +8,9 @@ mod session;
 
 pub use incidents::{IncidentFilter, incident_page, incident_rows, incidents_page, rows_digest};
 pub use layout::{error_page, login};
-pub use session::{Verification, event_items, gantt, session_page, summary};
+pub use session::{
+    Verification, draft, event_items, gantt, session_page, session_timeline, summary,
+};
 
 use maud::Markup;
 

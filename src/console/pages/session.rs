@@ -5,7 +5,7 @@ use maud::{Markup, html};
 
 use super::layout::page;
 use super::{dollars, incident_href, segment, session_href, shown, when};
-use crate::audit::{Broken, ChainCheck, Event, EventBody, SessionRecord, SessionState};
+use crate::audit::{Broken, ChainCheck, Draft, Event, EventBody, SessionRecord, SessionState};
 use crate::console::timeline::{self, Entry, Gantt};
 use crate::incident::Phase;
 use crate::llm::ContentBlock;
@@ -348,28 +348,53 @@ pub fn event_items(session_id: &str, entries: &[Entry<'_>], after: i64) -> Marku
     }
 }
 
-/// `/ui/sessions/ID`: the summary, the time axis and the timeline; live while the session runs.
-pub fn session_page(
-    session: &SessionRecord,
-    events: &[Event],
-    verification: &Verification,
-    now: jiff::Timestamp,
-) -> Markup {
+/// The model's answer as it is being streamed, below the timeline, while there is one. Also what
+/// the live feed replaces.
+pub fn draft(draft: Option<&Draft>) -> Markup {
+    html! {
+        div id="draft" {
+            @if let Some(draft) = draft {
+                div.event-head {
+                    span.what { "model turn " (draft.turn) ", as it is written…" }
+                }
+                div.reasoning { (shown(&draft.text)) }
+            }
+        }
+    }
+}
+
+/// What a session's page shows below its summary: the time axis, the timeline, and the answer
+/// being streamed. Apart from [`session_page`] so that it renders while the chain is checked.
+pub fn session_timeline(session: &SessionRecord, events: &[Event], now: jiff::Timestamp) -> Markup {
     let running = session.state == SessionState::Running;
-    let last = events.last().map_or(0, |event| event.seq);
-    let live = running.then(|| format!("{}/live?after={last}", session_href(&session.id)));
     let entries = timeline::entries(events);
     let axis = timeline::gantt(events, running.then_some(now));
+    html! {
+        h2 { "Commands over time" }
+        (gantt(&axis))
+        h2 { "Timeline" }
+        ol id="timeline" class="timeline" { (event_items(&session.id, &entries, 0)) }
+        @if running { (draft(None)) }
+    }
+}
+
+/// `/ui/sessions/ID`: the summary, then its [`session_timeline`] (of the events up to `last`);
+/// live while the session runs.
+pub fn session_page(
+    session: &SessionRecord,
+    last: i64,
+    verification: &Verification,
+    timeline: Markup,
+) -> Markup {
+    let running = session.state == SessionState::Running;
+    let live = running.then(|| format!("{}/live?after={last}", session_href(&session.id)));
     page(
         &format!("Session {}", session.id),
         live.as_deref(),
         html! {
             h1 { "Session " code { (shown(&session.id)) } }
             (summary(session, verification))
-            h2 { "Commands over time" }
-            (gantt(&axis))
-            h2 { "Timeline" }
-            ol id="timeline" class="timeline" { (event_items(&session.id, &entries, 0)) }
+            (timeline)
         },
     )
 }
@@ -478,13 +503,9 @@ mod tests {
             ),
         ];
         let verification = Verification::Checked(ChainCheck::Intact { events: 2 });
-        let html = session_page(
-            &session(),
-            &events,
-            &verification,
-            "2026-01-01T00:00:09Z".parse().unwrap(),
-        )
-        .into_string();
+        let timeline =
+            session_timeline(&session(), &events, "2026-01-01T00:00:09Z".parse().unwrap());
+        let html = session_page(&session(), 2, &verification, timeline).into_string();
         assert!(!html.contains("<script>window"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;\\u{1b}[31m\\u{202e}"));
