@@ -757,9 +757,12 @@ impl ControllerArgs {
             .replay_case
             .as_deref()
             .filter(|case| !case.trim().is_empty());
-        let server =
-            ReplayServer::for_demo(&self.replay.replay_scenarios, &self.replay.replay_demo, alerted)
-                .await?;
+        let server = ReplayServer::for_demo(
+            &self.replay.replay_scenarios,
+            &self.replay.replay_demo,
+            alerted,
+        )
+        .await?;
         self.replay.started_url = Some(server.base_url());
         Ok(Some(server))
     }

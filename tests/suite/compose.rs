@@ -218,8 +218,12 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
     }
     let (ok, out, err) = run_with_deadline(demo, stack.dir.path(), Duration::from_secs(480));
     let logs = |service: &str| {
-        String::from_utf8_lossy(&stack.run(&["logs", "--no-color", "--tail", "60", service]).stdout)
-            .into_owned()
+        String::from_utf8_lossy(
+            &stack
+                .run(&["logs", "--no-color", "--tail", "60", service])
+                .stdout,
+        )
+        .into_owned()
     };
     assert!(
         ok,
@@ -234,8 +238,9 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
     assert!(banner < injected, "{err}");
     assert!(err.contains("export ANTHROPIC_API_KEY="), "{err}");
     // The alert filed the Incident, and the time from the fault is told.
-    let filed = regex::Regex::new(r"the alert filed the Incident (\S+) (\d+\.\d) s after the fault")
-        .unwrap();
+    let filed =
+        regex::Regex::new(r"the alert filed the Incident (\S+) (\d+\.\d) s after the fault")
+            .unwrap();
     let found = filed.captures(&err).unwrap_or_else(|| panic!("{err}"));
     let name = found[1].to_string();
     assert!(name.starts_with("demovisitsfailing-"), "{name}");
@@ -247,7 +252,9 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
         .filter(|file| file.ends_with(".yaml"))
         .collect();
     assert!(top.is_empty(), "manifests written by hand: {top:?}");
-    let manifest = stack.incidents().join(format!("alerts/default.{name}.yaml"));
+    let manifest = stack
+        .incidents()
+        .join(format!("alerts/default.{name}.yaml"));
     let text = std::fs::read_to_string(&manifest).unwrap();
     let incident = opslab::source::manifest::parse(text.as_bytes())
         .incidents
@@ -269,7 +276,10 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
             .contains(&format!("{project}-store")),
         "{text}"
     );
-    assert!(incident.spec.description.contains("http://prometheus:9090"), "{text}");
+    assert!(
+        incident.spec.description.contains("http://prometheus:9090"),
+        "{text}"
+    );
     // The session, as `follow` showed it live: the replay, and the scenario's fix in the sandbox.
     assert!(
         out.contains("session started with replay model opslab-replay"),

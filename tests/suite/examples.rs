@@ -246,8 +246,7 @@ fn examples_name_what_docker_compose_makes() {
 #[test]
 fn the_demo_alerts_name_what_docker_compose_makes() {
     let root = Path::new(ROOT);
-    let compose =
-        compose_names(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap());
+    let compose = compose_names(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap());
     let prometheus = std::fs::read_to_string(root.join("docker/demo/monitoring/prometheus.yml"))
         .unwrap()
         .replace("${DEMO}", DEMO_PREFIX);
@@ -255,8 +254,7 @@ fn the_demo_alerts_name_what_docker_compose_makes() {
     let labels = prometheus["global"]["external_labels"]
         .as_object()
         .expect("prometheus.yml has external labels");
-    let rules =
-        opslab::alerts::Rules::load(&root.join("docker/demo/alert-rules.yaml")).unwrap();
+    let rules = opslab::alerts::Rules::load(&root.join("docker/demo/alert-rules.yaml")).unwrap();
     let filing: Vec<_> = rules.rules.iter().filter(|rule| rule.file).collect();
     assert!(!filing.is_empty(), "the demo's rules file nothing");
     let values = |names: &[String]| -> Vec<String> {
