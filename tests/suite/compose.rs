@@ -334,6 +334,22 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
         )) && sink.contains("received slack: ")
     });
     assert!(err.contains("the notifications the sink received"), "{err}");
+    // Where the description says, a container of the sandbox's image on the demo's network queries
+    // Prometheus: the visit probe succeeds again.
+    let query = Command::new("docker")
+        .args(["run", "--rm", "--network", &format!("{project}-net")])
+        .args([docker::SANDBOX_IMAGE, "curl", "-fsS", "--max-time", "10"])
+        .arg("http://prometheus:9090/api/v1/query?query=probe_success")
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&query.stdout).unwrap_or_else(|_| {
+        panic!(
+            "Prometheus did not answer: {}",
+            String::from_utf8_lossy(&query.stderr)
+        )
+    });
+    assert_eq!(answer["status"], "success", "{answer}");
+    assert_eq!(answer["data"]["result"][0]["value"][1], "1", "{answer}");
 
     stack.ok(&["down", "-v"]);
     let left = Command::new("docker")
