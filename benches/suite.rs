@@ -808,9 +808,9 @@ const ALERTS_NOTES: &str = "
   watched folder and the same wait, each with a controller of its own (files mode as shipped, one
   spare sandbox, the intake on in both, a local model server answering at once). The intake writes
   the manifest atomically into `alerts/` and answers; from there both paths are the same (the 20 ms
-  debounce of the folder watch, the parse, the reconcile, the session's start and its status write),
-  so the difference is the request, the intake's decision (reading the group's Incidents back,
-  writing the manifest, the audit row) and the file's creation in a second folder.
+  debounce of the folder watch, the parse, the reconcile, the session's start), so the difference
+  (about 3 ms in this run) is the request, the intake's decision (reading the group's Incidents
+  back, writing the manifest, the audit row) and the file's creation in a second folder.
 ";
 
 async fn manifest_to_first_command(pipeline: Pipeline) -> Vec<Duration> {
