@@ -97,7 +97,7 @@ struct Section {
 /// The section names, in the order the report lists them.
 // `console` is measured by a browser test (tests/suite/console.rs) and kept here as written.
 const SECTIONS: &[&str] = &[
-    "latency", "burst", "idle", "store", "proxy", "economy", "console",
+    "latency", "alerts", "burst", "idle", "store", "proxy", "economy", "console",
 ];
 
 #[tokio::main]
@@ -137,6 +137,14 @@ async fn main() {
             name: "latency",
             rows: latency().await,
             notes: LATENCY_NOTES.into(),
+        });
+    }
+    if wanted("alerts") {
+        eprintln!("alert -> Investigating ...");
+        sections.push(Section {
+            name: "alerts",
+            rows: alerts().await,
+            notes: ALERTS_NOTES.into(),
         });
     }
     if wanted("burst") {
@@ -672,6 +680,138 @@ impl Drop for BenchNetwork {
             .status();
     }
 }
+
+/// The alert intake's bearer token in the alerts section.
+const ALERTS_TOKEN: &str = "bench-alerts-token-5c1e8a7d";
+
+/// Alert received -> Investigating against manifest written -> Investigating, each in a controller
+/// of its own (files mode, one spare sandbox, the intake on in both).
+async fn alerts() -> Vec<Row> {
+    let from_alert = to_investigating(Filing::Alert).await;
+    let from_manifest = to_investigating(Filing::Manifest).await;
+    vec![Row {
+        measurement: "alert received -> Incident `Investigating` (files mode)".into(),
+        baseline: "manifest written -> `Investigating`".into(),
+        ours: Stats::durations(from_alert),
+        base: Stats::durations(from_manifest),
+    }]
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Filing {
+    /// Alertmanager's webhook to `POST /api/v1/alerts`.
+    Alert,
+    /// A manifest renamed into the watched folder.
+    Manifest,
+}
+
+/// An Alertmanager webhook notification (version 4) of one firing alert in a group of its own.
+fn alert_notification(run: usize) -> serde_json::Value {
+    let group = format!("{{}}:{{alertname=\"BenchDown\", run=\"{run}\"}}");
+    let labels =
+        serde_json::json!({"alertname": "BenchDown", "run": run.to_string(), "severity": "high"});
+    serde_json::json!({
+        "version": "4",
+        "receiver": "opslab",
+        "status": "firing",
+        "groupKey": group,
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "BenchDown", "run": run.to_string()},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": "benchmark"},
+        "externalURL": "http://alertmanager.bench:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": {"summary": "benchmark"},
+            "startsAt": jiff::Timestamp::now().to_string(),
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.bench:9090/graph",
+            "fingerprint": format!("{run:016x}"),
+        }],
+    })
+}
+
+/// From the alert's POST (or the manifest's rename) to the Incident's `Investigating` (its status's
+/// `startedAt`), `MANIFEST_RUNS` times.
+async fn to_investigating(filing: Filing) -> Vec<Duration> {
+    let script: Vec<Turn> = (0..MANIFEST_RUNS)
+        .map(|_| Turn::report("resolved", "done"))
+        .collect();
+    let llm = FakeLlm::start(Protocol::Anthropic, script).await;
+    let controller = Controller::start(
+        &llm,
+        tempfile::tempdir().unwrap(),
+        &["--alerts-token", ALERTS_TOKEN],
+    );
+    let intake = format!("{}/api/v1/alerts", controller.http());
+    let client = reqwest::Client::new();
+    let mut samples = Vec::new();
+    for run in 0..MANIFEST_RUNS {
+        controller.wait_for_spares(1);
+        let (started, key) = match filing {
+            Filing::Manifest => {
+                let name = format!("bench-{run}");
+                let written = controller.drop_manifest(&name, "");
+                (written, format!("default.{name}"))
+            }
+            Filing::Alert => {
+                let body = alert_notification(run);
+                let sent = SystemTime::now();
+                let answer: serde_json::Value = client
+                    .post(&intake)
+                    .bearer_auth(ALERTS_TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("the intake answers")
+                    .json()
+                    .await
+                    .expect("the intake answers JSON");
+                assert_eq!(answer["decision"], "created", "{answer}");
+                let key = answer["incident"].as_str().unwrap().replace('/', ".");
+                (sent, key)
+            }
+        };
+        let status = controller.incidents().join(format!(".status/{key}.yaml"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The status's startedAt: when its session started, the moment it became Investigating
+        // (the session may end before a poll would see the phase).
+        let investigating = loop {
+            let text = std::fs::read_to_string(&status).unwrap_or_default();
+            if let Some(at) = text
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("startedAt: "))
+            {
+                let at: jiff::Timestamp = at.trim_matches(['\'', '"']).parse().unwrap();
+                break SystemTime::UNIX_EPOCH + Duration::from_nanos(at.as_nanosecond() as u64);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key}: not Investigating within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        samples.push(investigating.duration_since(started).unwrap_or_default());
+        while !std::fs::read_to_string(&status).is_ok_and(|text| text.contains("phase: Resolved")) {
+            assert!(Instant::now() < deadline, "{key}: not Resolved within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    samples
+}
+
+const ALERTS_NOTES: &str = "
+- *alert received -> `Investigating`*: from sending an Alertmanager webhook notification (version 4,
+  one firing alert of a new group) to `POST /api/v1/alerts` to the Incident becoming `Investigating`
+  (its status's `startedAt`: when its session started, on this machine's clock), against renaming a manifest into the
+  watched folder and the same wait, each with a controller of its own (files mode as shipped, one
+  spare sandbox, the intake on in both, a local model server answering at once). The intake writes
+  the manifest atomically into `alerts/` and answers; from there both paths are the same (the 20 ms
+  debounce of the folder watch, the parse, the reconcile, the session's start), so the difference
+  (about 3 ms in this run) is the request, the intake's decision (reading the group's Incidents
+  back, writing the manifest, the audit row) and the file's creation in a second folder.
+";
 
 async fn manifest_to_first_command(pipeline: Pipeline) -> Vec<Duration> {
     let script: Vec<Turn> = (0..MANIFEST_RUNS)

@@ -757,6 +757,10 @@ pub struct ReplayArgs {
     /// (docker-compose.yml's OPSLAB_DEMO).
     #[arg(long, env = "OPSLAB_DEMO", default_value = "demo")]
     pub replay_demo: String,
+    /// The scenario the `replay` provider also plays for any other Incident on the demo's network:
+    /// one an alert filed while the demo has that scenario's fault (scripts/demo sets it).
+    #[arg(long, env = "OPSLAB_REPLAY_CASE", value_name = "SCENARIO")]
+    pub replay_case: Option<String>,
     /// The base URL of the replay server, once [`ControllerArgs::start_replay`] has started it.
     #[arg(skip)]
     pub started_url: Option<String>,
@@ -769,8 +773,17 @@ impl ControllerArgs {
         if self.provider != ProviderKind::Replay {
             return Ok(None);
         }
-        let server =
-            ReplayServer::for_demo(&self.replay.replay_scenarios, &self.replay.replay_demo).await?;
+        let alerted = self
+            .replay
+            .replay_case
+            .as_deref()
+            .filter(|case| !case.trim().is_empty());
+        let server = ReplayServer::for_demo(
+            &self.replay.replay_scenarios,
+            &self.replay.replay_demo,
+            alerted,
+        )
+        .await?;
         self.replay.started_url = Some(server.base_url());
         Ok(Some(server))
     }

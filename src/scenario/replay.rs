@@ -139,6 +139,26 @@ fn answers_in(body: &Value) -> usize {
     })
 }
 
+/// `case`'s script, recognised by the network alone: it plays the conversations on `network` that no
+/// case's own keys (network and title) claim, since the longest keys win ([`script_for`]).
+fn for_any_incident_on(
+    scripts: &[Script],
+    case: &str,
+    network: &str,
+) -> Result<Script, ScenarioError> {
+    let Some(script) = scripts.iter().find(|script| script.case == case) else {
+        let cases: Vec<&str> = scripts.iter().map(|script| script.case.as_str()).collect();
+        return Err(ScenarioError::Run(format!(
+            "OPSLAB_REPLAY_CASE names the scenario {case:?}, which the replay does not have (it has: {})",
+            cases.join(", ")
+        )));
+    };
+    Ok(Script {
+        keys: vec![network.to_string()],
+        ..script.clone()
+    })
+}
+
 /// The script all of whose keys the request's system prompt or first message holds.
 fn script_for<'a>(scripts: &'a [Script], body: &Value) -> Option<&'a Script> {
     let prompt = format!(
@@ -192,13 +212,16 @@ impl ReplayServer {
 
     /// The server of the controller's `replay` provider: every case of `scenarios_dir`, with the
     /// names the compose demo gives its containers (`demo_prefix`, docker-compose.yml's
-    /// `OPSLAB_DEMO`).
+    /// `OPSLAB_DEMO`). With `alerted`, that case also plays any other Incident on the demo's
+    /// network: the one an alert filed, whose title is the alert's, while the demo has that case's
+    /// fault (scripts/demo names the case it injected).
     pub async fn for_demo(
         scenarios_dir: &Path,
         demo_prefix: &str,
+        alerted: Option<&str>,
     ) -> Result<ReplayServer, ScenarioError> {
         let names = Names::new(demo_prefix);
-        let scripts = super::load_all(scenarios_dir)?
+        let mut scripts = super::load_all(scenarios_dir)?
             .iter()
             .map(|case| Script::of(case, &names))
             .collect::<Result<Vec<_>, _>>()?;
@@ -207,6 +230,10 @@ impl ReplayServer {
                 "the replay provider found no scenario in {} (a directory per case, each with case.yaml)",
                 scenarios_dir.display()
             )));
+        }
+        if let Some(case) = alerted {
+            let fallback = for_any_incident_on(&scripts, case, &names.network())?;
+            scripts.push(fallback);
         }
         ReplayServer::start(scripts)
             .await
@@ -373,6 +400,27 @@ mod tests {
         quoted.keys = vec!["a-net".into(), "\"quoted\" title".into()];
         let body = ask("networks: a-net", "ticket: \"quoted\" title");
         assert!(script_for(&[quoted], &body).is_some());
+    }
+
+    #[test]
+    fn an_alerted_case_plays_the_other_incidents_on_its_network_only() {
+        let mut other = script();
+        other.case = "other".into();
+        other.keys = vec!["a-net".into(), "the store is full".into()];
+        let mut scripts = vec![script(), other];
+        scripts.push(for_any_incident_on(&scripts, "c", "a-net").unwrap());
+        let ask = |system: &str, ticket: &str| json!({"system": system, "messages": [{"role": "user", "content": [{"type": "text", "text": ticket}]}]});
+        let case = |body: &Value| script_for(&scripts, body).map(|script| script.case.clone());
+        // An alert's title on the demo's network: the alerted case.
+        let alert = ask("networks: a-net", "DemoVisitsFailing: visits fail");
+        assert_eq!(case(&alert).as_deref(), Some("c"));
+        // A case's own Incident is still its own; another network is still no case.
+        let own = ask("networks: a-net", "Incident ticket: the store is full");
+        assert_eq!(case(&own).as_deref(), Some("other"));
+        assert_eq!(case(&ask("networks: b-net", "visits fail")), None);
+        let error = for_any_incident_on(&scripts, "nope", "a-net").unwrap_err();
+        assert!(error.to_string().contains("\"nope\""), "{error}");
+        assert!(error.to_string().contains("c, other"), "{error}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! Incident filed into the folder is handled, and after `down` and `up` the audit store still holds
 //! that session. The model is the scripted fake, reached from the controller's container through
 //! `host.docker.internal`. And the README's main command, `scripts/demo`, with no model configured:
-//! the same flow, with the controller's scripted replay standing in for the model.
+//! the demo broken, the stack's real Prometheus sees it and fires its alert, Alertmanager sends it to
+//! the controller's intake, which files the Incident, and the controller's scripted replay resolves
+//! it; the notification lands in the stack's sink.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -118,6 +120,7 @@ fn require_stack_images() {
     let controller = controller_image();
     let mut images = vec![controller.as_str(), docker::SANDBOX_IMAGE];
     images.extend(docker::DEMO_IMAGES);
+    images.extend(docker::MONITORING_IMAGES);
     docker::require_images(&images);
 }
 
@@ -196,10 +199,12 @@ fn run_with_deadline(mut command: Command, dir: &Path, limit: Duration) -> (bool
 }
 
 /// The README's main command on a machine with no model configured: scripts/demo brings the stack
-/// up, breaks the demo, files the Incident and follows the session, which the controller's scripted
-/// replay plays to a real fix; it says so at the start and in the session.
+/// up and breaks the demo; the stack's real Prometheus (Debian's, in its image) sees the visits fail
+/// and fires its rule, Alertmanager sends the alert to the controller's intake, which files the
+/// Incident (no manifest is written by the test or the script), and the scripted replay plays it to a
+/// real fix; the alert then resolves on the Incident and the sink receives the notification.
 #[test]
-fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
+fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolves_it() {
     require_stack_images();
     let stack = stack_without_a_model("demo");
     let project = stack.project.clone();
@@ -211,15 +216,20 @@ fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
     for name in MODEL_ENV {
         demo.env_remove(name);
     }
-    let (ok, out, err) = run_with_deadline(demo, stack.dir.path(), Duration::from_secs(420));
-    let logs = || {
-        String::from_utf8_lossy(&stack.run(&["logs", "--tail", "60", "controller"]).stdout)
-            .into_owned()
+    let (ok, out, err) = run_with_deadline(demo, stack.dir.path(), Duration::from_secs(480));
+    let logs = |service: &str| {
+        String::from_utf8_lossy(
+            &stack
+                .run(&["logs", "--no-color", "--tail", "60", service])
+                .stdout,
+        )
+        .into_owned()
     };
     assert!(
         ok,
-        "scripts/demo failed\nstdout:\n{out}\nstderr:\n{err}\ncontroller logs:\n{}",
-        logs()
+        "scripts/demo failed\nstdout:\n{out}\nstderr:\n{err}\ncontroller logs:\n{}\nalertmanager logs:\n{}",
+        logs("controller"),
+        logs("alertmanager")
     );
 
     // It said plainly, at the start, that a scripted replay plays and how to use a model.
@@ -227,8 +237,50 @@ fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
     let injected = err.find("injecting the fault").expect(&err);
     assert!(banner < injected, "{err}");
     assert!(err.contains("export ANTHROPIC_API_KEY="), "{err}");
-    // And so did the session, as `follow` showed it live: the provider, the model, and the
-    // replay's first words; then the scenario's fix, run in the sandbox.
+    // The alert filed the Incident, and the time from the fault is told.
+    let filed =
+        regex::Regex::new(r"the alert filed the Incident (\S+) (\d+\.\d) s after the fault")
+            .unwrap();
+    let found = filed.captures(&err).unwrap_or_else(|| panic!("{err}"));
+    let name = found[1].to_string();
+    assert!(name.starts_with("demovisitsfailing-"), "{name}");
+    // No manifest but the intake's: the folder holds only what the controller writes.
+    let top: Vec<String> = std::fs::read_dir(stack.incidents())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|file| file.ends_with(".yaml"))
+        .collect();
+    assert!(top.is_empty(), "manifests written by hand: {top:?}");
+    let manifest = stack
+        .incidents()
+        .join(format!("alerts/default.{name}.yaml"));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let incident = opslab::source::manifest::parse(text.as_bytes())
+        .incidents
+        .remove(0);
+    let labels = incident.metadata.labels.clone().unwrap_or_default();
+    assert!(labels.contains_key(opslab::alerts::GROUP_LABEL), "{text}");
+    // Filled from the alert: Prometheus' external labels name the demo's network and containers,
+    // its annotations say where Prometheus answers.
+    assert_eq!(
+        incident.spec.environment.networks,
+        vec![format!("{project}-net")],
+        "{text}"
+    );
+    assert!(
+        incident
+            .spec
+            .environment
+            .targets
+            .contains(&format!("{project}-store")),
+        "{text}"
+    );
+    assert!(
+        incident.spec.description.contains("http://prometheus:9090"),
+        "{text}"
+    );
+    // The session, as `follow` showed it live: the replay, and the scenario's fix in the sandbox.
     assert!(
         out.contains("session started with replay model opslab-replay"),
         "{out}"
@@ -238,23 +290,14 @@ fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
         out.contains(&format!("docker start {project}-store")),
         "{out}"
     );
-    assert!(
-        out.contains("reported resolved") || out.contains("resolved"),
-        "{out}"
-    );
 
     // The Incident is Resolved, as its status file and the CLI in the controller's container say.
-    let status_dir = stack.incidents().join(".status");
-    let status_file = std::fs::read_dir(&status_dir)
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.to_string_lossy()
-                .contains("default.container-stopped-")
-        })
-        .unwrap_or_else(|| panic!("no status file in {}", status_dir.display()));
-    let status = std::fs::read_to_string(&status_file).unwrap();
+    let status = std::fs::read_to_string(
+        stack
+            .incidents()
+            .join(format!(".status/default.{name}.yaml")),
+    )
+    .unwrap();
     assert!(status.contains("phase: Resolved"), "{status}");
     let incidents = stack.ok(&[
         "exec",
@@ -267,23 +310,46 @@ fn compose_demo_without_a_key_replays_the_scenario_to_resolved() {
         "json",
     ]);
     let incidents: Value = serde_json::from_str(&incidents).unwrap();
-    let incident = &incidents["items"][0];
-    assert_eq!(incident["status"]["phase"], "Resolved", "{incidents:#}");
-    // Nothing was spent: the replay is priced at nothing, whatever budget is set.
+    let items = incidents["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "one fault, one Incident: {incidents:#}");
+    assert_eq!(items[0]["status"]["phase"], "Resolved", "{incidents:#}");
     assert_eq!(
-        incident["status"]["costUsd"].as_f64(),
+        items[0]["status"]["costUsd"].as_f64(),
         Some(0.0),
-        "{incident:#}"
+        "{incidents:#}"
     );
-    assert!(
-        incident["status"]["tokens"]["input"].as_u64() > Some(0),
-        "{incident:#}"
-    );
-    let sessions = stack.sessions();
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    // The fix was real: the demo is healthy again.
+    assert_eq!(stack.sessions().len(), 1);
+    // The fix was real: the demo is healthy again, and the alert resolved on the Incident.
     let store = format!("{project}-store");
     stack.wait("the store to be healthy", || stack.healthy(&store));
+    stack.wait("the alert to resolve on the Incident", || {
+        std::fs::read_to_string(&manifest)
+            .is_ok_and(|text| text.contains(opslab::alerts::RESOLVED_ANNOTATION))
+    });
+    // And the sink received the Incident's end, as a CloudEvent and as a Slack message.
+    stack.wait("the sink to receive the notifications", || {
+        let sink = logs("sink");
+        sink.contains(&format!(
+            "received cloudevent: dev.opslab.incident.resolved subject=default/{name} phase=Resolved"
+        )) && sink.contains("received slack: ")
+    });
+    assert!(err.contains("the notifications the sink received"), "{err}");
+    // Where the description says, a container of the sandbox's image on the demo's network queries
+    // Prometheus: the visit probe succeeds again.
+    let query = Command::new("docker")
+        .args(["run", "--rm", "--network", &format!("{project}-net")])
+        .args([docker::SANDBOX_IMAGE, "curl", "-fsS", "--max-time", "10"])
+        .arg("http://prometheus:9090/api/v1/query?query=probe_success")
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&query.stdout).unwrap_or_else(|_| {
+        panic!(
+            "Prometheus did not answer: {}",
+            String::from_utf8_lossy(&query.stderr)
+        )
+    });
+    assert_eq!(answer["status"], "success", "{answer}");
+    assert_eq!(answer["data"]["result"][0]["value"][1], "1", "{answer}");
 
     stack.ok(&["down", "-v"]);
     let left = Command::new("docker")

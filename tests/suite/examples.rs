@@ -239,6 +239,57 @@ fn examples_name_what_docker_compose_makes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The compose demo's alerts name what the compose file makes: Prometheus labels every alert with
+/// the demo's network and containers (its external labels, `${DEMO}` being `OPSLAB_DEMO`), and the
+/// controller's rules file (docker/demo/alert-rules.yaml, which opslab's own parser accepts) reads
+/// the Incident's networks and targets from those labels.
+#[test]
+fn the_demo_alerts_name_what_docker_compose_makes() {
+    let root = Path::new(ROOT);
+    let compose = compose_names(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap());
+    let prometheus = std::fs::read_to_string(root.join("docker/demo/monitoring/prometheus.yml"))
+        .unwrap()
+        .replace("${DEMO}", DEMO_PREFIX);
+    let prometheus: Value = serde_saphyr::from_str(&prometheus).unwrap();
+    let labels = prometheus["global"]["external_labels"]
+        .as_object()
+        .expect("prometheus.yml has external labels");
+    let rules = opslab::alerts::Rules::load(&root.join("docker/demo/alert-rules.yaml")).unwrap();
+    let filing: Vec<_> = rules.rules.iter().filter(|rule| rule.file).collect();
+    assert!(!filing.is_empty(), "the demo's rules file nothing");
+    let values = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .map(|label| {
+                labels
+                    .get(label)
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| panic!("prometheus.yml sets no external label {label:?}"))
+            })
+            .flat_map(|value| value.split(',').map(|name| name.trim().to_string()))
+            .collect()
+    };
+    for rule in filing {
+        let networks = values(&rule.network_labels);
+        let targets = values(&rule.target_labels);
+        assert!(!networks.is_empty(), "rule {}: no network", rule.name);
+        for network in networks.iter().chain(&rule.networks) {
+            assert!(
+                compose.networks.contains(network),
+                "rule {}: the network {network:?} is not one docker-compose.yml makes",
+                rule.name
+            );
+        }
+        for target in targets.iter().chain(&rule.targets) {
+            assert!(
+                compose.containers.contains(target),
+                "rule {}: the target {target:?} is not a container docker-compose.yml makes",
+                rule.name
+            );
+        }
+    }
+}
+
 #[test]
 fn examples_check_reads_compose_as_compose_does() {
     assert_eq!(

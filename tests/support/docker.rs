@@ -159,6 +159,11 @@ pub const DEMO_IMAGES: [&str; 3] = [
     "opslab-demo-store:latest",
 ];
 
+/// What watches the compose demo (Prometheus, Alertmanager, the blackbox exporter) and the sink of
+/// its notifications, built by scripts/build-images.
+pub const MONITORING_IMAGES: [&str; 2] =
+    ["opslab-demo-monitoring:latest", "opslab-demo-sink:latest"];
+
 /// `docker compose` (v2) or `docker-compose` (1.29), whichever runs; fails the test when neither.
 pub fn compose_command() -> Vec<String> {
     for command in [vec!["docker", "compose"], vec!["docker-compose"]] {

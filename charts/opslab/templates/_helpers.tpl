@@ -99,7 +99,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.console.enabled (not .Values.console.token.existingSecret) }}
 {{- fail "console.enabled needs console.token.existingSecret: the name of a Secret whose key (console.token.key) holds the console's token (kubectl create secret generic opslab-console --from-literal=token=\"$(openssl rand -hex 24)\"); the controller listens on the pod's address, where the console is off without one" }}
 {{- end }}
+{{- if and .Values.alerts.rules (not .Values.alerts.enabled) }}
+{{- fail "alerts.rules is set but alerts.enabled is false: the rules say which alerts file Incidents, and only the intake (alerts.enabled, with alerts.token.existingSecret) receives alerts" }}
+{{- end }}
 {{- if and (eq .Values.llm.provider "anthropic") (not .Values.llm.apiKey.existingSecret) }}
 {{- fail "llm.provider: anthropic needs llm.apiKey.existingSecret: the name of a Secret holding the API key (kubectl create secret generic opslab-llm --from-literal=api-key=sk-ant-...)" }}
 {{- end }}
+{{- end }}
+
+{{/* The alert rules' ConfigMap, when the intake is on with rules of its own. */}}
+{{- define "opslab.alertRules" -}}
+{{- if and .Values.alerts.enabled .Values.alerts.rules }}{{ include "opslab.fullname" . }}-alert-rules{{ end }}
 {{- end }}
