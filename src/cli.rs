@@ -371,6 +371,14 @@ pub struct ScenarioRunArgs {
         default_value = "docker-compose.yml"
     )]
     pub compose_file: PathBuf,
+    /// The compose file of the etcd demo (a three-member cluster and the kv service), for the
+    /// cases of `stack: etcd`.
+    #[arg(
+        long,
+        env = "OPSLAB_ETCD_COMPOSE_FILE",
+        default_value = "docker/demo/etcd/docker-compose.yml"
+    )]
+    pub etcd_compose_file: PathBuf,
     /// The compose command [default: `docker compose` if present, else `docker-compose`].
     #[arg(long, env = "OPSLAB_COMPOSE")]
     pub compose: Option<String>,

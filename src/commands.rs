@@ -740,6 +740,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         scenarios_dir: args.scenarios,
         names: args.names,
         compose_file: args.compose_file,
+        etcd_compose_file: args.etcd_compose_file,
         compose_command,
         out_dir,
         controller_bin: std::env::current_exe()?,

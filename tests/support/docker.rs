@@ -135,6 +135,9 @@ pub const DEMO_IMAGES: [&str; 3] = [
     "opslab-demo-store:latest",
 ];
 
+/// The etcd demo's image (members and kv service), built by scripts/build-images demo.
+pub const ETCD_IMAGE: &str = "opslab-demo-etcd:latest";
+
 /// `docker compose` (v2) or `docker-compose` (1.29), whichever runs; fails the test when neither.
 pub fn compose_command() -> Vec<String> {
     for command in [vec!["docker", "compose"], vec!["docker-compose"]] {
