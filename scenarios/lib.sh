@@ -73,15 +73,6 @@ etcd_healthy() {
     [ "$value" = "$key" ] || { echo "wrote $key through kv, read back ${value:-nothing}" >&2; exit 1; }'
 }
 
-# wait_etcd_healthy [SECONDS]: polls `etcd_healthy` until it passes.
-wait_etcd_healthy() {
-  local deadline=$((SECONDS + ${1:-90}))
-  until etcd_healthy 2>/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || { etcd_healthy; return 1; }
-    sleep 1
-  done
-}
-
 # etcdctl_on MEMBER ARGS...: etcdctl in a running member, against the cluster's three endpoints.
 etcdctl_on() {
   local member=$1

@@ -351,6 +351,54 @@ mod tests {
         assert_eq!(failures(restarted, &control), vec![Failure::FalsePositive]);
     }
 
+    #[test]
+    fn a_cluster_case_needs_every_faulty_member_named_and_the_healthy_ones_untouched() {
+        let names = Names::new("x");
+        let mut stopped = case(true);
+        stopped.spec.stack = crate::scenario::Stack::Etcd;
+        stopped.spec.component = Some("etcd2".into());
+        stopped.spec.aliases = vec![];
+        stopped.spec.healthy = vec!["etcd1".into(), "etcd3".into()];
+        let observed = |root_cause: &str, commands: &[&str]| Observed {
+            report: report(root_cause),
+            mitigated: true,
+            durable: Some(true),
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+        };
+        // Reading through a healthy member is fine; starting the stopped one is the fix.
+        let right = observed(
+            "etcd2 was stopped",
+            &[
+                "docker exec x-etcd1 etcdctl --endpoints=http://etcd1:2379 endpoint status",
+                "docker start x-etcd2",
+            ],
+        );
+        let scores = score(&stopped, &names, &right);
+        assert_eq!(scores.false_positive, Some(false));
+        assert!(scores.passed(), "{:?}", scores.failures());
+        let restarted_all = observed(
+            "etcd2 was stopped",
+            &["docker restart x-etcd1 x-etcd2 x-etcd3"],
+        );
+        assert_eq!(
+            score(&stopped, &names, &restarted_all).failures(),
+            vec![Failure::FalsePositive]
+        );
+        // Two members down: the root cause names both.
+        let mut lost = stopped.clone();
+        lost.spec.healthy = vec![];
+        lost.spec.also = vec!["etcd3".into()];
+        let both = observed("etcd2 and x-etcd3 were stopped", &["docker start x-etcd2 x-etcd3"]);
+        assert!(score(&lost, &names, &both).passed());
+        assert_eq!(score(&lost, &names, &both).false_positive, None);
+        let one = observed("etcd2 was stopped", &["docker start x-etcd2 x-etcd3"]);
+        assert_eq!(
+            score(&lost, &names, &one).failures(),
+            vec![Failure::NotLocalised]
+        );
+        assert_eq!(lost.restarts(&names), vec!["x-etcd2", "x-etcd3"]);
+    }
+
     /// Every shipped case's wrong replays score as the failure they stand for, judged on their own
     /// report and commands (the symptom-only fixes need the real engine to fail their durability
     /// check: tests/suite/scenarios.rs runs them).
