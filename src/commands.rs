@@ -753,6 +753,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         durable_wait: Duration::from_secs(args.durable_wait_seconds),
         wrong: args.replay_wrong,
         model: None,
+        judge_model: args.judge_model,
     };
     let progress = opslab::scenario::progress::to_stderr();
     if args.repeat > 1 || !args.model.is_empty() {

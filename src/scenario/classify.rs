@@ -219,7 +219,9 @@ mod tests {
     #[test]
     fn the_changing_steps_are_told_apart() {
         assert_eq!(
-            changing_steps("docker ps; docker start x-etcd2 && docker exec x-etcd1 etcdctl member list"),
+            changing_steps(
+                "docker ps; docker start x-etcd2 && docker exec x-etcd1 etcdctl member list"
+            ),
             vec!["docker start x-etcd2"]
         );
         assert_eq!(

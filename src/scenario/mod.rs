@@ -3,10 +3,12 @@
 //! system is healthy again (`check.sh`), and the commands a capable agent would run (`case.yaml`).
 //! This module reads cases and fills in their names (pure); [`run`] runs them against a real demo
 //! stack and controller, [`replay`] plays a case's commands as a model would, [`classify`] tells
-//! state-changing commands apart, [`progress`] shows each case's steps as they happen, and
+//! state-changing commands apart, [`score`] scores a session (and [`judge`], when asked, lets a
+//! model decide its root-cause score), [`progress`] shows each case's steps as they happen, and
 //! [`report`] prints the outcome.
 
 pub mod classify;
+pub mod judge;
 pub mod matrix;
 pub mod progress;
 pub mod replay;

@@ -32,6 +32,10 @@ pub struct CaseResult {
     pub not_durable_because: Option<String>,
     /// Every score of the case (see `score`).
     pub scores: Scores,
+    /// The judge model's verdict on the root cause, when one was asked (`--judge-model`): the
+    /// root-cause score is then its verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<super::judge::Verdict>,
     /// Failed in no way.
     pub passed: bool,
     /// How it failed, when it did.

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::judge::Judge;
 use super::matrix::{MatrixReport, ModelResult};
 use super::progress::{Progress, Step};
 use super::replay::{ReplayServer, Script};
@@ -100,6 +101,9 @@ pub struct RunOptions {
     /// The model the sessions use (`OPSLAB_MODEL`), with the model driver; the environment's when
     /// not given.
     pub model: Option<String>,
+    /// A model that decides the root-cause score instead of the keyword match, reached through the
+    /// provider the environment configures; none (the keyword match) by default.
+    pub judge_model: Option<String>,
 }
 
 /// Runs the cases `repeat` times with each model (`[None]`: the driver's own), each run in its own
@@ -177,6 +181,12 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
             )));
         }
     }
+    // Made first: a judge the environment cannot reach stops the run before any stack is made.
+    let judge = options
+        .judge_model
+        .clone()
+        .map(|model| Judge::from_env(model, |name| std::env::var(name).ok()))
+        .transpose()?;
     let compose = match &options.compose_command {
         Some(command) => command.clone(),
         None => find_compose().await?,
@@ -253,6 +263,9 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
     sweep(&options.prefix, names.values()).await;
     drop(replay);
     add_commands(&store_path, &cases, &names, &mut results).await;
+    if let Some(judge) = &judge {
+        rejudge(judge, &cases, &names, &mut results).await;
+    }
     let driver = match (&options.driver, options.wrong) {
         (Driver::Replay, None) => "replay".into(),
         (Driver::Replay, Some(kind)) => format!("replay of the {kind:?} wrong sessions"),
@@ -263,6 +276,10 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
             ),
             None => model_description(),
         },
+    };
+    let driver = match &options.judge_model {
+        Some(model) => format!("{driver}; root cause judged by {model}"),
+        None => driver,
     };
     let report = RunReport::new(driver, store_path.display().to_string(), results);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -842,6 +859,30 @@ async fn add_commands(
         result.scores = score::score(case, &names[&case.name], &observed);
         result.failures = result.scores.failures();
         result.passed = result.failures.is_empty() && result.error.is_none();
+    }
+}
+
+/// Lets the judge decide each fault case's root-cause score from its report; the keyword score
+/// stays where the judge gave no verdict (the verdict says why).
+async fn rejudge(
+    judge: &Judge,
+    cases: &[Case],
+    names: &HashMap<String, Names>,
+    results: &mut [CaseResult],
+) {
+    for (case, result) in cases.iter().zip(results.iter_mut()) {
+        let Some(report) = result.report.as_ref().filter(|_| case.spec.fault) else {
+            continue;
+        };
+        let verdict = judge
+            .verdict(case, &names[&case.name], report, result.scores.root_cause)
+            .await;
+        if let Some(matches) = verdict.root_cause {
+            result.scores.root_cause = Some(matches);
+            result.failures = result.scores.failures();
+            result.passed = result.failures.is_empty() && result.error.is_none();
+        }
+        result.judge = Some(verdict);
     }
 }
 

@@ -125,7 +125,11 @@ pub fn score(case: &Case, names: &Names, observed: &Observed) -> Scores {
 /// component the case names, on a fault case. `None` where neither applies.
 fn false_positive(case: &Case, names: &Names, commands: &[String]) -> Option<bool> {
     if !case.spec.fault {
-        return Some(commands.iter().any(|command| classify::changes_state(command)));
+        return Some(
+            commands
+                .iter()
+                .any(|command| classify::changes_state(command)),
+        );
     }
     if case.spec.healthy.is_empty() {
         return None;
@@ -388,7 +392,10 @@ mod tests {
         let mut lost = stopped.clone();
         lost.spec.healthy = vec![];
         lost.spec.also = vec!["etcd3".into()];
-        let both = observed("etcd2 and x-etcd3 were stopped", &["docker start x-etcd2 x-etcd3"]);
+        let both = observed(
+            "etcd2 and x-etcd3 were stopped",
+            &["docker start x-etcd2 x-etcd3"],
+        );
         assert!(score(&lost, &names, &both).passed());
         assert_eq!(score(&lost, &names, &both).false_positive, None);
         let one = observed("etcd2 was stopped", &["docker start x-etcd2 x-etcd3"]);

@@ -516,7 +516,13 @@ fn scenario_etcd_faults_show_before_the_session_and_the_cluster_is_whole_after()
             .filter(|line| line.contains(&format!("] {name}: ")))
             .collect();
         let mut rest = lines.iter();
-        for step in ["fault injected", "the fault shows", "session ended Resolved", "oracle passed", "durable"] {
+        for step in [
+            "fault injected",
+            "the fault shows",
+            "session ended Resolved",
+            "oracle passed",
+            "durable",
+        ] {
             assert!(
                 rest.any(|line| line.contains(&format!(": {step}"))),
                 "{name}: no {step:?} in order in {lines:#?}"
@@ -553,5 +559,121 @@ fn scenario_restarting_healthy_etcd_members_is_a_false_positive() {
     assert_eq!(case["durable"], true, "{case:#}");
     assert_eq!(case["scores"]["localised"], true, "{case:#}");
     assert_eq!(case["scores"]["false_positive"], true, "{case:#}");
-    assert_eq!(case["failures"], serde_json::json!(["false-positive"]), "{case:#}");
+    assert_eq!(
+        case["failures"],
+        serde_json::json!(["false-positive"]),
+        "{case:#}"
+    );
+}
+
+/// The optional judge, played by the local model server: it decides the root-cause score from the
+/// case's known cause and the report, through the same client (and protocol) as the agent, and
+/// its verdict sits beside the keyword match's.
+#[tokio::test]
+async fn scenario_a_judge_model_decides_the_root_cause_when_asked() {
+    use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
+    use opslab::incident::{Outcome, Report};
+    use opslab::scenario::{Names, judge::Judge};
+    let verdict = |matches: bool, reason: &str| Turn::Tool {
+        name: "verdict".into(),
+        input: serde_json::json!({"root_cause_matches": matches, "reason": reason}),
+        text: None,
+    };
+    let fake = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            verdict(true, "A disk out of room is a full volume."),
+            verdict(false, "A database quota is not a full volume."),
+            Turn::Text("It matches, I think.".into()),
+        ],
+    )
+    .await;
+    let base_url = fake.base_url();
+    let env = |name: &str| match name {
+        "ANTHROPIC_API_KEY" => Some("test-key".to_string()),
+        "ANTHROPIC_BASE_URL" => Some(base_url.clone()),
+        _ => None,
+    };
+    let judge = Judge::from_env("judge-1".into(), env).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let case = opslab::scenario::load(&root.join("scenarios/etcd-member-disk-full")).unwrap();
+    let names = Names::new("j");
+    let report = |root_cause: &str| Report {
+        outcome: Outcome::Resolved,
+        summary: "etcd2 kept exiting; it runs again.".into(),
+        root_cause: root_cause.into(),
+        actions: vec![],
+        verification: String::new(),
+    };
+    // Other words than the case's keywords: the keyword match misses it, the judge does not.
+    let paraphrase = report("etcd2's disk ran out of room because of a leftover backup file.");
+    let keyword = opslab::scenario::score::matches_mechanism(&case, &paraphrase.root_cause);
+    assert!(!keyword);
+    let first = judge
+        .verdict(&case, &names, &paraphrase, Some(keyword))
+        .await;
+    assert_eq!(first.root_cause, Some(true), "{first:?}");
+    assert_eq!(first.keyword_root_cause, Some(false));
+    assert_eq!(first.model, "judge-1");
+    assert!(first.input_tokens > 0 && first.error.is_none(), "{first:?}");
+    let quota = report("etcd2's database exceeded its space quota.");
+    let second = judge.verdict(&case, &names, &quota, Some(false)).await;
+    assert_eq!(second.root_cause, Some(false), "{second:?}");
+    assert_eq!(second.reason, "A database quota is not a full volume.");
+    // An answer without the verdict tool is no verdict: the keyword score stands, and why is kept.
+    let third = judge.verdict(&case, &names, &paraphrase, Some(false)).await;
+    assert_eq!(third.root_cause, None);
+    assert!(
+        third
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("verdict tool"),
+        "{third:?}"
+    );
+    // What the judge was asked: the known cause and the report's, with the verdict tool offered.
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let asked = &requests[0];
+    assert_eq!(asked["model"], "judge-1");
+    assert_eq!(asked["tools"][0]["name"], "verdict");
+    let question = asked["messages"][0].to_string();
+    assert!(question.contains("no space left on device"), "{question}");
+    assert!(question.contains("ran out of room"), "{question}");
+}
+
+/// Asked for a judge with no model to reach, the run stops at once with what to set, before any
+/// stack is made.
+#[test]
+fn scenario_a_judge_without_a_model_is_refused_before_anything_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "scenario",
+            "run",
+            "--driver",
+            "replay",
+            "--judge-model",
+            "j",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("container-stopped")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--judge-model needs a model") && stderr.contains("ANTHROPIC_API_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !out.path().join("controller.log").exists(),
+        "the run went on"
+    );
 }
