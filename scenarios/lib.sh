@@ -73,6 +73,17 @@ etcd_healthy() {
     [ "$value" = "$key" ] || { echo "wrote $key through kv, read back ${value:-nothing}" >&2; exit 1; }'
 }
 
+# retry SECONDS COMMAND...: runs COMMAND until it succeeds, quietly, for up to SECONDS; the last
+# attempt's output shows when it never does.
+retry() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { "$@"; return; }
+    sleep 1
+  done
+}
+
 # etcdctl_on MEMBER ARGS...: etcdctl in a running member, against the cluster's three endpoints.
 etcdctl_on() {
   local member=$1

@@ -12,9 +12,11 @@ CONF
 docker stop -t 5 "$ETCD3" >/dev/null
 id=$(etcdctl_on "$ETCD1" member list | awk -F', ' '$3 == "etcd3" {print $1}')
 [ -n "$id" ] || { echo "etcd3 is not a member" >&2; exit 1; }
-etcdctl_on "$ETCD1" member remove "$id" >/dev/null
+# etcd refuses a membership change ("unhealthy cluster") until the members that stay have been
+# connected for 5 s: a freshly started cluster, or one that just lost a member, needs a moment.
+retry 60 etcdctl_on "$ETCD1" member remove "$id"
 # The new, empty data volume.
 docker run --rm --network none --volumes-from "$ETCD3" "$(docker inspect -f '{{.Config.Image}}' "$ETCD3")" \
   rm -rf /var/lib/etcd/default
-etcdctl_on "$ETCD1" member add etcd3 --peer-urls=http://etcd3:2380 >/dev/null
+retry 60 etcdctl_on "$ETCD1" member add etcd3 --peer-urls=http://etcd3:2380
 docker start "$ETCD3" >/dev/null
