@@ -95,9 +95,18 @@ struct Section {
 }
 
 /// The section names, in the order the report lists them.
-// `console` is measured by a browser test (tests/suite/console.rs) and kept here as written.
+// `console` is measured by a browser test (tests/suite/console.rs), and `scenarios` (the replay
+// suite's wall time, serial and parallel) by `opslab scenario run` itself; both are kept as written.
 const SECTIONS: &[&str] = &[
-    "latency", "alerts", "burst", "idle", "store", "proxy", "economy", "console",
+    "latency",
+    "alerts",
+    "burst",
+    "idle",
+    "store",
+    "proxy",
+    "economy",
+    "console",
+    "scenarios",
 ];
 
 #[tokio::main]

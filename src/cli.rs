@@ -371,6 +371,14 @@ pub struct ScenarioRunArgs {
         default_value = "docker-compose.yml"
     )]
     pub compose_file: PathBuf,
+    /// The compose file of the etcd demo (a three-member cluster and the kv service), for the
+    /// cases of `stack: etcd`.
+    #[arg(
+        long,
+        env = "OPSLAB_ETCD_COMPOSE_FILE",
+        default_value = "docker/demo/etcd/docker-compose.yml"
+    )]
+    pub etcd_compose_file: PathBuf,
     /// The compose command [default: `docker compose` if present, else `docker-compose`].
     #[arg(long, env = "OPSLAB_COMPOSE")]
     pub compose: Option<String>,
@@ -409,6 +417,11 @@ pub struct ScenarioRunArgs {
     /// left out), to see the scoring catch it; with --driver replay.
     #[arg(long, value_enum)]
     pub replay_wrong: Option<opslab::scenario::WrongKind>,
+    /// Let this model decide the root-cause score from each report (through the provider the
+    /// environment configures, as for --driver model), instead of the deterministic keyword match;
+    /// the keyword verdict is kept beside it in the JSON [default: the keyword match only].
+    #[arg(long)]
+    pub judge_model: Option<String>,
     /// Run every case K times; the report gives pass@1 and pass@K per case.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub repeat: u16,

@@ -739,6 +739,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         scenarios_dir: args.scenarios,
         names: args.names,
         compose_file: args.compose_file,
+        etcd_compose_file: args.etcd_compose_file,
         compose_command,
         out_dir,
         controller_bin: std::env::current_exe()?,
@@ -751,6 +752,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         durable_wait: Duration::from_secs(args.durable_wait_seconds),
         wrong: args.replay_wrong,
         model: None,
+        judge_model: args.judge_model,
     };
     let progress = opslab::scenario::progress::to_stderr();
     if args.repeat > 1 || !args.model.is_empty() {

@@ -25,11 +25,20 @@ const SHELL_WORDS: [&str; 8] = ["do", "done", "then", "fi", "if", "else", "while
 
 /// Whether `command` (a bash command line) may change state.
 pub fn changes_state(command: &str) -> bool {
-    // `sed -i` and output redirection write files.
+    !changing_steps(command).is_empty()
+}
+
+/// The parts of `command` that may change state: each simple command that may, or the whole line
+/// when it writes a file (`sed -i`, output redirection); none when it only reads.
+pub fn changing_steps(command: &str) -> Vec<String> {
     if command.contains("sed -i") || has_file_redirect(command) {
-        return true;
+        return vec![command.to_string()];
     }
-    steps(command).iter().any(|step| step_changes_state(step))
+    steps(command)
+        .into_iter()
+        .filter(|step| step_changes_state(step))
+        .map(|step| step.join(" "))
+        .collect()
 }
 
 /// The simple commands of a command line: split at `;`, `&&`, `||`, `|`, newlines and `$(`.
@@ -65,6 +74,7 @@ fn step_changes_state(words: &[String]) -> bool {
     match program.rsplit('/').next().unwrap_or(program) {
         "docker" => docker_changes_state(&args),
         "curl" => curl_changes_state(&args),
+        "etcdctl" => etcdctl_changes_state(&args),
         other => !READ_ONLY_PROGRAMS.contains(&other) && !is_assignment(other),
     }
 }
@@ -88,6 +98,12 @@ fn docker_changes_state(args: &[&str]) -> bool {
             None => return false,
         }
     };
+    if verb == "exec" || (verb == "container" && words.clone().next() == Some("exec")) {
+        if verb == "container" {
+            words.next();
+        }
+        return exec_changes_state(words.collect());
+    }
     if DOCKER_GROUPS.contains(&verb) {
         return match words.next() {
             Some(sub) => !DOCKER_GROUP_READS.contains(&sub),
@@ -95,6 +111,63 @@ fn docker_changes_state(args: &[&str]) -> bool {
         };
     }
     !DOCKER_READS.contains(&verb)
+}
+
+/// `docker exec [OPTIONS] CONTAINER COMMAND…` changes what its command changes.
+fn exec_changes_state(args: Vec<&str>) -> bool {
+    let mut words = args.into_iter();
+    loop {
+        match words.next() {
+            Some(
+                "-e" | "--env" | "--env-file" | "-u" | "--user" | "-w" | "--workdir"
+                | "--detach-keys",
+            ) => {
+                words.next();
+            }
+            Some(option) if option.starts_with('-') => {}
+            Some(_container) => break,
+            // Not a whole command: judged as the rest are, when unknown.
+            None => return true,
+        }
+    }
+    let command: Vec<String> = words.map(str::to_string).collect();
+    command.is_empty() || step_changes_state(&command)
+}
+
+/// etcdctl subcommands that only read (with `member`, `endpoint`, `alarm`… taking a further word).
+const ETCDCTL_READS: [&str; 3] = ["get", "version", "watch"];
+const ETCDCTL_GROUP_READS: [(&str, &[&str]); 6] = [
+    ("member", &["list"]),
+    ("endpoint", &["health", "status", "hashkv"]),
+    ("alarm", &["list"]),
+    ("lease", &["list", "timetolive"]),
+    ("user", &["list", "get"]),
+    ("role", &["list", "get"]),
+];
+
+fn etcdctl_changes_state(args: &[&str]) -> bool {
+    // Global flags (`--endpoints=…`, `-w table`) come before the subcommand.
+    let mut words = args.iter().copied();
+    let verb = loop {
+        match words.next() {
+            Some(
+                "--endpoints" | "-w" | "--write-out" | "--command-timeout" | "--dial-timeout"
+                | "--user" | "--cacert" | "--cert" | "--key",
+            ) => {
+                words.next();
+            }
+            Some(option) if option.starts_with('-') => {}
+            Some(verb) => break verb,
+            None => return false,
+        }
+    };
+    if ETCDCTL_READS.contains(&verb) {
+        return false;
+    }
+    match ETCDCTL_GROUP_READS.iter().find(|(group, _)| *group == verb) {
+        Some((_, reads)) => !words.next().is_some_and(|sub| reads.contains(&sub)),
+        None => true,
+    }
 }
 
 fn curl_changes_state(args: &[&str]) -> bool {
@@ -141,11 +214,30 @@ fn has_file_redirect(command: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::changes_state;
+    use super::{changes_state, changing_steps};
+
+    #[test]
+    fn the_changing_steps_are_told_apart() {
+        assert_eq!(
+            changing_steps(
+                "docker ps; docker start x-etcd2 && docker exec x-etcd1 etcdctl member list"
+            ),
+            vec!["docker start x-etcd2"]
+        );
+        assert_eq!(
+            changing_steps("echo x > /tmp/f; docker ps"),
+            vec!["echo x > /tmp/f; docker ps"]
+        );
+        assert!(changing_steps("docker logs x 2>&1 | tail").is_empty());
+    }
 
     #[test]
     fn reads_are_not_changes() {
         for command in [
+            "docker exec demo-store df -h /data",
+            "docker exec -e ETCDCTL_API=3 x-etcd1 etcdctl --endpoints=http://etcd1:2379 -w table endpoint status --cluster",
+            "docker container exec x-etcd1 etcdctl member list",
+            "docker exec x-etcd2 etcdctl get /kv/a",
             "docker ps -a --format 'table {{.Names}}\\t{{.Status}}'",
             "docker logs --tail 5 demo-api 2>&1",
             "docker logs x 2>&1 | tail -n 3 >&2",
@@ -171,6 +263,12 @@ mod tests {
             "docker network disconnect demo-net demo-store",
             "docker update --memory 128m demo-api",
             "docker exec demo-store rm /data/x",
+            "docker exec -it demo-store sh -c 'ls'",
+            "docker exec x-etcd1 etcdctl member remove 8e9e05c52164694d",
+            "docker exec x-etcd1 etcdctl --endpoints http://etcd1:2379 put k v",
+            "docker exec x-etcd1 etcdctl endpoint",
+            "docker exec x-etcd1",
+            "docker cp /tmp/etcd x-etcd3:/etc/default/etcd",
             "docker container stop x",
             "curl -X POST http://web:8080/api/visits",
             "curl -sS -XPOST http://web/",

@@ -3,10 +3,12 @@
 //! system is healthy again (`check.sh`), and the commands a capable agent would run (`case.yaml`).
 //! This module reads cases and fills in their names (pure); [`run`] runs them against a real demo
 //! stack and controller, [`replay`] plays a case's commands as a model would, [`classify`] tells
-//! state-changing commands apart, [`progress`] shows each case's steps as they happen, and
+//! state-changing commands apart, [`score`] scores a session (and [`judge`], when asked, lets a
+//! model decide its root-cause score), [`progress`] shows each case's steps as they happen, and
 //! [`report`] prints the outcome.
 
 pub mod classify;
+pub mod judge;
 pub mod matrix;
 pub mod progress;
 pub mod replay;
@@ -53,6 +55,9 @@ pub struct CaseSpec {
     /// False for the control case: nothing is broken and nothing should change.
     #[serde(default = "yes")]
     pub fault: bool,
+    /// The system the case breaks: the demo (web, api, store) unless it says `etcd`.
+    #[serde(default)]
+    pub stack: Stack,
     /// A regular expression (matched ignoring case) that the agent's report summary or root cause
     /// must match for the fault to count as detected.
     pub detect: String,
@@ -63,12 +68,18 @@ pub struct CaseSpec {
     /// Other words that name the component in a report (beside its role and container name).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Other faulty components, when the fault is in several: the root cause must name each too.
+    #[serde(default)]
+    pub also: Vec<String>,
+    /// Healthy components the right answer leaves alone: a state-changing command naming one is a
+    /// false positive, as any change is on a control.
+    #[serde(default)]
+    pub healthy: Vec<String>,
     /// Regular expressions (matched ignoring case) that the report's root cause must all match for
     /// the mechanism to count as found. Required unless `fault` is false.
     #[serde(default)]
     pub mechanism: Vec<String>,
-    /// The components (`web`, `api`, `store`) restarted by the durability check; the faulty
-    /// component when not given.
+    /// The components restarted by the durability check; the faulty ones when not given.
     #[serde(default)]
     pub restart: Option<Vec<String>>,
     /// The commands a capable agent would run, in order.
@@ -125,6 +136,37 @@ fn yes() -> bool {
     true
 }
 
+/// The systems a case can break, each a compose file of its own, started per case under the
+/// case's names.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stack {
+    /// docker-compose.yml's demo: web -> api -> store (Redis).
+    #[default]
+    Demo,
+    /// docker/demo/etcd: a three-member etcd cluster and the kv service reading and writing
+    /// through it.
+    Etcd,
+}
+
+impl Stack {
+    /// The service `compose up` is given: it brings up the others it depends on.
+    pub fn entry_service(self) -> &'static str {
+        match self {
+            Stack::Demo => "web",
+            Stack::Etcd => "kv",
+        }
+    }
+
+    /// The components a case of this stack can name (each a compose service and a container).
+    pub fn components(self) -> &'static [&'static str] {
+        match self {
+            Stack::Demo => &["web", "api", "store"],
+            Stack::Etcd => &["etcd1", "etcd2", "etcd3", "kv"],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptedCommand {
@@ -160,7 +202,8 @@ impl Names {
         }
     }
 
-    /// The placeholders and their values, as the compose file names things.
+    /// The placeholders and their values, as the compose files name things (both stacks': a
+    /// case uses those of its own).
     pub fn values(&self) -> Vec<(&'static str, String)> {
         let p = &self.prefix;
         vec![
@@ -169,12 +212,19 @@ impl Names {
             ("STORE", format!("{p}-store")),
             ("NETWORK", format!("{p}-net")),
             ("VOLUME", format!("{p}-data")),
+            ("ETCD1", format!("{p}-etcd1")),
+            ("ETCD2", format!("{p}-etcd2")),
+            ("ETCD3", format!("{p}-etcd3")),
+            ("KV", format!("{p}-kv")),
         ]
     }
 
-    /// The container of a demo component (`web`, `api`, `store`).
+    /// The container of a component of either stack (`web`, `api`, `store`, `etcd1`…`kv`).
     pub fn container(&self, component: &str) -> Option<String> {
-        matches!(component, "web" | "api" | "store").then(|| format!("{}-{component}", self.prefix))
+        [Stack::Demo, Stack::Etcd]
+            .iter()
+            .any(|stack| stack.components().contains(&component))
+            .then(|| format!("{}-{component}", self.prefix))
     }
 
     pub fn network(&self) -> String {
@@ -230,12 +280,21 @@ impl Case {
         Some(case)
     }
 
+    /// The faulty components: the one the case names, and the others it says are faulty too.
+    pub fn faulty(&self) -> Vec<String> {
+        self.spec
+            .component
+            .iter()
+            .chain(&self.spec.also)
+            .cloned()
+            .collect()
+    }
+
     /// The containers the durability check restarts.
     pub fn restarts(&self, names: &Names) -> Vec<String> {
-        let components = match (&self.spec.restart, &self.spec.component) {
-            (Some(list), _) => list.clone(),
-            (None, Some(component)) => vec![component.clone()],
-            (None, None) => Vec::new(),
+        let components = match &self.spec.restart {
+            Some(list) => list.clone(),
+            None => self.faulty(),
         };
         components
             .iter()
@@ -372,10 +431,18 @@ fn parse_checks(spec: &CaseSpec) -> Result<(), String> {
         regex::Regex::new(pattern)
             .map_err(|e| format!("`mechanism` {pattern:?} is not a regex: {e}"))?;
     }
-    for component in spec.restart.iter().flatten() {
-        if !matches!(component.as_str(), "web" | "api" | "store") {
+    let known = spec.stack.components();
+    let named = [
+        ("restart", spec.restart.iter().flatten().collect::<Vec<_>>()),
+        ("also", spec.also.iter().collect()),
+        ("healthy", spec.healthy.iter().collect()),
+    ];
+    for (field, components) in named {
+        if let Some(unknown) = components.iter().find(|c| !known.contains(&c.as_str())) {
             return Err(format!(
-                "`restart` names {component:?}: only web, api and store can be restarted"
+                "`{field}` names {unknown:?}: the {:?} stack's components are {}",
+                spec.stack,
+                known.join(", ")
             ));
         }
     }
@@ -447,9 +514,12 @@ mod tests {
             spec: CaseSpec {
                 summary: "s".into(),
                 fault: true,
+                stack: Stack::Demo,
                 detect: "oom|memory limit".into(),
                 component: Some("api".into()),
                 aliases: vec![],
+                also: vec![],
+                healthy: vec![],
                 mechanism: vec!["memory".into()],
                 restart: None,
                 wrong: vec![],

@@ -32,6 +32,10 @@ pub struct CaseResult {
     pub not_durable_because: Option<String>,
     /// Every score of the case (see `score`).
     pub scores: Scores,
+    /// The judge model's verdict on the root cause, when one was asked (`--judge-model`): the
+    /// root-cause score is then its verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<super::judge::Verdict>,
     /// Failed in no way.
     pub passed: bool,
     /// How it failed, when it did.
@@ -82,8 +86,11 @@ pub struct Summary {
     pub root_cause: usize,
     pub mitigated: usize,
     pub durable: usize,
-    /// No-fault controls, and how many of them saw a state-changing command.
+    /// No-fault controls.
     pub controls: usize,
+    /// Cases checked for false positives (the controls, and fault cases naming healthy
+    /// components), and how many of them changed what they should have left alone.
+    pub guarded: usize,
     pub false_positives: usize,
     pub turns: u64,
     pub commands: u64,
@@ -115,6 +122,10 @@ impl Summary {
             mitigated: count(&|s| s.mitigated),
             durable: count(&|s| s.durable == Some(true)),
             controls: cases.len() - faults.len(),
+            guarded: cases
+                .iter()
+                .filter(|case| case.scores.false_positive.is_some())
+                .count(),
             false_positives: cases
                 .iter()
                 .filter(|case| case.scores.false_positive == Some(true))
@@ -190,7 +201,7 @@ impl RunReport {
             t.mitigated,
             t.durable,
             t.false_positives,
-            t.controls,
+            t.guarded,
             t.turns,
             t.commands,
             t.state_changing_commands,
@@ -257,7 +268,7 @@ impl RunReport {
         }
         let t = &self.summary;
         text.push_str(&format!(
-            "{} of {} cases passed; of {} faults: {} detected, {} localised, {} root cause, {} mitigated, {} durable; {} false positive(s) on {} control(s) (driver: {}; store: {})\n",
+            "{} of {} cases passed; of {} faults: {} detected, {} localised, {} root cause, {} mitigated, {} durable; {} false positive(s) in {} case(s) with something to leave alone (driver: {}; store: {})\n",
             t.passed,
             t.cases,
             t.fault_cases,
@@ -267,7 +278,7 @@ impl RunReport {
             t.mitigated,
             t.durable,
             t.false_positives,
-            t.controls,
+            t.guarded,
             self.driver,
             self.store
         ));
@@ -375,7 +386,7 @@ mod tests {
         assert!(lines[2].starts_with("oom-killed"));
         assert!(table.contains("oom-killed: the fault never showed"));
         assert!(
-            table.contains("1 of 3 cases passed; of 2 faults: 1 detected, 1 localised, 1 root cause, 1 mitigated, 1 durable; 1 false positive(s) on 1 control(s)"),
+            table.contains("1 of 3 cases passed; of 2 faults: 1 detected, 1 localised, 1 root cause, 1 mitigated, 1 durable; 1 false positive(s) in 1 case(s) with something to leave alone"),
             "{table}"
         );
         assert!(!report.all_passed());
@@ -383,6 +394,7 @@ mod tests {
         assert_eq!(json["cases"][0]["time_to_fix_seconds"], 12.34);
         assert_eq!(json["cases"][2]["failures"][0], "false-positive");
         assert_eq!(json["summary"]["false_positives"], 1);
+        assert_eq!(json["summary"]["guarded"], 1);
         assert_eq!(json["summary"]["turns"], 3);
         let markdown = report.markdown();
         let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with("| ")).collect();

@@ -1,5 +1,6 @@
-//! Runs scenario cases end to end against real parts: for each case, a demo stack of its own
-//! (`docker-compose.yml`'s web, api and store under unique names), the fault injected, the Incident
+//! Runs scenario cases end to end against real parts: for each case, a stack of its own
+//! (`docker-compose.yml`'s web, api and store, or the etcd demo's cluster and kv service, under
+//! unique names), the fault injected, the Incident
 //! filed to an `opslab controller` process, the session driven by the replaying server or a real
 //! model, the oracle checked, and the stack removed — whatever happened.
 
@@ -12,12 +13,13 @@ use futures::StreamExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::judge::Judge;
 use super::matrix::{MatrixReport, ModelResult};
 use super::progress::{Progress, Step};
 use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
 use super::score::{self, Observed};
-use super::{Case, Names, ScenarioError, WrongKind, classify};
+use super::{Case, Names, ScenarioError, Stack, WrongKind, classify};
 use crate::audit::{EventBody, Redactor, Store};
 use crate::source::files::StatusFile;
 
@@ -71,6 +73,9 @@ pub struct RunOptions {
     pub names: Vec<String>,
     /// The compose file whose web, api and store services make each case's demo stack.
     pub compose_file: PathBuf,
+    /// The compose file of the etcd demo (three members and the kv service), for the cases of
+    /// `stack: etcd`.
+    pub etcd_compose_file: PathBuf,
     /// The compose command (`docker compose` or `docker-compose`); found when not given.
     pub compose_command: Option<Vec<String>>,
     /// Where the run's store, Incidents, controller log and results.json go.
@@ -96,6 +101,9 @@ pub struct RunOptions {
     /// The model the sessions use (`OPSLAB_MODEL`), with the model driver; the environment's when
     /// not given.
     pub model: Option<String>,
+    /// A model that decides the root-cause score instead of the keyword match, reached through the
+    /// provider the environment configures; none (the keyword match) by default.
+    pub judge_model: Option<String>,
 }
 
 /// Runs the cases `repeat` times with each model (`[None]`: the driver's own), each run in its own
@@ -173,11 +181,26 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
             )));
         }
     }
+    // Made first: a judge the environment cannot reach stops the run before any stack is made.
+    let judge = options
+        .judge_model
+        .clone()
+        .map(|model| Judge::from_env(model, |name| std::env::var(name).ok()))
+        .transpose()?;
     let compose = match &options.compose_command {
         Some(command) => command.clone(),
         None => find_compose().await?,
     };
-    let compose_file = absolute(&options.compose_file)?;
+    let mut compose_files = HashMap::new();
+    for stack in cases.iter().map(|case| case.spec.stack) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = compose_files.entry(stack) {
+            let file = match stack {
+                Stack::Demo => &options.compose_file,
+                Stack::Etcd => &options.etcd_compose_file,
+            };
+            entry.insert(absolute(file)?);
+        }
+    }
     let incidents = options.out_dir.join("incidents");
     std::fs::create_dir_all(&incidents)
         .map_err(|e| run_error(format!("cannot create {}: {e}", incidents.display())))?;
@@ -224,7 +247,7 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
     let context = CaseContext {
         options: &options,
         compose: &compose,
-        compose_file: &compose_file,
+        compose_files: &compose_files,
         incidents: &incidents,
         controller_died: controller.died.clone(),
         store,
@@ -240,6 +263,9 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
     sweep(&options.prefix, names.values()).await;
     drop(replay);
     add_commands(&store_path, &cases, &names, &mut results).await;
+    if let Some(judge) = &judge {
+        rejudge(judge, &cases, &names, &mut results).await;
+    }
     let driver = match (&options.driver, options.wrong) {
         (Driver::Replay, None) => "replay".into(),
         (Driver::Replay, Some(kind)) => format!("replay of the {kind:?} wrong sessions"),
@@ -250,6 +276,10 @@ pub async fn run(options: RunOptions, progress: &dyn Progress) -> Result<RunRepo
             ),
             None => model_description(),
         },
+    };
+    let driver = match &options.judge_model {
+        Some(model) => format!("{driver}; root cause judged by {model}"),
+        None => driver,
     };
     let report = RunReport::new(driver, store_path.display().to_string(), results);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -433,7 +463,12 @@ async fn sweep<'a>(prefix: &str, names: impl Iterator<Item = &'a Names>) {
     }
     for names in names {
         let _ = docker(&["network", "rm", &names.network()]).await;
-        let _ = docker(&["volume", "rm", &format!("{}-data", names.prefix)]).await;
+    }
+    // Every stack's volumes carry the run's prefix (`PREFIX-CASE-data`, `PREFIX-CASE-etcd1-data`).
+    for volume in docker_lines(&["volume", "ls", "-q", "--filter", &name_filter]).await {
+        if volume.starts_with(&format!("{prefix}-")) {
+            let _ = docker(&["volume", "rm", &volume]).await;
+        }
     }
 }
 
@@ -454,7 +489,8 @@ async fn docker_lines(args: &[&str]) -> Vec<String> {
 struct CaseContext<'a> {
     options: &'a RunOptions,
     compose: &'a [String],
-    compose_file: &'a Path,
+    /// The compose file of each stack the run's cases use.
+    compose_files: &'a HashMap<Stack, PathBuf>,
     incidents: &'a Path,
     controller_died: CancellationToken,
     /// The run's audit store, read for progress.
@@ -497,7 +533,7 @@ impl CaseContext<'_> {
             result.error = Some(error);
         }
         let down = self
-            .compose_run(names, &["down", "-v", "--remove-orphans", "-t", "1"])
+            .compose_run(case, names, &["down", "-v", "--remove-orphans", "-t", "1"])
             .await;
         if let Err(error) = down
             && result.error.is_none()
@@ -517,13 +553,14 @@ impl CaseContext<'_> {
         progress.step(Step::StackStarting);
         // Compose gives up when a dependency is not healthy in time, as on a busy machine; `up`
         // again carries on from where it stopped.
-        let mut up = self.compose_run(names, &["up", "-d", "web"]).await;
+        let up_args = ["up", "-d", case.spec.stack.entry_service()];
+        let mut up = self.compose_run(case, names, &up_args).await;
         for _ in 0..2 {
             if up.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
-            up = self.compose_run(names, &["up", "-d", "web"]).await;
+            up = self.compose_run(case, names, &up_args).await;
         }
         up.map_err(|e| format!("bringing the demo stack up: {e}"))?;
         self.poll_script(case, names, "check.sh", true, STACK_READY_TIMEOUT)
@@ -736,7 +773,7 @@ impl CaseContext<'_> {
             .arg(case.dir.join(script))
             .envs(names.values())
             .env("OPSLAB_DEMO", &names.prefix)
-            .env("COMPOSE", self.compose_line(names))
+            .env("COMPOSE", self.compose_line(case, names))
             .env("SANDBOX_IMAGE", &self.options.sandbox_image)
             .stdin(Stdio::null());
         let output = command
@@ -750,20 +787,27 @@ impl CaseContext<'_> {
         }
     }
 
-    fn compose_line(&self, names: &Names) -> String {
+    /// The compose file of the case's stack (found for every case of the run before it starts).
+    fn compose_file(&self, case: &Case) -> &Path {
+        self.compose_files
+            .get(&case.spec.stack)
+            .map_or(Path::new("docker-compose.yml"), PathBuf::as_path)
+    }
+
+    fn compose_line(&self, case: &Case, names: &Names) -> String {
         format!(
             "{} -f {} -p {}",
             self.compose.join(" "),
-            self.compose_file.display(),
+            self.compose_file(case).display(),
             names.prefix
         )
     }
 
-    async fn compose_run(&self, names: &Names, args: &[&str]) -> Result<(), String> {
+    async fn compose_run(&self, case: &Case, names: &Names, args: &[&str]) -> Result<(), String> {
         let output = Command::new(&self.compose[0])
             .args(&self.compose[1..])
             .arg("-f")
-            .arg(self.compose_file)
+            .arg(self.compose_file(case))
             .args(["-p", &names.prefix])
             .args(args)
             .env("OPSLAB_DEMO", &names.prefix)
@@ -815,6 +859,30 @@ async fn add_commands(
         result.scores = score::score(case, &names[&case.name], &observed);
         result.failures = result.scores.failures();
         result.passed = result.failures.is_empty() && result.error.is_none();
+    }
+}
+
+/// Lets the judge decide each fault case's root-cause score from its report; the keyword score
+/// stays where the judge gave no verdict (the verdict says why).
+async fn rejudge(
+    judge: &Judge,
+    cases: &[Case],
+    names: &HashMap<String, Names>,
+    results: &mut [CaseResult],
+) {
+    for (case, result) in cases.iter().zip(results.iter_mut()) {
+        let Some(report) = result.report.as_ref().filter(|_| case.spec.fault) else {
+            continue;
+        };
+        let verdict = judge
+            .verdict(case, &names[&case.name], report, result.scores.root_cause)
+            .await;
+        if let Some(matches) = verdict.root_cause {
+            result.scores.root_cause = Some(matches);
+            result.failures = result.scores.failures();
+            result.passed = result.failures.is_empty() && result.error.is_none();
+        }
+        result.judge = Some(verdict);
     }
 }
 

@@ -3,13 +3,14 @@
 //!
 //! - detected: the report's summary or root cause matches the case's `detect` pattern;
 //! - localised: the report's root cause names the faulty component (its role, its container's name
-//!   or one of its aliases, as a whole word);
+//!   or one of its aliases, as a whole word), and each other one the case says is faulty too;
 //! - root cause: every one of the case's `mechanism` patterns matches the report's root cause;
 //! - mitigated: the oracle passes after the session;
 //! - durable: the oracle passes again after a wait, and again after the case's components are
 //!   restarted, so that a fix of the symptom alone fails;
-//! - false positive (controls only): the session ran a state-changing command
-//!   ([`super::classify::changes_state`]).
+//! - false positive: on a control, the session ran a state-changing command
+//!   ([`super::classify::changes_state`]); on a case naming `healthy` components (the members of
+//!   a cluster that still holds its quorum), a state-changing command named one of them.
 //!
 //! The matching is deterministic on purpose: the same report always scores the same.
 
@@ -116,41 +117,74 @@ pub fn score(case: &Case, names: &Names, observed: &Observed) -> Scores {
         } else {
             None
         },
-        false_positive: (!fault).then(|| {
-            observed
-                .commands
-                .iter()
-                .any(|command| classify::changes_state(command))
-        }),
+        false_positive: false_positive(case, names, &observed.commands),
     }
 }
 
-/// The words that name a demo component in a report, besides its container's name.
+/// Whether the session changed what it should have left alone: anything, on a control; a healthy
+/// component the case names, on a fault case. `None` where neither applies.
+fn false_positive(case: &Case, names: &Names, commands: &[String]) -> Option<bool> {
+    if !case.spec.fault {
+        return Some(
+            commands
+                .iter()
+                .any(|command| classify::changes_state(command)),
+        );
+    }
+    if case.spec.healthy.is_empty() {
+        return None;
+    }
+    Some(commands.iter().any(|command| {
+        classify::changing_steps(command).iter().any(|step| {
+            case.spec
+                .healthy
+                .iter()
+                .any(|component| names_word(&component_words(component, &[], names), step))
+        })
+    }))
+}
+
+/// The words that name a component in a report, besides its container's name.
 fn role_words(component: &str) -> &'static [&'static str] {
     match component {
         "web" => &["web", "nginx", "front"],
         "api" => &["api"],
         "store" => &["store", "redis"],
+        "kv" => &["kv", "key-value service"],
         _ => &[],
     }
 }
 
-/// Whether `text` names the case's component as a whole word.
-pub fn names_component(case: &Case, names: &Names, text: &str) -> bool {
-    let Some(component) = &case.spec.component else {
-        return false;
-    };
-    let mut words: Vec<String> = vec![component.clone()];
+/// Every word naming `component`: itself, its role, `aliases` and its container's name.
+fn component_words(component: &str, aliases: &[String], names: &Names) -> Vec<String> {
+    let mut words: Vec<String> = vec![component.to_string()];
     words.extend(role_words(component).iter().map(|w| w.to_string()));
-    words.extend(case.spec.aliases.iter().cloned());
-    if let Some(container) = names.container(component) {
-        words.push(container);
-    }
+    words.extend(aliases.iter().cloned());
+    words.extend(names.container(component));
+    words
+}
+
+/// Whether `text` holds one of `words` as a whole word (ignoring case).
+fn names_word(words: &[String], text: &str) -> bool {
     let alternatives: Vec<String> = words.iter().map(|word| regex::escape(word)).collect();
     regex::RegexBuilder::new(&format!(r"\b({})\b", alternatives.join("|")))
         .case_insensitive(true)
         .build()
         .is_ok_and(|pattern| pattern.is_match(text))
+}
+
+/// Whether `text` names the case's component as a whole word, and each other faulty one (those
+/// by their own names; the aliases belong to the main one).
+pub fn names_component(case: &Case, names: &Names, text: &str) -> bool {
+    let Some(component) = &case.spec.component else {
+        return false;
+    };
+    names_word(&component_words(component, &case.spec.aliases, names), text)
+        && case
+            .spec
+            .also
+            .iter()
+            .all(|other| names_word(&component_words(other, &[], names), text))
 }
 
 /// Whether every one of the case's mechanism patterns matches `text` (ignoring case).
@@ -178,9 +212,12 @@ mod tests {
             spec: CaseSpec {
                 summary: "s".into(),
                 fault,
+                stack: crate::scenario::Stack::Demo,
                 detect: "stopped|healthy".into(),
                 component: fault.then(|| "store".to_string()),
                 aliases: vec!["data store".into()],
+                also: vec![],
+                healthy: vec![],
                 mechanism: if fault {
                     vec!["stopped|exited".into()]
                 } else {
@@ -316,6 +353,57 @@ mod tests {
             ..base
         };
         assert_eq!(failures(restarted, &control), vec![Failure::FalsePositive]);
+    }
+
+    #[test]
+    fn a_cluster_case_needs_every_faulty_member_named_and_the_healthy_ones_untouched() {
+        let names = Names::new("x");
+        let mut stopped = case(true);
+        stopped.spec.stack = crate::scenario::Stack::Etcd;
+        stopped.spec.component = Some("etcd2".into());
+        stopped.spec.aliases = vec![];
+        stopped.spec.healthy = vec!["etcd1".into(), "etcd3".into()];
+        let observed = |root_cause: &str, commands: &[&str]| Observed {
+            report: report(root_cause),
+            mitigated: true,
+            durable: Some(true),
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+        };
+        // Reading through a healthy member is fine; starting the stopped one is the fix.
+        let right = observed(
+            "etcd2 was stopped",
+            &[
+                "docker exec x-etcd1 etcdctl --endpoints=http://etcd1:2379 endpoint status",
+                "docker start x-etcd2",
+            ],
+        );
+        let scores = score(&stopped, &names, &right);
+        assert_eq!(scores.false_positive, Some(false));
+        assert!(scores.passed(), "{:?}", scores.failures());
+        let restarted_all = observed(
+            "etcd2 was stopped",
+            &["docker restart x-etcd1 x-etcd2 x-etcd3"],
+        );
+        assert_eq!(
+            score(&stopped, &names, &restarted_all).failures(),
+            vec![Failure::FalsePositive]
+        );
+        // Two members down: the root cause names both.
+        let mut lost = stopped.clone();
+        lost.spec.healthy = vec![];
+        lost.spec.also = vec!["etcd3".into()];
+        let both = observed(
+            "etcd2 and x-etcd3 were stopped",
+            &["docker start x-etcd2 x-etcd3"],
+        );
+        assert!(score(&lost, &names, &both).passed());
+        assert_eq!(score(&lost, &names, &both).false_positive, None);
+        let one = observed("etcd2 was stopped", &["docker start x-etcd2 x-etcd3"]);
+        assert_eq!(
+            score(&lost, &names, &one).failures(),
+            vec![Failure::NotLocalised]
+        );
+        assert_eq!(lost.restarts(&names), vec!["x-etcd2", "x-etcd3"]);
     }
 
     /// Every shipped case's wrong replays score as the failure they stand for, judged on their own

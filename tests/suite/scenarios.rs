@@ -23,10 +23,14 @@ impl Drop for Leftovers {
     }
 }
 
+/// The etcd demo's compose file, beside its image's Dockerfile.
+const ETCD_COMPOSE: &str = "docker/demo/etcd/docker-compose.yml";
+
 #[test]
 fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
     docker::require_sandbox_image();
     docker::require_images(&docker::DEMO_IMAGES);
+    docker::require_images(&[docker::ETCD_IMAGE]);
     docker::compose_command();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().unwrap();
@@ -41,6 +45,8 @@ fn scenario_every_case_is_detected_and_fixed_with_its_reasoning_audited() {
         .arg(root.join("scenarios"))
         .arg("--compose-file")
         .arg(root.join("docker-compose.yml"))
+        .arg("--etcd-compose-file")
+        .arg(root.join(ETCD_COMPOSE))
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .output()
@@ -331,6 +337,8 @@ fn run_wrong(kind: &str, cases: &[&str]) -> (Value, Option<i32>) {
         .arg(root.join("scenarios"))
         .arg("--compose-file")
         .arg(root.join("docker-compose.yml"))
+        .arg("--etcd-compose-file")
+        .arg(root.join(ETCD_COMPOSE))
         .args(cases)
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_BASE_URL")
@@ -450,4 +458,222 @@ fn scenario_repeated_runs_give_pass_at_k_with_a_table_and_a_chart() {
     );
     let svg = std::fs::read_to_string(out.path().join("results.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("replay"), "{svg}");
+}
+
+/// The distributed-store cases on a real three-member etcd cluster: each fault is there before the
+/// session (the runner saw the oracle fail: "the fault shows"), and after the replayed session the
+/// cluster is whole (the oracle: three started members, one leader, a write and a read through the
+/// kv service), and stays so after a restart of the faulty members. The cases run at once, each on
+/// its own cluster.
+#[test]
+fn scenario_etcd_faults_show_before_the_session_and_the_cluster_is_whole_after() {
+    docker::require_sandbox_image();
+    docker::require_images(&[docker::ETCD_IMAGE]);
+    docker::compose_command();
+    let cases = [
+        "etcd-member-stopped",
+        "etcd-quorum-lost",
+        "etcd-wrong-peer-url",
+        "etcd-member-disk-full",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let run = format!("scn-e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let _leftovers = Leftovers(run.clone());
+    let output = Command::new(BIN)
+        .args(["scenario", "run", "--driver", "replay", "--parallel", "4"])
+        .args(["--durable-wait-seconds", "5", "--name", &run, "-o", "json"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("--etcd-compose-file")
+        .arg(root.join(ETCD_COMPOSE))
+        .args(cases)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("no JSON report ({error}): {stderr}"));
+    assert!(output.status.success(), "{report:#}\n{stderr}");
+    let results = report["cases"].as_array().unwrap();
+    assert_eq!(results.len(), cases.len(), "{report:#}");
+    for case in results {
+        let name = case["case"].as_str().unwrap();
+        assert_eq!(case["passed"], true, "{name}: {case:#}");
+        assert_eq!(case["mitigated"], true, "{name}: {case:#}");
+        assert_eq!(case["durable"], true, "{name}: {case:#}");
+        assert_eq!(case["scores"]["localised"], true, "{name}: {case:#}");
+        assert_eq!(case["scores"]["root_cause"], true, "{name}: {case:#}");
+        // Cases whose quorum held name their healthy members, and the replay left them alone.
+        if name != "etcd-quorum-lost" {
+            assert_eq!(case["scores"]["false_positive"], false, "{name}: {case:#}");
+        }
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(&format!("] {name}: ")))
+            .collect();
+        let mut rest = lines.iter();
+        for step in [
+            "fault injected",
+            "the fault shows",
+            "session ended Resolved",
+            "oracle passed",
+            "durable",
+        ] {
+            assert!(
+                rest.any(|line| line.contains(&format!(": {step}"))),
+                "{name}: no {step:?} in order in {lines:#?}"
+            );
+        }
+    }
+    // The clusters are gone, their volumes with them.
+    for kind in [["ps", "-aq"], ["volume", "ls"]] {
+        let left = Command::new("docker")
+            .args(kind)
+            .args(["-q", "--filter", &format!("name={run}-")])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+            "left behind: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+}
+
+/// On a cluster that still holds its quorum, restarting the healthy members "to be safe" restores
+/// it too, but is scored as a false positive: the members it touched were healthy.
+#[test]
+fn scenario_restarting_healthy_etcd_members_is_a_false_positive() {
+    docker::require_sandbox_image();
+    docker::require_images(&[docker::ETCD_IMAGE]);
+    docker::compose_command();
+    let (report, code) = run_wrong("harmful-change", &["etcd-member-stopped"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let case = &report["cases"][0];
+    assert!(case["error"].is_null(), "{case:#}");
+    assert_eq!(case["mitigated"], true, "{case:#}");
+    assert_eq!(case["durable"], true, "{case:#}");
+    assert_eq!(case["scores"]["localised"], true, "{case:#}");
+    assert_eq!(case["scores"]["false_positive"], true, "{case:#}");
+    assert_eq!(
+        case["failures"],
+        serde_json::json!(["false-positive"]),
+        "{case:#}"
+    );
+}
+
+/// The optional judge, played by the local model server: it decides the root-cause score from the
+/// case's known cause and the report, through the same client (and protocol) as the agent, and
+/// its verdict sits beside the keyword match's.
+#[tokio::test]
+async fn scenario_a_judge_model_decides_the_root_cause_when_asked() {
+    use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
+    use opslab::incident::{Outcome, Report};
+    use opslab::scenario::{Names, judge::Judge};
+    let verdict = |matches: bool, reason: &str| Turn::Tool {
+        name: "verdict".into(),
+        input: serde_json::json!({"root_cause_matches": matches, "reason": reason}),
+        text: None,
+    };
+    let fake = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            verdict(true, "A disk out of room is a full volume."),
+            verdict(false, "A database quota is not a full volume."),
+            Turn::Text("It matches, I think.".into()),
+        ],
+    )
+    .await;
+    let base_url = fake.base_url();
+    let env = |name: &str| match name {
+        "ANTHROPIC_API_KEY" => Some("test-key".to_string()),
+        "ANTHROPIC_BASE_URL" => Some(base_url.clone()),
+        _ => None,
+    };
+    let judge = Judge::from_env("judge-1".into(), env).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let case = opslab::scenario::load(&root.join("scenarios/etcd-member-disk-full")).unwrap();
+    let names = Names::new("j");
+    let report = |root_cause: &str| Report {
+        outcome: Outcome::Resolved,
+        summary: "etcd2 kept exiting; it runs again.".into(),
+        root_cause: root_cause.into(),
+        actions: vec![],
+        verification: String::new(),
+    };
+    // Other words than the case's keywords: the keyword match misses it, the judge does not.
+    let paraphrase = report("etcd2's disk ran out of room because of a leftover backup file.");
+    let keyword = opslab::scenario::score::matches_mechanism(&case, &paraphrase.root_cause);
+    assert!(!keyword);
+    let first = judge
+        .verdict(&case, &names, &paraphrase, Some(keyword))
+        .await;
+    assert_eq!(first.root_cause, Some(true), "{first:?}");
+    assert_eq!(first.keyword_root_cause, Some(false));
+    assert_eq!(first.model, "judge-1");
+    assert!(first.input_tokens > 0 && first.error.is_none(), "{first:?}");
+    let quota = report("etcd2's database exceeded its space quota.");
+    let second = judge.verdict(&case, &names, &quota, Some(false)).await;
+    assert_eq!(second.root_cause, Some(false), "{second:?}");
+    assert_eq!(second.reason, "A database quota is not a full volume.");
+    // An answer without the verdict tool is no verdict: the keyword score stands, and why is kept.
+    let third = judge.verdict(&case, &names, &paraphrase, Some(false)).await;
+    assert_eq!(third.root_cause, None);
+    assert!(
+        third
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("verdict tool"),
+        "{third:?}"
+    );
+    // What the judge was asked: the known cause and the report's, with the verdict tool offered.
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let asked = &requests[0];
+    assert_eq!(asked["model"], "judge-1");
+    assert_eq!(asked["tools"][0]["name"], "verdict");
+    let question = asked["messages"][0].to_string();
+    assert!(question.contains("no space left on device"), "{question}");
+    assert!(question.contains("ran out of room"), "{question}");
+}
+
+/// Asked for a judge with no model to reach, the run stops at once with what to set, before any
+/// stack is made.
+#[test]
+fn scenario_a_judge_without_a_model_is_refused_before_anything_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "scenario",
+            "run",
+            "--driver",
+            "replay",
+            "--judge-model",
+            "j",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--scenarios")
+        .arg(root.join("scenarios"))
+        .arg("container-stopped")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .expect("the opslab binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--judge-model needs a model") && stderr.contains("ANTHROPIC_API_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !out.path().join("controller.log").exists(),
+        "the run went on"
+    );
 }

@@ -164,6 +164,9 @@ pub const DEMO_IMAGES: [&str; 3] = [
 pub const MONITORING_IMAGES: [&str; 2] =
     ["opslab-demo-monitoring:latest", "opslab-demo-sink:latest"];
 
+/// The etcd demo's image (members and kv service), built by scripts/build-images demo.
+pub const ETCD_IMAGE: &str = "opslab-demo-etcd:latest";
+
 /// `docker compose` (v2) or `docker-compose` (1.29), whichever runs; fails the test when neither.
 pub fn compose_command() -> Vec<String> {
     for command in [vec!["docker", "compose"], vec!["docker-compose"]] {
