@@ -45,7 +45,7 @@ fn filed(controller: &Controller) -> Vec<(PathBuf, Incident)> {
     found
 }
 
-fn annotation(incident: &Incident, name: &str) -> String {
+pub(super) fn annotation(incident: &Incident, name: &str) -> String {
     incident
         .metadata
         .annotations
@@ -55,7 +55,7 @@ fn annotation(incident: &Incident, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn seen_alerts(incident: &Incident) -> usize {
+pub(super) fn seen_alerts(incident: &Incident) -> usize {
     serde_json::from_str::<Vec<Value>>(&annotation(incident, ALERTS_ANNOTATION))
         .map_or(0, |seen| seen.len())
 }

@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use kube::api::ListParams;
 use kube::client::Body;
 use opslab::alerts::{
-    self, ALERTS_ANNOTATION, GROUP_LABEL, IntakeConfig, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION,
-    Rules, SEQUENCE_ANNOTATION, Target,
+    self, GROUP_LABEL, IntakeConfig, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION, Rules,
+    SEQUENCE_ANNOTATION, Target,
 };
 use opslab::audit::{Redactor, Store};
 use opslab::incident::{Incident, Phase};
@@ -20,7 +20,8 @@ use opslab::metrics::Metrics;
 use serde_json::{Value, json};
 
 use super::alerts::{
-    alert_annotations, alert_labels, intake_decisions, metric, notification, post,
+    alert_annotations, alert_labels, annotation, intake_decisions, metric, notification, post,
+    seen_alerts,
 };
 use crate::support::alertmanager::{self, Alertmanager};
 use crate::support::controller::{Controller, Options};
@@ -30,21 +31,6 @@ use crate::support::kube_api::{KubeApi, wait_for_incident};
 
 const TOKEN: &str = "kube-intake-token-51d84b067f3a9c2e";
 const WAIT: Duration = Duration::from_secs(90);
-
-fn annotation(incident: &Incident, name: &str) -> String {
-    incident
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(name))
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn seen_alerts(incident: &Incident) -> usize {
-    serde_json::from_str::<Vec<Value>>(&annotation(incident, ALERTS_ANNOTATION))
-        .map_or(0, |seen| seen.len())
-}
 
 /// The Incidents the intake filed (those with the group label), in the order it filed them.
 async fn filed(api: &KubeApi) -> Vec<Incident> {

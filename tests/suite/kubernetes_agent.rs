@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PostParams};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::Phase;
 use serde_json::{Value, json};
 
 use crate::support::controller::{Controller, scripted};
@@ -107,24 +107,12 @@ async fn kube_api_a_sessions_kubectl_sees_the_cluster_with_its_own_read_only_acc
         },
     )
     .await;
-    let incident: Incident = serde_json::from_value(json!({
-        "apiVersion": "opslab.dev/v1alpha1",
-        "kind": "Incident",
-        "metadata": {"name": "look-around", "namespace": "default"},
-        "spec": {"title": "web is slow", "environment": {"networks": [network.name]}},
-    }))
-    .unwrap();
-    api.incidents()
-        .create(&PostParams::default(), &incident)
-        .await
-        .unwrap();
-    let logs = || {
-        format!(
-            "{}\n--- kube-apiserver ---\n{}",
-            controller.logs(),
-            api.log()
-        )
-    };
+    api.create_incident(
+        "look-around",
+        json!({"title": "web is slow", "environment": {"networks": [network.name]}}),
+    )
+    .await;
+    let logs = || api.beside(controller.logs());
     let started = wait_for_incident(
         &api.incidents(),
         "look-around",

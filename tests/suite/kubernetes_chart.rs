@@ -11,7 +11,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::Phase;
 use serde_json::{Value, json};
 
 use crate::support::controller::{Controller, Options};
@@ -159,24 +159,9 @@ async fn kube_api_the_charts_objects_are_accepted_and_its_rbac_lets_the_controll
             ("OPSLAB_AGENT_SERVICE_ACCOUNT_NAMESPACE", NAMESPACE),
         ],
     );
-    let incident: Incident = serde_json::from_value(json!({
-        "apiVersion": "opslab.dev/v1alpha1",
-        "kind": "Incident",
-        "metadata": {"name": "rbac", "namespace": "default"},
-        "spec": {"title": "does the chart's RBAC suffice?"},
-    }))
-    .unwrap();
-    api.incidents()
-        .create(&PostParams::default(), &incident)
-        .await
-        .unwrap();
-    let logs = || {
-        format!(
-            "{}\n--- kube-apiserver ---\n{}",
-            controller.logs(),
-            api.log()
-        )
-    };
+    api.create_incident("rbac", json!({"title": "does the chart's RBAC suffice?"}))
+        .await;
+    let logs = || api.beside(controller.logs());
     let resolved = wait_for_incident(
         &api.incidents(),
         "rbac",

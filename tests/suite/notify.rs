@@ -827,7 +827,6 @@ async fn notifications_join_a_finished_trail_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_api_a_resolved_incident_is_told_once() {
     use crate::support::kube_api::{KubeApi, wait_for_incident};
-    use kube::api::PostParams;
 
     let api = KubeApi::start().await;
     let sink = Sink::start().await;
@@ -841,24 +840,12 @@ async fn kube_api_a_resolved_incident_is_told_once() {
         &[("OPSLAB_NOTIFY_WEBHOOK_URL", &webhook_url)],
     )
     .await;
-    let incident: opslab::incident::Incident = serde_json::from_value(json!({
-        "apiVersion": "opslab.dev/v1alpha1",
-        "kind": "Incident",
-        "metadata": {"name": "worker", "namespace": "default"},
-        "spec": {"title": "the worker is down", "severity": "high"},
-    }))
-    .unwrap();
-    api.incidents()
-        .create(&PostParams::default(), &incident)
-        .await
-        .unwrap();
-    let logs = || {
-        format!(
-            "{}\n--- kube-apiserver ---\n{}",
-            controller.logs(),
-            api.log()
-        )
-    };
+    api.create_incident(
+        "worker",
+        json!({"title": "the worker is down", "severity": "high"}),
+    )
+    .await;
+    let logs = || api.beside(controller.logs());
     wait_for_incident(
         &api.incidents(),
         "worker",

@@ -335,6 +335,26 @@ impl KubeApi {
     }
 
     /// The API server's log, for failure messages.
+    /// Creates the Incident `name` in `default` with `spec`, as `kubectl create` would.
+    pub async fn create_incident(&self, name: &str, spec: serde_json::Value) -> Incident {
+        let incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "opslab.dev/v1alpha1",
+            "kind": "Incident",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }))
+        .expect("a valid Incident");
+        self.incidents()
+            .create(&kube::api::PostParams::default(), &incident)
+            .await
+            .expect("the API server takes the Incident")
+    }
+
+    /// A controller's log with the API server's after it, for a failure's message.
+    pub fn beside(&self, controller_log: String) -> String {
+        format!("{controller_log}\n--- kube-apiserver ---\n{}", self.log())
+    }
+
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("apiserver.log"), 40)
     }
