@@ -361,8 +361,8 @@ mod tests {
         let pending = prepare(&Redactor::default(), "s", body).unwrap();
         let (event, statements) = link(pending, finished(), "T".into()).unwrap();
         assert_eq!(event.seq, 8);
-        // Stored and chained, with no projection: the session stays as it ended.
-        assert_eq!(statements.len(), 2);
+        // Stored, chained and any draft cleared, with no projection: the session stays as it ended.
+        assert_eq!(statements.len(), 3);
         let pending = prepare(&Redactor::default(), "s", command()).unwrap();
         assert!(link(pending, finished(), "T".into()).is_err());
     }

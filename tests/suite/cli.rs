@@ -847,6 +847,7 @@ fn cli_controller_help_groups_its_flags() {
             "Options:",
             "Source:",
             "Leader election (kube mode):",
+            "The agent's Kubernetes access (kube mode):",
             "Store:",
             "Model API:",
             "Budgets:",

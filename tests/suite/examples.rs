@@ -158,13 +158,23 @@ fn directory_examples() -> Vec<Example> {
         .collect()
 }
 
-/// The scenarios' Incidents, their `${NETWORK}`-like names filled in as the harness fills them.
-fn scenario_examples() -> Vec<Example> {
+/// The Incidents of the scenarios on `stack` (their case's `stack:`, `demo` when unsaid), their
+/// `${NETWORK}`-like names filled in as the harness fills them.
+fn scenario_examples(stack: &str) -> Vec<Example> {
     let names = Names::new(DEMO_PREFIX);
+    let stack_of = |dir: &Path| -> String {
+        let case: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(dir.join("case.yaml")).unwrap())
+                .unwrap();
+        case.get("stack")
+            .and_then(Value::as_str)
+            .unwrap_or("demo")
+            .to_string()
+    };
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("scenarios"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("incident.yaml").is_file())
+        .filter(|path| path.join("incident.yaml").is_file() && stack_of(path) == stack)
         .collect();
     dirs.sort();
     dirs.iter()
@@ -179,6 +189,16 @@ fn scenario_examples() -> Vec<Example> {
             )
         })
         .collect()
+}
+
+/// A scenario stack's compose file as the harness brings it up: `OPSLAB_DEMO` set to the case's
+/// prefix.
+fn stack_names(file: &str) -> ComposeNames {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap();
+    let prefixed = Regex::new(r"\$\{OPSLAB_DEMO:-[^}]*\}")
+        .unwrap()
+        .replace_all(&text, DEMO_PREFIX);
+    compose_names(&prefixed)
 }
 
 /// What an example names that the compose file does not make, one line each.
@@ -219,7 +239,13 @@ fn examples_name_what_docker_compose_makes() {
     let readme =
         readme_examples(&std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap());
     let files = directory_examples();
-    let scenarios = scenario_examples();
+    let scenarios = scenario_examples("demo");
+    let etcd_scenarios = scenario_examples("etcd");
+    assert!(
+        etcd_scenarios.len() >= 4,
+        "scenarios/ has {} etcd Incidents",
+        etcd_scenarios.len()
+    );
     assert!(!readme.is_empty(), "the README has no Incident manifest");
     assert!(files.len() >= 2, "examples/ has {} Incidents", files.len());
     assert!(
@@ -235,7 +261,11 @@ fn examples_name_what_docker_compose_makes() {
             example.place
         );
     }
-    let problems = unknown_names(&all, &compose);
+    let mut problems = unknown_names(&all, &compose);
+    problems.extend(unknown_names(
+        &etcd_scenarios,
+        &stack_names("docker/demo/etcd/docker-compose.yml"),
+    ));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
