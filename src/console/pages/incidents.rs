@@ -216,7 +216,7 @@ fn sessions_table(sessions: &[SessionRecord]) -> Markup {
                         tr {
                             td { a href=(session_href(&session.id)) { code { (shown(&session.id)) } } }
                             td.num { (session.attempt) }
-                            td { (phase_badge(&super::session::phase_of(session))) }
+                            td { (phase_badge(&session.current_phase().to_string())) }
                             td { (shown(session.reason.as_deref().unwrap_or("-"))) }
                             td.num { (session.commands) }
                             td.num { (dollars(session.cost_usd)) }

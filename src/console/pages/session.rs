@@ -7,7 +7,6 @@ use super::layout::page;
 use super::{dollars, incident_href, segment, session_href, shown, when};
 use crate::audit::{Broken, ChainCheck, Draft, Event, EventBody, SessionRecord, SessionState};
 use crate::console::timeline::{self, Entry, Gantt};
-use crate::incident::Phase;
 use crate::llm::ContentBlock;
 
 /// The chain check as the page shows it: computed by [`crate::audit::Store::verify`], the code
@@ -17,15 +16,6 @@ pub enum Verification {
     Checked(ChainCheck),
     /// The check itself failed (the store did not answer).
     Failed(String),
-}
-
-/// A running session shows as Investigating, as in `opslab sessions`.
-pub(super) fn phase_of(session: &SessionRecord) -> String {
-    if session.state == SessionState::Running {
-        Phase::Investigating.to_string()
-    } else {
-        session.phase.to_string()
-    }
 }
 
 fn badge(verification: &Verification) -> Markup {
@@ -58,7 +48,7 @@ pub fn summary(session: &SessionRecord, verification: &Verification) -> Markup {
                 } " (attempt " (session.attempt) ")" }
                 dt { "Phase" }
                 dd {
-                    span class=(format!("phase phase-{}", phase_of(session))) { (phase_of(session)) }
+                    span class=(format!("phase phase-{}", session.current_phase())) { (session.current_phase()) }
                     @if let Some(reason) = &session.reason { span.reason { (shown(reason)) } }
                     @if let Some(message) = session.message.as_deref().filter(|m| !m.trim().is_empty()) {
                         ": " (shown(message))
