@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod notify;
 pub mod reconcile;
 pub mod sandbox;
-pub mod scenario;
 pub mod server;
 pub mod session;
 pub mod source;
