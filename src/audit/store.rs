@@ -137,6 +137,12 @@ impl Store {
         result
     }
 
+    /// An event as [`Store::append`] would store it (redacted), without storing it: for telling
+    /// whether it is already in the trail.
+    pub fn as_stored(&self, body: EventBody) -> Result<EventBody, StoreError> {
+        Ok(append::prepare(&self.redactor, "", body)?.body().clone())
+    }
+
     /// A session's events, in order.
     pub async fn events(&self, session_id: &str) -> Result<Vec<Event>, StoreError> {
         self.events_after(session_id, 0).await
