@@ -691,7 +691,13 @@ mod tests {
         };
         assert_eq!(change.annotations[NOTE_ANNOTATION], None);
         assert_eq!(change.annotations[RESOLVED_ANNOTATION], None);
-        assert!(change.spec.unwrap().description.contains("joined the group"));
+        assert!(
+            change
+                .spec
+                .unwrap()
+                .description
+                .contains("joined the group")
+        );
     }
 
     #[test]
@@ -712,7 +718,10 @@ mod tests {
         };
         assert_eq!(change.spec, None);
         let note = change.annotations[NOTE_ANNOTATION].as_deref().unwrap();
-        assert!(note.contains("1 of the group's 2 alert(s) have ended"), "{note}");
+        assert!(
+            note.contains("1 of the group's 2 alert(s) have ended"),
+            "{note}"
+        );
         assert!(note.contains("fedcba9876543210"), "{note}");
         assert!(!change.annotations.contains_key(RESOLVED_ANNOTATION));
     }

@@ -616,7 +616,11 @@ mod tests {
         assert_eq!(history.next(), Next::CallModel);
         assert_eq!(history.last_note(), Some("the alert group resolved"));
         let messages = history.messages();
-        assert_eq!(messages.len(), 1, "one user message: the ticket and the note");
+        assert_eq!(
+            messages.len(),
+            1,
+            "one user message: the ticket and the note"
+        );
         assert!(matches!(
             &messages[0].content[..],
             [ContentBlock::Text { .. }, ContentBlock::Text { text }]

@@ -302,7 +302,10 @@ async fn a_resolution_during_the_session_is_a_note_to_the_agent_and_starts_no_at
     .await;
     let controller = controller(&llm);
     let url = format!("{}/api/v1/alerts", controller.http_url());
-    let alertname = format!("ApiErrors{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let alertname = format!(
+        "ApiErrors{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let firing = notification(&alertname);
     let (code, answer) = post(&url, Some(TOKEN), firing.to_string()).await;
     assert_eq!(code, 200, "{answer}");
@@ -338,17 +341,23 @@ async fn a_resolution_during_the_session_is_a_note_to_the_agent_and_starts_no_at
     let status = ended.status.unwrap();
     assert_eq!(status.attempt, 1);
     assert!(
-        status.conditions.iter().any(|condition| {
-            condition.type_ == "AlertResolved" && condition.status == "True"
-        }),
+        status
+            .conditions
+            .iter()
+            .any(|condition| { condition.type_ == "AlertResolved" && condition.status == "True" }),
         "{:#?}",
         status.conditions
     );
     let told = llm.requests()[1].to_string();
     assert!(
-        told.contains("A note on the ticket")
-            && told.contains("resolved at 2026-12-06T10:05:00Z"),
+        told.contains("A note on the ticket") && told.contains("resolved at 2026-12-06T10:05:00Z"),
         "{told}"
+    );
+    // Both decisions are in the intake's hash chain.
+    let verified = controller.cli(&["audit", "verify"]);
+    assert!(
+        verified.contains("ok      intake decisions (2 decisions)"),
+        "{verified}"
     );
 }
 

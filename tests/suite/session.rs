@@ -436,7 +436,11 @@ async fn notes_reach_the_running_agent_once_and_start_no_attempt() {
     std::thread::sleep(Duration::from_millis(300));
     controller.write_manifest("noted.yaml", &with_note(note));
     let ended = controller.wait_for_phase("noted", Phase::Resolved, SESSION_TIMEOUT);
-    assert_eq!(ended.metadata.generation, Some(1), "a note is no spec change");
+    assert_eq!(
+        ended.metadata.generation,
+        Some(1),
+        "a note is no spec change"
+    );
     let told = llm.requests()[1].to_string();
     assert!(
         told.contains("A note on the ticket") && told.contains(note),
