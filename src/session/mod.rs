@@ -155,11 +155,19 @@ impl Cancellation {
     }
 }
 
+/// What a running session is told of its Incident while it runs.
+pub(crate) enum TicketChange {
+    /// The spec changed: the new spec and its generation.
+    Spec { generation: i64, spec: IncidentSpec },
+    /// A note that leaves the spec as it is ([`crate::incident::NOTE_ANNOTATION`]).
+    Note(String),
+}
+
 struct Handle {
     session_id: String,
     /// Cancels the session for good: it finishes as Cancelled.
     cancel: Cancellation,
-    updates: mpsc::UnboundedSender<(i64, IncidentSpec)>,
+    updates: mpsc::UnboundedSender<TicketChange>,
     /// Fired by the task once it has cleaned up and left the map.
     stopped: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -291,7 +299,15 @@ impl SessionManager {
     pub fn update_ticket(&self, incident_uid: &str, generation: i64, spec: IncidentSpec) {
         if let Some(handle) = self.running().get(incident_uid) {
             // A send fails only when the task is ending; the next reconcile sees that.
-            let _ = handle.updates.send((generation, spec));
+            let _ = handle.updates.send(TicketChange::Spec { generation, spec });
+        }
+    }
+
+    /// Passes the Incident's note to its running session, if one runs here; the session tells the
+    /// agent a note once, however often it is passed.
+    pub fn tell(&self, incident_uid: &str, note: &str) {
+        if let Some(handle) = self.running().get(incident_uid) {
+            let _ = handle.updates.send(TicketChange::Note(note.to_string()));
         }
     }
 
