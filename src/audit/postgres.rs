@@ -167,12 +167,7 @@ impl Postgres {
     /// The intake chain's anchor and links, from one snapshot.
     pub async fn intake_trail(&self) -> Result<Trail, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let transaction = snapshot(&mut client).await?;
         let anchored = select(
             &transaction,
             &Statement::new(HIGHEST_ANCHOR, vec![intake::CHAIN.into()]),
@@ -193,12 +188,7 @@ impl Postgres {
     /// The session's head, anchor and events, from one snapshot.
     pub async fn trail(&self, session_id: String) -> Result<Option<Trail>, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let transaction = snapshot(&mut client).await?;
         let key: Vec<Param> = vec![session_id.into()];
         let read = |sql: &'static str| Statement::new(sql, key.clone());
         let Some(recorded) = select(&transaction, &read(rows::RECORDED_HEAD), rows::head)
@@ -218,6 +208,18 @@ impl Postgres {
             links,
         }))
     }
+}
+
+/// A read-only transaction on one snapshot: a chain read whole, as one moment saw it.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
 }
 
 /// Applies the migrations not applied yet, in one transaction holding an advisory lock: replicas
