@@ -476,3 +476,41 @@ impl StatusSink for ApiSink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_up_reaches_the_watch_of_its_namespace_and_a_free_slot_reaches_every_watch() {
+        let (sessions, wake) = mpsc::unbounded_channel();
+        let (to_a, mut at_a) = mpsc::unbounded_channel();
+        let (to_b, mut at_b) = mpsc::unbounded_channel();
+        let routes = vec![
+            (Some("team-a".to_string()), to_a),
+            (Some("team-b".to_string()), to_b),
+        ];
+        let one = Wake::One(ObjectKey::new("team-b", "outage"));
+        sessions.send(one.clone()).unwrap();
+        sessions.send(Wake::All).unwrap();
+        drop(sessions);
+        route_wakes(wake, &routes).await;
+        drop(routes);
+        assert_eq!(at_a.recv().await, Some(Wake::All));
+        assert_eq!(at_a.recv().await, None);
+        assert_eq!(at_b.recv().await, Some(one));
+        assert_eq!(at_b.recv().await, Some(Wake::All));
+        assert_eq!(at_b.recv().await, None);
+
+        // Watching every namespace: every wake-up.
+        let (sessions, wake) = mpsc::unbounded_channel();
+        let (to_all, mut at_all) = mpsc::unbounded_channel();
+        sessions.send(Wake::One(ObjectKey::new("x", "y"))).unwrap();
+        drop(sessions);
+        route_wakes(wake, &[(None, to_all)]).await;
+        assert_eq!(
+            at_all.recv().await,
+            Some(Wake::One(ObjectKey::new("x", "y")))
+        );
+    }
+}
