@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
-use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode};
+use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode, WatchScope};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
@@ -487,6 +487,13 @@ pub struct ControllerArgs {
     #[arg(help_heading = SOURCE)]
     #[arg(long, env = "OPSLAB_INCIDENT_SELECTOR")]
     pub incident_selector: Option<LabelSelector>,
+    /// Watch only this namespace's Incidents (kube mode; repeat it, or a comma list in
+    /// OPSLAB_WATCH_NAMESPACES), a watch each, so that Roles in those namespaces suffice
+    /// [default: every namespace, which needs a ClusterRole].
+    #[arg(help_heading = SOURCE)]
+    #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
+    #[arg(env = "OPSLAB_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Give each session's sandbox a kubeconfig for this ServiceAccount (kube mode): a token minted
     /// per session (TokenRequest), expiring with it, redacted from everything kept. Its rights are
     /// the RBAC bound to it (the chart binds the `view` ClusterRole). Unset: no Kubernetes access.
@@ -822,6 +829,7 @@ impl ControllerArgs {
             lease_identity,
             lease_duration_seconds,
             incident_selector,
+            watch_namespaces,
             agent_service_account,
             agent_service_account_namespace,
             agent_kube_server,
@@ -927,6 +935,7 @@ impl ControllerArgs {
                     }),
                     agent_access,
                     incident_selector,
+                    watch: watch_scope(watch_namespaces)?,
                 })
             }
         };
@@ -1223,6 +1232,30 @@ fn agent_kube_access(
     }))
 }
 
+/// The namespaces to watch from `--watch-namespace`: none named is every namespace; each must be
+/// a namespace's name (an RFC 1123 label); repeats count once.
+fn watch_scope(namespaces: Vec<String>) -> Result<WatchScope, String> {
+    let mut namespaces: Vec<String> = namespaces
+        .into_iter()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .collect();
+    if let Some(bad) = namespaces.iter().find(|namespace| {
+        namespace.len() > 63 || namespace.contains('.') || !is_dns_subdomain(namespace)
+    }) {
+        return Err(format!(
+            "--watch-namespace {bad:?}: not a namespace's name (lower-case letters, digits and '-')"
+        ));
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(if namespaces.is_empty() {
+        WatchScope::Cluster
+    } else {
+        WatchScope::Namespaces(namespaces)
+    })
+}
+
 /// RFC 1123 subdomain: what Kubernetes accepts as a ServiceAccount's or a namespace's name.
 fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
@@ -1253,6 +1286,21 @@ fn host_name() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_namespaces_are_names_counted_once_and_none_is_every_namespace() {
+        let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(watch_scope(vec![]), Ok(WatchScope::Cluster));
+        assert_eq!(watch_scope(names(&["", " "])), Ok(WatchScope::Cluster));
+        assert_eq!(
+            watch_scope(names(&["team-b", "team-a", " team-b"])),
+            Ok(WatchScope::Namespaces(names(&["team-a", "team-b"])))
+        );
+        for bad in ["Team", "a.b", "-a", &"x".repeat(64)] {
+            let error = watch_scope(names(&[bad])).unwrap_err();
+            assert!(error.contains("--watch-namespace"), "{error}");
+        }
+    }
 
     #[test]
     fn two_controllers_on_one_host_get_distinct_lease_identities() {

@@ -63,6 +63,18 @@ pub struct KubeSettings {
     pub agent_access: Option<AgentKubeAccess>,
     /// Only the Incidents these labels select are this controller's; None: every Incident.
     pub incident_selector: Option<crate::label_selector::LabelSelector>,
+    /// Which namespaces' Incidents are watched.
+    pub watch: WatchScope,
+}
+
+/// Which namespaces' Incidents the controller watches (Kubernetes mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WatchScope {
+    /// Every namespace, with one cluster-wide watch (RBAC: a ClusterRole).
+    #[default]
+    Cluster,
+    /// Only these namespaces (never empty, no repeats), a watch each: a namespace's Role suffices.
+    Namespaces(Vec<String>),
 }
 
 /// What a session's sandbox may see of Kubernetes: a kubeconfig for a ServiceAccount of the

@@ -40,6 +40,8 @@ pub(super) struct SessionTask {
     pub updates: mpsc::UnboundedReceiver<TicketChange>,
     /// The session's Kubernetes token, redacted from everything while the task lives.
     pub kube_token: Option<HeldSecret>,
+    /// What the token is bound to: deleted when the task ends, which revokes the token.
+    pub kube_binding: Option<kube_access::TokenBinding>,
 }
 
 /// How a session ended.
@@ -114,6 +116,7 @@ impl SessionTask {
                 }
             };
             self.deps.metrics.session_stopped(ended);
+            self.revoke_kube_access().await;
             self.running
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -133,19 +136,21 @@ impl SessionTask {
         let Some(access) = self.deps.kube_access.clone() else {
             return;
         };
-        let issued = match access.issue(remaining).await {
+        let issued = match access.issue(&self.record.id, remaining).await {
             Ok(issued) => issued,
             Err(error) => {
                 warn!(%error, "no Kubernetes access for the agent: its ServiceAccount's token could not be requested");
                 return;
             }
         };
+        self.kube_binding = Some(issued.binding.clone());
         match self.deps.store.redactor().hold(&issued.token) {
             Ok(held) => self.kube_token = Some(held),
             Err(reason) => {
                 warn!(
                     "no Kubernetes access for the agent: the token cannot be redacted ({reason})"
                 );
+                self.revoke_kube_access().await;
                 return;
             }
         }
@@ -154,6 +159,16 @@ impl SessionTask {
             .await
         {
             warn!(%error, "no Kubernetes access for the agent: its kubeconfig could not be written");
+        }
+    }
+
+    /// The session's token ends with its task, however it ends (a resumed session gets a new
+    /// one): the API server refuses it from then on.
+    async fn revoke_kube_access(&mut self) {
+        if let (Some(access), Some(binding)) =
+            (self.deps.kube_access.clone(), self.kube_binding.take())
+        {
+            access.revoke(&binding).await;
         }
     }
 

@@ -279,6 +279,7 @@ impl SessionManager {
             stopped: stopped.clone(),
             updates: updates_rx,
             kube_token: None,
+            kube_binding: None,
         };
         // The task cannot finish before it is in the map: it removes itself under the same lock.
         self.deps.metrics.session_started();
