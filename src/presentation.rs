@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use crate::audit::EventBody;
-use crate::incident::Report;
-use crate::llm::ContentBlock;
+use crate::incident::{IncidentSpec, Report};
+use crate::llm::{ContentBlock, Usage};
 
 /// One event, as people read it.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,10 +103,11 @@ pub fn plain(spans: &[Span]) -> String {
 }
 
 impl<'a> Presented<'a> {
-    fn new(body: &EventBody, title: impl Into<String>) -> Presented<'a> {
+    /// Kind-less: [`present`] names the kind.
+    fn new(title: impl Into<String>) -> Presented<'a> {
         let title = title.into();
         Presented {
-            kind: body.kind(),
+            kind: "",
             tone: Tone::Neutral,
             headline: title.clone(),
             title,
@@ -204,33 +205,18 @@ pub fn enum_text<T: serde::Serialize>(value: &T) -> String {
 
 /// The event, described.
 pub fn present(body: &EventBody) -> Presented<'_> {
-    match body {
+    let presented = match body {
         EventBody::SessionStarted {
             spec,
             model,
             provider,
             sandbox_image,
             ..
-        } => Presented::new(body, format!("session started: {provider} model {model}"))
-            .headline(format!("session started with {provider} model {model}"))
-            .terminal(line(format!("ticket: {} ({})", spec.title, spec.severity)))
-            .page(Block::Line(vec![
-                text("Ticket: "),
-                Span::Strong(spec.title.clone()),
-                text(format!(" ({})", spec.severity)),
-            ]))
-            .everywhere_if(writing(&spec.description))
-            .page(Block::Note(vec![
-                text("sandbox image "),
-                Span::Code(sandbox_image.clone()),
-            ])),
-        EventBody::SandboxReady { container_id } => Presented::new(
-            body,
-            format!(
-                "sandbox ready: {}",
-                container_id.get(..12).unwrap_or(container_id)
-            ),
-        ),
+        } => session_started(spec, provider, model, sandbox_image),
+        EventBody::SandboxReady { container_id } => Presented::new(format!(
+            "sandbox ready: {}",
+            container_id.get(..12).unwrap_or(container_id)
+        )),
         EventBody::LlmResponse {
             turn,
             content,
@@ -241,42 +227,33 @@ pub fn present(body: &EventBody) -> Presented<'_> {
             cost_usd,
             ..
         } => {
-            let cached = cached_tokens(*cache_write_tokens, *cache_read_tokens);
-            let presented = Presented::new(body, format!("model turn {turn}"))
-                .headline(format!(
-                    "model turn {turn} ({input_tokens} in{cached} / {output_tokens} out)"
-                ))
-                .page(Block::Note(vec![text(format!(
-                    "{input_tokens} tokens in / {output_tokens} out, ${cost_usd:.4}"
-                ))]));
-            content.iter().fold(presented, |presented, block| {
-                presented.everywhere_if(content_block(block))
-            })
+            let usage = Usage {
+                input_tokens: *input_tokens,
+                cache_write_tokens: *cache_write_tokens,
+                cache_read_tokens: *cache_read_tokens,
+                output_tokens: *output_tokens,
+            };
+            model_turn(*turn, content, &usage, *cost_usd)
         }
         EventBody::LlmRetrying {
             retry,
             max_retries,
             delay_ms,
             error,
-        } => Presented::new(
-            body,
-            EventBody::retrying_message(*retry, *max_retries, *delay_ms, error),
-        ),
+        } => Presented::new(EventBody::retrying_message(
+            *retry,
+            *max_retries,
+            *delay_ms,
+            error,
+        )),
         // The message says what failed ("the model API failed: HTTP 401 …").
-        EventBody::LlmFailed { message } => Presented::new(body, message.as_str()),
+        EventBody::LlmFailed { message } => Presented::new(message.as_str()),
         EventBody::CommandStarted {
             command,
             reasoning,
             timeout_seconds,
             ..
-        } => Presented::new(body, "command")
-            .headline(format!("$ {command}"))
-            .page(Block::Command(command))
-            .everywhere(Block::Writing(Cow::Owned(format!("why: {reasoning}"))))
-            .terminal(line(format!("timeout: {timeout_seconds}s")))
-            .page(Block::Note(vec![text(format!(
-                "timeout {timeout_seconds}s"
-            ))])),
+        } => command_started(command, reasoning, *timeout_seconds),
         EventBody::CommandFinished {
             exit_code,
             duration_ms,
@@ -286,53 +263,24 @@ pub fn present(body: &EventBody) -> Presented<'_> {
             truncated,
             ..
         } => {
-            let (status, tone) = match (timed_out, exit_code) {
-                (true, _) => ("timed out".to_string(), Tone::Failed),
-                (false, Some(0)) => ("exit 0".to_string(), Tone::Ok),
-                (false, Some(code)) => (format!("exit {code}"), Tone::Failed),
-                (false, None) => ("not run".to_string(), Tone::Failed),
-            };
-            let title = format!("{status} after {}", seconds(*duration_ms));
-            let (cut, cut_why) = if *truncated {
-                (
-                    ", cut",
-                    ", cut by the sandbox (its first and last bytes kept)",
-                )
-            } else {
-                ("", "")
-            };
-            Presented::new(body, title.as_str())
-                .tone(tone)
-                .headline(format!("{title}, {output_bytes} bytes of output{cut}"))
-                .page(Block::Note(vec![text(format!(
-                    "{output_bytes} bytes of output{cut_why}"
-                ))]))
-                .everywhere(Block::Output(output))
+            let ended = command_ended(*timed_out, *exit_code, *duration_ms);
+            command_finished(ended, output, *output_bytes, *truncated)
         }
         EventBody::CommandInterrupted { reason, .. } => {
-            Presented::new(body, "command interrupted").subject(vec![text(reason.as_str())])
+            Presented::new("command interrupted").subject(vec![text(reason.as_str())])
         }
         EventBody::OutputSummary { summary, model, .. } => {
             let title = format!("summary ({model})");
-            Presented::new(body, title.as_str())
+            Presented::new(title.as_str())
                 .headline(format!("{title}:"))
                 .everywhere(Block::Writing(Cow::Borrowed(summary)))
         }
         EventBody::ToolRejected { tool, error, .. } => {
-            Presented::new(body, format!("tool call {tool:?} rejected"))
+            Presented::new(format!("tool call {tool:?} rejected"))
                 .subject(vec![text(error.as_str())])
         }
-        EventBody::TicketUpdated { generation, spec } => {
-            let title = format!("ticket updated (generation {generation})");
-            Presented::new(body, title.as_str())
-                .headline(format!("{title}: {}", spec.title))
-                .page(Block::Line(vec![
-                    Span::Strong(spec.title.clone()),
-                    text(format!(" ({})", spec.severity)),
-                ]))
-                .page_if(writing(&spec.description))
-        }
-        EventBody::Reported { report, .. } => Presented::new(body, "report")
+        EventBody::TicketUpdated { generation, spec } => ticket_updated(*generation, spec),
+        EventBody::Reported { report, .. } => Presented::new("report")
             .headline(format!("report: {}", enum_text(&report.outcome)))
             .everywhere(Block::Report(report)),
         EventBody::DockerApi {
@@ -342,31 +290,147 @@ pub fn present(body: &EventBody) -> Presented<'_> {
             target,
             reason,
             ..
-        } => {
-            let (decision, tone) = if *allowed {
-                ("allowed", Tone::Allowed)
-            } else {
-                ("DENIED", Tone::Denied)
-            };
-            let mut call = vec![Span::Code(format!("{method} {path}"))];
-            call.extend(target.as_ref().map(|target| text(format!(" ({target})"))));
-            Presented::new(body, format!("docker api {decision}"))
-                .tone(tone)
-                .subject(call)
-                .everywhere_if(why(reason.as_ref()))
-        }
+        } => docker_api(*allowed, format!("{method} {path}"), target, reason),
         EventBody::SessionFinished {
             phase,
             reason,
             message,
             ..
-        } => Presented::new(body, format!("session finished: {phase} ({reason})"))
+        } => Presented::new(format!("session finished: {phase} ({reason})"))
             .subject(vec![text(message.as_str())]),
         EventBody::Notification { error, .. } => {
-            Presented::new(body, body.notification_line().unwrap_or_default())
+            Presented::new(body.notification_line().unwrap_or_default())
                 .everywhere_if(why(error.as_ref()))
         }
+    };
+    Presented {
+        kind: body.kind(),
+        ..presented
     }
+}
+
+fn session_started<'a>(
+    spec: &'a IncidentSpec,
+    provider: &str,
+    model: &str,
+    sandbox_image: &str,
+) -> Presented<'a> {
+    Presented::new(format!("session started: {provider} model {model}"))
+        .headline(format!("session started with {provider} model {model}"))
+        .terminal(line(format!("ticket: {} ({})", spec.title, spec.severity)))
+        .page(Block::Line(vec![
+            text("Ticket: "),
+            Span::Strong(spec.title.clone()),
+            text(format!(" ({})", spec.severity)),
+        ]))
+        .everywhere_if(writing(&spec.description))
+        .page(Block::Note(vec![
+            text("sandbox image "),
+            Span::Code(sandbox_image.to_string()),
+        ]))
+}
+
+/// A model's answer: what it wrote and the tools it called; its tokens on the headline, and on
+/// the page with its cost.
+fn model_turn<'a>(
+    turn: u32,
+    content: &'a [ContentBlock],
+    usage: &Usage,
+    cost_usd: f64,
+) -> Presented<'a> {
+    let Usage {
+        input_tokens,
+        output_tokens,
+        cache_write_tokens,
+        cache_read_tokens,
+    } = usage;
+    let cached = cached_tokens(*cache_write_tokens, *cache_read_tokens);
+    let presented = Presented::new(format!("model turn {turn}"))
+        .headline(format!(
+            "model turn {turn} ({input_tokens} in{cached} / {output_tokens} out)"
+        ))
+        .page(Block::Note(vec![text(format!(
+            "{input_tokens} tokens in / {output_tokens} out, ${cost_usd:.4}"
+        ))]));
+    content.iter().fold(presented, |presented, block| {
+        presented.everywhere_if(content_block(block))
+    })
+}
+
+fn command_started<'a>(command: &'a str, reasoning: &str, timeout_seconds: u64) -> Presented<'a> {
+    Presented::new("command")
+        .headline(format!("$ {command}"))
+        .page(Block::Command(command))
+        .everywhere(Block::Writing(Cow::Owned(format!("why: {reasoning}"))))
+        .terminal(line(format!("timeout: {timeout_seconds}s")))
+        .page(Block::Note(vec![text(format!(
+            "timeout {timeout_seconds}s"
+        ))]))
+}
+
+/// How a command ended, in a few words (`exit 1 after 0.3s`), and its tone.
+fn command_ended(timed_out: bool, exit_code: Option<i64>, duration_ms: u64) -> (String, Tone) {
+    let (status, tone) = match (timed_out, exit_code) {
+        (true, _) => ("timed out".to_string(), Tone::Failed),
+        (false, Some(0)) => ("exit 0".to_string(), Tone::Ok),
+        (false, Some(code)) => (format!("exit {code}"), Tone::Failed),
+        (false, None) => ("not run".to_string(), Tone::Failed),
+    };
+    (format!("{status} after {}", seconds(duration_ms)), tone)
+}
+
+fn command_finished(
+    (title, tone): (String, Tone),
+    output: &str,
+    output_bytes: u64,
+    truncated: bool,
+) -> Presented<'_> {
+    let (cut, cut_why) = if truncated {
+        (
+            ", cut",
+            ", cut by the sandbox (its first and last bytes kept)",
+        )
+    } else {
+        ("", "")
+    };
+    Presented::new(title.as_str())
+        .tone(tone)
+        .headline(format!("{title}, {output_bytes} bytes of output{cut}"))
+        .page(Block::Note(vec![text(format!(
+            "{output_bytes} bytes of output{cut_why}"
+        ))]))
+        .everywhere(Block::Output(output))
+}
+
+fn ticket_updated(generation: i64, spec: &IncidentSpec) -> Presented<'_> {
+    let title = format!("ticket updated (generation {generation})");
+    Presented::new(title.as_str())
+        .headline(format!("{title}: {}", spec.title))
+        .page(Block::Line(vec![
+            Span::Strong(spec.title.clone()),
+            text(format!(" ({})", spec.severity)),
+        ]))
+        .page_if(writing(&spec.description))
+}
+
+/// A call through the Docker API proxy (`call`: method and path) and its decision.
+fn docker_api(
+    allowed: bool,
+    call: String,
+    target: &Option<String>,
+    reason: &Option<String>,
+) -> Presented<'static> {
+    let (decision, tone) = if allowed {
+        ("allowed", Tone::Allowed)
+    } else {
+        ("DENIED", Tone::Denied)
+    };
+    let mut subject = vec![Span::Code(call)];
+    subject.extend(target.as_ref().map(|target| text(format!(" ({target})"))));
+    Presented::new(format!("docker api {decision}"))
+        .tone(tone)
+        .subject(subject)
+        .everywhere_if(why(reason.as_ref()))
 }
 
 /// A part of a model's answer worth showing: what it wrote and the tools it called.
