@@ -139,39 +139,9 @@ fn project(
         EventBody::OutputSummary {
             tool_use_id,
             summary,
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
             ..
-        } => {
-            let spend = Spend {
-                input_tokens: *input_tokens,
-                output_tokens: *output_tokens,
-                cache_write_tokens: *cache_write_tokens,
-                cache_read_tokens: *cache_read_tokens,
-                cost_usd: *cost_usd,
-            };
-            summary_written(session, tool_use_id, summary, &spend)
-        }
-        EventBody::LlmResponse {
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
-            ..
-        } => {
-            let spend = Spend {
-                input_tokens: *input_tokens,
-                output_tokens: *output_tokens,
-                cache_write_tokens: *cache_write_tokens,
-                cache_read_tokens: *cache_read_tokens,
-                cost_usd: *cost_usd,
-            };
-            vec![turn_taken(session, &spend)]
-        }
+        } => summary_written(session, tool_use_id, summary, &Spend::of(body)),
+        EventBody::LlmResponse { .. } => vec![turn_taken(session, &Spend::of(body))],
         EventBody::Reported { report, .. } => vec![Statement::new(
             "UPDATE sessions SET report = ?2 WHERE id = ?1",
             vec![session, serde_json::to_string(report)?.into()],
@@ -222,6 +192,7 @@ struct Appended<'a> {
 }
 
 /// Tokens and estimated dollars spent by a model call.
+#[derive(Default)]
 struct Spend {
     input_tokens: u64,
     output_tokens: u64,
@@ -231,6 +202,35 @@ struct Spend {
 }
 
 impl Spend {
+    /// What a model call (a turn or a summary) spent; nothing for other events.
+    fn of(body: &EventBody) -> Spend {
+        match *body {
+            EventBody::LlmResponse {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            }
+            | EventBody::OutputSummary {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            } => Spend {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+            },
+            _ => Spend::default(),
+        }
+    }
+
     /// The session's id, then the parameters ?2 to ?6 of the statements that add up spend.
     fn params(&self, session: Param) -> Vec<Param> {
         vec![
