@@ -12,6 +12,7 @@ pub mod label_selector;
 pub mod llm;
 pub mod metrics;
 pub mod notify;
+pub mod presentation;
 pub mod reconcile;
 pub mod sandbox;
 pub mod scenario;

@@ -19,7 +19,7 @@ use crate::audit::{Event, EventBody, HeldSecret, SessionRecord, StoreError};
 use crate::config::{AgentLimits, Config};
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{ExecOutcome, Sandbox, SandboxError};
 
 /// Output shorter than this is not worth a summary.
 const SUMMARY_THRESHOLD_BYTES: u64 = 2048;
@@ -317,20 +317,14 @@ impl SessionTask {
                     .await?;
                 }
                 Next::RunTool { id, name, input } => {
-                    let remaining = limits.timeout.saturating_sub(elapsed);
-                    if let Some(ending) = self
-                        .run_tool(
-                            &mut history,
-                            &sandbox,
-                            &limits,
-                            remaining,
-                            summaries,
-                            id,
-                            &name,
-                            &input,
-                        )
-                        .await?
-                    {
+                    let bench = Workbench {
+                        sandbox: &sandbox,
+                        limits: &limits,
+                        remaining: limits.timeout.saturating_sub(elapsed),
+                        summaries,
+                    };
+                    let requested = ToolUse { id, name, input };
+                    if let Some(ending) = self.run_tool(&mut history, bench, requested).await? {
                         return Ok(ending);
                     }
                 }
@@ -555,136 +549,198 @@ impl SessionTask {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the tool call the model asked for; the session's ending when the call ends it.
     async fn run_tool(
         &self,
         history: &mut History,
-        sandbox: &Sandbox,
-        limits: &AgentLimits,
-        remaining: Duration,
-        summaries: &mut JoinSet<()>,
-        id: String,
-        name: &str,
-        input: &serde_json::Value,
+        bench: Workbench<'_>,
+        requested: ToolUse,
     ) -> Result<Option<Ending>, Abandoned> {
-        let call = match tools::parse(name, input) {
-            Ok(call) => call,
+        let ToolUse { id, name, input } = requested;
+        match tools::parse(&name, &input) {
             Err(error) => {
-                self.record_event(
-                    history,
-                    EventBody::ToolRejected {
-                        tool_use_id: id,
-                        tool: name.to_string(),
-                        error,
-                    },
-                )
-                .await?;
-                return Ok(None);
-            }
-        };
-        match call {
-            ToolCall::Report(report) => {
-                let ending = Ending {
-                    phase: report.outcome.phase(),
-                    outcome: Some(report.outcome),
-                    reason: "Reported",
-                    message: report.summary.clone(),
+                let rejected = EventBody::ToolRejected {
+                    tool_use_id: id,
+                    tool: name,
+                    error,
                 };
-                self.record_event(
-                    history,
-                    EventBody::Reported {
-                        tool_use_id: id,
-                        report,
-                    },
-                )
-                .await?;
-                Ok(Some(ending))
-            }
-            ToolCall::Shell { command, reasoning } => {
-                if remaining.is_zero() {
-                    return Ok(Some(time_exhausted(limits)));
-                }
-                let timeout = limits.command_timeout.min(remaining);
-                let stored = self
-                    .record_event(
-                        history,
-                        EventBody::CommandStarted {
-                            tool_use_id: id.clone(),
-                            command: command.clone(),
-                            reasoning,
-                            timeout_seconds: timeout.as_secs().max(1),
-                        },
-                    )
-                    .await?;
-                let EventBody::CommandStarted { command: shown, .. } = stored.body else {
-                    unreachable!("the store returns the event it was given");
-                };
-                info!(command = %shown, "running command");
-                let started = std::time::Instant::now();
-                let result = tokio::select! {
-                    () = self.cancel.cancelled() => {
-                        self.deps.metrics.command_ran("interrupted", started.elapsed());
-                        self.record_event(history, EventBody::CommandInterrupted {
-                            tool_use_id: id,
-                            reason: self.cancel.cause().message(),
-                        }).await?;
-                        return Ok(Some(self.cancelled()));
-                    }
-                    result = sandbox.exec(&command, timeout) => result,
-                };
-                let exit_class = match &result {
-                    Ok(outcome) if outcome.timed_out => "timeout",
-                    Ok(outcome) if outcome.exit_code == Some(0) => "success",
-                    Ok(_) => "failure",
-                    Err(_) => "error",
-                };
-                self.deps.metrics.command_ran(exit_class, started.elapsed());
-                let finished = match result {
-                    Ok(outcome) => EventBody::CommandFinished {
-                        tool_use_id: id.clone(),
-                        exit_code: outcome.exit_code,
-                        duration_ms: millis(outcome.duration),
-                        timed_out: outcome.timed_out,
-                        output: outcome.output,
-                        output_bytes: outcome.output_bytes,
-                        truncated: outcome.truncated,
-                    },
-                    Err(error) => {
-                        let output = format!("the sandbox could not run the command: {error}");
-                        EventBody::CommandFinished {
-                            tool_use_id: id.clone(),
-                            exit_code: None,
-                            duration_ms: millis(started.elapsed()),
-                            timed_out: false,
-                            output_bytes: output.len() as u64,
-                            output,
-                            truncated: false,
-                        }
-                    }
-                };
-                let stored = self.record_event(history, finished).await?;
-                // After the finished command is stored, so the summary follows it in the trail; from
-                // the stored output, so no secret reaches the summary model.
-                if let EventBody::CommandFinished {
-                    output,
-                    output_bytes,
-                    ..
-                } = stored.body
-                    && output_bytes >= SUMMARY_THRESHOLD_BYTES
-                    && let Some(model) = &self.deps.config.summary_model
-                {
-                    let job = Summary {
-                        llm: self.deps.llm.summariser(),
-                        store: self.deps.store.clone(),
-                        session_id: self.record.id.clone(),
-                        tool_use_id: id,
-                        model: model.clone(),
-                        command: shown,
-                        output,
-                    };
-                    summaries.spawn(job.run().in_current_span());
-                }
+                self.record_event(history, rejected).await?;
                 Ok(None)
+            }
+            Ok(ToolCall::Report(report)) => self.report(history, id, report).await.map(Some),
+            Ok(ToolCall::Shell { command, reasoning }) => {
+                let shell = ShellCall {
+                    id,
+                    command,
+                    reasoning,
+                };
+                self.run_shell(history, bench, shell).await
+            }
+        }
+    }
+
+    /// Stores the agent's report: the session ends with its outcome.
+    async fn report(
+        &self,
+        history: &mut History,
+        id: String,
+        report: Report,
+    ) -> Result<Ending, Abandoned> {
+        let ending = Ending {
+            phase: report.outcome.phase(),
+            outcome: Some(report.outcome),
+            reason: "Reported",
+            message: report.summary.clone(),
+        };
+        let reported = EventBody::Reported {
+            tool_use_id: id,
+            report,
+        };
+        self.record_event(history, reported).await?;
+        Ok(ending)
+    }
+
+    /// Runs a command in the sandbox, stored before it runs and after it ends (or is interrupted
+    /// by a cancellation, which ends the session); a long output gets summarised aside.
+    async fn run_shell(
+        &self,
+        history: &mut History,
+        bench: Workbench<'_>,
+        shell: ShellCall,
+    ) -> Result<Option<Ending>, Abandoned> {
+        if bench.remaining.is_zero() {
+            return Ok(Some(time_exhausted(bench.limits)));
+        }
+        let timeout = bench.limits.command_timeout.min(bench.remaining);
+        let ShellCall {
+            id,
+            command,
+            reasoning,
+        } = shell;
+        let started_event = EventBody::CommandStarted {
+            tool_use_id: id.clone(),
+            command: command.clone(),
+            reasoning,
+            timeout_seconds: timeout.as_secs().max(1),
+        };
+        let stored = self.record_event(history, started_event).await?;
+        let EventBody::CommandStarted { command: shown, .. } = stored.body else {
+            unreachable!("the store returns the event it was given");
+        };
+        info!(command = %shown, "running command");
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            () = self.cancel.cancelled() => {
+                self.deps.metrics.command_ran("interrupted", started.elapsed());
+                self.record_event(history, EventBody::CommandInterrupted {
+                    tool_use_id: id,
+                    reason: self.cancel.cause().message(),
+                }).await?;
+                return Ok(Some(self.cancelled()));
+            }
+            result = bench.sandbox.exec(&command, timeout) => result,
+        };
+        self.deps
+            .metrics
+            .command_ran(exit_class(&result), started.elapsed());
+        let finished = command_finished(id.clone(), result, started.elapsed());
+        let stored = self.record_event(history, finished).await?;
+        self.summarise(stored.body, id, shown, bench.summaries);
+        Ok(None)
+    }
+
+    /// Has a long output summarised aside, when a summary model is set. From the stored output
+    /// (so no secret reaches the summary model), once the finished command is stored (so the
+    /// summary follows it in the trail).
+    fn summarise(
+        &self,
+        finished: EventBody,
+        id: String,
+        command: String,
+        summaries: &mut JoinSet<()>,
+    ) {
+        if let EventBody::CommandFinished {
+            output,
+            output_bytes,
+            ..
+        } = finished
+            && output_bytes >= SUMMARY_THRESHOLD_BYTES
+            && let Some(model) = &self.deps.config.summary_model
+        {
+            let job = Summary {
+                llm: self.deps.llm.summariser(),
+                store: self.deps.store.clone(),
+                session_id: self.record.id.clone(),
+                tool_use_id: id,
+                model: model.clone(),
+                command,
+                output,
+            };
+            summaries.spawn(job.run().in_current_span());
+        }
+    }
+}
+
+/// A tool call the model asked for, as the conversation holds it.
+struct ToolUse {
+    id: String,
+    name: String,
+    input: serde_json::Value,
+}
+
+/// A `shell` call, parsed.
+struct ShellCall {
+    id: String,
+    command: String,
+    reasoning: String,
+}
+
+/// What a tool call runs with: the sandbox, the limits, the session's time left, and the
+/// summaries being written aside.
+struct Workbench<'a> {
+    sandbox: &'a Sandbox,
+    limits: &'a AgentLimits,
+    remaining: Duration,
+    summaries: &'a mut JoinSet<()>,
+}
+
+/// How a command ended, as the metrics count it.
+fn exit_class(result: &Result<ExecOutcome, SandboxError>) -> &'static str {
+    match result {
+        Ok(outcome) if outcome.timed_out => "timeout",
+        Ok(outcome) if outcome.exit_code == Some(0) => "success",
+        Ok(_) => "failure",
+        Err(_) => "error",
+    }
+}
+
+/// The event that ends a command; a command the sandbox could not run ends with why, as its
+/// output.
+fn command_finished(
+    id: String,
+    result: Result<ExecOutcome, SandboxError>,
+    elapsed: Duration,
+) -> EventBody {
+    match result {
+        Ok(outcome) => EventBody::CommandFinished {
+            tool_use_id: id,
+            exit_code: outcome.exit_code,
+            duration_ms: millis(outcome.duration),
+            timed_out: outcome.timed_out,
+            output: outcome.output,
+            output_bytes: outcome.output_bytes,
+            truncated: outcome.truncated,
+        },
+        Err(error) => {
+            let output = format!("the sandbox could not run the command: {error}");
+            EventBody::CommandFinished {
+                tool_use_id: id,
+                exit_code: None,
+                duration_ms: millis(elapsed),
+                timed_out: false,
+                output_bytes: output.len() as u64,
+                output,
+                truncated: false,
             }
         }
     }
