@@ -77,7 +77,7 @@ impl Context {
             config.costs.clone(),
         )?;
         let sessions = SessionManager::new(
-            config.clone(),
+            config.session(),
             store.clone(),
             llm,
             sandboxes.clone(),
