@@ -564,6 +564,10 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
                 spec.title
             ));
         }
+        EventBody::NoteReceived { note } => {
+            out.push_str(&format!("{head}note for the agent:\n"));
+            out.push_str(&indent(note));
+        }
         EventBody::Reported { report, .. } => {
             let outcome = enum_text(&report.outcome);
             out.push_str(&format!("{head}report: {outcome}\n"));

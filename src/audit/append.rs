@@ -16,6 +16,13 @@ pub struct Pending {
     text: String,
 }
 
+impl Pending {
+    /// The event as it will be stored: redacted.
+    pub fn body(&self) -> &EventBody {
+        &self.body
+    }
+}
+
 /// Redacts the body; what is stored, hashed and returned is the redacted form.
 pub fn prepare(
     redactor: &Redactor,
@@ -259,7 +266,8 @@ fn project(
         | EventBody::Notification { .. }
         | EventBody::DockerApi { .. }
         | EventBody::LlmFailed { .. }
-        | EventBody::ToolRejected { .. } => vec![],
+        | EventBody::ToolRejected { .. }
+        | EventBody::NoteReceived { .. } => vec![],
     })
 }
 

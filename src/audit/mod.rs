@@ -8,6 +8,7 @@ mod error;
 pub mod event;
 pub mod feed;
 mod health;
+mod intake;
 mod location;
 mod postgres;
 pub mod redact;
@@ -195,9 +196,18 @@ pub struct Draft {
     pub at: String,
 }
 
-/// The result of checking a session's chain.
+/// The result of checking a chain (a session's, or the intake's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainCheck {
     Intact { events: usize },
     Broken(Broken),
+}
+
+impl ChainCheck {
+    fn of(verified: Result<usize, Broken>) -> ChainCheck {
+        match verified {
+            Ok(events) => ChainCheck::Intact { events },
+            Err(broken) => ChainCheck::Broken(broken),
+        }
+    }
 }

@@ -131,6 +131,11 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
     };
     let decision = plan::decide(&observed);
     let started = act(&decision, incident, &key, latest, ctx).await?;
+    // A note is no spec change: it never starts an attempt, and a running session tells it once
+    // however often it is passed here.
+    if let Some(note) = incident.note() {
+        ctx.sessions.tell(uid, note);
+    }
     let session = started.as_ref().or(latest);
     let last_command = match session {
         Some(session) => ctx

@@ -10,7 +10,7 @@ use tracing::{Instrument, info, warn};
 use super::context::{self, Budget};
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Cancellation, Deps, Stalled, Wake, kube_access, prompt};
+use super::{Cancellation, Deps, Stalled, TicketChange, Wake, kube_access, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, HeldSecret, SessionRecord, StoreError};
 use crate::config::{AgentLimits, SessionSettings};
@@ -31,7 +31,7 @@ pub(super) struct SessionTask {
     pub spec: IncidentSpec,
     pub record: SessionRecord,
     pub cancel: Cancellation,
-    pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
+    pub updates: mpsc::UnboundedReceiver<TicketChange>,
     /// The session's Kubernetes token, redacted from everything while the task lives.
     pub kube_token: Option<HeldSecret>,
 }
@@ -338,16 +338,32 @@ impl SessionTask {
     }
 
     async fn take_ticket_updates(&mut self, history: &mut History) -> Result<(), Abandoned> {
-        while let Ok((generation, spec)) = self.updates.try_recv() {
-            // Reconciles repeat an update until the session has recorded it: tell it once.
-            if generation <= self.record.generation {
-                continue;
-            }
-            self.record.generation = generation;
-            info!(generation, "the ticket was updated; telling the agent");
-            self.spec = spec.clone();
-            self.record_event(history, EventBody::TicketUpdated { generation, spec })
-                .await?;
+        while let Ok(change) = self.updates.try_recv() {
+            // Reconciles repeat an update or a note until the session has recorded it: tell it once.
+            let event = match change {
+                TicketChange::Spec { generation, spec } => {
+                    if generation <= self.record.generation {
+                        continue;
+                    }
+                    self.record.generation = generation;
+                    info!(generation, "the ticket was updated; telling the agent");
+                    self.spec = spec.clone();
+                    EventBody::TicketUpdated { generation, spec }
+                }
+                TicketChange::Note(note) => {
+                    let event = EventBody::NoteReceived { note };
+                    // Compared as stored: the trail keeps notes redacted.
+                    if let EventBody::NoteReceived { note: stored } =
+                        self.deps.store.as_stored(event.clone())?
+                        && history.last_note() == Some(stored.as_str())
+                    {
+                        continue;
+                    }
+                    info!("the Incident has a new note; telling the agent");
+                    event
+                }
+            };
+            self.record_event(history, event).await?;
         }
         Ok(())
     }

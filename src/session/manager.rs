@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::SessionTask;
-use super::{CancelCause, Cancellation, Deps, Stalled, Wake, kube_access};
+use super::{CancelCause, Cancellation, Deps, Stalled, TicketChange, Wake, kube_access};
 use crate::audit::{EventBody, NewSession, SessionRecord, Store};
 use crate::config::SessionSettings;
 use crate::incident::{Incident, IncidentSpec, Requests};
@@ -30,7 +30,7 @@ struct Handle {
     session_id: String,
     /// Cancels the session for good: it finishes as Cancelled.
     cancel: Cancellation,
-    updates: mpsc::UnboundedSender<(i64, IncidentSpec)>,
+    updates: mpsc::UnboundedSender<TicketChange>,
     /// Fired once the task has run (its trail closed, its sandbox removed) and left the map.
     stopped: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -175,7 +175,15 @@ impl SessionManager {
     pub fn update_ticket(&self, incident_uid: &str, generation: i64, spec: IncidentSpec) {
         if let Some(handle) = self.running().get(incident_uid) {
             // A send fails only when the task is ending; the next reconcile sees that.
-            let _ = handle.updates.send((generation, spec));
+            let _ = handle.updates.send(TicketChange::Spec { generation, spec });
+        }
+    }
+
+    /// Passes the Incident's note to its running session, if one runs here; the session tells the
+    /// agent a note once, however often it is passed.
+    pub fn tell(&self, incident_uid: &str, note: &str) {
+        if let Some(handle) = self.running().get(incident_uid) {
+            let _ = handle.updates.send(TicketChange::Note(note.to_string()));
         }
     }
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ObjectKey;
 use crate::audit::Store;
 use crate::config::SessionSettings;
+use crate::incident::IncidentSpec;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
@@ -147,4 +148,12 @@ impl Cancellation {
     pub(crate) fn cause(&self) -> CancelCause {
         self.cause.get().cloned().unwrap_or(CancelCause::Deleted)
     }
+}
+
+/// What a running session is told of its Incident while it runs.
+pub(crate) enum TicketChange {
+    /// The spec changed: the new spec and its generation.
+    Spec { generation: i64, spec: IncidentSpec },
+    /// A note that leaves the spec as it is ([`crate::incident::NOTE_ANNOTATION`]).
+    Note(String),
 }

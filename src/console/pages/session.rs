@@ -283,6 +283,11 @@ fn event_body(session_id: &str, entry: &Entry<'_>) -> (String, &'static str, Mar
                 @if !spec.description.trim().is_empty() { div.reasoning { (shown(&spec.description)) } }
             },
         ),
+        EventBody::NoteReceived { note } => (
+            "note for the agent".into(),
+            "",
+            html! { div.reasoning { (shown(note)) } },
+        ),
         EventBody::Reported { report, .. } => {
             ("report".into(), "", super::incidents::report_fields(report))
         }
