@@ -170,11 +170,8 @@ impl AgentOverrides {
 
 impl Incident {
     /// The uid its source gave it: sessions, sandboxes and the finalizer's clean-up are keyed by it.
-    pub fn required_uid(&self) -> crate::Result<&str> {
-        self.metadata
-            .uid
-            .as_deref()
-            .ok_or(crate::Error::MissingMetadata("uid"))
+    pub fn required_uid(&self) -> Result<&str, MissingMetadata> {
+        self.metadata.uid.as_deref().ok_or(MissingMetadata("uid"))
     }
 
     /// The note it carries for its running session ([`NOTE_ANNOTATION`]), if any.
@@ -187,6 +184,11 @@ impl Incident {
             .filter(|note| !note.is_empty())
     }
 }
+
+/// An Incident lacks a metadata field its source always sets (the field's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the Incident has no metadata.{0}")]
+pub struct MissingMetadata(pub &'static str);
 
 /// What opslab has done about the Incident.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

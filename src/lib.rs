@@ -8,6 +8,7 @@ pub mod console;
 pub mod cost;
 mod error;
 pub mod incident;
+pub mod kube_client;
 pub mod label_selector;
 pub mod llm;
 pub mod metrics;
@@ -45,12 +46,12 @@ impl ObjectKey {
         }
     }
 
-    pub fn of(incident: &Incident) -> Result<ObjectKey> {
+    pub fn of(incident: &Incident) -> std::result::Result<ObjectKey, incident::MissingMetadata> {
         let name = incident
             .metadata
             .name
             .clone()
-            .ok_or(Error::MissingMetadata("name"))?;
+            .ok_or(incident::MissingMetadata("name"))?;
         let namespace = incident
             .metadata
             .namespace

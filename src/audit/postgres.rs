@@ -21,8 +21,7 @@ use super::append::{self, Pending};
 use super::chain::Trail;
 use super::intake;
 use super::location::StoreLocation;
-use super::rows::{self, Columns, Param, Statement, postgres_placeholders};
-use super::store::Decode;
+use super::rows::{self, Columns, Decode, Param, Statement, postgres_placeholders};
 use super::{Event, IntakeEvent, StoreError};
 
 /// Numbered migrations, embedded in the binary, applied in order once per database.

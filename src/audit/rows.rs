@@ -92,6 +92,9 @@ pub fn postgres_placeholders(sql: &str) -> String {
     out
 }
 
+/// A row decoder: the store writes one for each query, the backend runs it on each row.
+pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
+
 /// Reads one row's columns by index; each driver implements it.
 pub trait Columns {
     fn text(&self, index: usize) -> Result<String, StoreError>;

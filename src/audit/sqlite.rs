@@ -12,8 +12,7 @@ use rusqlite_migration::{M, Migrations};
 use super::append::{self, Pending};
 use super::chain::Trail;
 use super::intake;
-use super::rows::{self, Columns, Param, Statement};
-use super::store::Decode;
+use super::rows::{self, Columns, Decode, Param, Statement};
 use super::{Durability, Event, IntakeEvent, StoreError};
 
 /// Numbered migrations, embedded in the binary.

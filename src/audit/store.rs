@@ -7,16 +7,13 @@ use super::health::StoreHealth;
 use super::intake;
 use super::location::StoreLocation;
 use super::postgres::Postgres;
-use super::rows::{self, Columns, Param, Statement};
+use super::rows::{self, Decode, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
     ChainCheck, CommandRecord, Draft, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
     NewSession, Redactor, SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
-
-/// A row decoder, run by the backend on each row.
-pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
 
 #[derive(Clone)]
 enum Backend {

@@ -1,22 +1,19 @@
 //! One session's task: the agent loop. Every step is stored before it is acted on, and the
 //! conversation is the fold of what was stored ([`History`]), so a restart resumes where it stood.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::context::{self, Budget};
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Cancellation, Deps, Handle, Stalled, TicketChange, Wake, kube_access, prompt};
+use super::{Cancellation, Deps, Stalled, TicketChange, Wake, kube_access, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, HeldSecret, SessionRecord, StoreError};
-use crate::config::{AgentLimits, Config};
+use crate::config::{AgentLimits, SessionSettings};
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
 use crate::sandbox::{ExecOutcome, Sandbox, SandboxError};
@@ -28,15 +25,12 @@ const SUMMARY_GRACE: Duration = Duration::from_secs(30);
 
 pub(super) struct SessionTask {
     pub deps: Deps,
-    pub running: Arc<Mutex<HashMap<String, Handle>>>,
     pub stalled: Stalled,
     pub key: ObjectKey,
     pub incident_uid: String,
     pub spec: IncidentSpec,
     pub record: SessionRecord,
     pub cancel: Cancellation,
-    /// Fired once the task has left `running`.
-    pub stopped: CancellationToken,
     pub updates: mpsc::UnboundedReceiver<TicketChange>,
     /// The session's Kubernetes token, redacted from everything while the task lives.
     pub kube_token: Option<HeldSecret>,
@@ -81,6 +75,8 @@ impl From<StoreError> for Abandoned {
 }
 
 impl SessionTask {
+    /// Runs the session to its end, or until it is abandoned; the manager, which spawned it, then
+    /// takes it off its list of running tasks.
     pub async fn run(mut self) {
         let span = tracing::info_span!("session", incident = %self.key, session = %self.record.id);
         async move {
@@ -117,13 +113,6 @@ impl SessionTask {
             };
             self.deps.metrics.session_stopped(ended);
             self.revoke_kube_access().await;
-            self.running
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&self.incident_uid);
-            self.stopped.cancel();
-            let _ = self.deps.wake.send(Wake::One(self.key.clone()));
-            let _ = self.deps.wake.send(Wake::All);
         }
         .instrument(span)
         .await
@@ -224,7 +213,7 @@ impl SessionTask {
 
     async fn drive(&mut self, summaries: &mut JoinSet<()>) -> Result<Ending, Abandoned> {
         let events = self.deps.store.events(&self.record.id).await?;
-        let limits = self.deps.config.agent.effective(&self.spec.agent);
+        let limits = self.deps.settings.agent.effective(&self.spec.agent);
         // The system prompt and the tools are the same in every request of the session, resumed or
         // not (the prompt is written from the ticket as the session started; updates are told as
         // messages): a prompt cache then keeps them.
@@ -252,7 +241,7 @@ impl SessionTask {
         );
         let mut history =
             History::from_events_within(events.iter().map(|event| &event.body), Some(budget));
-        if let Some(ending) = cannot_start(&self.deps.config, &limits) {
+        if let Some(ending) = cannot_start(&self.deps.settings, &limits) {
             return Ok(ending);
         }
         let started_at: jiff::Timestamp = self
@@ -665,7 +654,7 @@ impl SessionTask {
             ..
         } = finished
             && output_bytes >= SUMMARY_THRESHOLD_BYTES
-            && let Some(model) = &self.deps.config.summary_model
+            && let Some(model) = &self.deps.settings.summary_model
         {
             let job = Summary {
                 llm: self.deps.llm.summariser(),
@@ -849,11 +838,15 @@ fn time_exhausted(limits: &AgentLimits) -> Ending {
 
 /// Why a session cannot run at all, said before a sandbox is made: no model is configured, or a
 /// spend budget is set for a model whose price is unknown (so it could not be enforced). Pure.
-fn cannot_start(config: &Config, limits: &AgentLimits) -> Option<Ending> {
-    if let Some(missing) = config.provider.missing() {
-        return Some(Ending::new(Phase::Failed, "NoModelConfigured", missing));
+fn cannot_start(settings: &SessionSettings, limits: &AgentLimits) -> Option<Ending> {
+    if let Some(missing) = &settings.missing_model {
+        return Some(Ending::new(
+            Phase::Failed,
+            "NoModelConfigured",
+            missing.clone(),
+        ));
     }
-    match config
+    match settings
         .costs
         .check_budget(&limits.model, limits.max_cost_usd)
     {

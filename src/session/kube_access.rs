@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use tracing::debug;
 
-use crate::config::{AgentKubeAccess, Config, KubeSettings, SourceConfig};
+use crate::config::{AgentKubeAccess, KubeSettings};
 use crate::{Error, Result};
 
 /// Where kubectl looks by default, as `HOME` is the work folder.
@@ -65,10 +65,7 @@ pub fn binding_name(session: &str) -> String {
 
 impl KubeAccess {
     /// The access configured, in Kubernetes mode.
-    pub fn of(config: &Config) -> Option<KubeAccess> {
-        let SourceConfig::Kubernetes(settings) = &config.source else {
-            return None;
-        };
+    pub fn of(settings: &KubeSettings) -> Option<KubeAccess> {
         Some(KubeAccess {
             access: settings.agent_access.clone()?,
             settings: settings.clone(),
@@ -79,7 +76,7 @@ impl KubeAccess {
     async fn connected(&self) -> Result<&Connected> {
         self.connected
             .get_or_try_init(|| async {
-                let config = crate::source::kubernetes::config(&self.settings).await?;
+                let config = crate::kube_client::config(&self.settings).await?;
                 let namespace = self
                     .access
                     .namespace

@@ -28,6 +28,7 @@ use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
 
 pub use crate::config::{KubeSettings, LeaseSettings, WatchScope};
+pub use crate::kube_client::{client, config};
 
 /// Marks Incidents whose session and sandbox must be cleaned up before they go.
 pub const FINALIZER: &str = "opslab.dev/cleanup";
@@ -93,34 +94,6 @@ impl KubeContext {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(uid);
     }
-}
-
-/// A client for `settings`: the kubeconfig named, or the inferred one.
-pub async fn client(settings: &KubeSettings) -> Result<Client> {
-    Ok(Client::try_from(config(settings).await?)?)
-}
-
-/// The client's configuration for `settings`: the kubeconfig named, or the inferred one. Its
-/// requests say who sends them: the API server names the field manager of an update without one
-/// (the finalizer helper's patches) after the user agent, else `unknown`.
-pub async fn config(settings: &KubeSettings) -> Result<kube::Config> {
-    let mut config = match &settings.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|error| Error::KubeConfig(error.to_string()))?,
-    };
-    config.headers.push((
-        hyper::header::USER_AGENT,
-        hyper::header::HeaderValue::from_static(concat!("opslab/", env!("CARGO_PKG_VERSION"))),
-    ));
-    Ok(config)
 }
 
 /// Runs the controller (as leader, if elected) until `shutdown`.
