@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use opslab::audit::{Durability, StoreLocation};
-use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode};
+use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode, WatchScope};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
@@ -487,6 +487,13 @@ pub struct ControllerArgs {
     #[arg(help_heading = SOURCE)]
     #[arg(long, env = "OPSLAB_INCIDENT_SELECTOR")]
     pub incident_selector: Option<LabelSelector>,
+    /// Watch only this namespace's Incidents (kube mode; repeat it, or a comma list in
+    /// OPSLAB_WATCH_NAMESPACES), a watch each, so that Roles in those namespaces suffice
+    /// [default: every namespace, which needs a ClusterRole].
+    #[arg(help_heading = SOURCE)]
+    #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
+    #[arg(env = "OPSLAB_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Give each session's sandbox a kubeconfig for this ServiceAccount (kube mode): a token minted
     /// per session (TokenRequest), expiring with it, redacted from everything kept. Its rights are
     /// the RBAC bound to it (the chart binds the `view` ClusterRole). Unset: no Kubernetes access.
@@ -809,186 +816,174 @@ impl ControllerArgs {
         )
     }
 
-    /// Checks the flags once; later code trusts the result.
+    /// Checks the flags once; later code trusts the result. The checks run in this order, so
+    /// that of several mistakes the same one is named first.
     pub fn into_config(self) -> Result<Config, String> {
-        // Destructured so that a new flag cannot be left unhandled.
-        let ControllerArgs {
+        let (source, replica) = self.source_config()?;
+        self.check_bounds()?;
+        let seccomp_profile = read_seccomp_profile(self.sandbox_seccomp_profile.as_deref())?;
+        let endpoint = self.model_endpoint()?;
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| endpoint.default_model.to_string());
+        let costs = self.cost_table(&model)?;
+        let summary_endpoint = self.summary_endpoint()?;
+        let summary_model = self.summary_model(&endpoint);
+        let mut secret_values =
+            self.secret_values(endpoint.api_key.as_ref(), summary_endpoint.as_ref())?;
+        // Receiver URLs are secrets (an incoming webhook's URL is its credential).
+        let notify = self
+            .notify
+            .clone()
+            .into_config(|name| std::env::var(name).ok())?;
+        secret_values.extend(notify.secret_values());
+        let alerts = self.alert_intake()?;
+        secret_values.extend(alerts.as_ref().map(|alerts| alerts.token.clone()));
+        Ok(Config {
             source,
-            incidents,
-            kubeconfig,
-            leader_election,
-            lease_name,
-            lease_namespace,
-            lease_identity,
-            lease_duration_seconds,
-            incident_selector,
-            agent_service_account,
-            agent_service_account_namespace,
-            agent_kube_server,
-            poll_interval_ms,
-            store,
-            store_durability,
-            provider,
-            model,
+            store: self.store.location()?,
+            store_durability: self.store_durability,
+            provider: self.provider_config(endpoint, summary_endpoint),
+            agent: self.agent_limits(model),
             summary_model,
-            anthropic_base_url,
-            anthropic_api_key,
-            openai_base_url,
-            openai_api_key,
-            replay,
-            prompt_cache,
-            context_tokens,
-            summary_base_url,
-            summary_api_key,
-            stream,
-            llm_max_retries,
-            llm_retry_delay_ms,
-            llm_timeout_seconds,
-            max_sessions,
-            // Read by `shutdown_grace`, before this.
-            shutdown_grace_seconds: _,
-            max_turns,
-            session_timeout_seconds,
-            command_timeout_seconds,
-            max_tokens,
-            max_cost_usd,
-            cost_table,
-            listen,
-            response_max_tokens,
-            instance,
-            sandbox_image,
-            docker_socket,
-            docker_access,
-            proxy_socket_dir,
-            docker_allow_create,
-            sandbox_spares,
-            sandbox_internet,
-            sandbox_memory_mb,
-            sandbox_cpus,
-            sandbox_pids,
-            sandbox_capabilities,
-            sandbox_no_new_privileges,
-            sandbox_read_only_root,
-            sandbox_tmpfs_mb,
-            sandbox_seccomp_profile,
-            output_keep_bytes,
-            secret_env,
+            sandbox: self.sandbox_config(replica, seccomp_profile),
+            max_sessions: self.max_sessions,
+            secret_values,
+            listen: self.listen,
+            costs,
             notify,
-            alerts_token,
-            alert_rules,
-            console,
-        } = self;
-        // Replicas (kube mode) tell their spare sandboxes apart by identity; in files mode there is
-        // one controller per instance.
-        let mut replica = None;
-        let source = match source {
-            SourceKind::Files => {
-                let Some(incidents) = incidents else {
-                    return Err("files mode needs --incidents DIR (or OPSLAB_INCIDENTS); for a cluster, use --source kube".into());
-                };
-                // Absolute, so that watch events and folder listings name files the same way.
-                let dir = match incidents.canonicalize() {
-                    Ok(path) if path.is_dir() => path,
-                    Ok(_) | Err(_) => {
-                        return Err(format!(
-                            "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
-                            incidents.display()
-                        ));
-                    }
-                };
-                let watch = match poll_interval_ms {
-                    Some(0) => return Err("--poll-interval-ms must be at least 1".into()),
-                    Some(millis) => WatchMode::Poll(Duration::from_millis(millis)),
-                    None => WatchMode::Events,
-                };
-                SourceConfig::Files { dir, watch }
-            }
+            alerts,
+        })
+    }
+
+    /// Where Incidents come from, and in kube mode this replica's identity: replicas tell their
+    /// spare sandboxes apart by it (in files mode there is one controller per instance).
+    fn source_config(&self) -> Result<(SourceConfig, Option<String>), String> {
+        match self.source {
+            SourceKind::Files => Ok((self.files_source()?, None)),
             SourceKind::Kube => {
-                if lease_duration_seconds < 3 {
-                    return Err("--lease-duration-seconds must be at least 3".into());
-                }
-                let identity = lease_identity
-                    .filter(|identity| !identity.trim().is_empty())
-                    .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
-                replica = Some(identity.clone());
-                let lease_namespace = lease_namespace.filter(|namespace| !namespace.is_empty());
-                let agent_access = agent_kube_access(
-                    agent_service_account,
-                    agent_service_account_namespace.or_else(|| lease_namespace.clone()),
-                    agent_kube_server,
-                )?;
-                SourceConfig::Kubernetes(KubeSettings {
-                    kubeconfig,
-                    leader_election: leader_election.then(|| LeaseSettings {
-                        name: lease_name,
-                        namespace: lease_namespace,
-                        identity,
-                        duration: Duration::from_secs(lease_duration_seconds),
-                    }),
-                    agent_access,
-                    incident_selector,
-                })
+                let (settings, identity) = self.kube_source()?;
+                Ok((SourceConfig::Kubernetes(settings), Some(identity)))
+            }
+        }
+    }
+
+    fn files_source(&self) -> Result<SourceConfig, String> {
+        let Some(incidents) = &self.incidents else {
+            return Err("files mode needs --incidents DIR (or OPSLAB_INCIDENTS); for a cluster, use --source kube".into());
+        };
+        // Absolute, so that watch events and folder listings name files the same way.
+        let dir = match incidents.canonicalize() {
+            Ok(path) if path.is_dir() => path,
+            Ok(_) | Err(_) => {
+                return Err(format!(
+                    "--incidents {}: not a folder (create it, or point OPSLAB_INCIDENTS at one)",
+                    incidents.display()
+                ));
             }
         };
+        let watch = match self.poll_interval_ms {
+            Some(0) => return Err("--poll-interval-ms must be at least 1".into()),
+            Some(millis) => WatchMode::Poll(Duration::from_millis(millis)),
+            None => WatchMode::Events,
+        };
+        Ok(SourceConfig::Files { dir, watch })
+    }
+
+    /// The cluster's settings, and this replica's identity in the Lease.
+    fn kube_source(&self) -> Result<(KubeSettings, String), String> {
+        if self.lease_duration_seconds < 3 {
+            return Err("--lease-duration-seconds must be at least 3".into());
+        }
+        let identity = self
+            .lease_identity
+            .clone()
+            .filter(|identity| !identity.trim().is_empty())
+            .unwrap_or_else(|| replica_identity(host_name(), std::process::id()));
+        let lease_namespace = self
+            .lease_namespace
+            .clone()
+            .filter(|namespace| !namespace.is_empty());
+        let agent_access = agent_kube_access(
+            self.agent_service_account.clone(),
+            self.agent_service_account_namespace
+                .clone()
+                .or_else(|| lease_namespace.clone()),
+            self.agent_kube_server.clone(),
+        )?;
+        let settings = KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            leader_election: self.leader_election.then(|| LeaseSettings {
+                name: self.lease_name.clone(),
+                namespace: lease_namespace,
+                identity: identity.clone(),
+                duration: Duration::from_secs(self.lease_duration_seconds),
+            }),
+            agent_access,
+            incident_selector: self.incident_selector.clone(),
+            watch: watch_scope(self.watch_namespaces.clone())?,
+        };
+        Ok((settings, identity))
+    }
+
+    /// Budgets and limits that must not be zero or too small, and the Docker flags that must fit
+    /// together.
+    fn check_bounds(&self) -> Result<(), String> {
         let positive = [
-            ("--max-sessions", max_sessions as u64),
-            ("--max-turns", u64::from(max_turns)),
-            ("--session-timeout-seconds", session_timeout_seconds),
-            ("--command-timeout-seconds", command_timeout_seconds),
-            ("--max-tokens", max_tokens),
-            ("--response-max-tokens", u64::from(response_max_tokens)),
-            ("--llm-timeout-seconds", llm_timeout_seconds),
+            ("--max-sessions", self.max_sessions as u64),
+            ("--max-turns", u64::from(self.max_turns)),
+            ("--session-timeout-seconds", self.session_timeout_seconds),
+            ("--command-timeout-seconds", self.command_timeout_seconds),
+            ("--max-tokens", self.max_tokens),
+            ("--response-max-tokens", u64::from(self.response_max_tokens)),
+            ("--llm-timeout-seconds", self.llm_timeout_seconds),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{flag} must be at least 1"));
         }
-        let cpus_ok = sandbox_cpus.is_finite() && sandbox_cpus > 0.0;
-        if !cpus_ok || sandbox_memory_mb < 6 || sandbox_pids < 16 {
+        let cpus_ok = self.sandbox_cpus.is_finite() && self.sandbox_cpus > 0.0;
+        if !cpus_ok || self.sandbox_memory_mb < 6 || self.sandbox_pids < 16 {
             return Err(
                 "sandbox limits too small: --sandbox-cpus > 0, --sandbox-memory-mb >= 6, --sandbox-pids >= 16"
                     .into(),
             );
         }
-        if docker_socket.as_os_str() == "none" {
+        if self.docker_socket.as_os_str() == "none" {
             return Err(
                 "--docker-socket names the engine's socket; to give sandboxes no Docker access, use --docker-access none"
                     .into(),
             );
         }
-        if sandbox_tmpfs_mb < 1 {
+        if self.sandbox_tmpfs_mb < 1 {
             return Err("--sandbox-tmpfs-mb must be at least 1".into());
         }
-        if docker_access == DockerAccess::Guarded && !proxy_socket_dir.is_absolute() {
+        if self.docker_access == DockerAccess::Guarded && !self.proxy_socket_dir.is_absolute() {
             return Err(format!(
                 "--proxy-socket-dir {}: must be an absolute path (the engine mounts it into sandboxes)",
-                proxy_socket_dir.display()
+                self.proxy_socket_dir.display()
             ));
         }
-        let seccomp_profile = match &sandbox_seccomp_profile {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
-                    format!("--sandbox-seccomp-profile {}: {error}", path.display())
-                })?;
-                let json: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
-                    format!(
-                        "--sandbox-seccomp-profile {}: not JSON: {error}",
-                        path.display()
-                    )
-                })?;
-                Some(json.to_string())
-            }
-            None => None,
-        };
-        let (base_url, api_key, default_model, default_summary) = match provider {
+        Ok(())
+    }
+
+    /// The provider's server (an http(s) URL), its key (none when blank) and default models.
+    fn model_endpoint(&self) -> Result<ModelEndpoint, String> {
+        let (base_url, api_key, default_model, default_summary) = match self.provider {
             ProviderKind::Anthropic => (
-                anthropic_base_url,
-                anthropic_api_key,
+                self.anthropic_base_url.clone(),
+                self.anthropic_api_key.clone(),
                 "claude-sonnet-4-5",
                 "claude-haiku-4-5",
             ),
-            ProviderKind::OpenAi => (openai_base_url, openai_api_key, "gpt-4.1", "gpt-4.1-mini"),
+            ProviderKind::OpenAi => (
+                self.openai_base_url.clone(),
+                self.openai_api_key.clone(),
+                "gpt-4.1",
+                "gpt-4.1-mini",
+            ),
             ProviderKind::Replay => (
-                replay.started_url.ok_or(
+                self.replay.started_url.clone().ok_or(
                     "the replay provider's server is not started (ControllerArgs::start_replay)",
                 )?,
                 None,
@@ -1000,62 +995,87 @@ impl ControllerArgs {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(format!(
                 "the {} base URL {base_url:?} must start with http:// or https://",
-                provider.as_str()
+                self.provider.as_str()
             ));
         }
-        let api_key = api_key.filter(|key| !key.trim().is_empty());
-        if let Some(cost) = max_cost_usd
+        Ok(ModelEndpoint {
+            base_url,
+            api_key: api_key.filter(|key| !key.trim().is_empty()),
+            default_model,
+            default_summary,
+        })
+    }
+
+    /// The price table, with the spend budget checked against it: a budget is enforced only for
+    /// a model whose price is known.
+    fn cost_table(&self, model: &str) -> Result<CostTable, String> {
+        if let Some(cost) = self.max_cost_usd
             && !(cost.is_finite() && cost >= 0.0)
         {
             return Err("--max-cost-usd must be a number, 0 or more".into());
         }
-        let costs = match &cost_table {
+        let costs = match &self.cost_table {
             Some(path) => CostTable::with_file(path)?,
             None => CostTable::default(),
         };
-        let model = model.unwrap_or_else(|| default_model.to_string());
-        // A spend budget is enforced only for a model whose price is known.
         costs
-            .check_budget(&model, max_cost_usd)
+            .check_budget(model, self.max_cost_usd)
             .map_err(|error| format!("--max-cost-usd: {error}"))?;
+        Ok(costs)
+    }
+
+    /// The summariser's own server, when one is named (with the model it serves).
+    fn summary_endpoint(&self) -> Result<Option<opslab::llm::Endpoint>, String> {
+        let Some(url) = &self.summary_base_url else {
+            return Ok(None);
+        };
+        let url = url.trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "--summary-base-url {url:?} must start with http:// or https://"
+            ));
+        }
+        if self.summary_model.is_none() {
+            return Err(
+                "--summary-base-url needs --summary-model: the model its server serves".into(),
+            );
+        }
+        Ok(Some(opslab::llm::Endpoint {
+            base_url: url,
+            api_key: self
+                .summary_api_key
+                .clone()
+                .filter(|key| !key.trim().is_empty()),
+        }))
+    }
+
+    /// The model that summarises long outputs, if any.
+    fn summary_model(&self, endpoint: &ModelEndpoint) -> Option<String> {
         // A self-hosted OpenAI-compatible server usually serves one model, often with one slot:
         // summaries there would queue in front of the agent's own turns, so they are off unless a
         // summary model is named.
-        let self_hosted =
-            provider == ProviderKind::OpenAi && !base_url.starts_with("https://api.openai.com");
-        let summary_endpoint = match summary_base_url {
-            Some(url) => {
-                let url = url.trim_end_matches('/').to_string();
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!(
-                        "--summary-base-url {url:?} must start with http:// or https://"
-                    ));
-                }
-                if summary_model.is_none() {
-                    return Err(
-                        "--summary-base-url needs --summary-model: the model its server serves"
-                            .into(),
-                    );
-                }
-                Some(opslab::llm::Endpoint {
-                    base_url: url,
-                    api_key: summary_api_key.filter(|key| !key.trim().is_empty()),
-                })
-            }
-            None => None,
-        };
-        let summary_model = match summary_model.as_deref() {
+        let self_hosted = self.provider == ProviderKind::OpenAi
+            && !endpoint.base_url.starts_with("https://api.openai.com");
+        match self.summary_model.as_deref() {
             Some("off" | "none" | "") => None,
             Some(model) => Some(model.to_string()),
             // The replay has nothing to say about output: its summaries would only clutter the trail.
-            None if provider == ProviderKind::Replay => None,
+            None if self.provider == ProviderKind::Replay => None,
             None if self_hosted => None,
-            None => Some(default_summary.to_string()),
-        };
-        // Configured secrets are redacted as whole tokens; a short one would still erase ordinary
-        // words from the trail, so it is refused rather than quietly left out.
+            None => Some(endpoint.default_summary.to_string()),
+        }
+    }
+
+    /// The configured secrets, to redact as whole tokens: the model API's and the summariser's
+    /// keys, the console's token and the values of `--secret-env`. A short one would still erase
+    /// ordinary words from the trail, so it is refused rather than quietly left out.
+    fn secret_values(
+        &self,
+        api_key: Option<&String>,
+        summary_endpoint: Option<&opslab::llm::Endpoint>,
+    ) -> Result<Vec<String>, String> {
         let mut secret_values: Vec<String> = Vec::new();
-        if let Some(key) = &api_key {
+        if let Some(key) = api_key {
             opslab::audit::check_configured_secret(key).map_err(|why| {
                 format!(
                     "the model API key cannot be redacted safely: {why}; a server of your own \
@@ -1066,21 +1086,18 @@ impl ControllerArgs {
             secret_values.push(key.clone());
         }
         // The console's token is a secret like the API key: redacted wherever it might show.
-        console.check()?;
-        if let Some(token) = console.token() {
+        self.console.check()?;
+        if let Some(token) = self.console.token() {
             secret_values.push(token.secret().to_string());
         }
-        if let Some(key) = summary_endpoint
-            .as_ref()
-            .and_then(|endpoint| endpoint.api_key.as_ref())
-        {
+        if let Some(key) = summary_endpoint.and_then(|endpoint| endpoint.api_key.as_ref()) {
             opslab::audit::check_configured_secret(key).map_err(|why| {
                 format!("the summariser's API key cannot be redacted safely: {why}")
             })?;
             secret_values.push(key.clone());
         }
-        for name in secret_env {
-            let Ok(value) = std::env::var(&name) else {
+        for name in &self.secret_env {
+            let Ok(value) = std::env::var(name) else {
                 continue;
             };
             if value.trim().is_empty() {
@@ -1091,96 +1108,132 @@ impl ControllerArgs {
             })?;
             secret_values.push(value);
         }
-        // Receiver URLs are secrets (an incoming webhook's URL is its credential).
-        let notify = notify.into_config(|name| std::env::var(name).ok())?;
-        secret_values.extend(notify.secret_values());
-        let alerts = match alerts_token.filter(|token| !token.trim().is_empty()) {
-            Some(token) => {
-                opslab::audit::check_configured_secret(&token).map_err(|why| {
-                    format!("--alerts-token (OPSLAB_ALERTS_TOKEN) cannot be redacted safely: {why}")
-                })?;
-                let rules = match &alert_rules {
-                    Some(path) => opslab::alerts::Rules::load(path)
-                        .map_err(|error| format!("--alert-rules {error}"))?,
-                    None => opslab::alerts::Rules::default(),
-                };
-                secret_values.push(token.clone());
-                Some(opslab::alerts::IntakeConfig { token, rules })
-            }
-            None if alert_rules.is_some() => {
+        Ok(secret_values)
+    }
+
+    /// The Alertmanager intake, on when its token is set; its token is a secret too.
+    fn alert_intake(&self) -> Result<Option<opslab::alerts::IntakeConfig>, String> {
+        let Some(token) = self
+            .alerts_token
+            .clone()
+            .filter(|token| !token.trim().is_empty())
+        else {
+            if self.alert_rules.is_some() {
                 return Err(
                     "--alert-rules is set but the alert intake is off: set --alerts-token (OPSLAB_ALERTS_TOKEN) to turn it on"
                         .into(),
                 );
             }
-            None => None,
+            return Ok(None);
         };
-        Ok(Config {
-            source,
-            store: store.location()?,
-            store_durability,
-            provider: ProviderConfig {
-                kind: provider,
-                base_url,
-                api_key,
-                request_timeout: Duration::from_secs(llm_timeout_seconds),
-                retry: RetryPolicy {
-                    max_retries: llm_max_retries,
-                    min_delay: Duration::from_millis(llm_retry_delay_ms),
-                    max_delay: Duration::from_secs(30),
-                },
-                prompt_cache: match prompt_cache {
-                    Some(switch) => switch == opslab::llm::Switch::On,
-                    None => provider == ProviderKind::Anthropic,
-                },
-                stream,
-                summary_endpoint,
-            },
-            agent: AgentLimits {
-                model,
-                max_turns,
-                timeout: Duration::from_secs(session_timeout_seconds),
-                command_timeout: Duration::from_secs(command_timeout_seconds),
-                max_tokens,
-                max_cost_usd,
-                response_max_tokens,
-                context_tokens,
-            },
-            summary_model,
-            sandbox: SandboxConfig {
-                replica: replica.unwrap_or_else(|| instance.clone()),
-                spare_max_age: SandboxConfig::default().spare_max_age,
-                instance,
-                image: sandbox_image,
-                memory_bytes: sandbox_memory_mb * 1024 * 1024,
-                nano_cpus: (sandbox_cpus * 1e9) as i64,
-                pids_limit: sandbox_pids,
-                capabilities: sandbox_capabilities
-                    .into_iter()
-                    .map(|capability| capability.trim().to_ascii_uppercase())
-                    .filter(|capability| !capability.is_empty())
-                    .collect(),
-                no_new_privileges: sandbox_no_new_privileges,
-                read_only_root: sandbox_read_only_root,
-                tmpfs_bytes: sandbox_tmpfs_mb * 1024 * 1024,
-                seccomp_profile,
-                docker_access,
-                docker_socket,
-                proxy_socket_dir,
-                allow_create: docker_allow_create,
-                spares: sandbox_spares,
-                internet: sandbox_internet == SandboxInternet::On,
-                output_head_bytes: output_keep_bytes,
-                output_tail_bytes: output_keep_bytes,
-            },
-            max_sessions,
-            secret_values,
-            listen,
-            costs,
-            notify,
-            alerts,
-        })
+        opslab::audit::check_configured_secret(&token).map_err(|why| {
+            format!("--alerts-token (OPSLAB_ALERTS_TOKEN) cannot be redacted safely: {why}")
+        })?;
+        let rules = match &self.alert_rules {
+            Some(path) => opslab::alerts::Rules::load(path)
+                .map_err(|error| format!("--alert-rules {error}"))?,
+            None => opslab::alerts::Rules::default(),
+        };
+        Ok(Some(opslab::alerts::IntakeConfig { token, rules }))
     }
+
+    fn provider_config(
+        &self,
+        endpoint: ModelEndpoint,
+        summary_endpoint: Option<opslab::llm::Endpoint>,
+    ) -> ProviderConfig {
+        ProviderConfig {
+            kind: self.provider,
+            base_url: endpoint.base_url,
+            api_key: endpoint.api_key,
+            request_timeout: Duration::from_secs(self.llm_timeout_seconds),
+            retry: RetryPolicy {
+                max_retries: self.llm_max_retries,
+                min_delay: Duration::from_millis(self.llm_retry_delay_ms),
+                max_delay: Duration::from_secs(30),
+            },
+            prompt_cache: match self.prompt_cache {
+                Some(switch) => switch == opslab::llm::Switch::On,
+                None => self.provider == ProviderKind::Anthropic,
+            },
+            stream: self.stream,
+            summary_endpoint,
+        }
+    }
+
+    fn agent_limits(&self, model: String) -> AgentLimits {
+        AgentLimits {
+            model,
+            max_turns: self.max_turns,
+            timeout: Duration::from_secs(self.session_timeout_seconds),
+            command_timeout: Duration::from_secs(self.command_timeout_seconds),
+            max_tokens: self.max_tokens,
+            max_cost_usd: self.max_cost_usd,
+            response_max_tokens: self.response_max_tokens,
+            context_tokens: self.context_tokens,
+        }
+    }
+
+    /// The sandboxes' settings; `replica` names this controller's spares (the instance when
+    /// there is one controller).
+    fn sandbox_config(
+        &self,
+        replica: Option<String>,
+        seccomp_profile: Option<String>,
+    ) -> SandboxConfig {
+        SandboxConfig {
+            replica: replica.unwrap_or_else(|| self.instance.clone()),
+            spare_max_age: SandboxConfig::default().spare_max_age,
+            instance: self.instance.clone(),
+            image: self.sandbox_image.clone(),
+            memory_bytes: self.sandbox_memory_mb * 1024 * 1024,
+            nano_cpus: (self.sandbox_cpus * 1e9) as i64,
+            pids_limit: self.sandbox_pids,
+            capabilities: self
+                .sandbox_capabilities
+                .iter()
+                .map(|capability| capability.trim().to_ascii_uppercase())
+                .filter(|capability| !capability.is_empty())
+                .collect(),
+            no_new_privileges: self.sandbox_no_new_privileges,
+            read_only_root: self.sandbox_read_only_root,
+            tmpfs_bytes: self.sandbox_tmpfs_mb * 1024 * 1024,
+            seccomp_profile,
+            docker_access: self.docker_access,
+            docker_socket: self.docker_socket.clone(),
+            proxy_socket_dir: self.proxy_socket_dir.clone(),
+            allow_create: self.docker_allow_create,
+            spares: self.sandbox_spares,
+            internet: self.sandbox_internet == SandboxInternet::On,
+            output_head_bytes: self.output_keep_bytes,
+            output_tail_bytes: self.output_keep_bytes,
+        }
+    }
+}
+
+/// The agent's model API as the flags name it.
+struct ModelEndpoint {
+    base_url: String,
+    /// None when unset or blank.
+    api_key: Option<String>,
+    default_model: &'static str,
+    default_summary: &'static str,
+}
+
+/// A seccomp profile's JSON, read and checked at start.
+fn read_seccomp_profile(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("--sandbox-seccomp-profile {}: {error}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
+        format!(
+            "--sandbox-seccomp-profile {}: not JSON: {error}",
+            path.display()
+        )
+    })?;
+    Ok(Some(json.to_string()))
 }
 
 /// The agent's Kubernetes access from its flags: none without a ServiceAccount; the names must be
@@ -1223,6 +1276,30 @@ fn agent_kube_access(
     }))
 }
 
+/// The namespaces to watch from `--watch-namespace`: none named is every namespace; each must be
+/// a namespace's name (an RFC 1123 label); repeats count once.
+fn watch_scope(namespaces: Vec<String>) -> Result<WatchScope, String> {
+    let mut namespaces: Vec<String> = namespaces
+        .into_iter()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .collect();
+    if let Some(bad) = namespaces.iter().find(|namespace| {
+        namespace.len() > 63 || namespace.contains('.') || !is_dns_subdomain(namespace)
+    }) {
+        return Err(format!(
+            "--watch-namespace {bad:?}: not a namespace's name (lower-case letters, digits and '-')"
+        ));
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(if namespaces.is_empty() {
+        WatchScope::Cluster
+    } else {
+        WatchScope::Namespaces(namespaces)
+    })
+}
+
 /// RFC 1123 subdomain: what Kubernetes accepts as a ServiceAccount's or a namespace's name.
 fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
@@ -1253,6 +1330,21 @@ fn host_name() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watched_namespaces_are_names_counted_once_and_none_is_every_namespace() {
+        let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(watch_scope(vec![]), Ok(WatchScope::Cluster));
+        assert_eq!(watch_scope(names(&["", " "])), Ok(WatchScope::Cluster));
+        assert_eq!(
+            watch_scope(names(&["team-b", "team-a", " team-b"])),
+            Ok(WatchScope::Namespaces(names(&["team-a", "team-b"])))
+        );
+        for bad in ["Team", "a.b", "-a", &"x".repeat(64)] {
+            let error = watch_scope(names(&[bad])).unwrap_err();
+            assert!(error.contains("--watch-namespace"), "{error}");
+        }
+    }
 
     #[test]
     fn two_controllers_on_one_host_get_distinct_lease_identities() {

@@ -622,6 +622,7 @@ const UNKNOWN_INCIDENT_GRACE: Duration = Duration::from_millis(300);
 /// `opslab audit verify`: the report, or an error carrying it when a chain is broken.
 pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::Result<String> {
     let (store, _) = open_existing(&store).await?;
+    let every_trail = session.is_none();
     let sessions = match session {
         Some(id) => vec![
             store
@@ -631,18 +632,33 @@ pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::
         ],
         None => store.sessions().await?,
     };
+    let mut checks = Vec::new();
+    for session in &sessions {
+        checks.push((
+            session.id.clone(),
+            "event",
+            store.verify(&session.id).await?,
+        ));
+    }
+    if every_trail {
+        // The alert intake's decisions, when there are any: a chain of their own.
+        let intake = store.verify_intake().await?;
+        if intake != (ChainCheck::Intact { events: 0 }) {
+            checks.push(("intake decisions".into(), "decision", intake));
+        }
+    }
     let mut report = String::new();
     let mut broken = 0;
-    for session in &sessions {
-        match store.verify(&session.id).await? {
+    for (trail, unit, check) in &checks {
+        match check {
             ChainCheck::Intact { events } => {
-                report.push_str(&format!("ok      {} ({events} events)\n", session.id));
+                report.push_str(&format!("ok      {trail} ({events} {unit}s)\n"));
             }
             ChainCheck::Broken(link) => {
                 broken += 1;
                 report.push_str(&format!(
-                    "BROKEN  {}: first broken link at event {}: {}\n",
-                    session.id, link.seq, link.reason
+                    "BROKEN  {trail}: first broken link at {unit} {}: {}\n",
+                    link.seq, link.reason
                 ));
             }
         }
@@ -650,7 +666,7 @@ pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::
     if broken > 0 {
         anyhow::bail!(
             "{broken} of {} audit trails are broken:\n{report}",
-            sessions.len()
+            checks.len()
         );
     }
     Ok(report)

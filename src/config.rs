@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::cost::CostTable;
 use crate::incident::AgentOverrides;
-use crate::llm::ProviderConfig;
+use crate::llm::{ProviderConfig, ProviderKind};
 use crate::sandbox::SandboxConfig;
 
 /// Everything the controller needs, checked.
@@ -32,7 +32,41 @@ pub struct Config {
     /// Where notifications of results go, and how (see [`crate::notify`]).
     pub notify: crate::notify::NotifyConfig,
     /// The Alertmanager intake on the HTTP port; None keeps it off.
-    pub alerts: Option<crate::alerts::IntakeConfig>,
+    pub alerts: Option<IntakeConfig>,
+}
+
+impl Config {
+    /// The part of the settings a session works with.
+    pub fn session(&self) -> SessionSettings {
+        SessionSettings {
+            agent: self.agent.clone(),
+            summary_model: self.summary_model.clone(),
+            provider: self.provider.kind,
+            missing_model: self.provider.missing(),
+            costs: self.costs.clone(),
+            sandbox_image: self.sandbox.image.clone(),
+            kubernetes: match &self.source {
+                SourceConfig::Kubernetes(settings) => Some(settings.clone()),
+                SourceConfig::Files { .. } => None,
+            },
+        }
+    }
+}
+
+/// What a session needs of the settings: its budgets and what they cost, the models, the sandbox
+/// image, and in Kubernetes mode the API server the agent's account is on.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    pub agent: AgentLimits,
+    /// The model that summarises long command output for the audit trail; None turns it off.
+    pub summary_model: Option<String>,
+    pub provider: ProviderKind,
+    /// What must be set before a session can run (see [`ProviderConfig::missing`]).
+    pub missing_model: Option<String>,
+    pub costs: CostTable,
+    pub sandbox_image: String,
+    /// Set in Kubernetes mode (its `agent_access` says whether the agent gets an account).
+    pub kubernetes: Option<KubeSettings>,
 }
 
 /// Where Incidents come from, and where their status goes.
@@ -63,6 +97,18 @@ pub struct KubeSettings {
     pub agent_access: Option<AgentKubeAccess>,
     /// Only the Incidents these labels select are this controller's; None: every Incident.
     pub incident_selector: Option<crate::label_selector::LabelSelector>,
+    /// Which namespaces' Incidents are watched.
+    pub watch: WatchScope,
+}
+
+/// Which namespaces' Incidents the controller watches (Kubernetes mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WatchScope {
+    /// Every namespace, with one cluster-wide watch (RBAC: a ClusterRole).
+    #[default]
+    Cluster,
+    /// Only these namespaces (never empty, no repeats), a watch each: a namespace's Role suffices.
+    Namespaces(Vec<String>),
 }
 
 /// What a session's sandbox may see of Kubernetes: a kubeconfig for a ServiceAccount of the
@@ -137,6 +183,25 @@ impl AgentLimits {
             response_max_tokens: self.response_max_tokens,
             context_tokens: self.context_tokens,
         }
+    }
+}
+
+/// The Alertmanager intake's settings (see [`crate::alerts`]), checked at start.
+#[derive(Clone)]
+pub struct IntakeConfig {
+    /// The bearer token Alertmanager sends (`http_config.authorization`). A secret: redacted
+    /// everywhere, never logged.
+    pub token: String,
+    pub rules: crate::alerts::rules::Rules,
+}
+
+/// Without the token: a settings dump never shows it.
+impl std::fmt::Debug for IntakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeConfig")
+            .field("token", &"[REDACTED]")
+            .field("rules", &self.rules)
+            .finish()
     }
 }
 

@@ -14,7 +14,25 @@ use regex::Regex;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::llm::Usage;
+/// A model response's tokens, by kind: each is billed at its own price.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input read afresh (neither written to nor read from a prompt cache).
+    pub input_tokens: u64,
+    /// Input written to the prompt cache (Anthropic's `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Input read from the prompt cache (Anthropic's `cache_read_input_tokens`, OpenAI's
+    /// `prompt_tokens_details.cached_tokens`).
+    pub cache_read_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// Every token the model read or wrote: what a token budget counts.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.cache_write_tokens + self.cache_read_tokens + self.output_tokens
+    }
+}
 
 /// US dollars per million tokens, and what prompt-cache tokens cost as multiples of `input`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -11,8 +11,8 @@ pub enum Error {
     Sandbox(#[from] SandboxError),
     #[error("model API: {0}")]
     Llm(#[from] crate::llm::LlmError),
-    #[error("the Incident has no metadata.{0}")]
-    MissingMetadata(&'static str),
+    #[error(transparent)]
+    MissingMetadata(#[from] crate::incident::MissingMetadata),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,

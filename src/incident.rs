@@ -170,13 +170,25 @@ impl AgentOverrides {
 
 impl Incident {
     /// The uid its source gave it: sessions, sandboxes and the finalizer's clean-up are keyed by it.
-    pub fn required_uid(&self) -> crate::Result<&str> {
+    pub fn required_uid(&self) -> Result<&str, MissingMetadata> {
+        self.metadata.uid.as_deref().ok_or(MissingMetadata("uid"))
+    }
+
+    /// The note it carries for its running session ([`NOTE_ANNOTATION`]), if any.
+    pub fn note(&self) -> Option<&str> {
         self.metadata
-            .uid
-            .as_deref()
-            .ok_or(crate::Error::MissingMetadata("uid"))
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(NOTE_ANNOTATION))
+            .map(|note| note.trim())
+            .filter(|note| !note.is_empty())
     }
 }
+
+/// An Incident lacks a metadata field its source always sets (the field's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the Incident has no metadata.{0}")]
+pub struct MissingMetadata(pub &'static str);
 
 /// What opslab has done about the Incident.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -395,6 +407,12 @@ pub const RETRY_ANNOTATION: &str = "opslab.dev/retry";
 /// (`kubectl annotate --overwrite`, or `opslab cancel`) cancels the session running when it is set.
 /// The value is kept in the trail, so it says who asked and why.
 pub const CANCEL_ANNOTATION: &str = "opslab.dev/cancel";
+
+/// The annotation that tells the running session something without changing the ticket: its value
+/// is told to the agent once, as a note (`kubectl annotate --overwrite`, or the alert intake when
+/// an alert group resolves). Unlike a spec change it never starts another attempt, so a note that
+/// lands as the agent reports does not send it back to work.
+pub const NOTE_ANNOTATION: &str = "opslab.dev/note";
 
 /// The retry and cancel requests an Incident carries (the values of its request annotations).
 /// A session records the ones present when it started; a request is honoured when its value

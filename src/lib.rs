@@ -8,10 +8,12 @@ pub mod console;
 pub mod cost;
 mod error;
 pub mod incident;
+pub mod kube_client;
 pub mod label_selector;
 pub mod llm;
 pub mod metrics;
 pub mod notify;
+pub mod presentation;
 pub mod reconcile;
 pub mod sandbox;
 pub mod server;
@@ -43,12 +45,12 @@ impl ObjectKey {
         }
     }
 
-    pub fn of(incident: &Incident) -> Result<ObjectKey> {
+    pub fn of(incident: &Incident) -> std::result::Result<ObjectKey, incident::MissingMetadata> {
         let name = incident
             .metadata
             .name
             .clone()
-            .ok_or(Error::MissingMetadata("name"))?;
+            .ok_or(incident::MissingMetadata("name"))?;
         let namespace = incident
             .metadata
             .namespace

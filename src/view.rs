@@ -3,7 +3,7 @@
 
 use crate::audit::{Draft, Event, EventBody, IncidentRecord, SessionRecord};
 use crate::incident::{Incident, IncidentStatus, Phase};
-use crate::llm::ContentBlock;
+use crate::presentation::{Block, Medium, cached_tokens, enum_text, plain, present};
 
 /// Output formats of `show` and `scenario run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -355,14 +355,6 @@ pub fn sessions_table(
     table
 }
 
-/// A serde enum's name (`needs_human`).
-fn enum_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// `opslab show`: the whole conversation, in order: reasoning, commands, exit codes, durations,
 /// outputs and summaries. Without `raw`, long outputs show their first and last lines.
 pub fn session_story(
@@ -409,10 +401,7 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
         session.turns,
         session.commands,
         session.input_tokens,
-        match (session.cache_write_tokens, session.cache_read_tokens) {
-            (0, 0) => String::new(),
-            (write, read) => format!(" / {write} cache write / {read} cache read"),
-        },
+        cached_tokens(session.cache_write_tokens, session.cache_read_tokens),
         session.output_tokens,
         session.cost_usd,
     )
@@ -440,134 +429,33 @@ pub fn draft_text(before: Option<&Draft>, draft: &Draft) -> String {
 /// Lines of output `show` prints from each end of a long output, unless `--raw`.
 const OUTPUT_LINES_KEPT: usize = 10;
 
-/// One event, for people.
+/// One event, for people: its [`Presented`] headline after its number and time, then its parts
+/// for the terminal, indented.
 pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
-    let mut out = String::new();
-    let time = clock.short_text(&event.at);
-    let head = format!("#{} {time} ", event.seq);
-    match &event.body {
-        EventBody::SessionStarted {
-            spec,
-            model,
-            provider,
-            ..
-        } => {
-            out.push_str(&format!(
-                "{head}session started with {provider} model {model}\n"
-            ));
-            out.push_str(&indent(&format!(
-                "ticket: {} ({})",
-                spec.title, spec.severity
-            )));
-            if !spec.description.is_empty() {
-                out.push_str(&indent(&spec.description));
-            }
+    let presented = present(&event.body);
+    let mut out = format!(
+        "#{} {} {}\n",
+        event.seq,
+        clock.short_text(&event.at),
+        printable(&presented.headline)
+    );
+    for part in &presented.parts {
+        if part.shown_in(Medium::Terminal) {
+            out.push_str(&block_text(&part.block, raw));
         }
-        EventBody::SandboxReady { container_id } => {
-            out.push_str(&format!(
-                "{head}sandbox ready: {}\n",
-                container_id.get(..12).unwrap_or(container_id)
-            ));
-        }
-        EventBody::LlmResponse {
-            turn,
-            content,
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            ..
-        } => {
-            let cached = match (cache_write_tokens, cache_read_tokens) {
-                (0, 0) => String::new(),
-                (write, read) => format!(" / {write} cache write / {read} cache read"),
-            };
-            out.push_str(&format!(
-                "{head}model turn {turn} ({input_tokens} in{cached} / {output_tokens} out)\n"
-            ));
-            for block in content {
-                match block {
-                    ContentBlock::Text { text } if !text.trim().is_empty() => {
-                        out.push_str(&indent(text));
-                    }
-                    ContentBlock::Text { .. } => {}
-                    ContentBlock::ToolUse { name, input, .. } => {
-                        let call = match name.as_str() {
-                            "shell" => {
-                                format!("calls shell: {}", input["command"].as_str().unwrap_or("?"))
-                            }
-                            other => format!("calls {other}"),
-                        };
-                        out.push_str(&indent(&call));
-                    }
-                    ContentBlock::ToolResult { .. } => {}
-                }
-            }
-        }
-        EventBody::LlmRetrying {
-            retry,
-            max_retries,
-            delay_ms,
-            error,
-        } => {
-            let message = EventBody::retrying_message(*retry, *max_retries, *delay_ms, error);
-            out.push_str(&format!("{head}{message}\n"));
-        }
-        // The message says what failed ("the model API failed: HTTP 401 …").
-        EventBody::LlmFailed { message } => {
-            out.push_str(&format!("{head}{message}\n"));
-        }
-        EventBody::CommandStarted {
-            command,
-            reasoning,
-            timeout_seconds,
-            ..
-        } => {
-            out.push_str(&format!("{head}$ {}\n", printable(command)));
-            out.push_str(&indent(&format!("why: {reasoning}")));
-            out.push_str(&indent(&format!("timeout: {timeout_seconds}s")));
-        }
-        EventBody::CommandFinished {
-            exit_code,
-            duration_ms,
-            timed_out,
-            output,
-            output_bytes,
-            truncated,
-            ..
-        } => {
-            let status = match (timed_out, exit_code) {
-                (true, _) => "timed out".to_string(),
-                (false, Some(code)) => format!("exit {code}"),
-                (false, None) => "not run".to_string(),
-            };
-            let cut = if *truncated { ", cut" } else { "" };
-            out.push_str(&format!(
-                "{head}{status} after {:.1}s, {output_bytes} bytes of output{cut}\n",
-                *duration_ms as f64 / 1000.0
-            ));
-            out.push_str(&output_lines(output, raw));
-        }
-        EventBody::CommandInterrupted { reason, .. } => {
-            out.push_str(&format!("{head}command interrupted: {reason}\n"));
-        }
-        EventBody::OutputSummary { summary, model, .. } => {
-            out.push_str(&format!("{head}summary ({model}):\n"));
-            out.push_str(&indent(summary));
-        }
-        EventBody::ToolRejected { tool, error, .. } => {
-            out.push_str(&format!("{head}tool call {tool:?} rejected: {error}\n"));
-        }
-        EventBody::TicketUpdated { generation, spec } => {
-            out.push_str(&format!(
-                "{head}ticket updated (generation {generation}): {}\n",
-                spec.title
-            ));
-        }
-        EventBody::Reported { report, .. } => {
-            let outcome = enum_text(&report.outcome);
-            out.push_str(&format!("{head}report: {outcome}\n"));
-            out.push_str(&indent(&format!("summary: {}", report.summary)));
+    }
+    out
+}
+
+/// A part of an event, as lines under its headline.
+fn block_text(block: &Block<'_>, raw: bool) -> String {
+    match block {
+        Block::Line(spans) | Block::Note(spans) => indent(&plain(spans)),
+        Block::Writing(text) => indent(text),
+        Block::Command(command) => indent(&format!("$ {command}")),
+        Block::Output(output) => output_lines(output, raw),
+        Block::Report(report) => {
+            let mut out = indent(&format!("summary: {}", report.summary));
             if !report.root_cause.is_empty() {
                 out.push_str(&indent(&format!("root cause: {}", report.root_cause)));
             }
@@ -577,48 +465,9 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
             if !report.verification.is_empty() {
                 out.push_str(&indent(&format!("verification: {}", report.verification)));
             }
-        }
-        EventBody::DockerApi {
-            allowed,
-            method,
-            path,
-            target,
-            reason,
-            ..
-        } => {
-            let decision = if *allowed { "allowed" } else { "DENIED" };
-            let target = target
-                .as_deref()
-                .map(|target| format!(" ({target})"))
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "{head}docker api {decision}: {method} {}{}\n",
-                printable(path),
-                printable(&target)
-            ));
-            if let Some(reason) = reason {
-                out.push_str(&indent(&format!("why: {reason}")));
-            }
-        }
-        EventBody::SessionFinished {
-            phase,
-            reason,
-            message,
-            ..
-        } => {
-            out.push_str(&format!(
-                "{head}session finished: {phase} ({reason}): {message}\n"
-            ));
-        }
-        EventBody::Notification { error, .. } => {
-            let line = event.body.notification_line().unwrap_or_default();
-            out.push_str(&format!("{head}{line}\n"));
-            if let Some(error) = error {
-                out.push_str(&indent(&format!("why: {error}")));
-            }
+            out
         }
     }
-    out
 }
 
 /// One command of a session, as `describe` lists the last ones.
@@ -813,10 +662,7 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
     if let Some(finished) = &status.finished_at {
         field(&mut out, 1, "Finished", &clock.full_text(finished));
     }
-    let cached = match (status.tokens.cache_write, status.tokens.cache_read) {
-        (0, 0) => String::new(),
-        (write, read) => format!(" / {write} cache write / {read} cache read"),
-    };
+    let cached = cached_tokens(status.tokens.cache_write, status.tokens.cache_read);
     let usage = format!(
         "{} turns, {} commands, {} tokens ({} in{cached} / {} out), estimated ${:.4}",
         status.turns,

@@ -15,12 +15,14 @@ use super::{
     SEQUENCE_ANNOTATION,
 };
 use crate::ObjectKey;
-use crate::incident::{Environment, IncidentSpec, Phase};
+use crate::incident::{Environment, IncidentSpec, NOTE_ANNOTATION, Phase};
 
 /// The description's limit (the CRD's).
 const MAX_DESCRIPTION: usize = 65536;
 /// The title's limit (the CRD's).
 const MAX_TITLE: usize = 512;
+/// A note's limit: an annotation (all of an object's together may hold 256 KiB).
+const MAX_NOTE: usize = 16384;
 
 /// One alert as an Incident remembers it: an alert is the same alert while its fingerprint and
 /// start are; Alertmanager's repeats carry both unchanged.
@@ -245,8 +247,12 @@ pub fn decide(
         });
     }
 
-    // The group's Incident is open: alerts joining, alerts ending and the group resolving are
-    // told to it (a spec change reaches a running agent as "the ticket was updated").
+    // The group's Incident is open. Alerts joining are new work: the spec changes, so a running
+    // agent is told the ticket was updated, and a session that has just ended gets another
+    // attempt. Alerts ending and the group resolving are not new work, and most often they are the
+    // agent's own fix taking effect, landing as it reports: they are a note (the Incident's
+    // `opslab.dev/note`, told to a running agent once), never a spec change, so they cannot send
+    // an agent that has reported back to work.
     let merged = merge(&latest.seen, &incoming);
     let newly_ended: Vec<&Alert> = alerts
         .iter()
@@ -267,52 +273,57 @@ pub fn decide(
             key: latest.key.clone(),
         });
     }
-    let mut update = String::new();
-    if !new_firing.is_empty() {
-        update.push_str(&format!(
-            "Update from Alertmanager at {now}: {} more alert(s) joined the group:\n",
-            new_firing.len()
-        ));
-        update.push_str(&alert_list(&new_firing));
-    }
-    if !newly_ended.is_empty() && !resolves {
-        update.push_str(&format!(
-            "Alertmanager at {now}: {} alert(s) of the group ended:\n",
-            newly_ended.len()
-        ));
-        update.push_str(&alert_list(&newly_ended));
-    }
-    if resolves {
-        update.push_str(&format!(
-            "Alertmanager reports the alert group resolved at {}: its alerts have ended. This does \
-             not end the session by itself: verify the service and report.\n",
-            resolved_at(&alerts, now)
-        ));
-    }
     let mut spec = latest.spec.clone();
-    spec.description = append(&spec.description, &update);
     if !new_firing.is_empty() {
+        let update = format!(
+            "Update from Alertmanager at {now}: {} more alert(s) joined the group:\n{}",
+            new_firing.len(),
+            alert_list(&new_firing)
+        );
+        spec.description = append(&spec.description, &update);
         spec.severity = most_urgent(spec.severity, rule.severity(&new_firing));
-    }
-    for (have, add) in [
-        (&mut spec.environment.networks, &networks),
-        (&mut spec.environment.targets, &targets),
-    ] {
-        for name in add {
-            if !have.contains(name) {
-                have.push(name.clone());
+        for (have, add) in [
+            (&mut spec.environment.networks, &networks),
+            (&mut spec.environment.targets, &targets),
+        ] {
+            for name in add {
+                if !have.contains(name) {
+                    have.push(name.clone());
+                }
             }
         }
     }
     let mut annotations =
         BTreeMap::from([(ALERTS_ANNOTATION.to_string(), Some(seen_json(&merged)))]);
     if resolves {
+        let at = resolved_at(&alerts, now);
+        annotations.insert(RESOLVED_ANNOTATION.to_string(), Some(at.clone()));
         annotations.insert(
-            RESOLVED_ANNOTATION.to_string(),
-            Some(resolved_at(&alerts, now)),
+            NOTE_ANNOTATION.to_string(),
+            Some(format!(
+                "Alertmanager reports the alert group resolved at {at}: its alerts have ended. \
+                 This does not end the session by itself: verify the service and report."
+            )),
         );
     } else if refires {
+        // The group fires again: what the note said (it resolved) is no longer so.
         annotations.insert(RESOLVED_ANNOTATION.to_string(), None);
+        annotations.insert(NOTE_ANNOTATION.to_string(), None);
+    } else if !newly_ended.is_empty() {
+        // Every ended alert of the group, not only the newest: a note replaces the one before.
+        let ended: Vec<&Alert> = alerts
+            .iter()
+            .copied()
+            .filter(|alert| alert.status == AlertStatus::Resolved)
+            .collect();
+        let note = format!(
+            "Alertmanager at {now}: {} of the group's {} alert(s) have ended; the others still \
+             fire:\n{}",
+            ended.len(),
+            alerts.len(),
+            alert_list(&ended)
+        );
+        annotations.insert(NOTE_ANNOTATION.to_string(), Some(cut(&note, MAX_NOTE)));
     }
     let change = Change {
         key: latest.key.clone(),
@@ -651,23 +662,68 @@ mod tests {
     }
 
     #[test]
-    fn resolved_is_told_to_an_open_incident() {
+    fn resolved_is_a_note_to_an_open_incident_never_a_spec_change() {
         let rules = Rules::default();
         let new = created(decide(&payload(body()), &rules, &[], now()).unwrap());
-        let open = filed(&new, Some(Phase::Investigating));
-        let Decision::Resolve(change) =
-            decide(&payload(resolved_body()), &rules, &[open], now()).unwrap()
-        else {
+        let mut open = filed(&new, Some(Phase::Investigating));
+        let Decision::Resolve(change) = decide(
+            &payload(resolved_body()),
+            &rules,
+            std::slice::from_ref(&open),
+            now(),
+        )
+        .unwrap() else {
             panic!("expected the resolution recorded");
         };
-        let spec = change.spec.unwrap();
+        // A spec change would start another attempt if the agent has just reported.
+        assert_eq!(change.spec, None);
+        let note = change.annotations[NOTE_ANNOTATION].as_deref().unwrap();
+        assert!(note.contains("resolved at 2026-12-06T10:04:00Z"), "{note}");
+        assert!(note.contains("does not end the session"), "{note}");
+        // Firing again takes the note back, and tells the agent as new work.
+        apply(&mut open, &change);
+        let mut again = body();
+        again["alerts"][0]["startsAt"] = "2026-12-06T11:00:00Z".into();
+        let Decision::Update(change) =
+            decide(&payload(again), &rules, std::slice::from_ref(&open), now()).unwrap()
+        else {
+            panic!("expected an update");
+        };
+        assert_eq!(change.annotations[NOTE_ANNOTATION], None);
+        assert_eq!(change.annotations[RESOLVED_ANNOTATION], None);
         assert!(
-            spec.description
-                .contains("resolved at 2026-12-06T10:04:00Z"),
-            "{}",
-            spec.description
+            change
+                .spec
+                .unwrap()
+                .description
+                .contains("joined the group")
         );
-        assert!(spec.description.contains("does not end the session"));
+    }
+
+    #[test]
+    fn an_alert_ending_while_others_fire_is_a_note_listing_every_ended_alert() {
+        let rules = Rules::default();
+        let mut two = body();
+        let mut second = two["alerts"][0].clone();
+        second["fingerprint"] = "fedcba9876543210".into();
+        second["labels"]["service"] = "redis-replica".into();
+        two["alerts"].as_array_mut().unwrap().push(second);
+        let new = created(decide(&payload(two.clone()), &rules, &[], now()).unwrap());
+        let open = filed(&new, Some(Phase::Investigating));
+        two["alerts"][1]["status"] = "resolved".into();
+        two["alerts"][1]["endsAt"] = "2026-12-06T10:04:00Z".into();
+        let Decision::Update(change) = decide(&payload(two), &rules, &[open], now()).unwrap()
+        else {
+            panic!("expected an update");
+        };
+        assert_eq!(change.spec, None);
+        let note = change.annotations[NOTE_ANNOTATION].as_deref().unwrap();
+        assert!(
+            note.contains("1 of the group's 2 alert(s) have ended"),
+            "{note}"
+        );
+        assert!(note.contains("fedcba9876543210"), "{note}");
+        assert!(!change.annotations.contains_key(RESOLVED_ANNOTATION));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod handler;
 pub mod payload;
 pub mod rules;
 
+pub use crate::config::IntakeConfig;
 pub use filing::Target;
 pub use handler::{Intake, routes};
 pub use rules::Rules;
@@ -34,22 +35,3 @@ pub const ALERTS_ANNOTATION: &str = "opslab.dev/alerts";
 pub const RESOLVED_ANNOTATION: &str = "opslab.dev/alert-resolved";
 /// The group's earlier Incident, when the group fired again after it ended.
 pub const PREVIOUS_ANNOTATION: &str = "opslab.dev/previous-incident";
-
-/// The intake's settings, checked at start.
-#[derive(Clone)]
-pub struct IntakeConfig {
-    /// The bearer token Alertmanager sends (`http_config.authorization`). A secret: redacted
-    /// everywhere, never logged.
-    pub token: String,
-    pub rules: Rules,
-}
-
-/// Without the token: a settings dump never shows it.
-impl std::fmt::Debug for IntakeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntakeConfig")
-            .field("token", &"[REDACTED]")
-            .field("rules", &self.rules)
-            .finish()
-    }
-}

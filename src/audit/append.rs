@@ -5,6 +5,7 @@
 use super::chain;
 use super::rows::{self, Columns, Param, Statement};
 use super::{Event, EventBody, Redactor, SessionState, StoreError};
+use crate::incident::{Outcome, Phase};
 
 /// The session's chain head, read under the backend's lock (columns `state, head_seq, head_hash`).
 pub const HEAD: &str = "SELECT state, head_seq, head_hash FROM sessions WHERE id = ?1";
@@ -14,6 +15,13 @@ pub struct Pending {
     pub session_id: String,
     body: EventBody,
     text: String,
+}
+
+impl Pending {
+    /// The event as it will be stored: redacted.
+    pub fn body(&self) -> &EventBody {
+        &self.body
+    }
 }
 
 /// Redacts the body; what is stored, hashed and returned is the redacted form.
@@ -106,110 +114,41 @@ fn project(
     at: &str,
     body: &EventBody,
 ) -> Result<Vec<Statement>, StoreError> {
-    let session: Param = session_id.into();
+    let event = Appended {
+        session: session_id.into(),
+        seq,
+        at,
+    };
+    let session = event.session.clone();
     Ok(match body {
         EventBody::CommandStarted {
             tool_use_id,
             command,
             reasoning,
             ..
-        } => vec![
-            Statement::new(
-                "INSERT INTO commands (session_id, tool_use_id, command, reasoning, state, started_seq, started_at) \
-                 VALUES (?1, ?2, ?3, ?4, 'started', ?5, ?6)",
-                vec![
-                    session.clone(),
-                    tool_use_id.as_str().into(),
-                    command.as_str().into(),
-                    reasoning.as_str().into(),
-                    seq.into(),
-                    at.into(),
-                ],
-            ),
-            Statement::new(
-                "UPDATE sessions SET commands = commands + 1 WHERE id = ?1",
-                vec![session],
-            ),
-        ],
+        } => command_started(&event, tool_use_id, command, reasoning),
         EventBody::CommandFinished {
             tool_use_id,
             exit_code,
             duration_ms,
             timed_out,
             ..
-        } => vec![Statement::new(
-            "UPDATE commands SET state = 'finished', exit_code = ?3, duration_ms = ?4, timed_out = ?5, \
-             finished_seq = ?6, finished_at = ?7 WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
-            vec![
-                session,
-                tool_use_id.as_str().into(),
-                (*exit_code).into(),
-                saturating_i64(*duration_ms).into(),
-                (*timed_out).into(),
-                seq.into(),
-                at.into(),
-            ],
+        } => vec![command_finished(
+            &event,
+            tool_use_id,
+            *exit_code,
+            *duration_ms,
+            *timed_out,
         )],
-        EventBody::CommandInterrupted { tool_use_id, .. } => vec![Statement::new(
-            "UPDATE commands SET state = 'interrupted', finished_seq = ?3, finished_at = ?4 \
-             WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
-            vec![session, tool_use_id.as_str().into(), seq.into(), at.into()],
-        )],
+        EventBody::CommandInterrupted { tool_use_id, .. } => {
+            vec![command_interrupted(&event, tool_use_id)]
+        }
         EventBody::OutputSummary {
             tool_use_id,
             summary,
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
             ..
-        } => vec![
-            Statement::new(
-                "UPDATE commands SET summary = ?3 WHERE session_id = ?1 AND started_seq = \
-                 (SELECT MAX(started_seq) FROM commands WHERE session_id = ?1 AND tool_use_id = ?2)",
-                vec![
-                    session.clone(),
-                    tool_use_id.as_str().into(),
-                    summary.as_str().into(),
-                ],
-            ),
-            Statement::new(
-                "UPDATE sessions SET input_tokens = input_tokens + ?2, \
-                 output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, \
-                 cache_write_tokens = cache_write_tokens + ?5, \
-                 cache_read_tokens = cache_read_tokens + ?6 WHERE id = ?1",
-                vec![
-                    session,
-                    saturating_i64(*input_tokens).into(),
-                    saturating_i64(*output_tokens).into(),
-                    (*cost_usd).into(),
-                    saturating_i64(*cache_write_tokens).into(),
-                    saturating_i64(*cache_read_tokens).into(),
-                ],
-            ),
-        ],
-        EventBody::LlmResponse {
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
-            ..
-        } => vec![Statement::new(
-            "UPDATE sessions SET turns = turns + 1, input_tokens = input_tokens + ?2, \
-             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, message = NULL, \
-             cache_write_tokens = cache_write_tokens + ?5, \
-             cache_read_tokens = cache_read_tokens + ?6 WHERE id = ?1",
-            vec![
-                session,
-                saturating_i64(*input_tokens).into(),
-                saturating_i64(*output_tokens).into(),
-                (*cost_usd).into(),
-                saturating_i64(*cache_write_tokens).into(),
-                saturating_i64(*cache_read_tokens).into(),
-            ],
-        )],
+        } => summary_written(session, tool_use_id, summary, &Spend::of(body)),
+        EventBody::LlmResponse { .. } => vec![turn_taken(session, &Spend::of(body))],
         EventBody::Reported { report, .. } => vec![Statement::new(
             "UPDATE sessions SET report = ?2 WHERE id = ?1",
             vec![session, serde_json::to_string(report)?.into()],
@@ -223,18 +162,7 @@ fn project(
             outcome,
             reason,
             message,
-        } => vec![Statement::new(
-            "UPDATE sessions SET state = 'finished', phase = ?2, outcome = ?3, reason = ?4, finished_at = ?5, \
-             message = ?6 WHERE id = ?1",
-            vec![
-                session,
-                enum_text(phase)?.into(),
-                outcome.as_ref().map(enum_text).transpose()?.into(),
-                reason.as_str().into(),
-                at.into(),
-                message.as_str().into(),
-            ],
-        )],
+        } => vec![session_finished(&event, *phase, *outcome, reason, message)?],
         EventBody::SessionStarted { requests, .. } => vec![Statement::new(
             "UPDATE sessions SET retry_request = ?2, cancel_request = ?3 WHERE id = ?1",
             vec![
@@ -259,8 +187,186 @@ fn project(
         | EventBody::Notification { .. }
         | EventBody::DockerApi { .. }
         | EventBody::LlmFailed { .. }
-        | EventBody::ToolRejected { .. } => vec![],
+        | EventBody::ToolRejected { .. }
+        | EventBody::NoteReceived { .. } => vec![],
     })
+}
+
+/// Where an event was appended: its session (as a parameter), its number and time.
+struct Appended<'a> {
+    session: Param,
+    seq: i64,
+    at: &'a str,
+}
+
+/// Tokens and estimated dollars spent by a model call.
+#[derive(Default)]
+struct Spend {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_write_tokens: u64,
+    cache_read_tokens: u64,
+    cost_usd: f64,
+}
+
+impl Spend {
+    /// What a model call (a turn or a summary) spent; nothing for other events.
+    fn of(body: &EventBody) -> Spend {
+        match *body {
+            EventBody::LlmResponse {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            }
+            | EventBody::OutputSummary {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            } => Spend {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+            },
+            _ => Spend::default(),
+        }
+    }
+
+    /// The session's id, then the parameters ?2 to ?6 of the statements that add up spend.
+    fn params(&self, session: Param) -> Vec<Param> {
+        vec![
+            session,
+            saturating_i64(self.input_tokens).into(),
+            saturating_i64(self.output_tokens).into(),
+            self.cost_usd.into(),
+            saturating_i64(self.cache_write_tokens).into(),
+            saturating_i64(self.cache_read_tokens).into(),
+        ]
+    }
+}
+
+/// A new command row, and one more command in the session's count.
+fn command_started(
+    event: &Appended<'_>,
+    tool_use_id: &str,
+    command: &str,
+    reasoning: &str,
+) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "INSERT INTO commands (session_id, tool_use_id, command, reasoning, state, started_seq, started_at) \
+             VALUES (?1, ?2, ?3, ?4, 'started', ?5, ?6)",
+            vec![
+                event.session.clone(),
+                tool_use_id.into(),
+                command.into(),
+                reasoning.into(),
+                event.seq.into(),
+                event.at.into(),
+            ],
+        ),
+        Statement::new(
+            "UPDATE sessions SET commands = commands + 1 WHERE id = ?1",
+            vec![event.session.clone()],
+        ),
+    ]
+}
+
+fn command_finished(
+    event: &Appended<'_>,
+    tool_use_id: &str,
+    exit_code: Option<i64>,
+    duration_ms: u64,
+    timed_out: bool,
+) -> Statement {
+    Statement::new(
+        "UPDATE commands SET state = 'finished', exit_code = ?3, duration_ms = ?4, timed_out = ?5, \
+         finished_seq = ?6, finished_at = ?7 WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
+        vec![
+            event.session.clone(),
+            tool_use_id.into(),
+            exit_code.into(),
+            saturating_i64(duration_ms).into(),
+            timed_out.into(),
+            event.seq.into(),
+            event.at.into(),
+        ],
+    )
+}
+
+fn command_interrupted(event: &Appended<'_>, tool_use_id: &str) -> Statement {
+    Statement::new(
+        "UPDATE commands SET state = 'interrupted', finished_seq = ?3, finished_at = ?4 \
+         WHERE session_id = ?1 AND tool_use_id = ?2 AND state = 'started'",
+        vec![
+            event.session.clone(),
+            tool_use_id.into(),
+            event.seq.into(),
+            event.at.into(),
+        ],
+    )
+}
+
+/// The summary on the command's newest run, and what it cost on the session.
+fn summary_written(
+    session: Param,
+    tool_use_id: &str,
+    summary: &str,
+    spend: &Spend,
+) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "UPDATE commands SET summary = ?3 WHERE session_id = ?1 AND started_seq = \
+             (SELECT MAX(started_seq) FROM commands WHERE session_id = ?1 AND tool_use_id = ?2)",
+            vec![session.clone(), tool_use_id.into(), summary.into()],
+        ),
+        Statement::new(
+            "UPDATE sessions SET input_tokens = input_tokens + ?2, \
+             output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, \
+             cache_write_tokens = cache_write_tokens + ?5, \
+             cache_read_tokens = cache_read_tokens + ?6 WHERE id = ?1",
+            spend.params(session),
+        ),
+    ]
+}
+
+/// One more turn and its spend; a message about retries is over.
+fn turn_taken(session: Param, spend: &Spend) -> Statement {
+    Statement::new(
+        "UPDATE sessions SET turns = turns + 1, input_tokens = input_tokens + ?2, \
+         output_tokens = output_tokens + ?3, cost_usd = cost_usd + ?4, message = NULL, \
+         cache_write_tokens = cache_write_tokens + ?5, \
+         cache_read_tokens = cache_read_tokens + ?6 WHERE id = ?1",
+        spend.params(session),
+    )
+}
+
+fn session_finished(
+    event: &Appended<'_>,
+    phase: Phase,
+    outcome: Option<Outcome>,
+    reason: &str,
+    message: &str,
+) -> Result<Statement, StoreError> {
+    Ok(Statement::new(
+        "UPDATE sessions SET state = 'finished', phase = ?2, outcome = ?3, reason = ?4, finished_at = ?5, \
+         message = ?6 WHERE id = ?1",
+        vec![
+            event.session.clone(),
+            enum_text(&phase)?.into(),
+            outcome.as_ref().map(enum_text).transpose()?.into(),
+            reason.into(),
+            event.at.into(),
+            message.into(),
+        ],
+    ))
 }
 
 fn saturating_i64(value: u64) -> i64 {

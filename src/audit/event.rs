@@ -96,6 +96,9 @@ pub enum EventBody {
     },
     /// The ticket's spec changed while the session ran; the agent is told.
     TicketUpdated { generation: i64, spec: IncidentSpec },
+    /// A note for the agent that is not a spec change (the Incident's `opslab.dev/note`, set by a
+    /// person or by the alert intake); the agent is told.
+    NoteReceived { note: String },
     /// The agent's final report.
     Reported { tool_use_id: String, report: Report },
     /// A call to the Docker API through the sandbox's socket and the proxy's decision (`guarded`
@@ -236,6 +239,7 @@ impl EventBody {
             EventBody::OutputSummary { .. } => "output_summary",
             EventBody::ToolRejected { .. } => "tool_rejected",
             EventBody::TicketUpdated { .. } => "ticket_updated",
+            EventBody::NoteReceived { .. } => "note_received",
             EventBody::Reported { .. } => "reported",
             EventBody::DockerApi { .. } => "docker_api",
             EventBody::SessionFinished { .. } => "session_finished",

@@ -4,9 +4,11 @@
 
 mod append;
 mod chain;
+mod error;
 pub mod event;
 pub mod feed;
 mod health;
+mod intake;
 mod location;
 mod postgres;
 pub mod redact;
@@ -15,6 +17,8 @@ mod sqlite;
 mod store;
 
 pub use chain::Broken;
+pub use error::StoreError;
+pub(crate) use error::postgres_message;
 pub use event::{Delivery, Event, EventBody};
 pub use feed::{DraftChange, IncidentChanges, IncidentFeed, SessionFeed, SessionUpdate};
 pub use health::StoreHealth;
@@ -23,56 +27,6 @@ pub use redact::{HeldSecret, Redactor, check_configured_secret};
 pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report, Requests};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("migrating the store: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
-    #[error("postgres: {}", postgres_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("migrating the store to version {version}: {message}")]
-    PostgresMigration { version: i64, message: String },
-    #[error("the store's connection pool: {0}")]
-    Pool(String),
-    #[error("cannot reach the audit store at {location}: {message}")]
-    Unreachable { location: String, message: String },
-    #[error("the store location {0}")]
-    Location(String),
-    #[error("a stored {table} row does not decode: {message}")]
-    Row {
-        table: &'static str,
-        message: String,
-    },
-    #[error("encoding an event: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("no session {0} in the store")]
-    UnknownSession(String),
-    #[error("session {0} has finished; its trail is closed")]
-    SessionClosed(String),
-    #[error("session {session}, event {seq}: {message}")]
-    Corrupt {
-        session: String,
-        seq: i64,
-        message: String,
-    },
-    #[error("the store task failed: {0}")]
-    Task(String),
-}
-
-/// The driver's error with its cause: its own text alone is as short as "db error".
-pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
-    }
-}
 
 /// Whether a session's trail is open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -242,9 +196,18 @@ pub struct Draft {
     pub at: String,
 }
 
-/// The result of checking a session's chain.
+/// The result of checking a chain (a session's, or the intake's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainCheck {
     Intact { events: usize },
     Broken(Broken),
+}
+
+impl ChainCheck {
+    fn of(verified: Result<usize, Broken>) -> ChainCheck {
+        match verified {
+            Ok(events) => ChainCheck::Intact { events },
+            Err(broken) => ChainCheck::Broken(broken),
+        }
+    }
 }

@@ -19,10 +19,10 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::append::{self, Pending};
 use super::chain::Trail;
+use super::intake;
 use super::location::StoreLocation;
-use super::rows::{self, Columns, Param, Statement, postgres_placeholders};
-use super::store::Decode;
-use super::{Event, StoreError};
+use super::rows::{self, Columns, Decode, Param, Statement, postgres_placeholders};
+use super::{Event, IntakeEvent, StoreError};
 
 /// Numbered migrations, embedded in the binary, applied in order once per database.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (4, include_str!("migrations/postgres/0004_cache_tokens.sql")),
     (5, include_str!("migrations/postgres/0005_drafts.sql")),
+    (6, include_str!("migrations/postgres/0006_intake_chain.sql")),
 ];
 
 /// The advisory lock key that serializes migrations between replicas opening the store at once.
@@ -139,15 +140,54 @@ impl Postgres {
         Ok(event)
     }
 
+    /// Chains an intake decision and anchors the chain's new head, in one transaction. The table
+    /// lock (which only other appenders of decisions wait on) keeps replicas' links in one line.
+    pub async fn append_intake(&self, event: IntakeEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        transaction
+            .batch_execute("LOCK TABLE intake_events IN SHARE ROW EXCLUSIVE MODE")
+            .await?;
+        let head = select(
+            &transaction,
+            &Statement::new(intake::HEAD, vec![]),
+            rows::head,
+        )
+        .await?
+        .pop();
+        let ((seq, hash), statement) = intake::link(event, head)?;
+        run(&transaction, &statement).await?;
+        let anchor = vec![intake::CHAIN.into(), seq.into(), hash.as_str().into()];
+        run(&transaction, &Statement::new(ANCHOR, anchor)).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The intake chain's anchor and links, from one snapshot.
+    pub async fn intake_trail(&self) -> Result<Trail, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = snapshot(&mut client).await?;
+        let anchored = select(
+            &transaction,
+            &Statement::new(HIGHEST_ANCHOR, vec![intake::CHAIN.into()]),
+            rows::head,
+        )
+        .await?
+        .pop();
+        let links = select(
+            &transaction,
+            &Statement::new(intake::LINKS, vec![]),
+            intake::link_row,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(intake::trail(links, anchored))
+    }
+
     /// The session's head, anchor and events, from one snapshot.
     pub async fn trail(&self, session_id: String) -> Result<Option<Trail>, StoreError> {
         let mut client = self.client().await?;
-        let transaction = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let transaction = snapshot(&mut client).await?;
         let key: Vec<Param> = vec![session_id.into()];
         let read = |sql: &'static str| Statement::new(sql, key.clone());
         let Some(recorded) = select(&transaction, &read(rows::RECORDED_HEAD), rows::head)
@@ -167,6 +207,18 @@ impl Postgres {
             links,
         }))
     }
+}
+
+/// A read-only transaction on one snapshot: a chain read whole, as one moment saw it.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
 }
 
 /// Applies the migrations not applied yet, in one transaction holding an advisory lock: replicas

@@ -92,6 +92,9 @@ pub fn postgres_placeholders(sql: &str) -> String {
     out
 }
 
+/// A row decoder: the store writes one for each query, the backend runs it on each row.
+pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
+
 /// Reads one row's columns by index; each driver implements it.
 pub trait Columns {
     fn text(&self, index: usize) -> Result<String, StoreError>;
@@ -140,8 +143,6 @@ pub const PUT_INCIDENT: &str = "INSERT INTO incidents (namespace, name, uid, gen
      ON CONFLICT (namespace, name) DO UPDATE SET uid = excluded.uid, generation = excluded.generation, \
      spec_hash = excluded.spec_hash, source = excluded.source, incident = excluded.incident, \
      error = excluded.error, updated_at = excluded.updated_at";
-pub const RECORD_INTAKE: &str = "INSERT INTO intake_events (at, producer, decision, reason, alert_group, \
-     incident, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 pub const INTAKE_EVENTS: &str = "SELECT at, producer, decision, reason, alert_group, incident, message \
      FROM intake_events ORDER BY id";
 pub const DELETE_INCIDENT: &str = "DELETE FROM incidents WHERE namespace = ?1 AND name = ?2";

@@ -11,9 +11,9 @@ use rusqlite_migration::{M, Migrations};
 
 use super::append::{self, Pending};
 use super::chain::Trail;
-use super::rows::{self, Columns, Param, Statement};
-use super::store::Decode;
-use super::{Durability, Event, StoreError};
+use super::intake;
+use super::rows::{self, Columns, Decode, Param, Statement};
+use super::{Durability, Event, IntakeEvent, StoreError};
 
 /// Numbered migrations, embedded in the binary.
 const MIGRATIONS: &[M<'static>] = &[
@@ -23,6 +23,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/sqlite/0004_intake_events.sql")),
     M::up(include_str!("migrations/sqlite/0005_cache_tokens.sql")),
     M::up(include_str!("migrations/sqlite/0006_drafts.sql")),
+    M::up(include_str!("migrations/sqlite/0007_intake_chain.sql")),
 ];
 
 /// Events in the order they were inserted: reordered `seq` values must show in `verify`.
@@ -124,14 +125,44 @@ impl Sqlite {
                 Ok(event)
             })
             .await?;
-        self.anchor(&event)?;
+        self.anchor(&event.session_id, event.seq, &event.hash)?;
         Ok(event)
     }
 
+    /// Chains an intake decision under the write lock, then anchors the intake chain's new head.
+    pub async fn append_intake(&self, event: IntakeEvent) -> Result<(), StoreError> {
+        let (seq, hash) = self
+            .with(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let head = select(
+                    &transaction,
+                    &Statement::new(intake::HEAD, vec![]),
+                    rows::head,
+                )?
+                .pop();
+                let (head, statement) = intake::link(event, head)?;
+                run(&transaction, &statement)?;
+                transaction.commit()?;
+                Ok(head)
+            })
+            .await?;
+        self.anchor(intake::CHAIN, seq, &hash)
+    }
+
+    /// The intake chain's anchor and links (read after the anchor, as for a session).
+    pub async fn intake_trail(&self) -> Result<Trail, StoreError> {
+        let anchored = highest_anchor(&self.inner.anchors_path, intake::CHAIN)?;
+        let links = self
+            .query(Statement::new(intake::LINKS, vec![]), intake::link_row)
+            .await?;
+        Ok(intake::trail(links, anchored))
+    }
+
     /// Appends the new chain head to the anchors file (one short line: an atomic append).
-    fn anchor(&self, event: &Event) -> Result<(), StoreError> {
+    fn anchor(&self, chain: &str, seq: i64, hash: &str) -> Result<(), StoreError> {
         use std::io::Write;
-        let line = format!("{} {} {}\n", event.session_id, event.seq, event.hash);
+        let line = format!("{chain} {seq} {hash}\n");
         let mut file = self
             .inner
             .anchors

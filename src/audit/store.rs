@@ -4,18 +4,16 @@
 use super::append::{self, Pending};
 use super::chain::Trail;
 use super::health::StoreHealth;
+use super::intake;
 use super::location::StoreLocation;
 use super::postgres::Postgres;
-use super::rows::{self, Columns, Param, Statement};
+use super::rows::{self, Decode, Param, Statement};
 use super::sqlite::Sqlite;
 use super::{
     ChainCheck, CommandRecord, Draft, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
     NewSession, Redactor, SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
-
-/// A row decoder, run by the backend on each row.
-pub(super) type Decode<T> = fn(&dyn Columns) -> Result<T, StoreError>;
 
 #[derive(Clone)]
 enum Backend {
@@ -137,6 +135,12 @@ impl Store {
         result
     }
 
+    /// An event as [`Store::append`] would store it (redacted), without storing it: for telling
+    /// whether it is already in the trail.
+    pub fn as_stored(&self, body: EventBody) -> Result<EventBody, StoreError> {
+        Ok(append::prepare(&self.redactor, "", body)?.body().clone())
+    }
+
     /// A session's events, in order.
     pub async fn events(&self, session_id: &str) -> Result<Vec<Event>, StoreError> {
         self.events_after(session_id, 0).await
@@ -212,10 +216,7 @@ impl Store {
         let trail: Option<Trail> =
             on_backend!(self, backend => backend.trail(session_id.to_string()).await)?;
         let trail = trail.ok_or_else(|| StoreError::UnknownSession(session_id.to_string()))?;
-        Ok(match trail.verify(session_id) {
-            Ok(events) => ChainCheck::Intact { events },
-            Err(broken) => ChainCheck::Broken(broken),
-        })
+        Ok(ChainCheck::of(trail.verify(session_id)))
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -314,19 +315,23 @@ impl Store {
             .map(drop)
     }
 
-    /// Appends a producer's decision (the alert intake's), its message redacted.
+    /// Appends a producer's decision (the alert intake's), its message redacted, to the intake's
+    /// hash chain.
     pub async fn record_intake(&self, event: IntakeEvent) -> Result<(), StoreError> {
-        let params: Vec<Param> = vec![
-            event.at.into(),
-            event.producer.into(),
-            event.decision.into(),
-            event.reason.into(),
-            event.alert_group.into(),
-            event.incident.into(),
-            self.redactor.redact(&event.message).into(),
-        ];
-        self.execute(Statement::new(rows::RECORD_INTAKE, params))
-            .await
+        let event = IntakeEvent {
+            message: self.redactor.redact(&event.message),
+            ..event
+        };
+        let result = on_backend!(self, backend => backend.append_intake(event).await);
+        self.health.observe_write(&result);
+        result
+    }
+
+    /// Recomputes the intake's hash chain (the decisions recorded since the store had one) and
+    /// compares it with the highest known head.
+    pub async fn verify_intake(&self) -> Result<ChainCheck, StoreError> {
+        let trail: Trail = on_backend!(self, backend => backend.intake_trail().await)?;
+        Ok(ChainCheck::of(trail.verify(intake::CHAIN)))
     }
 
     /// The producers' decisions, oldest first.

@@ -14,14 +14,13 @@ mod handlers;
 mod headers;
 mod live;
 pub mod pages;
+mod routes;
 pub mod timeline;
 
 pub use access::{Access, ConsoleOptions, ConsoleToken};
 pub use headers::CONTENT_SECURITY_POLICY;
+pub use routes::{router, serve};
 
-use axum::Router;
-use axum::response::Redirect;
-use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Store;
@@ -35,48 +34,7 @@ pub struct Console {
 }
 
 /// A session's page on the controller whose base URL is `base` (without a trailing slash): the link
-/// notifications carry, built from the path the router below serves.
+/// notifications carry, built from the path the router serves.
 pub fn session_url(base: &str, session_id: &str) -> String {
     format!("{base}{}", pages::session_href(session_id))
-}
-
-/// The console's routes, all under `/ui/`, behind `access` and with the security headers.
-pub fn router(console: Console, access: Access) -> Router {
-    if let Access::Off(why) = &access {
-        tracing::warn!("{why}");
-    }
-    let pages = Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(handlers::incidents))
-        .route("/ui/live", get(live::incidents))
-        .route("/ui/incidents/{namespace}/{name}", get(handlers::incident))
-        .route("/ui/sessions/{id}", get(handlers::session))
-        .route("/ui/sessions/{id}/live", get(live::session))
-        .route("/ui/sessions/{id}/output/{seq}", get(handlers::output))
-        .route("/ui/assets/console.css", get(assets::css))
-        .route("/ui/assets/live.js", get(assets::js))
-        .with_state(console);
-    let login = Router::new()
-        .route(
-            "/ui/login",
-            get(|| async { pages::login(None) }).post(access::login),
-        )
-        .with_state(access.clone());
-    pages
-        .merge(login)
-        .layer(axum::middleware::from_fn_with_state(access, access::check))
-        .layer(axum::middleware::from_fn(headers::secure))
-}
-
-/// `opslab console`: the console alone on `listener` (and `/` sent to `/ui/`), until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    console: Console,
-    access: Access,
-) -> std::io::Result<()> {
-    let shutdown = console.shutdown.clone();
-    let app = router(console, access).route("/", get(|| async { Redirect::to("/ui/") }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

@@ -69,26 +69,6 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
-/// A response's tokens, by kind: each is billed at its own price (see [`crate::cost`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Input read afresh (neither written to nor read from a prompt cache).
-    pub input_tokens: u64,
-    /// Input written to the prompt cache (Anthropic's `cache_creation_input_tokens`).
-    pub cache_write_tokens: u64,
-    /// Input read from the prompt cache (Anthropic's `cache_read_input_tokens`, OpenAI's
-    /// `prompt_tokens_details.cached_tokens`).
-    pub cache_read_tokens: u64,
-    pub output_tokens: u64,
-}
-
-impl Usage {
-    /// Every token the model read or wrote: what a token budget counts.
-    pub fn total(&self) -> u64 {
-        self.input_tokens + self.cache_write_tokens + self.cache_read_tokens + self.output_tokens
-    }
-}
-
 /// A setting that is on or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Switch {
@@ -177,6 +157,7 @@ impl ProviderConfig {
 }
 
 mod client;
+pub use crate::cost::Usage;
 pub use client::{LlmClient, LlmError, RetryNotice};
 
 /// A tool call's arguments as the model gave them. Servers differ: an object, a JSON string, or a

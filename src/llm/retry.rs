@@ -43,7 +43,7 @@ pub fn is_spend_limit(error_type: &str, message: &str) -> bool {
 }
 
 /// The delay a server asks for: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date.
-pub fn retry_after(headers: &reqwest::header::HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+pub fn retry_after(headers: &http::HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     if let Some(millis) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
         && millis.is_finite()
@@ -63,7 +63,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, now: jiff::Timestamp) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
+    use http::{HeaderMap, HeaderValue};
 
     #[test]
     fn only_transient_statuses_are_retried() {

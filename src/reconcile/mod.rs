@@ -7,11 +7,13 @@ pub mod plan;
 mod requeue;
 mod sink;
 
-pub use requeue::{MAX_BACKOFF, Retries, counted, failed};
+pub use requeue::{MAX_BACKOFF, Retries};
 pub use sink::{StatusSink, apply, delete};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -26,7 +28,7 @@ use crate::notify::Notifier;
 use crate::sandbox::{Audit, Sandboxes};
 use crate::server::Readiness;
 use crate::session::{CancelCause, SessionManager, Wake};
-use crate::{ObjectKey, Result};
+use crate::{Error, ObjectKey, Result};
 use plan::{Decision, Observed};
 
 /// What reconciles share.
@@ -75,7 +77,7 @@ impl Context {
             config.costs.clone(),
         )?;
         let sessions = SessionManager::new(
-            config.clone(),
+            config.session(),
             store.clone(),
             llm,
             sandboxes.clone(),
@@ -129,6 +131,11 @@ pub async fn reconcile(incident: &Incident, ctx: &Context) -> Result<IncidentSta
     };
     let decision = plan::decide(&observed);
     let started = act(&decision, incident, &key, latest, ctx).await?;
+    // A note is no spec change: it never starts an attempt, and a running session tells it once
+    // however often it is passed here.
+    if let Some(note) = incident.note() {
+        ctx.sessions.tell(uid, note);
+    }
     let session = started.as_ref().or(latest);
     let last_command = match session {
         Some(session) => ctx
@@ -263,4 +270,28 @@ pub async fn collect_orphans(ctx: &Context) {
         Ok(_) => {}
         Err(error) => warn!(%error, "orphan collection failed"),
     }
+}
+
+/// Runs one reconcile of `key` (whatever the source wraps around [`apply`]), timed and
+/// counted in the metrics by result and error; a success forgets the Incident's failures.
+pub async fn counted<T>(
+    ctx: &Context,
+    key: &ObjectKey,
+    reconcile: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    let result = reconcile.await;
+    let error_label = result.as_ref().err().map(Error::metric_label);
+    ctx.metrics.reconciled(started.elapsed(), error_label);
+    if result.is_ok() {
+        ctx.retries.forget(key);
+    }
+    result
+}
+
+/// After a failed reconcile: says so, and returns how long to wait before trying `key` again.
+pub fn failed(ctx: &Context, key: &ObjectKey, error: &Error) -> Duration {
+    let delay = ctx.retries.next(key);
+    warn!(incident = %key, %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
+    delay
 }

@@ -1,15 +1,12 @@
-//! Counting reconciles and deciding when a failed one is tried again, the same for every source.
+//! When a failed reconcile is tried again, the same for every source.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use tracing::warn;
 
-use super::Context;
-use crate::{Error, ObjectKey, Result};
+use crate::ObjectKey;
 
 /// The longest wait before a retry.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -49,28 +46,4 @@ fn new_backoff() -> ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .build()
-}
-
-/// Runs one reconcile of `key` (whatever the source wraps around [`super::apply`]), timed and
-/// counted in the metrics by result and error; a success forgets the Incident's failures.
-pub async fn counted<T>(
-    ctx: &Context,
-    key: &ObjectKey,
-    reconcile: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    let started = Instant::now();
-    let result = reconcile.await;
-    let error_label = result.as_ref().err().map(Error::metric_label);
-    ctx.metrics.reconciled(started.elapsed(), error_label);
-    if result.is_ok() {
-        ctx.retries.forget(key);
-    }
-    result
-}
-
-/// After a failed reconcile: says so, and returns how long to wait before trying `key` again.
-pub fn failed(ctx: &Context, key: &ObjectKey, error: &Error) -> Duration {
-    let delay = ctx.retries.next(key);
-    warn!(incident = %key, %error, label = error.metric_label(), retry_in = ?delay, "reconcile failed");
-    delay
 }

@@ -1,25 +1,22 @@
 //! One session's task: the agent loop. Every step is stored before it is acted on, and the
 //! conversation is the fold of what was stored ([`History`]), so a restart resumes where it stood.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::context::{self, Budget};
 use super::history::{History, Next};
 use super::tools::{self, ToolCall};
-use super::{Cancellation, Deps, Handle, Stalled, Wake, kube_access, prompt};
+use super::{Cancellation, Deps, Stalled, TicketChange, Wake, kube_access, prompt};
 use crate::ObjectKey;
 use crate::audit::{Event, EventBody, HeldSecret, SessionRecord, StoreError};
-use crate::config::{AgentLimits, Config};
+use crate::config::{AgentLimits, SessionSettings};
 use crate::incident::{IncidentSpec, Outcome, Phase, Report};
 use crate::llm::{ChatRequest, ContentBlock, LlmClient, Message, RetryNotice, Role};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{ExecOutcome, Sandbox, SandboxError};
 
 /// Output shorter than this is not worth a summary.
 const SUMMARY_THRESHOLD_BYTES: u64 = 2048;
@@ -28,18 +25,17 @@ const SUMMARY_GRACE: Duration = Duration::from_secs(30);
 
 pub(super) struct SessionTask {
     pub deps: Deps,
-    pub running: Arc<Mutex<HashMap<String, Handle>>>,
     pub stalled: Stalled,
     pub key: ObjectKey,
     pub incident_uid: String,
     pub spec: IncidentSpec,
     pub record: SessionRecord,
     pub cancel: Cancellation,
-    /// Fired once the task has left `running`.
-    pub stopped: CancellationToken,
-    pub updates: mpsc::UnboundedReceiver<(i64, IncidentSpec)>,
+    pub updates: mpsc::UnboundedReceiver<TicketChange>,
     /// The session's Kubernetes token, redacted from everything while the task lives.
     pub kube_token: Option<HeldSecret>,
+    /// What the token is bound to: deleted when the task ends, which revokes the token.
+    pub kube_binding: Option<kube_access::TokenBinding>,
 }
 
 /// How a session ended.
@@ -79,6 +75,8 @@ impl From<StoreError> for Abandoned {
 }
 
 impl SessionTask {
+    /// Runs the session to its end, or until it is abandoned; the manager, which spawned it, then
+    /// takes it off its list of running tasks.
     pub async fn run(mut self) {
         let span = tracing::info_span!("session", incident = %self.key, session = %self.record.id);
         async move {
@@ -114,13 +112,7 @@ impl SessionTask {
                 }
             };
             self.deps.metrics.session_stopped(ended);
-            self.running
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&self.incident_uid);
-            self.stopped.cancel();
-            let _ = self.deps.wake.send(Wake::One(self.key.clone()));
-            let _ = self.deps.wake.send(Wake::All);
+            self.revoke_kube_access().await;
         }
         .instrument(span)
         .await
@@ -133,19 +125,21 @@ impl SessionTask {
         let Some(access) = self.deps.kube_access.clone() else {
             return;
         };
-        let issued = match access.issue(remaining).await {
+        let issued = match access.issue(&self.record.id, remaining).await {
             Ok(issued) => issued,
             Err(error) => {
                 warn!(%error, "no Kubernetes access for the agent: its ServiceAccount's token could not be requested");
                 return;
             }
         };
+        self.kube_binding = Some(issued.binding.clone());
         match self.deps.store.redactor().hold(&issued.token) {
             Ok(held) => self.kube_token = Some(held),
             Err(reason) => {
                 warn!(
                     "no Kubernetes access for the agent: the token cannot be redacted ({reason})"
                 );
+                self.revoke_kube_access().await;
                 return;
             }
         }
@@ -154,6 +148,16 @@ impl SessionTask {
             .await
         {
             warn!(%error, "no Kubernetes access for the agent: its kubeconfig could not be written");
+        }
+    }
+
+    /// The session's token ends with its task, however it ends (a resumed session gets a new
+    /// one): the API server refuses it from then on.
+    async fn revoke_kube_access(&mut self) {
+        if let (Some(access), Some(binding)) =
+            (self.deps.kube_access.clone(), self.kube_binding.take())
+        {
+            access.revoke(&binding).await;
         }
     }
 
@@ -209,7 +213,7 @@ impl SessionTask {
 
     async fn drive(&mut self, summaries: &mut JoinSet<()>) -> Result<Ending, Abandoned> {
         let events = self.deps.store.events(&self.record.id).await?;
-        let limits = self.deps.config.agent.effective(&self.spec.agent);
+        let limits = self.deps.settings.agent.effective(&self.spec.agent);
         // The system prompt and the tools are the same in every request of the session, resumed or
         // not (the prompt is written from the ticket as the session started; updates are told as
         // messages): a prompt cache then keeps them.
@@ -237,7 +241,7 @@ impl SessionTask {
         );
         let mut history =
             History::from_events_within(events.iter().map(|event| &event.body), Some(budget));
-        if let Some(ending) = cannot_start(&self.deps.config, &limits) {
+        if let Some(ending) = cannot_start(&self.deps.settings, &limits) {
             return Ok(ending);
         }
         let started_at: jiff::Timestamp = self
@@ -302,20 +306,14 @@ impl SessionTask {
                     .await?;
                 }
                 Next::RunTool { id, name, input } => {
-                    let remaining = limits.timeout.saturating_sub(elapsed);
-                    if let Some(ending) = self
-                        .run_tool(
-                            &mut history,
-                            &sandbox,
-                            &limits,
-                            remaining,
-                            summaries,
-                            id,
-                            &name,
-                            &input,
-                        )
-                        .await?
-                    {
+                    let bench = Workbench {
+                        sandbox: &sandbox,
+                        limits: &limits,
+                        remaining: limits.timeout.saturating_sub(elapsed),
+                        summaries,
+                    };
+                    let requested = ToolUse { id, name, input };
+                    if let Some(ending) = self.run_tool(&mut history, bench, requested).await? {
                         return Ok(ending);
                     }
                 }
@@ -349,16 +347,32 @@ impl SessionTask {
     }
 
     async fn take_ticket_updates(&mut self, history: &mut History) -> Result<(), Abandoned> {
-        while let Ok((generation, spec)) = self.updates.try_recv() {
-            // Reconciles repeat an update until the session has recorded it: tell it once.
-            if generation <= self.record.generation {
-                continue;
-            }
-            self.record.generation = generation;
-            info!(generation, "the ticket was updated; telling the agent");
-            self.spec = spec.clone();
-            self.record_event(history, EventBody::TicketUpdated { generation, spec })
-                .await?;
+        while let Ok(change) = self.updates.try_recv() {
+            // Reconciles repeat an update or a note until the session has recorded it: tell it once.
+            let event = match change {
+                TicketChange::Spec { generation, spec } => {
+                    if generation <= self.record.generation {
+                        continue;
+                    }
+                    self.record.generation = generation;
+                    info!(generation, "the ticket was updated; telling the agent");
+                    self.spec = spec.clone();
+                    EventBody::TicketUpdated { generation, spec }
+                }
+                TicketChange::Note(note) => {
+                    let event = EventBody::NoteReceived { note };
+                    // Compared as stored: the trail keeps notes redacted.
+                    if let EventBody::NoteReceived { note: stored } =
+                        self.deps.store.as_stored(event.clone())?
+                        && history.last_note() == Some(stored.as_str())
+                    {
+                        continue;
+                    }
+                    info!("the Incident has a new note; telling the agent");
+                    event
+                }
+            };
+            self.record_event(history, event).await?;
         }
         Ok(())
     }
@@ -524,136 +538,198 @@ impl SessionTask {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the tool call the model asked for; the session's ending when the call ends it.
     async fn run_tool(
         &self,
         history: &mut History,
-        sandbox: &Sandbox,
-        limits: &AgentLimits,
-        remaining: Duration,
-        summaries: &mut JoinSet<()>,
-        id: String,
-        name: &str,
-        input: &serde_json::Value,
+        bench: Workbench<'_>,
+        requested: ToolUse,
     ) -> Result<Option<Ending>, Abandoned> {
-        let call = match tools::parse(name, input) {
-            Ok(call) => call,
+        let ToolUse { id, name, input } = requested;
+        match tools::parse(&name, &input) {
             Err(error) => {
-                self.record_event(
-                    history,
-                    EventBody::ToolRejected {
-                        tool_use_id: id,
-                        tool: name.to_string(),
-                        error,
-                    },
-                )
-                .await?;
-                return Ok(None);
-            }
-        };
-        match call {
-            ToolCall::Report(report) => {
-                let ending = Ending {
-                    phase: report.outcome.phase(),
-                    outcome: Some(report.outcome),
-                    reason: "Reported",
-                    message: report.summary.clone(),
+                let rejected = EventBody::ToolRejected {
+                    tool_use_id: id,
+                    tool: name,
+                    error,
                 };
-                self.record_event(
-                    history,
-                    EventBody::Reported {
-                        tool_use_id: id,
-                        report,
-                    },
-                )
-                .await?;
-                Ok(Some(ending))
-            }
-            ToolCall::Shell { command, reasoning } => {
-                if remaining.is_zero() {
-                    return Ok(Some(time_exhausted(limits)));
-                }
-                let timeout = limits.command_timeout.min(remaining);
-                let stored = self
-                    .record_event(
-                        history,
-                        EventBody::CommandStarted {
-                            tool_use_id: id.clone(),
-                            command: command.clone(),
-                            reasoning,
-                            timeout_seconds: timeout.as_secs().max(1),
-                        },
-                    )
-                    .await?;
-                let EventBody::CommandStarted { command: shown, .. } = stored.body else {
-                    unreachable!("the store returns the event it was given");
-                };
-                info!(command = %shown, "running command");
-                let started = std::time::Instant::now();
-                let result = tokio::select! {
-                    () = self.cancel.cancelled() => {
-                        self.deps.metrics.command_ran("interrupted", started.elapsed());
-                        self.record_event(history, EventBody::CommandInterrupted {
-                            tool_use_id: id,
-                            reason: self.cancel.cause().message(),
-                        }).await?;
-                        return Ok(Some(self.cancelled()));
-                    }
-                    result = sandbox.exec(&command, timeout) => result,
-                };
-                let exit_class = match &result {
-                    Ok(outcome) if outcome.timed_out => "timeout",
-                    Ok(outcome) if outcome.exit_code == Some(0) => "success",
-                    Ok(_) => "failure",
-                    Err(_) => "error",
-                };
-                self.deps.metrics.command_ran(exit_class, started.elapsed());
-                let finished = match result {
-                    Ok(outcome) => EventBody::CommandFinished {
-                        tool_use_id: id.clone(),
-                        exit_code: outcome.exit_code,
-                        duration_ms: millis(outcome.duration),
-                        timed_out: outcome.timed_out,
-                        output: outcome.output,
-                        output_bytes: outcome.output_bytes,
-                        truncated: outcome.truncated,
-                    },
-                    Err(error) => {
-                        let output = format!("the sandbox could not run the command: {error}");
-                        EventBody::CommandFinished {
-                            tool_use_id: id.clone(),
-                            exit_code: None,
-                            duration_ms: millis(started.elapsed()),
-                            timed_out: false,
-                            output_bytes: output.len() as u64,
-                            output,
-                            truncated: false,
-                        }
-                    }
-                };
-                let stored = self.record_event(history, finished).await?;
-                // After the finished command is stored, so the summary follows it in the trail; from
-                // the stored output, so no secret reaches the summary model.
-                if let EventBody::CommandFinished {
-                    output,
-                    output_bytes,
-                    ..
-                } = stored.body
-                    && output_bytes >= SUMMARY_THRESHOLD_BYTES
-                    && let Some(model) = &self.deps.config.summary_model
-                {
-                    let job = Summary {
-                        llm: self.deps.llm.summariser(),
-                        store: self.deps.store.clone(),
-                        session_id: self.record.id.clone(),
-                        tool_use_id: id,
-                        model: model.clone(),
-                        command: shown,
-                        output,
-                    };
-                    summaries.spawn(job.run().in_current_span());
-                }
+                self.record_event(history, rejected).await?;
                 Ok(None)
+            }
+            Ok(ToolCall::Report(report)) => self.report(history, id, report).await.map(Some),
+            Ok(ToolCall::Shell { command, reasoning }) => {
+                let shell = ShellCall {
+                    id,
+                    command,
+                    reasoning,
+                };
+                self.run_shell(history, bench, shell).await
+            }
+        }
+    }
+
+    /// Stores the agent's report: the session ends with its outcome.
+    async fn report(
+        &self,
+        history: &mut History,
+        id: String,
+        report: Report,
+    ) -> Result<Ending, Abandoned> {
+        let ending = Ending {
+            phase: report.outcome.phase(),
+            outcome: Some(report.outcome),
+            reason: "Reported",
+            message: report.summary.clone(),
+        };
+        let reported = EventBody::Reported {
+            tool_use_id: id,
+            report,
+        };
+        self.record_event(history, reported).await?;
+        Ok(ending)
+    }
+
+    /// Runs a command in the sandbox, stored before it runs and after it ends (or is interrupted
+    /// by a cancellation, which ends the session); a long output gets summarised aside.
+    async fn run_shell(
+        &self,
+        history: &mut History,
+        bench: Workbench<'_>,
+        shell: ShellCall,
+    ) -> Result<Option<Ending>, Abandoned> {
+        if bench.remaining.is_zero() {
+            return Ok(Some(time_exhausted(bench.limits)));
+        }
+        let timeout = bench.limits.command_timeout.min(bench.remaining);
+        let ShellCall {
+            id,
+            command,
+            reasoning,
+        } = shell;
+        let started_event = EventBody::CommandStarted {
+            tool_use_id: id.clone(),
+            command: command.clone(),
+            reasoning,
+            timeout_seconds: timeout.as_secs().max(1),
+        };
+        let stored = self.record_event(history, started_event).await?;
+        let EventBody::CommandStarted { command: shown, .. } = stored.body else {
+            unreachable!("the store returns the event it was given");
+        };
+        info!(command = %shown, "running command");
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            () = self.cancel.cancelled() => {
+                self.deps.metrics.command_ran("interrupted", started.elapsed());
+                self.record_event(history, EventBody::CommandInterrupted {
+                    tool_use_id: id,
+                    reason: self.cancel.cause().message(),
+                }).await?;
+                return Ok(Some(self.cancelled()));
+            }
+            result = bench.sandbox.exec(&command, timeout) => result,
+        };
+        self.deps
+            .metrics
+            .command_ran(exit_class(&result), started.elapsed());
+        let finished = command_finished(id.clone(), result, started.elapsed());
+        let stored = self.record_event(history, finished).await?;
+        self.summarise(stored.body, id, shown, bench.summaries);
+        Ok(None)
+    }
+
+    /// Has a long output summarised aside, when a summary model is set. From the stored output
+    /// (so no secret reaches the summary model), once the finished command is stored (so the
+    /// summary follows it in the trail).
+    fn summarise(
+        &self,
+        finished: EventBody,
+        id: String,
+        command: String,
+        summaries: &mut JoinSet<()>,
+    ) {
+        if let EventBody::CommandFinished {
+            output,
+            output_bytes,
+            ..
+        } = finished
+            && output_bytes >= SUMMARY_THRESHOLD_BYTES
+            && let Some(model) = &self.deps.settings.summary_model
+        {
+            let job = Summary {
+                llm: self.deps.llm.summariser(),
+                store: self.deps.store.clone(),
+                session_id: self.record.id.clone(),
+                tool_use_id: id,
+                model: model.clone(),
+                command,
+                output,
+            };
+            summaries.spawn(job.run().in_current_span());
+        }
+    }
+}
+
+/// A tool call the model asked for, as the conversation holds it.
+struct ToolUse {
+    id: String,
+    name: String,
+    input: serde_json::Value,
+}
+
+/// A `shell` call, parsed.
+struct ShellCall {
+    id: String,
+    command: String,
+    reasoning: String,
+}
+
+/// What a tool call runs with: the sandbox, the limits, the session's time left, and the
+/// summaries being written aside.
+struct Workbench<'a> {
+    sandbox: &'a Sandbox,
+    limits: &'a AgentLimits,
+    remaining: Duration,
+    summaries: &'a mut JoinSet<()>,
+}
+
+/// How a command ended, as the metrics count it.
+fn exit_class(result: &Result<ExecOutcome, SandboxError>) -> &'static str {
+    match result {
+        Ok(outcome) if outcome.timed_out => "timeout",
+        Ok(outcome) if outcome.exit_code == Some(0) => "success",
+        Ok(_) => "failure",
+        Err(_) => "error",
+    }
+}
+
+/// The event that ends a command; a command the sandbox could not run ends with why, as its
+/// output.
+fn command_finished(
+    id: String,
+    result: Result<ExecOutcome, SandboxError>,
+    elapsed: Duration,
+) -> EventBody {
+    match result {
+        Ok(outcome) => EventBody::CommandFinished {
+            tool_use_id: id,
+            exit_code: outcome.exit_code,
+            duration_ms: millis(outcome.duration),
+            timed_out: outcome.timed_out,
+            output: outcome.output,
+            output_bytes: outcome.output_bytes,
+            truncated: outcome.truncated,
+        },
+        Err(error) => {
+            let output = format!("the sandbox could not run the command: {error}");
+            EventBody::CommandFinished {
+                tool_use_id: id,
+                exit_code: None,
+                duration_ms: millis(elapsed),
+                timed_out: false,
+                output_bytes: output.len() as u64,
+                output,
+                truncated: false,
             }
         }
     }
@@ -762,11 +838,15 @@ fn time_exhausted(limits: &AgentLimits) -> Ending {
 
 /// Why a session cannot run at all, said before a sandbox is made: no model is configured, or a
 /// spend budget is set for a model whose price is unknown (so it could not be enforced). Pure.
-fn cannot_start(config: &Config, limits: &AgentLimits) -> Option<Ending> {
-    if let Some(missing) = config.provider.missing() {
-        return Some(Ending::new(Phase::Failed, "NoModelConfigured", missing));
+fn cannot_start(settings: &SessionSettings, limits: &AgentLimits) -> Option<Ending> {
+    if let Some(missing) = &settings.missing_model {
+        return Some(Ending::new(
+            Phase::Failed,
+            "NoModelConfigured",
+            missing.clone(),
+        ));
     }
-    match config
+    match settings
         .costs
         .check_budget(&limits.model, limits.max_cost_usd)
     {

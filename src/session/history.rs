@@ -42,8 +42,10 @@ pub struct History {
     results: BTreeMap<String, ContentBlock>,
     /// Calls whose command started (write-ahead) but has no result yet.
     started: BTreeSet<String>,
-    /// Ticket updates to tell the model with the next user message.
+    /// Ticket updates and notes to tell the model with the next user message.
     notes: Vec<String>,
+    /// The last note told (as stored): a note is told once.
+    last_note: Option<String>,
     reported: bool,
     finished: bool,
     pub turns: u32,
@@ -191,6 +193,10 @@ impl History {
             EventBody::TicketUpdated { spec, generation } => {
                 self.notes.push(prompt::ticket_updated(*generation, spec));
             }
+            EventBody::NoteReceived { note } => {
+                self.notes.push(prompt::note(note));
+                self.last_note = Some(note.clone());
+            }
             // Summaries are the session's spend too, though not part of the conversation.
             EventBody::OutputSummary {
                 tool_use_id,
@@ -246,6 +252,11 @@ impl History {
                 content,
             }),
         }
+    }
+
+    /// The last note the agent was told, as it was stored (redacted).
+    pub fn last_note(&self) -> Option<&str> {
+        self.last_note.as_deref()
     }
 
     /// What to do next. Pure: depends only on the events applied.
@@ -594,6 +605,27 @@ mod tests {
         assert!(
             matches!(&last.content[1], ContentBlock::Text { text } if text.contains("updated"))
         );
+    }
+
+    #[test]
+    fn a_note_joins_the_ticket_before_the_first_call_and_is_remembered() {
+        let mut history = History::from_events(&[started()]);
+        history.apply(&EventBody::NoteReceived {
+            note: "the alert group resolved".into(),
+        });
+        assert_eq!(history.next(), Next::CallModel);
+        assert_eq!(history.last_note(), Some("the alert group resolved"));
+        let messages = history.messages();
+        assert_eq!(
+            messages.len(),
+            1,
+            "one user message: the ticket and the note"
+        );
+        assert!(matches!(
+            &messages[0].content[..],
+            [ContentBlock::Text { .. }, ContentBlock::Text { text }]
+                if text.contains("ticket itself is unchanged") && text.contains("resolved")
+        ));
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub fn ticket_updated(generation: i64, spec: &IncidentSpec) -> String {
     )
 }
 
+/// A note on the ticket (not a change to it), as the agent reads it.
+pub fn note(note: &str) -> String {
+    format!("A note on the ticket (the ticket itself is unchanged):\n\n{note}")
+}
+
 /// Sent after a reply that neither runs a command nor reports.
 pub const NUDGE: &str =
     "Continue: run a command with the `shell` tool, or call `report` if you are done.";

@@ -68,6 +68,7 @@ COMBINATIONS = {
     "non-root": NON_ROOT,
     "full-docker-access": {"sandbox": {"dockerAccess": "full"}},
     "console": {"console": {"enabled": True, "token": {"existingSecret": "opslab-console"}}},
+    "watch-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
 }
 
 
@@ -168,6 +169,9 @@ EXPECTED_CLUSTER_RULES = {
 
 AGENT = f"{FULLNAME}-agent"
 AGENT_TOKEN_ROLE = f"{FULLNAME}-agent-token"
+# A session's token is bound to an empty Secret made for it and deleted when it ends (never read).
+SESSION_SECRET_RULES = {("", "secrets", "create", ()), ("", "secrets", "delete", ())}
+AGENT_TOKEN_RULES = {("", "serviceaccounts/token", "create", (AGENT,))} | SESSION_SECRET_RULES
 
 
 def test_chart_rbac_is_least_privilege_without_leader_election(chart):
@@ -199,7 +203,7 @@ def test_chart_agent_gets_its_own_account_with_view_and_the_controller_only_its_
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
     role = one(objects, "Role", AGENT_TOKEN_ROLE)
-    assert rbac_rules(role) == {("", "serviceaccounts/token", "create", (AGENT,))}
+    assert rbac_rules(role) == AGENT_TOKEN_RULES
     role_binding = one(objects, "RoleBinding", AGENT_TOKEN_ROLE)
     assert role_binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
@@ -220,7 +224,8 @@ def test_chart_agent_gets_its_own_account_with_view_and_the_controller_only_its_
     objects = manifests(render(chart, values))
     assert one(objects, "ClusterRoleBinding", "sre-bot")["roleRef"]["name"] == "edit"
     assert rbac_rules(one(objects, "Role", AGENT_TOKEN_ROLE)) == {
-        ("", "serviceaccounts/token", "create", ("sre-bot",))
+        ("", "serviceaccounts/token", "create", ("sre-bot",)),
+        *SESSION_SECRET_RULES,
     }
     env = container_env(one(objects, "Deployment"))
     assert env["OPSLAB_AGENT_KUBE_SERVER"]["value"] == "https://10.96.0.1:443"
@@ -234,6 +239,49 @@ def test_chart_agent_gets_its_own_account_with_view_and_the_controller_only_its_
     assert "OPSLAB_AGENT_SERVICE_ACCOUNT" not in container_env(one(objects, "Deployment"))
     with pytest.raises(helm.HelmValuesError, match="agentAccess/server"):
         render(chart, {"agentAccess": {"server": "kubernetes.default.svc"}})
+
+
+def test_chart_watch_namespaces_grants_roles_there_and_nothing_cluster_wide(chart):
+    values = {"watchNamespaces": ["team-a", "team-b"], "alerts": {"enabled": True,
+              "token": {"existingSecret": "opslab-alerts"}}, "leaderElection": {"enabled": True}}
+    objects = manifests(render(chart, values))
+    # Nothing cluster-wide: neither the controller's rules nor the agent's binding.
+    assert find(objects, "ClusterRole") == [] and find(objects, "ClusterRoleBinding") == []
+    for namespace in ["team-a", "team-b"]:
+        [role] = [r for r in find(objects, "Role", FULLNAME)
+                  if r["metadata"]["namespace"] == namespace]
+        assert rbac_rules(role) == EXPECTED_CLUSTER_RULES | {
+            ("opslab.dev", "incidents", "create", ())
+        }
+        [binding] = [b for b in find(objects, "RoleBinding", FULLNAME)
+                     if b["metadata"]["namespace"] == namespace]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
+        [agent] = [b for b in find(objects, "RoleBinding", AGENT)
+                   if b["metadata"]["namespace"] == namespace]
+        assert agent["roleRef"]["kind"] == "ClusterRole" and agent["roleRef"]["name"] == "view"
+        assert agent["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
+    assert len(find(objects, "Role", FULLNAME)) == 2
+    # The Lease and the agent's tokens stay in the release's namespace.
+    for name in [f"{FULLNAME}-leader-election", AGENT_TOKEN_ROLE]:
+        assert one(objects, "Role", name)["metadata"]["namespace"] == NAMESPACE
+    assert rbac_rules(one(objects, "Role", AGENT_TOKEN_ROLE)) == AGENT_TOKEN_RULES
+    env = container_env(one(objects, "Deployment"))
+    assert env["OPSLAB_WATCH_NAMESPACES"]["value"] == "team-a,team-b"
+    notes = render(chart, values)["opslab/templates/NOTES.txt"]
+    assert "Incidents in the namespaces team-a, team-b" in notes
+
+    # Unset: every namespace, through the ClusterRole; no flag.
+    objects = manifests(render(chart))
+    assert "OPSLAB_WATCH_NAMESPACES" not in container_env(one(objects, "Deployment"))
+    assert find(objects, "Role", FULLNAME) == []
+    for bad in [["Team-A"], ["a", "a"], ["a.b"], "team-a"]:
+        with pytest.raises(helm.HelmValuesError, match="watchNamespaces"):
+            render(chart, {"watchNamespaces": bad})
 
 
 def test_chart_alert_intake_gains_create_and_its_token_from_a_secret(chart):

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use opslab::alerts::{ALERTS_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, SEQUENCE_ANNOTATION};
+use opslab::alerts::{
+    ALERTS_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION, SEQUENCE_ANNOTATION,
+};
 use opslab::audit::{Redactor, Store};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::{Incident, NOTE_ANNOTATION, Phase};
 use serde_json::{Value, json};
 
 use crate::support::alertmanager::{self, Alertmanager};
@@ -282,6 +284,81 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
         "the token is never logged"
     );
     drop(am);
+}
+
+/// Alertmanager says the group resolved while the agent works (most often its own fix taking
+/// effect, as it reports): the agent is told in a note, the spec is untouched, and so no second
+/// attempt can start however late the resolution lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_during_the_session_is_a_note_to_the_agent_and_starts_no_attempt() {
+    docker::require_sandbox_image();
+    let llm = FakeLlm::start(
+        Protocol::Anthropic,
+        vec![
+            Turn::shell("sleep 5", "watch the error rate"),
+            Turn::report("resolved", "rolled the api back"),
+        ],
+    )
+    .await;
+    let controller = controller(&llm);
+    let url = format!("{}/api/v1/alerts", controller.http_url());
+    let alertname = format!(
+        "ApiErrors{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let firing = notification(&alertname);
+    let (code, answer) = post(&url, Some(TOKEN), firing.to_string()).await;
+    assert_eq!(code, 200, "{answer}");
+    let (_, incident) = until("the Incident", &controller, || {
+        filed(&controller).into_iter().next()
+    })
+    .await;
+    let name = incident.metadata.name.clone().unwrap();
+    controller.wait_for_commands(&name, 1, WAIT);
+
+    let resolved = with(firing, |body| {
+        body["status"] = "resolved".into();
+        body["alerts"][0]["status"] = "resolved".into();
+        body["alerts"][0]["endsAt"] = "2026-12-06T10:05:00Z".into();
+    });
+    let (code, answer) = post(&url, Some(TOKEN), resolved.to_string()).await;
+    assert_eq!(code, 200, "{answer}");
+    let noted = until("the resolution noted on the Incident", &controller, || {
+        filed(&controller)
+            .into_iter()
+            .map(|(_, incident)| incident)
+            .find(|incident| !annotation(incident, NOTE_ANNOTATION).is_empty())
+    })
+    .await;
+    assert_eq!(noted.spec, incident.spec, "the spec is untouched");
+    assert_eq!(
+        annotation(&noted, RESOLVED_ANNOTATION),
+        "2026-12-06T10:05:00Z"
+    );
+
+    let ended = controller.wait_for_phase(&name, Phase::Resolved, WAIT);
+    assert_eq!(ended.metadata.generation, Some(1));
+    let status = ended.status.unwrap();
+    assert_eq!(status.attempt, 1);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|condition| { condition.type_ == "AlertResolved" && condition.status == "True" }),
+        "{:#?}",
+        status.conditions
+    );
+    let told = llm.requests()[1].to_string();
+    assert!(
+        told.contains("A note on the ticket") && told.contains("resolved at 2026-12-06T10:05:00Z"),
+        "{told}"
+    );
+    // Both decisions are in the intake's hash chain.
+    let verified = controller.cli(&["audit", "verify"]);
+    assert!(
+        verified.contains("ok      intake decisions (2 decisions)"),
+        "{verified}"
+    );
 }
 
 /// Posts a body to the intake with a token (None: no Authorization header).

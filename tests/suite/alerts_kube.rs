@@ -15,7 +15,7 @@ use opslab::alerts::{
     SEQUENCE_ANNOTATION, Target,
 };
 use opslab::audit::{Redactor, Store};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::{Incident, NOTE_ANNOTATION, Phase};
 use opslab::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -260,12 +260,19 @@ async fn mock_intake(
             seen.lock()
                 .unwrap()
                 .push((format!("{} {}", parts.method, parts.uri), body.clone()));
-            let reply = if parts.method == http::Method::GET {
-                json!({"apiVersion": "opslab.dev/v1alpha1", "kind": "IncidentList",
-                       "metadata": {"resourceVersion": "1"},
-                       "items": listed.lock().unwrap().clone()})
-            } else {
-                body
+            let reply = match parts.method {
+                http::Method::GET => {
+                    json!({"apiVersion": "opslab.dev/v1alpha1", "kind": "IncidentList",
+                           "metadata": {"resourceVersion": "1"},
+                           "items": listed.lock().unwrap().clone()})
+                }
+                // A merge patch answers with the whole object, as the API server does.
+                http::Method::PATCH => {
+                    let mut object = listed.lock().unwrap()[0].clone();
+                    json_patch::merge(&mut object, &body);
+                    object
+                }
+                _ => body,
             };
             respond.send_response(
                 Response::builder()
@@ -356,9 +363,11 @@ async fn kube_intake_finds_the_group_by_label_and_writes_only_what_changed() {
         patch.starts_with(&format!("PATCH {INCIDENTS}/{name}")),
         "{patch}"
     );
-    // Told to the running agent through the spec, as any change of the ticket.
+    // Told to the running agent in a note; the spec is not touched (a change would start
+    // another attempt if the agent has just reported).
+    assert!(body.get("spec").is_none(), "{body:#}");
     assert!(
-        body["spec"]["description"]
+        body["metadata"]["annotations"][NOTE_ANNOTATION]
             .as_str()
             .is_some_and(|text| text.contains("Alertmanager reports the alert group resolved")),
         "{body:#}"

@@ -326,6 +326,8 @@ fn compose_demo_without_a_key_an_alert_files_the_incident_and_the_replay_resolve
         std::fs::read_to_string(&manifest)
             .is_ok_and(|text| text.contains(opslab::alerts::RESOLVED_ANNOTATION))
     });
+    // The resolution, however close to the report it landed, started no second attempt.
+    assert_eq!(stack.sessions().len(), 1);
     // And the sink received the Incident's end, as a CloudEvent and as a Slack message.
     stack.wait("the sink to receive the notifications", || {
         let sink = logs("sink");

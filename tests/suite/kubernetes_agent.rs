@@ -1,11 +1,12 @@
 //! The agent sees Kubernetes in Kubernetes mode: against a real API server listening on a test
 //! network's gateway (which the sandbox joins, and nothing beyond it), a session's kubectl works
 //! with a token of the agent's own ServiceAccount, bound to the `view` ClusterRole as the chart
-//! binds it; the token is never stored, logged or sent to the model.
+//! binds it; the token is never stored, logged or sent to the model, and the API server refuses it
+//! as soon as the session is over (long before the ten minutes a requested token lasts at least).
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PostParams};
 use opslab::incident::Phase;
@@ -86,6 +87,16 @@ async fn token_in_sandbox(session: &str, controller: &Controller) -> String {
     }
 }
 
+/// The pods of `default` as the holder of `token` sees them.
+async fn agent_client(api: &KubeApi, token: &str) -> Api<Pod> {
+    let path = api.kubeconfig_with_token("agent.kubeconfig", token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_api_a_sessions_kubectl_sees_the_cluster_with_its_own_read_only_account() {
     docker::require_sandbox_image();
@@ -141,6 +152,27 @@ async fn kube_api_a_sessions_kubectl_sees_the_cluster_with_its_own_read_only_acc
         },
     )
     .await;
+
+    // The session is over: the Secret its token was bound to is gone, and the API server refuses
+    // the token (within its token cache's 10 s), though it was minted for 15 minutes.
+    let secrets: Api<Secret> = Api::namespaced(api.client.clone(), "default");
+    let binding = opslab::session::kube_access::binding_name(&session);
+    let agent = agent_client(&api, &token).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match agent.list(&Default::default()).await {
+            Err(kube::Error::Api(status)) if status.code == 401 => break,
+            answer => assert!(
+                Instant::now() < deadline,
+                "the ended session's token still works: {:?}\nits Secret: {:?}\n{}",
+                answer.map(|pods| pods.items.len()),
+                secrets.get_opt(&binding).await,
+                logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(secrets.get_opt(&binding).await.unwrap().is_none());
 
     let outputs: Vec<(Value, String)> = controller
         .events(&session)

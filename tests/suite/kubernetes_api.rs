@@ -75,7 +75,7 @@ async fn events_of(api: &KubeApi, name: &str) -> Vec<Event> {
 }
 
 /// Polls an HTTP endpoint of the controller until `check` passes on (status, body).
-async fn wait_for_http(
+pub(crate) async fn wait_for_http(
     controller: &Controller,
     path: &str,
     what: &str,

@@ -1,5 +1,6 @@
 mod alerts;
 mod alerts_kube;
+mod architecture;
 mod cli;
 mod compose;
 mod console;

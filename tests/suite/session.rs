@@ -413,6 +413,49 @@ async fn session_is_cancelled_when_its_manifest_is_deleted() {
     assert!(!table.contains("gone"), "{table}");
 }
 
+/// A note (`opslab.dev/note`) reaches the running agent once, as a note: the ticket's generation
+/// does not move, so neither it nor a note added after the report starts another attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_reach_the_running_agent_once_and_start_no_attempt() {
+    let script = vec![
+        Turn::shell("sleep 3", "wait for the disk check"),
+        Turn::report("resolved", "freed the disk"),
+    ];
+    let (llm, controller) = scripted(script, |options| options).await;
+    let with_note = |note: &str| {
+        manifest("noted", "the disk fills", "").replace(
+            "  name: noted\n",
+            &format!("  name: noted\n  annotations:\n    opslab.dev/note: \"{note}\"\n"),
+        )
+    };
+    controller.write_manifest("noted.yaml", &manifest("noted", "the disk fills", ""));
+    controller.wait_for_commands("noted", 1, SESSION_TIMEOUT);
+    let note = "the storage team says /var/log is on the small disk";
+    controller.write_manifest("noted.yaml", &with_note(note));
+    // Written again unchanged: reconciled again, told once all the same.
+    std::thread::sleep(Duration::from_millis(300));
+    controller.write_manifest("noted.yaml", &with_note(note));
+    let ended = controller.wait_for_phase("noted", Phase::Resolved, SESSION_TIMEOUT);
+    assert_eq!(
+        ended.metadata.generation,
+        Some(1),
+        "a note is no spec change"
+    );
+    let told = llm.requests()[1].to_string();
+    assert!(
+        told.contains("A note on the ticket") && told.contains(note),
+        "{told}"
+    );
+    assert_eq!(count(&controller.events("noted"), "note_received"), 1);
+
+    // A note after the report: nothing starts.
+    controller.write_manifest("noted.yaml", &with_note("it is fine now"));
+    std::thread::sleep(Duration::from_secs(2));
+    let after = controller.incident("noted").unwrap().status.unwrap();
+    assert_eq!((after.phase, after.attempt), (Phase::Resolved, 1));
+    assert_eq!(llm.requests().len(), 2, "the model was not called again");
+}
+
 /// A spec change during a session reaches the agent; one after the end starts a new attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_follows_spec_changes() {

@@ -2,7 +2,8 @@
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
 use opslab::audit::{
-    ChainCheck, DraftChange, EventBody, NewSession, SessionFeed, SessionRecord, SessionState, Store,
+    ChainCheck, DraftChange, EventBody, IntakeEvent, NewSession, SessionFeed, SessionRecord,
+    SessionState, Store,
 };
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
@@ -37,6 +38,7 @@ on_each_backend!(
     store_unknown_sessions_and_undecodable_rows_are_clear_errors,
     store_drafts_are_redacted_and_gone_with_the_next_event,
     store_the_change_feed_yields_events_then_drafts,
+    store_intake_decisions_are_chained_and_tampering_is_found,
 );
 
 async fn new_session(store: &Store, id: &str) -> SessionRecord {
@@ -297,7 +299,7 @@ async fn store_events_are_append_only_and_tampering_is_found(fixture: TestStore)
     }
 
     // Someone with the owner's rights lifts the guards and tampers.
-    fixture.lift_append_only().await;
+    fixture.lift_append_only("events").await;
     fixture
         .raw(
             "UPDATE events SET body = replace(body, 'echo 2', 'echo X') WHERE session_id = 'edit' AND seq = 3;
@@ -317,6 +319,61 @@ async fn store_events_are_append_only_and_tampering_is_found(fixture: TestStore)
     assert_eq!(broken_at(store.verify("delete").await.unwrap()), 2);
     assert_eq!(broken_at(store.verify("swap").await.unwrap()), 2);
     assert_eq!(broken_at(store.verify("cut").await.unwrap()), 4);
+}
+
+fn intake_decision(n: usize) -> IntakeEvent {
+    IntakeEvent {
+        at: format!("2026-12-06T10:00:{n:02}Z"),
+        producer: "alertmanager".into(),
+        decision: "created".into(),
+        reason: None,
+        alert_group: Some("3f2a9c01d4".into()),
+        incident: Some(format!("default/redisdown-{n}")),
+        message: format!("filed redisdown-{n}"),
+    }
+}
+
+/// The alert intake's decisions form a hash chain of their own: two handles (two replicas)
+/// appending at once stay one gapless chain, and an edited, reordered or cut-off decision shows.
+async fn store_intake_decisions_are_chained_and_tampering_is_found(fixture: TestStore) {
+    let (first, second) = (fixture.open().await, fixture.open().await);
+    assert_eq!(
+        first.verify_intake().await.unwrap(),
+        ChainCheck::Intact { events: 0 }
+    );
+    let appends = (0..20).map(|n| {
+        let store = if n % 2 == 0 { &first } else { &second };
+        store.record_intake(intake_decision(n))
+    });
+    for result in futures::future::join_all(appends).await {
+        result.unwrap();
+    }
+    assert_eq!(
+        second.verify_intake().await.unwrap(),
+        ChainCheck::Intact { events: 20 }
+    );
+    assert_eq!(first.intake_events().await.unwrap().len(), 20);
+    let error = fixture
+        .raw("UPDATE intake_events SET message = 'nothing' WHERE seq = 3")
+        .await
+        .unwrap_err();
+    assert!(error.contains("append-only"), "{error}");
+
+    fixture.lift_append_only("intake_events").await;
+    let broken_at = |check: ChainCheck| match check {
+        ChainCheck::Broken(broken) => broken.seq,
+        ChainCheck::Intact { events } => panic!("tampering not found ({events} decisions intact)"),
+    };
+    fixture
+        .raw("DELETE FROM intake_events WHERE seq >= 18")
+        .await
+        .unwrap();
+    assert_eq!(broken_at(first.verify_intake().await.unwrap()), 18);
+    fixture
+        .raw("UPDATE intake_events SET message = 'filed nothing' WHERE seq = 7")
+        .await
+        .unwrap();
+    assert_eq!(broken_at(first.verify_intake().await.unwrap()), 7);
 }
 
 async fn store_secrets_never_reach_the_file(fixture: TestStore) {
@@ -464,7 +521,7 @@ async fn store_a_stale_anchor_does_not_hide_a_cut_tail(fixture: TestStore) {
         ChainCheck::Intact { events: 5 }
     );
 
-    fixture.lift_append_only().await;
+    fixture.lift_append_only("events").await;
     fixture
         .raw(&format!(
             "DELETE FROM events WHERE session_id = 's' AND seq = 5;
@@ -496,7 +553,7 @@ async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors(fixture: T
             .await
             .unwrap();
     }
-    fixture.lift_append_only().await;
+    fixture.lift_append_only("events").await;
     fixture
         .raw(
             "UPDATE events SET body = '{\"kind\":\"no_such_kind\"}' WHERE session_id = 's' AND seq = 2;",
@@ -532,7 +589,7 @@ async fn store_postgres_replicas_opening_at_once_migrate_once() {
     let versions: Vec<i64> = fixture
         .postgres_column("SELECT version FROM schema_migrations ORDER BY version")
         .await;
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
 }
 
 /// A PostgreSQL store that cannot be reached fails the open at once, in one line that names the

@@ -23,6 +23,7 @@ pub fn kube_config(dir: &Path, base_url: String, instance: &str) -> Config {
             leader_election: None,
             agent_access: None,
             incident_selector: None,
+            watch: Default::default(),
         }),
         store: dir.join("audit.db").into(),
         store_durability: Default::default(),

@@ -71,13 +71,15 @@ impl TestStore {
     }
 
     /// What someone with the database's owner rights does first: turn off the append-only guards
-    /// of the events table.
-    pub async fn lift_append_only(&self) {
+    /// of a table (`events`, `intake_events`).
+    pub async fn lift_append_only(&self, table: &str) {
         let sql = match &self.backend {
-            Backend::Sqlite(_) => "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;",
-            Backend::Postgres { .. } => "ALTER TABLE events DISABLE TRIGGER USER;",
+            Backend::Sqlite(_) => {
+                format!("DROP TRIGGER {table}_no_update; DROP TRIGGER {table}_no_delete;")
+            }
+            Backend::Postgres { .. } => format!("ALTER TABLE {table} DISABLE TRIGGER USER;"),
         };
-        self.raw(sql).await.unwrap();
+        self.raw(&sql).await.unwrap();
     }
 
     /// Records a chain head for the session where the backend keeps its anchors, as a late anchor

@@ -111,3 +111,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "opslab.alertRules" -}}
 {{- if and .Values.alerts.enabled .Values.alerts.rules }}{{ include "opslab.fullname" . }}-alert-rules{{ end }}
 {{- end }}
+
+{{/* What the controller does to Incidents (and their Events), in a ClusterRole or each watched
+namespace's Role: watches them, adds and removes its finalizer (a patch), writes their status
+(server-side apply on /status) and records Events about them. */}}
+{{- define "opslab.incidentRules" -}}
+- apiGroups: [opslab.dev]
+  resources: [incidents]
+  verbs: [get, list, watch, patch]
+{{- if .Values.alerts.enabled }}
+# The Alertmanager intake files Incidents from alerts.
+- apiGroups: [opslab.dev]
+  resources: [incidents]
+  verbs: [create]
+{{- end }}
+- apiGroups: [opslab.dev]
+  resources: [incidents/status]
+  verbs: [patch]
+- apiGroups: [opslab.dev]
+  resources: [incidents/finalizers]
+  verbs: [update]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}

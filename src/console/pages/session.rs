@@ -5,9 +5,9 @@ use maud::{Markup, html};
 
 use super::layout::page;
 use super::{dollars, incident_href, segment, session_href, shown, when};
-use crate::audit::{Broken, ChainCheck, Draft, Event, EventBody, SessionRecord, SessionState};
+use crate::audit::{Broken, ChainCheck, Draft, Event, SessionRecord, SessionState};
 use crate::console::timeline::{self, Entry, Gantt};
-use crate::llm::ContentBlock;
+use crate::presentation::{Block, Medium, Presented, Span, Tone, present, seconds};
 
 /// The chain check as the page shows it: computed by [`crate::audit::Store::verify`], the code
 /// behind `opslab audit verify`.
@@ -73,10 +73,6 @@ const GANTT_LABEL: u64 = 300;
 const GANTT_ROW: u64 = 20;
 /// Up to this many commands, each gets a full, labelled row.
 const GANTT_FULL_ROWS: u64 = 40;
-
-fn seconds(ms: u64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
-}
 
 /// The commands on a time axis (SVG: its geometry is attributes, which the CSP allows, not inline
 /// styles). Each bar links to its command. Also what the live feed replaces.
@@ -149,173 +145,50 @@ fn output_block(session_id: &str, seq: i64, output: &str) -> Markup {
     }
 }
 
-fn event_body(session_id: &str, entry: &Entry<'_>) -> (String, &'static str, Markup) {
-    let event = entry.event;
-    match &event.body {
-        EventBody::SessionStarted {
-            spec,
-            model,
-            provider,
-            sandbox_image,
-            ..
-        } => (
-            format!("session started: {provider} model {model}"),
-            "",
-            html! {
-                p { "Ticket: " strong { (shown(&spec.title)) } " (" (spec.severity.to_string()) ")" }
-                @if !spec.description.trim().is_empty() { div.reasoning { (shown(&spec.description)) } }
-                p.muted { "sandbox image " code { (shown(sandbox_image)) } }
-            },
-        ),
-        EventBody::SandboxReady { container_id } => (
-            format!(
-                "sandbox ready: {}",
-                container_id.get(..12).unwrap_or(container_id)
-            ),
-            "",
-            html! {},
-        ),
-        EventBody::LlmResponse {
-            turn,
-            content,
-            input_tokens,
-            output_tokens,
-            cost_usd,
-            ..
-        } => (
-            format!("model turn {turn}"),
-            "",
-            html! {
-                p.muted { (input_tokens) " tokens in / " (output_tokens) " out, " (dollars(*cost_usd)) }
-                @for block in content {
-                    @match block {
-                        ContentBlock::Text { text } => {
-                            @if !text.trim().is_empty() { div.reasoning { (shown(text)) } }
-                        }
-                        ContentBlock::ToolUse { name, input, .. } => {
-                            @if name == "shell" {
-                                p { "calls shell: " code { (shown(input["command"].as_str().unwrap_or("?"))) } }
-                            } @else {
-                                p { "calls " code { (shown(name)) } }
-                            }
-                        }
-                        ContentBlock::ToolResult { .. } => {}
-                    }
-                }
-            },
-        ),
-        EventBody::LlmRetrying {
-            retry,
-            max_retries,
-            delay_ms,
-            error,
-        } => (
-            EventBody::retrying_message(*retry, *max_retries, *delay_ms, error),
-            "",
-            html! {},
-        ),
-        EventBody::LlmFailed { message } => (message.clone(), "", html! {}),
-        EventBody::CommandStarted {
-            command,
-            reasoning,
-            timeout_seconds,
-            ..
-        } => (
-            "command".into(),
-            "",
-            html! {
-                pre.command { "$ " (shown(command)) }
-                div.reasoning { "why: " (shown(reasoning)) }
-                p.muted { "timeout " (timeout_seconds) "s" }
-            },
-        ),
-        EventBody::CommandFinished {
-            exit_code,
-            duration_ms,
-            timed_out,
-            output,
-            output_bytes,
-            truncated,
-            ..
-        } => {
-            let (status, class) = match (timed_out, exit_code) {
-                (true, _) => ("timed out".to_string(), "failed"),
-                (false, Some(0)) => ("exit 0".to_string(), "ok"),
-                (false, Some(code)) => (format!("exit {code}"), "failed"),
-                (false, None) => ("not run".to_string(), "failed"),
-            };
-            (
-                format!("{status} after {}", seconds(*duration_ms)),
-                class,
-                html! {
-                    @if let Some(command) = entry.command { p.muted { code { "$ " (shown(command)) } } }
-                    p.muted {
-                        (output_bytes) " bytes of output"
-                        @if *truncated { ", cut by the sandbox (its first and last bytes kept)" }
-                    }
-                    (output_block(session_id, event.seq, output))
-                },
-            )
+/// The colour of an event, as a class of its item.
+fn tone_class(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Neutral => "",
+        Tone::Ok => "ok",
+        Tone::Failed => "failed",
+        Tone::Allowed => "allowed",
+        Tone::Denied => "denied",
+    }
+}
+
+fn spans(spans: &[Span]) -> Markup {
+    html! {
+        @for span in spans {
+            @match span {
+                Span::Text(text) => (shown(text)),
+                Span::Code(text) => code { (shown(text)) },
+                Span::Strong(text) => strong { (shown(text)) },
+            }
         }
-        EventBody::CommandInterrupted { reason, .. } => (
-            "command interrupted".into(),
-            "",
-            html! {
-                @if let Some(command) = entry.command { p.muted { code { "$ " (shown(command)) } } }
-                p { (shown(reason)) }
-            },
-        ),
-        EventBody::OutputSummary { summary, model, .. } => (
-            format!("summary ({model})"),
-            "",
-            html! { div.reasoning { (shown(summary)) } },
-        ),
-        EventBody::ToolRejected { tool, error, .. } => (
-            format!("tool call {tool:?} rejected"),
-            "",
-            html! { p { (shown(error)) } },
-        ),
-        EventBody::TicketUpdated { generation, spec } => (
-            format!("ticket updated (generation {generation})"),
-            "",
-            html! {
-                p { strong { (shown(&spec.title)) } " (" (spec.severity.to_string()) ")" }
-                @if !spec.description.trim().is_empty() { div.reasoning { (shown(&spec.description)) } }
-            },
-        ),
-        EventBody::Reported { report, .. } => {
-            ("report".into(), "", super::incidents::report_fields(report))
+    }
+}
+
+/// A part of an event, under its title.
+fn block(session_id: &str, seq: i64, block: &Block<'_>) -> Markup {
+    html! {
+        @match block {
+            Block::Line(line) => p { (spans(line)) },
+            Block::Note(line) => p.muted { (spans(line)) },
+            Block::Writing(text) => div.reasoning { (shown(text)) },
+            Block::Command(command) => pre.command { "$ " (shown(command)) },
+            Block::Output(output) => (output_block(session_id, seq, output)),
+            Block::Report(report) => (super::incidents::report_fields(report)),
         }
-        EventBody::DockerApi {
-            allowed,
-            method,
-            path,
-            target,
-            reason,
-            ..
-        } => (
-            format!("docker api {}", if *allowed { "allowed" } else { "DENIED" }),
-            if *allowed { "allowed" } else { "denied" },
-            html! {
-                p { code { (shown(method)) " " (shown(path)) } @if let Some(target) = target { " (" (shown(target)) ")" } }
-                @if let Some(reason) = reason { p { "why: " (shown(reason)) } }
-            },
-        ),
-        EventBody::SessionFinished {
-            phase,
-            reason,
-            message,
-            ..
-        } => (
-            format!("session finished: {phase} ({reason})"),
-            "",
-            html! { p { (shown(message)) } },
-        ),
-        EventBody::Notification { error, .. } => (
-            event.body.notification_line().unwrap_or_default(),
-            "",
-            html! { @if let Some(error) = error { p { "why: " (shown(error)) } } },
-        ),
+    }
+}
+
+/// The entry's parts for the page, after the command a command's end belongs to.
+fn event_body(session_id: &str, entry: &Entry<'_>, presented: &Presented<'_>) -> Markup {
+    html! {
+        @if let Some(command) = entry.command { p.muted { code { "$ " (shown(command)) } } }
+        @for part in presented.parts.iter().filter(|part| part.shown_in(Medium::Page)) {
+            (block(session_id, entry.event.seq, &part.block))
+        }
     }
 }
 
@@ -324,15 +197,15 @@ pub fn event_items(session_id: &str, entries: &[Entry<'_>], after: i64) -> Marku
     html! {
         @for entry in entries.iter().filter(|entry| entry.event.seq > after) {
             @let seq = entry.event.seq;
-            @let (what, class, body) = event_body(session_id, entry);
-            li id=(format!("event-{seq}")) class=(format!("kind-{} {class}", entry.event.body.kind())) {
+            @let presented = present(&entry.event.body);
+            li id=(format!("event-{seq}")) class=(format!("kind-{} {}", presented.kind, tone_class(presented.tone))) {
                 div.event-head {
                     a.seq href=(format!("#event-{seq}")) { "#" (seq) }
                     time datetime=(entry.event.at) { (shown(entry.event.at.get(11..19).unwrap_or(&entry.event.at))) }
-                    span.what { (shown(&what)) }
+                    span.what { (shown(&presented.title)) }
                     span.cost { (dollars(entry.cost_so_far)) " so far" }
                 }
-                (body)
+                (event_body(session_id, entry, &presented))
             }
         }
     }
@@ -392,6 +265,7 @@ pub fn session_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::EventBody;
     use crate::incident::Phase;
 
     fn session() -> SessionRecord {

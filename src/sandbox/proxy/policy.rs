@@ -672,7 +672,7 @@ mod tests {
     use super::*;
     use crate::sandbox::proxy::route;
     use crate::sandbox::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX};
-    use hyper::Method;
+    use http::Method;
     use serde_json::json;
 
     const SESSION: &str = "s-1";

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use hyper::Method;
+use http::Method;
 
 /// The oldest API version the proxy forwards. Older versions let `POST /containers/{id}/start`
 /// carry a host configuration (privileges, mounts) that the policy would not see.

@@ -27,7 +27,8 @@ use crate::reconcile::{self, Context, StatusSink};
 use crate::session::Wake;
 use crate::{Error, ObjectKey, Result};
 
-pub use crate::config::{KubeSettings, LeaseSettings};
+pub use crate::config::{KubeSettings, LeaseSettings, WatchScope};
+pub use crate::kube_client::{client, config};
 
 /// Marks Incidents whose session and sandbox must be cleaned up before they go.
 pub const FINALIZER: &str = "opslab.dev/cleanup";
@@ -51,6 +52,8 @@ pub struct KubeContext {
     recorders: Mutex<HashMap<String, (u32, Recorder)>>,
     /// Only the Incidents it selects are this controller's (`--incident-selector`).
     pub incident_selector: Option<crate::label_selector::LabelSelector>,
+    /// The namespaces whose Incidents it watches (`--watch-namespace`).
+    pub watch: WatchScope,
 }
 
 impl KubeContext {
@@ -64,6 +67,7 @@ impl KubeContext {
             },
             recorders: Mutex::default(),
             incident_selector: None,
+            watch: WatchScope::Cluster,
         }
     }
 
@@ -92,34 +96,6 @@ impl KubeContext {
     }
 }
 
-/// A client for `settings`: the kubeconfig named, or the inferred one.
-pub async fn client(settings: &KubeSettings) -> Result<Client> {
-    Ok(Client::try_from(config(settings).await?)?)
-}
-
-/// The client's configuration for `settings`: the kubeconfig named, or the inferred one. Its
-/// requests say who sends them: the API server names the field manager of an update without one
-/// (the finalizer helper's patches) after the user agent, else `unknown`.
-pub async fn config(settings: &KubeSettings) -> Result<kube::Config> {
-    let mut config = match &settings.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|error| Error::KubeConfig(format!("{}: {error}", path.display())))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|error| Error::KubeConfig(error.to_string()))?,
-    };
-    config.headers.push((
-        hyper::header::USER_AGENT,
-        hyper::header::HeaderValue::from_static(concat!("opslab/", env!("CARGO_PKG_VERSION"))),
-    ));
-    Ok(config)
-}
-
 /// Runs the controller (as leader, if elected) until `shutdown`.
 pub async fn run(
     ctx: Arc<Context>,
@@ -136,6 +112,7 @@ pub async fn run(
     );
     let mut kctx = KubeContext::new(ctx.clone(), client.clone(), Some(identity));
     kctx.incident_selector = settings.incident_selector.clone();
+    kctx.watch = settings.watch.clone();
     let kctx = Arc::new(kctx);
     match &settings.leader_election {
         None => run_controller(kctx, wake, shutdown).await,
@@ -154,83 +131,191 @@ pub async fn run(
     }
 }
 
-/// kube-runtime's Controller on every namespace's Incidents, until `shutdown`.
+/// kube-runtime's Controller on the watched namespaces' Incidents, until `shutdown`: one for every
+/// namespace at once, or one per watched namespace (a Role grants no cluster-wide list, and a
+/// reflector's store holds one listing: each watch relists into its own).
 pub async fn run_controller(
     kctx: Arc<KubeContext>,
     wake: mpsc::UnboundedReceiver<Wake>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let incidents: Api<Incident> = Api::all(kctx.client.clone());
-    // Fail at start, with a clear error, when the CRD is missing or RBAC forbids the list.
-    incidents
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(|error| {
-            warn!(%error, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev?");
-            Error::Kube(error)
-        })?;
-    // The watch is ours, so that its first complete listing is seen here: readiness and the phase
-    // gauge follow the reflector's store. (A second waiter on the store's readiness would race
-    // the controller's own wait: that future keeps one waker, and the loser is never woken.)
-    let (reader, writer) = reflector::store();
-    let observed = {
-        let reader = reader.clone();
-        let kctx = kctx.clone();
-        let mut listed = false;
-        move |event: &watcher::Event<Incident>| {
-            if matches!(event, watcher::Event::InitDone) && !listed {
-                listed = true;
-                kctx.ctx.readiness.mark_synced();
-                info!("Incidents listed: ready");
-            }
-            if listed {
-                let incidents = reader.state();
-                kctx.ctx
-                    .metrics
-                    .incidents_by_phase(&reconcile::phase_counts(
-                        incidents.iter().map(|incident| &**incident),
-                    ));
-            }
-        }
+    let scopes: Vec<Option<String>> = match &kctx.watch {
+        WatchScope::Cluster => vec![None],
+        WatchScope::Namespaces(namespaces) => namespaces.iter().cloned().map(Some).collect(),
     };
+    let mut watched = Vec::with_capacity(scopes.len());
+    for namespace in scopes {
+        let incidents: Api<Incident> = match &namespace {
+            Some(namespace) => Api::namespaced(kctx.client.clone(), namespace),
+            None => Api::all(kctx.client.clone()),
+        };
+        // Fail at start, with a clear error, when the CRD is missing or RBAC forbids the list.
+        incidents
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(|error| {
+                let scope = namespace.as_deref().unwrap_or("every namespace");
+                warn!(%error, scope, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev there?");
+                Error::Kube(error)
+            })?;
+        let (reader, writer) = reflector::store();
+        watched.push(Watch {
+            namespace,
+            incidents,
+            reader,
+            writer,
+        });
+    }
+    let listing = Arc::new(Listing {
+        readers: watched.iter().map(|watch| watch.reader.clone()).collect(),
+        listed: Mutex::new(vec![false; watched.len()]),
+    });
+
     let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = &kctx.incident_selector {
         config = config.labels_from(selector.selector());
     }
-    let objects = watcher(incidents, config)
-        .reflect(writer)
-        .inspect_ok(observed)
-        .applied_objects();
-    let controller = Controller::for_stream(objects, reader.clone());
-    // Sessions report progress: reconcile that Incident (or all, when a slot came free).
-    let wakes = wake_requests(wake, reader);
-    let graceful = shutdown.clone();
-    match &kctx.incident_selector {
-        Some(selector) => info!(
+    let namespaces: Vec<String> = watched
+        .iter()
+        .filter_map(|watch| watch.namespace.clone())
+        .collect();
+    match (&kctx.incident_selector, namespaces.is_empty()) {
+        (Some(selector), true) => info!(
             ?selector,
             "watching the Incidents it selects in every namespace"
         ),
-        None => info!("watching Incidents in every namespace"),
+        (None, true) => info!("watching Incidents in every namespace"),
+        (selector, false) => info!(
+            ?selector,
+            ?namespaces,
+            "watching Incidents in these namespaces only"
+        ),
     }
-    controller
-        .reconcile_on(wakes)
-        .graceful_shutdown_on(async move { graceful.cancelled().await })
-        .run(reconcile_incident, error_policy, kctx)
-        .for_each(|result| async move {
-            use kube::runtime::controller::Error as ControllerError;
-            match result {
-                // Logged by the error policy.
-                Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
-                // A session's wake-up for an Incident deleted meanwhile: nothing is left to do.
-                Err(error @ ControllerError::ObjectNotFound(..)) => {
-                    debug!(%error, "a wake-up for an Incident that is gone");
-                }
-                // The watch's own.
-                Err(error) => warn!(%error, "controller"),
+    let mut routes = Vec::with_capacity(watched.len());
+    let mut controllers = Vec::with_capacity(watched.len());
+    for (index, watch) in watched.into_iter().enumerate() {
+        let Watch {
+            namespace,
+            incidents,
+            reader,
+            writer,
+        } = watch;
+        // The watches are ours, so that each first complete listing is seen here: readiness and
+        // the phase gauge follow the reflectors' stores. (A second waiter on a store's readiness
+        // would race the controller's own wait: that future keeps one waker, and the loser is
+        // never woken.)
+        let observed = {
+            let listing = listing.clone();
+            let kctx = kctx.clone();
+            move |event: &watcher::Event<Incident>| {
+                listing.observe(index, event, &kctx.ctx);
             }
-        })
-        .await;
+        };
+        let objects = watcher(incidents, config.clone())
+            .reflect(writer)
+            .inspect_ok(observed)
+            .applied_objects();
+        // Sessions report progress: reconcile that Incident (or all, when a slot came free).
+        let (route, wakes) = mpsc::unbounded_channel();
+        routes.push((namespace, route));
+        let graceful = shutdown.clone();
+        let controller = Controller::for_stream(objects, reader.clone())
+            .reconcile_on(wake_requests(wakes, reader))
+            .graceful_shutdown_on(async move { graceful.cancelled().await })
+            .run(reconcile_incident, error_policy, kctx.clone())
+            .for_each(|result| async move {
+                use kube::runtime::controller::Error as ControllerError;
+                match result {
+                    // Logged by the error policy.
+                    Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+                    // A session's wake-up for an Incident deleted meanwhile: nothing is left to do.
+                    Err(error @ ControllerError::ObjectNotFound(..)) => {
+                        debug!(%error, "a wake-up for an Incident that is gone");
+                    }
+                    // The watch's own.
+                    Err(error) => warn!(%error, "controller"),
+                }
+            });
+        controllers.push(controller);
+    }
+    // The router outlives no controller: it waits on sessions' wake-ups forever.
+    let router = async move {
+        route_wakes(wake, &routes).await;
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => {}
+        () = router => {}
+    }
     Ok(())
+}
+
+/// One watch of Incidents (a namespace's, or every namespace's) and the store it fills.
+struct Watch {
+    /// None: every namespace.
+    namespace: Option<String>,
+    incidents: Api<Incident>,
+    reader: reflector::Store<Incident>,
+    writer: reflector::store::Writer<Incident>,
+}
+
+/// The first complete listing of every watch, and the stores they fill.
+struct Listing {
+    readers: Vec<reflector::Store<Incident>>,
+    /// Which watches have listed their namespace once.
+    listed: Mutex<Vec<bool>>,
+}
+
+impl Listing {
+    /// After watch `index`'s event: ready once every watch has listed, and from then on the phase
+    /// gauge counts the Incidents of all the stores.
+    fn observe(&self, index: usize, event: &watcher::Event<Incident>, ctx: &Context) {
+        let all_listed = {
+            let mut listed = self
+                .listed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let before = listed.iter().all(|listed| *listed);
+            if matches!(event, watcher::Event::InitDone) {
+                listed[index] = true;
+            }
+            let now = listed.iter().all(|listed| *listed);
+            if now && !before {
+                ctx.readiness.mark_synced();
+                info!("Incidents listed: ready");
+            }
+            now
+        };
+        if all_listed {
+            let incidents: Vec<Arc<Incident>> = self
+                .readers
+                .iter()
+                .flat_map(|reader| reader.state())
+                .collect();
+            ctx.metrics.incidents_by_phase(&reconcile::phase_counts(
+                incidents.iter().map(|incident| &**incident),
+            ));
+        }
+    }
+}
+
+/// Forwards sessions' wake-ups to the controller watching the Incident's namespace (every
+/// controller for `Wake::All`), until the sessions' sender is gone.
+async fn route_wakes(
+    mut wake: mpsc::UnboundedReceiver<Wake>,
+    routes: &[(Option<String>, mpsc::UnboundedSender<Wake>)],
+) {
+    while let Some(request) = wake.recv().await {
+        for (namespace, route) in routes {
+            let concerned = match (&request, namespace) {
+                (Wake::One(key), Some(namespace)) => key.namespace == *namespace,
+                (Wake::One(_), None) | (Wake::All, _) => true,
+            };
+            if concerned {
+                let _ = route.send(request.clone());
+            }
+        }
+    }
 }
 
 /// Turns session wake-ups into object references for the controller.
@@ -362,5 +447,43 @@ impl StatusSink for ApiSink<'_> {
         self.kctx.ctx.sessions.stopped(uid).await;
         self.kctx.forget_recorder(uid);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_up_reaches_the_watch_of_its_namespace_and_a_free_slot_reaches_every_watch() {
+        let (sessions, wake) = mpsc::unbounded_channel();
+        let (to_a, mut at_a) = mpsc::unbounded_channel();
+        let (to_b, mut at_b) = mpsc::unbounded_channel();
+        let routes = vec![
+            (Some("team-a".to_string()), to_a),
+            (Some("team-b".to_string()), to_b),
+        ];
+        let one = Wake::One(ObjectKey::new("team-b", "outage"));
+        sessions.send(one.clone()).unwrap();
+        sessions.send(Wake::All).unwrap();
+        drop(sessions);
+        route_wakes(wake, &routes).await;
+        drop(routes);
+        assert_eq!(at_a.recv().await, Some(Wake::All));
+        assert_eq!(at_a.recv().await, None);
+        assert_eq!(at_b.recv().await, Some(one));
+        assert_eq!(at_b.recv().await, Some(Wake::All));
+        assert_eq!(at_b.recv().await, None);
+
+        // Watching every namespace: every wake-up.
+        let (sessions, wake) = mpsc::unbounded_channel();
+        let (to_all, mut at_all) = mpsc::unbounded_channel();
+        sessions.send(Wake::One(ObjectKey::new("x", "y"))).unwrap();
+        drop(sessions);
+        route_wakes(wake, &[(None, to_all)]).await;
+        assert_eq!(
+            at_all.recv().await,
+            Some(Wake::One(ObjectKey::new("x", "y")))
+        );
     }
 }
