@@ -12,10 +12,10 @@ use opslab::console::ConsoleOptions;
 use opslab::cost::CostTable;
 use opslab::llm::{ProviderConfig, ProviderKind, retry::RetryPolicy};
 use opslab::sandbox::{DockerAccess, SandboxConfig, SandboxInternet};
-use opslab::scenario::ScenarioError;
-use opslab::scenario::replay::{self, ReplayServer};
 use opslab::telemetry::LogFormat;
 use opslab::view::{ListFormat, OutputFormat};
+use opslab_scenario::ScenarioError;
+use opslab_scenario::replay::{self, ReplayServer};
 
 use opslab::label_selector::LabelSelector;
 
@@ -416,7 +416,7 @@ pub struct ScenarioRunArgs {
     /// Replay each case's deliberately wrong session of this kind instead (cases without one are
     /// left out), to see the scoring catch it; with --driver replay.
     #[arg(long, value_enum)]
-    pub replay_wrong: Option<opslab::scenario::WrongKind>,
+    pub replay_wrong: Option<opslab_scenario::WrongKind>,
     /// Let this model decide the root-cause score from each report (through the provider the
     /// environment configures, as for --driver model), instead of the deterministic keyword match;
     /// the keyword verdict is kept beside it in the JSON [default: the keyword match only].

@@ -725,7 +725,7 @@ fn render<T: serde::Serialize>(value: &T, format: OutputFormat) -> anyhow::Resul
 
 /// `opslab scenario run`: the report in the chosen format, and whether every case passed.
 pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool)> {
-    use opslab::scenario::run::{Driver, RunOptions, choose_driver};
+    use opslab_scenario::run::{Driver, RunOptions, choose_driver};
     let requested = match args.driver {
         DriverArg::Auto => None,
         DriverArg::Replay => Some(Driver::Replay),
@@ -770,7 +770,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         model: None,
         judge_model: args.judge_model,
     };
-    let progress = opslab::scenario::progress::to_stderr();
+    let progress = opslab_scenario::progress::to_stderr();
     if args.repeat > 1 || !args.model.is_empty() {
         if !args.model.is_empty() && options.driver != Driver::Model {
             anyhow::bail!(
@@ -782,7 +782,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         } else {
             args.model.into_iter().map(Some).collect()
         };
-        let matrix = opslab::scenario::run::run_matrix(
+        let matrix = opslab_scenario::run::run_matrix(
             options,
             models,
             usize::from(args.repeat),
@@ -796,7 +796,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
         };
         return Ok((output, passed));
     }
-    let report = opslab::scenario::run::run(options, progress.as_ref()).await?;
+    let report = opslab_scenario::run::run(options, progress.as_ref()).await?;
     let passed = report.all_passed();
     let output = match args.output {
         OutputFormat::Table => report.table(),
@@ -807,7 +807,7 @@ pub async fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<(String, bool
 
 /// `opslab scenario list`.
 pub fn scenario_list(dir: &std::path::Path) -> anyhow::Result<String> {
-    let cases = opslab::scenario::load_all(dir)?;
+    let cases = opslab_scenario::load_all(dir)?;
     let mut out = String::new();
     for case in cases {
         out.push_str(&format!("{}\t{}\n", case.name, case.spec.summary));

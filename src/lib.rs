@@ -16,7 +16,6 @@ pub mod notify;
 pub mod presentation;
 pub mod reconcile;
 pub mod sandbox;
-pub mod scenario;
 pub mod server;
 pub mod session;
 pub mod source;

@@ -85,7 +85,8 @@ pub enum ProviderKind {
     #[serde(rename = "openai")]
     OpenAi,
     /// No model: opslab's scripted replay of the scenarios, served on loopback by the controller
-    /// itself (see `scenario::replay`); it speaks the Anthropic protocol.
+    /// process itself (the `opslab` binary starts the scenario harness's replay server, and gives
+    /// this library its URL); it speaks the Anthropic protocol.
     Replay,
 }
 

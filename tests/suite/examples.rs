@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use opslab::incident::Incident;
-use opslab::scenario::Names;
 use opslab::source::manifest;
+use opslab_scenario::Names;
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 use regex::Regex;
 use serde_json::Value;

@@ -573,7 +573,7 @@ fn scenario_restarting_healthy_etcd_members_is_a_false_positive() {
 async fn scenario_a_judge_model_decides_the_root_cause_when_asked() {
     use crate::support::fake_llm::{FakeLlm, Protocol, Turn};
     use opslab::incident::{Outcome, Report};
-    use opslab::scenario::{Names, judge::Judge};
+    use opslab_scenario::{Names, judge::Judge};
     let verdict = |matches: bool, reason: &str| Turn::Tool {
         name: "verdict".into(),
         input: serde_json::json!({"root_cause_matches": matches, "reason": reason}),
@@ -596,7 +596,7 @@ async fn scenario_a_judge_model_decides_the_root_cause_when_asked() {
     };
     let judge = Judge::from_env("judge-1".into(), env).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let case = opslab::scenario::load(&root.join("scenarios/etcd-member-disk-full")).unwrap();
+    let case = opslab_scenario::load(&root.join("scenarios/etcd-member-disk-full")).unwrap();
     let names = Names::new("j");
     let report = |root_cause: &str| Report {
         outcome: Outcome::Resolved,
@@ -607,7 +607,7 @@ async fn scenario_a_judge_model_decides_the_root_cause_when_asked() {
     };
     // Other words than the case's keywords: the keyword match misses it, the judge does not.
     let paraphrase = report("etcd2's disk ran out of room because of a leftover backup file.");
-    let keyword = opslab::scenario::score::matches_mechanism(&case, &paraphrase.root_cause);
+    let keyword = opslab_scenario::score::matches_mechanism(&case, &paraphrase.root_cause);
     assert!(!keyword);
     let first = judge
         .verdict(&case, &names, &paraphrase, Some(keyword))

@@ -2,7 +2,7 @@
 //! (never the default: the deterministic keyword match of [`super::score`] is). The judge reads the
 //! case's known cause (its scripted root cause and mechanism patterns) and the agent's report, and
 //! answers through a `verdict` tool whether the report found the same mechanism, in whatever words.
-//! It speaks the same client, and so the same protocols, as the agent ([`crate::llm::LlmClient`]),
+//! It speaks the same client, and so the same protocols, as the agent ([`opslab::llm::LlmClient`]),
 //! to the provider the environment configures.
 
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Case, Names, ScenarioError};
-use crate::cost::CostTable;
-use crate::incident::Report;
-use crate::llm::{
+use opslab::cost::CostTable;
+use opslab::incident::Report;
+use opslab::llm::{
     ChatRequest, ContentBlock, LlmClient, Message, ProviderConfig, ProviderKind, Role, ToolSpec,
     retry::RetryPolicy,
 };
@@ -57,7 +57,7 @@ impl Judge {
     pub fn new(config: ProviderConfig, model: String) -> Result<Judge, ScenarioError> {
         let client = LlmClient::new(
             config,
-            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(opslab::metrics::Metrics::new()),
             CostTable::default(),
         )
         .map_err(|error| ScenarioError::Run(format!("cannot make the judge's client: {error}")))?;

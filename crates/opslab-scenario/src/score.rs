@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Names, classify};
-use crate::incident::Report;
+use opslab::incident::Report;
 
 /// What was observed of one session.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -201,9 +201,9 @@ pub fn matches_mechanism(case: &Case, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::Outcome;
-    use crate::scenario::{CaseSpec, ScriptedReport, WrongKind};
-    use std::path::{Path, PathBuf};
+    use crate::{CaseSpec, ScriptedReport, WrongKind};
+    use opslab::incident::Outcome;
+    use std::path::PathBuf;
 
     fn case(fault: bool) -> Case {
         Case {
@@ -212,7 +212,7 @@ mod tests {
             spec: CaseSpec {
                 summary: "s".into(),
                 fault,
-                stack: crate::scenario::Stack::Demo,
+                stack: crate::Stack::Demo,
                 detect: "stopped|healthy".into(),
                 component: fault.then(|| "store".to_string()),
                 aliases: vec!["data store".into()],
@@ -359,7 +359,7 @@ mod tests {
     fn a_cluster_case_needs_every_faulty_member_named_and_the_healthy_ones_untouched() {
         let names = Names::new("x");
         let mut stopped = case(true);
-        stopped.spec.stack = crate::scenario::Stack::Etcd;
+        stopped.spec.stack = crate::Stack::Etcd;
         stopped.spec.component = Some("etcd2".into());
         stopped.spec.aliases = vec![];
         stopped.spec.healthy = vec!["etcd1".into(), "etcd3".into()];
@@ -411,10 +411,10 @@ mod tests {
     /// check: tests/suite/scenarios.rs runs them).
     #[test]
     fn the_shipped_wrong_replays_fail_as_they_should() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = crate::shipped_scenarios();
         let names = Names::new("t");
         let mut kinds = std::collections::HashSet::new();
-        for case in crate::scenario::load_all(&dir).unwrap() {
+        for case in crate::load_all(&dir).unwrap() {
             let (commands, right) = case.script(&names);
             let observed = Observed {
                 report: Some(right),

@@ -234,7 +234,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::report::CaseResult;
+    use crate::report::CaseResult;
 
     fn run(passed: &[(&str, bool)], cost: f64) -> RunReport {
         RunReport::new(

@@ -1,7 +1,9 @@
+//! The scenario harness, beside the controller library (`opslab`) that it tests from outside.
+//!
 //! Fault scenarios: a folder with one directory per case, each holding how the fault is injected
 //! (`inject.sh`), the Incident a person would file (`incident.yaml`), an oracle that checks the
 //! system is healthy again (`check.sh`), and the commands a capable agent would run (`case.yaml`).
-//! This module reads cases and fills in their names (pure); [`run`] runs them against a real demo
+//! This crate reads cases and fills in their names (pure); [`run`] runs them against a real demo
 //! stack and controller, [`replay`] plays a case's commands as a model would, [`classify`] tells
 //! state-changing commands apart, [`score`] scores a session (and [`judge`], when asked, lets a
 //! model decide its root-cause score), [`progress`] shows each case's steps as they happen, and
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::incident::{Outcome, Report};
+use opslab::incident::{Outcome, Report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -449,6 +451,12 @@ fn parse_checks(spec: &CaseSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// The repository's scenarios/, which the tests check (this crate is crates/opslab-scenario).
+#[cfg(test)]
+fn shipped_scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +472,7 @@ mod tests {
 
     #[test]
     fn the_shipped_cases_load_and_fill() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = shipped_scenarios();
         let cases = load_all(&dir).unwrap();
         let names: Vec<&str> = cases.iter().map(|case| case.name.as_str()).collect();
         for needed in [
@@ -495,7 +503,7 @@ mod tests {
             );
             let incident = names.fill(&case.incident);
             assert!(!incident.contains("${"), "{}: {incident}", case.name);
-            let parsed = crate::source::manifest::parse(incident.as_bytes());
+            let parsed = opslab::source::manifest::parse(incident.as_bytes());
             assert!(
                 parsed.errors.is_empty(),
                 "{}: {:?}",

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::score::{Failure, Scores};
-use crate::incident::Report;
+use opslab::incident::Report;
 
 /// What happened in one case.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

@@ -20,8 +20,8 @@ use super::replay::{ReplayServer, Script};
 use super::report::{CaseResult, RunReport};
 use super::score::{self, Observed};
 use super::{Case, Names, ScenarioError, Stack, WrongKind, classify};
-use crate::audit::{EventBody, Redactor, Store};
-use crate::source::files::StatusFile;
+use opslab::audit::{EventBody, Redactor, Store};
+use opslab::source::files::StatusFile;
 
 /// What drives the sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -578,12 +578,12 @@ impl CaseContext<'_> {
             progress.step(Step::FaultVisible);
         }
         let manifest = names.fill(&case.incident);
-        let parsed = crate::source::manifest::parse(manifest.as_bytes());
+        let parsed = opslab::source::manifest::parse(manifest.as_bytes());
         let incident = parsed
             .incidents
             .first()
             .ok_or_else(|| format!("incident.yaml is not a valid Incident: {:?}", parsed.errors))?;
-        let key = crate::ObjectKey::of(incident).map_err(|e| e.to_string())?;
+        let key = opslab::ObjectKey::of(incident).map_err(|e| e.to_string())?;
         let status_path = self
             .incidents
             .join(".status")
@@ -600,7 +600,7 @@ impl CaseContext<'_> {
         let incident = self.wait_terminal(&status_path, progress).await?;
         let status = incident.status.unwrap_or_default();
         result.phase = Some(status.phase.to_string());
-        if status.phase == crate::incident::Phase::Failed {
+        if status.phase == opslab::incident::Phase::Failed {
             let why = status
                 .conditions
                 .iter()

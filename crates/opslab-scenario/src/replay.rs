@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Case, Names, ScenarioError, ScriptedCommand};
-use crate::incident::Report;
-use crate::session::tools;
+use opslab::incident::Report;
+use opslab::session::tools;
 
 /// The model name the replay answers as; the cost table prices it at nothing.
 pub const MODEL: &str = "opslab-replay";
@@ -44,7 +44,7 @@ impl Script {
     /// case's network and holds its Incident's title.
     pub fn of(case: &Case, names: &Names) -> Result<Script, ScenarioError> {
         let manifest = names.fill(&case.incident);
-        let parsed = crate::source::manifest::parse(manifest.as_bytes());
+        let parsed = opslab::source::manifest::parse(manifest.as_bytes());
         let Some(incident) = parsed.incidents.first() else {
             return Err(ScenarioError::Case {
                 path: case.dir.join("incident.yaml"),
@@ -305,9 +305,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::Outcome;
-    use crate::llm::ContentBlock;
-    use crate::llm::anthropic::parse_response;
+    use opslab::incident::Outcome;
+    use opslab::llm::ContentBlock;
+    use opslab::llm::anthropic::parse_response;
 
     fn script() -> Script {
         Script {
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_replay_is_a_known_model_that_costs_nothing() {
-        let costs = crate::cost::CostTable::default();
+        let costs = opslab::cost::CostTable::default();
         assert!(
             costs.price(MODEL).is_some(),
             "a budget must know the replay's price"
@@ -425,22 +425,22 @@ mod tests {
 
     #[test]
     fn the_shipped_cases_are_told_apart_in_one_demo_stack() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = crate::shipped_scenarios();
         let names = Names::new("demo");
-        let cases = crate::scenario::load_all(&dir).unwrap();
+        let cases = crate::load_all(&dir).unwrap();
         let scripts: Vec<Script> = cases
             .iter()
             .map(|case| Script::of(case, &names).unwrap())
             .collect();
         for case in &cases {
             let manifest = names.fill(&case.incident);
-            let incident = crate::source::manifest::parse(manifest.as_bytes())
+            let incident = opslab::source::manifest::parse(manifest.as_bytes())
                 .incidents
                 .remove(0);
             let body = json!({
-                "system": crate::session::prompt::system(&incident.spec, 30),
+                "system": opslab::session::prompt::system(&incident.spec, 30),
                 "messages": [{"role": "user", "content": [
-                    {"type": "text", "text": crate::session::prompt::ticket(&incident.spec)}
+                    {"type": "text", "text": opslab::session::prompt::ticket(&incident.spec)}
                 ]}],
             });
             let found = script_for(&scripts, &body).map(|script| script.case.as_str());
