@@ -476,7 +476,9 @@ impl ModuleGraph {
 
 /// The library as it is in this checkout.
 fn library() -> ModuleGraph {
-    ModuleGraph::of_library(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+    ModuleGraph::of_library(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/opslab-controller/src"),
+    )
 }
 
 /// The domain: what an Incident is, the reconciler's next step, a session's trail folded into a
