@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use opslab::alerts::{ALERTS_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, SEQUENCE_ANNOTATION};
 use opslab::audit::{Redactor, Store};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::{ConditionStatus, ConditionType, Incident, Phase};
 use serde_json::{Value, json};
 
 use crate::support::alertmanager::{self, Alertmanager};
@@ -219,10 +219,10 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
     .await;
     let resolved = controller.wait_for(&name, "AlertResolved", WAIT, |incident| {
         incident.status.as_ref().is_some_and(|status| {
-            status
-                .conditions
-                .iter()
-                .any(|condition| condition.type_ == "AlertResolved" && condition.status == "True")
+            status.conditions.iter().any(|condition| {
+                condition.type_ == ConditionType::AlertResolved
+                    && condition.status == ConditionStatus::True
+            })
         })
     });
     let status = resolved.status.unwrap();
