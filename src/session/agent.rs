@@ -544,7 +544,7 @@ impl SessionTask {
                     EventBody::ToolRejected {
                         tool_use_id: id,
                         tool: name.to_string(),
-                        error,
+                        error: error.to_string(),
                     },
                 )
                 .await?;
