@@ -48,29 +48,23 @@ pub struct IncidentSpec {
 impl IncidentSpec {
     /// The checks of the CRD schema that serde does not make: lengths, ranges, non-empty names.
     /// A domain rule, applied by both sources.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
         let spec = self;
         if spec.title.trim().is_empty() {
-            return Err("spec.title is required and must not be empty".to_string());
+            return Err(InvalidSpec::NoTitle);
         }
-        if spec.title.len() > 512 {
-            return Err(format!(
-                "spec.title is {} bytes; the limit is 512",
-                spec.title.len()
-            ));
+        if spec.title.len() > MAX_TITLE_BYTES {
+            return Err(InvalidSpec::TitleTooLong(spec.title.len()));
         }
-        if spec.description.len() > 65536 {
-            return Err(format!(
-                "spec.description is {} bytes; the limit is 65536",
-                spec.description.len()
-            ));
+        if spec.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(InvalidSpec::DescriptionTooLong(spec.description.len()));
         }
         for (field, values) in [
             ("spec.environment.networks", &spec.environment.networks),
             ("spec.environment.targets", &spec.environment.targets),
         ] {
             if values.iter().any(|value| value.trim().is_empty()) {
-                return Err(format!("{field} must not hold empty names"));
+                return Err(InvalidSpec::EmptyName { field });
             }
         }
         let agent = &spec.agent;
@@ -85,16 +79,36 @@ impl IncidentSpec {
         ];
         for (field, value) in positive {
             if value == Some(0) {
-                return Err(format!("{field} must be at least 1"));
+                return Err(InvalidSpec::NotPositive { field });
             }
         }
         if let Some(cost) = agent.max_cost_usd
             && !(cost.is_finite() && cost >= 0.0)
         {
-            return Err("spec.agent.maxCostUsd must be a number, 0 or more".to_string());
+            return Err(InvalidSpec::BadCost);
         }
         Ok(())
     }
+}
+
+const MAX_TITLE_BYTES: usize = 512;
+const MAX_DESCRIPTION_BYTES: usize = 65536;
+
+/// What is wrong with a spec the schema let through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error("spec.title is required and must not be empty")]
+    NoTitle,
+    #[error("spec.title is {0} bytes; the limit is {MAX_TITLE_BYTES}")]
+    TitleTooLong(usize),
+    #[error("spec.description is {0} bytes; the limit is {MAX_DESCRIPTION_BYTES}")]
+    DescriptionTooLong(usize),
+    #[error("{field} must not hold empty names")]
+    EmptyName { field: &'static str },
+    #[error("{field} must be at least 1")]
+    NotPositive { field: &'static str },
+    #[error("spec.agent.maxCostUsd must be a number, 0 or more")]
+    BadCost,
 }
 
 /// How urgent an incident is.
