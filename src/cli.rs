@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use opslab::audit::{Durability, StoreLocation};
+use opslab::audit::{Durability, LocationError, StoreLocation};
 use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::console::ConsoleOptions;
@@ -96,7 +96,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// The parsed location. Parsed here rather than by clap, whose errors repeat the value (and
     /// with it a URL's password).
-    pub fn location(&self) -> Result<StoreLocation, String> {
+    pub fn location(&self) -> Result<StoreLocation, LocationError> {
         self.location.parse()
     }
 }
@@ -1010,7 +1010,7 @@ impl ControllerArgs {
             return Err("--max-cost-usd must be a number, 0 or more".into());
         }
         let costs = match &cost_table {
-            Some(path) => CostTable::with_file(path)?,
+            Some(path) => CostTable::with_file(path).map_err(|error| error.to_string())?,
             None => CostTable::default(),
         };
         let model = model.unwrap_or_else(|| default_model.to_string());
@@ -1066,7 +1066,7 @@ impl ControllerArgs {
             secret_values.push(key.clone());
         }
         // The console's token is a secret like the API key: redacted wherever it might show.
-        console.check()?;
+        console.check().map_err(|error| error.to_string())?;
         if let Some(token) = console.token() {
             secret_values.push(token.secret().to_string());
         }
@@ -1092,7 +1092,9 @@ impl ControllerArgs {
             secret_values.push(value);
         }
         // Receiver URLs are secrets (an incoming webhook's URL is its credential).
-        let notify = notify.into_config(|name| std::env::var(name).ok())?;
+        let notify = notify
+            .into_config(|name| std::env::var(name).ok())
+            .map_err(|error| error.to_string())?;
         secret_values.extend(notify.secret_values());
         let alerts = match alerts_token.filter(|token| !token.trim().is_empty()) {
             Some(token) => {
@@ -1117,7 +1119,7 @@ impl ControllerArgs {
         };
         Ok(Config {
             source,
-            store: store.location()?,
+            store: store.location().map_err(|error| error.to_string())?,
             store_durability,
             provider: ProviderConfig {
                 kind: provider,
