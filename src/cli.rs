@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use opslab::audit::{Durability, StoreLocation};
+use opslab::audit::{Durability, LocationError, StoreLocation};
 use opslab::config::{AgentKubeAccess, KubeSettings, LeaseSettings, WatchMode, WatchScope};
 use opslab::config::{AgentLimits, Config, SourceConfig};
 use opslab::console::ConsoleOptions;
@@ -96,7 +96,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// The parsed location. Parsed here rather than by clap, whose errors repeat the value (and
     /// with it a URL's password).
-    pub fn location(&self) -> Result<StoreLocation, String> {
+    pub fn location(&self) -> Result<StoreLocation, LocationError> {
         self.location.parse()
     }
 }
@@ -836,13 +836,14 @@ impl ControllerArgs {
         let notify = self
             .notify
             .clone()
-            .into_config(|name| std::env::var(name).ok())?;
+            .into_config(|name| std::env::var(name).ok())
+            .map_err(|error| error.to_string())?;
         secret_values.extend(notify.secret_values());
         let alerts = self.alert_intake()?;
         secret_values.extend(alerts.as_ref().map(|alerts| alerts.token.clone()));
         Ok(Config {
             source,
-            store: self.store.location()?,
+            store: self.store.location().map_err(|error| error.to_string())?,
             store_durability: self.store_durability,
             provider: self.provider_config(endpoint, summary_endpoint),
             agent: self.agent_limits(model),
@@ -1015,7 +1016,7 @@ impl ControllerArgs {
             return Err("--max-cost-usd must be a number, 0 or more".into());
         }
         let costs = match &self.cost_table {
-            Some(path) => CostTable::with_file(path)?,
+            Some(path) => CostTable::with_file(path).map_err(|error| error.to_string())?,
             None => CostTable::default(),
         };
         costs
@@ -1086,7 +1087,7 @@ impl ControllerArgs {
             secret_values.push(key.clone());
         }
         // The console's token is a secret like the API key: redacted wherever it might show.
-        self.console.check()?;
+        self.console.check().map_err(|error| error.to_string())?;
         if let Some(token) = self.console.token() {
             secret_values.push(token.secret().to_string());
         }

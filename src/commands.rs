@@ -675,7 +675,7 @@ pub async fn audit_verify(session: Option<String>, store: StoreArgs) -> anyhow::
 /// `opslab console`: the web console on a store, until SIGINT or SIGTERM. Refuses a non-loopback
 /// address without a token or `--console-insecure`, before listening.
 pub async fn console(args: ConsoleArgs) -> anyhow::Result<()> {
-    args.access.check().map_err(anyhow::Error::msg)?;
+    args.access.check()?;
     let access = Access::decide(args.listen, &args.access);
     if let Access::Off(why) = &access {
         anyhow::bail!("{why}");
@@ -701,7 +701,7 @@ pub async fn console(args: ConsoleArgs) -> anyhow::Result<()> {
 /// The store the CLI reads, and where it is (for error messages); an error if an SQLite file is
 /// missing, rather than creating an empty store.
 pub(crate) async fn open_existing(args: &StoreArgs) -> anyhow::Result<(Store, StoreLocation)> {
-    let location = args.location().map_err(anyhow::Error::msg)?;
+    let location = args.location()?;
     if let StoreLocation::Sqlite(path) = &location
         && !path.exists()
     {

@@ -41,9 +41,7 @@ pub async fn run(request: Request, args: RequestArgs) -> anyhow::Result<String> 
                     record.error.unwrap_or_default()
                 )
             })?;
-            request
-                .check(&key, phase_of(&incident))
-                .map_err(anyhow::Error::msg)?;
+            request.check(&key, phase_of(&incident))?;
             requests::write(dir, &key, request, &value)?;
         }
         SourceKind::Kube => {
@@ -61,9 +59,7 @@ pub async fn run(request: Request, args: RequestArgs) -> anyhow::Result<String> 
             let Some(incident) = api.get_opt(&key.name).await? else {
                 anyhow::bail!("no Incident {key} on the cluster");
             };
-            request
-                .check(&key, phase_of(&incident))
-                .map_err(anyhow::Error::msg)?;
+            request.check(&key, phase_of(&incident))?;
             let patch = serde_json::json!({
                 "metadata": {"annotations": {request.annotation(): value}}
             });

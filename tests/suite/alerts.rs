@@ -8,7 +8,7 @@ use opslab::alerts::{
     ALERTS_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION, SEQUENCE_ANNOTATION,
 };
 use opslab::audit::{Redactor, Store};
-use opslab::incident::{Incident, NOTE_ANNOTATION, Phase};
+use opslab::incident::{ConditionStatus, ConditionType, Incident, NOTE_ANNOTATION, Phase};
 use serde_json::{Value, json};
 
 use crate::support::alertmanager::{self, Alertmanager};
@@ -221,10 +221,10 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
     .await;
     let resolved = controller.wait_for(&name, "AlertResolved", WAIT, |incident| {
         incident.status.as_ref().is_some_and(|status| {
-            status
-                .conditions
-                .iter()
-                .any(|condition| condition.type_ == "AlertResolved" && condition.status == "True")
+            status.conditions.iter().any(|condition| {
+                condition.type_ == ConditionType::AlertResolved
+                    && condition.status == ConditionStatus::True
+            })
         })
     });
     let status = resolved.status.unwrap();
@@ -341,10 +341,10 @@ async fn a_resolution_during_the_session_is_a_note_to_the_agent_and_starts_no_at
     let status = ended.status.unwrap();
     assert_eq!(status.attempt, 1);
     assert!(
-        status
-            .conditions
-            .iter()
-            .any(|condition| { condition.type_ == "AlertResolved" && condition.status == "True" }),
+        status.conditions.iter().any(|condition| {
+            condition.type_ == ConditionType::AlertResolved
+                && condition.status == ConditionStatus::True
+        }),
         "{:#?}",
         status.conditions
     );

@@ -15,7 +15,7 @@ use opslab::alerts::{
     SEQUENCE_ANNOTATION, Target,
 };
 use opslab::audit::{Redactor, Store};
-use opslab::incident::{Incident, NOTE_ANNOTATION, Phase};
+use opslab::incident::{ConditionStatus, ConditionType, Incident, NOTE_ANNOTATION, Phase};
 use opslab::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -69,7 +69,7 @@ async fn until<T>(
     }
 }
 
-fn has_condition(incident: &Incident, type_: &str, status: &str) -> bool {
+fn has_condition(incident: &Incident, type_: ConditionType, status: ConditionStatus) -> bool {
     incident.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
@@ -141,7 +141,11 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     )
     .await;
     let uid = investigating.metadata.uid.clone().unwrap();
-    assert!(has_condition(&investigating, "AlertResolved", "False"));
+    assert!(has_condition(
+        &investigating,
+        ConditionType::AlertResolved,
+        ConditionStatus::False
+    ));
 
     // The same alert again and a second one of the group: still one Incident, its spec updated.
     am.post(&[
@@ -183,7 +187,7 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     ])
     .await;
     let resolved = wait_for_incident(&api.incidents(), &name, "AlertResolved", WAIT, logs, |i| {
-        has_condition(i, "AlertResolved", "True")
+        has_condition(i, ConditionType::AlertResolved, ConditionStatus::True)
     })
     .await;
     assert!(!annotation(&resolved, RESOLVED_ANNOTATION).is_empty());

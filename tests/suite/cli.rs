@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use opslab::audit::{EventBody, IncidentRecord, NewSession, Redactor, Store};
-use opslab::incident::Phase;
+use opslab::incident::{ConditionType, Phase};
 use serde_json::{Value, json};
 
 use crate::support::controller::{BIN, Controller, Options, manifest};
@@ -592,7 +592,7 @@ async fn cli_shows_why_a_session_failed() {
     let active = status
         .conditions
         .iter()
-        .find(|condition| condition.type_ == "SessionActive")
+        .find(|condition| condition.type_ == ConditionType::SessionActive)
         .unwrap();
     assert_eq!(active.reason, "ModelApiFailed");
     assert!(active.message.contains("invalid x-api-key"), "{active:?}");
@@ -684,7 +684,7 @@ async fn cli_shows_why_a_session_failed() {
         };
         let expected: Vec<&str> = [
             condition.type_.as_str(),
-            &condition.status,
+            condition.status.as_str(),
             &condition.reason,
         ]
         .into_iter()

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use opslab::incident::Phase;
+use opslab::incident::{ConditionType, Phase};
 
 use crate::support::controller::{BIN, Controller, Options, manifest};
 use crate::support::docker;
@@ -55,7 +55,7 @@ fn session_active_reason(controller: &Controller, name: &str) -> String {
     status
         .conditions
         .iter()
-        .find(|condition| condition.type_ == "SessionActive")
+        .find(|condition| condition.type_ == ConditionType::SessionActive)
         .map(|condition| condition.reason.clone())
         .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use opslab::incident::Phase;
+use opslab::incident::{ConditionType, Phase};
 use opslab::source::files::StatusFile;
 use serde_json::Value;
 
@@ -15,11 +15,11 @@ use crate::support::fake_llm::{FakeLlm, Fault, Protocol, Turn};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn condition<'a>(incident: &'a StatusFile, type_: &str) -> &'a opslab::incident::Condition {
+fn condition(incident: &StatusFile, type_: ConditionType) -> &opslab::incident::Condition {
     incident
         .status
         .as_ref()
-        .and_then(|status| status.conditions.iter().find(|c| c.type_ == type_))
+        .and_then(|status| status.condition(type_.clone()))
         .unwrap_or_else(|| panic!("no {type_} condition: {incident:#?}"))
 }
 
@@ -27,8 +27,8 @@ fn condition<'a>(incident: &'a StatusFile, type_: &str) -> &'a opslab::incident:
 /// record, and in the controller's log at WARN.
 fn assert_says_why(controller: &Controller, name: &str, phase: Phase, reason: &str, cause: &str) {
     let incident = controller.wait_for_phase(name, phase, TIMEOUT);
-    for type_ in ["SessionActive", "Resolved"] {
-        let condition = condition(&incident, type_);
+    for type_ in [ConditionType::SessionActive, ConditionType::Resolved] {
+        let condition = condition(&incident, type_.clone());
         assert_eq!(condition.reason, reason, "{type_}: {condition:#?}");
         assert!(
             condition.message.contains(cause),
@@ -110,12 +110,12 @@ async fn failure_an_unreachable_model_says_so_while_retrying_and_after() {
     let waiting = controller.wait_for("away", "a retry in the status", TIMEOUT, |incident| {
         incident.status.as_ref().is_some_and(|status| {
             status.conditions.iter().any(|c| {
-                c.type_ == "SessionActive"
+                c.type_ == ConditionType::SessionActive
                     && c.message.starts_with("waiting for the model API: retry ")
             })
         })
     });
-    let message = &condition(&waiting, "SessionActive").message;
+    let message = &condition(&waiting, ConditionType::SessionActive).message;
     assert!(message.contains(" of 4 in "), "{message}");
     assert!(message.contains("transport"), "{message}");
     assert_says_why(
@@ -240,7 +240,7 @@ async fn requests_cancel_and_retry_in_files_mode() {
     );
     let incident = controller.wait_for_phase("ask", Phase::Cancelled, TIMEOUT);
     let first_session = first.status.unwrap().session_id.unwrap();
-    let message = &condition(&incident, "SessionActive").message;
+    let message = &condition(&incident, ConditionType::SessionActive).message;
     assert!(
         message.contains("cancelled on request") && message.contains("wrong ticket"),
         "{message}"
@@ -412,10 +412,10 @@ async fn failure_a_full_store_disk_is_loud_but_calm() {
             status
                 .conditions
                 .iter()
-                .any(|c| c.type_ == "SessionActive" && c.reason == "StoreUnavailable")
+                .any(|c| c.type_ == ConditionType::SessionActive && c.reason == "StoreUnavailable")
         })
     });
-    let message = &condition(&waiting, "SessionActive").message;
+    let message = &condition(&waiting, ConditionType::SessionActive).message;
     assert!(
         message.contains("the audit store is failing since"),
         "{message}"

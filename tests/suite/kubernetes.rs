@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use opslab::audit::{SessionRecord, SessionState};
-use opslab::incident::{Incident, IncidentStatus, Phase};
+use opslab::incident::{ConditionStatus, ConditionType, Incident, IncidentStatus, Phase};
 use opslab::reconcile::Context;
 use opslab::session::Wake;
 use opslab::source::kubernetes::{FINALIZER, KubeContext, LeaseSettings, leader};
@@ -143,7 +143,10 @@ async fn kube_create_investigate_resolve() {
     let status = harness.api.expect_status(&current).await;
     assert_eq!(status.phase, Phase::Investigating, "{status:#?}");
     assert_eq!(status.observed_generation, Some(1));
-    assert_eq!(condition(&status, "SessionActive").status, "True");
+    assert_eq!(
+        condition(&status, ConditionType::SessionActive).status,
+        ConditionStatus::True
+    );
     let event = harness.api.expect_event().await;
     assert_eq!(event["reason"], "SessionStarted");
     assert_eq!(event["type"], "Normal");
@@ -159,11 +162,14 @@ async fn kube_create_investigate_resolve() {
     let resolved = harness.api.expect_status(&current).await;
     assert_eq!(resolved.phase, Phase::Resolved, "{resolved:#?}");
     assert_eq!(resolved.commands, 1);
-    assert_eq!(condition(&resolved, "Resolved").status, "True");
+    assert_eq!(
+        condition(&resolved, ConditionType::Resolved).status,
+        ConditionStatus::True
+    );
     // A condition whose status did not change keeps its transition time.
     assert_eq!(
-        condition(&resolved, "Valid").last_transition_time,
-        condition(&status, "Valid").last_transition_time
+        condition(&resolved, ConditionType::Valid).last_transition_time,
+        condition(&status, ConditionType::Valid).last_transition_time
     );
     let event = harness.api.expect_event().await;
     assert_eq!(event["reason"], "Resolved");
@@ -238,8 +244,8 @@ async fn kube_a_failed_session_is_a_warning_saying_why() {
     let failed = harness.api.expect_status(&current).await;
     let cause = "the model API failed: HTTP 401 authentication_error: invalid x-api-key";
     assert_eq!(failed.phase, Phase::Failed);
-    for type_ in ["SessionActive", "Resolved"] {
-        let condition = condition(&failed, type_);
+    for type_ in [ConditionType::SessionActive, ConditionType::Resolved] {
+        let condition = condition(&failed, type_.clone());
         assert_eq!(
             (condition.reason.as_str(), condition.message.as_str()),
             ("ModelApiFailed", cause),
@@ -287,7 +293,10 @@ async fn kube_a_cancel_annotation_stops_the_running_session() {
     let reconcile = harness.reconcile(&annotated);
     let cancelling = harness.api.expect_status(&annotated).await;
     reconcile.await.unwrap().unwrap();
-    assert_eq!(condition(&cancelling, "SessionActive").reason, "Cancelling");
+    assert_eq!(
+        condition(&cancelling, ConditionType::SessionActive).reason,
+        "Cancelling"
+    );
     let session = harness.session_finished(&uid).await;
     assert_eq!(session.phase, Phase::Cancelled);
     assert!(
@@ -431,7 +440,7 @@ async fn kube_an_invalid_incident_fails_alone_with_a_warning() {
     let reconcile = harness.reconcile(&invalid);
     let status = harness.api.expect_status(&invalid).await;
     assert_eq!(status.phase, Phase::Failed);
-    let valid = condition(&status, "Valid");
+    let valid = condition(&status, ConditionType::Valid);
     assert_eq!(
         (valid.status.as_str(), valid.reason.as_str()),
         ("False", "InvalidSpec")

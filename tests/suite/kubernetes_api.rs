@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use opslab::incident::{Incident, Phase};
+use opslab::incident::{ConditionStatus, ConditionType, Incident, Phase};
 use serde_json::json;
 
 use crate::support::controller::{Controller, Options, scripted};
@@ -137,17 +137,24 @@ async fn kube_api_create_investigate_resolve() {
     let status = resolved.status.clone().unwrap();
     assert_eq!(status.observed_generation, Some(1), "{status:#?}");
     assert_eq!((status.commands, status.attempt), (1, 1), "{status:#?}");
-    let condition = |type_: &str| {
+    let condition = |type_: ConditionType| {
         status
-            .conditions
-            .iter()
-            .find(|condition| condition.type_ == type_)
+            .condition(type_.clone())
             .unwrap_or_else(|| panic!("no {type_} condition: {status:#?}"))
             .clone()
     };
-    assert_eq!(condition("Resolved").status, "True");
-    assert_eq!(condition("Valid").status, "True");
-    assert_eq!(condition("Resolved").observed_generation, Some(1));
+    assert_eq!(
+        condition(ConditionType::Resolved).status,
+        ConditionStatus::True
+    );
+    assert_eq!(
+        condition(ConditionType::Valid).status,
+        ConditionStatus::True
+    );
+    assert_eq!(
+        condition(ConditionType::Resolved).observed_generation,
+        Some(1)
+    );
     assert_eq!(
         status.report.as_ref().map(|report| report.summary.as_str()),
         Some("restarted the api")

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opslab::incident::Phase;
+use opslab::incident::{ConditionType, Phase};
 
 use crate::support::controller::{BIN, Controller, Options, manifest};
 use crate::support::docker;
@@ -349,7 +349,7 @@ async fn budget_tokens_and_cost_stop_a_session_mid_way() {
     let active = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "SessionActive")
+        .find(|c| c.type_ == ConditionType::SessionActive)
         .unwrap();
     assert_eq!(active.reason, "TokenBudgetExhausted");
     assert_eq!(
@@ -396,7 +396,7 @@ async fn budget_tokens_and_cost_stop_a_session_mid_way() {
     let active = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "SessionActive")
+        .find(|c| c.type_ == ConditionType::SessionActive)
         .unwrap();
     assert_eq!(active.reason, "CostBudgetExhausted");
     assert_eq!(status.turns, 1);

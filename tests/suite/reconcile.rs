@@ -12,7 +12,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use opslab::ObjectKey;
 use opslab::audit::{EventBody, NewSession, SessionState};
-use opslab::incident::{Incident, IncidentStatus, Phase};
+use opslab::incident::{ConditionType, Incident, IncidentStatus, Phase};
 use opslab::reconcile::Context;
 use opslab::session::Wake;
 use opslab::source::kubernetes::{self, FINALIZER, KubeContext};
@@ -160,7 +160,7 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
         Action::requeue(Duration::from_secs(300))
     );
     assert_eq!((status.phase, status.attempt), (Phase::Investigating, 1));
-    let active = condition(&status, "SessionActive");
+    let active = condition(&status, ConditionType::SessionActive);
     assert_eq!(
         (active.status.as_str(), active.reason.as_str()),
         ("True", "Investigating")
@@ -196,7 +196,10 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
         .reconcile_with_event(&with_status(&live, &status))
         .await;
     assert_eq!(ended.phase, Phase::Failed);
-    assert_eq!(condition(&ended, "Resolved").reason, "NoModelConfigured");
+    assert_eq!(
+        condition(&ended, ConditionType::Resolved).reason,
+        "NoModelConfigured"
+    );
     assert_eq!(
         (event["type"].as_str(), event["reason"].as_str()),
         (Some("Warning"), Some("NoModelConfigured"))

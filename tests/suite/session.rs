@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use opslab::incident::{Outcome, Phase};
+use opslab::incident::{ConditionType, Outcome, Phase};
 use serde_json::json;
 
 use crate::support::controller::{Controller, Options, manifest, scripted};
@@ -103,7 +103,7 @@ async fn full_session(protocol: Protocol, provider: &'static str, store: Option<
     let resolved = status
         .conditions
         .iter()
-        .find(|condition| condition.type_ == "Resolved")
+        .find(|condition| condition.type_ == ConditionType::Resolved)
         .expect("a Resolved condition");
     assert_eq!(
         (resolved.status.as_str(), resolved.reason.as_str()),
@@ -287,7 +287,7 @@ async fn session_fails_clearly_when_the_model_api_refuses() {
     let active = status
         .conditions
         .iter()
-        .find(|condition| condition.type_ == "SessionActive")
+        .find(|condition| condition.type_ == ConditionType::SessionActive)
         .unwrap();
     assert_eq!(active.reason, "ModelApiFailed");
     assert_eq!(llm.requests().len(), 1, "a 401 is not retried");
@@ -532,7 +532,7 @@ async fn session_limit_queues_the_rest() {
         .unwrap()
         .conditions
         .into_iter()
-        .find(|c| c.type_ == "SessionActive")
+        .find(|c| c.type_ == ConditionType::SessionActive)
         .unwrap();
     assert_eq!(active.reason, "Queued");
     controller.wait_for_phase("first", Phase::Resolved, SESSION_TIMEOUT);

@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use opslab::incident::{Incident, IncidentStatus};
+use opslab::incident::{ConditionType, Incident, IncidentStatus};
 use opslab::source::kubernetes::{self, KubeContext};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -180,10 +180,8 @@ pub fn with_status(incident: &Incident, status: &IncidentStatus) -> Incident {
     next
 }
 
-pub fn condition<'a>(status: &'a IncidentStatus, type_: &str) -> &'a opslab::incident::Condition {
+pub fn condition(status: &IncidentStatus, type_: ConditionType) -> &opslab::incident::Condition {
     status
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == type_)
+        .condition(type_.clone())
         .unwrap_or_else(|| panic!("no {type_} condition in {status:#?}"))
 }

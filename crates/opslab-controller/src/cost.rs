@@ -198,14 +198,39 @@ fn snapshot_base(model: &str) -> Option<&str> {
         .map(|base| base.as_str())
 }
 
+/// A cost table file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CostTableError {
+    #[error("--cost-table {path}: {problem}")]
+    Unreadable {
+        path: std::path::PathBuf,
+        problem: std::io::Error,
+    },
+    #[error("--cost-table {path}: {problem}")]
+    Malformed {
+        path: std::path::PathBuf,
+        problem: Box<serde_saphyr::Error>,
+    },
+    #[error("--cost-table {path}: {model}: prices and cache multiples must be 0 or more")]
+    NegativePrice {
+        path: std::path::PathBuf,
+        model: String,
+    },
+}
+
 impl CostTable {
     /// The built-in table with the entries of a YAML or JSON file (`model: {input: 3.0, output: 15.0}`,
     /// optionally `cache_write: 1.25, cache_read: 0.1`) laid over it.
-    pub fn with_file(path: &Path) -> Result<CostTable, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("--cost-table {}: {error}", path.display()))?;
-        let entries: BTreeMap<String, PriceEntry> = serde_saphyr::from_str(&text)
-            .map_err(|error| format!("--cost-table {}: {error}", path.display()))?;
+    pub fn with_file(path: &Path) -> Result<CostTable, CostTableError> {
+        let text = std::fs::read_to_string(path).map_err(|problem| CostTableError::Unreadable {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+        let entries: BTreeMap<String, PriceEntry> =
+            serde_saphyr::from_str(&text).map_err(|problem| CostTableError::Malformed {
+                path: path.to_path_buf(),
+                problem: Box::new(problem),
+            })?;
         let mut table = CostTable::default();
         for (model, entry) in entries {
             let known = table.prices.get(&model).copied();
@@ -226,10 +251,10 @@ impl CostTable {
                 price.cache_read,
             ];
             if !parts.iter().all(|part| *part >= 0.0 && part.is_finite()) {
-                return Err(format!(
-                    "--cost-table {}: {model}: prices and cache multiples must be 0 or more",
-                    path.display()
-                ));
+                return Err(CostTableError::NegativePrice {
+                    path: path.to_path_buf(),
+                    model,
+                });
             }
             table.prices.insert(model, price);
         }
@@ -402,12 +427,14 @@ mod tests {
         assert!(
             CostTable::with_file(&path)
                 .unwrap_err()
+                .to_string()
                 .contains("0 or more")
         );
         std::fs::write(&path, "x: {input: 1, output: 1, cache_read: -0.1}\n").unwrap();
         assert!(
             CostTable::with_file(&path)
                 .unwrap_err()
+                .to_string()
                 .contains("0 or more")
         );
         std::fs::write(&path, "x: {inp: 1}\n").unwrap();

@@ -48,29 +48,23 @@ pub struct IncidentSpec {
 impl IncidentSpec {
     /// The checks of the CRD schema that serde does not make: lengths, ranges, non-empty names.
     /// A domain rule, applied by both sources.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
         let spec = self;
         if spec.title.trim().is_empty() {
-            return Err("spec.title is required and must not be empty".to_string());
+            return Err(InvalidSpec::NoTitle);
         }
-        if spec.title.len() > 512 {
-            return Err(format!(
-                "spec.title is {} bytes; the limit is 512",
-                spec.title.len()
-            ));
+        if spec.title.len() > MAX_TITLE_BYTES {
+            return Err(InvalidSpec::TitleTooLong(spec.title.len()));
         }
-        if spec.description.len() > 65536 {
-            return Err(format!(
-                "spec.description is {} bytes; the limit is 65536",
-                spec.description.len()
-            ));
+        if spec.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(InvalidSpec::DescriptionTooLong(spec.description.len()));
         }
         for (field, values) in [
             ("spec.environment.networks", &spec.environment.networks),
             ("spec.environment.targets", &spec.environment.targets),
         ] {
             if values.iter().any(|value| value.trim().is_empty()) {
-                return Err(format!("{field} must not hold empty names"));
+                return Err(InvalidSpec::EmptyName { field });
             }
         }
         let agent = &spec.agent;
@@ -85,16 +79,36 @@ impl IncidentSpec {
         ];
         for (field, value) in positive {
             if value == Some(0) {
-                return Err(format!("{field} must be at least 1"));
+                return Err(InvalidSpec::NotPositive { field });
             }
         }
         if let Some(cost) = agent.max_cost_usd
             && !(cost.is_finite() && cost >= 0.0)
         {
-            return Err("spec.agent.maxCostUsd must be a number, 0 or more".to_string());
+            return Err(InvalidSpec::BadCost);
         }
         Ok(())
     }
+}
+
+const MAX_TITLE_BYTES: usize = 512;
+const MAX_DESCRIPTION_BYTES: usize = 65536;
+
+/// What is wrong with a spec the schema let through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error("spec.title is required and must not be empty")]
+    NoTitle,
+    #[error("spec.title is {0} bytes; the limit is {MAX_TITLE_BYTES}")]
+    TitleTooLong(usize),
+    #[error("spec.description is {0} bytes; the limit is {MAX_DESCRIPTION_BYTES}")]
+    DescriptionTooLong(usize),
+    #[error("{field} must not hold empty names")]
+    EmptyName { field: &'static str },
+    #[error("{field} must be at least 1")]
+    NotPositive { field: &'static str },
+    #[error("spec.agent.maxCostUsd must be a number, 0 or more")]
+    BadCost,
 }
 
 /// How urgent an incident is.
@@ -382,9 +396,11 @@ impl Outcome {
 pub struct Condition {
     /// The kind of observation: `Valid`, `SessionActive` or `Resolved`.
     #[serde(rename = "type")]
-    pub type_: String,
+    #[schemars(with = "String")]
+    pub type_: ConditionType,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: ConditionStatus,
     /// A CamelCase word saying why.
     pub reason: String,
     /// A sentence for people.
@@ -395,6 +411,128 @@ pub struct Condition {
     /// The spec generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+impl IncidentStatus {
+    /// The condition of that type, if the status has one.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+    }
+}
+
+/// The kind of observation a condition makes. Written as its name; the schema keeps it a free
+/// string, so a status written by a person or another tool with a type opslab does not set still
+/// reads, as [`ConditionType::Other`]: shown as it is, never acted on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum ConditionType {
+    /// Whether the spec passed validation.
+    Valid,
+    /// Whether an agent session is running for the Incident.
+    SessionActive,
+    /// Whether the incident is resolved.
+    Resolved,
+    /// Whether Alertmanager says the alert that filed the Incident has resolved.
+    AlertResolved,
+    /// A type opslab does not set.
+    Other(String),
+}
+
+impl ConditionType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ConditionType::Valid => "Valid",
+            ConditionType::SessionActive => "SessionActive",
+            ConditionType::Resolved => "Resolved",
+            ConditionType::AlertResolved => "AlertResolved",
+            ConditionType::Other(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for ConditionType {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "Valid" => ConditionType::Valid,
+            "SessionActive" => ConditionType::SessionActive,
+            "Resolved" => ConditionType::Resolved,
+            "AlertResolved" => ConditionType::AlertResolved,
+            _ => ConditionType::Other(name),
+        }
+    }
+}
+
+impl From<ConditionType> for String {
+    fn from(type_: ConditionType) -> Self {
+        match type_ {
+            ConditionType::Other(name) => name,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+/// Whether a condition holds, in the Kubernetes conventions' three words. Written as `True`,
+/// `False` or `Unknown`; read liberally, since the schema keeps it a free string: the words in any
+/// case, and any other value (a person's typo, a tool's own word) as `Unknown`, which is what a
+/// value opslab cannot read tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(holds: bool) -> Self {
+        if holds {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+impl fmt::Display for ConditionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for ConditionStatus {
+    fn from(word: String) -> Self {
+        if word.eq_ignore_ascii_case("true") {
+            ConditionStatus::True
+        } else if word.eq_ignore_ascii_case("false") {
+            ConditionStatus::False
+        } else {
+            ConditionStatus::Unknown
+        }
+    }
+}
+
+impl From<ConditionStatus> for String {
+    fn from(status: ConditionStatus) -> Self {
+        status.as_str().to_string()
+    }
 }
 
 /// The namespace of an Incident whose manifest names none (as `kubectl apply` would put it).
@@ -445,5 +583,46 @@ impl Requests {
 
     pub fn is_empty(&self) -> bool {
         self.retry.is_none() && self.cancel.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(json: serde_json::Value) -> Condition {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn conditions_are_written_as_the_kubernetes_words() {
+        let written = serde_json::json!({
+            "type": "SessionActive", "status": "Unknown", "reason": "Queued", "message": "",
+            "lastTransitionTime": "2026-12-06T10:00:00Z",
+        });
+        let read = condition(written.clone());
+        assert_eq!(
+            (&read.type_, read.status),
+            (&ConditionType::SessionActive, ConditionStatus::Unknown)
+        );
+        assert_eq!(serde_json::to_value(&read).unwrap(), written);
+    }
+
+    #[test]
+    fn conditions_a_person_wrote_still_read() {
+        let read = condition(serde_json::json!({
+            "type": "Degraded", "status": "true", "reason": "Manual",
+            "lastTransitionTime": "2026-12-06T10:00:00Z",
+        }));
+        assert_eq!(read.type_, ConditionType::Other("Degraded".into()));
+        assert_eq!(read.status, ConditionStatus::True);
+        assert_eq!(serde_json::to_value(&read).unwrap()["type"], "Degraded");
+        for word in ["maybe", "", "yes"] {
+            let read = condition(serde_json::json!({
+                "type": "Resolved", "status": word, "reason": "Manual",
+                "lastTransitionTime": "2026-12-06T10:00:00Z",
+            }));
+            assert_eq!(read.status, ConditionStatus::Unknown, "{word:?}");
+        }
     }
 }

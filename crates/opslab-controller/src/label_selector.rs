@@ -21,10 +21,31 @@ impl LabelSelector {
     }
 }
 
-impl std::str::FromStr for LabelSelector {
-    type Err = String;
+/// What is wrong with a selector's text; each names the part at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("{0:?}: an empty requirement between commas")]
+    EmptyRequirement(String),
+    #[error("{0:?}: set-based requirements (in, notin) are not supported; use k=v, k!=v, k or !k")]
+    SetBased(String),
+    #[error("{0:?}: the key's prefix is not a DNS subdomain")]
+    BadPrefix(String),
+    #[error(
+        "{0:?}: a label key is a name of up to 63 letters, digits, '-', '_' or '.', \
+         starting and ending with a letter or digit, with an optional prefix/"
+    )]
+    BadKey(String),
+    #[error(
+        "{0:?}: a label value is empty or up to 63 letters, digits, '-', '_' or '.', \
+         starting and ending with a letter or digit"
+    )]
+    BadValue(String),
+}
 
-    fn from_str(text: &str) -> Result<LabelSelector, String> {
+impl std::str::FromStr for LabelSelector {
+    type Err = SelectorError;
+
+    fn from_str(text: &str) -> Result<LabelSelector, SelectorError> {
         let mut expressions = Vec::new();
         for requirement in text.split(',') {
             let requirement = requirement.trim();
@@ -32,7 +53,7 @@ impl std::str::FromStr for LabelSelector {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(format!("{text:?}: an empty requirement between commas"));
+                return Err(SelectorError::EmptyRequirement(text.to_string()));
             }
             expressions.push(requirement_of(requirement)?);
         }
@@ -42,15 +63,13 @@ impl std::str::FromStr for LabelSelector {
     }
 }
 
-fn requirement_of(text: &str) -> Result<Expression, String> {
+fn requirement_of(text: &str) -> Result<Expression, SelectorError> {
     let set_based = text.contains('(')
         || text
             .split_whitespace()
             .any(|word| word == "in" || word == "notin");
     if set_based {
-        return Err(format!(
-            "{text:?}: set-based requirements (in, notin) are not supported; use k=v, k!=v, k or !k"
-        ));
+        return Err(SelectorError::SetBased(text.to_string()));
     }
     let expression = if let Some((key, value)) = text.split_once("!=") {
         Expression::NotEqual(key_of(key)?, value_of(value)?)
@@ -65,7 +84,7 @@ fn requirement_of(text: &str) -> Result<Expression, String> {
 }
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a name.
-fn key_of(text: &str) -> Result<String, String> {
+fn key_of(text: &str) -> Result<String, SelectorError> {
     let key = text.trim();
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
@@ -78,29 +97,23 @@ fn key_of(text: &str) -> Result<String, String> {
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 });
             if !prefix_ok {
-                return Err(format!("{key:?}: the key's prefix is not a DNS subdomain"));
+                return Err(SelectorError::BadPrefix(key.to_string()));
             }
             name
         }
         None => key,
     };
     if name.is_empty() || !is_label_name(name) {
-        return Err(format!(
-            "{key:?}: a label key is a name of up to 63 letters, digits, '-', '_' or '.', \
-             starting and ending with a letter or digit, with an optional prefix/"
-        ));
+        return Err(SelectorError::BadKey(key.to_string()));
     }
     Ok(key.to_string())
 }
 
 /// A label value: empty, or a name.
-fn value_of(text: &str) -> Result<String, String> {
+fn value_of(text: &str) -> Result<String, SelectorError> {
     let value = text.trim();
     if !value.is_empty() && !is_label_name(value) {
-        return Err(format!(
-            "{value:?}: a label value is empty or up to 63 letters, digits, '-', '_' or '.', \
-             starting and ending with a letter or digit"
-        ));
+        return Err(SelectorError::BadValue(value.to_string()));
     }
     Ok(value.to_string())
 }
@@ -159,7 +172,7 @@ mod tests {
 
     #[test]
     fn bad_selectors_say_what_is_wrong() {
-        let error = |text: &str| text.parse::<LabelSelector>().unwrap_err();
+        let error = |text: &str| text.parse::<LabelSelector>().unwrap_err().to_string();
         assert!(error("team in (web,db)").contains("set-based"));
         assert!(error("team=web,,tier").contains("empty requirement"));
         assert!(error("=web").contains("label key"));

@@ -2,7 +2,7 @@
 //! in, text out.
 
 use crate::audit::{Draft, Event, EventBody, IncidentRecord, SessionRecord};
-use crate::incident::{Incident, IncidentStatus, Phase};
+use crate::incident::{ConditionStatus, ConditionType, Incident, IncidentStatus, Phase};
 use crate::presentation::{Block, Medium, cached_tokens, enum_text, plain, present};
 
 /// Output formats of `show` and `scenario run`.
@@ -277,11 +277,17 @@ pub struct Explanation<'a> {
 /// The condition that explains the phase: `Valid` when the spec is not, `Resolved` once resolved,
 /// else `SessionActive`; its message, or the other one's when it has none.
 pub fn explanation(status: &IncidentStatus) -> Option<Explanation<'_>> {
-    let find = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
-    let invalid = find("Valid").filter(|valid| valid.status == "False");
+    let find = |type_| status.condition(type_);
+    let invalid = find(ConditionType::Valid).filter(|valid| valid.status == ConditionStatus::False);
     let (first, second) = match status.phase {
-        Phase::Resolved => (find("Resolved"), find("SessionActive")),
-        _ => (find("SessionActive"), find("Resolved")),
+        Phase::Resolved => (
+            find(ConditionType::Resolved),
+            find(ConditionType::SessionActive),
+        ),
+        _ => (
+            find(ConditionType::SessionActive),
+            find(ConditionType::Resolved),
+        ),
     };
     let chosen = invalid.or(first).or(second)?;
     let message = [Some(chosen), first, second]
@@ -699,8 +705,8 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
         ]);
         for condition in &status.conditions {
             table.push(vec![
-                condition.type_.clone(),
-                condition.status.clone(),
+                condition.type_.to_string(),
+                condition.status.to_string(),
                 condition.reason.clone(),
                 clock.full_text(&condition.last_transition_time),
                 condition.message.clone(),

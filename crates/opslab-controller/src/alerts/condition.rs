@@ -2,9 +2,7 @@
 //! alert group has resolved. Pure; derived from the Incident's annotations, which the intake sets.
 
 use super::{GROUP_LABEL, RESOLVED_ANNOTATION};
-use crate::incident::{Condition, Incident, IncidentStatus};
-
-pub const TYPE: &str = "AlertResolved";
+use crate::incident::{Condition, ConditionStatus, ConditionType, Incident, IncidentStatus};
 
 /// The condition, for an Incident filed from an alert (None for the rest). `previous` keeps its
 /// transition time while its status stays.
@@ -29,30 +27,26 @@ pub fn alert_resolved(
         .and_then(|annotations| annotations.get(RESOLVED_ANNOTATION));
     let (status, reason, message) = match resolved {
         Some(at) => (
-            "True",
+            ConditionStatus::True,
             "AlertResolved",
             format!("Alertmanager reports the alert group resolved at {at}"),
         ),
         None => (
-            "False",
+            ConditionStatus::False,
             "AlertFiring",
             "the alert group is firing".to_string(),
         ),
     };
     let last_transition_time = previous
-        .and_then(|previous| {
-            previous
-                .conditions
-                .iter()
-                .find(|condition| condition.type_ == TYPE && condition.status == status)
-        })
+        .and_then(|previous| previous.condition(ConditionType::AlertResolved))
+        .filter(|before| before.status == status)
         .map_or_else(
             || now.to_string(),
             |before| before.last_transition_time.clone(),
         );
     Some(Condition {
-        type_: TYPE.into(),
-        status: status.into(),
+        type_: ConditionType::AlertResolved,
+        status,
         reason: reason.into(),
         message,
         last_transition_time,
@@ -92,8 +86,8 @@ mod tests {
         assert_eq!(alert_resolved(&incident(&[], &[]), None, 1, "T1"), None);
         let firing = alert_resolved(&incident(&[(GROUP_LABEL, "h")], &[]), None, 1, "T1").unwrap();
         assert_eq!(
-            (firing.status.as_str(), firing.reason.as_str()),
-            ("False", "AlertFiring")
+            (firing.status, firing.reason.as_str()),
+            (ConditionStatus::False, "AlertFiring")
         );
         let previous = IncidentStatus {
             conditions: vec![firing],
@@ -112,8 +106,8 @@ mod tests {
         assert_eq!(
             resolved,
             Condition {
-                type_: TYPE.into(),
-                status: "True".into(),
+                type_: ConditionType::AlertResolved,
+                status: ConditionStatus::True,
                 reason: "AlertResolved".into(),
                 message: "Alertmanager reports the alert group resolved at 2026-12-06T10:04:00Z"
                     .into(),

@@ -3,12 +3,12 @@
 //! filling a spec is pure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::payload::{Alert, Refusal, RefusalKind};
-use crate::incident::{AgentOverrides, DEFAULT_NAMESPACE, Severity};
+use crate::incident::{AgentOverrides, DEFAULT_NAMESPACE, InvalidSpec, Severity};
 
 /// The rules file's largest size.
 const MAX_RULES_BYTES: u64 = 1024 * 1024;
@@ -127,41 +127,99 @@ impl Default for Rule {
     }
 }
 
+/// What is wrong with alert rules.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{0}")]
+    Unreadable(std::io::Error),
+    #[error("{0} bytes; the limit is {MAX_RULES_BYTES}")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Malformed(Box<serde_saphyr::Error>),
+    #[error("namespace {0:?} is not a DNS label (lowercase letters, digits and '-', at most 63)")]
+    NamespaceNotALabel(String),
+    #[error(
+        "rules: at least one rule is needed (or leave `rules` out for the default: every alert files an Incident)"
+    )]
+    NoRules,
+    #[error("{at}: {label:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)")]
+    NotALabelName { at: RuleAt, label: String },
+    #[error("{at}: matchRegex.{label}: not a regular expression: {problem}")]
+    NotARegex {
+        at: RuleAt,
+        label: String,
+        problem: regex::Error,
+    },
+    #[error("{at}: {field}: {name:?} is not a Docker name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)")]
+    NotADockerName {
+        at: RuleAt,
+        field: &'static str,
+        name: String,
+    },
+    /// The rule's agent overrides, named as the rule writes them (`maxTurns`, not `spec.agent.maxTurns`).
+    #[error("{at}: agent: {}", .problem.to_string().replace("spec.agent.", ""))]
+    BadAgent { at: RuleAt, problem: InvalidSpec },
+}
+
+/// A rule, as errors name it: `rules[0] (redis)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleAt {
+    pub index: usize,
+    pub name: String,
+}
+
+impl std::fmt::Display for RuleAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rules[{}] ({})", self.index, self.name)
+    }
+}
+
+/// A rules file that cannot be used: which file, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct RulesFileError {
+    pub path: PathBuf,
+    pub problem: RulesError,
+}
+
 impl Rules {
     /// Reads and checks a rules file; the error names the file and what is wrong.
-    pub fn load(path: &Path) -> Result<Rules, String> {
-        let name = path.display();
-        let meta = std::fs::metadata(path).map_err(|error| format!("{name}: {error}"))?;
+    pub fn load(path: &Path) -> Result<Rules, RulesFileError> {
+        let in_file = |problem| RulesFileError {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let meta =
+            std::fs::metadata(path).map_err(|error| in_file(RulesError::Unreadable(error)))?;
         if meta.len() > MAX_RULES_BYTES {
-            return Err(format!(
-                "{name}: {} bytes; the limit is {MAX_RULES_BYTES}",
-                meta.len()
-            ));
+            return Err(in_file(RulesError::TooLarge(meta.len())));
         }
-        let text = std::fs::read_to_string(path).map_err(|error| format!("{name}: {error}"))?;
-        Rules::parse(&text).map_err(|error| format!("{name}: {error}"))
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| in_file(RulesError::Unreadable(error)))?;
+        Rules::parse(&text).map_err(in_file)
     }
 
     /// Parses and checks the rules' text. Pure.
-    pub fn parse(text: &str) -> Result<Rules, String> {
-        let mut rules: Rules = serde_saphyr::from_str(text).map_err(|error| error.to_string())?;
+    pub fn parse(text: &str) -> Result<Rules, RulesError> {
+        let mut rules: Rules =
+            serde_saphyr::from_str(text).map_err(|error| RulesError::Malformed(Box::new(error)))?;
         rules.check()?;
         Ok(rules)
     }
 
     /// The checks serde does not make; compiles the regular expressions.
-    pub fn check(&mut self) -> Result<(), String> {
+    pub fn check(&mut self) -> Result<(), RulesError> {
         if !is_dns_label(&self.namespace) {
-            return Err(format!(
-                "namespace {:?} is not a DNS label (lowercase letters, digits and '-', at most 63)",
-                self.namespace
-            ));
+            return Err(RulesError::NamespaceNotALabel(self.namespace.clone()));
         }
         if self.rules.is_empty() {
-            return Err("rules: at least one rule is needed (or leave `rules` out for the default: every alert files an Incident)".into());
+            return Err(RulesError::NoRules);
         }
         for (index, rule) in self.rules.iter_mut().enumerate() {
-            let at = format!("rules[{index}] ({})", rule.name);
+            let at = RuleAt {
+                index,
+                name: rule.name.clone(),
+            };
             let names = rule
                 .matches
                 .keys()
@@ -172,23 +230,30 @@ impl Rules {
                 .chain(&rule.target_labels);
             for label in names {
                 if !super::payload::is_label_name(label) {
-                    return Err(format!(
-                        "{at}: {label:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-                    ));
+                    return Err(RulesError::NotALabelName {
+                        at,
+                        label: label.clone(),
+                    });
                 }
             }
             rule.compiled.clear();
             for (label, pattern) in &rule.match_regex {
-                let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| {
-                    format!("{at}: matchRegex.{label}: not a regular expression: {error}")
+                let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|problem| {
+                    RulesError::NotARegex {
+                        at: at.clone(),
+                        label: label.clone(),
+                        problem,
+                    }
                 })?;
                 rule.compiled.push((label.clone(), regex));
             }
             for (field, names) in [("networks", &rule.networks), ("targets", &rule.targets)] {
                 if let Some(bad) = names.iter().find(|name| !is_docker_name(name)) {
-                    return Err(format!(
-                        "{at}: {field}: {bad:?} is not a Docker name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
-                    ));
+                    return Err(RulesError::NotADockerName {
+                        at,
+                        field,
+                        name: bad.clone(),
+                    });
                 }
             }
             let probe = crate::incident::IncidentSpec {
@@ -200,7 +265,7 @@ impl Rules {
             };
             probe
                 .validate()
-                .map_err(|error| format!("{at}: agent: {}", error.replace("spec.agent.", "")))?;
+                .map_err(|problem| RulesError::BadAgent { at, problem })?;
         }
         Ok(())
     }
@@ -398,18 +463,19 @@ mod tests {
         let rest = rules.rule_for(&[other]).unwrap();
         assert_eq!((rest.name.as_str(), rest.file), ("rest", false));
 
-        let unknown = Rules::parse("rules:\n- mtach: {a: b}\n").unwrap_err();
+        let parse_error = |text| Rules::parse(text).unwrap_err().to_string();
+        let unknown = parse_error("rules:\n- mtach: {a: b}\n");
         assert!(unknown.contains("mtach"), "{unknown}");
-        let regex = Rules::parse("rules:\n- matchRegex: {a: '('}\n").unwrap_err();
+        let regex = parse_error("rules:\n- matchRegex: {a: '('}\n");
         assert!(
             regex.contains("rules[0] (default): matchRegex.a"),
             "{regex}"
         );
-        let agent = Rules::parse("rules:\n- agent: {maxTurns: 0}\n").unwrap_err();
+        let agent = parse_error("rules:\n- agent: {maxTurns: 0}\n");
         assert!(agent.contains("maxTurns must be at least 1"), "{agent}");
-        let namespace = Rules::parse("namespace: Not_A_Label\n").unwrap_err();
+        let namespace = parse_error("namespace: Not_A_Label\n");
         assert!(namespace.contains("not a DNS label"), "{namespace}");
-        let network = Rules::parse("rules:\n- networks: ['a b']\n").unwrap_err();
+        let network = parse_error("rules:\n- networks: ['a b']\n");
         assert!(network.contains("not a Docker name"), "{network}");
     }
 

@@ -13,20 +13,27 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
-impl FromStr for StoreLocation {
-    type Err = String;
+/// A store location that names no store. Never repeats the input: it may be a URL with a password.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    #[error("the store URL {redacted} is not a valid PostgreSQL URL: {problem}")]
+    BadPostgresUrl { redacted: String, problem: String },
+    #[error("the store location is empty: give an SQLite file path or a postgres:// URL")]
+    Empty,
+}
 
-    /// Errors never repeat the input: it may be a URL with a password.
-    fn from_str(text: &str) -> Result<StoreLocation, String> {
+impl FromStr for StoreLocation {
+    type Err = LocationError;
+
+    fn from_str(text: &str) -> Result<StoreLocation, LocationError> {
         let text = text.trim();
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return match tokio_postgres::Config::from_str(text) {
                 Ok(_) => Ok(StoreLocation::Postgres(text.to_string())),
-                Err(error) => Err(format!(
-                    "the store URL {} is not a valid PostgreSQL URL: {}",
-                    redact_url(text),
-                    super::postgres_message(&error)
-                )),
+                Err(error) => Err(LocationError::BadPostgresUrl {
+                    redacted: redact_url(text),
+                    problem: super::postgres_message(&error),
+                }),
             };
         }
         let path = text
@@ -34,9 +41,7 @@ impl FromStr for StoreLocation {
             .or_else(|| text.strip_prefix("sqlite:"))
             .unwrap_or(text);
         if path.is_empty() {
-            return Err(
-                "the store location is empty: give an SQLite file path or a postgres:// URL".into(),
-            );
+            return Err(LocationError::Empty);
         }
         Ok(StoreLocation::Sqlite(PathBuf::from(path)))
     }
@@ -167,7 +172,8 @@ mod tests {
     fn a_bad_postgres_url_is_refused_without_its_password() {
         let error = "postgres://opslab:s3cret@db:5432/opslab?sslmode=bogus"
             .parse::<StoreLocation>()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not a valid PostgreSQL URL"), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
     }

@@ -22,8 +22,8 @@ pub(crate) use error::postgres_message;
 pub use event::{Delivery, Event, EventBody};
 pub use feed::{DraftChange, IncidentChanges, IncidentFeed, SessionFeed, SessionUpdate};
 pub use health::StoreHealth;
-pub use location::StoreLocation;
-pub use redact::{HeldSecret, Redactor, check_configured_secret};
+pub use location::{LocationError, StoreLocation};
+pub use redact::{HeldSecret, Redactor, SecretTooShort, check_configured_secret};
 pub use store::Store;
 
 use crate::incident::{Outcome, Phase, Report, Requests};

@@ -312,13 +312,20 @@ impl Default for Redactor {
     }
 }
 
+/// A configured secret too short to redact: a shorter one would erase ordinary words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "it is {length} characters long; a secret to redact must be at least {MIN_CONFIGURED_SECRET_LEN} (a shorter one would erase ordinary words from the trail)"
+)]
+pub struct SecretTooShort {
+    pub length: usize,
+}
+
 /// Why a configured secret cannot be used.
-pub fn check_configured_secret(value: &str) -> Result<(), String> {
+pub fn check_configured_secret(value: &str) -> Result<(), SecretTooShort> {
     let length = value.trim().chars().count();
     if length < MIN_CONFIGURED_SECRET_LEN {
-        return Err(format!(
-            "it is {length} characters long; a secret to redact must be at least {MIN_CONFIGURED_SECRET_LEN} (a shorter one would erase ordinary words from the trail)"
-        ));
+        return Err(SecretTooShort { length });
     }
     Ok(())
 }
@@ -347,7 +354,7 @@ impl Redactor {
     /// Redacts `value` as a configured secret, here and in every clone, until the returned guard
     /// is dropped: for a secret that lives as long as a session (its Kubernetes token). A value
     /// too short to redact safely is refused.
-    pub fn hold(&self, value: &str) -> Result<HeldSecret, String> {
+    pub fn hold(&self, value: &str) -> Result<HeldSecret, SecretTooShort> {
         let value = value.trim().to_string();
         check_configured_secret(&value)?;
         let mut values = self

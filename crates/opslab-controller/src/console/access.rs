@@ -93,14 +93,20 @@ impl ConsoleOptions {
 
     /// Whether the token can be used: it is registered with redaction, so it needs the length of
     /// any configured secret.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), UnredactableToken> {
         match self.token() {
-            Some(token) => crate::audit::check_configured_secret(token.secret())
-                .map_err(|why| format!("--console-token cannot be redacted safely: {why}")),
+            Some(token) => {
+                crate::audit::check_configured_secret(token.secret()).map_err(UnredactableToken)
+            }
             None => Ok(()),
         }
     }
 }
+
+/// A console token too short to be redacted from the trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--console-token cannot be redacted safely: {0}")]
+pub struct UnredactableToken(crate::audit::SecretTooShort);
 
 /// What the console does with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -280,7 +286,7 @@ mod tests {
             console_token: Some("x9q2z".parse().unwrap()),
             console_insecure: false,
         };
-        let why = short.check().unwrap_err();
+        let why = short.check().unwrap_err().to_string();
         assert!(
             why.contains("--console-token") && !why.contains("x9q2z"),
             "{why}"

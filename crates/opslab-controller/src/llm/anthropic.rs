@@ -3,7 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids, usage_count,
+    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_input, unique_ids,
+    usage_count,
 };
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -116,18 +117,17 @@ fn block(block: &ContentBlock) -> Option<Value> {
 
 /// Parses a response, accepting what real servers send: unknown block types (thinking, …) are
 /// skipped, missing ids are made up, absent usage counts as zero.
-pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
+    let value: Value = serde_json::from_slice(body).map_err(ResponseError::NotJson)?;
     parse_message(&value)
 }
 
 /// [`parse_response`] of a body already read as JSON.
-pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
+pub fn parse_message(value: &Value) -> Result<ChatResponse, ResponseError> {
     let blocks = value
         .get("content")
         .and_then(Value::as_array)
-        .ok_or("the response has no `content` array")?;
+        .ok_or(ResponseError::NoContent)?;
     let mut content = Vec::new();
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
@@ -146,7 +146,7 @@ pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
                 let name = block
                     .get("name")
                     .and_then(Value::as_str)
-                    .ok_or("a tool_use block has no name")?;
+                    .ok_or(ResponseError::ToolUseWithoutName)?;
                 content.push(ContentBlock::ToolUse {
                     id: block
                         .get("id")

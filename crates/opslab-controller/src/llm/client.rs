@@ -27,6 +27,8 @@ pub enum LlmError {
     Transport(String),
     #[error("undecodable response: {0}")]
     Decode(String),
+    #[error("undecodable response: {0}")]
+    Response(super::ResponseError),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -44,7 +46,7 @@ impl LlmError {
     pub fn is_retryable(&self) -> bool {
         match self {
             LlmError::Status { status, .. } => retry::retryable_status(*status),
-            LlmError::Transport(_) | LlmError::Decode(_) => true,
+            LlmError::Transport(_) | LlmError::Decode(_) | LlmError::Response(_) => true,
             LlmError::SpendLimit { .. } | LlmError::Config(_) => false,
         }
     }
@@ -55,6 +57,7 @@ impl LlmError {
             LlmError::SpendLimit { .. }
             | LlmError::Transport(_)
             | LlmError::Decode(_)
+            | LlmError::Response(_)
             | LlmError::Config(_) => None,
         }
     }
@@ -71,7 +74,7 @@ impl LlmError {
             LlmError::Status { .. } => "bad_request",
             LlmError::SpendLimit { .. } => "quota",
             LlmError::Transport(_) => "transport",
-            LlmError::Decode(_) => "decode",
+            LlmError::Decode(_) | LlmError::Response(_) => "decode",
             LlmError::Config(_) => "config",
         }
     }
@@ -220,9 +223,7 @@ impl LlmClient {
             Err(LlmError::Status { status, .. } | LlmError::SpendLimit { status, .. }) => {
                 status.to_string()
             }
-            Err(LlmError::Transport(_)) => "transport".into(),
-            Err(LlmError::Decode(_)) => "decode".into(),
-            Err(LlmError::Config(_)) => "config".into(),
+            Err(error) => error.label().into(),
         };
         self.metrics.llm_request(provider, &request.model, status);
         if let Ok(response) = &result {
@@ -318,7 +319,7 @@ impl LlmClient {
             ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
             ProviderKind::OpenAi => openai::parse_message(&value),
         }
-        .map_err(LlmError::Decode)
+        .map_err(LlmError::Response)
     }
 }
 
@@ -381,7 +382,7 @@ impl LlmClient {
             ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
             ProviderKind::OpenAi => openai::parse_message(&value),
         }
-        .map_err(LlmError::Decode)
+        .map_err(LlmError::Response)
     }
 }
 

@@ -160,6 +160,25 @@ mod client;
 pub use crate::cost::Usage;
 pub use client::{LlmClient, LlmError, RetryNotice};
 
+/// A response body that is not an answer in the provider's shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("the response has no `content` array")]
+    NoContent,
+    #[error("a tool_use block has no name")]
+    ToolUseWithoutName,
+    #[error("the response has no `choices`")]
+    NoChoices,
+    #[error("the choice has no `message`")]
+    ChoiceWithoutMessage,
+    #[error("a tool call has no `function`")]
+    ToolCallWithoutFunction,
+    #[error("a tool call has no function name")]
+    ToolCallWithoutName,
+}
+
 /// A tool call's arguments as the model gave them. Servers differ: an object, a JSON string, or a
 /// string that is not JSON at all. The last is kept as `{"__raw_arguments": …}` so that the agent
 /// can tell the model its arguments were malformed.

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    ChatRequest, ChatResponse, ContentBlock, Role, Usage, tool_input, unique_ids, usage_count,
+    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_input, unique_ids,
+    usage_count,
 };
 
 /// The request body. Tool results become `tool` messages right after the assistant's tool calls;
@@ -92,20 +93,21 @@ pub fn request_body(request: &ChatRequest) -> Value {
 
 /// Parses a response, accepting what compatible servers send: `content: null` or a list of parts,
 /// `arguments` as an object or as a string that is not JSON, missing ids and usage.
-pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
+    let value: Value = serde_json::from_slice(body).map_err(ResponseError::NotJson)?;
     parse_message(&value)
 }
 
 /// [`parse_response`] of a body already read as JSON.
-pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
+pub fn parse_message(value: &Value) -> Result<ChatResponse, ResponseError> {
     let choice = value
         .get("choices")
         .and_then(Value::as_array)
         .and_then(|choices| choices.first())
-        .ok_or("the response has no `choices`")?;
-    let message = choice.get("message").ok_or("the choice has no `message`")?;
+        .ok_or(ResponseError::NoChoices)?;
+    let message = choice
+        .get("message")
+        .ok_or(ResponseError::ChoiceWithoutMessage)?;
     let mut content = Vec::new();
     let text = match message.get("content") {
         Some(Value::String(text)) => text.clone(),
@@ -127,11 +129,11 @@ pub fn parse_message(value: &Value) -> Result<ChatResponse, String> {
     {
         let function = call
             .get("function")
-            .ok_or("a tool call has no `function`")?;
+            .ok_or(ResponseError::ToolCallWithoutFunction)?;
         let name = function
             .get("name")
             .and_then(Value::as_str)
-            .ok_or("a tool call has no function name")?;
+            .ok_or(ResponseError::ToolCallWithoutName)?;
         content.push(ContentBlock::ToolUse {
             id: call
                 .get("id")

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit::Redactor;
-use crate::incident::{IncidentStatus, Phase, Severity};
+use crate::incident::{ConditionType, IncidentStatus, Phase, Severity};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -231,9 +231,8 @@ pub fn slack_message(notice: &Notice) -> Value {
         None => {
             // No report (a failure, a cancellation): the status's own words say why.
             let why = status
-                .conditions
-                .iter()
-                .find(|condition| condition.type_ == "Resolved" && !condition.message.is_empty())
+                .condition(ConditionType::Resolved)
+                .filter(|condition| !condition.message.is_empty())
                 .map(|condition| condition.message.clone())
                 .unwrap_or_default();
             section("Why", &why);

@@ -117,29 +117,85 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
+/// A receiver that cannot be used. The URL's text is never in it: it is a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("receiver name {0:?}: use 1 to 63 lowercase letters, digits, '-' or '_'")]
+    BadName(String),
+    #[error("receiver {name}: its URL does not parse ({problem})")]
+    UnparsableUrl {
+        name: String,
+        problem: url::ParseError,
+    },
+    #[error("receiver {name}: its URL must be http:// or https:// with a host")]
+    NotHttp { name: String },
+    #[error("receiver {name}: its URL cannot be redacted safely: {problem}")]
+    Unredactable {
+        name: String,
+        problem: crate::audit::SecretTooShort,
+    },
+}
+
+/// Notification settings that cannot be used, naming the flag or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifySettingsError {
+    #[error("{variable}: {problem}")]
+    Variable {
+        variable: &'static str,
+        problem: ReceiverError,
+    },
+    #[error("--notify-receivers {path}: {problem}")]
+    UnreadableFile {
+        path: PathBuf,
+        problem: std::io::Error,
+    },
+    #[error(
+        "--notify-receivers {path}: not a receivers file (receivers: [{{name, type: slack|cloudevents, url}}]) {location}"
+    )]
+    NotAReceiversFile { path: PathBuf, location: String },
+    #[error("--notify-receivers {path}: {problem}")]
+    BadReceiver {
+        path: PathBuf,
+        problem: ReceiverError,
+    },
+    #[error("two notification receivers are named {0:?}; names must be unique")]
+    DuplicateName(String),
+    #[error("--notify-timeout-seconds must be at least 1")]
+    NoTimeout,
+    #[error("--notify-attempts must be at least 1")]
+    NoAttempts,
+    #[error("--console-url {0:?} must start with http:// or https://")]
+    BadConsoleUrl(String),
+}
+
 impl Receiver {
     /// Checks the name and the URL (http or https, with a host).
-    pub fn new(name: &str, kind: ReceiverKind, url: &str) -> Result<Receiver, String> {
+    pub fn new(name: &str, kind: ReceiverKind, url: &str) -> Result<Receiver, ReceiverError> {
         let valid_name = !name.is_empty()
             && name.len() <= 63
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !valid_name {
-            return Err(format!(
-                "receiver name {name:?}: use 1 to 63 lowercase letters, digits, '-' or '_'"
-            ));
+            return Err(ReceiverError::BadName(name.to_string()));
         }
         // The URL's text never goes into an error: it is a secret.
-        let parsed = url::Url::parse(url.trim())
-            .map_err(|error| format!("receiver {name}: its URL does not parse ({error})"))?;
+        let parsed =
+            url::Url::parse(url.trim()).map_err(|problem| ReceiverError::UnparsableUrl {
+                name: name.to_string(),
+                problem,
+            })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(format!(
-                "receiver {name}: its URL must be http:// or https:// with a host"
-            ));
+            return Err(ReceiverError::NotHttp {
+                name: name.to_string(),
+            });
         }
-        crate::audit::check_configured_secret(parsed.as_str())
-            .map_err(|why| format!("receiver {name}: its URL cannot be redacted safely: {why}"))?;
+        crate::audit::check_configured_secret(parsed.as_str()).map_err(|problem| {
+            ReceiverError::Unredactable {
+                name: name.to_string(),
+                problem,
+            }
+        })?;
         Ok(Receiver {
             name: name.to_string(),
             kind,
@@ -181,7 +237,10 @@ struct ReceiverEntry {
 
 impl NotifyArgs {
     /// Checks the flags and reads the receivers; `env` looks up an environment variable.
-    pub fn into_config(self, env: impl Fn(&str) -> Option<String>) -> Result<NotifyConfig, String> {
+    pub fn into_config(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<NotifyConfig, NotifySettingsError> {
         let mut receivers = Vec::new();
         for (name, kind, variable) in [
             ("slack", ReceiverKind::Slack, SLACK_URL_ENV),
@@ -190,7 +249,7 @@ impl NotifyArgs {
             if let Some(url) = env(variable).filter(|url| !url.trim().is_empty()) {
                 receivers.push(
                     Receiver::new(name, kind, &url)
-                        .map_err(|error| format!("{variable}: {error}"))?,
+                        .map_err(|problem| NotifySettingsError::Variable { variable, problem })?,
                 );
             }
         }
@@ -202,17 +261,14 @@ impl NotifyArgs {
                 .iter()
                 .any(|other| other.name == receiver.name)
             {
-                return Err(format!(
-                    "two notification receivers are named {:?}; names must be unique",
-                    receiver.name
-                ));
+                return Err(NotifySettingsError::DuplicateName(receiver.name.clone()));
             }
         }
         if self.notify_timeout_seconds == 0 {
-            return Err("--notify-timeout-seconds must be at least 1".into());
+            return Err(NotifySettingsError::NoTimeout);
         }
         if self.notify_attempts == 0 {
-            return Err("--notify-attempts must be at least 1".into());
+            return Err(NotifySettingsError::NoAttempts);
         }
         let console_url = match self.console_url {
             Some(url) if !url.trim().is_empty() => {
@@ -220,9 +276,7 @@ impl NotifyArgs {
                 let trimmed = url.trim().trim_end_matches('/');
                 let trimmed = trimmed.strip_suffix("/ui").unwrap_or(trimmed).to_string();
                 if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-                    return Err(format!(
-                        "--console-url {trimmed:?} must start with http:// or https://"
-                    ));
+                    return Err(NotifySettingsError::BadConsoleUrl(trimmed));
                 }
                 Some(trimmed)
             }
@@ -239,10 +293,12 @@ impl NotifyArgs {
     }
 }
 
-fn read_receivers(path: &Path) -> Result<Vec<Receiver>, String> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("--notify-receivers {shown}: {error}"))?;
+fn read_receivers(path: &Path) -> Result<Vec<Receiver>, NotifySettingsError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|problem| NotifySettingsError::UnreadableFile {
+            path: path.to_path_buf(),
+            problem,
+        })?;
     // The parser's message may quote the text, which holds URLs: say where, not what.
     let file: ReceiversFile = serde_saphyr::from_str(&text).map_err(|error| {
         let location = error
@@ -251,15 +307,20 @@ fn read_receivers(path: &Path) -> Result<Vec<Receiver>, String> {
             .find(|line| line.contains("line"))
             .map(|line| line.chars().take(120).collect::<String>())
             .unwrap_or_default();
-        format!(
-            "--notify-receivers {shown}: not a receivers file (receivers: [{{name, type: slack|cloudevents, url}}]) {location}"
-        )
+        NotifySettingsError::NotAReceiversFile {
+            path: path.to_path_buf(),
+            location,
+        }
     })?;
     file.receivers
         .into_iter()
         .map(|entry| {
-            Receiver::new(&entry.name, entry.kind, &entry.url)
-                .map_err(|error| format!("--notify-receivers {shown}: {error}"))
+            Receiver::new(&entry.name, entry.kind, &entry.url).map_err(|problem| {
+                NotifySettingsError::BadReceiver {
+                    path: path.to_path_buf(),
+                    problem,
+                }
+            })
         })
         .collect()
 }
@@ -330,6 +391,7 @@ mod tests {
             }
             .into_config(|_| None)
             .map(|config| config.console_url)
+            .map_err(|error| error.to_string())
         };
         for given in [
             "https://opslab.example.com",
@@ -358,6 +420,7 @@ mod tests {
             args()
                 .into_config(|name| (name == WEBHOOK_URL_ENV).then(|| url.to_string()))
                 .unwrap_err()
+                .to_string()
         };
         let error = refused("ftp://files.example.com/secret-path-123");
         assert!(error.contains("http:// or https://"), "{error}");
@@ -378,7 +441,8 @@ mod tests {
             ..args()
         }
         .into_config(|_| None)
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("receiver name"), "{error}");
         std::fs::write(&file, "receivers:\n  - name: a\n    type: email\n    url: https://x.example.com/hook-secret\n").unwrap();
         let error = NotifyArgs {
@@ -386,7 +450,8 @@ mod tests {
             ..args()
         }
         .into_config(|_| None)
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("not a receivers file"), "{error}");
         assert!(!error.contains("hook-secret"), "{error}");
         let error = NotifyArgs {
@@ -394,7 +459,8 @@ mod tests {
             ..args()
         }
         .into_config(|_| None)
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("--notify-attempts"), "{error}");
     }
 }

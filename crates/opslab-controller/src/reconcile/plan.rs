@@ -1,7 +1,9 @@
 //! The reconciler's decisions, pure: from what is observed to what to do and what the status says.
 
 use crate::audit::{SessionRecord, SessionState};
-use crate::incident::{Condition, IncidentStatus, LastCommand, Phase, Requests, Tokens};
+use crate::incident::{
+    Condition, ConditionStatus, ConditionType, IncidentStatus, LastCommand, Phase, Requests, Tokens,
+};
 
 /// What the reconciler sees of one Incident.
 #[derive(Clone, Debug)]
@@ -105,19 +107,19 @@ pub fn status(
     let (active, resolved) = match (decision, status.phase) {
         (Decision::Queue { .. }, _) => (
             condition(
-                "False",
+                ConditionStatus::False,
                 "Queued",
                 format!("waiting for a free session slot ({active_sessions} sessions running)"),
             ),
-            condition("Unknown", "Queued", String::new()),
+            condition(ConditionStatus::Unknown, "Queued", String::new()),
         ),
         (Decision::Cancel { request }, _) => (
             condition(
-                "True",
+                ConditionStatus::True,
                 "Cancelling",
                 format!("the session is being cancelled on request: {request}"),
             ),
-            condition("Unknown", "Cancelling", String::new()),
+            condition(ConditionStatus::Unknown, "Cancelling", String::new()),
         ),
         (_, Phase::Investigating | Phase::Pending | Phase::Queued) => {
             // Where the session has something to say (the model API being retried), it says it.
@@ -125,8 +127,8 @@ pub fn status(
                 .and_then(|session| session.message.clone())
                 .unwrap_or_else(|| "an agent session is running".into());
             (
-                condition("True", "Investigating", message),
-                condition("Unknown", "Investigating", String::new()),
+                condition(ConditionStatus::True, "Investigating", message),
+                condition(ConditionStatus::Unknown, "Investigating", String::new()),
             )
         }
         (_, phase) => {
@@ -143,22 +145,18 @@ pub fn status(
                 .report
                 .as_ref()
                 .map_or_else(|| cause.clone(), |report| report.summary.clone());
-            let resolved = if phase == Phase::Resolved {
-                "True"
-            } else {
-                "False"
-            };
+            let resolved = ConditionStatus::from(phase == Phase::Resolved);
             (
-                condition("False", &reason, cause),
+                condition(ConditionStatus::False, &reason, cause),
                 condition(resolved, &reason, outcome),
             )
         }
     };
-    let valid = condition("True", "Valid", "the spec is valid".into());
+    let valid = condition(ConditionStatus::True, "Valid", "the spec is valid".into());
     let conditions = [
-        ("Valid", valid),
-        ("SessionActive", active),
-        ("Resolved", resolved),
+        (ConditionType::Valid, valid),
+        (ConditionType::SessionActive, active),
+        (ConditionType::Resolved, resolved),
     ];
     status.conditions = merge_conditions(previous, conditions, generation, now);
     status
@@ -172,7 +170,7 @@ pub fn with_store_problem(mut status: IncidentStatus, problem: Option<&str>) -> 
         && let Some(active) = status
             .conditions
             .iter_mut()
-            .find(|condition| condition.type_ == "SessionActive")
+            .find(|condition| condition.type_ == ConditionType::SessionActive)
     {
         active.reason = "StoreUnavailable".into();
         active.message = format!("{problem}; the session waits and resumes when it works");
@@ -192,17 +190,17 @@ pub fn invalid_status(
         observed_generation: Some(generation),
         ..IncidentStatus::default()
     };
-    let valid = condition("False", "InvalidSpec", message.to_string());
+    let valid = condition(ConditionStatus::False, "InvalidSpec", message.to_string());
     let active = condition(
-        "False",
+        ConditionStatus::False,
         "InvalidSpec",
         "no session runs for an invalid spec".into(),
     );
-    let resolved = condition("Unknown", "InvalidSpec", String::new());
+    let resolved = condition(ConditionStatus::Unknown, "InvalidSpec", String::new());
     let conditions = [
-        ("Valid", valid),
-        ("SessionActive", active),
-        ("Resolved", resolved),
+        (ConditionType::Valid, valid),
+        (ConditionType::SessionActive, active),
+        (ConditionType::Resolved, resolved),
     ];
     status.conditions = merge_conditions(previous, conditions, generation, now);
     status
@@ -232,35 +230,30 @@ fn from_session(session: &SessionRecord, last_command: Option<LastCommand>) -> I
 }
 
 /// (status, reason, message) of a condition, before its type and times are set.
-type ConditionParts = (&'static str, String, String);
+type ConditionParts = (ConditionStatus, String, String);
 
-fn condition(status: &'static str, reason: &str, message: String) -> ConditionParts {
+fn condition(status: ConditionStatus, reason: &str, message: String) -> ConditionParts {
     (status, reason.to_string(), message)
 }
 
 /// Builds the conditions, keeping `lastTransitionTime` from `previous` unless the status changed.
 fn merge_conditions(
     previous: Option<&IncidentStatus>,
-    conditions: [(&str, ConditionParts); 3],
+    conditions: [(ConditionType, ConditionParts); 3],
     generation: i64,
     now: &str,
 ) -> Vec<Condition> {
     conditions
         .into_iter()
         .map(|(type_, (status, reason, message))| {
-            let before = previous.and_then(|previous| {
-                previous
-                    .conditions
-                    .iter()
-                    .find(|condition| condition.type_ == type_)
-            });
+            let before = previous.and_then(|previous| previous.condition(type_.clone()));
             let last_transition_time = match before {
                 Some(before) if before.status == status => before.last_transition_time.clone(),
                 Some(_) | None => now.to_string(),
             };
             Condition {
-                type_: type_.to_string(),
-                status: status.to_string(),
+                type_,
+                status,
                 reason,
                 message,
                 last_transition_time,
@@ -395,13 +388,13 @@ mod tests {
         let resolved = status
             .conditions
             .iter()
-            .find(|c| c.type_ == "Resolved")
+            .find(|c| c.type_ == ConditionType::Resolved)
             .unwrap();
         assert_eq!(
             resolved,
             &Condition {
-                type_: "Resolved".into(),
-                status: "True".into(),
+                type_: ConditionType::Resolved,
+                status: ConditionStatus::True,
                 reason: "Reported".into(),
                 message: "restarted redis".into(),
                 last_transition_time: "T1".into(),
@@ -442,16 +435,16 @@ mod tests {
         let active = third
             .conditions
             .iter()
-            .find(|c| c.type_ == "SessionActive")
+            .find(|c| c.type_ == ConditionType::SessionActive)
             .unwrap();
         assert_eq!(
-            (active.status.as_str(), active.last_transition_time.as_str()),
-            ("False", "T3")
+            (active.status, active.last_transition_time.as_str()),
+            (ConditionStatus::False, "T3")
         );
         let valid = third
             .conditions
             .iter()
-            .find(|c| c.type_ == "Valid")
+            .find(|c| c.type_ == ConditionType::Valid)
             .unwrap();
         assert_eq!(valid.last_transition_time, "T1");
     }
@@ -463,7 +456,7 @@ mod tests {
         let active = status
             .conditions
             .iter()
-            .find(|c| c.type_ == "SessionActive")
+            .find(|c| c.type_ == ConditionType::SessionActive)
             .unwrap();
         assert_eq!(
             active.message,
@@ -595,12 +588,12 @@ mod tests {
         let active = status
             .conditions
             .iter()
-            .find(|c| c.type_ == "SessionActive")
+            .find(|c| c.type_ == ConditionType::SessionActive)
             .unwrap();
         assert_eq!(
-            (active.status.as_str(), active.message.as_str()),
+            (active.status, active.message.as_str()),
             (
-                "True",
+                ConditionStatus::True,
                 "waiting for the model API: retry 3 of 5 in 4.0 s, after: transport: connection refused"
             )
         );
@@ -616,7 +609,7 @@ mod tests {
         let active = waiting
             .conditions
             .iter()
-            .find(|c| c.type_ == "SessionActive")
+            .find(|c| c.type_ == ConditionType::SessionActive)
             .unwrap();
         assert_eq!(active.reason, "StoreUnavailable");
         assert!(active.message.starts_with(problem), "{}", active.message);

@@ -54,12 +54,12 @@ pub async fn apply<S: StatusSink>(
 ) -> Result<Option<IncidentStatus>> {
     let status = match incident.spec.validate() {
         // A source checks what it can (an API server the schema); these are the checks it cannot.
-        Err(message) => {
-            warn!(%message, "invalid Incident");
+        Err(invalid) => {
+            warn!(message = %invalid, "invalid Incident");
             plan::invalid_status(
                 incident.status.as_ref(),
                 incident.metadata.generation.unwrap_or(1),
-                &message,
+                &invalid.to_string(),
                 &jiff::Timestamp::now().to_string(),
             )
         }

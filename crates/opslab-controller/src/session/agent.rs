@@ -551,7 +551,7 @@ impl SessionTask {
                 let rejected = EventBody::ToolRejected {
                     tool_use_id: id,
                     tool: name,
-                    error,
+                    error: error.to_string(),
                 };
                 self.record_event(history, rejected).await?;
                 Ok(None)

@@ -116,19 +116,40 @@ pub fn call_written_as_text(content: &[ContentBlock]) -> Option<(String, serde_j
     (known && arguments.is_object()).then_some((written.name, arguments))
 }
 
-/// Checks a tool call. The error is told to the model, so it says what to fix.
-pub fn parse(name: &str, input: &serde_json::Value) -> Result<ToolCall, String> {
+/// A tool call the model must make again. Its text is told to the model, so it says what to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    #[error("unknown tool {0:?}: the tools are `{SHELL}` and `{REPORT}`", SHELL = SHELL, REPORT = REPORT)]
+    UnknownTool(String),
+    #[error("{tool}: the arguments must be a JSON object matching the tool's schema, got: {got}")]
+    NotAnObject { tool: &'static str, got: String },
+    #[error("{tool}: bad arguments: {problem}")]
+    BadArguments { tool: &'static str, problem: String },
+    #[error("{tool}: bad argument `{path}`: {problem}")]
+    BadArgument {
+        tool: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error("shell: `command` is empty; give the command line to run")]
+    EmptyCommand,
+    #[error("shell: `reasoning` is required: say why you run this command, then call shell again")]
+    NoReasoning,
+    #[error("report: `summary` is empty")]
+    EmptySummary,
+}
+
+/// Checks a tool call.
+pub fn parse(name: &str, input: &serde_json::Value) -> Result<ToolCall, ToolError> {
     match name {
         SHELL => {
-            let args: ShellArgs = decode(name, input)?;
+            let args: ShellArgs = decode(SHELL, input)?;
             if args.command.trim().is_empty() {
-                return Err("shell: `command` is empty; give the command line to run".into());
+                return Err(ToolError::EmptyCommand);
             }
             let reasoning = args.reasoning.unwrap_or_default();
             if reasoning.trim().is_empty() {
-                return Err(
-                    "shell: `reasoning` is required: say why you run this command, then call shell again".into(),
-                );
+                return Err(ToolError::NoReasoning);
             }
             Ok(ToolCall::Shell {
                 command: args.command,
@@ -136,9 +157,9 @@ pub fn parse(name: &str, input: &serde_json::Value) -> Result<ToolCall, String> 
             })
         }
         REPORT => {
-            let args: ReportArgs = decode(name, input)?;
+            let args: ReportArgs = decode(REPORT, input)?;
             if args.summary.trim().is_empty() {
-                return Err("report: `summary` is empty".into());
+                return Err(ToolError::EmptySummary);
             }
             Ok(ToolCall::Report(Report {
                 outcome: args.outcome,
@@ -148,28 +169,31 @@ pub fn parse(name: &str, input: &serde_json::Value) -> Result<ToolCall, String> 
                 verification: args.verification.unwrap_or_default(),
             }))
         }
-        other => Err(format!(
-            "unknown tool {other:?}: the tools are `{SHELL}` and `{REPORT}`"
-        )),
+        other => Err(ToolError::UnknownTool(other.to_string())),
     }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
-    tool: &str,
+    tool: &'static str,
     input: &serde_json::Value,
-) -> Result<T, String> {
+) -> Result<T, ToolError> {
     if !input.is_object() {
-        return Err(format!(
-            "{tool}: the arguments must be a JSON object matching the tool's schema, got: {}",
-            clip(&input.to_string(), 200)
-        ));
+        return Err(ToolError::NotAnObject {
+            tool,
+            got: clip(&input.to_string(), 200),
+        });
     }
     serde_path_to_error::deserialize(input.clone()).map_err(|error| {
         let path = error.path().to_string();
+        let problem = error.inner().to_string();
         if path == "." {
-            format!("{tool}: bad arguments: {}", error.inner())
+            ToolError::BadArguments { tool, problem }
         } else {
-            format!("{tool}: bad argument `{path}`: {}", error.inner())
+            ToolError::BadArgument {
+                tool,
+                path,
+                problem,
+            }
         }
     })
 }
@@ -220,27 +244,17 @@ mod tests {
                 reasoning: "look".into()
             })
         );
+        let told = |input| parse(SHELL, &input).unwrap_err().to_string();
         assert_eq!(
-            parse(SHELL, &json!({"reasoning": "look"})),
-            Err("shell: bad arguments: missing field `command`".into())
+            told(json!({"reasoning": "look"})),
+            "shell: bad arguments: missing field `command`"
         );
         assert_eq!(
-            parse(SHELL, &json!({"command": 42, "reasoning": "x"})),
-            Err(
-                "shell: bad argument `command`: invalid type: integer `42`, expected a string"
-                    .into()
-            )
+            told(json!({"command": 42, "reasoning": "x"})),
+            "shell: bad argument `command`: invalid type: integer `42`, expected a string"
         );
-        assert!(
-            parse(SHELL, &json!({"command": "ls"}))
-                .unwrap_err()
-                .contains("reasoning")
-        );
-        assert!(
-            parse(SHELL, &json!("ls"))
-                .unwrap_err()
-                .contains("JSON object")
-        );
+        assert!(told(json!({"command": "ls"})).contains("reasoning"));
+        assert!(told(json!("ls")).contains("JSON object"));
     }
 
     #[test]
@@ -262,6 +276,7 @@ mod tests {
         assert!(
             parse(REPORT, &json!({"outcome": "great", "summary": "x"}))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown variant `great`")
         );
     }
@@ -269,8 +284,8 @@ mod tests {
     #[test]
     fn unknown_tools_are_named() {
         assert_eq!(
-            parse("python", &json!({})),
-            Err("unknown tool \"python\": the tools are `shell` and `report`".into())
+            parse("python", &json!({})).unwrap_err().to_string(),
+            "unknown tool \"python\": the tools are `shell` and `report`"
         );
     }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use kube::core::ObjectMeta;
 use serde::Deserialize;
 
-use crate::incident::{Incident, IncidentSpec};
+use crate::incident::{Incident, IncidentSpec, InvalidSpec};
 
 /// The largest manifest file read; a larger one is refused rather than parsed.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
@@ -186,15 +186,15 @@ fn parse_document(document: serde_json::Value) -> Result<Incident, (Option<Strin
     let name = meta
         .name
         .ok_or_else(|| fail("metadata.name is required".to_string()))?;
-    check_dns_label("metadata.name", &name).map_err(fail)?;
+    check_dns_label("metadata.name", &name).map_err(|error| fail(error.to_string()))?;
     let namespace = meta
         .namespace
         .unwrap_or_else(|| crate::incident::DEFAULT_NAMESPACE.to_string());
-    check_dns_label("metadata.namespace", &namespace).map_err(fail)?;
+    check_dns_label("metadata.namespace", &namespace).map_err(|error| fail(error.to_string()))?;
     let spec_value = envelope
         .spec
         .ok_or_else(|| fail("spec is missing: spec.title is required".to_string()))?;
-    let spec = parse_spec(spec_value).map_err(fail)?;
+    let spec = parse_spec(spec_value).map_err(|error| fail(error.to_string()))?;
     let mut incident = Incident::new(&name, spec);
     incident.metadata = ObjectMeta {
         name: Some(name),
@@ -206,22 +206,36 @@ fn parse_document(document: serde_json::Value) -> Result<Incident, (Option<Strin
     Ok(incident)
 }
 
+/// Why a manifest's spec was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec: {0}")]
+    Malformed(serde_json::Error),
+    /// A typo often causes the error (`titel` leaves `title` missing): both are named.
+    #[error("spec: {error} (unknown field(s): {fields})")]
+    MalformedWithUnknown {
+        error: serde_json::Error,
+        fields: String,
+    },
+    #[error("unknown field(s): {0}")]
+    UnknownFields(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidSpec),
+}
+
 /// Deserializes the spec, refusing unknown fields (a typo must not be silently dropped) and naming
 /// the path of the first bad field. Then checks what the type alone cannot.
-pub fn parse_spec(value: serde_json::Value) -> Result<IncidentSpec, String> {
+pub fn parse_spec(value: serde_json::Value) -> Result<IncidentSpec, SpecError> {
     let mut unknown = BTreeSet::new();
     let spec: IncidentSpec = serde_ignored::deserialize(value, |path| {
         unknown.insert(format!("spec.{path}"));
     })
-    .map_err(|error: serde_json::Error| {
-        // A typo often causes the error (`titel` leaves `title` missing): name both.
-        match unknown_list(&unknown) {
-            Some(fields) => format!("spec: {error} (unknown field(s): {fields})"),
-            None => format!("spec: {error}"),
-        }
+    .map_err(|error: serde_json::Error| match unknown_list(&unknown) {
+        Some(fields) => SpecError::MalformedWithUnknown { error, fields },
+        None => SpecError::Malformed(error),
     })?;
     if let Some(fields) = unknown_list(&unknown) {
-        return Err(format!("unknown field(s): {fields}"));
+        return Err(SpecError::UnknownFields(fields));
     }
     spec.validate()?;
     Ok(spec)
@@ -231,8 +245,18 @@ fn unknown_list(unknown: &BTreeSet<String>) -> Option<String> {
     (!unknown.is_empty()).then(|| unknown.iter().cloned().collect::<Vec<_>>().join(", "))
 }
 
+/// A metadata name that Kubernetes would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{field} {value:?} is not a valid name: use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+)]
+pub struct InvalidName {
+    field: &'static str,
+    value: String,
+}
+
 /// Kubernetes names: RFC 1123 labels (lower-case alphanumerics and '-', at most 63 characters).
-fn check_dns_label(field: &str, value: &str) -> Result<(), String> {
+fn check_dns_label(field: &'static str, value: &str) -> Result<(), InvalidName> {
     let valid = !value.is_empty()
         && value.len() <= 63
         && value
@@ -243,9 +267,10 @@ fn check_dns_label(field: &str, value: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "{field} {value:?} is not a valid name: use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
-        ))
+        Err(InvalidName {
+            field,
+            value: value.to_string(),
+        })
     }
 }
 

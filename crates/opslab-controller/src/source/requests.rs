@@ -42,19 +42,27 @@ impl Request {
     }
 }
 
+/// A request that makes no sense for the Incident as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefused {
+    #[error(
+        "{key} is {phase}: a new attempt can start only once its session has ended \
+         (opslab cancel {key} stops it)"
+    )]
+    SessionNotEnded { key: ObjectKey, phase: Phase },
+    #[error("{key} is {phase}: no session of it is running, so there is nothing to cancel")]
+    NoSessionRunning { key: ObjectKey, phase: Phase },
+}
+
 impl Request {
     /// Whether the request makes sense for an Incident in `phase`, and if not, why. Pure.
-    pub fn check(self, key: &ObjectKey, phase: Phase) -> Result<(), String> {
+    pub fn check(self, key: &ObjectKey, phase: Phase) -> Result<(), RequestRefused> {
+        let key = key.clone();
         match (self, phase) {
             (Request::Retry, phase) if phase.is_terminal() => Ok(()),
-            (Request::Retry, phase) => Err(format!(
-                "{key} is {phase}: a new attempt can start only once its session has ended \
-                 (opslab cancel {key} stops it)"
-            )),
+            (Request::Retry, phase) => Err(RequestRefused::SessionNotEnded { key, phase }),
             (Request::Cancel, Phase::Investigating) => Ok(()),
-            (Request::Cancel, phase) => Err(format!(
-                "{key} is {phase}: no session of it is running, so there is nothing to cancel"
-            )),
+            (Request::Cancel, phase) => Err(RequestRefused::NoSessionRunning { key, phase }),
         }
     }
 }
@@ -62,11 +70,32 @@ impl Request {
 /// The request annotations of one Incident.
 pub type Annotations = BTreeMap<String, String>;
 
-/// Why a request file could not be read.
+/// Why a request file's text is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum AnnotationsError {
+    #[error("not a map of annotations: {0}")]
+    NotAMap(Box<serde_saphyr::Error>),
+    #[error("{0:?} is not a request annotation (known: {RETRY_ANNOTATION}, {CANCEL_ANNOTATION})")]
+    NotARequest(String),
+}
+
+/// Why a request file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestFileError {
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path}: {bytes} bytes; request files are limited to {MAX_REQUEST_BYTES}")]
+    TooLarge { path: PathBuf, bytes: u64 },
+    #[error("{path}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        problem: AnnotationsError,
+    },
+    #[error("{path}: {problem}")]
+    Unwritable {
+        path: PathBuf,
+        problem: serde_saphyr::SerializeError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -89,18 +118,15 @@ pub fn key_of(path: &Path) -> Option<ObjectKey> {
 }
 
 /// Parses a request file: request annotations only, each a string. Pure.
-pub fn parse(text: &str) -> Result<Annotations, String> {
-    let annotations: Annotations = serde_saphyr::from_str(text)
-        .map_err(|error| format!("not a map of annotations: {error}"))?;
+pub fn parse(text: &str) -> Result<Annotations, AnnotationsError> {
+    let annotations: Annotations =
+        serde_saphyr::from_str(text).map_err(|error| AnnotationsError::NotAMap(Box::new(error)))?;
     let known = [RETRY_ANNOTATION, CANCEL_ANNOTATION];
     if let Some(unknown) = annotations
         .keys()
         .find(|key| !known.contains(&key.as_str()))
     {
-        return Err(format!(
-            "{unknown:?} is not a request annotation (known: {})",
-            known.join(", ")
-        ));
+        return Err(AnnotationsError::NotARequest(unknown.clone()));
     }
     Ok(annotations)
 }
@@ -111,10 +137,6 @@ pub fn read(path: &Path) -> Result<Option<Annotations>, RequestFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let invalid = |message: String| RequestFileError::Invalid {
-        path: path.to_path_buf(),
-        message,
-    };
     // Not followed: a link could point anywhere, and a FIFO would block the read.
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -122,20 +144,27 @@ pub fn read(path: &Path) -> Result<Option<Annotations>, RequestFileError> {
         Err(error) => return Err(io(error)),
     };
     if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
+        return Err(RequestFileError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     if meta.len() > MAX_REQUEST_BYTES {
-        return Err(invalid(format!(
-            "{} bytes; request files are limited to {MAX_REQUEST_BYTES}",
-            meta.len()
-        )));
+        return Err(RequestFileError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+        });
     }
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io(error)),
     };
-    parse(&text).map(Some).map_err(invalid)
+    parse(&text)
+        .map(Some)
+        .map_err(|problem| RequestFileError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        })
 }
 
 /// Records a request for the Incident, keeping its other request, atomically (temp file + rename).
@@ -158,10 +187,10 @@ pub fn write(
         "# Requests to the opslab controller (opslab retry / opslab cancel), laid over the\n\
          # manifest's annotations. Deleting this file withdraws nothing already done.\n",
     );
-    text.push_str(&serde_saphyr::to_string(&annotations).map_err(|error| {
-        RequestFileError::Invalid {
+    text.push_str(&serde_saphyr::to_string(&annotations).map_err(|problem| {
+        RequestFileError::Unwritable {
             path: path.clone(),
-            message: error.to_string(),
+            problem,
         }
     })?);
     let mut file = tempfile::NamedTempFile::new_in(&folder).map_err(io(&folder))?;
@@ -192,7 +221,9 @@ mod tests {
             parsed.get(RETRY_ANNOTATION).map(String::as_str),
             Some("T by alice")
         );
-        let error = parse("opslab.dev/retry: x\nother: y\n").unwrap_err();
+        let error = parse("opslab.dev/retry: x\nother: y\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("\"other\" is not a request annotation"),
             "{error}"
@@ -207,10 +238,14 @@ mod tests {
         assert!(Request::Retry.check(&key, Phase::Resolved).is_ok());
         let error = Request::Retry
             .check(&key, Phase::Investigating)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("opslab cancel default/x"), "{error}");
         assert!(Request::Cancel.check(&key, Phase::Investigating).is_ok());
-        let error = Request::Cancel.check(&key, Phase::Resolved).unwrap_err();
+        let error = Request::Cancel
+            .check(&key, Phase::Resolved)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("nothing to cancel"), "{error}");
     }
 

@@ -173,8 +173,8 @@ fn conditions_table(conditions: &[Condition]) -> Markup {
                 tbody {
                     @for condition in conditions {
                         tr {
-                            td { (shown(&condition.type_)) }
-                            td { (shown(&condition.status)) }
+                            td { (shown(condition.type_.as_str())) }
+                            td { (shown(condition.status.as_str())) }
                             td { (shown(&condition.reason)) }
                             td { (when(Some(&condition.last_transition_time))) }
                             td { (shown(&condition.message)) }

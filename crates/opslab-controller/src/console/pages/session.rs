@@ -192,6 +192,15 @@ fn event_body(session_id: &str, entry: &Entry<'_>, presented: &Presented<'_>) ->
     }
 }
 
+/// An event's time of day in UTC (`10:04:05`), as the trail records it; text that is not a
+/// timestamp is shown as it is.
+fn time_of_day(at: &str) -> String {
+    match at.parse::<jiff::Timestamp>() {
+        Ok(at) => at.strftime("%H:%M:%S").to_string(),
+        Err(_) => at.to_string(),
+    }
+}
+
 /// Timeline items for the entries whose seq is above `after` (all: 0).
 pub fn event_items(session_id: &str, entries: &[Entry<'_>], after: i64) -> Markup {
     html! {
@@ -201,7 +210,7 @@ pub fn event_items(session_id: &str, entries: &[Entry<'_>], after: i64) -> Marku
             li id=(format!("event-{seq}")) class=(format!("kind-{} {}", presented.kind, tone_class(presented.tone))) {
                 div.event-head {
                     a.seq href=(format!("#event-{seq}")) { "#" (seq) }
-                    time datetime=(entry.event.at) { (shown(entry.event.at.get(11..19).unwrap_or(&entry.event.at))) }
+                    time datetime=(entry.event.at) { (shown(&time_of_day(&entry.event.at))) }
                     span.what { (shown(&presented.title)) }
                     span.cost { (dollars(entry.cost_so_far)) " so far" }
                 }
@@ -267,6 +276,13 @@ mod tests {
     use super::*;
     use crate::audit::EventBody;
     use crate::incident::Phase;
+
+    #[test]
+    fn events_show_their_time_of_day_in_utc() {
+        assert_eq!(time_of_day("2026-12-06T10:04:05.123456Z"), "10:04:05");
+        assert_eq!(time_of_day("2026-12-06T11:04:05+01:00"), "10:04:05");
+        assert_eq!(time_of_day("soon"), "soon");
+    }
 
     fn session() -> SessionRecord {
         SessionRecord {

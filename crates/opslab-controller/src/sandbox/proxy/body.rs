@@ -15,15 +15,24 @@ use serde_json::{Map, Value};
 /// The largest body the proxy reads to judge it.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// A request body the proxy refuses to judge.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body could not be read (limit {MAX_BODY_BYTES} bytes): {0}")]
+    Unreadable(Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request body is not JSON the proxy accepts: {0}")]
+    NotJson(serde_json::Error),
+    #[error("the request body has data after its JSON value: {0}")]
+    TrailingData(serde_json::Error),
+}
+
 /// Parses a JSON body; an error for invalid JSON, trailing data, or an object with a repeated key.
-pub fn parse(bytes: &[u8]) -> Result<Value, String> {
+pub fn parse(bytes: &[u8]) -> Result<Value, BodyError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = Strict
         .deserialize(&mut deserializer)
-        .map_err(|error| format!("the request body is not JSON the proxy accepts: {error}"))?;
-    deserializer
-        .end()
-        .map_err(|error| format!("the request body has data after its JSON value: {error}"))?;
+        .map_err(BodyError::NotJson)?;
+    deserializer.end().map_err(BodyError::TrailingData)?;
     Ok(value)
 }
 

@@ -297,13 +297,24 @@ static ROUTES: LazyLock<Table> = LazyLock::new(|| {
     table
 });
 
+/// A request path the proxy refuses to route.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("the path {0:?} is not a plain API path (escapes, dot or empty segments)")]
+    NotPlain(String),
+    #[error(
+        "API version {major}.{minor} is older than {}.{}, the oldest the proxy forwards",
+        MIN_API_VERSION.0,
+        MIN_API_VERSION.1
+    )]
+    VersionTooOld { major: u32, minor: u32 },
+}
+
 /// Parses a request path (without its query). A path the proxy does not know is `Action::Other`; a
 /// malformed one, or one asking for an API version older than [`MIN_API_VERSION`], is an error.
-pub fn parse(method: &Method, path: &str) -> Result<Route, String> {
+pub fn parse(method: &Method, path: &str) -> Result<Route, RouteError> {
     if !is_canonical(path) {
-        return Err(format!(
-            "the path {path:?} is not a plain API path (escapes, dot or empty segments)"
-        ));
+        return Err(RouteError::NotPlain(path.to_string()));
     }
     let rest = strip_version(path)?;
     let offset = path.len() - rest.len();
@@ -348,7 +359,7 @@ pub fn parse(method: &Method, path: &str) -> Result<Route, String> {
 }
 
 /// The path without its `/v1.xx` prefix; an error for versions the proxy does not forward.
-fn strip_version(path: &str) -> Result<&str, String> {
+fn strip_version(path: &str) -> Result<&str, RouteError> {
     let Some(after_v) = path.strip_prefix("/v") else {
         return Ok(path);
     };
@@ -363,10 +374,7 @@ fn strip_version(path: &str) -> Result<&str, String> {
         return Ok(path);
     };
     if (major, minor) < MIN_API_VERSION {
-        return Err(format!(
-            "API version {major}.{minor} is older than {}.{}, the oldest the proxy forwards",
-            MIN_API_VERSION.0, MIN_API_VERSION.1
-        ));
+        return Err(RouteError::VersionTooOld { major, minor });
     }
     Ok(rest)
 }

@@ -153,7 +153,7 @@ async fn judge(shared: &Shared, request: &mut Request<ProxyBody>) -> Judgement {
     };
     let route = match route::parse(request.method(), &path) {
         Ok(route) => route,
-        Err(reason) => return refused(Action::Other, 403, reason),
+        Err(error) => return refused(Action::Other, 403, error.to_string()),
     };
     // The body the policy reads is buffered; any other streams through.
     let mut body = None;
@@ -161,12 +161,12 @@ async fn judge(shared: &Shared, request: &mut Request<ProxyBody>) -> Judgement {
     if route.action.inspects_body() {
         let bytes = match read_body(request).await {
             Ok(bytes) => bytes,
-            Err(reason) => return refused(route.action, 400, reason),
+            Err(error) => return refused(route.action, 400, error.to_string()),
         };
         if !bytes.is_empty() {
             match body::parse(&bytes) {
                 Ok(value) => parsed = Some(value),
-                Err(reason) => return refused(route.action, 400, reason),
+                Err(error) => return refused(route.action, 400, error.to_string()),
             }
         }
         body = Some(bytes);
@@ -189,18 +189,13 @@ async fn judge(shared: &Shared, request: &mut Request<ProxyBody>) -> Judgement {
 }
 
 /// Reads a body the policy must judge, up to its limit.
-async fn read_body(request: &mut Request<ProxyBody>) -> Result<Bytes, String> {
+async fn read_body(request: &mut Request<ProxyBody>) -> Result<Bytes, body::BodyError> {
     let incoming = std::mem::replace(request.body_mut(), empty());
     Limited::new(incoming, body::MAX_BODY_BYTES)
         .collect()
         .await
         .map(|collected| collected.to_bytes())
-        .map_err(|error| {
-            format!(
-                "the request body could not be read (limit {} bytes): {error}",
-                body::MAX_BODY_BYTES
-            )
-        })
+        .map_err(body::BodyError::Unreadable)
 }
 
 /// Asks the engine about every object the request names (and an exec's container).

@@ -2,7 +2,7 @@
 
 use kube::runtime::events::{Event, EventType};
 
-use crate::incident::{IncidentStatus, Phase};
+use crate::incident::{ConditionType, IncidentStatus, Phase};
 
 /// An Event's note is limited to 1 kB by the API server.
 const NOTE_LIMIT: usize = 1024;
@@ -23,7 +23,7 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
             EventType::Normal,
             "QueueSession",
             "Queued".to_string(),
-            message_of(next, "SessionActive")
+            message_of(next, ConditionType::SessionActive)
                 .unwrap_or_else(|| "waiting for a free session slot".into()),
         ),
         Phase::Investigating => (
@@ -42,7 +42,7 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
             EventType::Normal,
             "EndSession",
             "Cancelled".to_string(),
-            message_of(next, "SessionActive")
+            message_of(next, ConditionType::SessionActive)
                 .unwrap_or_else(|| format!("session {session} was cancelled")),
         ),
         Phase::Unresolved => (
@@ -50,7 +50,7 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
             "EndSession",
             reason.unwrap_or_else(|| "Unresolved".into()),
             // The report's summary, or the cause (a budget reached, with its figure).
-            message_of(next, "Resolved")
+            message_of(next, ConditionType::Resolved)
                 .unwrap_or_else(|| "the session ended without a fix".into()),
         ),
         Phase::Failed => (
@@ -63,9 +63,9 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
             reason.unwrap_or_else(|| "Failed".into()),
             // The invalid spec's problem, or the session's cause (the API's error, the missing
             // network, the store fault).
-            message_of(next, "Valid")
+            message_of(next, ConditionType::Valid)
                 .filter(|_| next.session_id.is_none())
-                .or_else(|| message_of(next, "Resolved"))
+                .or_else(|| message_of(next, ConditionType::Resolved))
                 .unwrap_or_else(|| format!("session {session} failed")),
         ),
     };
@@ -81,18 +81,14 @@ pub fn event_for(previous: Option<&IncidentStatus>, next: &IncidentStatus) -> Op
 /// The reason of the `Resolved` condition: why the session ended as it did.
 fn condition_reason(status: &IncidentStatus) -> Option<String> {
     status
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == "Resolved")
+        .condition(ConditionType::Resolved)
         .map(|condition| condition.reason.clone())
         .filter(|reason| !reason.is_empty())
 }
 
-fn message_of(status: &IncidentStatus, condition_type: &str) -> Option<String> {
+fn message_of(status: &IncidentStatus, condition_type: ConditionType) -> Option<String> {
     status
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == condition_type)
+        .condition(condition_type)
         .map(|condition| condition.message.clone())
         .filter(|message| !message.is_empty())
 }
@@ -121,7 +117,7 @@ fn truncate(mut note: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::{Condition, Outcome, Report};
+    use crate::incident::{Condition, ConditionStatus, Outcome, Report};
 
     fn status(phase: Phase, attempt: u32) -> IncidentStatus {
         IncidentStatus {
@@ -134,13 +130,13 @@ mod tests {
 
     fn with_condition(
         mut status: IncidentStatus,
-        type_: &str,
+        type_: ConditionType,
         reason: &str,
         message: &str,
     ) -> IncidentStatus {
         status.conditions.push(Condition {
-            type_: type_.into(),
-            status: "False".into(),
+            type_,
+            status: ConditionStatus::False,
             reason: reason.into(),
             message: message.into(),
             last_transition_time: "2026-11-25T00:00:00Z".into(),
@@ -205,7 +201,7 @@ mod tests {
     fn failures_are_warnings_with_the_condition_reason() {
         let failed = with_condition(
             status(Phase::Unresolved, 1),
-            "Resolved",
+            ConditionType::Resolved,
             "TokenBudgetExhausted",
             "",
         );
@@ -220,7 +216,7 @@ mod tests {
         let cause = "the model API failed: HTTP 401 authentication_error: invalid x-api-key";
         let failed = with_condition(
             status(Phase::Failed, 1),
-            "Resolved",
+            ConditionType::Resolved,
             "ModelApiFailed",
             cause,
         );
@@ -247,8 +243,13 @@ mod tests {
             phase: Phase::Failed,
             ..IncidentStatus::default()
         };
-        invalid = with_condition(invalid, "Valid", "InvalidSpec", "spec.title is required");
-        invalid = with_condition(invalid, "Resolved", "InvalidSpec", "");
+        invalid = with_condition(
+            invalid,
+            ConditionType::Valid,
+            "InvalidSpec",
+            "spec.title is required",
+        );
+        invalid = with_condition(invalid, ConditionType::Resolved, "InvalidSpec", "");
         let event = event_for(None, &invalid).unwrap();
         assert_eq!(event.type_, EventType::Warning);
         assert_eq!(
