@@ -1,5 +1,7 @@
 //! The store's error, from either backend's driver or from the store's own checks.
 
+use super::location::postgres_message;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
@@ -40,12 +42,4 @@ pub enum StoreError {
     },
     #[error("the store task failed: {0}")]
     Task(String),
-}
-
-/// The driver's error with its cause: its own text alone is as short as "db error".
-pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
-    }
 }

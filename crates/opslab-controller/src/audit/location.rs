@@ -32,7 +32,7 @@ impl FromStr for StoreLocation {
                 Ok(_) => Ok(StoreLocation::Postgres(text.to_string())),
                 Err(error) => Err(LocationError::BadPostgresUrl {
                     redacted: redact_url(text),
-                    problem: super::postgres_message(&error),
+                    problem: postgres_message(&error),
                 }),
             };
         }
@@ -117,6 +117,14 @@ fn redact_url(text: &str) -> String {
         url.query_pairs_mut().clear().extend_pairs(pairs);
     }
     url.to_string()
+}
+
+/// The driver's error with its cause: its own text alone is as short as "db error".
+pub(crate) fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 #[cfg(test)]

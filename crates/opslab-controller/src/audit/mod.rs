@@ -18,10 +18,10 @@ mod store;
 
 pub use chain::Broken;
 pub use error::StoreError;
-pub(crate) use error::postgres_message;
 pub use event::{Delivery, Event, EventBody};
 pub use feed::{DraftChange, IncidentChanges, IncidentFeed, SessionFeed, SessionUpdate};
 pub use health::StoreHealth;
+pub(crate) use location::postgres_message;
 pub use location::{LocationError, StoreLocation};
 pub use redact::{HeldSecret, Redactor, SecretTooShort, check_configured_secret};
 pub use store::Store;
