@@ -31,6 +31,9 @@ struct Handle {
     /// Cancels the session for good: it finishes as Cancelled.
     cancel: Cancellation,
     updates: mpsc::UnboundedSender<TicketChange>,
+    /// The note last passed to the task: every reconcile passes the Incident's note, and only a
+    /// new one is worth the task's check against its trail.
+    note: Option<String>,
     /// Fired once the task has run (its trail closed, its sandbox removed) and left the map.
     stopped: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -166,6 +169,7 @@ impl SessionManager {
                 session_id: record.id,
                 cancel,
                 updates,
+                note: None,
                 stopped,
                 task,
             },
@@ -183,7 +187,10 @@ impl SessionManager {
     /// Passes the Incident's note to its running session, if one runs here; the session tells the
     /// agent a note once, however often it is passed.
     pub fn tell(&self, incident_uid: &str, note: &str) {
-        if let Some(handle) = self.running().get(incident_uid) {
+        if let Some(handle) = self.running().get_mut(incident_uid)
+            && handle.note.as_deref() != Some(note)
+        {
+            handle.note = Some(note.to_string());
             let _ = handle.updates.send(TicketChange::Note(note.to_string()));
         }
     }
