@@ -1124,12 +1124,13 @@ async fn seeded_store(store_path: &Path, manifests: Option<&Path>, count: usize)
             .put_incident(opslab::audit::IncidentRecord {
                 namespace: "default".into(),
                 name,
-                uid,
-                generation: 1,
-                spec_hash,
                 source: "files".into(),
-                incident: serde_json::to_value(&incident).unwrap(),
-                error: None,
+                content: opslab::audit::IncidentContent::Incident(opslab::audit::StoredIncident {
+                    uid,
+                    generation: 1,
+                    spec_hash,
+                    incident: serde_json::to_value(&incident).unwrap(),
+                }),
                 updated_at: jiff::Timestamp::now().to_string(),
             })
             .await

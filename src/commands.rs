@@ -231,7 +231,7 @@ impl IncidentQuery {
         let (problems, mut selected): (Vec<IncidentRecord>, Vec<IncidentRecord>) = records
             .into_iter()
             .filter(|record| self.keeps(record))
-            .partition(|record| record.error.is_some());
+            .partition(|record| record.problem().is_some());
         selected.extend(problems);
         let missing: Vec<&str> = self
             .names
@@ -252,9 +252,9 @@ impl IncidentQuery {
     fn keeps(&self, record: &IncidentRecord) -> bool {
         // A manifest problem belongs to no namespace and has no labels: listed unless the query
         // names Incidents or selects by label.
-        if record.error.is_some() {
+        let Some(stored) = record.stored() else {
             return self.names.is_empty() && self.selector.is_none();
-        }
+        };
         let namespace_ok = self
             .namespace
             .as_ref()
@@ -262,7 +262,7 @@ impl IncidentQuery {
         let name_ok = self.names.is_empty() || self.names.contains(&record.name);
         let labels_ok = self.selector.as_ref().is_none_or(|selector| {
             let labels: BTreeMap<String, String> =
-                serde_json::from_value(record.incident["metadata"]["labels"].clone())
+                serde_json::from_value(stored.incident["metadata"]["labels"].clone())
                     .unwrap_or_default();
             selector.matches(&labels)
         });
@@ -298,7 +298,11 @@ impl Listing {
         now: jiff::Timestamp,
         widths: &mut Widths,
     ) -> anyhow::Result<(String, String)> {
-        let valid = || records.iter().filter(|record| record.error.is_none());
+        let valid = || {
+            records
+                .iter()
+                .filter_map(|record| Some((record, record.stored()?)))
+        };
         match self.format {
             ListFormat::Table | ListFormat::Wide => {
                 if records.is_empty() {
@@ -319,7 +323,7 @@ impl Listing {
             }
             ListFormat::Name => Ok((
                 valid()
-                    .map(|record| format!("incident.opslab.dev/{}\n", record.name))
+                    .map(|(record, _)| format!("incident.opslab.dev/{}\n", record.name))
                     .collect(),
                 String::new(),
             )),
@@ -330,23 +334,23 @@ impl Listing {
                 };
                 if self.single || !self.list_documents {
                     let mut text = String::new();
-                    for record in valid() {
+                    for (_, stored) in valid() {
                         if format == OutputFormat::Yaml && !self.single {
                             text.push_str("---\n");
                         }
-                        text.push_str(&render(&record.incident, format)?);
+                        text.push_str(&render(&stored.incident, format)?);
                     }
                     return Ok((text, String::new()));
                 }
                 let errors: Vec<serde_json::Value> = records
                     .iter()
                     .filter_map(|record| {
-                        let error = record.error.as_ref()?;
+                        let error = record.problem()?;
                         Some(serde_json::json!({"manifest": record.name, "error": error}))
                     })
                     .collect();
                 let items: Vec<&serde_json::Value> =
-                    valid().map(|record| &record.incident).collect();
+                    valid().map(|(_, stored)| &stored.incident).collect();
                 let list = serde_json::json!({
                     "apiVersion": "v1", "kind": "List", "items": items, "errors": errors,
                 });
@@ -368,10 +372,9 @@ pub async fn describe_incident(args: DescribeIncidentArgs) -> anyhow::Result<Str
                 "no Incident {key} in the store at {location} (`opslab get incidents -A` lists the Incidents it knows)"
             )
         })?;
-    let sessions = if record.uid.is_empty() {
-        Vec::new()
-    } else {
-        store.sessions_for_incident(&record.uid).await?
+    let sessions = match record.stored() {
+        None => Vec::new(),
+        Some(stored) => store.sessions_for_incident(&stored.uid).await?,
     };
     let events = match sessions.first() {
         Some(newest) => store.events(&newest.id).await?,
@@ -539,7 +542,7 @@ async fn first_session(
 
 /// Why a known Incident without a session will not get one as it is, if it will not.
 fn no_session_coming(record: &IncidentRecord) -> Option<String> {
-    let incident: Incident = serde_json::from_value(record.incident.clone()).ok()?;
+    let incident = record.stored()?.decode().ok()?;
     let status = incident.status?;
     if !status.phase.is_terminal() {
         return None;

@@ -4,6 +4,7 @@
 
 use kube::api::{Api, Patch, PatchParams};
 use opslab::ObjectKey;
+use opslab::audit::IncidentContent;
 use opslab::incident::DEFAULT_NAMESPACE;
 use opslab::incident::{Incident, Phase};
 use opslab::source::requests::{self, Request};
@@ -35,12 +36,13 @@ pub async fn run(request: Request, args: RequestArgs) -> anyhow::Result<String> 
             let Some(record) = store.incident(&key.namespace, &key.name).await? else {
                 anyhow::bail!("no Incident {key} is known to the store at {location}");
             };
-            let incident: Incident = serde_json::from_value(record.incident).map_err(|_| {
-                anyhow::anyhow!(
-                    "{key} is not a valid Incident: {}",
-                    record.error.unwrap_or_default()
-                )
-            })?;
+            let invalid = |why: &dyn std::fmt::Display| {
+                anyhow::anyhow!("{key} is not a valid Incident: {why}")
+            };
+            let incident: Incident = match &record.content {
+                IncidentContent::Incident(stored) => stored.decode().map_err(|e| invalid(&e))?,
+                IncidentContent::Problem { error } => return Err(invalid(error)),
+            };
             request.check(&key, phase_of(&incident))?;
             requests::write(dir, &key, request, &value)?;
         }

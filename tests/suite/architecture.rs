@@ -272,6 +272,9 @@ impl Reader<'_> {
                 base.pop();
                 base
             }
+            // A lone name (`error` in `Some(error)`) is a binding or an imported item: a module
+            // is only ever named on the way to one of its items.
+            _ if segments.len() == 1 => return None,
             _ => {
                 let mut child = self.module.clone();
                 child.push(first.clone());

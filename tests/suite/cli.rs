@@ -9,7 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use opslab::audit::{EventBody, IncidentRecord, NewSession, Redactor, Store};
+use opslab::audit::{
+    EventBody, IncidentContent, IncidentRecord, NewSession, Redactor, Store, StoredIncident,
+};
 use opslab::incident::{ConditionType, Phase};
 use serde_json::{Value, json};
 
@@ -80,11 +82,12 @@ fn record(namespace: &str, name: &str, labels: Value, status: Value) -> Incident
     IncidentRecord {
         namespace: namespace.into(),
         name: name.into(),
-        uid: format!("uid-{namespace}-{name}"),
-        generation: 1,
-        spec_hash: String::new(),
         source: "files".into(),
-        incident: json!({
+        content: IncidentContent::Incident(StoredIncident {
+            uid: format!("uid-{namespace}-{name}"),
+            generation: 1,
+            spec_hash: String::new(),
+            incident: json!({
             "apiVersion": "opslab.dev/v1alpha1",
             "kind": "Incident",
             "metadata": {
@@ -93,8 +96,8 @@ fn record(namespace: &str, name: &str, labels: Value, status: Value) -> Incident
             },
             "spec": {"title": format!("{name} is down"), "severity": "high"},
             "status": status,
+            }),
         }),
-        error: None,
         updated_at: jiff::Timestamp::now().to_string(),
     }
 }
@@ -166,12 +169,10 @@ async fn seeded() -> Seeded {
         .put(IncidentRecord {
             namespace: String::new(),
             name: "bad.yaml#1".into(),
-            uid: String::new(),
-            generation: 0,
-            spec_hash: String::new(),
             source: "files".into(),
-            incident: Value::Null,
-            error: Some("bad.yaml: document 1: missing field `title`".into()),
+            content: IncidentContent::Problem {
+                error: "bad.yaml: document 1: missing field `title`".into(),
+            },
             updated_at: jiff::Timestamp::now().to_string(),
         })
         .await;

@@ -184,10 +184,11 @@ async fn reconcile_starts_a_session_writes_its_status_and_announces_it() {
         .await
         .unwrap()
         .expect("the Incident in the store");
-    assert_eq!(
-        (stored.source.as_str(), stored.uid.as_str()),
-        ("kube", uid.as_str())
-    );
+    assert_eq!(stored.source, "kube");
+    let stored = stored
+        .stored()
+        .expect("a valid Incident, not a manifest problem");
+    assert_eq!(stored.uid, uid);
     assert_eq!(stored.incident["status"]["phase"], "Investigating");
 
     // With no model configured, the session ends at once; the next reconcile says why.

@@ -2,8 +2,8 @@
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
 use opslab::audit::{
-    ChainCheck, DraftChange, EventBody, IntakeEvent, NewSession, SessionFeed, SessionRecord,
-    SessionState, Store,
+    ChainCheck, DraftChange, EventBody, IncidentContent, IncidentRecord, IntakeEvent, NewSession,
+    SessionFeed, SessionRecord, SessionState, Store, StoredIncident,
 };
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
@@ -445,20 +445,27 @@ async fn store_secrets_never_reach_the_file(fixture: TestStore) {
         )
         .await
         .unwrap();
-    store
-        .put_incident(opslab::audit::IncidentRecord {
-            namespace: "default".into(),
-            name: "api-down".into(),
-            uid: "uid-1".into(),
-            generation: 2,
-            spec_hash: "h".into(),
-            source: "files".into(),
-            incident: json!({"spec": {"title": secrets[1], "description": secrets[2]}}),
-            error: Some(format!("bad manifest near {}", secrets[3])),
-            updated_at: "T".into(),
-        })
-        .await
-        .unwrap();
+    let incident = IncidentContent::Incident(StoredIncident {
+        uid: "uid-1".into(),
+        generation: 2,
+        spec_hash: "h".into(),
+        incident: json!({"spec": {"title": secrets[1], "description": secrets[2]}}),
+    });
+    let problem = IncidentContent::Problem {
+        error: format!("bad manifest near {}", secrets[3]),
+    };
+    for (name, content) in [("api-down", incident), ("bad.yaml#1", problem)] {
+        store
+            .put_incident(IncidentRecord {
+                namespace: "default".into(),
+                name: name.into(),
+                source: "files".into(),
+                content,
+                updated_at: "T".into(),
+            })
+            .await
+            .unwrap();
+    }
     assert_eq!(
         store.verify("s").await.unwrap(),
         ChainCheck::Intact { events: 4 }
@@ -476,26 +483,45 @@ async fn store_secrets_never_reach_the_file(fixture: TestStore) {
 
 async fn store_incidents_upsert_list_and_delete(fixture: TestStore) {
     let store = fixture.open().await;
-    let record = opslab::audit::IncidentRecord {
+    let stored = |generation| StoredIncident {
+        uid: "u".into(),
+        generation,
+        spec_hash: "h".into(),
+        incident: json!({"spec": {"title": "t"}}),
+    };
+    let record = IncidentRecord {
         namespace: "default".into(),
         name: "x".into(),
-        uid: "u".into(),
-        generation: 1,
-        spec_hash: "h".into(),
         source: "files".into(),
-        incident: json!({"spec": {"title": "t"}}),
-        error: None,
+        content: IncidentContent::Incident(stored(1)),
         updated_at: "T".into(),
     };
     store.put_incident(record.clone()).await.unwrap();
-    let updated = opslab::audit::IncidentRecord {
-        generation: 2,
+    let updated = IncidentRecord {
+        content: IncidentContent::Incident(stored(2)),
         ..record.clone()
     };
     store.put_incident(updated.clone()).await.unwrap();
     assert_eq!(store.incidents().await.unwrap(), vec![updated.clone()]);
     assert_eq!(store.incident("default", "x").await.unwrap(), Some(updated));
+    // A manifest problem reads back as one: the record says so, not an empty uid.
+    let problem = IncidentRecord {
+        name: "bad.yaml#1".into(),
+        content: IncidentContent::Problem {
+            error: "bad.yaml: document 1: missing field `title`".into(),
+        },
+        ..record.clone()
+    };
+    store.put_incident(problem.clone()).await.unwrap();
+    assert_eq!(
+        store.incident("default", "bad.yaml#1").await.unwrap(),
+        Some(problem)
+    );
     store.delete_incident("default", "x").await.unwrap();
+    store
+        .delete_incident("default", "bad.yaml#1")
+        .await
+        .unwrap();
     assert_eq!(store.incidents().await.unwrap(), vec![]);
 }
 

@@ -1,7 +1,7 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Draft, Event, EventBody, IncidentRecord, SessionRecord};
+use crate::audit::{Draft, Event, EventBody, IncidentContent, IncidentRecord, SessionRecord};
 use crate::incident::{ConditionStatus, ConditionType, Incident, IncidentStatus, Phase};
 use crate::presentation::{Block, Medium, cached_tokens, enum_text, plain, present};
 
@@ -200,20 +200,23 @@ fn display_namespace(namespace: &str) -> String {
 
 /// NAME PHASE SEVERITY COMMANDS REASON AGE SESSION MESSAGE.
 fn incident_row(record: &IncidentRecord, now: jiff::Timestamp, wide: bool) -> Vec<String> {
-    if let Some(error) = &record.error {
-        let row = [
-            record.name.as_str(),
-            "Invalid",
-            "-",
-            "-",
-            INVALID_MANIFEST,
-            "-",
-            "-",
-            error.as_str(),
-        ];
-        return row.iter().map(|cell| cell.to_string()).collect();
-    }
-    let incident: Option<Incident> = serde_json::from_value(record.incident.clone()).ok();
+    let stored = match &record.content {
+        IncidentContent::Incident(stored) => stored,
+        IncidentContent::Problem { error } => {
+            let row = [
+                record.name.as_str(),
+                "Invalid",
+                "-",
+                "-",
+                INVALID_MANIFEST,
+                "-",
+                "-",
+                error.as_str(),
+            ];
+            return row.iter().map(|cell| cell.to_string()).collect();
+        }
+    };
+    let incident: Option<Incident> = stored.decode().ok();
     let status = incident
         .as_ref()
         .and_then(|incident| incident.status.as_ref());
@@ -254,7 +257,7 @@ pub fn invalid_manifests(records: &[IncidentRecord]) -> String {
     let problems: Vec<String> = records
         .iter()
         .filter_map(|record| {
-            let error = record.error.as_ref()?;
+            let error = record.problem()?;
             Some(format!(
                 "  {}\n",
                 printable(&format!("{}: {error}", record.name))
@@ -585,13 +588,16 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
         "Namespace",
         &display_namespace(&record.namespace),
     );
-    if let Some(error) = &record.error {
-        field(&mut out, 0, "Phase", "Invalid");
-        field(&mut out, 0, "Reason", INVALID_MANIFEST);
-        field(&mut out, 0, "Message", error);
-        return out;
-    }
-    let incident: Incident = match serde_json::from_value(record.incident.clone()) {
+    let stored = match &record.content {
+        IncidentContent::Incident(stored) => stored,
+        IncidentContent::Problem { error } => {
+            field(&mut out, 0, "Phase", "Invalid");
+            field(&mut out, 0, "Reason", INVALID_MANIFEST);
+            field(&mut out, 0, "Message", error);
+            return out;
+        }
+    };
+    let incident: Incident = match stored.decode() {
         Ok(incident) => incident,
         Err(error) => {
             field(
@@ -615,8 +621,8 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
         let created = format!("{} ({} ago)", clock.full(created.0), age(created.0, *now));
         field(&mut out, 0, "Created", &created);
     }
-    field(&mut out, 0, "UID", &record.uid);
-    field(&mut out, 0, "Generation", &record.generation.to_string());
+    field(&mut out, 0, "UID", &stored.uid);
+    field(&mut out, 0, "Generation", &stored.generation.to_string());
     field(&mut out, 0, "Source", &record.source);
 
     let spec = &incident.spec;
@@ -963,11 +969,12 @@ mod tests {
         IncidentRecord {
             namespace: namespace.into(),
             name: name.into(),
-            uid: format!("uid-{name}"),
-            generation: 1,
-            spec_hash: String::new(),
             source: "files".into(),
-            incident: serde_json::json!({
+            content: IncidentContent::Incident(crate::audit::StoredIncident {
+                uid: format!("uid-{name}"),
+                generation: 1,
+                spec_hash: String::new(),
+                incident: serde_json::json!({
                 "apiVersion": "opslab.dev/v1alpha1",
                 "kind": "Incident",
                 "metadata": {
@@ -977,8 +984,8 @@ mod tests {
                 },
                 "spec": {"title": "api down", "severity": "high"},
                 "status": status,
+                }),
             }),
-            error: None,
             updated_at: String::new(),
         }
     }
@@ -1020,12 +1027,10 @@ mod tests {
         IncidentRecord {
             namespace: String::new(),
             name: "bad.yaml#1".into(),
-            uid: String::new(),
-            generation: 0,
-            spec_hash: String::new(),
             source: "files".into(),
-            incident: serde_json::Value::Null,
-            error: Some("bad.yaml: document 1: missing field `title`".into()),
+            content: IncidentContent::Problem {
+                error: "bad.yaml: document 1: missing field `title`".into(),
+            },
             updated_at: String::new(),
         }
     }
@@ -1314,12 +1319,15 @@ mod tests {
     #[test]
     fn describe_tells_the_whole_incident() {
         let mut failed_record = record("default", "broken", failed());
-        failed_record.incident["status"]["startedAt"] = "2026-01-01T23:58:00Z".into();
-        failed_record.incident["spec"]["description"] = "since 23:00\nevery request".into();
-        failed_record.incident["spec"]["environment"] =
+        let IncidentContent::Incident(stored) = &mut failed_record.content else {
+            unreachable!("record() makes a valid Incident")
+        };
+        stored.incident["status"]["startedAt"] = "2026-01-01T23:58:00Z".into();
+        stored.incident["spec"]["description"] = "since 23:00\nevery request".into();
+        stored.incident["spec"]["environment"] =
             serde_json::json!({"networks": ["demo-net"], "targets": ["demo-api"]});
-        failed_record.incident["spec"]["agent"] = serde_json::json!({"maxTurns": 20});
-        failed_record.incident["status"]["report"] = serde_json::json!({
+        stored.incident["spec"]["agent"] = serde_json::json!({"maxTurns": 20});
+        stored.incident["status"]["report"] = serde_json::json!({
             "outcome": "unresolved", "summary": "could not reach the model",
             "actions": ["nothing"],
         });

@@ -210,7 +210,7 @@ fn by_key(records: &[IncidentRecord]) -> HashMap<(String, String), IncidentRecor
 
 /// Whether a stored Incident is unchanged but for when it was last written.
 fn same_content(before: &IncidentRecord, after: &IncidentRecord) -> bool {
-    before.incident == after.incident && before.error == after.error
+    before.content == after.content
 }
 
 #[cfg(test)]

@@ -147,18 +147,61 @@ pub struct CommandRecord {
     pub finished_at: Option<String>,
 }
 
-/// An Incident as the controller last saw it, with its status (or its manifest's error).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// An Incident as the controller last saw it: its manifest with the status last written, or, for a
+/// manifest that is not a valid Incident, what is wrong with it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct IncidentRecord {
     pub namespace: String,
     pub name: String,
+    /// The source that read it (`files`, `kubernetes`).
+    pub source: String,
+    pub content: IncidentContent,
+    pub updated_at: String,
+}
+
+/// What the store holds of an Incident.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IncidentContent {
+    /// A valid Incident.
+    Incident(StoredIncident),
+    /// A manifest that could not be read as an Incident: it has no uid and no spec, only the file
+    /// and what is wrong with it.
+    Problem { error: String },
+}
+
+/// A valid Incident as stored: the object with its status, and what identifies its spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredIncident {
     pub uid: String,
     pub generation: i64,
     pub spec_hash: String,
-    pub source: String,
+    /// The Incident object (metadata, spec and status), secrets redacted.
     pub incident: serde_json::Value,
-    pub error: Option<String>,
-    pub updated_at: String,
+}
+
+impl StoredIncident {
+    /// The Incident object, typed.
+    pub fn decode(&self) -> Result<crate::incident::Incident, serde_json::Error> {
+        serde_json::from_value(self.incident.clone())
+    }
+}
+
+impl IncidentRecord {
+    /// The stored Incident, unless the record is a manifest problem.
+    pub fn stored(&self) -> Option<&StoredIncident> {
+        match &self.content {
+            IncidentContent::Incident(stored) => Some(stored),
+            IncidentContent::Problem { .. } => None,
+        }
+    }
+
+    /// What is wrong with the manifest, if the record is a manifest problem.
+    pub fn problem(&self) -> Option<&str> {
+        match &self.content {
+            IncidentContent::Problem { error } => Some(error),
+            IncidentContent::Incident(_) => None,
+        }
+    }
 }
 
 /// One decision of a producer that files Incidents (the Alertmanager intake): what it decided

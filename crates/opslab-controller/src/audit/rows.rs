@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use super::chain::Link;
 use super::{
-    CommandRecord, Draft, Event, IncidentRecord, IntakeEvent, SessionRecord, SessionState,
-    StoreError,
+    CommandRecord, Draft, Event, IncidentContent, IncidentRecord, IntakeEvent, SessionRecord,
+    SessionState, StoreError, StoredIncident,
 };
 use crate::incident::Requests;
 
@@ -279,23 +279,59 @@ pub fn command(row: &dyn Columns) -> Result<CommandRecord, StoreError> {
     })
 }
 
-/// A row of the incident columns.
+/// A row of the incident columns. A manifest problem is the row with an error: it has no uid,
+/// generation, spec hash or object (see [`incident_params`]).
 pub fn incident(row: &dyn Columns) -> Result<IncidentRecord, StoreError> {
-    let incident = serde_json::from_str(&row.text(6)?).map_err(|error| StoreError::Row {
-        table: "incidents",
-        message: format!("incident: {error}"),
-    })?;
+    let content = match row.optional_text(7)? {
+        Some(error) => IncidentContent::Problem { error },
+        None => IncidentContent::Incident(StoredIncident {
+            uid: row.text(2)?,
+            generation: row.integer(3)?,
+            spec_hash: row.text(4)?,
+            incident: serde_json::from_str(&row.text(6)?).map_err(|error| StoreError::Row {
+                table: "incidents",
+                message: format!("incident: {error}"),
+            })?,
+        }),
+    };
     Ok(IncidentRecord {
         namespace: row.text(0)?,
         name: row.text(1)?,
-        uid: row.text(2)?,
-        generation: row.integer(3)?,
-        spec_hash: row.text(4)?,
         source: row.text(5)?,
-        incident,
-        error: row.optional_text(7)?,
+        content,
         updated_at: row.text(8)?,
     })
+}
+
+/// The parameters of [`PUT_INCIDENT`] for a record whose object is already redacted, in column order.
+pub fn incident_params(record: IncidentRecord) -> Result<Vec<Param>, StoreError> {
+    let (uid, generation, spec_hash, incident, error) = match record.content {
+        IncidentContent::Incident(stored) => (
+            stored.uid,
+            stored.generation,
+            stored.spec_hash,
+            serde_json::to_string(&stored.incident)?,
+            None,
+        ),
+        IncidentContent::Problem { error } => (
+            String::new(),
+            0,
+            String::new(),
+            "null".to_string(),
+            Some(error),
+        ),
+    };
+    Ok(vec![
+        record.namespace.into(),
+        record.name.into(),
+        uid.into(),
+        generation.into(),
+        spec_hash.into(),
+        record.source.into(),
+        incident.into(),
+        error.into(),
+        record.updated_at.into(),
+    ])
 }
 
 /// A row of the intake_events columns.

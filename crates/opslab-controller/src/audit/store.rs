@@ -7,11 +7,11 @@ use super::health::StoreHealth;
 use super::intake;
 use super::location::StoreLocation;
 use super::postgres::Postgres;
-use super::rows::{self, Decode, Param, Statement};
+use super::rows::{self, Decode, Statement};
 use super::sqlite::Sqlite;
 use super::{
-    ChainCheck, CommandRecord, Draft, Durability, Event, EventBody, IncidentRecord, IntakeEvent,
-    NewSession, Redactor, SessionRecord, SessionState, StoreError,
+    ChainCheck, CommandRecord, Draft, Durability, Event, EventBody, IncidentContent,
+    IncidentRecord, IntakeEvent, NewSession, Redactor, SessionRecord, SessionState, StoreError,
 };
 use crate::incident::Phase;
 
@@ -267,23 +267,12 @@ impl Store {
         .await
     }
 
-    pub async fn put_incident(&self, record: IncidentRecord) -> Result<(), StoreError> {
-        let mut incident = record.incident;
-        self.redactor.redact_json(&mut incident);
-        let params: Vec<Param> = vec![
-            record.namespace.into(),
-            record.name.into(),
-            record.uid.into(),
-            record.generation.into(),
-            record.spec_hash.into(),
-            record.source.into(),
-            serde_json::to_string(&incident)?.into(),
-            record
-                .error
-                .map(|error| self.redactor.redact(&error))
-                .into(),
-            record.updated_at.into(),
-        ];
+    pub async fn put_incident(&self, mut record: IncidentRecord) -> Result<(), StoreError> {
+        match &mut record.content {
+            IncidentContent::Incident(stored) => self.redactor.redact_json(&mut stored.incident),
+            IncidentContent::Problem { error } => *error = self.redactor.redact(error),
+        }
+        let params = rows::incident_params(record)?;
         self.execute(Statement::new(rows::PUT_INCIDENT, params))
             .await
     }

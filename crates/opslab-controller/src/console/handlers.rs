@@ -51,13 +51,12 @@ pub async fn incident(
         Ok(None) => return not_found(&format!("no Incident {namespace}/{name} in the store")),
         Err(error) => return store_failed(error),
     };
-    let sessions = if record.uid.is_empty() {
-        Vec::new()
-    } else {
-        match console.store.sessions_for_incident(&record.uid).await {
+    let sessions = match record.stored() {
+        None => Vec::new(),
+        Some(stored) => match console.store.sessions_for_incident(&stored.uid).await {
             Ok(sessions) => sessions,
             Err(error) => return store_failed(error),
-        }
+        },
     };
     pages::html(pages::incident_page(
         &record,

@@ -6,7 +6,7 @@ use std::future::Future;
 use tracing::{debug, warn};
 
 use super::{Context, plan};
-use crate::audit::IncidentRecord;
+use crate::audit::{IncidentContent, IncidentRecord, StoredIncident};
 use crate::incident::{Incident, IncidentStatus};
 use crate::{Error, ObjectKey, Result};
 
@@ -129,12 +129,13 @@ fn record(
     Ok(IncidentRecord {
         namespace: key.namespace,
         name: key.name,
-        uid: incident.metadata.uid.clone().unwrap_or_default(),
-        generation: incident.metadata.generation.unwrap_or(1),
-        spec_hash: spec_hash.to_string(),
         source: source.to_string(),
-        incident: value,
-        error: None,
+        content: IncidentContent::Incident(StoredIncident {
+            uid: incident.metadata.uid.clone().unwrap_or_default(),
+            generation: incident.metadata.generation.unwrap_or(1),
+            spec_hash: spec_hash.to_string(),
+            incident: value,
+        }),
         updated_at: jiff::Timestamp::now().to_string(),
     })
 }

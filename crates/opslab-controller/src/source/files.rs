@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use super::manifest::{self, ManifestError};
 use super::requests::{self, REQUESTS_DIR};
-use crate::audit::{IncidentRecord, Redactor};
+use crate::audit::{IncidentContent, IncidentRecord, Redactor};
 use crate::config::WatchMode;
 use crate::incident::{Incident, IncidentStatus};
 use crate::reconcile::{self, Context, StatusSink};
@@ -243,25 +243,27 @@ impl FilesSource {
                 continue;
             }
             let key = ObjectKey::new(&record.namespace, &record.name);
-            if record.error.is_some() && record.uid.is_empty() {
-                // A manifest problem: it is reported afresh by the scan, or dropped with its file.
-                // Its path is unknown here; a problem still there is reported again by the scan.
-                self.problems.insert(
-                    key,
-                    Problem {
+            let stored = match record.content {
+                IncidentContent::Incident(stored) => stored,
+                IncidentContent::Problem { error } => {
+                    // Reported afresh by the scan, or dropped with its file. Its path is unknown
+                    // here; a problem still there is reported again by the scan.
+                    let problem = Problem {
                         path: PathBuf::new(),
-                        message: record.error.unwrap_or_default(),
-                    },
-                );
-                continue;
-            }
-            match serde_json::from_value::<Incident>(record.incident.clone()) {
+                        message: error,
+                    };
+                    self.problems.insert(key, problem);
+                    continue;
+                }
+            };
+            match serde_json::from_value::<Incident>(stored.incident) {
                 Ok(incident) => {
+                    let spec_hash = stored.spec_hash;
                     self.known.insert(
                         key,
                         Known {
                             incident,
-                            spec_hash: record.spec_hash,
+                            spec_hash,
                         },
                     );
                 }
@@ -486,12 +488,10 @@ impl FilesSource {
             let record = IncidentRecord {
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
-                uid: String::new(),
-                generation: 0,
-                spec_hash: String::new(),
                 source: SOURCE.into(),
-                incident: serde_json::Value::Null,
-                error: Some(format!("{}: {}", problem.path.display(), problem.message)),
+                content: IncidentContent::Problem {
+                    error: format!("{}: {}", problem.path.display(), problem.message),
+                },
                 updated_at: now.clone(),
             };
             if let Err(error) = ctx.store.put_incident(record).await {

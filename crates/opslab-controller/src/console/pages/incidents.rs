@@ -4,7 +4,7 @@ use maud::{Markup, html};
 
 use super::layout::page;
 use super::{dollars, incident_href, session_href, shown, when};
-use crate::audit::{IncidentRecord, SessionRecord};
+use crate::audit::{IncidentContent, IncidentRecord, SessionRecord, StoredIncident};
 use crate::incident::{Condition, Incident, Phase, Report};
 use crate::view;
 
@@ -32,8 +32,8 @@ impl IncidentFilter {
     }
 }
 
-fn decode(record: &IncidentRecord) -> Option<Incident> {
-    serde_json::from_value(record.incident.clone()).ok()
+fn decode(stored: &StoredIncident) -> Option<Incident> {
+    stored.decode().ok()
 }
 
 fn phase_badge(phase: &str) -> Markup {
@@ -56,8 +56,8 @@ pub fn incident_rows(
 ) -> Markup {
     html! {
         tbody id="incident-rows" {
-            @for record in records.iter().filter(|record| record.error.is_none()) {
-                @let incident = decode(record);
+            @for (record, stored) in records.iter().filter_map(|record| Some((record, record.stored()?))) {
+                @let incident = decode(stored);
                 @let status = incident.as_ref().and_then(|incident| incident.status.clone()).unwrap_or_default();
                 @if filter.keeps(record, status.phase) {
                     @let explained = view::explanation(&status);
@@ -95,7 +95,7 @@ pub fn incidents_page(
 ) -> Markup {
     let mut namespaces: Vec<&str> = records
         .iter()
-        .filter(|record| record.error.is_none())
+        .filter(|record| record.stored().is_some())
         .map(|record| record.namespace.as_str())
         .collect();
     namespaces.sort();
@@ -103,9 +103,9 @@ pub fn incidents_page(
     // The feed sends the rows only once they differ from these.
     let seen = rows_digest(records, filter);
     let live = format!("/ui/live?{}&seen={seen}", filter.query());
-    let invalid: Vec<&IncidentRecord> = records
+    let invalid: Vec<(&str, &str)> = records
         .iter()
-        .filter(|record| record.error.is_some())
+        .filter_map(|record| Some((record.name.as_str(), record.problem()?)))
         .collect();
     page(
         "Incidents",
@@ -142,8 +142,8 @@ pub fn incidents_page(
             @if !invalid.is_empty() {
                 h2 { "Invalid manifests" }
                 ul.errors {
-                    @for record in invalid {
-                        li { code { (shown(&record.name)) } ": " (shown(record.error.as_deref().unwrap_or_default())) }
+                    @for (name, problem) in invalid {
+                        li { code { (shown(name)) } ": " (shown(problem)) }
                     }
                 }
             }
@@ -237,17 +237,20 @@ pub fn incident_page(
     now: jiff::Timestamp,
 ) -> Markup {
     let title = format!("{}/{}", record.namespace, record.name);
-    if let Some(error) = &record.error {
-        return page(
-            &title,
-            None,
-            html! {
-                h1 { (shown(&record.name)) " " (phase_badge("Invalid")) }
-                p.errors { (shown(error)) }
-            },
-        );
-    }
-    let Some(incident) = decode(record) else {
+    let stored = match &record.content {
+        IncidentContent::Incident(stored) => stored,
+        IncidentContent::Problem { error } => {
+            return page(
+                &title,
+                None,
+                html! {
+                    h1 { (shown(&record.name)) " " (phase_badge("Invalid")) }
+                    p.errors { (shown(error)) }
+                },
+            );
+        }
+    };
+    let Some(incident) = decode(stored) else {
         return super::error_page(&title, "the stored Incident does not decode");
     };
     let status = incident.status.clone().unwrap_or_default();
@@ -288,7 +291,7 @@ pub fn incident_page(
                         (when(Some(&created.0.to_string()))) " (" (view::age(created.0, now)) " ago)"
                     }
                 }))
-                (field("Generation", html! { (record.generation) }))
+                (field("Generation", html! { (stored.generation) }))
             }
             h2 { "Status" }
             dl.fields {
