@@ -1,18 +1,13 @@
 //! Anthropic's Messages API (`POST /v1/messages`): the request body and the response, pure.
 
-use serde_json::{Value, json};
+pub mod wire;
 
 use super::{
-    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_input, unique_ids,
-    usage_count,
+    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_use, unique_ids,
 };
+use wire::{Block, BlockContent, CacheControl};
 
 pub const API_VERSION: &str = "2023-06-01";
-
-/// A prompt-cache breakpoint: the prefix up to and including the block it marks is cached.
-fn ephemeral() -> Value {
-    json!({"type": "ephemeral"})
-}
 
 /// The request body. Empty text blocks are dropped (the API refuses them) and consecutive messages of
 /// one role are merged (the API wants them alternating).
@@ -22,18 +17,22 @@ fn ephemeral() -> Value {
 /// turn wrote to the cache, so this one reads it) and the latest message (written now, read by the
 /// next turn). The tools and system prompt come first in the API's prefix order and never change
 /// within a session, so each turn reads all but its newest messages from the cache.
-pub fn request_body(request: &ChatRequest, prompt_cache: bool) -> Value {
-    let mut messages: Vec<(Role, Vec<Value>)> = Vec::new();
-    for message in &request.messages {
-        let blocks: Vec<Value> = message.content.iter().filter_map(block).collect();
+pub fn request(chat: &ChatRequest, prompt_cache: bool) -> wire::Request<'_> {
+    let mut messages: Vec<wire::Message> = Vec::new();
+    for message in &chat.messages {
+        let blocks: Vec<Block> = message.content.iter().filter_map(block).collect();
         if blocks.is_empty() {
             continue;
         }
         match messages.last_mut() {
-            Some((role, content)) if *role == message.role => content.extend(blocks),
-            _ => messages.push((message.role, blocks)),
+            Some(last) if last.role == message.role => last.content.extend(blocks),
+            _ => messages.push(wire::Message {
+                role: message.role,
+                content: blocks,
+            }),
         }
     }
+    let breakpoint = prompt_cache.then_some(CacheControl::Ephemeral);
     if prompt_cache {
         // The latest message, and the user message before the latest answer: the previous
         // request's last message.
@@ -41,157 +40,117 @@ pub fn request_body(request: &ChatRequest, prompt_cache: bool) -> Value {
         let previous_user = last.and_then(|last| {
             messages[..last]
                 .iter()
-                .rposition(|(role, _)| *role == Role::User)
+                .rposition(|message| message.role == Role::User)
         });
         let marked = [last, previous_user].into_iter().flatten();
         for index in marked {
-            if let Some(block) = messages[index].1.last_mut() {
-                block["cache_control"] = ephemeral();
+            if let Some(block) = messages[index].content.last_mut() {
+                block.cache_control = breakpoint;
             }
         }
     }
-    let messages: Vec<Value> = messages
-        .into_iter()
-        .map(|(role, content)| json!({"role": role_name(role), "content": content}))
-        .collect();
-    let mut body = json!({
-        "model": request.model,
-        "max_tokens": request.max_tokens,
-        "messages": messages,
-    });
-    if !request.system.is_empty() {
-        body["system"] = if prompt_cache {
-            json!([{"type": "text", "text": request.system, "cache_control": ephemeral()}])
+    let system = (!chat.system.is_empty()).then(|| {
+        if prompt_cache {
+            wire::System::Blocks(vec![Block {
+                content: BlockContent::Text { text: &chat.system },
+                cache_control: breakpoint,
+            }])
         } else {
-            json!(request.system)
-        };
-    }
-    if !request.tools.is_empty() {
-        let count = request.tools.len();
-        body["tools"] = request
-            .tools
-            .iter()
-            .enumerate()
-            .map(|(index, tool)| {
-                let mut tool = json!({"name": tool.name, "description": tool.description, "input_schema": tool.input_schema});
-                if prompt_cache && index + 1 == count {
-                    tool["cache_control"] = ephemeral();
-                }
-                tool
-            })
-            .collect();
-    }
-    body
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::User => "user",
-        Role::Assistant => "assistant",
-    }
-}
-
-fn block(block: &ContentBlock) -> Option<Value> {
-    match block {
-        ContentBlock::Text { text } if text.trim().is_empty() => None,
-        ContentBlock::Text { text } => Some(json!({"type": "text", "text": text})),
-        ContentBlock::ToolUse { id, name, input } => {
-            Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+            wire::System::Text(&chat.system)
         }
+    });
+    let count = chat.tools.len();
+    let tools = chat
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(index, tool)| wire::Tool {
+            name: &tool.name,
+            description: &tool.description,
+            input_schema: &tool.input_schema,
+            cache_control: breakpoint.filter(|_| index + 1 == count),
+        })
+        .collect();
+    wire::Request {
+        model: &chat.model,
+        max_tokens: chat.max_tokens,
+        messages,
+        system,
+        tools,
+        stream: false,
+    }
+}
+
+/// [`request`] as JSON.
+pub fn request_body(chat: &ChatRequest, prompt_cache: bool) -> serde_json::Value {
+    serde_json::to_value(request(chat, prompt_cache)).expect("a request body is JSON")
+}
+
+fn block(block: &ContentBlock) -> Option<Block<'_>> {
+    let content = match block {
+        ContentBlock::Text { text } if text.trim().is_empty() => return None,
+        ContentBlock::Text { text } => BlockContent::Text { text },
+        ContentBlock::ToolUse { id, name, input } => BlockContent::ToolUse { id, name, input },
         ContentBlock::ToolResult {
             tool_use_id,
             content,
             is_error,
-        } => {
-            let content = if content.is_empty() {
+        } => BlockContent::ToolResult {
+            tool_use_id,
+            content: if content.is_empty() {
                 "(no output)"
             } else {
                 content
-            };
-            Some(
-                json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error}),
-            )
-        }
-    }
+            },
+            is_error: *is_error,
+        },
+    };
+    Some(Block {
+        content,
+        cache_control: None,
+    })
 }
 
 /// Parses a response, accepting what real servers send: unknown block types (thinking, …) are
 /// skipped, missing ids are made up, absent usage counts as zero.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
-    let value: Value = serde_json::from_slice(body).map_err(ResponseError::NotJson)?;
-    parse_message(&value)
+    parse_message(super::read(body)?)
 }
 
-/// [`parse_response`] of a body already read as JSON.
-pub fn parse_message(value: &Value) -> Result<ChatResponse, ResponseError> {
-    let blocks = value
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or(ResponseError::NoContent)?;
+/// [`parse_response`] of a body already read.
+pub fn parse_message(message: wire::Response) -> Result<ChatResponse, ResponseError> {
     let mut content = Vec::new();
-    for block in blocks {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let text = block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if !text.trim().is_empty() {
-                    content.push(ContentBlock::Text {
-                        text: text.to_string(),
-                    });
-                }
+    for block in message.content.ok_or(ResponseError::NoContent)? {
+        match block {
+            wire::ResponseBlock::Text { text } if text.trim().is_empty() => {}
+            wire::ResponseBlock::Text { text } => content.push(ContentBlock::Text { text }),
+            wire::ResponseBlock::ToolUse { id, name, input } => {
+                let name = name.ok_or(ResponseError::ToolUseWithoutName)?;
+                content.push(tool_use(id, name, input));
             }
-            Some("tool_use") => {
-                let name = block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or(ResponseError::ToolUseWithoutName)?;
-                content.push(ContentBlock::ToolUse {
-                    id: block
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    name: name.to_string(),
-                    input: tool_input(block.get("input")),
-                });
-            }
-            _ => {}
+            wire::ResponseBlock::Other => {}
         }
     }
     unique_ids(&mut content);
-    let count = |field| usage_count(value, field);
+    let usage = message.usage.unwrap_or_default();
     Ok(ChatResponse {
         content,
-        stop_reason: value
-            .get("stop_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        stop_reason: message.stop_reason,
         usage: Usage {
-            input_tokens: count("input_tokens"),
-            cache_write_tokens: count("cache_creation_input_tokens"),
-            cache_read_tokens: count("cache_read_input_tokens"),
-            output_tokens: count("output_tokens"),
+            input_tokens: usage.input_tokens.unwrap_or(0),
+            cache_write_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
+            cache_read_tokens: usage.cache_read_input_tokens.unwrap_or(0),
+            output_tokens: usage.output_tokens.unwrap_or(0),
         },
     })
 }
 
 /// The error type and message of an error body (`{"type":"error","error":{…}}`).
 pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let error = value.get("error")?;
+    let wire::ErrorBody { error } = serde_json::from_slice(body).ok()?;
     Some((
-        error
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+        error.kind.unwrap_or_default(),
+        error.message.unwrap_or_default(),
     ))
 }
 
@@ -199,6 +158,7 @@ pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::llm::{Message, ToolSpec};
+    use serde_json::{Value, json};
 
     fn request() -> ChatRequest {
         ChatRequest {

@@ -243,10 +243,10 @@ impl LlmClient {
         let base = &self.config.base_url;
         let http = match self.config.kind {
             ProviderKind::Anthropic | ProviderKind::Replay => {
-                let mut body = anthropic::request_body(request, self.config.prompt_cache);
-                if self.config.stream {
-                    body["stream"] = serde_json::json!(true);
-                }
+                let body = anthropic::wire::Request {
+                    stream: self.config.stream,
+                    ..anthropic::request(request, self.config.prompt_cache)
+                };
                 let mut http = self
                     .http
                     .post(format!("{base}/v1/messages"))
@@ -258,12 +258,13 @@ impl LlmClient {
                 http
             }
             ProviderKind::OpenAi => {
-                let mut body = openai::request_body(request);
-                if self.config.stream {
-                    body["stream"] = serde_json::json!(true);
-                    // The usage comes in a last chunk only when asked for.
-                    body["stream_options"] = serde_json::json!({"include_usage": true});
-                }
+                let body = openai::wire::Request {
+                    stream: self.config.stream,
+                    stream_options: self.config.stream.then_some(openai::wire::StreamOptions {
+                        include_usage: true,
+                    }),
+                    ..openai::request(request)
+                };
                 let mut http = self
                     .http
                     .post(format!("{base}/chat/completions"))
@@ -312,14 +313,16 @@ impl LlmClient {
                 retry_after,
             });
         }
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
-            LlmError::Decode(super::unexpected_body(&body, content_type.as_deref()))
-        })?;
-        match self.config.kind {
-            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
-            ProviderKind::OpenAi => openai::parse_message(&value),
-        }
-        .map_err(LlmError::Response)
+        let parsed = match self.config.kind {
+            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_response(&body),
+            ProviderKind::OpenAi => openai::parse_response(&body),
+        };
+        parsed.map_err(|error| match error {
+            super::ResponseError::NotJson(_) => {
+                LlmError::Decode(super::unexpected_body(&body, content_type.as_deref()))
+            }
+            other => LlmError::Response(other),
+        })
     }
 }
 
@@ -364,25 +367,29 @@ impl LlmClient {
             }
             received.push(event);
         }
-        let whole = match self.config.kind {
-            ProviderKind::Anthropic | ProviderKind::Replay => super::stream::anthropic(&received),
-            ProviderKind::OpenAi => super::stream::openai(&received),
-        };
-        let value = whole.map_err(|error| match error {
-            super::stream::StreamError::Cut(why) => LlmError::Transport(why),
-            super::stream::StreamError::Error {
-                error_type,
-                message,
-            } => LlmError::Decode(format!(
-                "the event stream ended with an error: {error_type}: {message}"
-            )),
-            super::stream::StreamError::Malformed(why) => LlmError::Decode(why),
-        })?;
         match self.config.kind {
-            ProviderKind::Anthropic | ProviderKind::Replay => anthropic::parse_message(&value),
-            ProviderKind::OpenAi => openai::parse_message(&value),
+            ProviderKind::Anthropic | ProviderKind::Replay => {
+                anthropic::parse_message(super::stream::anthropic(&received).map_err(unstreamed)?)
+            }
+            ProviderKind::OpenAi => {
+                openai::parse_message(super::stream::openai(&received).map_err(unstreamed)?)
+            }
         }
         .map_err(LlmError::Response)
+    }
+}
+
+/// A stream that could not be put together as a response.
+fn unstreamed(error: super::stream::StreamError) -> LlmError {
+    match error {
+        super::stream::StreamError::Cut(why) => LlmError::Transport(why),
+        super::stream::StreamError::Error {
+            error_type,
+            message,
+        } => LlmError::Decode(format!(
+            "the event stream ended with an error: {error_type}: {message}"
+        )),
+        super::stream::StreamError::Malformed(why) => LlmError::Decode(why),
     }
 }
 

@@ -165,6 +165,8 @@ pub use client::{LlmClient, LlmError, RetryNotice};
 pub enum ResponseError {
     #[error("the body is not JSON: {0}")]
     NotJson(serde_json::Error),
+    #[error("the body is not a response of the protocol: {0}")]
+    Unexpected(serde_json::Error),
     #[error("the response has no `content` array")]
     NoContent,
     #[error("a tool_use block has no name")]
@@ -179,17 +181,43 @@ pub enum ResponseError {
     ToolCallWithoutName,
 }
 
+/// A tool call as the model gave it, in either protocol: an id (some servers give none; see
+/// [`unique_ids`]), a name, and arguments.
+fn tool_use(
+    id: Option<String>,
+    name: String,
+    arguments: Option<serde_json::Value>,
+) -> ContentBlock {
+    ContentBlock::ToolUse {
+        id: id.unwrap_or_default(),
+        name,
+        input: tool_input(arguments),
+    }
+}
+
 /// A tool call's arguments as the model gave them. Servers differ: an object, a JSON string, or a
 /// string that is not JSON at all. The last is kept as `{"__raw_arguments": …}` so that the agent
 /// can tell the model its arguments were malformed.
-fn tool_input(raw: Option<&serde_json::Value>) -> serde_json::Value {
+fn tool_input(raw: Option<serde_json::Value>) -> serde_json::Value {
     match raw {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(serde_json::Value::String(text)) if text.trim().is_empty() => serde_json::json!({}),
-        Some(serde_json::Value::String(text)) => serde_json::from_str(text)
+        Some(serde_json::Value::String(text)) => serde_json::from_str(&text)
             .unwrap_or_else(|_| serde_json::json!({ "__raw_arguments": text })),
-        Some(other) => other.clone(),
+        Some(other) => other,
     }
+}
+
+/// A response body read as the protocol's response type: a body that is not JSON is told apart
+/// from JSON of another shape.
+fn read<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ResponseError> {
+    serde_json::from_slice(body).map_err(|error| {
+        if error.is_data() {
+            ResponseError::Unexpected(error)
+        } else {
+            ResponseError::NotJson(error)
+        }
+    })
 }
 
 /// How much of an unexpected body an error message quotes.
@@ -210,15 +238,6 @@ fn unexpected_body(body: &[u8], content_type: Option<&str>) -> String {
         start.push('…');
     }
     format!("the body is not JSON (content-type {content_type}): {start}")
-}
-
-/// A token count from a response's `usage` object; absent counts as zero.
-fn usage_count(value: &serde_json::Value, field: &str) -> u64 {
-    value
-        .get("usage")
-        .and_then(|usage| usage.get(field))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
 }
 
 /// Gives every tool call an id, unique within the response: some servers omit ids or repeat them.

@@ -1,21 +1,22 @@
 //! OpenAI-compatible Chat Completions (`POST {base}/chat/completions`): OpenAI, vLLM, Ollama,
 //! llama.cpp, LiteLLM and other gateways. The request body and the response, pure.
 
-use serde_json::{Value, json};
+pub mod wire;
 
 use super::{
-    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_input, unique_ids,
-    usage_count,
+    ChatRequest, ChatResponse, ContentBlock, ResponseError, Role, Usage, tool_use, unique_ids,
 };
 
 /// The request body. Tool results become `tool` messages right after the assistant's tool calls;
 /// text in the same user turn follows them.
-pub fn request_body(request: &ChatRequest) -> Value {
+pub fn request(chat: &ChatRequest) -> wire::Request<'_> {
     let mut messages = Vec::new();
-    if !request.system.is_empty() {
-        messages.push(json!({"role": "system", "content": request.system}));
+    if !chat.system.is_empty() {
+        messages.push(wire::Message::System {
+            content: &chat.system,
+        });
     }
-    for message in &request.messages {
+    for message in &chat.messages {
         let text: Vec<&str> = message
             .content
             .iter()
@@ -29,26 +30,26 @@ pub fn request_body(request: &ChatRequest) -> Value {
         let text = text.join("\n\n");
         match message.role {
             Role::Assistant => {
-                let calls: Vec<Value> = message
+                let tool_calls = message
                     .content
                     .iter()
                     .filter_map(|block| match block {
-                        ContentBlock::ToolUse { id, name, input } => Some(json!({
-                            "id": id,
-                            "type": "function",
-                            "function": {"name": name, "arguments": input.to_string()},
-                        })),
+                        ContentBlock::ToolUse { id, name, input } => {
+                            Some(wire::ToolCall::Function {
+                                id,
+                                function: wire::Call {
+                                    name,
+                                    arguments: input.to_string(),
+                                },
+                            })
+                        }
                         ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
                     })
                     .collect();
-                let mut assistant = json!({
-                    "role": "assistant",
-                    "content": if text.is_empty() { Value::Null } else { json!(text) },
+                messages.push(wire::Message::Assistant {
+                    content: (!text.is_empty()).then_some(text),
+                    tool_calls,
                 });
-                if !calls.is_empty() {
-                    assistant["tool_calls"] = json!(calls);
-                }
-                messages.push(assistant);
             }
             Role::User => {
                 for block in &message.content {
@@ -63,150 +64,134 @@ pub fn request_body(request: &ChatRequest) -> Value {
                             (false, true) => "(no output)".to_string(),
                             (false, false) => content.clone(),
                         };
-                        messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}));
+                        messages.push(wire::Message::Tool {
+                            tool_call_id: tool_use_id,
+                            content,
+                        });
                     }
                 }
                 if !text.is_empty() {
-                    messages.push(json!({"role": "user", "content": text}));
+                    messages.push(wire::Message::User { content: text });
                 }
             }
         }
     }
-    let mut body = json!({
-        "model": request.model,
-        "max_tokens": request.max_tokens,
-        "messages": messages,
-    });
-    if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|tool| {
-                json!({"type": "function", "function": {
-                    "name": tool.name, "description": tool.description, "parameters": tool.input_schema,
-                }})
-            })
-            .collect();
+    let tools = chat
+        .tools
+        .iter()
+        .map(|tool| wire::Tool::Function {
+            function: wire::Function {
+                name: &tool.name,
+                description: &tool.description,
+                parameters: &tool.input_schema,
+            },
+        })
+        .collect();
+    wire::Request {
+        model: &chat.model,
+        max_tokens: chat.max_tokens,
+        messages,
+        tools,
+        stream: false,
+        stream_options: None,
     }
-    body
+}
+
+/// [`request`] as JSON.
+pub fn request_body(chat: &ChatRequest) -> serde_json::Value {
+    serde_json::to_value(request(chat)).expect("a request body is JSON")
 }
 
 /// Parses a response, accepting what compatible servers send: `content: null` or a list of parts,
 /// `arguments` as an object or as a string that is not JSON, missing ids and usage.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, ResponseError> {
-    let value: Value = serde_json::from_slice(body).map_err(ResponseError::NotJson)?;
-    parse_message(&value)
+    parse_message(super::read(body)?)
 }
 
-/// [`parse_response`] of a body already read as JSON.
-pub fn parse_message(value: &Value) -> Result<ChatResponse, ResponseError> {
-    let choice = value
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|choices| choices.first())
+/// [`parse_response`] of a body already read.
+pub fn parse_message(completion: wire::Response) -> Result<ChatResponse, ResponseError> {
+    let choice = completion
+        .choices
+        .and_then(|choices| choices.into_iter().next())
         .ok_or(ResponseError::NoChoices)?;
-    let message = choice
-        .get("message")
-        .ok_or(ResponseError::ChoiceWithoutMessage)?;
+    let message = choice.message.ok_or(ResponseError::ChoiceWithoutMessage)?;
     let mut content = Vec::new();
-    let text = match message.get("content") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
+    let text = match message.content {
+        Some(wire::Content::Text(text)) => text,
+        Some(wire::Content::Parts(parts)) => parts
+            .into_iter()
+            .filter_map(|part| part.text)
             .collect::<Vec<_>>()
             .join(""),
-        _ => String::new(),
+        Some(wire::Content::Other(_)) | None => String::new(),
     };
     if !text.trim().is_empty() {
         content.push(ContentBlock::Text { text });
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in message.tool_calls.into_iter().flatten() {
         let function = call
-            .get("function")
+            .function
             .ok_or(ResponseError::ToolCallWithoutFunction)?;
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or(ResponseError::ToolCallWithoutName)?;
-        content.push(ContentBlock::ToolUse {
-            id: call
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            name: name.to_string(),
-            input: tool_input(function.get("arguments")),
-        });
+        let name = function.name.ok_or(ResponseError::ToolCallWithoutName)?;
+        content.push(tool_use(call.id, name, function.arguments));
     }
     unique_ids(&mut content);
     Ok(ChatResponse {
         content,
-        stop_reason: choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        usage: usage(value),
+        stop_reason: choice.finish_reason,
+        usage: usage(completion.usage.unwrap_or_default()),
     })
 }
 
 /// The usage of a response: `prompt_tokens` includes the tokens a server's automatic prompt cache
 /// served (`prompt_tokens_details.cached_tokens`), which are billed apart.
-pub fn usage(value: &Value) -> Usage {
-    let count = |field| usage_count(value, field);
-    let cached = value
-        .pointer("/usage/prompt_tokens_details/cached_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let prompt = count("prompt_tokens");
-    let cached = cached.min(prompt);
+fn usage(usage: wire::Usage) -> Usage {
+    let prompt = usage.prompt_tokens.unwrap_or(0);
+    let cached = usage
+        .prompt_tokens_details
+        .and_then(|details| details.cached_tokens)
+        .unwrap_or(0)
+        .min(prompt);
     Usage {
         input_tokens: prompt - cached,
         cache_write_tokens: 0,
         cache_read_tokens: cached,
-        output_tokens: count("completion_tokens"),
+        output_tokens: usage.completion_tokens.unwrap_or(0),
     }
 }
 
-/// The error type (or code) and message of an error body (`{"error":{…}}`). A code that only repeats
-/// the type, or the HTTP status (some gateways send `"code": "400"`), is left out.
+/// The error type (or code) and message of an error body (`{"error":{…}}`).
 pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let error = value.get("error")?;
-    if let Some(message) = error.as_str() {
-        return Some((String::new(), message.to_string()));
-    }
-    let mut names: Vec<&str> = Vec::new();
-    for name in [error.get("code"), error.get("type")]
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    let wire::ErrorBody { error } = serde_json::from_slice(body).ok()?;
+    Some(error_parts(error))
+}
+
+/// An error's type (or code) and message. A code that only repeats the type, or the HTTP status
+/// (some gateways send `"code": "400"`), is left out.
+fn error_parts(error: wire::Error) -> (String, String) {
+    let detail = match error {
+        wire::Error::Message(message) => return (String::new(), message),
+        wire::Error::Detail(detail) => detail,
+    };
+    let code = match detail.code {
+        Some(wire::ErrorCode::Name(code)) => Some(code),
+        Some(wire::ErrorCode::Other(_)) | None => None,
+    };
+    let mut names: Vec<String> = Vec::new();
+    for name in [code, detail.kind].into_iter().flatten() {
         let a_status = !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_digit());
         if !name.is_empty() && !a_status && !names.contains(&name) {
             names.push(name);
         }
     }
-    let kind = names.join(" ");
-    Some((
-        kind,
-        error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    ))
+    (names.join(" "), detail.message.unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::llm::{Message, ToolSpec};
+    use serde_json::{Value, json};
 
     #[test]
     fn the_request_body_is_what_chat_completions_takes() {

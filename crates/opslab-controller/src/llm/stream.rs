@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::anthropic::wire as messages;
+use super::openai::wire as completions;
 
 /// One server-sent event: its `event:` name (empty when none) and its `data:`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub enum StreamError {
     Malformed(String),
 }
 
-fn data(event: &Sse) -> Result<Value, StreamError> {
+fn json(event: &Sse) -> Result<Value, StreamError> {
     serde_json::from_str(&event.data).map_err(|error| {
         StreamError::Malformed(format!(
             "an event's data is not JSON ({error}): {}",
@@ -33,77 +37,100 @@ fn data(event: &Sse) -> Result<Value, StreamError> {
     })
 }
 
-fn error_event(value: &Value) -> StreamError {
-    let error = value.get("error").unwrap_or(value);
-    let text = |field: &str| {
-        error
-            .get(field)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    StreamError::Error {
-        error_type: text("type"),
-        message: text("message"),
+fn typed<T: DeserializeOwned>(event: &Sse, data: Value) -> Result<T, StreamError> {
+    serde_json::from_value(data).map_err(|error| {
+        StreamError::Malformed(format!(
+            "an event is not one the protocol sends ({error}): {}",
+            event.data
+        ))
+    })
+}
+
+/// A Messages API event. Its type is in its data, or on some servers only in its `event:` name.
+fn messages_event(event: &Sse) -> Result<messages::StreamEvent, StreamError> {
+    let mut data = json(event)?;
+    if let Value::Object(fields) = &mut data {
+        fields
+            .entry("type")
+            .or_insert_with(|| Value::String(event.event.clone()));
     }
+    typed(event, data)
+}
+
+fn completions_chunk(event: &Sse) -> Result<completions::Chunk, StreamError> {
+    typed(event, json(event)?)
 }
 
 /// The Messages API's events (`message_start`, `content_block_start`/`_delta`/`_stop`,
 /// `message_delta`, `message_stop`) as the message a whole response would have been.
-pub fn anthropic(events: &[Sse]) -> Result<Value, StreamError> {
-    let mut message: Option<Value> = None;
+pub fn anthropic(events: &[Sse]) -> Result<messages::Response, StreamError> {
+    use messages::{ResponseBlock, StreamEvent};
+    let mut message: Option<messages::Response> = None;
     // Per block index: the block, and the JSON of a tool call's input as it arrives in pieces.
-    let mut blocks: BTreeMap<u64, (Value, String)> = BTreeMap::new();
+    let mut blocks: BTreeMap<u64, (ResponseBlock, String)> = BTreeMap::new();
     let mut stopped = false;
     for event in events {
         if event.data.trim().is_empty() {
             continue;
         }
-        let value = data(event)?;
-        let kind = value
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(event.event.as_str());
-        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
-        match kind {
-            "message_start" => message = value.get("message").cloned(),
-            "content_block_start" => {
-                let block = value.get("content_block").cloned().unwrap_or(json!({}));
-                blocks.insert(index, (block, String::new()));
+        match messages_event(event)? {
+            StreamEvent::MessageStart { message: start } => message = start,
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                let block = content_block.unwrap_or(ResponseBlock::Other);
+                blocks.insert(index.unwrap_or(0), (block, String::new()));
             }
-            "content_block_delta" => {
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let index = index.unwrap_or(0);
                 let Some((block, input)) = blocks.get_mut(&index) else {
                     return Err(StreamError::Malformed(format!(
                         "a delta for block {index}, which never started"
                     )));
                 };
-                let delta = value.get("delta").cloned().unwrap_or(json!({}));
-                if let Some(text) = delta.get("text").and_then(Value::as_str) {
-                    let whole = format!("{}{text}", block["text"].as_str().unwrap_or_default());
-                    block["text"] = json!(whole);
+                if let (Some(piece), ResponseBlock::Text { text }) = (delta.text, block) {
+                    text.push_str(&piece);
                 }
-                if let Some(part) = delta.get("partial_json").and_then(Value::as_str) {
-                    input.push_str(part);
+                if let Some(piece) = delta.partial_json {
+                    input.push_str(&piece);
                 }
             }
-            "message_delta" => {
-                let message = message.get_or_insert_with(|| json!({}));
-                if let Some(reason) = value.pointer("/delta/stop_reason") {
-                    message["stop_reason"] = reason.clone();
+            StreamEvent::MessageDelta { delta, usage } => {
+                let message = message.get_or_insert_default();
+                if delta.stop_reason.is_some() {
+                    message.stop_reason = delta.stop_reason;
                 }
                 // The final usage: output tokens, and on some servers the input counts too.
-                if let Some(usage) = value.get("usage").and_then(Value::as_object) {
-                    for (field, count) in usage {
-                        if !count.is_null() {
-                            message["usage"][field] = count.clone();
-                        }
-                    }
+                if let Some(last) = usage {
+                    let usage = message.usage.get_or_insert_default();
+                    usage.input_tokens = last.input_tokens.or(usage.input_tokens);
+                    usage.output_tokens = last.output_tokens.or(usage.output_tokens);
+                    usage.cache_creation_input_tokens = last
+                        .cache_creation_input_tokens
+                        .or(usage.cache_creation_input_tokens);
+                    usage.cache_read_input_tokens = last
+                        .cache_read_input_tokens
+                        .or(usage.cache_read_input_tokens);
                 }
             }
-            "message_stop" => stopped = true,
-            "error" => return Err(error_event(&value)),
+            StreamEvent::MessageStop => stopped = true,
+            StreamEvent::Error {
+                error,
+                message: text,
+            } => {
+                // The error is nested as in an error body, or on some servers the event itself.
+                let error = error.unwrap_or(messages::ErrorDetail {
+                    kind: Some("error".into()),
+                    message: text,
+                });
+                return Err(StreamError::Error {
+                    error_type: error.kind.unwrap_or_default(),
+                    message: error.message.unwrap_or_default(),
+                });
+            }
             // `ping`, `content_block_stop`, and events newer than this code.
-            _ => {}
+            StreamEvent::Other => {}
         }
     }
     let Some(mut message) = message.filter(|_| stopped) else {
@@ -111,27 +138,29 @@ pub fn anthropic(events: &[Sse]) -> Result<Value, StreamError> {
             "the event stream ended before `message_stop`".into(),
         ));
     };
-    let content: Vec<Value> = blocks
+    let content = blocks
         .into_values()
         .map(|(mut block, input)| {
-            if !input.trim().is_empty() {
-                block["input"] = json!(input);
+            if let ResponseBlock::ToolUse { input: whole, .. } = &mut block
+                && !input.trim().is_empty()
+            {
+                *whole = Some(Value::String(input));
             }
             block
         })
         .collect();
-    message["content"] = json!(content);
+    message.content = Some(content);
     Ok(message)
 }
 
 /// Chat Completions chunks (`data: {…}` up to `data: [DONE]`) as the completion a whole response
 /// would have been.
-pub fn openai(events: &[Sse]) -> Result<Value, StreamError> {
+pub fn openai(events: &[Sse]) -> Result<completions::Response, StreamError> {
     let mut text = String::new();
     // Per tool-call index: id, name and the arguments as they arrive in pieces.
     let mut calls: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
-    let mut finish_reason = Value::Null;
-    let mut usage = Value::Null;
+    let mut finish_reason = None;
+    let mut usage = None;
     let mut done = false;
     for event in events {
         let payload = event.data.trim();
@@ -142,71 +171,79 @@ pub fn openai(events: &[Sse]) -> Result<Value, StreamError> {
             done = true;
             continue;
         }
-        let value = data(event)?;
-        if value.get("error").is_some() {
-            return Err(error_event(&value));
+        let chunk = completions_chunk(event)?;
+        if let Some(error) = chunk.error {
+            let (error_type, message) = match error {
+                completions::Error::Message(message) => (String::new(), message),
+                completions::Error::Detail(detail) => (
+                    detail.kind.unwrap_or_default(),
+                    detail.message.unwrap_or_default(),
+                ),
+            };
+            return Err(StreamError::Error {
+                error_type,
+                message,
+            });
         }
-        if let Some(found) = value.get("usage").filter(|usage| !usage.is_null()) {
-            usage = found.clone();
+        if chunk.usage.is_some() {
+            usage = chunk.usage;
         }
-        for choice in value
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
-                finish_reason = reason.clone();
+        for choice in chunk.choices.into_iter().flatten() {
+            if choice.finish_reason.is_some() {
+                finish_reason = choice.finish_reason;
             }
-            let Some(delta) = choice.get("delta") else {
+            let Some(delta) = choice.delta else {
                 continue;
             };
-            if let Some(piece) = delta.get("content").and_then(Value::as_str) {
-                text.push_str(piece);
+            if let Some(completions::Content::Text(piece)) = delta.content {
+                text.push_str(&piece);
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let entry = calls.entry(index).or_default();
-                if let Some(id) = call.get("id").and_then(Value::as_str) {
-                    entry.0 = id.to_string();
+            for call in delta.tool_calls.into_iter().flatten() {
+                let (id, name, arguments) = calls.entry(call.index.unwrap_or(0)).or_default();
+                if let Some(given) = call.id {
+                    *id = given;
                 }
-                if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
-                    entry.1.push_str(name);
+                let Some(function) = call.function else {
+                    continue;
+                };
+                if let Some(piece) = function.name {
+                    name.push_str(&piece);
                 }
-                if let Some(arguments) = call.pointer("/function/arguments") {
-                    match arguments {
-                        Value::String(piece) => entry.2.push_str(piece),
-                        Value::Null => {}
-                        whole => entry.2 = whole.to_string(),
-                    }
+                match function.arguments {
+                    Some(Value::String(piece)) => arguments.push_str(&piece),
+                    Some(Value::Null) | None => {}
+                    Some(whole) => *arguments = whole.to_string(),
                 }
             }
         }
     }
     // Some servers end without `[DONE]` but after a finish reason; either says it is whole.
-    if !done && finish_reason.is_null() {
+    if !done && finish_reason.is_none() {
         return Err(StreamError::Cut(
             "the event stream ended before a finish reason or `[DONE]`".into(),
         ));
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = calls
-            .into_values()
-            .map(|(id, name, arguments)| {
-                json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
-            })
-            .collect();
-    }
-    Ok(json!({
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": usage,
-    }))
+    let tool_calls = calls
+        .into_values()
+        .map(|(id, name, arguments)| completions::ResponseToolCall {
+            id: Some(id),
+            function: Some(completions::ResponseCall {
+                name: Some(name),
+                arguments: Some(Value::String(arguments)),
+            }),
+        })
+        .collect();
+    let message = completions::ResponseMessage {
+        content: (!text.is_empty()).then_some(completions::Content::Text(text)),
+        tool_calls: Some(tool_calls),
+    };
+    Ok(completions::Response {
+        choices: Some(vec![completions::Choice {
+            message: Some(message),
+            finish_reason,
+        }]),
+        usage,
+    })
 }
 
 /// An answer as it is being written, from its events as they come: its text and each tool call's
@@ -222,61 +259,63 @@ pub struct Partial {
 impl Partial {
     /// Takes in one Messages API event. Events it cannot read are left to the whole parse.
     pub fn anthropic(&mut self, event: &Sse) {
-        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+        use messages::{ResponseBlock, StreamEvent};
+        let Ok(event) = messages_event(event) else {
             return;
         };
-        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
-        match value.get("type").and_then(Value::as_str) {
-            Some("content_block_start") => {
-                let block = value.get("content_block").unwrap_or(&Value::Null);
-                let name = (block.get("type").and_then(Value::as_str) == Some("tool_use"))
-                    .then(|| text_of(block.get("name")));
+        match event {
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                let part = match content_block {
+                    Some(ResponseBlock::Text { text }) => (None, text),
+                    Some(ResponseBlock::ToolUse { name, .. }) => {
+                        (Some(name.unwrap_or_default()), String::new())
+                    }
+                    Some(ResponseBlock::Other) | None => (None, String::new()),
+                };
+                self.parts.insert((0, index.unwrap_or(0)), part);
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let piece = delta.text.or(delta.partial_json).unwrap_or_default();
                 self.parts
-                    .insert((0, index), (name, text_of(block.get("text"))));
+                    .entry((0, index.unwrap_or(0)))
+                    .or_default()
+                    .1
+                    .push_str(&piece);
             }
-            Some("content_block_delta") => {
-                let delta = value.get("delta").unwrap_or(&Value::Null);
-                let piece = delta
-                    .get("text")
-                    .or_else(|| delta.get("partial_json"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                self.parts.entry((0, index)).or_default().1.push_str(piece);
-            }
-            _ => {}
+            StreamEvent::MessageStart { .. }
+            | StreamEvent::MessageDelta { .. }
+            | StreamEvent::MessageStop
+            | StreamEvent::Error { .. }
+            | StreamEvent::Other => {}
         }
     }
 
     /// Takes in one Chat Completions chunk.
     pub fn openai(&mut self, event: &Sse) {
-        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+        let Ok(chunk) = completions_chunk(event) else {
             return;
         };
-        for choice in value
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(delta) = choice.get("delta") else {
+        for choice in chunk.choices.into_iter().flatten() {
+            let Some(delta) = choice.delta else {
                 continue;
             };
-            if let Some(piece) = delta.get("content").and_then(Value::as_str) {
-                self.parts.entry((0, 0)).or_default().1.push_str(piece);
+            if let Some(completions::Content::Text(piece)) = delta.content {
+                self.parts.entry((0, 0)).or_default().1.push_str(&piece);
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            for call in delta.tool_calls.into_iter().flatten() {
+                let index = call.index.unwrap_or(0);
                 let (name, arguments) = self.parts.entry((1, index)).or_default();
-                if let Some(piece) = call.pointer("/function/name").and_then(Value::as_str) {
-                    name.get_or_insert_default().push_str(piece);
+                let Some(function) = call.function else {
+                    continue;
+                };
+                if let Some(piece) = function.name {
+                    name.get_or_insert_default().push_str(&piece);
                 }
-                if let Some(piece) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                    arguments.push_str(piece);
+                if let Some(Value::String(piece)) = function.arguments {
+                    arguments.push_str(&piece);
                 }
             }
         }
@@ -301,16 +340,11 @@ impl Partial {
     }
 }
 
-fn text_of(value: Option<&Value>) -> String {
-    value
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::ContentBlock;
+    use serde_json::json;
 
     fn sse(lines: &[(&str, Value)]) -> Vec<Sse> {
         lines
@@ -320,6 +354,27 @@ mod tests {
                 data: data.to_string(),
             })
             .collect()
+    }
+
+    /// The answer each protocol's stream below carries: a text, then a `shell` call.
+    fn text_then_shell(text: &str, id: &str, input: Value) -> Vec<ContentBlock> {
+        vec![
+            ContentBlock::Text { text: text.into() },
+            ContentBlock::ToolUse {
+                id: id.into(),
+                name: "shell".into(),
+                input,
+            },
+        ]
+    }
+
+    /// Input, cache-read and output tokens.
+    fn counts(usage: &crate::llm::Usage) -> (u64, u64, u64) {
+        (
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.output_tokens,
+        )
     }
 
     #[test]
@@ -370,29 +425,13 @@ mod tests {
             ("message_stop", json!({"type": "message_stop"})),
         ]);
         let message = anthropic(&events).unwrap();
-        let response = crate::llm::anthropic::parse_message(&message).unwrap();
+        let response = crate::llm::anthropic::parse_message(message).unwrap();
         assert_eq!(
             response.content,
-            vec![
-                crate::llm::ContentBlock::Text {
-                    text: "Checking the disk.".into()
-                },
-                crate::llm::ContentBlock::ToolUse {
-                    id: "toolu_1".into(),
-                    name: "shell".into(),
-                    input: json!({"command": "df -h"})
-                }
-            ]
+            text_then_shell("Checking the disk.", "toolu_1", json!({"command": "df -h"}))
         );
         assert_eq!(response.stop_reason.as_deref(), Some("tool_use"));
-        assert_eq!(
-            (
-                response.usage.input_tokens,
-                response.usage.cache_read_tokens,
-                response.usage.output_tokens
-            ),
-            (10, 900, 25)
-        );
+        assert_eq!(counts(&response.usage), (10, 900, 25));
         // Cut before the end: another try.
         assert!(matches!(anthropic(&events[..8]), Err(StreamError::Cut(_))));
         let error = sse(&[(
@@ -400,11 +439,11 @@ mod tests {
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
         )]);
         assert_eq!(
-            anthropic(&error),
-            Err(StreamError::Error {
+            anthropic(&error).unwrap_err(),
+            StreamError::Error {
                 error_type: "overloaded_error".into(),
                 message: "Overloaded".into()
-            })
+            }
         );
     }
 
@@ -445,29 +484,13 @@ mod tests {
             data: "[DONE]".into(),
         });
         let completion = openai(&events).unwrap();
-        let response = crate::llm::openai::parse_message(&completion).unwrap();
+        let response = crate::llm::openai::parse_message(completion).unwrap();
         assert_eq!(
             response.content,
-            vec![
-                crate::llm::ContentBlock::Text {
-                    text: "Looking.".into()
-                },
-                crate::llm::ContentBlock::ToolUse {
-                    id: "call_1".into(),
-                    name: "shell".into(),
-                    input: json!({"command": "uptime"})
-                }
-            ]
+            text_then_shell("Looking.", "call_1", json!({"command": "uptime"}))
         );
         assert_eq!(response.stop_reason.as_deref(), Some("tool_calls"));
-        assert_eq!(
-            (
-                response.usage.input_tokens,
-                response.usage.cache_read_tokens,
-                response.usage.output_tokens
-            ),
-            (18, 32, 9)
-        );
+        assert_eq!(counts(&response.usage), (18, 32, 9));
         assert!(matches!(openai(&events[..4]), Err(StreamError::Cut(_))));
     }
 
