@@ -1130,7 +1130,7 @@ async fn seeded_store(store_path: &Path, manifests: Option<&Path>, count: usize)
                 source: "files".into(),
                 incident: serde_json::to_value(&incident).unwrap(),
                 error: None,
-                updated_at: jiff::Timestamp::now().to_string(),
+                updated_at: jiff::Timestamp::now(),
             })
             .await
             .unwrap();

@@ -95,7 +95,7 @@ fn record(namespace: &str, name: &str, labels: Value, status: Value) -> Incident
             "status": status,
         }),
         error: None,
-        updated_at: jiff::Timestamp::now().to_string(),
+        updated_at: jiff::Timestamp::now(),
     }
 }
 
@@ -172,7 +172,7 @@ async fn seeded() -> Seeded {
             source: "files".into(),
             incident: Value::Null,
             error: Some("bad.yaml: document 1: missing field `title`".into()),
-            updated_at: jiff::Timestamp::now().to_string(),
+            updated_at: jiff::Timestamp::now(),
         })
         .await;
     seeded

@@ -135,6 +135,6 @@ fn record(
         source: source.to_string(),
         incident: value,
         error: None,
-        updated_at: jiff::Timestamp::now().to_string(),
+        updated_at: jiff::Timestamp::now(),
     })
 }
