@@ -1131,7 +1131,7 @@ async fn seeded_store(store_path: &Path, manifests: Option<&Path>, count: usize)
                     spec_hash,
                     incident: serde_json::to_value(&incident).unwrap(),
                 }),
-                updated_at: jiff::Timestamp::now().to_string(),
+                updated_at: jiff::Timestamp::now(),
             })
             .await
             .unwrap();

@@ -570,10 +570,7 @@ fn incident_key(target: &str, namespace: Option<&str>) -> ObjectKey {
 
 /// The local clock, its short times on the day the session started.
 fn session_clock(session: &SessionRecord) -> Clock {
-    match session.started_at.parse() {
-        Ok(started) => Clock::local().on_day_of(started),
-        Err(_) => Clock::local(),
-    }
+    Clock::local().on_day_of(session.started_at)
 }
 
 /// How long the CLI waits for the store to change: until an optional timeout. (What changed comes

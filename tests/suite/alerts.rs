@@ -787,7 +787,7 @@ async fn intake_trail_on(store: crate::support::store::TestStore) {
     ] {
         opened
             .record_intake(opslab::audit::IntakeEvent {
-                at: "2026-12-06T10:00:00Z".into(),
+                at: "2026-12-06T10:00:00Z".parse().unwrap(),
                 producer: "alertmanager".into(),
                 decision: decision.into(),
                 reason: (decision == "refused").then(|| "unauthorized".into()),

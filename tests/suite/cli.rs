@@ -98,7 +98,7 @@ fn record(namespace: &str, name: &str, labels: Value, status: Value) -> Incident
             "status": status,
             }),
         }),
-        updated_at: jiff::Timestamp::now().to_string(),
+        updated_at: jiff::Timestamp::now(),
     }
 }
 
@@ -173,7 +173,7 @@ async fn seeded() -> Seeded {
             content: IncidentContent::Problem {
                 error: "bad.yaml: document 1: missing field `title`".into(),
             },
-            updated_at: jiff::Timestamp::now().to_string(),
+            updated_at: jiff::Timestamp::now(),
         })
         .await;
     seeded

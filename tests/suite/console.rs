@@ -38,8 +38,7 @@ async fn wait_for_event(
         if let Some(session) = sessions.iter().find(|s| s.incident_name == incident) {
             let events = store.events(&session.id).await.unwrap();
             if let Some(event) = events.iter().find(|event| matches(&event.body)) {
-                let at: jiff::Timestamp = event.at.parse().unwrap();
-                return (session.id.clone(), at.as_millisecond());
+                return (session.id.clone(), event.at.as_millisecond());
             }
         }
         assert!(

@@ -165,8 +165,8 @@ async fn store_a_session_life_is_projected(fixture: TestStore) {
         }
     }
     let session = store.session("s1").await.unwrap().unwrap();
-    let started_at = session.started_at.clone();
-    let finished_at = session.finished_at.clone();
+    let started_at = session.started_at;
+    let finished_at = session.finished_at;
     assert!(finished_at.is_some());
     assert_eq!(
         session,
@@ -323,7 +323,7 @@ async fn store_events_are_append_only_and_tampering_is_found(fixture: TestStore)
 
 fn intake_decision(n: usize) -> IntakeEvent {
     IntakeEvent {
-        at: format!("2026-12-06T10:00:{n:02}Z"),
+        at: format!("2026-12-06T10:00:{n:02}Z").parse().unwrap(),
         producer: "alertmanager".into(),
         decision: "created".into(),
         reason: None,
@@ -374,6 +374,17 @@ async fn store_intake_decisions_are_chained_and_tampering_is_found(fixture: Test
         .await
         .unwrap();
     assert_eq!(broken_at(first.verify_intake().await.unwrap()), 7);
+    // A time that is no time is a clear error to read, and still checked as the text it is.
+    fixture
+        .raw("UPDATE intake_events SET at = 'soon' WHERE seq = 5")
+        .await
+        .unwrap();
+    let error = first.intake_events().await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("a stored intake_events row does not decode: at: \"soon\" is not a time"),
+        "{error}"
+    );
+    assert_eq!(broken_at(first.verify_intake().await.unwrap()), 5);
 }
 
 async fn store_secrets_never_reach_the_file(fixture: TestStore) {
@@ -461,7 +472,7 @@ async fn store_secrets_never_reach_the_file(fixture: TestStore) {
                 name: name.into(),
                 source: "files".into(),
                 content,
-                updated_at: "T".into(),
+            updated_at: "2026-12-06T10:00:00Z".parse().unwrap(),
             })
             .await
             .unwrap();
@@ -494,7 +505,7 @@ async fn store_incidents_upsert_list_and_delete(fixture: TestStore) {
         name: "x".into(),
         source: "files".into(),
         content: IncidentContent::Incident(stored(1)),
-        updated_at: "T".into(),
+        updated_at: "2026-12-06T10:00:00.123456789Z".parse().unwrap(),
     };
     store.put_incident(record.clone()).await.unwrap();
     let updated = IncidentRecord {
@@ -593,6 +604,28 @@ async fn store_unknown_sessions_and_undecodable_rows_are_clear_errors(fixture: T
     );
     // Rows before the bad one still read.
     assert_eq!(store.events_after("s", 2).await.unwrap().len(), 1);
+
+    // A time that is no time is a clear error to read, and still checked as the text it is.
+    new_session(&store, "t").await;
+    for i in 0..3 {
+        store
+            .append("t", command(&format!("t{i}"), "true"))
+            .await
+            .unwrap();
+    }
+    fixture
+        .raw("UPDATE events SET at = 'soon' WHERE session_id = 't' AND seq = 3;")
+        .await
+        .unwrap();
+    let error = store.events("t").await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("session t, event 3: the event time \"soon\" is not a time:"),
+        "{error}"
+    );
+    match store.verify("t").await.unwrap() {
+        ChainCheck::Broken(broken) => assert_eq!(broken.seq, 3, "{broken:?}"),
+        intact => panic!("an edited trail reads as {intact:?}"),
+    }
 }
 
 /// Replicas starting together migrate the new database once: the advisory lock makes the others

@@ -222,10 +222,12 @@ pub struct IncidentStatus {
     pub attempt: u32,
     /// When the current session started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<jiff::Timestamp>,
     /// When the current session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<jiff::Timestamp>,
     /// Model turns taken by the current session.
     #[serde(default)]
     pub turns: u32,
@@ -320,7 +322,8 @@ pub struct LastCommand {
     pub exit_code: Option<i64>,
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<jiff::Timestamp>,
 }
 
 /// Model tokens spent.

@@ -137,16 +137,10 @@ impl Clock {
         }
     }
 
-    /// A stored RFC 3339 time, in full; as stored if it does not parse.
+    /// A time kept as RFC 3339 text (a condition's), in full; as it is if it does not parse.
     pub fn full_text(&self, at: &str) -> String {
         at.parse()
             .map_or_else(|_| at.to_string(), |at| self.full(at))
-    }
-
-    /// A stored RFC 3339 time, in short; as stored if it does not parse.
-    pub fn short_text(&self, at: &str) -> String {
-        at.parse()
-            .map_or_else(|_| at.to_string(), |at| self.short(at))
     }
 }
 
@@ -346,16 +340,12 @@ pub fn sessions_table(
                 + session.cache_read_tokens
                 + session.output_tokens)
                 .to_string(),
-            session
-                .started_at
-                .parse()
-                .map(|started| age(started, now))
-                .unwrap_or_else(|_| "-".into()),
+            age(session.started_at, now),
         ];
         if wide {
             row.extend([
                 format!("${:.4}", session.cost_usd),
-                clock.full_text(&session.started_at),
+                clock.full(session.started_at),
                 session.message.clone().unwrap_or_default(),
             ]);
         }
@@ -401,11 +391,10 @@ pub fn session_header(session: &SessionRecord, clock: &Clock) -> String {
             .filter(|message| !message.trim().is_empty())
             .map(|message| format!(": {}", one_line(message)))
             .unwrap_or_default(),
-        clock.full_text(&session.started_at),
+        clock.full(session.started_at),
         session
             .finished_at
-            .as_deref()
-            .map(|f| format!(", finished {}", clock.full_text(f)))
+            .map(|finished| format!(", finished {}", clock.full(finished)))
             .unwrap_or_default(),
         session.turns,
         session.commands,
@@ -445,7 +434,7 @@ pub fn event_text(event: &Event, raw: bool, clock: &Clock) -> String {
     let mut out = format!(
         "#{} {} {}\n",
         event.seq,
-        clock.short_text(&event.at),
+        clock.short(event.at),
         printable(&presented.headline)
     );
     for part in &presented.parts {
@@ -482,7 +471,7 @@ fn block_text(block: &Block<'_>, raw: bool) -> String {
 /// One command of a session, as `describe` lists the last ones.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommandRun {
-    pub at: String,
+    pub at: jiff::Timestamp,
     pub command: String,
     pub result: CommandResult,
 }
@@ -510,7 +499,7 @@ pub fn last_commands(events: &[Event], count: usize) -> Vec<CommandRun> {
             } => runs.push((
                 tool_use_id.clone(),
                 CommandRun {
-                    at: event.at.clone(),
+                    at: event.at,
                     command: command.clone(),
                     result: CommandResult::Running,
                 },
@@ -668,11 +657,11 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
     if let Some(session) = &status.session_id {
         field(&mut out, 1, "Session", session);
     }
-    if let Some(started) = &status.started_at {
-        field(&mut out, 1, "Started", &clock.full_text(started));
+    if let Some(started) = status.started_at {
+        field(&mut out, 1, "Started", &clock.full(started));
     }
-    if let Some(finished) = &status.finished_at {
-        field(&mut out, 1, "Finished", &clock.full_text(finished));
+    if let Some(finished) = status.finished_at {
+        field(&mut out, 1, "Finished", &clock.full(finished));
     }
     let cached = cached_tokens(status.tokens.cache_write, status.tokens.cache_read);
     let usage = format!(
@@ -725,19 +714,16 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
     let runs = last_commands(events, *commands);
     match newest {
         Some(session) if !runs.is_empty() => {
-            let clock = match session.started_at.parse() {
-                Ok(started) => (*clock).clone().on_day_of(started),
-                Err(_) => (*clock).clone(),
-            };
+            let clock = (*clock).clone().on_day_of(session.started_at);
             out.push_str(&format!(
                 "Last commands (session {}, started {}):\n",
                 session.id,
-                clock.full_text(&session.started_at)
+                clock.full(session.started_at)
             ));
             let mut table = Table::new(vec!["TIME", "RESULT", "COMMAND"]);
             for run in &runs {
                 table.push(vec![
-                    clock.short_text(&run.at),
+                    clock.short(run.at),
                     command_result(&run.result),
                     run.command.clone(),
                 ]);
@@ -790,11 +776,10 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
                 session.current_phase().to_string(),
                 session.reason.clone().unwrap_or_else(|| "-".into()),
                 session.commands.to_string(),
-                clock.full_text(&session.started_at),
+                clock.full(session.started_at),
                 session
                     .finished_at
-                    .as_deref()
-                    .map(|finished| clock.full_text(finished))
+                    .map(|finished| clock.full(finished))
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
@@ -931,7 +916,7 @@ mod tests {
         let event = Event {
             session_id: "s".into(),
             seq: 7,
-            at: "2026-01-02T03:04:05Z".into(),
+            at: at("2026-01-02T03:04:05Z"),
             body: EventBody::DockerApi {
                 allowed: false,
                 action: "container_stop".into(),
@@ -986,7 +971,7 @@ mod tests {
                 "status": status,
                 }),
             }),
-            updated_at: String::new(),
+            updated_at: at("2026-01-01T23:00:00Z"),
         }
     }
 
@@ -1031,7 +1016,7 @@ mod tests {
             content: IncidentContent::Problem {
                 error: "bad.yaml: document 1: missing field `title`".into(),
             },
-            updated_at: String::new(),
+            updated_at: at("2026-01-01T23:00:00Z"),
         }
     }
 
@@ -1168,7 +1153,7 @@ mod tests {
             clock.short(at("2026-01-02T00:00:03Z")),
             "2026-01-02 00:00:03"
         );
-        assert_eq!(clock.short_text("not a time"), "not a time");
+        assert_eq!(clock.full_text("not a time"), "not a time");
         // The day is the clock zone's: 23:30 UTC is already the next day at UTC+2.
         let east = Clock::new(jiff::tz::TimeZone::fixed(jiff::tz::offset(2)))
             .on_day_of(at("2026-01-02T00:00:00Z"));
@@ -1185,7 +1170,7 @@ mod tests {
         Event {
             session_id: "s-1".into(),
             seq,
-            at: at.into(),
+            at: at.parse().unwrap(),
             body,
             hash: String::new(),
         }
@@ -1254,7 +1239,7 @@ mod tests {
                 ("uptime".to_string(), "running".to_string()),
             ]
         );
-        assert_eq!(runs[1].at, "2026-01-02T00:00:01Z");
+        assert_eq!(runs[1].at, at("2026-01-02T00:00:01Z"));
     }
 
     fn session(id: &str, phase: Phase, reason: Option<&str>) -> SessionRecord {
@@ -1269,8 +1254,8 @@ mod tests {
             phase,
             outcome: None,
             reason: reason.map(str::to_string),
-            started_at: "2026-01-01T23:58:00Z".into(),
-            finished_at: Some("2026-01-02T00:03:00Z".into()),
+            started_at: at("2026-01-01T23:58:00Z"),
+            finished_at: Some(at("2026-01-02T00:03:00Z")),
             turns: 3,
             commands: 2,
             input_tokens: 300,
@@ -1413,7 +1398,7 @@ Events:         not in the store; in kube mode, `kubectl describe incident broke
         let event = Event {
             session_id: "s".into(),
             seq: 3,
-            at: "2026-01-02T03:04:05Z".into(),
+            at: at("2026-01-02T03:04:05Z"),
             body: EventBody::LlmFailed {
                 message: "the model API failed: HTTP 401 authentication_error: invalid x-api-key"
                     .into(),

@@ -616,7 +616,7 @@ impl CaseContext<'_> {
         result.output_tokens = status.tokens.output;
         result.cost_usd = status.cost_usd;
         result.session_id = status.session_id.clone();
-        result.session_seconds = seconds_between(&status.started_at, &status.finished_at);
+        result.session_seconds = seconds_between(status.started_at, status.finished_at);
         if let Some(report) = &status.report {
             result.outcome = Some(
                 serde_json::to_value(report.outcome)
@@ -834,10 +834,8 @@ fn last_lines(output: &std::process::Output, what: &str) -> String {
     format!("{what} exited with {}: {tail}", output.status)
 }
 
-fn seconds_between(start: &Option<String>, end: &Option<String>) -> Option<f64> {
-    let start: jiff::Timestamp = start.as_deref()?.parse().ok()?;
-    let end: jiff::Timestamp = end.as_deref()?.parse().ok()?;
-    Some((end.as_millisecond() - start.as_millisecond()) as f64 / 1000.0)
+fn seconds_between(start: Option<jiff::Timestamp>, end: Option<jiff::Timestamp>) -> Option<f64> {
+    Some((end?.as_millisecond() - start?.as_millisecond()) as f64 / 1000.0)
 }
 
 /// Fills in each case's turns and state-changing commands from its session's audit trail, then its
@@ -961,11 +959,11 @@ mod tests {
 
     #[test]
     fn session_seconds_come_from_the_status_times() {
-        let at = |s: &str| Some(s.to_string());
+        let at = |s: &str| Some(s.parse().unwrap());
         assert_eq!(
-            seconds_between(&at("2026-01-01T00:00:00Z"), &at("2026-01-01T00:00:02.5Z")),
+            seconds_between(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:02.5Z")),
             Some(2.5)
         );
-        assert_eq!(seconds_between(&None, &at("2026-01-01T00:00:00Z")), None);
+        assert_eq!(seconds_between(None, at("2026-01-01T00:00:00Z")), None);
     }
 }

@@ -224,7 +224,7 @@ impl Intake {
     ) {
         self.metrics.alert_received(decision);
         let event = IntakeEvent {
-            at: jiff::Timestamp::now().to_string(),
+            at: jiff::Timestamp::now(),
             producer: PRODUCER.into(),
             decision: decision.into(),
             reason: reason.map(String::from),

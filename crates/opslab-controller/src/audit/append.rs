@@ -58,10 +58,11 @@ pub fn head(row: &dyn Columns) -> Result<Head, StoreError> {
 
 /// Chains the event after `head` (None: no such session) at time `at`: the event, and the
 /// statements that store it, project it and move the head, to run in order in one transaction.
+/// The time is hashed and stored as its RFC 3339 text, which parses back to the same `at`.
 pub fn link(
     pending: Pending,
     head: Option<Head>,
-    at: String,
+    at: jiff::Timestamp,
 ) -> Result<(Event, Vec<Statement>), StoreError> {
     let Pending {
         session_id,
@@ -73,19 +74,20 @@ pub fn link(
         return Err(StoreError::SessionClosed(session_id));
     }
     let seq = head.seq + 1;
-    let hash = chain::link_hash(&head.hash, &session_id, seq, &at, &text);
+    let stored_at = at.to_string();
+    let hash = chain::link_hash(&head.hash, &session_id, seq, &stored_at, &text);
     let mut statements = vec![Statement::new(
         "INSERT INTO events (session_id, seq, at, kind, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         vec![
             session_id.as_str().into(),
             seq.into(),
-            at.as_str().into(),
+            stored_at.as_str().into(),
             body.kind().into(),
             text.into(),
             hash.as_str().into(),
         ],
     )];
-    statements.extend(project(&session_id, seq, &at, &body)?);
+    statements.extend(project(&session_id, seq, &stored_at, &body)?);
     statements.push(Statement::new(
         "UPDATE sessions SET head_seq = ?2, head_hash = ?3 WHERE id = ?1",
         vec![session_id.as_str().into(), seq.into(), hash.as_str().into()],
@@ -394,6 +396,11 @@ mod tests {
         })
     }
 
+    /// A time with a fraction of a second, as appends have.
+    fn at() -> jiff::Timestamp {
+        "2026-01-02T03:04:05.123456789Z".parse().unwrap()
+    }
+
     fn command() -> EventBody {
         EventBody::CommandStarted {
             tool_use_id: "t1".into(),
@@ -406,8 +413,9 @@ mod tests {
     #[test]
     fn an_event_is_redacted_numbered_and_chained_after_the_head() {
         let pending = prepare(&Redactor::default(), "s", command()).unwrap();
-        let (event, statements) = link(pending, running(4, "h4"), "T".into()).unwrap();
+        let (event, statements) = link(pending, running(4, "h4"), at()).unwrap();
         assert_eq!(event.seq, 5);
+        assert_eq!(event.at, at());
         let EventBody::CommandStarted { command, .. } = &event.body else {
             panic!("{:?}", event.body)
         };
@@ -416,7 +424,9 @@ mod tests {
         let Param::Text(Some(stored)) = &statements[0].params[4] else {
             panic!("{:?}", statements[0].params)
         };
-        assert_eq!(event.hash, chain::link_hash("h4", "s", 5, "T", stored));
+        let time = "2026-01-02T03:04:05.123456789Z";
+        assert_eq!(statements[0].params[2], time.into());
+        assert_eq!(event.hash, chain::link_hash("h4", "s", 5, time, stored));
         assert_eq!(
             serde_json::from_str::<EventBody>(stored).unwrap(),
             event.body
@@ -435,14 +445,14 @@ mod tests {
     #[test]
     fn unknown_and_finished_sessions_take_no_event() {
         let pending = || prepare(&Redactor::default(), "s", command()).unwrap();
-        let error = link(pending(), None, "T".into()).err().unwrap();
+        let error = link(pending(), None, at()).err().unwrap();
         assert_eq!(error.to_string(), "no session s in the store");
         let finished = Head {
             state: SessionState::Finished,
             seq: 3,
             hash: "h".into(),
         };
-        let error = link(pending(), Some(finished), "T".into()).err().unwrap();
+        let error = link(pending(), Some(finished), at()).err().unwrap();
         assert!(error.to_string().contains("has finished"), "{error}");
     }
 
@@ -465,12 +475,12 @@ mod tests {
             error: None,
         };
         let pending = prepare(&Redactor::default(), "s", body).unwrap();
-        let (event, statements) = link(pending, finished(), "T".into()).unwrap();
+        let (event, statements) = link(pending, finished(), at()).unwrap();
         assert_eq!(event.seq, 8);
         // Stored, chained and any draft cleared, with no projection: the session stays as it ended.
         assert_eq!(statements.len(), 3);
         let pending = prepare(&Redactor::default(), "s", command()).unwrap();
-        assert!(link(pending, finished(), "T".into()).is_err());
+        assert!(link(pending, finished(), at()).is_err());
     }
 
     #[test]
@@ -482,7 +492,7 @@ mod tests {
             message: "ok".into(),
         };
         let pending = prepare(&Redactor::default(), "s", body).unwrap();
-        let (_, statements) = link(pending, running(0, ""), "T".into()).unwrap();
+        let (_, statements) = link(pending, running(0, ""), at()).unwrap();
         assert_eq!(
             statements[1].params,
             vec![
@@ -490,9 +500,61 @@ mod tests {
                 "Resolved".into(),
                 Param::Text(None),
                 "Reported".into(),
-                "T".into(),
+                "2026-01-02T03:04:05.123456789Z".into(),
                 "ok".into()
             ]
         );
+    }
+
+    /// What storing an event's time as text rests on: the text an append writes (and hashes)
+    /// parses back to the same time, which writes the same text again, byte for byte; and the
+    /// JSON form is that text too.
+    #[test]
+    fn a_time_round_trips_through_its_stored_text_byte_for_byte() {
+        let mut times: Vec<jiff::Timestamp> = [
+            "2026-12-06T10:00:00Z",
+            "2026-12-06T10:00:00.5Z",
+            "2026-12-06T10:00:00.120Z",
+            "2026-12-06T10:00:00.123Z",
+            "2026-12-06T10:00:00.000123Z",
+            "2026-12-06T10:00:00.123456Z",
+            "2026-12-06T10:00:00.000000001Z",
+            "2026-12-06T10:00:00.123456789Z",
+            "2026-12-06T10:00:00.999999999Z",
+            "2024-02-29T23:59:59.9Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999Z",
+        ]
+        .iter()
+        .map(|text| text.parse().unwrap())
+        .collect();
+        times.extend([
+            jiff::Timestamp::MIN,
+            jiff::Timestamp::MAX,
+            jiff::Timestamp::now(),
+        ]);
+        // Spread over seconds and every precision of the fraction.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let second = 1_700_000_000 + (state >> 40) as i64;
+            let nanos = (state % 1_000_000_000) as i32;
+            let nanos = match state % 4 {
+                0 => 0,
+                1 => nanos / 1_000_000 * 1_000_000,
+                2 => nanos / 1_000 * 1_000,
+                _ => nanos,
+            };
+            times.push(jiff::Timestamp::new(second, nanos).unwrap());
+        }
+        for time in times {
+            let text = time.to_string();
+            let parsed: jiff::Timestamp = text.parse().unwrap();
+            assert_eq!(parsed, time, "{text}");
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(serde_json::to_string(&time).unwrap(), format!("\"{text}\""));
+        }
     }
 }

@@ -254,8 +254,8 @@ pub struct Event {
     pub session_id: String,
     /// 1, 2, 3, … within the session, with no gaps.
     pub seq: i64,
-    /// RFC 3339, UTC.
-    pub at: String,
+    /// Stored (and hashed) as its RFC 3339 text in UTC, which parses back to the same text.
+    pub at: jiff::Timestamp,
     #[serde(flatten)]
     pub body: EventBody,
     /// Hex SHA-256 of the previous event's hash and this event's (redacted) content.

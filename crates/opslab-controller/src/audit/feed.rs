@@ -223,7 +223,7 @@ mod tests {
             after_seq: 1,
             turn,
             text: text.into(),
-            at: "2026-01-01T00:00:00Z".into(),
+            at: "2026-01-01T00:00:00Z".parse().unwrap(),
         }
     }
 

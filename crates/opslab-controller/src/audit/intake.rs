@@ -22,8 +22,8 @@ const INSERT: &str = "INSERT INTO intake_events (at, producer, decision, reason,
      incident, message, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// What a link's hash covers: the decision as stored (its message already redacted), with the
-/// chain's kind, in one canonical JSON form.
-fn body(event: &IntakeEvent) -> Result<String, StoreError> {
+/// chain's kind, in one canonical JSON form. A parsed time gives the text it is stored as.
+fn body<At: serde::Serialize>(event: &IntakeEvent<At>) -> Result<String, StoreError> {
     let mut value = serde_json::to_value(event)?;
     if let serde_json::Value::Object(fields) = &mut value {
         fields.insert("kind".into(), KIND.into());
@@ -38,9 +38,10 @@ pub fn link(
 ) -> Result<((i64, String), Statement), StoreError> {
     let (previous_seq, previous_hash) = head.unwrap_or_default();
     let seq = previous_seq + 1;
-    let hash = chain::link_hash(&previous_hash, CHAIN, seq, &event.at, &body(&event)?);
+    let at = event.at.to_string();
+    let hash = chain::link_hash(&previous_hash, CHAIN, seq, &at, &body(&event)?);
     let params: Vec<Param> = vec![
-        event.at.into(),
+        at.into(),
         event.producer.into(),
         event.decision.into(),
         event.reason.into(),
@@ -53,9 +54,10 @@ pub fn link(
     Ok(((seq, hash), Statement::new(INSERT, params)))
 }
 
-/// One row of [`LINKS`], as the chain sees it.
+/// One row of [`LINKS`], as the chain sees it: its time as stored text, byte for byte, since
+/// that is what was hashed.
 pub fn link_row(row: &dyn Columns) -> Result<Link, StoreError> {
-    let event = rows::intake_event(row)?;
+    let event: IntakeEvent<String> = rows::intake_columns(row, Ok)?;
     Ok(Link {
         seq: row.integer(7)?,
         at: event.at.clone(),
@@ -85,7 +87,7 @@ mod tests {
 
     fn decision(n: usize) -> IntakeEvent {
         IntakeEvent {
-            at: format!("2026-12-06T10:00:0{n}Z"),
+            at: format!("2026-12-06T10:00:0{n}.25Z").parse().unwrap(),
             producer: "alertmanager".into(),
             decision: "created".into(),
             reason: None,
@@ -101,12 +103,24 @@ mod tests {
         let mut links = Vec::new();
         for index in 1..=n {
             let event = decision(index);
-            let ((seq, hash), _) = link(event.clone(), head.clone()).unwrap();
+            let ((seq, hash), statement) = link(event.clone(), head.clone()).unwrap();
+            let Param::Text(Some(at)) = &statement.params[0] else {
+                panic!("{:?}", statement.params)
+            };
+            let stored = IntakeEvent {
+                at: at.clone(),
+                producer: event.producer,
+                decision: event.decision,
+                reason: event.reason,
+                alert_group: event.alert_group,
+                incident: event.incident,
+                message: event.message,
+            };
             links.push(Link {
                 seq,
-                at: event.at.clone(),
+                at: at.clone(),
                 kind: KIND.into(),
-                body: body(&event).unwrap(),
+                body: body(&stored).unwrap(),
                 hash: hash.clone(),
             });
             head = Some((seq, hash));

@@ -74,8 +74,8 @@ pub struct SessionRecord {
     pub phase: Phase,
     pub outcome: Option<Outcome>,
     pub reason: Option<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    pub started_at: jiff::Timestamp,
+    pub finished_at: Option<jiff::Timestamp>,
     pub turns: u32,
     pub commands: u32,
     /// Fresh input, apart from the prompt-cache tokens.
@@ -144,7 +144,7 @@ pub struct CommandRecord {
     pub command: String,
     pub state: CommandState,
     pub exit_code: Option<i64>,
-    pub finished_at: Option<String>,
+    pub finished_at: Option<jiff::Timestamp>,
 }
 
 /// An Incident as the controller last saw it: its manifest with the status last written, or, for a
@@ -156,7 +156,7 @@ pub struct IncidentRecord {
     /// The source that read it (`files`, `kubernetes`).
     pub source: String,
     pub content: IncidentContent,
-    pub updated_at: String,
+    pub updated_at: jiff::Timestamp,
 }
 
 /// What the store holds of an Incident.
@@ -206,10 +206,13 @@ impl IncidentRecord {
 
 /// One decision of a producer that files Incidents (the Alertmanager intake): what it decided
 /// about one request, and why. Not part of a session: an intake's refusals have none.
+///
+/// Its time is parsed, except where the intake's chain is checked: that hashes the time as stored
+/// text (`IntakeEvent<String>`), whatever a row holds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct IntakeEvent {
-    /// RFC 3339, UTC.
-    pub at: String,
+pub struct IntakeEvent<At = jiff::Timestamp> {
+    /// In JSON and in the store, RFC 3339 in UTC.
+    pub at: At,
     /// Who sent what was decided on (`alertmanager`).
     pub producer: String,
     /// `created`, `updated`, `resolved`, `deduplicated`, `ignored`, `refused` or `failed`.
@@ -235,8 +238,8 @@ pub struct Draft {
     /// The model turn being written.
     pub turn: u32,
     pub text: String,
-    /// When it was last replaced, RFC 3339.
-    pub at: String,
+    /// When it was last replaced.
+    pub at: jiff::Timestamp,
 }
 
 /// The result of checking a chain (a session's, or the intake's).

@@ -126,7 +126,7 @@ impl Postgres {
         )
         .await?
         .pop();
-        let (event, statements) = append::link(pending, head, jiff::Timestamp::now().to_string())?;
+        let (event, statements) = append::link(pending, head, jiff::Timestamp::now())?;
         for statement in &statements {
             run(&transaction, statement).await?;
         }

@@ -38,6 +38,13 @@ impl From<Option<String>> for Param {
     }
 }
 
+/// A time as the store keeps it: its RFC 3339 text (which parses back to the same text).
+impl From<jiff::Timestamp> for Param {
+    fn from(value: jiff::Timestamp) -> Param {
+        Param::Text(Some(value.to_string()))
+    }
+}
+
 impl From<i64> for Param {
     fn from(value: i64) -> Param {
         Param::Integer(Some(value))
@@ -164,6 +171,18 @@ fn enum_from_text<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A time column's value, written as RFC 3339 text.
+fn timestamp(
+    table: &'static str,
+    column: &'static str,
+    text: String,
+) -> Result<jiff::Timestamp, StoreError> {
+    text.parse().map_err(|error| StoreError::Row {
+        table,
+        message: format!("{column}: {text:?} is not a time: {error}"),
+    })
+}
+
 /// The `state` column.
 pub fn session_state(text: String) -> Result<SessionState, StoreError> {
     enum_from_text("sessions", "state", text)
@@ -206,8 +225,11 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
             .map(|outcome| enum_from_text("sessions", "outcome", outcome))
             .transpose()?,
         reason: row.optional_text(9)?,
-        started_at: row.text(10)?,
-        finished_at: row.optional_text(11)?,
+        started_at: timestamp("sessions", "started_at", row.text(10)?)?,
+        finished_at: row
+            .optional_text(11)?
+            .map(|finished| timestamp("sessions", "finished_at", finished))
+            .transpose()?,
         turns: count(row, 12, "turns")?,
         commands: count(row, 13, "commands")?,
         input_tokens: count(row, 14, "input_tokens")?,
@@ -224,36 +246,44 @@ pub fn session(row: &dyn Columns) -> Result<SessionRecord, StoreError> {
     })
 }
 
-/// A row of `session_id, seq, at, body, hash` from `events`.
+/// A row of `session_id, after_seq, turn, text, at` from `drafts`.
 pub fn draft(row: &dyn Columns) -> Result<Draft, StoreError> {
     Ok(Draft {
         session_id: row.text(0)?,
         after_seq: row.integer(1)?,
         turn: u32::try_from(row.integer(2)?).unwrap_or(0),
         text: row.text(3)?,
-        at: row.text(4)?,
+        at: timestamp("drafts", "at", row.text(4)?)?,
     })
 }
 
+/// A row of `session_id, seq, at, body, hash` from `events`.
 pub fn event(row: &dyn Columns) -> Result<Event, StoreError> {
     let session_id = row.text(0)?;
     let seq = row.integer(1)?;
     let body = row.text(3)?;
-    let body = serde_json::from_str(&body).map_err(|error| StoreError::Corrupt {
+    let corrupt = |message: String| StoreError::Corrupt {
         session: session_id.clone(),
         seq,
-        message: format!("the event body does not decode: {error}"),
-    })?;
+        message,
+    };
+    let at = row.text(2)?;
+    let at = at
+        .parse()
+        .map_err(|error| corrupt(format!("the event time {at:?} is not a time: {error}")))?;
+    let body = serde_json::from_str(&body)
+        .map_err(|error| corrupt(format!("the event body does not decode: {error}")))?;
     Ok(Event {
         session_id,
         seq,
-        at: row.text(2)?,
+        at,
         body,
         hash: row.text(4)?,
     })
 }
 
-/// A row of `seq, at, kind, body, hash` from `events`, as the chain check reads it.
+/// A row of `seq, at, kind, body, hash` from `events`, as the chain check reads it: as stored
+/// text, byte for byte, since that is what was hashed.
 pub fn link(row: &dyn Columns) -> Result<Link, StoreError> {
     Ok(Link {
         seq: row.integer(0)?,
@@ -275,7 +305,10 @@ pub fn command(row: &dyn Columns) -> Result<CommandRecord, StoreError> {
         command: row.text(1)?,
         state: enum_from_text("commands", "state", row.text(2)?)?,
         exit_code: row.optional_integer(3)?,
-        finished_at: row.optional_text(4)?,
+        finished_at: row
+            .optional_text(4)?
+            .map(|finished| timestamp("commands", "finished_at", finished))
+            .transpose()?,
     })
 }
 
@@ -299,7 +332,7 @@ pub fn incident(row: &dyn Columns) -> Result<IncidentRecord, StoreError> {
         name: row.text(1)?,
         source: row.text(5)?,
         content,
-        updated_at: row.text(8)?,
+        updated_at: timestamp("incidents", "updated_at", row.text(8)?)?,
     })
 }
 
@@ -330,14 +363,22 @@ pub fn incident_params(record: IncidentRecord) -> Result<Vec<Param>, StoreError>
         record.source.into(),
         incident.into(),
         error.into(),
-        record.updated_at.into(),
+        record.updated_at.to_string().into(),
     ])
 }
 
 /// A row of the intake_events columns.
 pub fn intake_event(row: &dyn Columns) -> Result<IntakeEvent, StoreError> {
+    intake_columns(row, |at| timestamp("intake_events", "at", at))
+}
+
+/// A row of the intake_events columns, its time as `at` makes it of the stored text.
+pub fn intake_columns<At>(
+    row: &dyn Columns,
+    at: impl FnOnce(String) -> Result<At, StoreError>,
+) -> Result<IntakeEvent<At>, StoreError> {
     Ok(IntakeEvent {
-        at: row.text(0)?,
+        at: at(row.text(0)?)?,
         producer: row.text(1)?,
         decision: row.text(2)?,
         reason: row.optional_text(3)?,

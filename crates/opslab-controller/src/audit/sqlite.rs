@@ -116,8 +116,7 @@ impl Sqlite {
                     append::head,
                 )?
                 .pop();
-                let (event, statements) =
-                    append::link(pending, head, jiff::Timestamp::now().to_string())?;
+                let (event, statements) = append::link(pending, head, jiff::Timestamp::now())?;
                 for statement in &statements {
                     run(&transaction, statement)?;
                 }

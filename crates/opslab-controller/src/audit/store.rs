@@ -118,7 +118,7 @@ impl Store {
                 i64::from(new.attempt).into(),
                 new.generation.into(),
                 append::enum_text(&Phase::Investigating)?.into(),
-                jiff::Timestamp::now().to_string().into(),
+                jiff::Timestamp::now().into(),
             ],
         ))
         .await?;
@@ -177,7 +177,7 @@ impl Store {
                 session_id.into(),
                 i64::from(turn).into(),
                 text.into(),
-                jiff::Timestamp::now().to_string().into(),
+                jiff::Timestamp::now().into(),
             ],
         ))
         .await

@@ -87,16 +87,10 @@ pub fn entries(events: &[Event]) -> Vec<Entry<'_>> {
         .collect()
 }
 
-fn millis(at: &str) -> Option<i64> {
-    at.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|at| at.as_millisecond())
-}
-
 /// The commands on a time axis from the first event to the last (or to `now`, for a running
 /// session whose last command has not ended).
 pub fn gantt(events: &[Event], now: Option<jiff::Timestamp>) -> Gantt {
-    let Some(origin) = events.first().and_then(|event| millis(&event.at)) else {
+    let Some(origin) = events.first().map(|event| event.at.as_millisecond()) else {
         return Gantt {
             bars: Vec::new(),
             span_ms: 0,
@@ -104,16 +98,14 @@ pub fn gantt(events: &[Event], now: Option<jiff::Timestamp>) -> Gantt {
     };
     let last = events
         .iter()
-        .filter_map(|event| millis(&event.at))
+        .map(|event| event.at.as_millisecond())
         .max()
         .unwrap_or(origin);
     let end = now.map_or(last, |now| now.as_millisecond().max(last));
     let offset = |at: i64| (at - origin).max(0) as u64;
     let mut bars: Vec<(String, Bar)> = Vec::new();
     for event in events {
-        let Some(at) = millis(&event.at) else {
-            continue;
-        };
+        let at = event.at.as_millisecond();
         match &event.body {
             EventBody::CommandStarted {
                 tool_use_id,
@@ -199,7 +191,7 @@ mod tests {
         Event {
             session_id: "s".into(),
             seq,
-            at: at.into(),
+            at: at.parse().unwrap(),
             body,
             hash: String::new(),
         }

@@ -308,10 +308,11 @@ impl Inner {
             }
         };
         let time = match what {
-            What::Started => status.started_at.clone(),
-            What::Ended(_) => status.finished_at.clone(),
+            What::Started => status.started_at,
+            What::Ended(_) => status.finished_at,
         }
-        .unwrap_or_else(|| jiff::Timestamp::now().to_string());
+        .unwrap_or_else(jiff::Timestamp::now)
+        .to_string();
         let notice = Notice {
             what,
             namespace: incident

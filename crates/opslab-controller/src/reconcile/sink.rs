@@ -136,6 +136,6 @@ fn record(
             spec_hash: spec_hash.to_string(),
             incident: value,
         }),
-        updated_at: jiff::Timestamp::now().to_string(),
+        updated_at: jiff::Timestamp::now(),
     })
 }

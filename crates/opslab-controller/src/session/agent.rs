@@ -167,11 +167,7 @@ impl SessionTask {
 
     /// How long the session has run, from its start in the store (across restarts).
     fn elapsed(&self) -> Duration {
-        self.record
-            .started_at
-            .parse()
-            .map(elapsed_since)
-            .unwrap_or(Duration::ZERO)
+        elapsed_since(self.record.started_at)
     }
 
     /// Removes the sandbox (killing anything still running in it), then closes the trail: once a
@@ -244,11 +240,7 @@ impl SessionTask {
         if let Some(ending) = cannot_start(&self.deps.settings, &limits) {
             return Ok(ending);
         }
-        let started_at: jiff::Timestamp = self
-            .record
-            .started_at
-            .parse()
-            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let started_at = self.record.started_at;
 
         let sandbox = tokio::select! {
             () = self.cancel.cancelled() => return Ok(self.cancelled()),

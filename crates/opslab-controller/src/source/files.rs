@@ -394,7 +394,7 @@ impl FilesSource {
     /// Turns what the files hold into Incidents and problems, then acts on what changed.
     async fn resolve(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
         let resolved = resolve(&self.dir, &self.files);
-        let now = jiff::Timestamp::now().to_string();
+        let now = jiff::Timestamp::now();
 
         // Incidents whose manifest is gone (or no longer names them) are deleted.
         let gone: Vec<ObjectKey> = self
@@ -492,7 +492,7 @@ impl FilesSource {
                 content: IncidentContent::Problem {
                     error: format!("{}: {}", problem.path.display(), problem.message),
                 },
-                updated_at: now.clone(),
+                updated_at: now,
             };
             if let Err(error) = ctx.store.put_incident(record).await {
                 warn!(%error, "could not store a manifest problem");

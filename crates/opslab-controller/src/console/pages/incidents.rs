@@ -3,7 +3,7 @@
 use maud::{Markup, html};
 
 use super::layout::page;
-use super::{dollars, incident_href, session_href, shown, when};
+use super::{dollars, incident_href, session_href, shown, when, when_text};
 use crate::audit::{IncidentContent, IncidentRecord, SessionRecord, StoredIncident};
 use crate::incident::{Condition, Incident, Phase, Report};
 use crate::view;
@@ -176,7 +176,7 @@ fn conditions_table(conditions: &[Condition]) -> Markup {
                             td { (shown(condition.type_.as_str())) }
                             td { (shown(condition.status.as_str())) }
                             td { (shown(&condition.reason)) }
-                            td { (when(Some(&condition.last_transition_time))) }
+                            td { (when_text(&condition.last_transition_time)) }
                             td { (shown(&condition.message)) }
                         }
                     }
@@ -220,8 +220,8 @@ fn sessions_table(sessions: &[SessionRecord]) -> Markup {
                             td { (shown(session.reason.as_deref().unwrap_or("-"))) }
                             td.num { (session.commands) }
                             td.num { (dollars(session.cost_usd)) }
-                            td { (when(Some(&session.started_at))) }
-                            td { (when(session.finished_at.as_deref())) }
+                            td { (when(Some(session.started_at))) }
+                            td { (when(session.finished_at)) }
                         }
                     }
                 }
@@ -288,7 +288,7 @@ pub fn incident_page(
                 (field("Source", text(&record.source)))
                 (field("Created", html! {
                     @if let Some(created) = &incident.metadata.creation_timestamp {
-                        (when(Some(&created.0.to_string()))) " (" (view::age(created.0, now)) " ago)"
+                        (when(Some(created.0))) " (" (view::age(created.0, now)) " ago)"
                     }
                 }))
                 (field("Generation", html! { (stored.generation) }))
@@ -304,8 +304,8 @@ pub fn incident_page(
                 @if let Some(session) = &status.session_id {
                     (field("Session", html! { a href=(session_href(session)) { code { (shown(session)) } } }))
                 }
-                (field("Started", html! { (when(status.started_at.as_deref())) }))
-                (field("Finished", html! { (when(status.finished_at.as_deref())) }))
+                (field("Started", html! { (when(status.started_at)) }))
+                (field("Finished", html! { (when(status.finished_at)) }))
                 (field("Usage", html! {
                     (status.turns) " turns, " (status.commands) " commands, "
                     (status.tokens.total()) " tokens (" (status.tokens.input) " in / " (status.tokens.output) " out), estimated "

@@ -50,14 +50,23 @@ pub fn html(markup: Markup) -> axum::response::Response {
         .into_response()
 }
 
-/// A stored time in full, in UTC (`2026-12-06 18:30:28 UTC`); "-" for none; as stored if it does
-/// not parse.
-fn when(at: Option<&str>) -> String {
-    match at {
-        Some(at) if !at.is_empty() => {
-            shown(&crate::view::Clock::new(jiff::tz::TimeZone::UTC).full_text(at))
-        }
-        _ => "-".into(),
+/// How the pages show times: in UTC.
+fn utc() -> crate::view::Clock {
+    crate::view::Clock::new(jiff::tz::TimeZone::UTC)
+}
+
+/// A time in full, in UTC (`2026-12-06 18:30:28 UTC`); "-" for none.
+fn when(at: Option<jiff::Timestamp>) -> String {
+    at.map_or_else(|| "-".into(), |at| utc().full(at))
+}
+
+/// A time kept as RFC 3339 text (a condition's) in full, in UTC; "-" for none; as it is if it
+/// does not parse.
+fn when_text(at: &str) -> String {
+    if at.is_empty() {
+        "-".into()
+    } else {
+        shown(&utc().full_text(at))
     }
 }
 
