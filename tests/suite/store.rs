@@ -472,7 +472,7 @@ async fn store_secrets_never_reach_the_file(fixture: TestStore) {
                 name: name.into(),
                 source: "files".into(),
                 content,
-            updated_at: "2026-12-06T10:00:00Z".parse().unwrap(),
+                updated_at: "2026-12-06T10:00:00Z".parse().unwrap(),
             })
             .await
             .unwrap();
