@@ -26,13 +26,13 @@ pub const PATH: &str = "/api/v1/alerts";
 /// The `producer` of the intake's audit events.
 const PRODUCER: &str = "alertmanager";
 
-/// The intake: what it needs to decide and file.
-pub struct Intake {
+/// The intake: what it needs to decide, and the target it files in.
+pub struct Intake<T: Target> {
     /// The token's digest: the comparison takes the same time whatever the guess, its length
     /// included.
     token_digest: [u8; 32],
     rules: Rules,
-    target: Target,
+    target: T,
     store: Store,
     /// The store's redactor: what a notification says is redacted before it is filed anywhere.
     redactor: Redactor,
@@ -41,13 +41,8 @@ pub struct Intake {
     lock: tokio::sync::Mutex<()>,
 }
 
-impl Intake {
-    pub fn new(
-        config: IntakeConfig,
-        target: Target,
-        store: Store,
-        metrics: Arc<Metrics>,
-    ) -> Intake {
+impl<T: Target> Intake<T> {
+    pub fn new(config: IntakeConfig, target: T, store: Store, metrics: Arc<Metrics>) -> Intake<T> {
         Intake {
             token_digest: Sha256::digest(config.token.as_bytes()).into(),
             rules: config.rules,
@@ -117,7 +112,7 @@ impl Intake {
             Ok(decision) => decision,
             Err(refusal) => return self.refused(refusal, Some(&hash)).await,
         };
-        let of = |key: &crate::ObjectKey| -> Option<&Found> {
+        let of = |key: &crate::ObjectKey| -> Option<&Found<T::Handle>> {
             found.iter().find(|found| &found.filed.key == key)
         };
         let effect = match &decision {
@@ -257,7 +252,7 @@ impl IntoResponse for Answer {
 }
 
 /// The intake's routes, to merge into the HTTP port's router.
-pub fn routes(intake: Arc<Intake>) -> Router {
+pub fn routes<T: Target>(intake: Arc<Intake<T>>) -> Router {
     Router::new()
         .route(PATH, post(receive))
         // One byte over the limit is enough to tell a body that is too large.
@@ -265,8 +260,8 @@ pub fn routes(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-async fn receive(
-    State(intake): State<Arc<Intake>>,
+async fn receive<T: Target>(
+    State(intake): State<Arc<Intake<T>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
