@@ -227,7 +227,7 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     let decisions: Vec<String> = intake_decisions(&controller)
         .await
         .into_iter()
-        .map(|event| event.decision)
+        .map(|event| event.decision.as_str().to_string())
         .filter(|decision| decision != "deduplicated")
         .collect();
     let count = |wanted: &str| decisions.iter().filter(|d| *d == wanted).count();

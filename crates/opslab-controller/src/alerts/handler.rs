@@ -18,7 +18,7 @@ use super::decide::{self, Decision, group_hash};
 use super::filing::{FilingError, Found, Target};
 use super::payload::{self, MAX_BODY_BYTES, Refusal, RefusalKind};
 use super::{IntakeConfig, Rules};
-use crate::audit::{IntakeEvent, Redactor, Store};
+use crate::audit::{IntakeDecision, IntakeEvent, Redactor, Store};
 use crate::metrics::Metrics;
 
 /// The path Alertmanager's webhook_config points at.
@@ -147,24 +147,19 @@ impl<T: Target> Intake<T> {
             Decision::Ignored { reason } => format!("nothing filed: {reason}"),
         };
         let incident = decision.key().map(ToString::to_string);
+        let recorded = decision.recorded();
         info!(
-            decision = decision.label(),
+            decision = recorded.as_str(),
             incident = incident.as_deref().unwrap_or(""),
             group = %hash,
             "alert notification: {message}"
         );
-        self.record(
-            decision.label(),
-            None,
-            Some(&hash),
-            incident.clone(),
-            &message,
-        )
-        .await;
+        self.record(recorded, None, Some(&hash), incident.clone(), &message)
+            .await;
         Answer {
             status: StatusCode::OK,
             body: serde_json::json!({
-                "decision": decision.label(),
+                "decision": recorded.as_str(),
                 "incident": incident,
                 "message": message,
             }),
@@ -177,7 +172,7 @@ impl<T: Target> Intake<T> {
             "alert notification refused: {}", refusal.message
         );
         self.record(
-            "refused",
+            IntakeDecision::Refused,
             Some(refusal.kind.label()),
             group,
             None,
@@ -188,7 +183,7 @@ impl<T: Target> Intake<T> {
             status: StatusCode::from_u16(refusal.kind.status())
                 .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
             body: serde_json::json!({
-                "decision": "refused",
+                "decision": IntakeDecision::Refused.as_str(),
                 "reason": refusal.kind.label(),
                 "error": refusal.message,
             }),
@@ -199,11 +194,14 @@ impl<T: Target> Intake<T> {
     async fn failed(&self, error: FilingError, group: &str) -> Answer {
         let message = format!("the Incident could not be filed: {error}");
         warn!(group, "alert notification failed: {message}");
-        self.record("failed", None, Some(group), None, &message)
+        self.record(IntakeDecision::Failed, None, Some(group), None, &message)
             .await;
         Answer {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: serde_json::json!({"decision": "failed", "error": message}),
+            body: serde_json::json!({
+                "decision": IntakeDecision::Failed.as_str(),
+                "error": message,
+            }),
         }
     }
 
@@ -211,17 +209,17 @@ impl<T: Target> Intake<T> {
     /// notification: what was filed stays filed, and the store's trouble shows in /readyz.
     async fn record(
         &self,
-        decision: &'static str,
+        decision: IntakeDecision,
         reason: Option<&str>,
         group: Option<&str>,
         incident: Option<String>,
         message: &str,
     ) {
-        self.metrics.alert_received(decision);
+        self.metrics.alert_received(decision.as_str());
         let event = IntakeEvent {
             at: jiff::Timestamp::now().to_string(),
             producer: PRODUCER.into(),
-            decision: decision.into(),
+            decision,
             reason: reason.map(String::from),
             alert_group: group.map(String::from),
             incident,
