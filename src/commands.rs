@@ -18,7 +18,9 @@ use opslab::incident::Incident;
 use opslab::reconcile::{self, Context};
 use opslab::server;
 use opslab::source::files::FilesSource;
+use opslab::source::files::alert_filing::FolderTarget;
 use opslab::source::kubernetes;
+use opslab::source::kubernetes::alert_filing::ApiTarget;
 use opslab::view::{
     self, Clock, IncidentColumns, IncidentDescription, ListFormat, OutputFormat, Widths,
 };
@@ -106,12 +108,23 @@ async fn alert_routes(config: &Config, ctx: &Context) -> anyhow::Result<axum::Ro
     let Some(intake) = &config.alerts else {
         return Ok(axum::Router::new());
     };
-    let target = match &config.source {
-        SourceConfig::Files { dir, .. } => alerts::Target::Files { dir: dir.clone() },
-        SourceConfig::Kubernetes(settings) => alerts::Target::Kube {
-            client: kubernetes::client(settings).await?,
-        },
-    };
+    Ok(match &config.source {
+        SourceConfig::Files { dir, .. } => {
+            intake_routes(intake, FolderTarget::new(dir.clone()), ctx)
+        }
+        SourceConfig::Kubernetes(settings) => {
+            let client = kubernetes::client(settings).await?;
+            intake_routes(intake, ApiTarget::new(client), ctx)
+        }
+    })
+}
+
+/// The intake's routes, filing in `target`.
+fn intake_routes<T: alerts::Target>(
+    intake: &alerts::IntakeConfig,
+    target: T,
+    ctx: &Context,
+) -> axum::Router {
     info!(
         path = alerts::handler::PATH,
         ?target,
@@ -123,7 +136,7 @@ async fn alert_routes(config: &Config, ctx: &Context) -> anyhow::Result<axum::Ro
         ctx.store.clone(),
         ctx.metrics.clone(),
     );
-    Ok(alerts::routes(std::sync::Arc::new(intake)))
+    alerts::routes(std::sync::Arc::new(intake))
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

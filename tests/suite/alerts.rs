@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use opslab::alerts::{
     ALERTS_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION, SEQUENCE_ANNOTATION,
 };
-use opslab::audit::{Redactor, Store};
+use opslab::audit::{IntakeDecision, Redactor, Store};
 use opslab::incident::{ConditionStatus, ConditionType, Incident, NOTE_ANNOTATION, Phase};
 use serde_json::{Value, json};
 
@@ -265,7 +265,7 @@ async fn a_real_alertmanager_files_one_incident_updates_it_resolves_it_and_files
     let decisions: Vec<String> = intake_decisions(&controller)
         .await
         .into_iter()
-        .map(|event| event.decision)
+        .map(|event| event.decision.as_str().to_string())
         .filter(|decision| decision != "deduplicated")
         .collect();
     assert_eq!(
@@ -663,7 +663,11 @@ async fn hostile_notifications_are_refused_with_a_reason_and_nothing_is_filed() 
     assert_eq!(metric(&controller, "refused").await, refused);
     let events = intake_decisions(&controller).await;
     assert_eq!(events.len() as u64, refused);
-    assert!(events.iter().all(|event| event.decision == "refused"));
+    assert!(
+        events
+            .iter()
+            .all(|event| event.decision == IntakeDecision::Refused)
+    );
     assert_eq!(
         events
             .iter()
@@ -779,9 +783,9 @@ async fn without_a_token_the_intake_is_off() {
 async fn intake_trail_on(store: crate::support::store::TestStore) {
     let opened = store.open().await;
     for (decision, message) in [
-        ("refused", "a bearer token is required"),
+        (IntakeDecision::Refused, "a bearer token is required"),
         (
-            "created",
+            IntakeDecision::Created,
             "filed Incident default/x; the pasted p4ssw0rd-configured stays out",
         ),
     ] {
@@ -789,10 +793,10 @@ async fn intake_trail_on(store: crate::support::store::TestStore) {
             .record_intake(opslab::audit::IntakeEvent {
                 at: "2026-12-06T10:00:00Z".parse().unwrap(),
                 producer: "alertmanager".into(),
-                decision: decision.into(),
-                reason: (decision == "refused").then(|| "unauthorized".into()),
+                decision,
+                reason: (decision == IntakeDecision::Refused).then(|| "unauthorized".into()),
                 alert_group: Some("0123456789abcdef0123456789abcdef".into()),
-                incident: (decision == "created").then(|| "default/x".into()),
+                incident: (decision == IntakeDecision::Created).then(|| "default/x".into()),
                 message: message.into(),
             })
             .await

@@ -12,11 +12,12 @@ use kube::api::ListParams;
 use kube::client::Body;
 use opslab::alerts::{
     self, GROUP_LABEL, IntakeConfig, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION, Rules,
-    SEQUENCE_ANNOTATION, Target,
+    SEQUENCE_ANNOTATION,
 };
 use opslab::audit::{Redactor, Store};
 use opslab::incident::{ConditionStatus, ConditionType, Incident, NOTE_ANNOTATION, Phase};
 use opslab::metrics::Metrics;
+use opslab::source::kubernetes::alert_filing::ApiTarget;
 use serde_json::{Value, json};
 
 use super::alerts::{
@@ -226,7 +227,7 @@ async fn kube_api_a_real_alertmanager_files_updates_resolves_and_files_anew() {
     let decisions: Vec<String> = intake_decisions(&controller)
         .await
         .into_iter()
-        .map(|event| event.decision)
+        .map(|event| event.decision.as_str().to_string())
         .filter(|decision| decision != "deduplicated")
         .collect();
     let count = |wanted: &str| decisions.iter().filter(|d| *d == wanted).count();
@@ -298,9 +299,7 @@ async fn mock_intake(
             token: TOKEN.into(),
             rules: Rules::default(),
         },
-        Target::Kube {
-            client: kube::Client::new(service, "default"),
-        },
+        ApiTarget::new(kube::Client::new(service, "default")),
         store,
         Arc::new(Metrics::new()),
     );

@@ -1,6 +1,6 @@
-//! The library's modules depend on each other one way: no cycles, the domain (the Incident types,
-//! the plan, the history fold, the audit event types) knows nothing of the wiring, and config is a
-//! leaf. Read from the source with `syn`: every `crate::`, `super::` and `self::` path outside
+//! The library's modules depend on each other one way: no cycles, between modules or between the
+//! top-level ones, the domain (the Incident types, the plan, the history fold, the audit event
+//! types) knows nothing of the wiring, and config is a leaf. Read from the source with `syn`: every `crate::`, `super::` and `self::` path outside
 //! `#[cfg(test)]` is an edge, counted against the module that defines the item (re-exports
 //! followed). `cargo nextest run -E 'test(/architecture::module_map/)' --no-capture` prints the map.
 
@@ -501,6 +501,18 @@ fn modules_depend_on_each_other_one_way() {
         cycles,
         Vec::<Vec<String>>::new(),
         "modules that use each other"
+    );
+}
+
+#[test]
+fn top_level_modules_depend_on_each_other_one_way() {
+    // The finer graph can be free of cycles while its modules' parents use each other: a
+    // component then cannot be read, or moved, without the other.
+    let cycles: Vec<Vec<String>> = library().top_level_cycles();
+    assert_eq!(
+        cycles,
+        Vec::<Vec<String>>::new(),
+        "top-level modules that use each other"
     );
 }
 

@@ -2,8 +2,8 @@
 //! (on the server `OPSLAB_TEST_POSTGRES_URL` names; scripts/test starts one).
 
 use opslab::audit::{
-    ChainCheck, DraftChange, EventBody, IncidentContent, IncidentRecord, IntakeEvent, NewSession,
-    SessionFeed, SessionRecord, SessionState, Store, StoredIncident,
+    ChainCheck, DraftChange, EventBody, IncidentContent, IncidentRecord, IntakeDecision,
+    IntakeEvent, NewSession, SessionFeed, SessionRecord, SessionState, Store, StoredIncident,
 };
 use opslab::incident::{IncidentSpec, Outcome, Phase, Report, Requests};
 use serde_json::json;
@@ -325,7 +325,7 @@ fn intake_decision(n: usize) -> IntakeEvent {
     IntakeEvent {
         at: format!("2026-12-06T10:00:{n:02}Z").parse().unwrap(),
         producer: "alertmanager".into(),
-        decision: "created".into(),
+        decision: IntakeDecision::Created,
         reason: None,
         alert_group: Some("3f2a9c01d4".into()),
         incident: Some(format!("default/redisdown-{n}")),

@@ -32,7 +32,7 @@ pub struct Config {
     /// Where notifications of results go, and how (see [`crate::notify`]).
     pub notify: crate::notify::NotifyConfig,
     /// The Alertmanager intake on the HTTP port; None keeps it off.
-    pub alerts: Option<IntakeConfig>,
+    pub alerts: Option<crate::alerts::IntakeConfig>,
 }
 
 impl Config {
@@ -183,25 +183,6 @@ impl AgentLimits {
             response_max_tokens: self.response_max_tokens,
             context_tokens: self.context_tokens,
         }
-    }
-}
-
-/// The Alertmanager intake's settings (see [`crate::alerts`]), checked at start.
-#[derive(Clone)]
-pub struct IntakeConfig {
-    /// The bearer token Alertmanager sends (`http_config.authorization`). A secret: redacted
-    /// everywhere, never logged.
-    pub token: String,
-    pub rules: crate::alerts::rules::Rules,
-}
-
-/// Without the token: a settings dump never shows it.
-impl std::fmt::Debug for IntakeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IntakeConfig")
-            .field("token", &"[REDACTED]")
-            .field("rules", &self.rules)
-            .finish()
     }
 }
 

@@ -15,6 +15,7 @@ use super::{
     SEQUENCE_ANNOTATION,
 };
 use crate::ObjectKey;
+use crate::audit::IntakeDecision;
 use crate::incident::{Environment, IncidentSpec, NOTE_ANNOTATION, Phase};
 
 /// The description's limit (the CRD's).
@@ -108,14 +109,14 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The metric's `decision` label and the audit event's decision.
-    pub fn label(&self) -> &'static str {
+    /// What the audit event and the metric record of it.
+    pub fn recorded(&self) -> IntakeDecision {
         match self {
-            Decision::Create(_) => "created",
-            Decision::Update(_) => "updated",
-            Decision::Resolve(_) => "resolved",
-            Decision::Deduplicated { .. } => "deduplicated",
-            Decision::Ignored { .. } => "ignored",
+            Decision::Create(_) => IntakeDecision::Created,
+            Decision::Update(_) => IntakeDecision::Updated,
+            Decision::Resolve(_) => IntakeDecision::Resolved,
+            Decision::Deduplicated { .. } => IntakeDecision::Deduplicated,
+            Decision::Ignored { .. } => IntakeDecision::Ignored,
         }
     }
 

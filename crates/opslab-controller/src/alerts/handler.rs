@@ -18,7 +18,7 @@ use super::decide::{self, Decision, group_hash};
 use super::filing::{FilingError, Found, Target};
 use super::payload::{self, MAX_BODY_BYTES, Refusal, RefusalKind};
 use super::{IntakeConfig, Rules};
-use crate::audit::{IntakeEvent, Redactor, Store};
+use crate::audit::{IntakeDecision, IntakeEvent, Redactor, Store};
 use crate::metrics::Metrics;
 
 /// The path Alertmanager's webhook_config points at.
@@ -26,13 +26,13 @@ pub const PATH: &str = "/api/v1/alerts";
 /// The `producer` of the intake's audit events.
 const PRODUCER: &str = "alertmanager";
 
-/// The intake: what it needs to decide and file.
-pub struct Intake {
+/// The intake: what it needs to decide, and the target it files in.
+pub struct Intake<T: Target> {
     /// The token's digest: the comparison takes the same time whatever the guess, its length
     /// included.
     token_digest: [u8; 32],
     rules: Rules,
-    target: Target,
+    target: T,
     store: Store,
     /// The store's redactor: what a notification says is redacted before it is filed anywhere.
     redactor: Redactor,
@@ -41,13 +41,8 @@ pub struct Intake {
     lock: tokio::sync::Mutex<()>,
 }
 
-impl Intake {
-    pub fn new(
-        config: IntakeConfig,
-        target: Target,
-        store: Store,
-        metrics: Arc<Metrics>,
-    ) -> Intake {
+impl<T: Target> Intake<T> {
+    pub fn new(config: IntakeConfig, target: T, store: Store, metrics: Arc<Metrics>) -> Intake<T> {
         Intake {
             token_digest: Sha256::digest(config.token.as_bytes()).into(),
             rules: config.rules,
@@ -117,7 +112,7 @@ impl Intake {
             Ok(decision) => decision,
             Err(refusal) => return self.refused(refusal, Some(&hash)).await,
         };
-        let of = |key: &crate::ObjectKey| -> Option<&Found> {
+        let of = |key: &crate::ObjectKey| -> Option<&Found<T::Handle>> {
             found.iter().find(|found| &found.filed.key == key)
         };
         let effect = match &decision {
@@ -152,24 +147,19 @@ impl Intake {
             Decision::Ignored { reason } => format!("nothing filed: {reason}"),
         };
         let incident = decision.key().map(ToString::to_string);
+        let recorded = decision.recorded();
         info!(
-            decision = decision.label(),
+            decision = recorded.as_str(),
             incident = incident.as_deref().unwrap_or(""),
             group = %hash,
             "alert notification: {message}"
         );
-        self.record(
-            decision.label(),
-            None,
-            Some(&hash),
-            incident.clone(),
-            &message,
-        )
-        .await;
+        self.record(recorded, None, Some(&hash), incident.clone(), &message)
+            .await;
         Answer {
             status: StatusCode::OK,
             body: serde_json::json!({
-                "decision": decision.label(),
+                "decision": recorded.as_str(),
                 "incident": incident,
                 "message": message,
             }),
@@ -182,7 +172,7 @@ impl Intake {
             "alert notification refused: {}", refusal.message
         );
         self.record(
-            "refused",
+            IntakeDecision::Refused,
             Some(refusal.kind.label()),
             group,
             None,
@@ -193,7 +183,7 @@ impl Intake {
             status: StatusCode::from_u16(refusal.kind.status())
                 .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
             body: serde_json::json!({
-                "decision": "refused",
+                "decision": IntakeDecision::Refused.as_str(),
                 "reason": refusal.kind.label(),
                 "error": refusal.message,
             }),
@@ -204,11 +194,14 @@ impl Intake {
     async fn failed(&self, error: FilingError, group: &str) -> Answer {
         let message = format!("the Incident could not be filed: {error}");
         warn!(group, "alert notification failed: {message}");
-        self.record("failed", None, Some(group), None, &message)
+        self.record(IntakeDecision::Failed, None, Some(group), None, &message)
             .await;
         Answer {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: serde_json::json!({"decision": "failed", "error": message}),
+            body: serde_json::json!({
+                "decision": IntakeDecision::Failed.as_str(),
+                "error": message,
+            }),
         }
     }
 
@@ -216,17 +209,17 @@ impl Intake {
     /// notification: what was filed stays filed, and the store's trouble shows in /readyz.
     async fn record(
         &self,
-        decision: &'static str,
+        decision: IntakeDecision,
         reason: Option<&str>,
         group: Option<&str>,
         incident: Option<String>,
         message: &str,
     ) {
-        self.metrics.alert_received(decision);
+        self.metrics.alert_received(decision.as_str());
         let event = IntakeEvent {
             at: jiff::Timestamp::now(),
             producer: PRODUCER.into(),
-            decision: decision.into(),
+            decision,
             reason: reason.map(String::from),
             alert_group: group.map(String::from),
             incident,
@@ -257,7 +250,7 @@ impl IntoResponse for Answer {
 }
 
 /// The intake's routes, to merge into the HTTP port's router.
-pub fn routes(intake: Arc<Intake>) -> Router {
+pub fn routes<T: Target>(intake: Arc<Intake<T>>) -> Router {
     Router::new()
         .route(PATH, post(receive))
         // One byte over the limit is enough to tell a body that is too large.
@@ -265,8 +258,8 @@ pub fn routes(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-async fn receive(
-    State(intake): State<Arc<Intake>>,
+async fn receive<T: Target>(
+    State(intake): State<Arc<Intake<T>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {

@@ -1,13 +1,15 @@
 //! The Alertmanager intake: `POST /api/v1/alerts` turns Alertmanager's webhook notifications into
 //! Incidents, filed where a person would file them — a manifest in the watched folder (files mode)
-//! or an object through the Kubernetes API — so everything after the source stays the same.
+//! or an object through the Kubernetes API — so everything after the source stays the same. The
+//! intake only produces Incidents: each source brings the [`Target`] it files them in.
 //!
 //! - [`payload`]: the webhook's payload (version 4), parsed and checked;
 //! - [`rules`]: which alerts become Incidents and how they fill the spec (`--alert-rules`);
 //! - [`decide`]: the intake's decision, pure (create, update, resolve, deduplicate, ignore);
-//! - [`filing`]: the decision's effect, in each mode;
+//! - [`filing`]: what the intake needs of the place it files Incidents in;
 //! - [`condition`]: the `AlertResolved` condition the reconciler shows;
-//! - [`handler`]: the HTTP handler: the token, the body's limit, the audit event and the metric.
+//! - [`handler`]: the HTTP handler: the token, the body's limit, the audit event and the metric;
+//! - [`settings`]: the intake's settings, held by the controller's configuration.
 
 pub mod condition;
 pub mod decide;
@@ -15,11 +17,12 @@ pub mod filing;
 pub mod handler;
 pub mod payload;
 pub mod rules;
+pub mod settings;
 
-pub use crate::config::IntakeConfig;
 pub use filing::Target;
 pub use handler::{Intake, routes};
 pub use rules::Rules;
+pub use settings::IntakeConfig;
 
 /// The label every alert Incident carries: a hash of its Alertmanager groupKey. Deduplication
 /// finds the group's Incidents by it.

@@ -43,7 +43,7 @@ pub fn link(
     let params: Vec<Param> = vec![
         at.into(),
         event.producer.into(),
-        event.decision.into(),
+        event.decision.as_str().into(),
         event.reason.into(),
         event.alert_group.into(),
         event.incident.into(),
@@ -84,12 +84,13 @@ pub fn trail(links: Vec<Link>, anchored: Option<(i64, String)>) -> Trail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::IntakeDecision;
 
     fn decision(n: usize) -> IntakeEvent {
         IntakeEvent {
             at: format!("2026-12-06T10:00:0{n}.25Z").parse().unwrap(),
             producer: "alertmanager".into(),
-            decision: "created".into(),
+            decision: IntakeDecision::Created,
             reason: None,
             alert_group: Some("3f2a".into()),
             incident: Some(format!("default/redisdown-{n}")),
@@ -141,5 +142,25 @@ mod tests {
         let anchored = Some((3, links[2].hash.clone()));
         let cut = links[..2].to_vec();
         assert_eq!(trail(cut, anchored).verify(CHAIN).unwrap_err().seq, 3);
+    }
+
+    /// A decision is hashed and stored as the word it always was: the links already stored verify.
+    #[test]
+    fn a_decision_is_its_word_in_the_hashed_body_and_the_column() {
+        let body = body(&decision(1)).unwrap();
+        assert!(body.contains(r#""decision":"created""#), "{body}");
+        for word in [
+            "created",
+            "updated",
+            "resolved",
+            "deduplicated",
+            "ignored",
+            "refused",
+            "failed",
+        ] {
+            let decision: IntakeDecision = serde_json::from_value(word.into()).unwrap();
+            assert_eq!(decision.as_str(), word);
+            assert_eq!(serde_json::to_value(decision).unwrap(), word);
+        }
     }
 }

@@ -215,8 +215,7 @@ pub struct IntakeEvent<At = jiff::Timestamp> {
     pub at: At,
     /// Who sent what was decided on (`alertmanager`).
     pub producer: String,
-    /// `created`, `updated`, `resolved`, `deduplicated`, `ignored`, `refused` or `failed`.
-    pub decision: String,
+    pub decision: IntakeDecision,
     /// Why a request was refused (`unauthorized`, `malformed`, `version`…).
     pub reason: Option<String>,
     /// The alert group's hash (the Incidents' `opslab.dev/alert-group` label).
@@ -225,6 +224,41 @@ pub struct IntakeEvent<At = jiff::Timestamp> {
     pub incident: Option<String>,
     /// The decision in words (redacted).
     pub message: String,
+}
+
+/// What a producer decided about one request; stored, hashed and shown as its lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntakeDecision {
+    /// An Incident was filed.
+    Created,
+    /// An open Incident was told about new or ended alerts.
+    Updated,
+    /// An Incident was told its alert group resolved.
+    Resolved,
+    /// A repeat: nothing new.
+    Deduplicated,
+    /// Nothing to file (no rule files the alerts, or nothing is open to tell).
+    Ignored,
+    /// The request was refused (its reason says why).
+    Refused,
+    /// Filing failed; the sender tries again.
+    Failed,
+}
+
+impl IntakeDecision {
+    /// The `decision` column's value, the metric's label and the intake's answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeDecision::Created => "created",
+            IntakeDecision::Updated => "updated",
+            IntakeDecision::Resolved => "resolved",
+            IntakeDecision::Deduplicated => "deduplicated",
+            IntakeDecision::Ignored => "ignored",
+            IntakeDecision::Refused => "refused",
+            IntakeDecision::Failed => "failed",
+        }
+    }
 }
 
 /// The text of a model answer still being streamed (redacted, its unfinished last word held

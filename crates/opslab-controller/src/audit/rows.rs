@@ -380,7 +380,7 @@ pub fn intake_columns<At>(
     Ok(IntakeEvent {
         at: at(row.text(0)?)?,
         producer: row.text(1)?,
-        decision: row.text(2)?,
+        decision: enum_from_text("intake_events", "decision", row.text(2)?)?,
         reason: row.optional_text(3)?,
         alert_group: row.optional_text(4)?,
         incident: row.optional_text(5)?,

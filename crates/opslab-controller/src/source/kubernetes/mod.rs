@@ -3,6 +3,7 @@
 //! cancelled and its sandbox removed before the object goes), writes the whole status by
 //! server-side apply on `/status`, and announces transitions as Events through one `Recorder`.
 
+pub mod alert_filing;
 pub mod leader;
 pub mod transition;
 

@@ -3,7 +3,9 @@
 //! The controller keeps what the API server would: each Incident's `uid`, its `generation` (moved
 //! only when the spec changes) and its status, in the store, and mirrors the status to
 //! `.status/<namespace>.<name>.yaml` in the folder ([`StatusFile`]). The user's manifests are never
-//! written.
+//! written; the alert intake writes its own, in `alerts/` ([`alert_filing`]).
+
+pub mod alert_filing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
