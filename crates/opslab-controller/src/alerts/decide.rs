@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::payload::{Alert, AlertStatus, Payload, Refusal};
-use super::rules::{Rules, most_urgent};
+use super::rules::{Rule, Rules, most_urgent};
 use super::{
     ALERTS_ANNOTATION, GROUP_KEY_ANNOTATION, GROUP_LABEL, PREVIOUS_ANNOTATION, RESOLVED_ANNOTATION,
     SEQUENCE_ANNOTATION,
@@ -153,139 +153,233 @@ pub fn decide(
             reason: format!("rule {:?} drops these alerts", rule.name),
         });
     }
-    let alerts: Vec<&Alert> = payload
-        .alerts
-        .iter()
-        .filter(|alert| rule.matches_labels(&alert.labels))
-        .collect();
-    // Checked whatever is decided, so a bad name is refused the first time it is seen.
-    let prefix = rule.name_prefix(&alerts)?;
-    let (networks, targets) = rule.environment(&alerts)?;
-    let group_resolved = payload.status == AlertStatus::Resolved;
-    let firing: Vec<&Alert> = alerts
-        .iter()
-        .copied()
-        .filter(|alert| alert.status == AlertStatus::Firing)
-        .collect();
+    let group = Group::of(payload, rule, &rules.namespace, now)?;
+    let Some(latest) = filed.iter().max_by_key(|filed| filed.sequence) else {
+        return Ok(if group.firing().next().is_none() {
+            Decision::Ignored {
+                reason: "the group resolved, and no Incident was filed for it".into(),
+            }
+        } else {
+            group.create(1, None)
+        });
+    };
+    Ok(if latest.terminal() {
+        group.after_end(latest)
+    } else {
+        group.while_open(latest)
+    })
+}
 
-    let latest = filed.iter().max_by_key(|filed| filed.sequence);
-    let create = |sequence: u32, previous: Option<&Filed>| -> Decision {
-        let hash = group_hash(&payload.group_key);
+/// A notification's alerts that the rule keeps, with what the rule makes of them.
+struct Group<'a> {
+    payload: &'a Payload,
+    rule: &'a Rule,
+    /// Where the group's Incidents are filed.
+    namespace: &'a str,
+    alerts: Vec<&'a Alert>,
+    prefix: String,
+    networks: Vec<String>,
+    targets: Vec<String>,
+    now: jiff::Timestamp,
+}
+
+impl<'a> Group<'a> {
+    /// Checks the names the rule makes whatever is decided, so that a bad name is refused the
+    /// first time it is seen.
+    fn of(
+        payload: &'a Payload,
+        rule: &'a Rule,
+        namespace: &'a str,
+        now: jiff::Timestamp,
+    ) -> Result<Group<'a>, Refusal> {
+        let alerts: Vec<&Alert> = payload
+            .alerts
+            .iter()
+            .filter(|alert| rule.matches_labels(&alert.labels))
+            .collect();
+        let prefix = rule.name_prefix(&alerts)?;
+        let (networks, targets) = rule.environment(&alerts)?;
+        Ok(Group {
+            payload,
+            rule,
+            namespace,
+            alerts,
+            prefix,
+            networks,
+            targets,
+            now,
+        })
+    }
+
+    fn resolved(&self) -> bool {
+        self.payload.status == AlertStatus::Resolved
+    }
+
+    fn with_status(&self, status: AlertStatus) -> impl Iterator<Item = &'a Alert> + '_ {
+        self.alerts
+            .iter()
+            .copied()
+            .filter(move |alert| alert.status == status)
+    }
+
+    fn firing(&self) -> impl Iterator<Item = &'a Alert> + '_ {
+        self.with_status(AlertStatus::Firing)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.alerts.iter().map(|alert| Seen::of(alert)).collect()
+    }
+
+    /// Firing alerts the Incident has not seen.
+    fn new_firing(&self, latest: &Filed) -> Vec<&'a Alert> {
+        self.firing()
+            .filter(|alert| {
+                let seen = Seen::of(alert);
+                !latest.seen.iter().any(|known| known.same_alert(&seen))
+            })
+            .collect()
+    }
+
+    /// Ended alerts the Incident has not seen end.
+    fn newly_ended(&self, latest: &Filed) -> Vec<&'a Alert> {
+        self.with_status(AlertStatus::Resolved)
+            .filter(|alert| {
+                let seen = Seen::of(alert);
+                !latest
+                    .seen
+                    .iter()
+                    .any(|known| known.same_alert(&seen) && known.status == AlertStatus::Resolved)
+            })
+            .collect()
+    }
+
+    /// The group's `sequence`th Incident, naming the one before it if there was one.
+    fn create(&self, sequence: u32, previous: Option<&Filed>) -> Decision {
+        let hash = group_hash(&self.payload.group_key);
         let name = match sequence {
-            1 => format!("{prefix}-{}", &hash[..10]),
-            n => format!("{prefix}-{}-{n}", &hash[..10]),
+            1 => format!("{}-{}", self.prefix, &hash[..10]),
+            n => format!("{}-{}-{n}", self.prefix, &hash[..10]),
         };
         let spec = IncidentSpec {
-            title: title(payload, &alerts),
-            description: description(payload, &alerts, previous),
-            severity: rule.severity(&alerts),
+            title: title(self.payload, &self.alerts),
+            description: description(self.payload, &self.alerts, previous),
+            severity: self.rule.severity(&self.alerts),
             environment: Environment {
-                networks: networks.clone(),
-                targets: targets.clone(),
+                networks: self.networks.clone(),
+                targets: self.targets.clone(),
             },
-            agent: rule.agent.clone(),
+            agent: self.rule.agent.clone(),
         };
-        let seen: Vec<Seen> = alerts.iter().map(|alert| Seen::of(alert)).collect();
         let mut annotations = BTreeMap::from([
-            (GROUP_KEY_ANNOTATION.to_string(), payload.group_key.clone()),
+            (
+                GROUP_KEY_ANNOTATION.to_string(),
+                self.payload.group_key.clone(),
+            ),
             (SEQUENCE_ANNOTATION.to_string(), sequence.to_string()),
-            (ALERTS_ANNOTATION.to_string(), seen_json(&seen)),
+            (ALERTS_ANNOTATION.to_string(), seen_json(&self.seen())),
         ]);
         if let Some(previous) = previous {
             annotations.insert(PREVIOUS_ANNOTATION.to_string(), previous.key.to_string());
         }
         Decision::Create(NewIncident {
-            key: ObjectKey::new(&rules.namespace, name),
+            key: ObjectKey::new(self.namespace, name),
             spec,
             labels: BTreeMap::from([(GROUP_LABEL.to_string(), hash)]),
             annotations,
         })
-    };
+    }
 
-    let Some(latest) = latest else {
-        return Ok(if firing.is_empty() {
-            Decision::Ignored {
-                reason: "the group resolved, and no Incident was filed for it".into(),
-            }
-        } else {
-            create(1, None)
-        });
-    };
-    let incoming: Vec<Seen> = alerts.iter().map(|alert| Seen::of(alert)).collect();
-    let new_firing: Vec<&Alert> = firing
-        .iter()
-        .copied()
-        .filter(|alert| {
-            let seen = Seen::of(alert);
-            !latest.seen.iter().any(|known| known.same_alert(&seen))
-        })
-        .collect();
-
-    if latest.terminal() {
-        if !new_firing.is_empty() {
+    /// The group's latest Incident has ended.
+    fn after_end(&self, latest: &Filed) -> Decision {
+        if !self.new_firing(latest).is_empty() {
             // It fires again after its Incident ended: a new Incident, naming the earlier one.
-            return Ok(create(latest.sequence + 1, Some(latest)));
+            return self.create(latest.sequence + 1, Some(latest));
         }
-        if group_resolved && !latest.resolved() {
+        if self.resolved() && !latest.resolved() {
             // Recorded on the ended Incident, its spec untouched (a change would start an attempt).
-            return Ok(Decision::Resolve(Change {
+            let merged = merge(&latest.seen, &self.seen());
+            return Decision::Resolve(Change {
                 key: latest.key.clone(),
                 spec: None,
                 annotations: BTreeMap::from([
                     (
                         RESOLVED_ANNOTATION.to_string(),
-                        Some(resolved_at(&alerts, now)),
+                        Some(resolved_at(&self.alerts, self.now)),
                     ),
-                    (
-                        ALERTS_ANNOTATION.to_string(),
-                        Some(seen_json(&merge(&latest.seen, &incoming))),
-                    ),
+                    (ALERTS_ANNOTATION.to_string(), Some(seen_json(&merged))),
                 ]),
-            }));
+            });
         }
-        return Ok(Decision::Deduplicated {
+        Decision::Deduplicated {
             key: latest.key.clone(),
-        });
+        }
     }
 
-    // The group's Incident is open. Alerts joining are new work: the spec changes, so a running
-    // agent is told the ticket was updated, and a session that has just ended gets another
-    // attempt. Alerts ending and the group resolving are not new work, and most often they are the
-    // agent's own fix taking effect, landing as it reports: they are a note (the Incident's
-    // `opslab.dev/note`, told to a running agent once), never a spec change, so they cannot send
-    // an agent that has reported back to work.
-    let merged = merge(&latest.seen, &incoming);
-    let newly_ended: Vec<&Alert> = alerts
-        .iter()
-        .copied()
-        .filter(|alert| alert.status == AlertStatus::Resolved)
-        .filter(|alert| {
-            let seen = Seen::of(alert);
-            !latest
-                .seen
-                .iter()
-                .any(|known| known.same_alert(&seen) && known.status == AlertStatus::Resolved)
-        })
-        .collect();
-    let resolves = group_resolved && !latest.resolved();
-    let refires = !group_resolved && latest.resolved() && !new_firing.is_empty();
-    if merged == latest.seen && !resolves && !refires {
-        return Ok(Decision::Deduplicated {
+    /// The group's latest Incident is open. Alerts joining are new work: the spec changes, so a
+    /// running agent is told the ticket was updated, and a session that has just ended gets
+    /// another attempt. Alerts ending and the group resolving are not new work, and most often
+    /// they are the agent's own fix taking effect, landing as it reports: they are a note (the
+    /// Incident's `opslab.dev/note`, told to a running agent once), never a spec change, so they
+    /// cannot send an agent that has reported back to work.
+    fn while_open(&self, latest: &Filed) -> Decision {
+        let merged = merge(&latest.seen, &self.seen());
+        let new_firing = self.new_firing(latest);
+        let resolves = self.resolved() && !latest.resolved();
+        let refires = !self.resolved() && latest.resolved() && !new_firing.is_empty();
+        if merged == latest.seen && !resolves && !refires {
+            return Decision::Deduplicated {
+                key: latest.key.clone(),
+            };
+        }
+        let mut spec = latest.spec.clone();
+        if !new_firing.is_empty() {
+            self.join(&mut spec, &new_firing);
+        }
+        let mut annotations =
+            BTreeMap::from([(ALERTS_ANNOTATION.to_string(), Some(seen_json(&merged)))]);
+        if resolves {
+            let at = resolved_at(&self.alerts, self.now);
+            annotations.insert(RESOLVED_ANNOTATION.to_string(), Some(at.clone()));
+            annotations.insert(
+                NOTE_ANNOTATION.to_string(),
+                Some(format!(
+                    "Alertmanager reports the alert group resolved at {at}: its alerts have ended. \
+                     This does not end the session by itself: verify the service and report."
+                )),
+            );
+        } else if refires {
+            // The group fires again: what the note said (it resolved) is no longer so.
+            annotations.insert(RESOLVED_ANNOTATION.to_string(), None);
+            annotations.insert(NOTE_ANNOTATION.to_string(), None);
+        } else if !self.newly_ended(latest).is_empty() {
+            annotations.insert(NOTE_ANNOTATION.to_string(), Some(self.ended_note()));
+        }
+        let change = Change {
             key: latest.key.clone(),
-        });
+            spec: (spec != latest.spec).then_some(spec),
+            annotations,
+        };
+        if resolves {
+            Decision::Resolve(change)
+        } else {
+            Decision::Update(change)
+        }
     }
-    let mut spec = latest.spec.clone();
-    if !new_firing.is_empty() {
+
+    /// Alerts joining the group: told in the description, and their severity, networks and
+    /// targets added.
+    fn join(&self, spec: &mut IncidentSpec, new_firing: &[&Alert]) {
         let update = format!(
-            "Update from Alertmanager at {now}: {} more alert(s) joined the group:\n{}",
+            "Update from Alertmanager at {}: {} more alert(s) joined the group:\n{}",
+            self.now,
             new_firing.len(),
-            alert_list(&new_firing)
+            alert_list(new_firing)
         );
         spec.description = append(&spec.description, &update);
-        spec.severity = most_urgent(spec.severity, rule.severity(&new_firing));
+        spec.severity = most_urgent(spec.severity, self.rule.severity(new_firing));
         for (have, add) in [
-            (&mut spec.environment.networks, &networks),
-            (&mut spec.environment.targets, &targets),
+            (&mut spec.environment.networks, &self.networks),
+            (&mut spec.environment.targets, &self.targets),
         ] {
             for name in add {
                 if !have.contains(name) {
@@ -294,48 +388,21 @@ pub fn decide(
             }
         }
     }
-    let mut annotations =
-        BTreeMap::from([(ALERTS_ANNOTATION.to_string(), Some(seen_json(&merged)))]);
-    if resolves {
-        let at = resolved_at(&alerts, now);
-        annotations.insert(RESOLVED_ANNOTATION.to_string(), Some(at.clone()));
-        annotations.insert(
-            NOTE_ANNOTATION.to_string(),
-            Some(format!(
-                "Alertmanager reports the alert group resolved at {at}: its alerts have ended. \
-                 This does not end the session by itself: verify the service and report."
-            )),
-        );
-    } else if refires {
-        // The group fires again: what the note said (it resolved) is no longer so.
-        annotations.insert(RESOLVED_ANNOTATION.to_string(), None);
-        annotations.insert(NOTE_ANNOTATION.to_string(), None);
-    } else if !newly_ended.is_empty() {
-        // Every ended alert of the group, not only the newest: a note replaces the one before.
-        let ended: Vec<&Alert> = alerts
-            .iter()
-            .copied()
-            .filter(|alert| alert.status == AlertStatus::Resolved)
-            .collect();
+
+    /// The note for alerts that ended while others still fire: every ended alert of the group, not
+    /// only the newest, since a note replaces the one before.
+    fn ended_note(&self) -> String {
+        let ended: Vec<&Alert> = self.with_status(AlertStatus::Resolved).collect();
         let note = format!(
-            "Alertmanager at {now}: {} of the group's {} alert(s) have ended; the others still \
+            "Alertmanager at {}: {} of the group's {} alert(s) have ended; the others still \
              fire:\n{}",
+            self.now,
             ended.len(),
-            alerts.len(),
+            self.alerts.len(),
             alert_list(&ended)
         );
-        annotations.insert(NOTE_ANNOTATION.to_string(), Some(cut(&note, MAX_NOTE)));
+        cut(&note, MAX_NOTE)
     }
-    let change = Change {
-        key: latest.key.clone(),
-        spec: (spec != latest.spec).then_some(spec),
-        annotations,
-    };
-    Ok(if resolves {
-        Decision::Resolve(change)
-    } else {
-        Decision::Update(change)
-    })
 }
 
 /// The alerts an Incident has seen, with the incoming ones added or their status updated.
