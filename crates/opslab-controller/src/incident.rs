@@ -221,11 +221,19 @@ pub struct IncidentStatus {
     #[serde(default)]
     pub attempt: u32,
     /// When the current session started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "liberal_time"
+    )]
     #[schemars(with = "Option<String>")]
     pub started_at: Option<jiff::Timestamp>,
     /// When the current session ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "liberal_time"
+    )]
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<jiff::Timestamp>,
     /// Model turns taken by the current session.
@@ -321,7 +329,11 @@ pub struct LastCommand {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
     /// When it finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "liberal_time"
+    )]
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<jiff::Timestamp>,
 }
@@ -482,6 +494,16 @@ impl From<ConditionType> for String {
     }
 }
 
+/// A status time, read liberally since the schema keeps it a free string: a value that is not an
+/// RFC 3339 time (a person's edit) reads as no time rather than making the whole Incident
+/// unreadable, which in Kubernetes mode would stall the watch of every Incident.
+fn liberal_time<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<jiff::Timestamp>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(value.as_str().and_then(|text| text.parse().ok()))
+}
+
 /// Whether a condition holds, in the Kubernetes conventions' three words. Written as `True`,
 /// `False` or `Unknown`; read liberally, since the schema keeps it a free string: the words in any
 /// case, and any other value (a person's typo, a tool's own word) as `Unknown`, which is what a
@@ -609,6 +631,32 @@ mod tests {
             (&ConditionType::SessionActive, ConditionStatus::Unknown)
         );
         assert_eq!(serde_json::to_value(&read).unwrap(), written);
+    }
+
+    #[test]
+    fn status_times_are_written_as_rfc3339_and_a_person_s_edit_still_reads() {
+        let written = serde_json::json!({
+            "phase": "Resolved", "attempt": 1, "turns": 0, "commands": 0,
+            "startedAt": "2026-12-06T10:00:00.5Z", "finishedAt": "2026-12-06T10:03:00Z",
+        });
+        let status: IncidentStatus = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(
+            status.started_at,
+            Some("2026-12-06T10:00:00.5Z".parse().unwrap())
+        );
+        let again = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            (&again["startedAt"], &again["finishedAt"]),
+            (&written["startedAt"], &written["finishedAt"])
+        );
+
+        let edited: IncidentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Resolved", "startedAt": "yesterday", "finishedAt": null,
+            "lastCommand": {"command": "ls", "finishedAt": 7},
+        }))
+        .unwrap();
+        assert_eq!((edited.started_at, edited.finished_at), (None, None));
+        assert_eq!(edited.last_command.unwrap().finished_at, None);
     }
 
     #[test]
