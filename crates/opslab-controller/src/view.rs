@@ -1,8 +1,13 @@
 //! What the CLI prints for people: kubectl-like tables and the whole story of a session. Pure: data
 //! in, text out.
 
-use crate::audit::{Draft, Event, EventBody, IncidentContent, IncidentRecord, SessionRecord};
-use crate::incident::{ConditionStatus, ConditionType, Incident, IncidentStatus, Phase};
+use crate::audit::{
+    Draft, Event, EventBody, IncidentContent, IncidentRecord, SessionRecord, StoredIncident,
+};
+use crate::incident::{
+    Condition, ConditionStatus, ConditionType, Incident, IncidentSpec, IncidentStatus, Phase,
+    Report,
+};
 use crate::presentation::{Block, Medium, cached_tokens, enum_text, plain, present};
 
 /// Output formats of `show` and `scenario run`.
@@ -561,144 +566,174 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
         now,
         clock,
     } = description;
-    let mut out = String::new();
-    let field = |out: &mut String, depth: usize, label: &str, value: &str| {
-        let label = format!("{}{label}:", "  ".repeat(depth));
-        let value = one_line(value);
-        out.push_str(&format!(
-            "{label:<width$}{value}\n",
-            width = LABEL_WIDTH.max(label.len() + 1)
-        ));
-    };
-    field(&mut out, 0, "Name", &record.name);
-    field(
-        &mut out,
-        0,
-        "Namespace",
-        &display_namespace(&record.namespace),
-    );
+    let mut out = Described::default();
+    out.field(0, "Name", &record.name);
+    out.field(0, "Namespace", &display_namespace(&record.namespace));
     let stored = match &record.content {
         IncidentContent::Incident(stored) => stored,
         IncidentContent::Problem { error } => {
-            field(&mut out, 0, "Phase", "Invalid");
-            field(&mut out, 0, "Reason", INVALID_MANIFEST);
-            field(&mut out, 0, "Message", error);
-            return out;
+            out.field(0, "Phase", "Invalid");
+            out.field(0, "Reason", INVALID_MANIFEST);
+            out.field(0, "Message", error);
+            return out.text;
         }
     };
     let incident: Incident = match stored.decode() {
         Ok(incident) => incident,
         Err(error) => {
-            field(
-                &mut out,
-                0,
-                "Error",
-                &format!("the stored Incident does not decode: {error}"),
-            );
-            return out;
+            let error = format!("the stored Incident does not decode: {error}");
+            out.field(0, "Error", &error);
+            return out.text;
         }
     };
-    let labels: Vec<String> = incident
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    field(&mut out, 0, "Labels", &none_if_empty(&labels.join(", ")));
-    if let Some(created) = &incident.metadata.creation_timestamp {
-        let created = format!("{} ({} ago)", clock.full(created.0), age(created.0, *now));
-        field(&mut out, 0, "Created", &created);
-    }
-    field(&mut out, 0, "UID", &stored.uid);
-    field(&mut out, 0, "Generation", &stored.generation.to_string());
-    field(&mut out, 0, "Source", &record.source);
-
-    let spec = &incident.spec;
-    out.push_str("Spec:\n");
-    field(&mut out, 1, "Title", &spec.title);
-    field(&mut out, 1, "Severity", &spec.severity.to_string());
-    if !spec.description.trim().is_empty() {
-        out.push_str("  Description:\n");
-        out.push_str(&indent(&spec.description));
-    }
-    field(
-        &mut out,
-        1,
-        "Networks",
-        &none_if_empty(&spec.environment.networks.join(", ")),
-    );
-    field(
-        &mut out,
-        1,
-        "Targets",
-        &none_if_empty(&spec.environment.targets.join(", ")),
-    );
-    let agent = serde_json::to_value(&spec.agent).unwrap_or_default();
-    let overrides: Vec<String> = agent
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(key, value)| match value.as_str() {
-            Some(text) => format!("{key}={text}"),
-            None => format!("{key}={value}"),
-        })
-        .collect();
-    field(&mut out, 1, "Agent", &none_if_empty(&overrides.join(", ")));
-
+    out.metadata(&incident, stored, &record.source, clock, *now);
+    out.spec(&incident.spec);
     let status = incident.status.clone().unwrap_or_default();
-    out.push_str("Status:\n");
-    field(&mut out, 1, "Phase", &status.phase.to_string());
-    if let Some(explained) = explanation(&status) {
-        field(&mut out, 1, "Reason", explained.reason);
-        field(&mut out, 1, "Message", &none_if_empty(explained.message));
-    }
-    field(&mut out, 1, "Attempt", &status.attempt.to_string());
-    if let Some(session) = &status.session_id {
-        field(&mut out, 1, "Session", session);
-    }
-    if let Some(started) = status.started_at {
-        field(&mut out, 1, "Started", &clock.full(started));
-    }
-    if let Some(finished) = status.finished_at {
-        field(&mut out, 1, "Finished", &clock.full(finished));
-    }
-    let cached = cached_tokens(status.tokens.cache_write, status.tokens.cache_read);
-    let usage = format!(
-        "{} turns, {} commands, {} tokens ({} in{cached} / {} out), estimated ${:.4}",
-        status.turns,
-        status.commands,
-        status.tokens.total(),
-        status.tokens.input,
-        status.tokens.output,
-        status.cost_usd
+    out.status(&status, events, clock);
+    out.conditions(&status.conditions, clock);
+    out.last_commands(sessions.first(), &last_commands(events, *commands), clock);
+    out.report(status.report.as_ref());
+    out.sessions(sessions, clock);
+    let events = format!(
+        "not in the store; in kube mode, `kubectl describe incident {} -n {}` shows them",
+        record.name, record.namespace
     );
-    field(&mut out, 1, "Usage", &usage);
-    let ending = events.iter().rev().find_map(|event| match &event.body {
-        EventBody::SessionFinished {
-            phase,
-            reason,
-            message,
-            ..
-        } => Some(format!("{phase} ({reason}): {message}")),
-        _ => None,
-    });
-    if let Some(ending) = ending {
-        field(&mut out, 1, "Session end", &ending);
+    out.field(0, "Events", &events);
+    out.text
+}
+
+/// The text of `describe incident`, written a field or a section at a time.
+#[derive(Default)]
+struct Described {
+    text: String,
+}
+
+impl Described {
+    /// `Label:` and its value on one line, the values of a level aligned as kubectl's.
+    fn field(&mut self, depth: usize, label: &str, value: &str) {
+        let label = format!("{}{label}:", "  ".repeat(depth));
+        let value = one_line(value);
+        self.text.push_str(&format!(
+            "{label:<width$}{value}\n",
+            width = LABEL_WIDTH.max(label.len() + 1)
+        ));
     }
 
-    out.push_str("Conditions:\n");
-    if status.conditions.is_empty() {
-        out.push_str("  <none>\n");
-    } else {
-        let mut table = Table::new(vec![
-            "TYPE",
-            "STATUS",
-            "REASON",
-            "LAST TRANSITION",
-            "MESSAGE",
-        ]);
-        for condition in &status.conditions {
+    /// A section's title, alone on its line.
+    fn heading(&mut self, title: &str) {
+        self.text.push_str(&format!("{title}:\n"));
+    }
+
+    fn metadata(
+        &mut self,
+        incident: &Incident,
+        stored: &StoredIncident,
+        source: &str,
+        clock: &Clock,
+        now: jiff::Timestamp,
+    ) {
+        let labels: Vec<String> = incident
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        self.field(0, "Labels", &none_if_empty(&labels.join(", ")));
+        if let Some(created) = &incident.metadata.creation_timestamp {
+            let created = format!("{} ({} ago)", clock.full(created.0), age(created.0, now));
+            self.field(0, "Created", &created);
+        }
+        self.field(0, "UID", &stored.uid);
+        self.field(0, "Generation", &stored.generation.to_string());
+        self.field(0, "Source", source);
+    }
+
+    fn spec(&mut self, spec: &IncidentSpec) {
+        self.heading("Spec");
+        self.field(1, "Title", &spec.title);
+        self.field(1, "Severity", &spec.severity.to_string());
+        if !spec.description.trim().is_empty() {
+            self.text.push_str("  Description:\n");
+            self.text.push_str(&indent(&spec.description));
+        }
+        let environment = &spec.environment;
+        self.field(
+            1,
+            "Networks",
+            &none_if_empty(&environment.networks.join(", ")),
+        );
+        self.field(
+            1,
+            "Targets",
+            &none_if_empty(&environment.targets.join(", ")),
+        );
+        let agent = serde_json::to_value(&spec.agent).unwrap_or_default();
+        let overrides: Vec<String> = agent
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| match value.as_str() {
+                Some(text) => format!("{key}={text}"),
+                None => format!("{key}={value}"),
+            })
+            .collect();
+        self.field(1, "Agent", &none_if_empty(&overrides.join(", ")));
+    }
+
+    /// The status, and how the newest session ended if its events say.
+    fn status(&mut self, status: &IncidentStatus, events: &[Event], clock: &Clock) {
+        self.heading("Status");
+        self.field(1, "Phase", &status.phase.to_string());
+        if let Some(explained) = explanation(status) {
+            self.field(1, "Reason", explained.reason);
+            self.field(1, "Message", &none_if_empty(explained.message));
+        }
+        self.field(1, "Attempt", &status.attempt.to_string());
+        if let Some(session) = &status.session_id {
+            self.field(1, "Session", session);
+        }
+        if let Some(started) = status.started_at {
+            self.field(1, "Started", &clock.full(started));
+        }
+        if let Some(finished) = status.finished_at {
+            self.field(1, "Finished", &clock.full(finished));
+        }
+        let tokens = &status.tokens;
+        let cached = cached_tokens(tokens.cache_write, tokens.cache_read);
+        let usage = format!(
+            "{} turns, {} commands, {} tokens ({} in{cached} / {} out), estimated ${:.4}",
+            status.turns,
+            status.commands,
+            tokens.total(),
+            tokens.input,
+            tokens.output,
+            status.cost_usd
+        );
+        self.field(1, "Usage", &usage);
+        let ending = events.iter().rev().find_map(|event| match &event.body {
+            EventBody::SessionFinished {
+                phase,
+                reason,
+                message,
+                ..
+            } => Some(format!("{phase} ({reason}): {message}")),
+            _ => None,
+        });
+        if let Some(ending) = ending {
+            self.field(1, "Session end", &ending);
+        }
+    }
+
+    fn conditions(&mut self, conditions: &[Condition], clock: &Clock) {
+        self.heading("Conditions");
+        if conditions.is_empty() {
+            self.text.push_str("  <none>\n");
+            return;
+        }
+        let headers = vec!["TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"];
+        let mut table = Table::new(headers);
+        for condition in conditions {
             table.push(vec![
                 condition.type_.to_string(),
                 condition.status.to_string(),
@@ -707,69 +742,67 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
                 condition.message.clone(),
             ]);
         }
-        out.push_str(&indent_table(&table));
+        self.text.push_str(&indent_table(&table));
     }
 
-    let newest = sessions.first();
-    let runs = last_commands(events, *commands);
-    match newest {
-        Some(session) if !runs.is_empty() => {
-            let clock = (*clock).clone().on_day_of(session.started_at);
-            out.push_str(&format!(
-                "Last commands (session {}, started {}):\n",
-                session.id,
-                clock.full(session.started_at)
-            ));
-            let mut table = Table::new(vec!["TIME", "RESULT", "COMMAND"]);
-            for run in &runs {
-                table.push(vec![
-                    clock.short(run.at),
-                    command_result(&run.result),
-                    run.command.clone(),
-                ]);
-            }
-            out.push_str(&indent_table(&table));
+    /// The newest session's last commands, their times short on the day it started.
+    fn last_commands(
+        &mut self,
+        newest: Option<&SessionRecord>,
+        runs: &[CommandRun],
+        clock: &Clock,
+    ) {
+        let Some(session) = newest.filter(|_| !runs.is_empty()) else {
+            self.field(0, "Last commands", "<none>");
+            return;
+        };
+        let clock = clock.clone().on_day_of(session.started_at);
+        self.text.push_str(&format!(
+            "Last commands (session {}, started {}):\n",
+            session.id,
+            clock.full(session.started_at)
+        ));
+        let mut table = Table::new(vec!["TIME", "RESULT", "COMMAND"]);
+        for run in runs {
+            table.push(vec![
+                clock.short(run.at),
+                command_result(&run.result),
+                run.command.clone(),
+            ]);
         }
-        _ => field(&mut out, 0, "Last commands", "<none>"),
+        self.text.push_str(&indent_table(&table));
     }
 
-    match &status.report {
-        Some(report) => {
-            out.push_str("Report:\n");
-            field(&mut out, 1, "Outcome", &enum_text(&report.outcome));
-            field(&mut out, 1, "Summary", &report.summary);
-            field(
-                &mut out,
-                1,
-                "Root cause",
-                &none_if_empty(&report.root_cause),
-            );
-            if report.actions.is_empty() {
-                field(&mut out, 1, "Actions", "<none>");
-            } else {
-                out.push_str("  Actions:\n");
-                for action in &report.actions {
-                    out.push_str(&format!("    - {}\n", one_line(action)));
-                }
+    fn report(&mut self, report: Option<&Report>) {
+        let Some(report) = report else {
+            self.field(0, "Report", "<none>");
+            return;
+        };
+        self.heading("Report");
+        self.field(1, "Outcome", &enum_text(&report.outcome));
+        self.field(1, "Summary", &report.summary);
+        self.field(1, "Root cause", &none_if_empty(&report.root_cause));
+        if report.actions.is_empty() {
+            self.field(1, "Actions", "<none>");
+        } else {
+            self.text.push_str("  Actions:\n");
+            for action in &report.actions {
+                self.text.push_str(&format!("    - {}\n", one_line(action)));
             }
-            field(
-                &mut out,
-                1,
-                "Verification",
-                &none_if_empty(&report.verification),
-            );
         }
-        None => field(&mut out, 0, "Report", "<none>"),
+        self.field(1, "Verification", &none_if_empty(&report.verification));
     }
 
-    if sessions.is_empty() {
-        field(&mut out, 0, "Sessions", "<none>");
-    } else {
-        out.push_str("Sessions:\n");
+    fn sessions(&mut self, sessions: &[SessionRecord], clock: &Clock) {
+        if sessions.is_empty() {
+            self.field(0, "Sessions", "<none>");
+            return;
+        }
+        self.heading("Sessions");
         let mut table = Table::new(vec![
             "SESSION", "ATTEMPT", "PHASE", "REASON", "COMMANDS", "STARTED", "FINISHED",
         ]);
-        for session in *sessions {
+        for session in sessions {
             table.push(vec![
                 session.id.clone(),
                 session.attempt.to_string(),
@@ -783,14 +816,8 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
-        out.push_str(&indent_table(&table));
+        self.text.push_str(&indent_table(&table));
     }
-    let events = format!(
-        "not in the store; in kube mode, `kubectl describe incident {} -n {}` shows them",
-        record.name, record.namespace
-    );
-    field(&mut out, 0, "Events", &events);
-    out
 }
 
 fn none_if_empty(text: &str) -> String {
