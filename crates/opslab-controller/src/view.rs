@@ -602,6 +602,33 @@ pub fn describe_incident(description: &IncidentDescription<'_>) -> String {
     out.text
 }
 
+/// An Incident's labels, `key=value, …`.
+pub fn labels_text(incident: &Incident) -> String {
+    let labels: Vec<String> = incident
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    labels.join(", ")
+}
+
+/// The spec's agent overrides, `maxTurns=20, model=…`.
+pub fn agent_text(spec: &IncidentSpec) -> String {
+    let agent = serde_json::to_value(&spec.agent).unwrap_or_default();
+    let overrides: Vec<String> = agent
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| match value.as_str() {
+            Some(text) => format!("{key}={text}"),
+            None => format!("{key}={value}"),
+        })
+        .collect();
+    overrides.join(", ")
+}
+
 /// The text of `describe incident`, written a field or a section at a time.
 #[derive(Default)]
 struct Described {
@@ -632,14 +659,7 @@ impl Described {
         clock: &Clock,
         now: jiff::Timestamp,
     ) {
-        let labels: Vec<String> = incident
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect();
-        self.field(0, "Labels", &none_if_empty(&labels.join(", ")));
+        self.field(0, "Labels", &none_if_empty(&labels_text(incident)));
         if let Some(created) = &incident.metadata.creation_timestamp {
             let created = format!("{} ({} ago)", clock.full(created.0), age(created.0, now));
             self.field(0, "Created", &created);
@@ -668,17 +688,7 @@ impl Described {
             "Targets",
             &none_if_empty(&environment.targets.join(", ")),
         );
-        let agent = serde_json::to_value(&spec.agent).unwrap_or_default();
-        let overrides: Vec<String> = agent
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(key, value)| match value.as_str() {
-                Some(text) => format!("{key}={text}"),
-                None => format!("{key}={value}"),
-            })
-            .collect();
-        self.field(1, "Agent", &none_if_empty(&overrides.join(", ")));
+        self.field(1, "Agent", &none_if_empty(&agent_text(spec)));
     }
 
     /// The status, and how the newest session ended if its events say.
@@ -927,6 +937,7 @@ pub fn age(since: jiff::Timestamp, now: jiff::Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::audit::SessionState;
+    use crate::audit::event::fixtures::{command_finished, command_started, event};
 
     #[test]
     fn ages_read_like_kubectl() {
@@ -1193,53 +1204,14 @@ mod tests {
         );
     }
 
-    fn event(seq: i64, at: &str, body: EventBody) -> Event {
-        Event {
-            session_id: "s-1".into(),
-            seq,
-            at: at.parse().unwrap(),
-            body,
-            hash: String::new(),
-        }
-    }
-
-    fn started(seq: i64, at: &str, id: &str, command: &str) -> Event {
-        event(
-            seq,
-            at,
-            EventBody::CommandStarted {
-                tool_use_id: id.into(),
-                command: command.into(),
-                reasoning: "r".into(),
-                timeout_seconds: 60,
-            },
-        )
-    }
-
-    fn finished(seq: i64, at: &str, id: &str, code: i64) -> Event {
-        event(
-            seq,
-            at,
-            EventBody::CommandFinished {
-                tool_use_id: id.into(),
-                exit_code: Some(code),
-                duration_ms: 1500,
-                timed_out: false,
-                output: String::new(),
-                output_bytes: 0,
-                truncated: false,
-            },
-        )
-    }
-
     #[test]
     fn the_last_commands_say_how_each_ended() {
         let events = [
-            started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
-            finished(2, "2026-01-01T23:59:02Z", "t1", 0),
-            started(3, "2026-01-01T23:59:10Z", "t2", "false"),
-            finished(4, "2026-01-01T23:59:12Z", "t2", 1),
-            started(5, "2026-01-02T00:00:01Z", "t3", "sleep 600"),
+            command_started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
+            command_finished(2, "2026-01-01T23:59:02Z", "t1", 0, 1500),
+            command_started(3, "2026-01-01T23:59:10Z", "t2", "false"),
+            command_finished(4, "2026-01-01T23:59:12Z", "t2", 1, 1500),
+            command_started(5, "2026-01-02T00:00:01Z", "t3", "sleep 600"),
             event(
                 6,
                 "2026-01-02T00:01:00Z",
@@ -1248,7 +1220,7 @@ mod tests {
                     reason: "the controller stopped".into(),
                 },
             ),
-            started(7, "2026-01-02T00:02:00Z", "t4", "uptime"),
+            command_started(7, "2026-01-02T00:02:00Z", "t4", "uptime"),
         ];
         let runs = last_commands(&events, 3);
         let shown: Vec<(String, String)> = runs
@@ -1345,10 +1317,10 @@ mod tests {
         });
         let sessions = [session("s-1", Phase::Failed, Some("ModelApiFailed"))];
         let events = [
-            started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
-            finished(2, "2026-01-01T23:59:02Z", "t1", 0),
-            started(3, "2026-01-02T00:00:01Z", "t2", "false"),
-            finished(4, "2026-01-02T00:00:03Z", "t2", 1),
+            command_started(1, "2026-01-01T23:59:00Z", "t1", "echo one"),
+            command_finished(2, "2026-01-01T23:59:02Z", "t1", 0, 1500),
+            command_started(3, "2026-01-02T00:00:01Z", "t2", "false"),
+            command_finished(4, "2026-01-02T00:00:03Z", "t2", 1, 1500),
             event(
                 5,
                 "2026-01-02T00:03:00Z",

@@ -261,3 +261,44 @@ pub struct Event {
     /// Hex SHA-256 of the previous event's hash and this event's (redacted) content.
     pub hash: String,
 }
+
+/// Events for the tests of the modules that show them.
+#[cfg(test)]
+pub mod fixtures {
+    use super::{Event, EventBody};
+
+    /// An event of session `s-1` at an RFC 3339 time.
+    pub fn event(seq: i64, at: &str, body: EventBody) -> Event {
+        Event {
+            session_id: "s-1".into(),
+            seq,
+            at: at.parse().unwrap(),
+            body,
+            hash: String::new(),
+        }
+    }
+
+    pub fn command_started(seq: i64, at: &str, id: &str, command: &str) -> Event {
+        let body = EventBody::CommandStarted {
+            tool_use_id: id.into(),
+            command: command.into(),
+            reasoning: "r".into(),
+            timeout_seconds: 60,
+        };
+        event(seq, at, body)
+    }
+
+    /// A command that exited with `code` after `duration_ms`, printing nothing.
+    pub fn command_finished(seq: i64, at: &str, id: &str, code: i64, duration_ms: u64) -> Event {
+        let body = EventBody::CommandFinished {
+            tool_use_id: id.into(),
+            exit_code: Some(code),
+            duration_ms,
+            timed_out: false,
+            output: String::new(),
+            output_bytes: 0,
+            truncated: false,
+        };
+        event(seq, at, body)
+    }
+}

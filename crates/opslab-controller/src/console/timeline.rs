@@ -186,45 +186,7 @@ pub fn fold(output: &str) -> Folded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(seq: i64, at: &str, body: EventBody) -> Event {
-        Event {
-            session_id: "s".into(),
-            seq,
-            at: at.parse().unwrap(),
-            body,
-            hash: String::new(),
-        }
-    }
-
-    fn start(seq: i64, at: &str, id: &str, command: &str) -> Event {
-        event(
-            seq,
-            at,
-            EventBody::CommandStarted {
-                tool_use_id: id.into(),
-                command: command.into(),
-                reasoning: "r".into(),
-                timeout_seconds: 60,
-            },
-        )
-    }
-
-    fn finish(seq: i64, at: &str, id: &str, code: i64, duration_ms: u64) -> Event {
-        event(
-            seq,
-            at,
-            EventBody::CommandFinished {
-                tool_use_id: id.into(),
-                exit_code: Some(code),
-                duration_ms,
-                timed_out: false,
-                output: String::new(),
-                output_bytes: 0,
-                truncated: false,
-            },
-        )
-    }
+    use crate::audit::event::fixtures::{command_finished, command_started, event};
 
     fn turn(seq: i64, at: &str, cost_usd: f64) -> Event {
         event(
@@ -247,8 +209,8 @@ mod tests {
     fn cost_accrues_and_a_commands_end_names_it() {
         let events = [
             turn(1, "2026-01-01T00:00:00Z", 0.25),
-            start(2, "2026-01-01T00:00:01Z", "a", "uptime"),
-            finish(3, "2026-01-01T00:00:02Z", "a", 0, 900),
+            command_started(2, "2026-01-01T00:00:01Z", "a", "uptime"),
+            command_finished(3, "2026-01-01T00:00:02Z", "a", 0, 900),
             turn(4, "2026-01-01T00:00:03Z", 0.5),
         ];
         let shown: Vec<(f64, Option<&str>)> = entries(&events)
@@ -270,11 +232,11 @@ mod tests {
     fn commands_lie_on_the_axis_where_they_ran() {
         let events = [
             turn(1, "2026-01-01T00:00:00Z", 0.0),
-            start(2, "2026-01-01T00:00:02Z", "a", "true"),
-            finish(3, "2026-01-01T00:00:03Z", "a", 0, 1000),
-            start(4, "2026-01-01T00:00:05Z", "b", "false"),
-            finish(5, "2026-01-01T00:00:05.5Z", "b", 1, 500),
-            start(6, "2026-01-01T00:00:06Z", "c", "sleep 60"),
+            command_started(2, "2026-01-01T00:00:02Z", "a", "true"),
+            command_finished(3, "2026-01-01T00:00:03Z", "a", 0, 1000),
+            command_started(4, "2026-01-01T00:00:05Z", "b", "false"),
+            command_finished(5, "2026-01-01T00:00:05.5Z", "b", 1, 500),
+            command_started(6, "2026-01-01T00:00:06Z", "c", "sleep 60"),
         ];
         let axis = gantt(&events, Some("2026-01-01T00:00:10Z".parse().unwrap()));
         let bars: Vec<(u64, u64, BarState)> = axis

@@ -256,21 +256,6 @@ pub fn incident_page(
     let status = incident.status.clone().unwrap_or_default();
     let spec = &incident.spec;
     let explained = view::explanation(&status);
-    let labels: Vec<String> = incident
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    let agent = serde_json::to_value(&spec.agent)
-        .ok()
-        .and_then(|value| value.as_object().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     page(
         &title,
         None,
@@ -283,8 +268,8 @@ pub fn incident_page(
                 (field("Description", text(&spec.description)))
                 (field("Networks", text(&spec.environment.networks.join(", "))))
                 (field("Targets", text(&spec.environment.targets.join(", "))))
-                (field("Agent", text(&agent)))
-                (field("Labels", text(&labels.join(", "))))
+                (field("Agent", text(&view::agent_text(spec))))
+                (field("Labels", text(&view::labels_text(&incident))))
                 (field("Source", text(&record.source)))
                 (field("Created", html! {
                     @if let Some(created) = &incident.metadata.creation_timestamp {
