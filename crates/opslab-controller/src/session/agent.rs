@@ -207,12 +207,38 @@ impl SessionTask {
         }
     }
 
+    /// The session from its stored trail to its end: prepared once, then turn after turn.
     async fn drive(&mut self, summaries: &mut JoinSet<()>) -> Result<Ending, Abandoned> {
         let events = self.deps.store.events(&self.record.id).await?;
         let limits = self.deps.settings.agent.effective(&self.spec.agent);
-        // The system prompt and the tools are the same in every request of the session, resumed or
-        // not (the prompt is written from the ticket as the session started; updates are told as
-        // messages): a prompt cache then keeps them.
+        let fixed = self.fixed_request_parts(&events, &limits);
+        let budget = context_budget(&limits, &fixed);
+        let mut history =
+            History::from_events_within(events.iter().map(|event| &event.body), Some(budget));
+        if let Some(ending) = cannot_start(&self.deps.settings, &limits) {
+            return Ok(ending);
+        }
+        let sandbox = match self.prepare_sandbox(&mut history, &limits).await? {
+            Ok(sandbox) => sandbox,
+            Err(ending) => return Ok(ending),
+        };
+        let prepared = Prepared {
+            events,
+            limits,
+            fixed,
+            sandbox,
+        };
+        loop {
+            if let Some(ending) = self.step(&mut history, &prepared, summaries).await? {
+                return Ok(ending);
+            }
+        }
+    }
+
+    /// The system prompt and the tools, the same in every request of the session, resumed or not
+    /// (the prompt is written from the ticket as the session started; updates are told as
+    /// messages): a prompt cache then keeps them.
+    fn fixed_request_parts(&self, events: &[Event], limits: &AgentLimits) -> Fixed {
         let started_spec = events
             .iter()
             .find_map(|event| match &event.body {
@@ -224,103 +250,97 @@ impl SessionTask {
         if self.deps.kube_access.is_some() {
             system.push_str(prompt::KUBERNETES);
         }
-        let fixed = Fixed {
+        Fixed {
             system,
             tools: tools::specs(),
-        };
-        let budget = Budget::new(
-            limits
-                .context_tokens
-                .unwrap_or_else(|| context::window(&limits.model)),
-            limits.response_max_tokens,
-            fixed.bytes(),
-        );
-        let mut history =
-            History::from_events_within(events.iter().map(|event| &event.body), Some(budget));
-        if let Some(ending) = cannot_start(&self.deps.settings, &limits) {
-            return Ok(ending);
         }
-        let started_at = self.record.started_at;
+    }
 
+    /// Makes (or takes) the session's sandbox, records it ready, and gives the agent its
+    /// Kubernetes access. Err inside: the session ends (cancelled, or no sandbox).
+    async fn prepare_sandbox(
+        &mut self,
+        history: &mut History,
+        limits: &AgentLimits,
+    ) -> Result<Result<Sandbox, Ending>, Abandoned> {
         let sandbox = tokio::select! {
-            () = self.cancel.cancelled() => return Ok(self.cancelled()),
+            () = self.cancel.cancelled() => return Ok(Err(self.cancelled())),
             sandbox = self.deps.sandboxes.ensure(&self.record.id, &self.spec.environment.networks) => sandbox,
         };
         let sandbox = match sandbox {
             Ok(sandbox) => sandbox,
             Err(error) => {
-                return Ok(Ending::new(
+                return Ok(Err(Ending::new(
                     Phase::Failed,
                     "SandboxFailed",
                     format!("the sandbox could not be created: {error}"),
-                ));
+                )));
             }
         };
         self.record_event(
-            &mut history,
+            history,
             EventBody::SandboxReady {
                 container_id: sandbox.container_id.clone(),
             },
         )
         .await?;
-        self.give_kube_access(
-            &sandbox,
-            limits.timeout.saturating_sub(elapsed_since(started_at)),
-        )
-        .await;
+        self.give_kube_access(&sandbox, limits.timeout.saturating_sub(self.elapsed()))
+            .await;
+        Ok(Ok(sandbox))
+    }
 
-        loop {
-            if self.cancel.is_cancelled() {
-                return Ok(self.cancelled());
+    /// One turn of the loop: stops if asked to, tells the agent of ticket changes, then does what
+    /// the conversation calls for next. Some: the session ends.
+    async fn step(
+        &mut self,
+        history: &mut History,
+        prepared: &Prepared,
+        summaries: &mut JoinSet<()>,
+    ) -> Result<Option<Ending>, Abandoned> {
+        if self.cancel.is_cancelled() {
+            return Ok(Some(self.cancelled()));
+        }
+        if self.deps.draining.is_cancelled() {
+            return Err(Abandoned::Draining);
+        }
+        self.take_ticket_updates(history).await?;
+        let limits = &prepared.limits;
+        let elapsed = self.elapsed();
+        match history.next() {
+            Next::Finished => Ok(Some(Ending::new(
+                Phase::Failed,
+                "AlreadyFinished",
+                "the session had already finished",
+            ))),
+            Next::Reported => Ok(Some(reported_ending(&prepared.events))),
+            Next::Interrupted { id } => {
+                self.record_event(
+                    history,
+                    EventBody::CommandInterrupted {
+                        tool_use_id: id,
+                        reason: "the controller stopped while this command was running".into(),
+                    },
+                )
+                .await?;
+                Ok(None)
             }
-            if self.deps.draining.is_cancelled() {
-                return Err(Abandoned::Draining);
+            Next::RunTool { id, name, input } => {
+                let bench = Workbench {
+                    sandbox: &prepared.sandbox,
+                    limits,
+                    remaining: limits.timeout.saturating_sub(elapsed),
+                    summaries,
+                };
+                let requested = ToolUse { id, name, input };
+                self.run_tool(history, bench, requested).await
             }
-            self.take_ticket_updates(&mut history).await?;
-            let elapsed = elapsed_since(started_at);
-            match history.next() {
-                Next::Finished => {
-                    return Ok(Ending::new(
-                        Phase::Failed,
-                        "AlreadyFinished",
-                        "the session had already finished",
-                    ));
+            Next::CallModel => {
+                if let Some(ending) = budget_exhausted(history, limits, elapsed) {
+                    return Ok(Some(ending));
                 }
-                Next::Reported => return Ok(reported_ending(&events)),
-                Next::Interrupted { id } => {
-                    self.record_event(
-                        &mut history,
-                        EventBody::CommandInterrupted {
-                            tool_use_id: id,
-                            reason: "the controller stopped while this command was running".into(),
-                        },
-                    )
-                    .await?;
-                }
-                Next::RunTool { id, name, input } => {
-                    let bench = Workbench {
-                        sandbox: &sandbox,
-                        limits: &limits,
-                        remaining: limits.timeout.saturating_sub(elapsed),
-                        summaries,
-                    };
-                    let requested = ToolUse { id, name, input };
-                    if let Some(ending) = self.run_tool(&mut history, bench, requested).await? {
-                        return Ok(ending);
-                    }
-                }
-                Next::CallModel => {
-                    if let Some(ending) = budget_exhausted(&history, &limits, elapsed) {
-                        return Ok(ending);
-                    }
-                    let remaining = limits.timeout.saturating_sub(elapsed);
-                    if let Some(ending) = self
-                        .call_model(&mut history, &limits, &fixed, remaining)
-                        .await?
-                    {
-                        return Ok(ending);
-                    }
-                }
+                let remaining = limits.timeout.saturating_sub(elapsed);
+                self.call_model(history, limits, &prepared.fixed, remaining)
+                    .await
             }
         }
     }
@@ -676,6 +696,15 @@ struct ShellCall {
     reasoning: String,
 }
 
+/// What every turn of a session's loop works with, settled before the loop starts: the trail as
+/// loaded, the limits, the fixed parts of each request, and the sandbox.
+struct Prepared {
+    events: Vec<Event>,
+    limits: AgentLimits,
+    fixed: Fixed,
+    sandbox: Sandbox,
+}
+
 /// What a tool call runs with: the sandbox, the limits, the session's time left, and the
 /// summaries being written aside.
 struct Workbench<'a> {
@@ -748,6 +777,17 @@ impl Fixed {
             .sum();
         self.system.len() + tools
     }
+}
+
+/// The session's context budget: the configured context size (the model's window when not set).
+fn context_budget(limits: &AgentLimits, fixed: &Fixed) -> Budget {
+    Budget::new(
+        limits
+            .context_tokens
+            .unwrap_or_else(|| context::window(&limits.model)),
+        limits.response_max_tokens,
+        fixed.bytes(),
+    )
 }
 
 /// A summary of one command's output by the small model, stored as its own event. It never blocks

@@ -288,10 +288,30 @@ async fn forward(
     action: Action,
     upgrade: Upgrade,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let Upgrade {
-        client: client_upgrade,
-        cancel,
-    } = upgrade;
+    let request = engine_request(request, path, buffered)?;
+    let response = shared.upstream.send(request).await?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return hijack(response, upgrade);
+    }
+    if answer_is_filtered(action) && response.status() == StatusCode::OK {
+        return filtered_answer(shared, action, response).await;
+    }
+    let (parts, incoming) = response.into_parts();
+    if action == Action::Events && parts.status == StatusCode::OK {
+        let protected = opslab_containers(shared).await?;
+        let body = filtered_events(incoming, protected, shared.scope.clone());
+        return Ok(Response::from_parts(parts, body));
+    }
+    Ok(Response::from_parts(parts, incoming.boxed()))
+}
+
+/// The request as the engine gets it: at `path` (the client's query kept), with the body the
+/// policy read in place of the client's stream.
+fn engine_request(
+    request: Request<ProxyBody>,
+    path: &str,
+    buffered: Option<Bytes>,
+) -> Result<Request<ProxyBody>, ProxyError> {
     let (mut parts, incoming) = request.into_parts();
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{path}?{query}"),
@@ -306,106 +326,127 @@ async fn forward(
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             parts.headers.remove(TRANSFER_ENCODING);
-            Full::new(bytes).map_err(|never| match never {}).boxed()
+            full(bytes)
         }
         None => incoming,
     };
-    let mut response = shared
-        .upstream
-        .send(Request::from_parts(parts, body))
-        .await?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(ProxyError::Engine(
-                "the engine switched protocols unasked".into(),
-            ));
-        };
-        let engine_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            let (client, engine) = match tokio::try_join!(client_upgrade, engine_upgrade) {
-                Ok(pair) => pair,
-                Err(error) => {
-                    debug!(%error, "a hijacked Docker API stream could not start");
-                    return;
-                }
-            };
-            let (mut client, mut engine) = (TokioIo::new(client), TokioIo::new(engine));
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                copied = tokio::io::copy_bidirectional(&mut client, &mut engine) => {
-                    if let Err(error) = copied {
-                        debug!(%error, "a hijacked Docker API stream ended with an error");
-                    }
-                }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Answers the client's upgrade with the engine's, and joins the two connections on a task of
+/// their own.
+fn hijack(
+    mut response: Response<Incoming>,
+    upgrade: Upgrade,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Upgrade {
+        client: client_upgrade,
+        cancel,
+    } = upgrade;
+    let Some(client_upgrade) = client_upgrade else {
+        return Err(ProxyError::Engine(
+            "the engine switched protocols unasked".into(),
+        ));
+    };
+    let engine_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(relay_hijacked(client_upgrade, engine_upgrade, cancel));
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, empty()))
+}
+
+/// Copies both ways between the upgraded client and engine connections until either ends, or
+/// `cancel`.
+async fn relay_hijacked(
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    engine_upgrade: hyper::upgrade::OnUpgrade,
+    cancel: CancellationToken,
+) {
+    let (client, engine) = match tokio::try_join!(client_upgrade, engine_upgrade) {
+        Ok(pair) => pair,
+        Err(error) => {
+            debug!(%error, "a hijacked Docker API stream could not start");
+            return;
+        }
+    };
+    let (mut client, mut engine) = (TokioIo::new(client), TokioIo::new(engine));
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        copied = tokio::io::copy_bidirectional(&mut client, &mut engine) => {
+            if let Err(error) = copied {
+                debug!(%error, "a hijacked Docker API stream ended with an error");
             }
-        });
-        let (parts, _) = response.into_parts();
-        return Ok(Response::from_parts(parts, empty()));
+        }
     }
-    let filters = matches!(
+}
+
+/// The answers that may show opslab's own objects, and so are read whole and filtered.
+fn answer_is_filtered(action: Action) -> bool {
+    matches!(
         action,
         Action::ContainerList
             | Action::NetworkList
             | Action::VolumeList
             | Action::NetworkInspect
             | Action::SystemDf
-    );
-    if filters && response.status() == StatusCode::OK {
-        let (mut parts, incoming) = response.into_parts();
-        let bytes = Limited::new(incoming, MAX_LIST_BYTES)
-            .collect()
-            .await
-            .map_err(|error| ProxyError::Engine(format!("reading an answer: {error}")))?
-            .to_bytes();
-        let answer: Value = serde_json::from_slice(&bytes).map_err(|error| {
-            ProxyError::Engine(format!("the engine's answer is not JSON: {error}"))
-        })?;
-        let shown = match action {
-            Action::NetworkInspect => {
-                let protected = opslab_containers(shared).await?;
-                policy::without_members(answer, &protected)
-            }
-            Action::NetworkList => {
-                let listed = policy::visible(action, answer, &shared.scope);
-                // Lists carry no members today; should an engine fill them, they are filtered too.
-                let has_members = listed.as_array().is_some_and(|networks| {
-                    networks.iter().any(|network| {
-                        network
-                            .get("Containers")
-                            .is_some_and(|c| c.as_object().is_some_and(|m| !m.is_empty()))
-                    })
-                });
-                if has_members {
-                    let protected = opslab_containers(shared).await?;
-                    match listed {
-                        Value::Array(networks) => Value::Array(
-                            networks
-                                .into_iter()
-                                .map(|network| policy::without_members(network, &protected))
-                                .collect(),
-                        ),
-                        other => other,
-                    }
-                } else {
-                    listed
-                }
-            }
-            _ => policy::visible(action, answer, &shared.scope),
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&shown).unwrap_or_default());
-        parts.headers.remove(TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        return Ok(Response::from_parts(parts, full(bytes)));
+    )
+}
+
+/// Reads a JSON answer (up to its limit) and passes on what the sandbox may see of it.
+async fn filtered_answer(
+    shared: &Shared,
+    action: Action,
+    response: Response<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, incoming) = response.into_parts();
+    let bytes = Limited::new(incoming, MAX_LIST_BYTES)
+        .collect()
+        .await
+        .map_err(|error| ProxyError::Engine(format!("reading an answer: {error}")))?
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes)
+        .map_err(|error| ProxyError::Engine(format!("the engine's answer is not JSON: {error}")))?;
+    let shown = match action {
+        Action::NetworkInspect => {
+            let protected = opslab_containers(shared).await?;
+            policy::without_members(answer, &protected)
+        }
+        Action::NetworkList => {
+            let listed = policy::visible(action, answer, &shared.scope);
+            networks_without_members(shared, listed).await?
+        }
+        _ => policy::visible(action, answer, &shared.scope),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&shown).unwrap_or_default());
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// A network list without opslab's containers among the networks' members.
+async fn networks_without_members(shared: &Shared, listed: Value) -> Result<Value, ProxyError> {
+    // Lists carry no members today; should an engine fill them, they are filtered too.
+    let has_members = listed.as_array().is_some_and(|networks| {
+        networks.iter().any(|network| {
+            network
+                .get("Containers")
+                .is_some_and(|c| c.as_object().is_some_and(|m| !m.is_empty()))
+        })
+    });
+    if !has_members {
+        return Ok(listed);
     }
-    let (parts, incoming) = response.into_parts();
-    if action == Action::Events && parts.status == StatusCode::OK {
-        let protected = opslab_containers(shared).await?;
-        let body = filtered_events(incoming, protected, shared.scope.clone());
-        return Ok(Response::from_parts(parts, body));
-    }
-    Ok(Response::from_parts(parts, incoming.boxed()))
+    let protected = opslab_containers(shared).await?;
+    Ok(match listed {
+        Value::Array(networks) => Value::Array(
+            networks
+                .into_iter()
+                .map(|network| policy::without_members(network, &protected))
+                .collect(),
+        ),
+        other => other,
+    })
 }
 
 /// The engine's event stream (one JSON object a line) without the events about opslab's objects
