@@ -73,14 +73,31 @@ struct OwnRule {
     keyed: bool,
 }
 
+/// Our rules, in the order they apply.
 fn own_rules() -> Vec<OwnRule> {
-    let key = secret_key();
-    let rule = |label, pattern: &str, secret_group, keyed| OwnRule {
+    [
+        private_key_rules(),
+        provider_token_rules(),
+        request_credential_rules(),
+        command_line_password_rules(),
+        keyed_secret_rules(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A rule; `secret_group` and `keyed` as in [`OwnRule`].
+fn rule(label: &'static str, pattern: &str, secret_group: usize, keyed: bool) -> OwnRule {
+    OwnRule {
         label,
         pattern: pattern.to_string(),
         secret_group,
         keyed,
-    };
+    }
+}
+
+fn private_key_rules() -> Vec<OwnRule> {
     vec![
         // PEM private keys, whole or cut open (a BEGIN line with its body and no END yet): the
         // header, base64 body lines, and `Proc-Type:`-style header lines up to the END line.
@@ -90,6 +107,12 @@ fn own_rules() -> Vec<OwnRule> {
             0,
             false,
         ),
+    ]
+}
+
+/// Tokens whose own shape names their provider.
+fn provider_token_rules() -> Vec<OwnRule> {
+    vec![
         rule("anthropic-key", r"\bsk-ant-[A-Za-z0-9_\-]{10,}", 0, false),
         rule(
             "openai-key",
@@ -130,6 +153,12 @@ fn own_rules() -> Vec<OwnRule> {
             0,
             false,
         ),
+    ]
+}
+
+/// Credentials a request carries: JWTs, webhook URLs, `Authorization` headers, URL passwords.
+fn request_credential_rules() -> Vec<OwnRule> {
+    vec![
         rule(
             "jwt",
             r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
@@ -162,6 +191,12 @@ fn own_rules() -> Vec<OwnRule> {
             2,
             false,
         ),
+    ]
+}
+
+/// Passwords given to a command on its command line.
+fn command_line_password_rules() -> Vec<OwnRule> {
+    vec![
         // `mysql -p<pw>` (and mysqldump, mysqladmin, mariadb): the password is glued to -p.
         rule(
             "password",
@@ -192,6 +227,13 @@ fn own_rules() -> Vec<OwnRule> {
             2,
             false,
         ),
+    ]
+}
+
+/// Values whose key names a secret.
+fn keyed_secret_rules() -> Vec<OwnRule> {
+    let key = secret_key();
+    vec![
         // `"key": "value"`, `key: 'value'`, `KEY="value"`: quoted values, which may hold spaces.
         rule(
             "secret",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit::Redactor;
-use crate::incident::{ConditionType, IncidentStatus, Phase, Severity};
+use crate::incident::{ConditionType, IncidentStatus, Phase, Report, Severity};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,34 +161,37 @@ const COMMANDS_SHOWN: usize = 15;
 
 /// A Slack incoming-webhook message: `text` (notifications and clients without blocks) and blocks.
 pub fn slack_message(notice: &Notice) -> Value {
-    let status = &notice.status;
     let (icon, headline) = match notice.what {
         What::Started => (":mag:", "Investigating".to_string()),
         What::Ended(phase) => (phase_icon(phase), phase.to_string()),
     };
-    let header = clip(&format!("{icon} {headline}: {}", notice.title), HEADER_MAX);
-    let mut blocks = vec![json!({
+    let mut blocks = vec![
+        header_block(&format!("{icon} {headline}: {}", notice.title)),
+        facts_block(notice),
+    ];
+    blocks.extend(story_sections(&notice.status));
+    blocks.extend(commands_block(&notice.commands));
+    blocks.push(review_block(notice));
+    json!({"text": plain_text(notice, &headline), "blocks": blocks})
+}
+
+fn header_block(text: &str) -> Value {
+    json!({
         "type": "header",
-        "text": {"type": "plain_text", "text": header, "emoji": true},
-    })];
-    let report = status.report.as_ref();
-    let outcome = report.map_or_else(
-        || "none reported".to_string(),
-        |report| {
-            serde_json::to_value(report.outcome)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_string))
-                .unwrap_or_default()
-                .replace('_', " ")
-        },
-    );
+        "text": {"type": "plain_text", "text": clip(text, HEADER_MAX), "emoji": true},
+    })
+}
+
+/// The facts at a glance: which Incident, where it stands, what it cost.
+fn facts_block(notice: &Notice) -> Value {
+    let status = &notice.status;
     let mut fields = vec![
         ("Incident", format!("`{}`", notice.subject())),
         ("Severity", notice.severity.to_string()),
         ("Phase", status.phase.to_string()),
     ];
     if matches!(notice.what, What::Ended(_)) {
-        fields.push(("Outcome", outcome));
+        fields.push(("Outcome", outcome(status.report.as_ref())));
     }
     fields.push(("Attempt", status.attempt.to_string()));
     fields.push((
@@ -201,99 +204,139 @@ pub fn slack_message(notice: &Notice) -> Value {
             status.commands
         ),
     ));
-    blocks.push(json!({
+    json!({
         "type": "section",
         "fields": fields
             .into_iter()
             .map(|(name, value)| json!({"type": "mrkdwn", "text": clip(&format!("*{name}*\n{value}"), FIELD_MAX)}))
             .collect::<Vec<_>>(),
-    }));
-    let mut section = |title: &str, body: &str| {
-        if !body.trim().is_empty() {
-            blocks.push(json!({
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": clip(&format!("*{title}*\n{}", escape(body)), SECTION_MAX)},
-            }));
-        }
-    };
-    match report {
+    })
+}
+
+/// The report's outcome in words (`needs human`), or that there was no report.
+fn outcome(report: Option<&Report>) -> String {
+    report.map_or_else(
+        || "none reported".to_string(),
+        |report| {
+            serde_json::to_value(report.outcome)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_string))
+                .unwrap_or_default()
+                .replace('_', " ")
+        },
+    )
+}
+
+/// What the agent found and did, from its report. Without one (a failure, a cancellation), the
+/// status's own words say why. Blank parts are left out.
+fn story_sections(status: &IncidentStatus) -> Vec<Value> {
+    let parts = match &status.report {
         Some(report) => {
-            section("Summary", &report.summary);
-            section("Root cause", &report.root_cause);
             let actions: Vec<String> = report
                 .actions
                 .iter()
                 .map(|action| format!("• {action}"))
                 .collect();
-            section("Actions", &actions.join("\n"));
-            section("Verification", &report.verification);
+            vec![
+                ("Summary", report.summary.clone()),
+                ("Root cause", report.root_cause.clone()),
+                ("Actions", actions.join("\n")),
+                ("Verification", report.verification.clone()),
+            ]
         }
         None => {
-            // No report (a failure, a cancellation): the status's own words say why.
             let why = status
                 .condition(ConditionType::Resolved)
                 .filter(|condition| !condition.message.is_empty())
                 .map(|condition| condition.message.clone())
                 .unwrap_or_default();
-            section("Why", &why);
+            vec![("Why", why)]
         }
-    }
-    if !notice.commands.is_empty() {
-        let shown: Vec<String> = notice
-            .commands
-            .iter()
-            .rev()
-            .take(COMMANDS_SHOWN)
-            .rev()
-            .map(|command| {
-                let exit = command
-                    .exit_code
-                    .map_or_else(|| "-".to_string(), |code| code.to_string());
-                // One line each; backticks would end the code block.
-                let line: String = command
-                    .command
-                    .replace('`', "'")
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                format!("[{exit}] {}", clip(&line, 200))
+    };
+    parts
+        .into_iter()
+        .filter(|(_, body)| !body.trim().is_empty())
+        .map(|(title, body)| {
+            json!({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": clip(&format!("*{title}*\n{}", escape(&body)), SECTION_MAX)},
             })
-            .collect();
-        let more = notice.commands.len().saturating_sub(COMMANDS_SHOWN);
-        let title = if more > 0 {
-            format!(
-                "*Commands run* (the last {COMMANDS_SHOWN} of {})",
-                notice.commands.len()
-            )
-        } else {
-            "*Commands run* ([exit code] command)".to_string()
-        };
-        let body = clip(&escape(&shown.join("\n")), SECTION_MAX - title.len() - 10);
-        blocks.push(json!({
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": format!("{title}\n```{body}```")},
-        }));
+        })
+        .collect()
+}
+
+/// The last commands the session ran, with their exit codes; none if it ran none.
+fn commands_block(commands: &[CommandLine]) -> Option<Value> {
+    if commands.is_empty() {
+        return None;
     }
+    let shown: Vec<String> = commands
+        .iter()
+        .rev()
+        .take(COMMANDS_SHOWN)
+        .rev()
+        .map(command_line)
+        .collect();
+    let more = commands.len().saturating_sub(COMMANDS_SHOWN);
+    let title = if more > 0 {
+        format!(
+            "*Commands run* (the last {COMMANDS_SHOWN} of {})",
+            commands.len()
+        )
+    } else {
+        "*Commands run* ([exit code] command)".to_string()
+    };
+    let body = clip(&escape(&shown.join("\n")), SECTION_MAX - title.len() - 10);
+    Some(json!({
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": format!("{title}\n```{body}```")},
+    }))
+}
+
+/// One command as the list shows it: `[exit code] command`, on one line.
+fn command_line(command: &CommandLine) -> String {
+    let exit = command
+        .exit_code
+        .map_or_else(|| "-".to_string(), |code| code.to_string());
+    // One line each; backticks would end the code block.
+    let line: String = command
+        .command
+        .replace('`', "'")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("[{exit}] {}", clip(&line, 200))
+}
+
+/// Where to review the whole session: the command, and the console's page if there is one.
+fn review_block(notice: &Notice) -> Value {
     let mut review = format!("Review: `{}`", notice.review_command());
     if let Some(url) = notice.review_url() {
         review.push_str(&format!(" or <{url}|open the session>"));
     }
-    blocks.push(json!({
+    json!({
         "type": "context",
         "elements": [{"type": "mrkdwn", "text": clip(&review, SECTION_MAX)}],
-    }));
-    let summary = report.map_or_else(String::new, |report| {
-        format!(": {}", escape(&report.summary))
-    });
-    let text = clip(
+    })
+}
+
+/// The message as one line of text, for notifications and clients without blocks.
+fn plain_text(notice: &Notice, headline: &str) -> String {
+    let summary = notice
+        .status
+        .report
+        .as_ref()
+        .map_or_else(String::new, |report| {
+            format!(": {}", escape(&report.summary))
+        });
+    clip(
         &format!(
             "{headline}: {} ({}){summary}",
             escape(&notice.title),
             notice.subject()
         ),
         SECTION_MAX,
-    );
-    json!({"text": text, "blocks": blocks})
+    )
 }
 
 fn phase_icon(phase: Phase) -> &'static str {

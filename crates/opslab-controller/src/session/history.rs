@@ -94,42 +94,10 @@ impl History {
             EventBody::SessionStarted { spec, .. } => {
                 self.messages.push(user_text(prompt::ticket(spec)));
             }
-            EventBody::LlmResponse {
-                content,
-                input_tokens,
-                output_tokens,
-                cache_write_tokens,
-                cache_read_tokens,
-                cost_usd,
-                ..
-            } => {
-                // As the request this answers was built (see `messages`).
-                self.flush_results();
-                self.fit();
-                self.summaries.append(&mut self.arriving_summaries);
+            EventBody::LlmResponse { content, .. } => {
+                self.settle_request();
                 self.turns += 1;
-                self.input_tokens += input_tokens;
-                self.output_tokens += output_tokens;
-                self.cache_write_tokens += cache_write_tokens;
-                self.cache_read_tokens += cache_read_tokens;
-                self.cost_usd += cost_usd;
-                self.pending_calls = content
-                    .iter()
-                    .filter_map(|block| match block {
-                        ContentBlock::ToolUse { id, name, input } => {
-                            Some((id.clone(), name.clone(), input.clone()))
-                        }
-                        ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
-                    })
-                    .collect();
-                self.messages.push(Message {
-                    role: Role::Assistant,
-                    content: content.clone(),
-                });
-                if self.pending_calls.is_empty() {
-                    // A reply without a tool call: the agent must act or report, so say so.
-                    self.messages.push(user_text(prompt::NUDGE.to_string()));
-                }
+                self.record_response(content);
             }
             EventBody::CommandStarted { tool_use_id, .. } => {
                 self.started.insert(tool_use_id.clone());
@@ -141,55 +109,20 @@ impl History {
                 timed_out,
                 output,
                 ..
-            } => {
-                self.started.remove(tool_use_id);
-                let content = tools::shell_result(*exit_code, *duration_ms, *timed_out, output);
-                if !output.is_empty() {
-                    self.outputs.insert(
-                        tool_use_id.clone(),
-                        (
-                            tools::shell_status(*exit_code, *duration_ms, *timed_out),
-                            output.clone(),
-                        ),
-                    );
-                }
-                self.results.insert(
-                    tool_use_id.clone(),
-                    ContentBlock::ToolResult {
-                        tool_use_id: tool_use_id.clone(),
-                        content,
-                        is_error: false,
-                    },
-                );
-            }
+            } => self.record_finished_command(
+                tool_use_id,
+                *exit_code,
+                *duration_ms,
+                *timed_out,
+                output,
+            ),
             EventBody::CommandInterrupted {
                 tool_use_id,
                 reason,
-            } => {
-                self.started.remove(tool_use_id);
-                self.results.insert(
-                    tool_use_id.clone(),
-                    ContentBlock::ToolResult {
-                        tool_use_id: tool_use_id.clone(),
-                        content: format!(
-                            "INTERRUPTED: {reason}. The command may or may not have taken effect; it was not run again. Check the state before repeating it."
-                        ),
-                        is_error: true,
-                    },
-                );
-            }
+            } => self.record_interrupted_command(tool_use_id, reason),
             EventBody::ToolRejected {
                 tool_use_id, error, ..
-            } => {
-                self.results.insert(
-                    tool_use_id.clone(),
-                    ContentBlock::ToolResult {
-                        tool_use_id: tool_use_id.clone(),
-                        content: error.clone(),
-                        is_error: true,
-                    },
-                );
-            }
+            } => self.record_result(tool_use_id, error.clone(), true),
             EventBody::TicketUpdated { spec, generation } => {
                 self.notes.push(prompt::ticket_updated(*generation, spec));
             }
@@ -197,39 +130,120 @@ impl History {
                 self.notes.push(prompt::note(note));
                 self.last_note = Some(note.clone());
             }
-            // Summaries are the session's spend too, though not part of the conversation.
             EventBody::OutputSummary {
                 tool_use_id,
                 summary,
-                input_tokens,
-                output_tokens,
-                cache_write_tokens,
-                cache_read_tokens,
-                cost_usd,
                 ..
             } => {
                 self.arriving_summaries
                     .insert(tool_use_id.clone(), summary.clone());
-                self.input_tokens += input_tokens;
-                self.output_tokens += output_tokens;
-                self.cache_write_tokens += cache_write_tokens;
-                self.cache_read_tokens += cache_read_tokens;
-                self.cost_usd += cost_usd;
             }
             EventBody::Reported { .. } => self.reported = true,
             EventBody::SessionFinished { .. } => self.finished = true,
             // The agent learns of a refused Docker call from the error its command printed.
-            // A request the server found too long is sent again shorter: to half its size.
-            EventBody::LlmRetrying { error, .. } if context::is_overflow(error) => {
-                let sent = self.request_tokens();
-                self.squeezed = Some(self.squeezed.unwrap_or(u64::MAX).min(sent / 2));
-            }
+            EventBody::LlmRetrying { error, .. } if context::is_overflow(error) => self.squeeze(),
             EventBody::SandboxReady { .. }
             | EventBody::LlmRetrying { .. }
             | EventBody::LlmFailed { .. }
             | EventBody::DockerApi { .. }
             | EventBody::Notification { .. } => {}
         }
+        self.count_spend(event);
+    }
+
+    /// Brings the conversation to what the request a response answers held (see `messages`).
+    fn settle_request(&mut self) {
+        self.flush_results();
+        self.fit();
+        self.summaries.append(&mut self.arriving_summaries);
+    }
+
+    /// Adds what an event's model call cost to the session's spend. Summaries are the session's
+    /// spend too, though not part of the conversation.
+    fn count_spend(&mut self, event: &EventBody) {
+        let (EventBody::LlmResponse {
+            input_tokens,
+            output_tokens,
+            cache_write_tokens,
+            cache_read_tokens,
+            cost_usd,
+            ..
+        }
+        | EventBody::OutputSummary {
+            input_tokens,
+            output_tokens,
+            cache_write_tokens,
+            cache_read_tokens,
+            cost_usd,
+            ..
+        }) = event
+        else {
+            return;
+        };
+        self.input_tokens += input_tokens;
+        self.output_tokens += output_tokens;
+        self.cache_write_tokens += cache_write_tokens;
+        self.cache_read_tokens += cache_read_tokens;
+        self.cost_usd += cost_usd;
+    }
+
+    /// Adds the model's response to the conversation; its tool calls wait for their results.
+    fn record_response(&mut self, content: &[ContentBlock]) {
+        self.pending_calls = tool_calls(content);
+        self.messages.push(Message {
+            role: Role::Assistant,
+            content: content.to_vec(),
+        });
+        if self.pending_calls.is_empty() {
+            // A reply without a tool call: the agent must act or report, so say so.
+            self.messages.push(user_text(prompt::NUDGE.to_string()));
+        }
+    }
+
+    /// A finished command's result. Its output is kept apart too: what is sent may cut it.
+    fn record_finished_command(
+        &mut self,
+        tool_use_id: &str,
+        exit_code: Option<i64>,
+        duration_ms: u64,
+        timed_out: bool,
+        output: &str,
+    ) {
+        self.started.remove(tool_use_id);
+        if !output.is_empty() {
+            let status = tools::shell_status(exit_code, duration_ms, timed_out);
+            self.outputs
+                .insert(tool_use_id.to_string(), (status, output.to_string()));
+        }
+        let content = tools::shell_result(exit_code, duration_ms, timed_out, output);
+        self.record_result(tool_use_id, content, false);
+    }
+
+    /// A command a restart cut short: the agent is told it may or may not have run.
+    fn record_interrupted_command(&mut self, tool_use_id: &str, reason: &str) {
+        self.started.remove(tool_use_id);
+        let content = format!(
+            "INTERRUPTED: {reason}. The command may or may not have taken effect; it was not run again. Check the state before repeating it."
+        );
+        self.record_result(tool_use_id, content, true);
+    }
+
+    /// Keeps a tool call's result until every call of its response has one (see `flush_results`).
+    fn record_result(&mut self, tool_use_id: &str, content: String, is_error: bool) {
+        self.results.insert(
+            tool_use_id.to_string(),
+            ContentBlock::ToolResult {
+                tool_use_id: tool_use_id.to_string(),
+                content,
+                is_error,
+            },
+        );
+    }
+
+    /// A request the server found too long is sent again shorter: to half its size.
+    fn squeeze(&mut self) {
+        let sent = self.request_tokens();
+        self.squeezed = Some(self.squeezed.unwrap_or(u64::MAX).min(sent / 2));
     }
 
     /// Once every call of the last response has a result, they go to the model as one user message.
@@ -446,6 +460,19 @@ fn tokens_of(messages: &[Message]) -> u64 {
 /// The length of a text as a JSON string: what it adds to a request.
 fn json_len(text: &str) -> usize {
     serde_json::to_string(text).map_or(0, |json| json.len())
+}
+
+/// The tool calls of a model response, in order.
+fn tool_calls(content: &[ContentBlock]) -> Vec<(String, String, serde_json::Value)> {
+    content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::ToolUse { id, name, input } => {
+                Some((id.clone(), name.clone(), input.clone()))
+            }
+            ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+        })
+        .collect()
 }
 
 fn user_text(text: String) -> Message {
