@@ -396,9 +396,22 @@ impl FilesSource {
     /// Turns what the files hold into Incidents and problems, then acts on what changed.
     async fn resolve(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
         let resolved = resolve(&self.dir, &self.files);
-        let now = jiff::Timestamp::now();
+        self.delete_gone(ctx, &resolved).await;
+        let mut changed = Vec::new();
+        for (key, (incident, path)) in resolved.incidents {
+            if self.admit(&key, incident, &path) {
+                changed.push(key);
+            }
+        }
+        self.report_problems(ctx, resolved.problems).await;
+        for key in changed {
+            self.reconcile_key(ctx, &key, retry).await;
+        }
+        self.count_phases(ctx);
+    }
 
-        // Incidents whose manifest is gone (or no longer names them) are deleted.
+    /// Deletes the Incidents whose manifest is gone (or no longer names them).
+    async fn delete_gone(&mut self, ctx: &Context, resolved: &Resolved) {
         let gone: Vec<ObjectKey> = self
             .known
             .keys()
@@ -410,70 +423,62 @@ impl FilesSource {
                 self.delete(ctx, &key, &known).await;
             }
         }
+    }
 
-        // New and changed Incidents get their identity; a generation moves only with the spec.
-        let mut changed = Vec::new();
-        for (key, (mut incident, path)) in resolved.incidents {
-            if let Some(requests) = self.requests.get(&key) {
-                incident
-                    .metadata
-                    .annotations
-                    .get_or_insert_default()
-                    .extend(requests.clone());
-            }
-            let spec_hash = spec_hash(&incident);
-            match self.known.get_mut(&key) {
-                Some(known) if known.spec_hash == spec_hash => {
-                    let labels_changed = known.incident.metadata.labels != incident.metadata.labels
-                        || known.incident.metadata.annotations != incident.metadata.annotations;
-                    if labels_changed {
-                        known.incident.metadata.labels = incident.metadata.labels;
-                        known.incident.metadata.annotations = incident.metadata.annotations;
-                        changed.push(key);
-                    } else if known.incident.status.is_none() {
-                        changed.push(key);
-                    }
-                }
-                Some(known) => {
-                    let generation = known.incident.metadata.generation.unwrap_or(0) + 1;
-                    info!(incident = %key, generation, "the spec changed");
-                    known.incident.metadata.generation = Some(generation);
-                    known.incident.metadata.labels = incident.metadata.labels;
-                    known.incident.metadata.annotations = incident.metadata.annotations;
-                    known.incident.spec = incident.spec;
-                    known.spec_hash = spec_hash;
-                    changed.push(key);
-                }
-                None => {
-                    info!(incident = %key, file = %path.display(), "new Incident");
-                    let mut incident = incident;
-                    incident.metadata = ObjectMeta {
-                        uid: Some(uuid::Uuid::new_v4().to_string()),
-                        generation: Some(1),
-                        creation_timestamp: Some(
-                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                                jiff::Timestamp::now(),
-                            ),
-                        ),
-                        ..incident.metadata
-                    };
-                    self.known.insert(
-                        key.clone(),
-                        Known {
-                            incident,
-                            spec_hash,
-                        },
-                    );
-                    changed.push(key);
-                }
-            }
+    /// Takes in an Incident as its manifest now says: a new one gets its identity, and the
+    /// generation moves only with the spec. Whether it needs reconciling.
+    fn admit(&mut self, key: &ObjectKey, mut incident: Incident, path: &Path) -> bool {
+        if let Some(requests) = self.requests.get(key) {
+            incident
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .extend(requests.clone());
         }
+        let spec_hash = spec_hash(&incident);
+        let Some(known) = self.known.get_mut(key) else {
+            info!(incident = %key, file = %path.display(), "new Incident");
+            incident.metadata = ObjectMeta {
+                uid: Some(uuid::Uuid::new_v4().to_string()),
+                generation: Some(1),
+                creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::now(),
+                )),
+                ..incident.metadata
+            };
+            let known = Known {
+                incident,
+                spec_hash,
+            };
+            self.known.insert(key.clone(), known);
+            return true;
+        };
+        let metadata = &mut known.incident.metadata;
+        if known.spec_hash == spec_hash {
+            let labels_changed = metadata.labels != incident.metadata.labels
+                || metadata.annotations != incident.metadata.annotations;
+            if labels_changed {
+                metadata.labels = incident.metadata.labels;
+                metadata.annotations = incident.metadata.annotations;
+            }
+            return labels_changed || known.incident.status.is_none();
+        }
+        let generation = metadata.generation.unwrap_or(0) + 1;
+        info!(incident = %key, generation, "the spec changed");
+        metadata.generation = Some(generation);
+        metadata.labels = incident.metadata.labels;
+        metadata.annotations = incident.metadata.annotations;
+        known.incident.spec = incident.spec;
+        known.spec_hash = spec_hash;
+        true
+    }
 
-        // Problems: new or changed ones are logged and stored; fixed ones are dropped.
+    /// Logs and stores new or changed manifest problems; drops the fixed ones from the store.
+    async fn report_problems(&mut self, ctx: &Context, problems: BTreeMap<ObjectKey, Problem>) {
         let fixed: Vec<ObjectKey> = self
             .problems
             .keys()
-            .filter(|key| !resolved.problems.contains_key(*key))
+            .filter(|key| !problems.contains_key(*key))
             .cloned()
             .collect();
         for key in fixed {
@@ -482,7 +487,7 @@ impl FilesSource {
                 warn!(%error, "could not drop a fixed manifest problem from the store");
             }
         }
-        for (key, problem) in resolved.problems {
+        for (key, problem) in problems {
             if self.problems.get(&key) == Some(&problem) {
                 continue;
             }
@@ -494,18 +499,13 @@ impl FilesSource {
                 content: IncidentContent::Problem {
                     error: format!("{}: {}", problem.path.display(), problem.message),
                 },
-                updated_at: now,
+                updated_at: jiff::Timestamp::now(),
             };
             if let Err(error) = ctx.store.put_incident(record).await {
                 warn!(%error, "could not store a manifest problem");
             }
             self.problems.insert(key, problem);
         }
-
-        for key in changed {
-            self.reconcile_key(ctx, &key, retry).await;
-        }
-        self.count_phases(ctx);
     }
 
     async fn reconcile_all(&mut self, ctx: &Context, retry: &mpsc::UnboundedSender<ObjectKey>) {
