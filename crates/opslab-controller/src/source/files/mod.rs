@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use kube::Resource;
 use kube::core::ObjectMeta;
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{
+    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -135,43 +137,11 @@ impl FilesSource {
         // The alert intake's folder is made (and watched) only when the intake is on, or when it
         // is there from an earlier run: its manifests are still Incidents.
         let alerts = ctx.config.alerts.is_some() || self.dir.join(ALERTS_DIR).is_dir();
-        let folders = [STATUS_DIR, REQUESTS_DIR, ALERTS_DIR];
-        for folder in &folders[..if alerts { 3 } else { 2 }] {
-            std::fs::create_dir_all(self.dir.join(folder)).map_err(|source| Error::Io {
-                path: self.dir.join(folder),
-                source,
-            })?;
-        }
+        self.make_folders(alerts)?;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         // Kept alive for the loop: dropping the debouncer stops the watch.
         let _debouncer = match self.watch {
-            WatchMode::Events => {
-                let mut debouncer = new_debouncer(
-                    DEBOUNCE,
-                    Some(DEBOUNCE_TICK),
-                    move |result: DebounceEventResult| {
-                        let _ = events_tx.send(result);
-                    },
-                )
-                .map_err(|source| Error::Watch {
-                    path: self.dir.clone(),
-                    source,
-                })?;
-                let watched = [
-                    self.dir.clone(),
-                    self.dir.join(REQUESTS_DIR),
-                    self.dir.join(ALERTS_DIR),
-                ];
-                for folder in &watched[..if alerts { 3 } else { 2 }] {
-                    debouncer
-                        .watch(folder, RecursiveMode::NonRecursive)
-                        .map_err(|source| Error::Watch {
-                            path: folder.clone(),
-                            source,
-                        })?;
-                }
-                Some(debouncer)
-            }
+            WatchMode::Events => Some(self.watch_folders(alerts, events_tx)?),
             WatchMode::Poll(_) => None,
         };
         let polling = matches!(self.watch, WatchMode::Poll(_));
@@ -192,26 +162,7 @@ impl FilesSource {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(result) = events.recv() => match result {
-                    Ok(batch) => {
-                        // Reads (ours included: inotify reports opens) change nothing.
-                        let paths: BTreeSet<PathBuf> = batch
-                            .into_iter()
-                            .filter(|event| !matches!(event.kind, EventKind::Access(_)))
-                            .flat_map(|event| event.event.paths)
-                            .collect();
-                        if paths.is_empty() {
-                            continue;
-                        }
-                        debug!(?paths, "manifests changed");
-                        for path in paths {
-                            if self.is_manifest(&path) {
-                                self.read_file(&path);
-                            } else if path.parent() == Some(self.dir.join(REQUESTS_DIR).as_path()) {
-                                self.read_request(&path);
-                            }
-                        }
-                        self.resolve(&ctx, &retry_tx).await;
-                    }
+                    Ok(batch) => self.files_changed(batch, &ctx, &retry_tx).await,
                     Err(errors) => {
                         warn!(?errors, "the folder watch failed; re-scanning the folder");
                         self.rescan_all();
@@ -235,6 +186,76 @@ impl FilesSource {
             }
         }
         Ok(())
+    }
+
+    /// The status and requests folders, and the alert intake's when `alerts`.
+    fn make_folders(&self, alerts: bool) -> Result<()> {
+        let folders = [STATUS_DIR, REQUESTS_DIR, ALERTS_DIR];
+        for folder in &folders[..if alerts { 3 } else { 2 }] {
+            let path = self.dir.join(folder);
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Watches the folder, its requests and (when `alerts`) the alert intake's folder: each
+    /// debounced batch of changes goes to `events`.
+    fn watch_folders(
+        &self,
+        alerts: bool,
+        events: mpsc::UnboundedSender<DebounceEventResult>,
+    ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>> {
+        let forward = move |result: DebounceEventResult| {
+            let _ = events.send(result);
+        };
+        let mut debouncer =
+            new_debouncer(DEBOUNCE, Some(DEBOUNCE_TICK), forward).map_err(|source| {
+                Error::Watch {
+                    path: self.dir.clone(),
+                    source,
+                }
+            })?;
+        let watched = [
+            self.dir.clone(),
+            self.dir.join(REQUESTS_DIR),
+            self.dir.join(ALERTS_DIR),
+        ];
+        for folder in &watched[..if alerts { 3 } else { 2 }] {
+            debouncer
+                .watch(folder, RecursiveMode::NonRecursive)
+                .map_err(|source| Error::Watch {
+                    path: folder.clone(),
+                    source,
+                })?;
+        }
+        Ok(debouncer)
+    }
+
+    /// Reads the manifests and requests a batch of changes touched, then acts on what changed.
+    async fn files_changed(
+        &mut self,
+        batch: Vec<DebouncedEvent>,
+        ctx: &Context,
+        retry: &mpsc::UnboundedSender<ObjectKey>,
+    ) {
+        // Reads (ours included: inotify reports opens) change nothing.
+        let paths: BTreeSet<PathBuf> = batch
+            .into_iter()
+            .filter(|event| !matches!(event.kind, EventKind::Access(_)))
+            .flat_map(|event| event.event.paths)
+            .collect();
+        if paths.is_empty() {
+            return;
+        }
+        debug!(?paths, "manifests changed");
+        for path in paths {
+            if self.is_manifest(&path) {
+                self.read_file(&path);
+            } else if path.parent() == Some(self.dir.join(REQUESTS_DIR).as_path()) {
+                self.read_request(&path);
+            }
+        }
+        self.resolve(ctx, retry).await;
     }
 
     /// Loads what the store remembers of this folder's Incidents: their uids, generations and
