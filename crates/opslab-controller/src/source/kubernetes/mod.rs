@@ -146,36 +146,44 @@ pub async fn run_controller(
     };
     let mut watched = Vec::with_capacity(scopes.len());
     for namespace in scopes {
-        let incidents: Api<Incident> = match &namespace {
-            Some(namespace) => Api::namespaced(kctx.client.clone(), namespace),
-            None => Api::all(kctx.client.clone()),
-        };
-        // Fail at start, with a clear error, when the CRD is missing or RBAC forbids the list.
-        incidents
-            .list(&kube::api::ListParams::default().limit(1))
-            .await
-            .map_err(|error| {
-                let scope = namespace.as_deref().unwrap_or("every namespace");
-                warn!(%error, scope, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev there?");
-                Error::Kube(error)
-            })?;
-        let (reader, writer) = reflector::store();
-        watched.push(Watch {
-            namespace,
-            incidents,
-            reader,
-            writer,
-        });
+        watched.push(Watch::open(&kctx.client, namespace).await?);
     }
     let listing = Arc::new(Listing {
         readers: watched.iter().map(|watch| watch.reader.clone()).collect(),
         listed: Mutex::new(vec![false; watched.len()]),
     });
-
+    announce(&kctx, &watched);
     let mut config = watcher::Config::default().any_semantic();
     if let Some(selector) = &kctx.incident_selector {
         config = config.labels_from(selector.selector());
     }
+    let mut routes = Vec::with_capacity(watched.len());
+    let mut controllers = Vec::with_capacity(watched.len());
+    for (index, watch) in watched.into_iter().enumerate() {
+        // Sessions report progress: reconcile that Incident (or all, when a slot came free).
+        let (route, wakes) = mpsc::unbounded_channel();
+        routes.push((watch.namespace.clone(), route));
+        let observed = Observed {
+            index,
+            listing: listing.clone(),
+        };
+        let controller = watch.controller(&config, observed, wakes, &kctx, &shutdown);
+        controllers.push(controller);
+    }
+    // The router outlives no controller: it waits on sessions' wake-ups forever.
+    let router = async move {
+        route_wakes(wake, &routes).await;
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => {}
+        () = router => {}
+    }
+    Ok(())
+}
+
+/// Logs what is watched.
+fn announce(kctx: &KubeContext, watched: &[Watch]) {
     let namespaces: Vec<String> = watched
         .iter()
         .filter_map(|watch| watch.namespace.clone())
@@ -192,35 +200,80 @@ pub async fn run_controller(
             "watching Incidents in these namespaces only"
         ),
     }
-    let mut routes = Vec::with_capacity(watched.len());
-    let mut controllers = Vec::with_capacity(watched.len());
-    for (index, watch) in watched.into_iter().enumerate() {
-        let Watch {
+}
+
+/// Which watch an event came from, and the listings it counts toward.
+struct Observed {
+    index: usize,
+    listing: Arc<Listing>,
+}
+
+/// One watch of Incidents (a namespace's, or every namespace's) and the store it fills.
+struct Watch {
+    /// None: every namespace.
+    namespace: Option<String>,
+    incidents: Api<Incident>,
+    reader: reflector::Store<Incident>,
+    writer: reflector::store::Writer<Incident>,
+}
+
+impl Watch {
+    /// The watch of one namespace (None: every namespace). Fails at start, with a clear error,
+    /// when the CRD is missing or RBAC forbids the list.
+    async fn open(client: &kube::Client, namespace: Option<String>) -> Result<Watch> {
+        let incidents: Api<Incident> = match &namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        };
+        incidents
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(|error| {
+                let scope = namespace.as_deref().unwrap_or("every namespace");
+                warn!(%error, scope, "cannot list Incidents: is the CRD installed (opslab crd | kubectl apply -f -) and may this account list incidents.opslab.dev there?");
+                Error::Kube(error)
+            })?;
+        let (reader, writer) = reflector::store();
+        Ok(Watch {
             namespace,
             incidents,
             reader,
             writer,
-        } = watch;
+        })
+    }
+
+    /// kube-runtime's Controller on this watch, reconciling also on sessions' `wakes`, until
+    /// `shutdown`.
+    fn controller(
+        self,
+        config: &watcher::Config,
+        observed: Observed,
+        wakes: mpsc::UnboundedReceiver<Wake>,
+        kctx: &Arc<KubeContext>,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = ()> + use<> {
+        let Watch {
+            incidents,
+            reader,
+            writer,
+            ..
+        } = self;
         // The watches are ours, so that each first complete listing is seen here: readiness and
         // the phase gauge follow the reflectors' stores. (A second waiter on a store's readiness
         // would race the controller's own wait: that future keeps one waker, and the loser is
         // never woken.)
-        let observed = {
-            let listing = listing.clone();
+        let observe = {
             let kctx = kctx.clone();
             move |event: &watcher::Event<Incident>| {
-                listing.observe(index, event, &kctx.ctx);
+                observed.listing.observe(observed.index, event, &kctx.ctx);
             }
         };
         let objects = watcher(incidents, config.clone())
             .reflect(writer)
-            .inspect_ok(observed)
+            .inspect_ok(observe)
             .applied_objects();
-        // Sessions report progress: reconcile that Incident (or all, when a slot came free).
-        let (route, wakes) = mpsc::unbounded_channel();
-        routes.push((namespace, route));
         let graceful = shutdown.clone();
-        let controller = Controller::for_stream(objects, reader.clone())
+        Controller::for_stream(objects, reader.clone())
             .reconcile_on(wake_requests(wakes, reader))
             .graceful_shutdown_on(async move { graceful.cancelled().await })
             .run(reconcile_incident, error_policy, kctx.clone())
@@ -236,28 +289,8 @@ pub async fn run_controller(
                     // The watch's own.
                     Err(error) => warn!(%error, "controller"),
                 }
-            });
-        controllers.push(controller);
+            })
     }
-    // The router outlives no controller: it waits on sessions' wake-ups forever.
-    let router = async move {
-        route_wakes(wake, &routes).await;
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = futures::future::join_all(controllers) => {}
-        () = router => {}
-    }
-    Ok(())
-}
-
-/// One watch of Incidents (a namespace's, or every namespace's) and the store it fills.
-struct Watch {
-    /// None: every namespace.
-    namespace: Option<String>,
-    incidents: Api<Incident>,
-    reader: reflector::Store<Incident>,
-    writer: reflector::store::Writer<Incident>,
 }
 
 /// The first complete listing of every watch, and the stores they fill.
