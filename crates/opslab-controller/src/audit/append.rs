@@ -3,6 +3,7 @@
 //! projections. A backend only locks the session, reads its head, runs the statements, and commits.
 
 use super::chain;
+use super::event::Spend;
 use super::rows::{self, Columns, Param, Statement};
 use super::{Event, EventBody, Redactor, SessionState, StoreError};
 use crate::incident::{Outcome, Phase};
@@ -149,8 +150,8 @@ fn project(
             tool_use_id,
             summary,
             ..
-        } => summary_written(session, tool_use_id, summary, &Spend::of(body)),
-        EventBody::LlmResponse { .. } => vec![turn_taken(session, &Spend::of(body))],
+        } => summary_written(session, tool_use_id, summary, &body.spend()),
+        EventBody::LlmResponse { .. } => vec![turn_taken(session, &body.spend())],
         EventBody::Reported { report, .. } => vec![Statement::new(
             "UPDATE sessions SET report = ?2 WHERE id = ?1",
             vec![session, serde_json::to_string(report)?.into()],
@@ -201,46 +202,7 @@ struct Appended<'a> {
     at: &'a str,
 }
 
-/// Tokens and estimated dollars spent by a model call.
-#[derive(Default)]
-struct Spend {
-    input_tokens: u64,
-    output_tokens: u64,
-    cache_write_tokens: u64,
-    cache_read_tokens: u64,
-    cost_usd: f64,
-}
-
 impl Spend {
-    /// What a model call (a turn or a summary) spent; nothing for other events.
-    fn of(body: &EventBody) -> Spend {
-        match *body {
-            EventBody::LlmResponse {
-                input_tokens,
-                output_tokens,
-                cache_write_tokens,
-                cache_read_tokens,
-                cost_usd,
-                ..
-            }
-            | EventBody::OutputSummary {
-                input_tokens,
-                output_tokens,
-                cache_write_tokens,
-                cache_read_tokens,
-                cost_usd,
-                ..
-            } => Spend {
-                input_tokens,
-                output_tokens,
-                cache_write_tokens,
-                cache_read_tokens,
-                cost_usd,
-            },
-            _ => Spend::default(),
-        }
-    }
-
     /// The session's id, then the parameters ?2 to ?6 of the statements that add up spend.
     fn params(&self, session: Param) -> Vec<Param> {
         vec![

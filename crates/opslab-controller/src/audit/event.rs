@@ -185,7 +185,46 @@ fn is_zero(count: &u64) -> bool {
     *count == 0
 }
 
+/// Tokens and estimated dollars spent by a model call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Spend {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cost_usd: f64,
+}
+
 impl EventBody {
+    /// What the event's model call (a turn or a summary) spent; nothing for other events.
+    pub fn spend(&self) -> Spend {
+        match *self {
+            EventBody::LlmResponse {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            }
+            | EventBody::OutputSummary {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            } => Spend {
+                input_tokens,
+                output_tokens,
+                cache_write_tokens,
+                cache_read_tokens,
+                cost_usd,
+            },
+            _ => Spend::default(),
+        }
+    }
+
     /// What the session's `message` says while a model call is retried.
     pub fn retrying_message(retry: u32, max_retries: u32, delay_ms: u64, error: &str) -> String {
         format!(

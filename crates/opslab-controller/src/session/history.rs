@@ -161,30 +161,12 @@ impl History {
     /// Adds what an event's model call cost to the session's spend. Summaries are the session's
     /// spend too, though not part of the conversation.
     fn count_spend(&mut self, event: &EventBody) {
-        let (EventBody::LlmResponse {
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
-            ..
-        }
-        | EventBody::OutputSummary {
-            input_tokens,
-            output_tokens,
-            cache_write_tokens,
-            cache_read_tokens,
-            cost_usd,
-            ..
-        }) = event
-        else {
-            return;
-        };
-        self.input_tokens += input_tokens;
-        self.output_tokens += output_tokens;
-        self.cache_write_tokens += cache_write_tokens;
-        self.cache_read_tokens += cache_read_tokens;
-        self.cost_usd += cost_usd;
+        let spend = event.spend();
+        self.input_tokens += spend.input_tokens;
+        self.output_tokens += spend.output_tokens;
+        self.cache_write_tokens += spend.cache_write_tokens;
+        self.cache_read_tokens += spend.cache_read_tokens;
+        self.cost_usd += spend.cost_usd;
     }
 
     /// Adds the model's response to the conversation; its tool calls wait for their results.
