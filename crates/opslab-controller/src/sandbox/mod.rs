@@ -1163,10 +1163,11 @@ impl Sandbox {
 /// whose leader's pid (a child shell's, which becomes `timeout`) goes to `pid_file` so the controller can kill the group if the in-container
 /// timeout fails (the pid files go with the container). The command is an argument, never
 /// interpolated; stderr goes into the same pipe as stdout, so the two arrive in the order they were
-/// written. When it ends, [`SWEEP`] kills what it left running. Pure.
+/// written. When it ends, [`SWEEP`] kills what it left running; before it starts, it waits for the
+/// pids a command before it released (`opslab_headroom`). Pure.
 fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
     format!(
-        "{SWEEP}\nsh -c 'echo $$ > \"$0\"; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1' {pid_file} \"$1\"\n\
+        "{SWEEP}\nopslab_headroom\nsh -c 'echo $$ > \"$0\"; exec timeout -k {KILL_AFTER_SECONDS}s {seconds} bash -lc \"$1\" </dev/null 2>&1' {pid_file} \"$1\"\n\
          status=$?\nopslab_sweep\nexit $status"
     )
 }
@@ -1178,14 +1179,17 @@ fn exec_wrapper(pid_file: &str, seconds: &str) -> String {
 /// started `nohup` yet: while a leftover is still a shell, `nohup` or `setsid` about to start its
 /// program, the sweep waits (1 s at most). Then processes are stopped until none is left running,
 /// and killed, so a fork bomb cannot outrun the sweep; a round that killed something is followed by
-/// another (three at most), for what a busy machine let slip through. The killed hold their pids
+/// another (twenty at most), for what a busy machine let slip through. The killed hold their pids
 /// until the container's init reaps them: the sweep waits for that (10 s at most), and then for the
 /// container's pids cgroup to have room for a command again (16 free, 10 s at most), so the next
 /// command can start. It never forks (dash gives up on a shell whose fork fails): shell builtins
 /// only, and its waits watch the clock in /proc/uptime.
 const SWEEP: &str = r#"opslab_clock() { read -r now _ < /proc/uptime; now=${now%.*}${now#*.}; }
 opslab_sweep() {
-  opslab_sweep_round 1 && opslab_sweep_round 0 && opslab_sweep_round 0
+  if opslab_sweep_round 1; then
+    rounds=1
+    while [ $rounds -lt 20 ] && opslab_sweep_round 0; do rounds=$((rounds + 1)); done
+  fi
   opslab_headroom
 }
 opslab_headroom() {
